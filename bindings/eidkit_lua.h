@@ -1,0 +1,28 @@
+/* Shared by the files of the Lua 5.4 module eidkit.core (one file per class). */
+#ifndef EIDKIT_LUA_H
+#define EIDKIT_LUA_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#if defined(__GNUC__)
+#define EIDKIT_LUA_EXPORT __attribute__((visibility("default")))
+#else
+#define EIDKIT_LUA_EXPORT
+#endif
+
+#define EIDKIT_SIGNER_MT "eidkit.Signer"
+#define EIDKIT_ERROR_MT "eidkit.Error"
+
+/* The module's entry point; the eidkit program preloads it. */
+EIDKIT_LUA_EXPORT int luaopen_eidkit_core(lua_State *L);
+
+/* Push a runtime-failure value: nil, {code=, message=} with __tostring.
+ * Returns 2 (the number of values pushed). */
+int eidkit_push_fail(lua_State *L, const char *code, const char *message);
+
+/* Register the signer class and the module-level sign functions into the
+ * module table at the top of the stack. */
+void eidkit_open_signer(lua_State *L);
+
+#endif

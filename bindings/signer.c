@@ -1,0 +1,265 @@
+/* eidkit.Signer and the module-level sign/sign_explain that share one. */
+#include "eidkit/eidkit.h"
+
+#include "eidkit_lua.h"
+
+#include <string.h>
+
+typedef struct lsigner {
+    eid_signer *s; /* NULL once closed */
+} lsigner;
+
+static lsigner *check_signer(lua_State *L, int idx) {
+    lsigner *ls = luaL_checkudata(L, idx, EIDKIT_SIGNER_MT);
+    if (ls->s == NULL) luaL_error(L, "attempt to use a closed eidkit.Signer");
+    return ls;
+}
+
+static const char *status_code(eid_status st) {
+    switch (st) {
+    case EID_E_NOMEM: return "nomem";
+    case EID_E_CRYPTO: return "crypto";
+    default: return "internal";
+    }
+}
+
+/* Read a string field with no number coercion and no embedded NUL (the C core
+ * takes NUL-terminated strings, and a silent truncation would sign something
+ * other than what is sent). */
+static const char *opt_string(lua_State *L, int tidx, const char *field, size_t *len_out) {
+    int t = lua_type(L, -1);
+    if (t != LUA_TSTRING) {
+        lua_pushfstring(L, "%s: expected string, got %s", field, lua_typename(L, t));
+        luaL_argerror(L, tidx, lua_tostring(L, -1));
+    }
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (len_out) *len_out = len;
+    else if (strlen(s) != len) {
+        lua_pushfstring(L, "%s: contains a NUL byte", field);
+        luaL_argerror(L, tidx, lua_tostring(L, -1));
+    }
+    return s;
+}
+
+static void read_signed_headers(lua_State *L, int tidx, const char **names, size_t *count) {
+    if (!lua_istable(L, -1)) {
+        lua_pushfstring(L, "signed_headers: expected table of header names, got %s",
+                        luaL_typename(L, -1));
+        luaL_argerror(L, tidx, lua_tostring(L, -1));
+    }
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    if (n > EID_SIGNED_HEADERS_MAX) {
+        lua_pushfstring(L, "signed_headers: more than %d names", EID_SIGNED_HEADERS_MAX);
+        luaL_argerror(L, tidx, lua_tostring(L, -1));
+    }
+    for (lua_Integer i = 1; i <= n; i++) {
+        /* The table keeps the string alive after the pop. */
+        if (lua_rawgeti(L, -1, i) != LUA_TSTRING) {
+            lua_pushfstring(L, "signed_headers[%d]: expected string, got %s", (int)i,
+                            luaL_typename(L, -1));
+            luaL_argerror(L, tidx, lua_tostring(L, -1));
+        }
+        names[i - 1] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    *count = (size_t)n;
+}
+
+/* Fill *r from the table at tidx in one pass; unknown keys are an error so a
+ * misspelt option (secretKey) is caught instead of silently ignored. */
+static void read_request(lua_State *L, int tidx, eid_sign_request *r, const char **names) {
+    luaL_checktype(L, tidx, LUA_TTABLE);
+    memset(r, 0, sizeof *r);
+    r->timestamp = EID_TIMESTAMP_NOW;
+    int have_body = 0;
+    lua_pushnil(L);
+    while (lua_next(L, tidx) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING) luaL_argerror(L, tidx, "field names must be strings");
+        const char *k = lua_tostring(L, -2);
+        size_t len;
+        if (strcmp(k, "body") == 0) {
+            r->body = opt_string(L, tidx, k, &len);
+            r->body_len = len;
+            have_body = 1;
+        } else if (strcmp(k, "secret_key") == 0) {
+            r->secret_key = opt_string(L, tidx, k, &len);
+            r->secret_key_len = len;
+        } else if (strcmp(k, "timestamp") == 0) {
+            int isnum = 0;
+            lua_Integer ts = lua_tointegerx(L, -1, &isnum);
+            if (!isnum || lua_type(L, -1) != LUA_TNUMBER)
+                luaL_argerror(L, tidx, "timestamp: expected integer Unix seconds");
+            if (ts == (lua_Integer)EID_TIMESTAMP_NOW) ts = -1; /* keep it an error */
+            r->timestamp = (int64_t)ts;
+        } else if (strcmp(k, "signed_headers") == 0) {
+            read_signed_headers(L, tidx, names, &r->signed_headers_count);
+            r->signed_headers = names;
+        } else if (strcmp(k, "secret_id") == 0) r->secret_id = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "token") == 0) r->token = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "host") == 0) r->host = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "service") == 0) r->service = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "action") == 0) r->action = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "version") == 0) r->version = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "region") == 0) r->region = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "language") == 0) r->language = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "content_type") == 0) r->content_type = opt_string(L, tidx, k, NULL);
+        else {
+            lua_pushfstring(L, "unknown field '%s'", k);
+            luaL_argerror(L, tidx, lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    if (!have_body) luaL_argerror(L, tidx, "body: required (the exact bytes to send)");
+}
+
+static void push_headers(lua_State *L, const eid_sign_request *r, const eid_signature *sig) {
+    eid_header h[EID_HEADERS_MAX];
+    size_t n = eid_sign_headers(r, sig, h);
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, h[i].value);
+        lua_setfield(L, -2, h[i].name);
+    }
+}
+
+/* Shared by sign and explain; sidx is the signer, tidx the request table. */
+static int do_sign(lua_State *L, eid_signer *s, int tidx, int explain) {
+    eid_sign_request r;
+    const char *names[EID_SIGNED_HEADERS_MAX];
+    read_request(L, tidx, &r, names);
+    eid_signature sig;
+    eid_error err = {0};
+    eid_status st;
+    char cr[EID_TOKEN_MAX + 4096];
+    eid_sign_explain ex = {.canonical_request = cr, .canonical_request_cap = sizeof cr};
+    st = explain ? eid_signer_explain(s, &r, &sig, &ex, &err) : eid_signer_sign(s, &r, &sig, &err);
+    if (st == EID_E_INVALID_ARG) return luaL_argerror(L, tidx, err.message);
+    if (st != EID_OK) return eidkit_push_fail(L, status_code(st), err.message);
+    if (!explain) {
+        push_headers(L, &r, &sig);
+        return 1;
+    }
+    lua_createtable(L, 0, 10);
+    lua_pushlstring(L, cr, ex.canonical_request_len);
+    lua_setfield(L, -2, "canonical_request");
+    lua_pushstring(L, ex.string_to_sign);
+    lua_setfield(L, -2, "string_to_sign");
+    lua_pushstring(L, ex.hashed_payload);
+    lua_setfield(L, -2, "hashed_payload");
+    lua_pushstring(L, ex.hashed_canonical_request);
+    lua_setfield(L, -2, "hashed_canonical_request");
+    lua_pushstring(L, sig.signature);
+    lua_setfield(L, -2, "signature");
+    lua_pushstring(L, sig.authorization);
+    lua_setfield(L, -2, "authorization");
+    lua_pushstring(L, sig.signed_headers);
+    lua_setfield(L, -2, "signed_headers");
+    lua_pushstring(L, sig.date);
+    lua_setfield(L, -2, "date");
+    lua_pushinteger(L, (lua_Integer)sig.timestamp);
+    lua_setfield(L, -2, "timestamp");
+    push_headers(L, &r, &sig);
+    lua_setfield(L, -2, "headers");
+    return 1;
+}
+
+/* ------------------------------------------------------- eidkit.Signer */
+
+static int signer_new(lua_State *L) {
+    eid_signer_options o = {0};
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        if (lua_getfield(L, 1, "cache_slots") != LUA_TNIL) {
+            lua_Integer n = luaL_checkinteger(L, -1);
+            luaL_argcheck(L, n >= 1 && n <= 4096, 1, "cache_slots: expected 1..4096");
+            o.cache_slots = (size_t)n;
+        }
+        lua_pop(L, 1);
+    }
+    /* Created closed, then opened: __gc is safe even if eid_signer_new fails. */
+    lsigner *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+    ls->s = NULL;
+    luaL_setmetatable(L, EIDKIT_SIGNER_MT);
+    eid_status st = eid_signer_new(&o, &ls->s);
+    if (st != EID_OK) return eidkit_push_fail(L, status_code(st), eid_strerror(st));
+    return 1;
+}
+
+static int signer_sign(lua_State *L) { return do_sign(L, check_signer(L, 1)->s, 2, 0); }
+static int signer_explain(lua_State *L) { return do_sign(L, check_signer(L, 1)->s, 2, 1); }
+
+static int push_stats(lua_State *L, eid_signer *s) {
+    uint64_t hits = 0, misses = 0;
+    eid_signer_cache_stats(s, &hits, &misses);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)hits);
+    lua_setfield(L, -2, "hits");
+    lua_pushinteger(L, (lua_Integer)misses);
+    lua_setfield(L, -2, "misses");
+    return 1;
+}
+
+static int signer_stats(lua_State *L) { return push_stats(L, check_signer(L, 1)->s); }
+
+/* One idempotent close behind close(), __gc and __close. */
+static int signer_close(lua_State *L) {
+    lsigner *ls = luaL_checkudata(L, 1, EIDKIT_SIGNER_MT);
+    eid_signer_free(ls->s);
+    ls->s = NULL;
+    return 0;
+}
+
+static int signer_tostring(lua_State *L) {
+    lsigner *ls = luaL_checkudata(L, 1, EIDKIT_SIGNER_MT);
+    if (ls->s) lua_pushfstring(L, "eidkit.Signer (%p)", (void *)ls);
+    else lua_pushliteral(L, "eidkit.Signer (closed)");
+    return 1;
+}
+
+/* ------------------------------------------- module-level, shared signer */
+
+static int mod_sign(lua_State *L) {
+    return do_sign(L, check_signer(L, lua_upvalueindex(1))->s, 1, 0);
+}
+static int mod_explain(lua_State *L) {
+    return do_sign(L, check_signer(L, lua_upvalueindex(1))->s, 1, 1);
+}
+static int mod_stats(lua_State *L) { return push_stats(L, check_signer(L, lua_upvalueindex(1))->s); }
+
+void eidkit_open_signer(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"sign", signer_sign},   {"explain", signer_explain}, {"cache_stats", signer_stats},
+        {"close", signer_close}, {NULL, NULL},
+    };
+    static const luaL_Reg meta[] = {
+        {"__gc", signer_close},
+        {"__close", signer_close},
+        {"__tostring", signer_tostring},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, EIDKIT_SIGNER_MT)) {
+        luaL_setfuncs(L, meta, 0);
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+
+    lua_pushcfunction(L, signer_new);
+    lua_setfield(L, -2, "signer");
+
+    /* Module state lives in an upvalue, not a C global: each lua_State gets
+     * its own signer, freed with the state. */
+    lua_pushcfunction(L, signer_new);
+    lua_call(L, 0, 2);
+    if (lua_isnil(L, -2))
+        luaL_error(L, "eidkit.core: cannot create the default signer: %s", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    static const luaL_Reg shared[] = {
+        {"sign", mod_sign},
+        {"sign_explain", mod_explain},
+        {"cache_stats", mod_stats},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, shared, 1);
+}

@@ -1,0 +1,606 @@
+/*
+ * TC3-HMAC-SHA256 request signing (Tencent Cloud API signature v3).
+ *
+ * The one OpenSSL-facing file for signing. Hot-path budget per call with a
+ * cached key: SHA-256(body), SHA-256(canonical request), one HMAC over the
+ * string to sign, no allocation. The three-step key derivation runs only on a
+ * cache miss (new secret, new UTC day or new service).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "eidkit/eidkit.h"
+
+#include "internal.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_HOST "faceid.tencentcloudapi.com"
+#define DEFAULT_CONTENT_TYPE "application/json"
+#define FACEID_VERSION "2018-03-01"
+#define DEFAULT_SLOTS 8
+/* Large enough for every signed header at its maximum length plus framing. */
+#define CANONICAL_MAX (EID_TOKEN_MAX + 8 * (EID_FIELD_MAX + 20) + 256)
+
+typedef struct key_slot {
+    uint64_t last_used; /* 0: empty */
+    char date[11];
+    char service[EID_SERVICE_MAX + 1];
+    size_t secret_len;
+    unsigned char secret[EID_SECRET_KEY_MAX];
+    EVP_MAC_CTX *mac; /* keyed with SecretSigning for (secret, date, service) */
+} key_slot;
+
+struct eid_signer {
+    pthread_mutex_t lock;
+    EVP_MD *sha256;
+    EVP_MAC *hmac;
+    EVP_MD_CTX *md;      /* scratch, used under lock */
+    EVP_MAC_CTX *derive; /* scratch for key derivation, used under lock */
+    key_slot *slots;
+    size_t nslots;
+    uint64_t tick, hits, misses;
+    eid_clock clock;
+};
+
+/* The headers eidkit can sign, in canonical (sorted, lower-case) order. The
+ * signed-header set is a bitmask over this table, so canonical order falls out
+ * of iterating it. */
+enum {
+    H_CONTENT_TYPE,
+    H_HOST,
+    H_ACTION,
+    H_LANGUAGE,
+    H_REGION,
+    H_TIMESTAMP,
+    H_TOKEN,
+    H_VERSION,
+    H_COUNT
+};
+static const char *const header_lc[H_COUNT] = {
+    "content-type", "host",           "x-tc-action", "x-tc-language",
+    "x-tc-region",  "x-tc-timestamp", "x-tc-token",  "x-tc-version",
+};
+#define MASK_DEFAULT ((1u << H_CONTENT_TYPE) | (1u << H_HOST))
+
+/* The request with defaults applied and every field validated. */
+typedef struct resolved {
+    const char *v[H_COUNT]; /* header values; NULL when not sent */
+    size_t len[H_COUNT];
+    char service[EID_SERVICE_MAX + 1];
+    size_t service_len;
+    size_t secret_id_len;
+    unsigned mask;
+    int64_t timestamp;
+    char ts[24];
+} resolved;
+
+/* ------------------------------------------------------------- utilities */
+
+static void hex32(const unsigned char in[32], char out[65]) {
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+static char lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
+
+/* Days since 1970-01-01 to a civil date (proleptic Gregorian), after Howard
+ * Hinnant's public-domain algorithm: exact for the whole accepted range and
+ * free of the locale and TZ state that gmtime would consult. */
+static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d) {
+    z += 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const unsigned doe = (unsigned)(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const int64_t yy = (int64_t)yoe + era * 400;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int)(yy + (*m <= 2));
+}
+
+eid_status eid_utc_date(int64_t timestamp, char out[11]) {
+    if (timestamp < 0 || timestamp > EID_TIMESTAMP_MAX) return EID_E_INVALID_ARG;
+    int y;
+    unsigned m, d;
+    civil_from_days(timestamp / 86400, &y, &m, &d);
+    out[0] = (char)('0' + y / 1000);
+    out[1] = (char)('0' + y / 100 % 10);
+    out[2] = (char)('0' + y / 10 % 10);
+    out[3] = (char)('0' + y % 10);
+    out[4] = '-';
+    out[5] = (char)('0' + m / 10);
+    out[6] = (char)('0' + m % 10);
+    out[7] = '-';
+    out[8] = (char)('0' + d / 10);
+    out[9] = (char)('0' + d % 10);
+    out[10] = '\0';
+    return EID_OK;
+}
+
+/* ------------------------------------------------------------ validation */
+
+typedef enum charset {
+    CS_VISIBLE,    /* printable ASCII, no space */
+    CS_TEXT,       /* printable ASCII, inner spaces allowed */
+    CS_SECRET_ID,  /* visible, but not '/' or ',' which frame the Credential */
+    CS_WORD,       /* [A-Za-z0-9] */
+    CS_VERSION,    /* [A-Za-z0-9.-] */
+    CS_SERVICE,    /* [a-z0-9-] */
+    CS_REGION,     /* [a-z0-9-] */
+    CS_LANGUAGE,   /* [A-Za-z-] */
+} charset;
+
+static bool in_set(unsigned char c, charset cs) {
+    bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    switch (cs) {
+    case CS_VISIBLE: return c > 0x20 && c < 0x7f;
+    case CS_TEXT: return c >= 0x20 && c < 0x7f;
+    case CS_SECRET_ID: return c > 0x20 && c < 0x7f && c != '/' && c != ',';
+    case CS_WORD: return alnum;
+    case CS_VERSION: return alnum || c == '.' || c == '-';
+    case CS_SERVICE:
+    case CS_REGION: return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-';
+    case CS_LANGUAGE: return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-';
+    }
+    return false;
+}
+
+static const char *charset_words(charset cs) {
+    switch (cs) {
+    case CS_VISIBLE: return "printable ASCII without spaces";
+    case CS_TEXT: return "printable ASCII without leading or trailing spaces";
+    case CS_SECRET_ID: return "printable ASCII without spaces, '/' or ','";
+    case CS_WORD: return "letters and digits";
+    case CS_VERSION: return "letters, digits, '.' and '-'";
+    case CS_SERVICE:
+    case CS_REGION: return "lower-case letters, digits and '-'";
+    case CS_LANGUAGE: return "letters and '-' (e.g. zh-CN, en-US)";
+    }
+    return "valid characters";
+}
+
+/* Check one string field. Never echoes the value: some fields are secrets and
+ * the rest may be attacker-controlled. */
+static eid_status check_field(eid_error *err, const char *field, const char *s, size_t max,
+                              charset cs, size_t *len_out) {
+    size_t n = 0;
+    for (; s[n]; n++) {
+        if (n >= max)
+            return eid__fail(err, EID_E_INVALID_ARG, field, "longer than %zu bytes", max);
+        if (!in_set((unsigned char)s[n], cs))
+            return eid__fail(err, EID_E_INVALID_ARG, field,
+                             "byte %zu is not allowed (expected %s)", n + 1, charset_words(cs));
+    }
+    if (n == 0) return eid__fail(err, EID_E_INVALID_ARG, field, "must not be empty");
+    if (cs == CS_TEXT && (s[0] == ' ' || s[n - 1] == ' '))
+        return eid__fail(err, EID_E_INVALID_ARG, field, "has leading or trailing spaces");
+    *len_out = n;
+    return EID_OK;
+}
+
+static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *mask, eid_error *err) {
+    if (req->signed_headers == NULL || req->signed_headers_count == 0) {
+        *mask = MASK_DEFAULT;
+        return EID_OK;
+    }
+    if (req->signed_headers_count > EID_SIGNED_HEADERS_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "more than %d names",
+                         EID_SIGNED_HEADERS_MAX);
+    unsigned m = 0;
+    for (size_t i = 0; i < req->signed_headers_count; i++) {
+        const char *name = req->signed_headers[i];
+        if (name == NULL)
+            return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "entry %zu is NULL", i + 1);
+        char lc[20];
+        size_t n = 0;
+        for (; name[n] && n < sizeof lc - 1; n++) lc[n] = lower(name[n]);
+        lc[n] = '\0';
+        int found = -1;
+        if (name[n] == '\0')
+            for (int h = 0; h < H_COUNT; h++)
+                if (strcmp(lc, header_lc[h]) == 0) found = h;
+        if (found < 0) {
+            bool printable = true;
+            for (size_t k = 0; name[k] && k < 40; k++)
+                if (!in_set((unsigned char)name[k], CS_VISIBLE)) printable = false;
+            if (printable)
+                return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
+                                 "unknown header '%.40s' (allowed: content-type, host, "
+                                 "x-tc-action, x-tc-language, x-tc-region, x-tc-timestamp, "
+                                 "x-tc-token, x-tc-version)",
+                                 name);
+            return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
+                             "entry %zu is not a header name", i + 1);
+        }
+        if (m & (1u << found))
+            return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "'%s' is listed twice",
+                             header_lc[found]);
+        m |= 1u << found;
+    }
+    if ((m & MASK_DEFAULT) != MASK_DEFAULT)
+        return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
+                         "must include content-type and host (TC3 requires both)");
+    *mask = m;
+    return EID_OK;
+}
+
+/* Apply defaults and validate everything; no crypto, no clock. */
+static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *err) {
+    eid_status st;
+    memset(r->v, 0, sizeof r->v);
+    if (req == NULL) return eid__fail(err, EID_E_INVALID_ARG, "request", "is NULL");
+
+    if (req->secret_id == NULL) return eid__fail(err, EID_E_INVALID_ARG, "secret_id", "required");
+    if ((st = check_field(err, "secret_id", req->secret_id, EID_SECRET_ID_MAX, CS_SECRET_ID,
+                          &r->secret_id_len)))
+        return st;
+    if (req->secret_key == NULL || req->secret_key_len == 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "secret_key", "required");
+    if (req->secret_key_len > EID_SECRET_KEY_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "secret_key", "longer than %d bytes",
+                         EID_SECRET_KEY_MAX);
+    if (req->body == NULL && req->body_len != 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "body", "NULL with a non-zero length");
+
+    const char *host = req->host ? req->host : DEFAULT_HOST;
+    if ((st = check_field(err, "host", host, EID_FIELD_MAX, CS_VISIBLE, &r->len[H_HOST]))) return st;
+    r->v[H_HOST] = host;
+
+    if (req->service) {
+        if ((st = check_field(err, "service", req->service, EID_SERVICE_MAX, CS_SERVICE,
+                              &r->service_len)))
+            return st;
+        memcpy(r->service, req->service, r->service_len + 1);
+    } else {
+        /* As the official SDKs do: the service is the endpoint's first label. */
+        size_t n = 0;
+        while (host[n] && host[n] != '.' && host[n] != ':') n++;
+        if (n == 0 || n > EID_SERVICE_MAX)
+            return eid__fail(err, EID_E_INVALID_ARG, "service",
+                             "required (cannot derive it from host)");
+        for (size_t i = 0; i < n; i++) {
+            r->service[i] = lower(host[i]);
+            if (!in_set((unsigned char)r->service[i], CS_SERVICE))
+                return eid__fail(err, EID_E_INVALID_ARG, "service",
+                                 "required (the host's first label is not a service name)");
+        }
+        r->service[n] = '\0';
+        r->service_len = n;
+    }
+
+    if (req->action == NULL) return eid__fail(err, EID_E_INVALID_ARG, "action", "required");
+    if ((st = check_field(err, "action", req->action, 128, CS_WORD, &r->len[H_ACTION]))) return st;
+    r->v[H_ACTION] = req->action;
+
+    const char *version = req->version;
+    if (version == NULL) {
+        if (strcmp(r->service, "faceid") != 0)
+            return eid__fail(err, EID_E_INVALID_ARG, "version",
+                             "required for service '%s' (defaults only for faceid)", r->service);
+        version = FACEID_VERSION;
+    }
+    if ((st = check_field(err, "version", version, 32, CS_VERSION, &r->len[H_VERSION]))) return st;
+    r->v[H_VERSION] = version;
+
+    const char *ct = req->content_type ? req->content_type : DEFAULT_CONTENT_TYPE;
+    if ((st = check_field(err, "content_type", ct, EID_FIELD_MAX, CS_TEXT, &r->len[H_CONTENT_TYPE])))
+        return st;
+    r->v[H_CONTENT_TYPE] = ct;
+
+    if (req->region) {
+        if ((st = check_field(err, "region", req->region, 64, CS_REGION, &r->len[H_REGION])))
+            return st;
+        r->v[H_REGION] = req->region;
+    }
+    if (req->language) {
+        if ((st = check_field(err, "language", req->language, 16, CS_LANGUAGE,
+                              &r->len[H_LANGUAGE])))
+            return st;
+        r->v[H_LANGUAGE] = req->language;
+    }
+    if (req->token) {
+        if ((st = check_field(err, "token", req->token, EID_TOKEN_MAX, CS_VISIBLE, &r->len[H_TOKEN])))
+            return st;
+        r->v[H_TOKEN] = req->token;
+    }
+
+    if ((st = parse_signed_headers(req, &r->mask, err))) return st;
+    for (int h = 0; h < H_COUNT; h++)
+        if ((r->mask & (1u << h)) && h != H_TIMESTAMP && r->v[h] == NULL)
+            return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
+                             "'%s' is signed but not sent (set %s)", header_lc[h],
+                             h == H_TOKEN ? "token" : h == H_REGION ? "region" : "language");
+    return EID_OK;
+}
+
+static eid_status resolve_time(const eid_signer *s, const eid_sign_request *req, resolved *r,
+                               char date[11], eid_error *err) {
+    int64_t ts = req->timestamp;
+    if (ts == EID_TIMESTAMP_NOW) ts = s->clock.now ? s->clock.now(s->clock.ud) : (int64_t)time(NULL);
+    if (ts < 0 || ts > EID_TIMESTAMP_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "timestamp",
+                         "must be Unix seconds between 0 and %lld (got %lld)",
+                         (long long)EID_TIMESTAMP_MAX, (long long)ts);
+    r->timestamp = ts;
+    int n = snprintf(r->ts, sizeof r->ts, "%lld", (long long)ts);
+    r->v[H_TIMESTAMP] = r->ts;
+    r->len[H_TIMESTAMP] = (size_t)n;
+    return eid_utc_date(ts, date);
+}
+
+/* ---------------------------------------------------------------- crypto */
+
+static bool sha256(eid_signer *s, const void *data, size_t len, unsigned char out[32]) {
+    unsigned int outl = 0;
+    return EVP_DigestInit_ex2(s->md, s->sha256, NULL) == 1 &&
+           EVP_DigestUpdate(s->md, data, len) == 1 && EVP_DigestFinal_ex(s->md, out, &outl) == 1 &&
+           outl == 32;
+}
+
+static bool hmac_once(EVP_MAC_CTX *ctx, const void *key, size_t keylen, const void *msg,
+                      size_t msglen, unsigned char out[32]) {
+    size_t outl = 0;
+    return EVP_MAC_init(ctx, key, keylen, NULL) == 1 && EVP_MAC_update(ctx, msg, msglen) == 1 &&
+           EVP_MAC_final(ctx, out, &outl, 32) == 1 && outl == 32;
+}
+
+static EVP_MAC_CTX *new_hmac_ctx(EVP_MAC *hmac) {
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac);
+    if (ctx == NULL) return NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (EVP_MAC_CTX_set_params(ctx, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static void slot_wipe(key_slot *slot) {
+    OPENSSL_cleanse(slot->secret, sizeof slot->secret);
+    slot->secret_len = 0;
+    slot->last_used = 0;
+}
+
+/* Find or derive the keyed HMAC for (secret, date, service). Called under lock. */
+static EVP_MAC_CTX *signing_key(eid_signer *s, const eid_sign_request *req, const resolved *r,
+                                const char date[11], eid_error *err) {
+    key_slot *victim = &s->slots[0];
+    for (size_t i = 0; i < s->nslots; i++) {
+        key_slot *slot = &s->slots[i];
+        if (slot->last_used != 0 && memcmp(slot->date, date, 11) == 0 &&
+            strcmp(slot->service, r->service) == 0 && slot->secret_len == req->secret_key_len &&
+            CRYPTO_memcmp(slot->secret, req->secret_key, req->secret_key_len) == 0) {
+            slot->last_used = ++s->tick;
+            s->hits++;
+            return slot->mac;
+        }
+        if (slot->last_used < victim->last_used) victim = slot;
+    }
+    s->misses++;
+
+    unsigned char kdate[32], kservice[32], ksigning[32];
+    unsigned char seed[3 + EID_SECRET_KEY_MAX];
+    memcpy(seed, "TC3", 3);
+    memcpy(seed + 3, req->secret_key, req->secret_key_len);
+    slot_wipe(victim);
+    bool ok = hmac_once(s->derive, seed, 3 + req->secret_key_len, date, 10, kdate) &&
+              hmac_once(s->derive, kdate, 32, r->service, r->service_len, kservice) &&
+              hmac_once(s->derive, kservice, 32, "tc3_request", 11, ksigning) &&
+              EVP_MAC_init(victim->mac, ksigning, 32, NULL) == 1;
+    OPENSSL_cleanse(seed, sizeof seed);
+    OPENSSL_cleanse(kdate, sizeof kdate);
+    OPENSSL_cleanse(kservice, sizeof kservice);
+    OPENSSL_cleanse(ksigning, sizeof ksigning);
+    if (!ok) {
+        eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 key derivation failed");
+        return NULL;
+    }
+    memcpy(victim->date, date, 11);
+    memcpy(victim->service, r->service, r->service_len + 1);
+    memcpy(victim->secret, req->secret_key, req->secret_key_len);
+    victim->secret_len = req->secret_key_len;
+    victim->last_used = ++s->tick;
+    return victim->mac;
+}
+
+/* ---------------------------------------------------------------- public */
+
+const char *eid_crypto_version(void) { return OpenSSL_version(OPENSSL_VERSION); }
+
+eid_status eid_signer_new(const eid_signer_options *opts, eid_signer **out) {
+    if (out == NULL) return EID_E_INVALID_ARG;
+    *out = NULL;
+    size_t nslots = opts && opts->cache_slots ? opts->cache_slots : DEFAULT_SLOTS;
+    if (nslots > 4096) return EID_E_INVALID_ARG;
+
+    eid_signer *s = OPENSSL_zalloc(sizeof *s);
+    if (s == NULL) return EID_E_NOMEM;
+    if (pthread_mutex_init(&s->lock, NULL) != 0) {
+        OPENSSL_free(s);
+        return EID_E_NOMEM;
+    }
+    if (opts) s->clock = opts->clock;
+    eid_status st = EID_E_NOMEM;
+    s->slots = OPENSSL_zalloc(nslots * sizeof *s->slots);
+    if (s->slots == NULL) goto fail;
+    s->nslots = nslots;
+    /* A failed fetch is as likely an allocation failure as a missing provider;
+     * either way there is nothing the caller can fix but memory. */
+    s->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    s->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (s->sha256 == NULL || s->hmac == NULL) goto fail;
+    s->md = EVP_MD_CTX_new();
+    s->derive = new_hmac_ctx(s->hmac);
+    if (s->md == NULL || s->derive == NULL) goto fail;
+    for (size_t i = 0; i < nslots; i++)
+        if ((s->slots[i].mac = new_hmac_ctx(s->hmac)) == NULL) goto fail;
+    *out = s;
+    return EID_OK;
+fail:
+    eid_signer_free(s);
+    return st;
+}
+
+void eid_signer_free(eid_signer *s) {
+    if (s == NULL) return;
+    if (s->slots) {
+        for (size_t i = 0; i < s->nslots; i++) {
+            slot_wipe(&s->slots[i]);
+            EVP_MAC_CTX_free(s->slots[i].mac);
+        }
+        OPENSSL_free(s->slots);
+    }
+    EVP_MAC_CTX_free(s->derive);
+    EVP_MD_CTX_free(s->md);
+    EVP_MAC_free(s->hmac);
+    EVP_MD_free(s->sha256);
+    pthread_mutex_destroy(&s->lock);
+    OPENSSL_clear_free(s, sizeof *s);
+}
+
+void eid_signer_cache_stats(eid_signer *s, uint64_t *hits, uint64_t *misses) {
+    if (s == NULL) return;
+    pthread_mutex_lock(&s->lock);
+    if (hits) *hits = s->hits;
+    if (misses) *misses = s->misses;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static size_t put(char *dst, size_t off, const char *src, size_t n) {
+    memcpy(dst + off, src, n);
+    return off + n;
+}
+
+static size_t put_lower(char *dst, size_t off, const char *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[off + i] = lower(src[i]);
+    return off + n;
+}
+
+/* Everything after resolve, under the signer's lock. */
+static eid_status sign_locked(eid_signer *s, const eid_sign_request *req, resolved *r,
+                              const char date[11], eid_signature *sig, eid_sign_explain *ex,
+                              eid_error *err) {
+    unsigned char digest[32];
+    char payload_hex[65], cr_hex[65];
+    if (!sha256(s, req->body_len ? req->body : "", req->body_len, digest))
+        return eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
+    hex32(digest, payload_hex);
+
+    /* SignedHeaders string, in table (= sorted) order. */
+    size_t sh = 0;
+    for (int h = 0; h < H_COUNT; h++) {
+        if (!(r->mask & (1u << h))) continue;
+        if (sh) sig->signed_headers[sh++] = ';';
+        size_t n = strlen(header_lc[h]);
+        sh = put(sig->signed_headers, sh, header_lc[h], n);
+    }
+    sig->signed_headers[sh] = '\0';
+
+    /* Canonical request. Header values are lower-cased as the TC3 document
+     * specifies; that is also what makes x-tc-action match vector C. */
+    char cr[CANONICAL_MAX];
+    size_t n = put(cr, 0, "POST\n/\n\n", 8);
+    for (int h = 0; h < H_COUNT; h++) {
+        if (!(r->mask & (1u << h))) continue;
+        n = put(cr, n, header_lc[h], strlen(header_lc[h]));
+        cr[n++] = ':';
+        n = put_lower(cr, n, r->v[h], r->len[h]);
+        cr[n++] = '\n';
+    }
+    cr[n++] = '\n';
+    n = put(cr, n, sig->signed_headers, sh);
+    cr[n++] = '\n';
+    n = put(cr, n, payload_hex, 64);
+    if (!sha256(s, cr, n, digest)) return eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
+    hex32(digest, cr_hex);
+
+    char sts[256];
+    int stn = snprintf(sts, sizeof sts, "TC3-HMAC-SHA256\n%s\n%s/%s/tc3_request\n%s", r->ts, date,
+                       r->service, cr_hex);
+    if (stn < 0 || (size_t)stn >= sizeof sts) return eid__fail(err, EID_E_INTERNAL, "", "string to sign overflow");
+
+    EVP_MAC_CTX *mac = signing_key(s, req, r, date, err);
+    if (mac == NULL) return EID_E_CRYPTO;
+    size_t outl = 0;
+    /* A NULL key re-initialises the HMAC with the key it already holds. */
+    if (EVP_MAC_init(mac, NULL, 0, NULL) != 1 || EVP_MAC_update(mac, (unsigned char *)sts, (size_t)stn) != 1 ||
+        EVP_MAC_final(mac, digest, &outl, 32) != 1 || outl != 32)
+        return eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 failed");
+    hex32(digest, sig->signature);
+
+    sig->timestamp = r->timestamp;
+    memcpy(sig->timestamp_str, r->ts, r->len[H_TIMESTAMP] + 1);
+    memcpy(sig->date, date, 11);
+    int an = snprintf(sig->authorization, sizeof sig->authorization,
+                      "TC3-HMAC-SHA256 Credential=%s/%s/%s/tc3_request, SignedHeaders=%s, "
+                      "Signature=%s",
+                      req->secret_id, date, r->service, sig->signed_headers, sig->signature);
+    if (an < 0 || (size_t)an >= sizeof sig->authorization)
+        return eid__fail(err, EID_E_INTERNAL, "", "authorization overflow");
+
+    if (ex) {
+        memcpy(ex->string_to_sign, sts, (size_t)stn + 1);
+        memcpy(ex->hashed_payload, payload_hex, 65);
+        memcpy(ex->hashed_canonical_request, cr_hex, 65);
+        ex->canonical_request_len = n;
+        if (ex->canonical_request == NULL || ex->canonical_request_cap < n + 1)
+            return eid__fail(err, EID_E_BUFFER_TOO_SMALL, "canonical_request",
+                             "needs %zu bytes", n + 1);
+        memcpy(ex->canonical_request, cr, n);
+        ex->canonical_request[n] = '\0';
+    }
+    return EID_OK;
+}
+
+eid_status eid_signer_explain(eid_signer *s, const eid_sign_request *req, eid_signature *sig,
+                              eid_sign_explain *ex, eid_error *err) {
+    if (s == NULL) return eid__fail(err, EID_E_INVALID_ARG, "signer", "is NULL");
+    if (sig == NULL) return eid__fail(err, EID_E_INVALID_ARG, "signature", "is NULL");
+    resolved r;
+    char date[11];
+    eid_status st = resolve(req, &r, err);
+    if (st == EID_OK) st = resolve_time(s, req, &r, date, err);
+    if (st != EID_OK) return st;
+    pthread_mutex_lock(&s->lock);
+    st = sign_locked(s, req, &r, date, sig, ex, err);
+    pthread_mutex_unlock(&s->lock);
+    return st;
+}
+
+eid_status eid_signer_sign(eid_signer *s, const eid_sign_request *req, eid_signature *sig,
+                           eid_error *err) {
+    return eid_signer_explain(s, req, sig, NULL, err);
+}
+
+size_t eid_sign_headers(const eid_sign_request *req, const eid_signature *sig,
+                        eid_header out[EID_HEADERS_MAX]) {
+    if (req == NULL || sig == NULL || out == NULL) return 0;
+    size_t n = 0;
+    out[n++] = (eid_header){"Authorization", sig->authorization};
+    out[n++] = (eid_header){"Content-Type", req->content_type ? req->content_type : DEFAULT_CONTENT_TYPE};
+    out[n++] = (eid_header){"Host", req->host ? req->host : DEFAULT_HOST};
+    out[n++] = (eid_header){"X-TC-Action", req->action};
+    out[n++] = (eid_header){"X-TC-Version", req->version ? req->version : FACEID_VERSION};
+    out[n++] = (eid_header){"X-TC-Timestamp", sig->timestamp_str};
+    if (req->region) out[n++] = (eid_header){"X-TC-Region", req->region};
+    if (req->token) out[n++] = (eid_header){"X-TC-Token", req->token};
+    if (req->language) out[n++] = (eid_header){"X-TC-Language", req->language};
+    return n;
+}

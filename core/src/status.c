@@ -1,0 +1,37 @@
+#include "eidkit/eidkit.h"
+
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *eid_strerror(eid_status status) {
+    switch (status) {
+    case EID_OK: return "success";
+    case EID_E_INVALID_ARG: return "invalid argument";
+    case EID_E_NOMEM: return "out of memory";
+    case EID_E_BUFFER_TOO_SMALL: return "buffer too small";
+    case EID_E_CRYPTO: return "cryptographic operation failed";
+    case EID_E_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+const char *eid_version(void) { return EIDKIT_VERSION; }
+
+eid_status eid__fail(eid_error *err, eid_status status, const char *field, const char *fmt, ...) {
+    if (err == NULL) return status;
+    err->status = status;
+    snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+    size_t off = 0;
+    if (field && *field) {
+        int n = snprintf(err->message, sizeof err->message, "%s: ", field);
+        off = n > 0 && (size_t)n < sizeof err->message ? (size_t)n : 0;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message + off, sizeof err->message - off, fmt, ap);
+    va_end(ap);
+    return status;
+}

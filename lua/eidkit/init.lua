@@ -1,0 +1,18 @@
+-- eidkit: merchant-side toolkit for Tencent Cloud FaceID E证通 (eID).
+-- The facade: everything a merchant needs is reachable from require "eidkit".
+local core = require "eidkit.core"
+
+local _M = {
+  _VERSION = core.version(),
+  core = core,
+}
+
+-- Signing is the hot path: hand out the C functions themselves, no wrapper.
+-- eidkit.sign{...} -> headers | nil, err; misuse raises naming the field.
+_M.sign = core.sign
+_M.sign_explain = core.sign_explain
+-- eidkit.signer{cache_slots = n} -> an eidkit.Signer with its own key cache.
+_M.signer = core.signer
+_M.utc_date = core.utc_date
+
+return _M
