@@ -1,0 +1,42 @@
+-- Run a command and capture stdout, stderr and the exit code, for specs that
+-- drive the eidkit program as a subprocess.
+local _M = {}
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+_M.quote = quote
+
+local function slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+-- argv: list of words (quoted for the shell); opts.stdin: text fed to stdin;
+-- opts.env: {NAME = value} set for this command only.
+function _M.run(argv, opts)
+  opts = opts or {}
+  local out, err, inp = os.tmpname(), os.tmpname(), os.tmpname()
+  local f = assert(io.open(inp, "wb"))
+  f:write(opts.stdin or "")
+  f:close()
+  local words = {}
+  for name, value in pairs(opts.env or {}) do
+    words[#words + 1] = name .. "=" .. quote(value)
+  end
+  if #words > 0 then table.insert(words, 1, "env") end
+  for _, a in ipairs(argv) do words[#words + 1] = quote(a) end
+  local cmd = table.concat(words, " ") .. " <" .. inp .. " >" .. out .. " 2>" .. err
+  local _, _, code = os.execute(cmd)
+  local res = { stdout = slurp(out), stderr = slurp(err), code = code }
+  os.remove(out); os.remove(err); os.remove(inp)
+  return res
+end
+
+function _M.bin()
+  return os.getenv("EIDKIT_BIN") or "build/eidkit"
+end
+
+return _M
