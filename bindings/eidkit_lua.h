@@ -12,7 +12,7 @@
 #endif
 
 #define EIDKIT_SIGNER_MT "eidkit.Signer"
-#define EIDKIT_ERROR_MT "eidkit.Error"
+#define EIDKIT_ERROR_MT  "eidkit.Error"
 
 /* The module's entry point; the eidkit program preloads it. */
 EIDKIT_LUA_EXPORT int luaopen_eidkit_core(lua_State *L);

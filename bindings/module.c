@@ -3,7 +3,6 @@
 
 #include "eidkit_lua.h"
 
-
 static int error_tostring(lua_State *L) {
     lua_getfield(L, 1, "code");
     lua_getfield(L, 1, "message");

@@ -34,7 +34,8 @@ static const char *opt_string(lua_State *L, int tidx, const char *field, size_t 
     }
     size_t len;
     const char *s = lua_tolstring(L, -1, &len);
-    if (len_out) *len_out = len;
+    if (len_out)
+        *len_out = len;
     else if (strlen(s) != len) {
         lua_pushfstring(L, "%s: contains a NUL byte", field);
         luaL_argerror(L, tidx, lua_tostring(L, -1));
@@ -95,15 +96,24 @@ static void read_request(lua_State *L, int tidx, eid_sign_request *r, const char
         } else if (strcmp(k, "signed_headers") == 0) {
             read_signed_headers(L, tidx, names, &r->signed_headers_count);
             r->signed_headers = names;
-        } else if (strcmp(k, "secret_id") == 0) r->secret_id = opt_string(L, tidx, k, NULL);
-        else if (strcmp(k, "token") == 0) r->token = opt_string(L, tidx, k, NULL);
-        else if (strcmp(k, "host") == 0) r->host = opt_string(L, tidx, k, NULL);
-        else if (strcmp(k, "service") == 0) r->service = opt_string(L, tidx, k, NULL);
-        else if (strcmp(k, "action") == 0) r->action = opt_string(L, tidx, k, NULL);
-        else if (strcmp(k, "version") == 0) r->version = opt_string(L, tidx, k, NULL);
-        else if (strcmp(k, "region") == 0) r->region = opt_string(L, tidx, k, NULL);
-        else if (strcmp(k, "language") == 0) r->language = opt_string(L, tidx, k, NULL);
-        else if (strcmp(k, "content_type") == 0) r->content_type = opt_string(L, tidx, k, NULL);
+        } else if (strcmp(k, "secret_id") == 0)
+            r->secret_id = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "token") == 0)
+            r->token = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "host") == 0)
+            r->host = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "service") == 0)
+            r->service = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "action") == 0)
+            r->action = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "version") == 0)
+            r->version = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "region") == 0)
+            r->region = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "language") == 0)
+            r->language = opt_string(L, tidx, k, NULL);
+        else if (strcmp(k, "content_type") == 0)
+            r->content_type = opt_string(L, tidx, k, NULL);
         else {
             lua_pushfstring(L, "unknown field '%s'", k);
             luaL_argerror(L, tidx, lua_tostring(L, -1));
@@ -212,8 +222,10 @@ static int signer_close(lua_State *L) {
 
 static int signer_tostring(lua_State *L) {
     lsigner *ls = luaL_checkudata(L, 1, EIDKIT_SIGNER_MT);
-    if (ls->s) lua_pushfstring(L, "eidkit.Signer (%p)", (void *)ls);
-    else lua_pushliteral(L, "eidkit.Signer (closed)");
+    if (ls->s)
+        lua_pushfstring(L, "eidkit.Signer (%p)", (void *)ls);
+    else
+        lua_pushliteral(L, "eidkit.Signer (closed)");
     return 1;
 }
 
@@ -225,12 +237,17 @@ static int mod_sign(lua_State *L) {
 static int mod_explain(lua_State *L) {
     return do_sign(L, check_signer(L, lua_upvalueindex(1))->s, 1, 1);
 }
-static int mod_stats(lua_State *L) { return push_stats(L, check_signer(L, lua_upvalueindex(1))->s); }
+static int mod_stats(lua_State *L) {
+    return push_stats(L, check_signer(L, lua_upvalueindex(1))->s);
+}
 
 void eidkit_open_signer(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"sign", signer_sign},   {"explain", signer_explain}, {"cache_stats", signer_stats},
-        {"close", signer_close}, {NULL, NULL},
+        {"sign", signer_sign},
+        {"explain", signer_explain},
+        {"cache_stats", signer_stats},
+        {"close", signer_close},
+        {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", signer_close},
@@ -253,7 +270,8 @@ void eidkit_open_signer(lua_State *L) {
     lua_pushcfunction(L, signer_new);
     lua_call(L, 0, 2);
     if (lua_isnil(L, -2))
-        luaL_error(L, "eidkit.core: cannot create the default signer: %s", luaL_tolstring(L, -1, NULL));
+        luaL_error(L, "eidkit.core: cannot create the default signer: %s",
+                   luaL_tolstring(L, -1, NULL));
     lua_pop(L, 1);
     static const luaL_Reg shared[] = {
         {"sign", mod_sign},

@@ -145,7 +145,8 @@ static int run_script(lua_State *L, char **argv, int argc, int script) {
     if (status == LUA_OK) {
         int n = argc - script - 1;
         luaL_checkstack(L, n + 3, "too many arguments to script");
-        for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+        for (int i = script + 1; i < argc; i++)
+            lua_pushstring(L, argv[i]);
         status = docall(L, n, 0);
     }
     return report(L, status) == LUA_OK ? EXIT_SUCCESS : EXIT_FAILURE;

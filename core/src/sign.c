@@ -23,10 +23,10 @@
 #include <string.h>
 #include <time.h>
 
-#define DEFAULT_HOST "faceid.tencentcloudapi.com"
+#define DEFAULT_HOST         "faceid.tencentcloudapi.com"
 #define DEFAULT_CONTENT_TYPE "application/json"
-#define FACEID_VERSION "2018-03-01"
-#define DEFAULT_SLOTS 8
+#define FACEID_VERSION       "2018-03-01"
+#define DEFAULT_SLOTS        8
 /* Large enough for every signed header at its maximum length plus framing. */
 #define CANONICAL_MAX (EID_TOKEN_MAX + 8 * (EID_FIELD_MAX + 20) + 256)
 
@@ -134,14 +134,14 @@ eid_status eid_utc_date(int64_t timestamp, char out[11]) {
 /* ------------------------------------------------------------ validation */
 
 typedef enum charset {
-    CS_VISIBLE,    /* printable ASCII, no space */
-    CS_TEXT,       /* printable ASCII, inner spaces allowed */
-    CS_SECRET_ID,  /* visible, but not '/' or ',' which frame the Credential */
-    CS_WORD,       /* [A-Za-z0-9] */
-    CS_VERSION,    /* [A-Za-z0-9.-] */
-    CS_SERVICE,    /* [a-z0-9-] */
-    CS_REGION,     /* [a-z0-9-] */
-    CS_LANGUAGE,   /* [A-Za-z-] */
+    CS_VISIBLE,   /* printable ASCII, no space */
+    CS_TEXT,      /* printable ASCII, inner spaces allowed */
+    CS_SECRET_ID, /* visible, but not '/' or ',' which frame the Credential */
+    CS_WORD,      /* [A-Za-z0-9] */
+    CS_VERSION,   /* [A-Za-z0-9.-] */
+    CS_SERVICE,   /* [a-z0-9-] */
+    CS_REGION,    /* [a-z0-9-] */
+    CS_LANGUAGE,  /* [A-Za-z-] */
 } charset;
 
 static bool in_set(unsigned char c, charset cs) {
@@ -179,11 +179,10 @@ static eid_status check_field(eid_error *err, const char *field, const char *s, 
                               charset cs, size_t *len_out) {
     size_t n = 0;
     for (; s[n]; n++) {
-        if (n >= max)
-            return eid__fail(err, EID_E_INVALID_ARG, field, "longer than %zu bytes", max);
+        if (n >= max) return eid__fail(err, EID_E_INVALID_ARG, field, "longer than %zu bytes", max);
         if (!in_set((unsigned char)s[n], cs))
-            return eid__fail(err, EID_E_INVALID_ARG, field,
-                             "byte %zu is not allowed (expected %s)", n + 1, charset_words(cs));
+            return eid__fail(err, EID_E_INVALID_ARG, field, "byte %zu is not allowed (expected %s)",
+                             n + 1, charset_words(cs));
     }
     if (n == 0) return eid__fail(err, EID_E_INVALID_ARG, field, "must not be empty");
     if (cs == CS_TEXT && (s[0] == ' ' || s[n - 1] == ' '))
@@ -192,7 +191,8 @@ static eid_status check_field(eid_error *err, const char *field, const char *s, 
     return EID_OK;
 }
 
-static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *mask, eid_error *err) {
+static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *mask,
+                                       eid_error *err) {
     if (req->signed_headers == NULL || req->signed_headers_count == 0) {
         *mask = MASK_DEFAULT;
         return EID_OK;
@@ -207,7 +207,8 @@ static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *ma
             return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "entry %zu is NULL", i + 1);
         char lc[20];
         size_t n = 0;
-        for (; name[n] && n < sizeof lc - 1; n++) lc[n] = lower(name[n]);
+        for (; name[n] && n < sizeof lc - 1; n++)
+            lc[n] = lower(name[n]);
         lc[n] = '\0';
         int found = -1;
         if (name[n] == '\0')
@@ -257,7 +258,8 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
         return eid__fail(err, EID_E_INVALID_ARG, "body", "NULL with a non-zero length");
 
     const char *host = req->host ? req->host : DEFAULT_HOST;
-    if ((st = check_field(err, "host", host, EID_FIELD_MAX, CS_VISIBLE, &r->len[H_HOST]))) return st;
+    if ((st = check_field(err, "host", host, EID_FIELD_MAX, CS_VISIBLE, &r->len[H_HOST])))
+        return st;
     r->v[H_HOST] = host;
 
     if (req->service) {
@@ -268,7 +270,8 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
     } else {
         /* As the official SDKs do: the service is the endpoint's first label. */
         size_t n = 0;
-        while (host[n] && host[n] != '.' && host[n] != ':') n++;
+        while (host[n] && host[n] != '.' && host[n] != ':')
+            n++;
         if (n == 0 || n > EID_SERVICE_MAX)
             return eid__fail(err, EID_E_INVALID_ARG, "service",
                              "required (cannot derive it from host)");
@@ -297,7 +300,8 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
     r->v[H_VERSION] = version;
 
     const char *ct = req->content_type ? req->content_type : DEFAULT_CONTENT_TYPE;
-    if ((st = check_field(err, "content_type", ct, EID_FIELD_MAX, CS_TEXT, &r->len[H_CONTENT_TYPE])))
+    if ((st =
+             check_field(err, "content_type", ct, EID_FIELD_MAX, CS_TEXT, &r->len[H_CONTENT_TYPE])))
         return st;
     r->v[H_CONTENT_TYPE] = ct;
 
@@ -307,13 +311,14 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
         r->v[H_REGION] = req->region;
     }
     if (req->language) {
-        if ((st = check_field(err, "language", req->language, 16, CS_LANGUAGE,
-                              &r->len[H_LANGUAGE])))
+        if ((st =
+                 check_field(err, "language", req->language, 16, CS_LANGUAGE, &r->len[H_LANGUAGE])))
             return st;
         r->v[H_LANGUAGE] = req->language;
     }
     if (req->token) {
-        if ((st = check_field(err, "token", req->token, EID_TOKEN_MAX, CS_VISIBLE, &r->len[H_TOKEN])))
+        if ((st = check_field(err, "token", req->token, EID_TOKEN_MAX, CS_VISIBLE,
+                              &r->len[H_TOKEN])))
             return st;
         r->v[H_TOKEN] = req->token;
     }
@@ -323,14 +328,17 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
         if ((r->mask & (1u << h)) && h != H_TIMESTAMP && r->v[h] == NULL)
             return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
                              "'%s' is signed but not sent (set %s)", header_lc[h],
-                             h == H_TOKEN ? "token" : h == H_REGION ? "region" : "language");
+                             h == H_TOKEN    ? "token"
+                             : h == H_REGION ? "region"
+                                             : "language");
     return EID_OK;
 }
 
 static eid_status resolve_time(const eid_signer *s, const eid_sign_request *req, resolved *r,
                                char date[11], eid_error *err) {
     int64_t ts = req->timestamp;
-    if (ts == EID_TIMESTAMP_NOW) ts = s->clock.now ? s->clock.now(s->clock.ud) : (int64_t)time(NULL);
+    if (ts == EID_TIMESTAMP_NOW)
+        ts = s->clock.now ? s->clock.now(s->clock.ud) : (int64_t)time(NULL);
     if (ts < 0 || ts > EID_TIMESTAMP_MAX)
         return eid__fail(err, EID_E_INVALID_ARG, "timestamp",
                          "must be Unix seconds between 0 and %lld (got %lld)",
@@ -489,7 +497,8 @@ static size_t put(char *dst, size_t off, const char *src, size_t n) {
 }
 
 static size_t put_lower(char *dst, size_t off, const char *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[off + i] = lower(src[i]);
+    for (size_t i = 0; i < n; i++)
+        dst[off + i] = lower(src[i]);
     return off + n;
 }
 
@@ -534,13 +543,15 @@ static eid_status sign_locked(eid_signer *s, const eid_sign_request *req, resolv
     char sts[256];
     int stn = snprintf(sts, sizeof sts, "TC3-HMAC-SHA256\n%s\n%s/%s/tc3_request\n%s", r->ts, date,
                        r->service, cr_hex);
-    if (stn < 0 || (size_t)stn >= sizeof sts) return eid__fail(err, EID_E_INTERNAL, "", "string to sign overflow");
+    if (stn < 0 || (size_t)stn >= sizeof sts)
+        return eid__fail(err, EID_E_INTERNAL, "", "string to sign overflow");
 
     EVP_MAC_CTX *mac = signing_key(s, req, r, date, err);
     if (mac == NULL) return EID_E_CRYPTO;
     size_t outl = 0;
     /* A NULL key re-initialises the HMAC with the key it already holds. */
-    if (EVP_MAC_init(mac, NULL, 0, NULL) != 1 || EVP_MAC_update(mac, (unsigned char *)sts, (size_t)stn) != 1 ||
+    if (EVP_MAC_init(mac, NULL, 0, NULL) != 1 ||
+        EVP_MAC_update(mac, (unsigned char *)sts, (size_t)stn) != 1 ||
         EVP_MAC_final(mac, digest, &outl, 32) != 1 || outl != 32)
         return eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 failed");
     hex32(digest, sig->signature);
@@ -561,8 +572,8 @@ static eid_status sign_locked(eid_signer *s, const eid_sign_request *req, resolv
         memcpy(ex->hashed_canonical_request, cr_hex, 65);
         ex->canonical_request_len = n;
         if (ex->canonical_request == NULL || ex->canonical_request_cap < n + 1)
-            return eid__fail(err, EID_E_BUFFER_TOO_SMALL, "canonical_request",
-                             "needs %zu bytes", n + 1);
+            return eid__fail(err, EID_E_BUFFER_TOO_SMALL, "canonical_request", "needs %zu bytes",
+                             n + 1);
         memcpy(ex->canonical_request, cr, n);
         ex->canonical_request[n] = '\0';
     }
@@ -594,7 +605,8 @@ size_t eid_sign_headers(const eid_sign_request *req, const eid_signature *sig,
     if (req == NULL || sig == NULL || out == NULL) return 0;
     size_t n = 0;
     out[n++] = (eid_header){"Authorization", sig->authorization};
-    out[n++] = (eid_header){"Content-Type", req->content_type ? req->content_type : DEFAULT_CONTENT_TYPE};
+    out[n++] =
+        (eid_header){"Content-Type", req->content_type ? req->content_type : DEFAULT_CONTENT_TYPE};
     out[n++] = (eid_header){"Host", req->host ? req->host : DEFAULT_HOST};
     out[n++] = (eid_header){"X-TC-Action", req->action};
     out[n++] = (eid_header){"X-TC-Version", req->version ? req->version : FACEID_VERSION};

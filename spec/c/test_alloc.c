@@ -44,7 +44,8 @@ static int lifecycle(void) {
         .secret_key_len = sizeof secret - 1,
         .action = "GetEidResult",
         .timestamp = 1735660800,
-        .body = "{\"EidToken\":\"CE661F1A-0F1E-45BD-BE13-34C05CEA7681\",\"InfoType\":\"0\",\"BestFramesCount\":1}",
+        .body = "{\"EidToken\":\"CE661F1A-0F1E-45BD-BE13-34C05CEA7681\",\"InfoType\":\"0\","
+                "\"BestFramesCount\":1}",
     };
     r.body_len = strlen(r.body);
     int ok = 1;
@@ -58,7 +59,8 @@ static int lifecycle(void) {
             CHECK(err.message[0] != '\0');
             ok = 0;
         } else if (i < 2) {
-            CHECK_STR(sig.signature, "9d0bc3c64ade52127bed12c509c1285cbe63f648e9a6fec46d1adf5836364b78");
+            CHECK_STR(sig.signature,
+                      "9d0bc3c64ade52127bed12c509c1285cbe63f648e9a6fec46d1adf5836364b78");
         }
     }
     eid_signer_free(s);

@@ -91,18 +91,13 @@ static void test_dates(void) {
         int64_t ts;
         const char *date;
     } cases[] = {
-        {0, "1970-01-01"},
-        {86399, "1970-01-01"},
-        {86400, "1970-01-02"},
-        {951782400, "2000-02-29"},
-        {951868799, "2000-02-29"},
-        {951868800, "2000-03-01"},
+        {0, "1970-01-01"},          {86399, "1970-01-01"},
+        {86400, "1970-01-02"},      {951782400, "2000-02-29"},
+        {951868799, "2000-02-29"},  {951868800, "2000-03-01"},
         {1735660800, "2024-12-31"}, /* 2025-01-01 00:00 at UTC+8 */
-        {1735689599, "2024-12-31"},
-        {1735689600, "2025-01-01"},
+        {1735689599, "2024-12-31"}, {1735689600, "2025-01-01"},
         {4107542399, "2100-02-28"}, /* 2100 is not a leap year */
-        {4107542400, "2100-03-01"},
-        {EID_TIMESTAMP_MAX, "9999-12-31"},
+        {4107542400, "2100-03-01"}, {EID_TIMESTAMP_MAX, "9999-12-31"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[11];
@@ -173,7 +168,8 @@ static void test_clock(void) {
     eid_signer_free(s);
 }
 
-static void expect_invalid(eid_signer *s, eid_sign_request r, const char *field, const char *needle) {
+static void expect_invalid(eid_signer *s, eid_sign_request r, const char *field,
+                           const char *needle) {
     eid_signature sig;
     eid_error err = {0};
     eid_status st = eid_signer_sign(s, &r, &sig, &err);
@@ -247,8 +243,8 @@ static void test_headers_and_explain(eid_signer *s) {
     r.token = "SessionTok";
     r.region = "ap-guangzhou";
     r.language = "en-US";
-    const char *all[] = {"X-TC-Token", "host", "content-type", "x-tc-timestamp", "x-tc-region",
-                         "x-tc-language", "x-tc-version", "x-tc-action"};
+    const char *all[] = {"X-TC-Token",  "host",          "content-type", "x-tc-timestamp",
+                         "x-tc-region", "x-tc-language", "x-tc-version", "x-tc-action"};
     r.signed_headers = all;
     r.signed_headers_count = 8;
     eid_signature sig;
@@ -272,9 +268,11 @@ static void test_headers_and_explain(eid_signer *s) {
     eid_header h[EID_HEADERS_MAX];
     size_t n = eid_sign_headers(&r, &sig, h);
     CHECK(n == 9);
-    const char *names[] = {"Authorization", "Content-Type", "Host", "X-TC-Action", "X-TC-Version",
-                           "X-TC-Timestamp", "X-TC-Region", "X-TC-Token", "X-TC-Language"};
-    for (size_t i = 0; i < n && i < 9; i++) CHECK_STR(h[i].name, names[i]);
+    const char *names[] = {"Authorization", "Content-Type", "Host",
+                           "X-TC-Action",   "X-TC-Version", "X-TC-Timestamp",
+                           "X-TC-Region",   "X-TC-Token",   "X-TC-Language"};
+    for (size_t i = 0; i < n && i < 9; i++)
+        CHECK_STR(h[i].name, names[i]);
     CHECK_STR(h[0].value, sig.authorization);
     CHECK_STR(h[4].value, "2018-03-01");
     CHECK_STR(h[5].value, "1735660800");
@@ -292,14 +290,16 @@ typedef struct {
 
 static void *sign_loop(void *p) {
     thread_arg *a = p;
-    eid_sign_request r = faceid_request(
-        "{\"EidToken\":\"CE661F1A-0F1E-45BD-BE13-34C05CEA7681\",\"InfoType\":\"0\",\"BestFramesCount\":1}");
+    eid_sign_request r = faceid_request("{\"EidToken\":\"CE661F1A-0F1E-45BD-BE13-34C05CEA7681\","
+                                        "\"InfoType\":\"0\",\"BestFramesCount\":1}");
     for (int i = 0; i < 20000; i++) {
         eid_signature sig;
         /* Alternate days so threads also race on key derivation. */
         r.timestamp = 1735660800 + (i % 2) * 86400;
-        if (eid_signer_sign(a->s, &r, &sig, NULL) != EID_OK) a->bad++;
-        else if (i % 2 == 0 && strcmp(sig.signature, a->want) != 0) a->bad++;
+        if (eid_signer_sign(a->s, &r, &sig, NULL) != EID_OK)
+            a->bad++;
+        else if (i % 2 == 0 && strcmp(sig.signature, a->want) != 0)
+            a->bad++;
     }
     return NULL;
 }

@@ -34,7 +34,7 @@ extern "C" {
 #define EIDKIT_VERSION_MAJOR 0
 #define EIDKIT_VERSION_MINOR 1
 #define EIDKIT_VERSION_PATCH 0
-#define EIDKIT_VERSION "0.1.0"
+#define EIDKIT_VERSION       "0.1.0"
 
 /* ---------------------------------------------------------------- status */
 
@@ -84,15 +84,15 @@ typedef struct eid_clock {
 #define EID_TIMESTAMP_MAX INT64_C(253402300799)
 
 /* Input limits, checked before any work is done. */
-#define EID_SECRET_ID_MAX 128
-#define EID_SECRET_KEY_MAX 256
-#define EID_TOKEN_MAX 4096
-#define EID_FIELD_MAX 255 /* host, content type, action, version, region, language */
-#define EID_SERVICE_MAX 63
+#define EID_SECRET_ID_MAX      128
+#define EID_SECRET_KEY_MAX     256
+#define EID_TOKEN_MAX          4096
+#define EID_FIELD_MAX          255 /* host, content type, action, version, region, language */
+#define EID_SERVICE_MAX        63
 #define EID_SIGNED_HEADERS_MAX 8
 
 /* Sizes of the output fields of eid_signature, NUL included. */
-#define EID_AUTHORIZATION_MAX 512
+#define EID_AUTHORIZATION_MAX      512
 #define EID_SIGNED_HEADERS_STR_MAX 128
 
 /* Every header eidkit sends; at most this many come out of eid_sign_headers. */
@@ -138,12 +138,12 @@ typedef struct eid_sign_request {
 
 /* The result of signing: plain arrays, so callers can keep it on the stack. */
 typedef struct eid_signature {
-    int64_t timestamp;                             /* the one signed */
-    char timestamp_str[24];                        /* decimal, for X-TC-Timestamp */
-    char date[11];                                 /* UTC YYYY-MM-DD of timestamp */
-    char signature[65];                            /* lower-case hex */
+    int64_t timestamp;                               /* the one signed */
+    char timestamp_str[24];                          /* decimal, for X-TC-Timestamp */
+    char date[11];                                   /* UTC YYYY-MM-DD of timestamp */
+    char signature[65];                              /* lower-case hex */
     char signed_headers[EID_SIGNED_HEADERS_STR_MAX]; /* "content-type;host" */
-    char authorization[EID_AUTHORIZATION_MAX];     /* the Authorization value */
+    char authorization[EID_AUTHORIZATION_MAX];       /* the Authorization value */
 } eid_signature;
 
 /* Optional intermediates for eid_signer_explain. The caller provides the
