@@ -23,7 +23,7 @@
 #define EIDKIT_BUILD_LUA_DIR ""
 #endif
 #ifndef EIDKIT_INSTALL_LUA_DIR
-#define EIDKIT_INSTALL_LUA_DIR "/usr/local/share/eidkit/lua"
+#define EIDKIT_INSTALL_LUA_DIR "/usr/local/share/lua/5.4"
 #endif
 
 static const char *progname = "eidkit";
@@ -34,7 +34,7 @@ static int file_exists(const char *path) {
 }
 
 /* Where eidkit's own Lua files are: $EIDKIT_LUA_DIR, else next to an installed
- * binary (<prefix>/bin/../share/eidkit/lua), else the source tree this binary
+ * binary (<prefix>/bin/../share/lua/5.4), else the source tree this binary
  * was built from, else the configured install prefix. */
 static void find_lua_dir(char *out, size_t cap) {
     const char *env = getenv("EIDKIT_LUA_DIR");
@@ -49,8 +49,8 @@ static void find_lua_dir(char *out, size_t cap) {
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = '\0';
-            snprintf(probe, sizeof probe, "%s/../share/eidkit/lua/eidkit/init.lua", exe);
-            int n2 = snprintf(out, cap, "%s/../share/eidkit/lua", exe);
+            snprintf(probe, sizeof probe, "%s/../share/lua/5.4/eidkit/init.lua", exe);
+            int n2 = snprintf(out, cap, "%s/../share/lua/5.4", exe);
             if (file_exists(probe) && n2 > 0 && (size_t)n2 < cap) return;
         }
     }
