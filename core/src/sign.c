@@ -19,7 +19,6 @@
 
 #include <pthread.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -27,6 +26,12 @@
 #define DEFAULT_CONTENT_TYPE "application/json"
 #define FACEID_VERSION       "2018-03-01"
 #define DEFAULT_SLOTS        8
+/* The fixed output buffers hold the longest valid input. */
+_Static_assert(16 + 20 + 1 + 10 + 1 + EID_SERVICE_MAX + 13 + 64 < 256, "string to sign buffer");
+_Static_assert(27 + EID_SECRET_ID_MAX + 1 + 10 + 1 + EID_SERVICE_MAX + 28 +
+                       EID_SIGNED_HEADERS_STR_MAX + 12 + 64 <
+                   EID_AUTHORIZATION_MAX,
+               "authorization buffer");
 /* Large enough for every signed header at its maximum length plus framing. */
 #define CANONICAL_MAX (EID_TOKEN_MAX + 8 * (EID_FIELD_MAX + 20) + 256)
 
@@ -133,31 +138,40 @@ eid_status eid_utc_date(int64_t timestamp, char out[11]) {
 
 /* ------------------------------------------------------------ validation */
 
+/* Character classes, one bit each, so validation is one table load per byte. */
 typedef enum charset {
-    CS_VISIBLE,   /* printable ASCII, no space */
-    CS_TEXT,      /* printable ASCII, inner spaces allowed */
-    CS_SECRET_ID, /* visible, but not '/' or ',' which frame the Credential */
-    CS_WORD,      /* [A-Za-z0-9] */
-    CS_VERSION,   /* [A-Za-z0-9.-] */
-    CS_SERVICE,   /* [a-z0-9-] */
-    CS_REGION,    /* [a-z0-9-] */
-    CS_LANGUAGE,  /* [A-Za-z-] */
+    CS_VISIBLE = 1,   /* printable ASCII, no space */
+    CS_TEXT = 2,      /* printable ASCII, inner spaces allowed */
+    CS_SECRET_ID = 4, /* visible, but not '/' or ',' which frame the Credential */
+    CS_WORD = 8,      /* [A-Za-z0-9] */
+    CS_VERSION = 16,  /* [A-Za-z0-9.-] */
+    CS_SERVICE = 32,  /* [a-z0-9-] */
+    CS_REGION = 32,   /* [a-z0-9-] */
+    CS_LANGUAGE = 64, /* [A-Za-z-] */
 } charset;
 
-static bool in_set(unsigned char c, charset cs) {
-    bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-    switch (cs) {
-    case CS_VISIBLE: return c > 0x20 && c < 0x7f;
-    case CS_TEXT: return c >= 0x20 && c < 0x7f;
-    case CS_SECRET_ID: return c > 0x20 && c < 0x7f && c != '/' && c != ',';
-    case CS_WORD: return alnum;
-    case CS_VERSION: return alnum || c == '.' || c == '-';
-    case CS_SERVICE:
-    case CS_REGION: return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-';
-    case CS_LANGUAGE: return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-';
-    }
-    return false;
-}
+/* charclass[c] has bit CS_x set when byte c belongs to class x. Generated from
+ * the definitions above; bytes >= 0x80 belong to none. */
+static const unsigned char charclass[256] = {
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x02, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x03, 0x77, 0x17, 0x03,
+    0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07,
+    0x07, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f,
+    0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x5f, 0x07, 0x07, 0x07, 0x07, 0x07,
+    0x07, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f,
+    0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x07, 0x07, 0x07, 0x07, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
+
+static bool in_set(unsigned char c, charset cs) { return (charclass[c] & cs) != 0; }
 
 static const char *charset_words(charset cs) {
     switch (cs) {
@@ -166,8 +180,7 @@ static const char *charset_words(charset cs) {
     case CS_SECRET_ID: return "printable ASCII without spaces, '/' or ','";
     case CS_WORD: return "letters and digits";
     case CS_VERSION: return "letters, digits, '.' and '-'";
-    case CS_SERVICE:
-    case CS_REGION: return "lower-case letters, digits and '-'";
+    case CS_SERVICE: return "lower-case letters, digits and '-'";
     case CS_LANGUAGE: return "letters and '-' (e.g. zh-CN, en-US)";
     }
     return "valid characters";
@@ -212,7 +225,7 @@ static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *ma
         lc[n] = '\0';
         int found = -1;
         if (name[n] == '\0')
-            for (int h = 0; h < H_COUNT; h++)
+            for (int h = 0; h < H_COUNT && found < 0; h++)
                 if (strcmp(lc, header_lc[h]) == 0) found = h;
         if (found < 0) {
             bool printable = true;
@@ -344,9 +357,19 @@ static eid_status resolve_time(const eid_signer *s, const eid_sign_request *req,
                          "must be Unix seconds between 0 and %lld (got %lld)",
                          (long long)EID_TIMESTAMP_MAX, (long long)ts);
     r->timestamp = ts;
-    int n = snprintf(r->ts, sizeof r->ts, "%lld", (long long)ts);
+    /* Decimal by hand: snprintf("%lld") was a tenth of a cached signature. */
+    char digits[24];
+    size_t n = 0;
+    uint64_t u = (uint64_t)ts;
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    for (size_t i = 0; i < n; i++)
+        r->ts[i] = digits[n - 1 - i];
+    r->ts[n] = '\0';
     r->v[H_TIMESTAMP] = r->ts;
-    r->len[H_TIMESTAMP] = (size_t)n;
+    r->len[H_TIMESTAMP] = n;
     return eid_utc_date(ts, date);
 }
 
@@ -540,18 +563,25 @@ static eid_status sign_locked(eid_signer *s, const eid_sign_request *req, resolv
     if (!sha256(s, cr, n, digest)) return eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
     hex32(digest, cr_hex);
 
+    /* Both strings are assembled by length-known copies; every part is
+     * bounded by validation, so the fixed buffers cannot overflow. */
     char sts[256];
-    int stn = snprintf(sts, sizeof sts, "TC3-HMAC-SHA256\n%s\n%s/%s/tc3_request\n%s", r->ts, date,
-                       r->service, cr_hex);
-    if (stn < 0 || (size_t)stn >= sizeof sts)
-        return eid__fail(err, EID_E_INTERNAL, "", "string to sign overflow");
+    size_t stn = put(sts, 0, "TC3-HMAC-SHA256\n", 16);
+    stn = put(sts, stn, r->ts, r->len[H_TIMESTAMP]);
+    sts[stn++] = '\n';
+    stn = put(sts, stn, date, 10);
+    sts[stn++] = '/';
+    stn = put(sts, stn, r->service, r->service_len);
+    stn = put(sts, stn, "/tc3_request\n", 13);
+    stn = put(sts, stn, cr_hex, 64);
+    sts[stn] = '\0';
 
     EVP_MAC_CTX *mac = signing_key(s, req, r, date, err);
     if (mac == NULL) return EID_E_CRYPTO;
     size_t outl = 0;
     /* A NULL key re-initialises the HMAC with the key it already holds. */
     if (EVP_MAC_init(mac, NULL, 0, NULL) != 1 ||
-        EVP_MAC_update(mac, (unsigned char *)sts, (size_t)stn) != 1 ||
+        EVP_MAC_update(mac, (unsigned char *)sts, stn) != 1 ||
         EVP_MAC_final(mac, digest, &outl, 32) != 1 || outl != 32)
         return eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 failed");
     hex32(digest, sig->signature);
@@ -559,15 +589,21 @@ static eid_status sign_locked(eid_signer *s, const eid_sign_request *req, resolv
     sig->timestamp = r->timestamp;
     memcpy(sig->timestamp_str, r->ts, r->len[H_TIMESTAMP] + 1);
     memcpy(sig->date, date, 11);
-    int an = snprintf(sig->authorization, sizeof sig->authorization,
-                      "TC3-HMAC-SHA256 Credential=%s/%s/%s/tc3_request, SignedHeaders=%s, "
-                      "Signature=%s",
-                      req->secret_id, date, r->service, sig->signed_headers, sig->signature);
-    if (an < 0 || (size_t)an >= sizeof sig->authorization)
-        return eid__fail(err, EID_E_INTERNAL, "", "authorization overflow");
+    char *a = sig->authorization;
+    size_t an = put(a, 0, "TC3-HMAC-SHA256 Credential=", 27);
+    an = put(a, an, req->secret_id, r->secret_id_len);
+    a[an++] = '/';
+    an = put(a, an, date, 10);
+    a[an++] = '/';
+    an = put(a, an, r->service, r->service_len);
+    an = put(a, an, "/tc3_request, SignedHeaders=", 28);
+    an = put(a, an, sig->signed_headers, sh);
+    an = put(a, an, ", Signature=", 12);
+    an = put(a, an, sig->signature, 64);
+    a[an] = '\0';
 
     if (ex) {
-        memcpy(ex->string_to_sign, sts, (size_t)stn + 1);
+        memcpy(ex->string_to_sign, sts, stn + 1);
         memcpy(ex->hashed_payload, payload_hex, 65);
         memcpy(ex->hashed_canonical_request, cr_hex, 65);
         ex->canonical_request_len = n;

@@ -169,8 +169,9 @@ EID_API eid_status eid_signer_new(const eid_signer_options *opts, eid_signer **o
 EID_API void eid_signer_free(eid_signer *signer);
 
 /* Sign req into *sig (TC3-HMAC-SHA256). err may be NULL.
- * With a cached key, this costs two SHA-256 and one HMAC and allocates
- * nothing. */
+ * With a cached key, this costs two SHA-256 and one HMAC. eidkit itself
+ * allocates nothing per call; OpenSSL 3.0's EVP layer makes a few small
+ * allocations when it re-initialises digest contexts. */
 EID_API eid_status eid_signer_sign(eid_signer *signer, const eid_sign_request *req,
                                    eid_signature *sig, eid_error *err);
 
