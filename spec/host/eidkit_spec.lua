@@ -129,6 +129,19 @@ describe("eidkit program", function()
     end)
   end)
 
+  describe("examples/sign.lua", function()
+    it("runs and prints signed headers for the body it prints", function()
+      local r = run({ bin, "run", "examples/sign.lua", "TOKEN-1" }, { env = creds })
+      assert.equals(0, r.code, r.stderr)
+      local body = r.stdout:match("\n\n(.-)\n$")
+      assert.equals('{"EidToken":"TOKEN-1","InfoType":"0"}', body)
+      local ts = tonumber(r.stdout:match("X%-TC%-Timestamp: (%d+)"))
+      local want = require("eidkit").sign { secret_id = FAKE_ID, secret_key = FAKE_KEY,
+        action = "GetEidResult", body = body, timestamp = ts }
+      assert.truthy(r.stdout:find("Authorization: " .. want.Authorization .. "\n", 1, true))
+    end)
+  end)
+
   describe("sign", function()
     local v = vector "faceid-GetEidToken"
 
