@@ -183,23 +183,24 @@ static int do_sign(lua_State *L, eid_signer *s, int tidx, int explain) {
         push_headers(L, &r, &sig);
         return 1;
     }
+    const struct {
+        const char *name, *value;
+    } fields[] = {
+        {"string_to_sign", ex.string_to_sign},
+        {"hashed_payload", ex.hashed_payload},
+        {"hashed_canonical_request", ex.hashed_canonical_request},
+        {"signature", sig.signature},
+        {"authorization", sig.authorization},
+        {"signed_headers", sig.signed_headers},
+        {"date", sig.date},
+    };
     lua_createtable(L, 0, 10);
     lua_pushlstring(L, cr, ex.canonical_request_len);
     lua_setfield(L, -2, "canonical_request");
-    lua_pushstring(L, ex.string_to_sign);
-    lua_setfield(L, -2, "string_to_sign");
-    lua_pushstring(L, ex.hashed_payload);
-    lua_setfield(L, -2, "hashed_payload");
-    lua_pushstring(L, ex.hashed_canonical_request);
-    lua_setfield(L, -2, "hashed_canonical_request");
-    lua_pushstring(L, sig.signature);
-    lua_setfield(L, -2, "signature");
-    lua_pushstring(L, sig.authorization);
-    lua_setfield(L, -2, "authorization");
-    lua_pushstring(L, sig.signed_headers);
-    lua_setfield(L, -2, "signed_headers");
-    lua_pushstring(L, sig.date);
-    lua_setfield(L, -2, "date");
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        lua_pushstring(L, fields[i].value);
+        lua_setfield(L, -2, fields[i].name);
+    }
     lua_pushinteger(L, (lua_Integer)sig.timestamp);
     lua_setfield(L, -2, "timestamp");
     push_headers(L, &r, &sig);
