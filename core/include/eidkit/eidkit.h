@@ -102,8 +102,9 @@ typedef struct eid_signer eid_signer;
 
 typedef struct eid_signer_options {
     /* Derived signing keys kept per (secret key, date, service), least
-     * recently used evicted. 0 means 8. Each entry holds a copy of the secret
-     * key, wiped on eviction and on free. */
+     * recently used evicted. 0 means 8; more than 4096 is EID_E_INVALID_ARG.
+     * Each entry holds a copy of the secret key, wiped on eviction and on
+     * free. */
     size_t cache_slots;
     eid_clock clock; /* used for EID_TIMESTAMP_NOW */
 } eid_signer_options;
