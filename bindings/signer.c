@@ -167,10 +167,27 @@ static void push_headers(lua_State *L, const eid_sign_request *r, const eid_sign
 }
 
 /* Shared by sign and explain; sidx is the signer, tidx the request table. */
-static int do_sign(lua_State *L, eid_signer *s, int tidx, int explain) {
+static int do_sign(lua_State *L, int sidx, int tidx, int explain) {
+    eid_signer *s = check_signer(L, sidx)->s;
     eid_sign_request r;
     const char *names[EID_SIGNED_HEADERS_MAX];
     read_request(L, tidx, &r, names);
+    /* A Lua clock is read here, before the C call, rather than as the C
+     * signer's callback: an error raised inside the signer's lock would
+     * longjmp past the unlock. */
+    if (r.timestamp == EID_TIMESTAMP_NOW) {
+        int top = lua_gettop(L);
+        if (lua_getiuservalue(L, sidx, 1) == LUA_TFUNCTION) {
+            lua_call(L, 0, 1);
+            int isnum = 0;
+            lua_Integer now = lua_tointegerx(L, -1, &isnum);
+            if (!isnum || lua_type(L, -1) != LUA_TNUMBER)
+                return luaL_error(L, "eidkit.Signer clock must return integer Unix seconds, got %s",
+                                  luaL_typename(L, -1));
+            r.timestamp = now == (lua_Integer)EID_TIMESTAMP_NOW ? -1 : (int64_t)now;
+        }
+        lua_settop(L, top);
+    }
     eid_signature sig;
     eid_error err = {0};
     eid_status st;
@@ -210,28 +227,40 @@ static int do_sign(lua_State *L, eid_signer *s, int tidx, int explain) {
 
 /* ------------------------------------------------------- eidkit.Signer */
 
+/* eidkit.signer{cache_slots = n, clock = function() return unix_seconds end} */
 static int signer_new(lua_State *L) {
     eid_signer_options o = {0};
+    int has_clock = 0;
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
         if (lua_getfield(L, 1, "cache_slots") != LUA_TNIL) {
-            lua_Integer n = luaL_checkinteger(L, -1);
-            luaL_argcheck(L, n >= 1 && n <= 4096, 1, "cache_slots: expected 1..4096");
+            int isnum = 0;
+            lua_Integer n = lua_tointegerx(L, -1, &isnum);
+            luaL_argcheck(L, isnum && lua_type(L, -1) == LUA_TNUMBER && n >= 1 && n <= 4096, 1,
+                          "cache_slots: expected an integer 1..4096");
             o.cache_slots = (size_t)n;
         }
-        lua_pop(L, 1);
+        if (lua_getfield(L, 1, "clock") != LUA_TNIL) {
+            luaL_argcheck(L, lua_isfunction(L, -1), 1, "clock: expected function");
+            has_clock = 1;
+        }
+        lua_pop(L, 2);
     }
     /* Created closed, then opened: __gc is safe even if eid_signer_new fails. */
-    lsigner *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+    lsigner *ls = lua_newuserdatauv(L, sizeof *ls, 1);
     ls->s = NULL;
     luaL_setmetatable(L, EIDKIT_SIGNER_MT);
+    if (has_clock) {
+        lua_getfield(L, 1, "clock");
+        lua_setiuservalue(L, -2, 1);
+    }
     eid_status st = eid_signer_new(&o, &ls->s);
     if (st != EID_OK) return eidkit_push_fail(L, status_code(st), eid_strerror(st));
     return 1;
 }
 
-static int signer_sign(lua_State *L) { return do_sign(L, check_signer(L, 1)->s, 2, 0); }
-static int signer_explain(lua_State *L) { return do_sign(L, check_signer(L, 1)->s, 2, 1); }
+static int signer_sign(lua_State *L) { return do_sign(L, 1, 2, 0); }
+static int signer_explain(lua_State *L) { return do_sign(L, 1, 2, 1); }
 
 static int push_stats(lua_State *L, eid_signer *s) {
     uint64_t hits = 0, misses = 0;
@@ -265,12 +294,8 @@ static int signer_tostring(lua_State *L) {
 
 /* ------------------------------------------- module-level, shared signer */
 
-static int mod_sign(lua_State *L) {
-    return do_sign(L, check_signer(L, lua_upvalueindex(1))->s, 1, 0);
-}
-static int mod_explain(lua_State *L) {
-    return do_sign(L, check_signer(L, lua_upvalueindex(1))->s, 1, 1);
-}
+static int mod_sign(lua_State *L) { return do_sign(L, lua_upvalueindex(1), 1, 0); }
+static int mod_explain(lua_State *L) { return do_sign(L, lua_upvalueindex(1), 1, 1); }
 static int mod_stats(lua_State *L) {
     return push_stats(L, check_signer(L, lua_upvalueindex(1))->s);
 }

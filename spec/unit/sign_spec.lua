@@ -172,8 +172,43 @@ describe("eidkit.signer", function()
     assert.equals("eidkit.Signer (closed)", tostring(outer))
   end)
 
+  it("signs at its clock's time, so tests can freeze time", function()
+    local now = 1735660800
+    local s = eidkit.signer { clock = function() return now end }
+    assert.equals(eidkit.sign(base()).Authorization, s:sign(without "timestamp").Authorization)
+    now = now + 86400
+    assert.equals("1735747200", s:sign(without "timestamp")["X-TC-Timestamp"])
+    assert.equals("2025-01-01", s:explain(without "timestamp").date)
+  end)
+
+  it("does not consult the clock when the request has a timestamp", function()
+    local s = eidkit.signer { clock = function() error("clock called") end }
+    assert.equals("1735660800", s:sign(base())["X-TC-Timestamp"])
+  end)
+
+  it("raises on a broken clock and keeps working afterwards", function()
+    local broken = true
+    local s = eidkit.signer { clock = function()
+      if broken then error("clock exploded") end
+      return 1735660800
+    end }
+    assert.has_error(function() s:sign(without "timestamp") end)
+    local bad = eidkit.signer { clock = function() return "soon" end }
+    assert.has_error(function() bad:sign(without "timestamp") end,
+      "eidkit.Signer clock must return integer Unix seconds, got string")
+    local neg = eidkit.signer { clock = function() return -5 end }
+    assert.has_error(function() neg:sign(without "timestamp") end)
+    broken = false
+    assert.equals("1735660800", s:sign(without "timestamp")["X-TC-Timestamp"])
+  end)
+
+  it("rejects a clock that is not a function", function()
+    assert.has_error(function() eidkit.signer { clock = 1700000000 } end)
+  end)
+
   it("rejects a bad cache size", function()
     assert.has_error(function() eidkit.signer { cache_slots = 0 } end)
+    assert.has_error(function() eidkit.signer { cache_slots = "8" } end)
   end)
 end)
 
