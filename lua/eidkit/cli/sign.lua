@@ -127,17 +127,23 @@ local function request(opts)
   return req
 end
 
-local function json_out(req, headers, info, reveal)
+-- What may be printed: the headers and canonical request with the session
+-- token replaced, unless --reveal-token. The signature is never affected.
+local function shown(req, info, reveal)
+  local headers, cr = {}, info.canonical_request
+  for k, v in pairs(info.headers) do headers[k] = v end
+  if req.token and not reveal then
+    headers["X-TC-Token"] = redacted(req.token)
+    cr = cr:gsub("\nx%-tc%-token:[^\n]*", function() return "\nx-tc-token:" .. redacted(req.token) end)
+  end
+  return headers, cr
+end
+
+local function json_out(req, info, explain, reveal)
   local cjson = require "cjson"
-  local h = {}
-  for k, v in pairs(headers) do h[k] = v end
-  if h["X-TC-Token"] and not reveal then h["X-TC-Token"] = redacted(h["X-TC-Token"]) end
-  local out = { headers = h }
-  if info then
-    local cr = info.canonical_request
-    if req.token and not reveal then
-      cr = cr:gsub("\nx%-tc%-token:[^\n]*", function() return "\nx-tc-token:" .. redacted(req.token) end)
-    end
+  local headers, cr = shown(req, info, reveal)
+  local out = { headers = headers }
+  if explain then
     out.canonical_request = cr
     out.string_to_sign = info.string_to_sign
     out.hashed_payload = info.hashed_payload
@@ -165,18 +171,14 @@ function _M.main(argv)
     return fail(msg:match("%((.*)%)$") or msg)
   end
   if not info then return fail(tostring(ferr)) end
-  local headers = info.headers
   if opts.json then
-    json_out(req, headers, opts.explain and info or nil, opts.reveal_token)
+    json_out(req, info, opts.explain, opts.reveal_token)
     return 0
   end
 
+  local headers, cr = shown(req, info, opts.reveal_token)
   local lines = {}
   if opts.explain then
-    local cr = info.canonical_request
-    if req.token and not opts.reveal_token then
-      cr = cr:gsub("\nx%-tc%-token:[^\n]*", function() return "\nx-tc-token:" .. redacted(req.token) end)
-    end
     insert(lines, format("# Body: %d bytes, SHA-256 %s", #req.body, info.hashed_payload))
     insert(lines, "# Canonical request (between the lines):")
     insert(lines, "# ----")
@@ -192,11 +194,7 @@ function _M.main(argv)
     insert(lines, "# Headers to send:")
   end
   for _, name in ipairs(header_order) do
-    local v = headers[name]
-    if v then
-      if name == "X-TC-Token" and not opts.reveal_token then v = redacted(v) end
-      insert(lines, name .. ": " .. v)
-    end
+    if headers[name] then insert(lines, name .. ": " .. headers[name]) end
   end
   stdout:write(concat(lines, "\n"), "\n")
   return 0
