@@ -43,6 +43,19 @@ static const char *opt_string(lua_State *L, int tidx, const char *field, size_t 
     return s;
 }
 
+/* An integer-valued number at idx (strings are not coerced): 1 and *out, or 0. */
+static int strict_integer(lua_State *L, int idx, lua_Integer *out) {
+    int isnum = 0;
+    *out = lua_tointegerx(L, idx, &isnum);
+    return isnum && lua_type(L, idx) == LUA_TNUMBER;
+}
+
+/* Lua seconds to the C field; INT64_MIN is the C API's "now" sentinel, so it
+ * becomes an ordinary out-of-range value and is refused like any other. */
+static int64_t as_timestamp(lua_Integer v) {
+    return v == (lua_Integer)EID_TIMESTAMP_NOW ? -1 : (int64_t)v;
+}
+
 static void read_signed_headers(lua_State *L, int tidx, const char **names, size_t *count) {
     if (!lua_istable(L, -1)) {
         lua_pushfstring(L, "signed_headers: expected table of header names, got %s",
@@ -126,12 +139,10 @@ static void read_request(lua_State *L, int tidx, eid_sign_request *r, const char
             r->secret_key_len = len;
             break;
         case F_TIMESTAMP: {
-            int isnum = 0;
-            lua_Integer ts = lua_tointegerx(L, -1, &isnum);
-            if (!isnum || lua_type(L, -1) != LUA_TNUMBER)
+            lua_Integer ts;
+            if (!strict_integer(L, -1, &ts))
                 luaL_argerror(L, tidx, "timestamp: expected integer Unix seconds");
-            if (ts == (lua_Integer)EID_TIMESTAMP_NOW) ts = -1; /* keep it an error */
-            r->timestamp = (int64_t)ts;
+            r->timestamp = as_timestamp(ts);
             break;
         }
         case F_SIGNED_HEADERS:
@@ -179,12 +190,11 @@ static int do_sign(lua_State *L, int sidx, int tidx, int explain) {
         int top = lua_gettop(L);
         if (lua_getiuservalue(L, sidx, 1) == LUA_TFUNCTION) {
             lua_call(L, 0, 1);
-            int isnum = 0;
-            lua_Integer now = lua_tointegerx(L, -1, &isnum);
-            if (!isnum || lua_type(L, -1) != LUA_TNUMBER)
+            lua_Integer now;
+            if (!strict_integer(L, -1, &now))
                 return luaL_error(L, "eidkit.Signer clock must return integer Unix seconds, got %s",
                                   luaL_typename(L, -1));
-            r.timestamp = now == (lua_Integer)EID_TIMESTAMP_NOW ? -1 : (int64_t)now;
+            r.timestamp = as_timestamp(now);
         }
         lua_settop(L, top);
     }
@@ -234,9 +244,8 @@ static int signer_new(lua_State *L) {
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
         if (lua_getfield(L, 1, "cache_slots") != LUA_TNIL) {
-            int isnum = 0;
-            lua_Integer n = lua_tointegerx(L, -1, &isnum);
-            luaL_argcheck(L, isnum && lua_type(L, -1) == LUA_TNUMBER && n >= 1 && n <= 4096, 1,
+            lua_Integer n;
+            luaL_argcheck(L, strict_integer(L, -1, &n) && n >= 1 && n <= 4096, 1,
                           "cache_slots: expected an integer 1..4096");
             o.cache_slots = (size_t)n;
         }
