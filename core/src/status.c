@@ -14,6 +14,14 @@ const char *eid_strerror(eid_status status) {
     case EID_E_BUFFER_TOO_SMALL: return "buffer too small";
     case EID_E_CRYPTO: return "cryptographic operation failed";
     case EID_E_INTERNAL: return "internal error";
+    case EID_E_LEDGER_UNKNOWN: return "unknown token";
+    case EID_E_LEDGER_WRONG_SUBJECT: return "token bound to another subject";
+    case EID_E_LEDGER_EXPIRED: return "token expired";
+    case EID_E_LEDGER_CONSUMED: return "token already consumed";
+    case EID_E_LEDGER_EXISTS: return "token already issued";
+    case EID_E_LEDGER_PENDING: return "no result recorded yet";
+    case EID_E_LEDGER_UNAVAILABLE: return "ledger backend unavailable";
+    case EID_E_LEDGER_STORAGE: return "ledger storage failure";
     }
     return "unknown status";
 }

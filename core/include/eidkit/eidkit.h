@@ -44,7 +44,16 @@ typedef enum eid_status {
     EID_E_NOMEM = 2,            /* an allocation failed; nothing was changed */
     EID_E_BUFFER_TOO_SMALL = 3, /* a caller buffer is short; *_len says how long */
     EID_E_CRYPTO = 4,           /* OpenSSL refused an operation */
-    EID_E_INTERNAL = 5          /* a bug in eidkit: please report it */
+    EID_E_INTERNAL = 5,         /* a bug in eidkit: please report it */
+    /* Ledger refusals and failures (eidkit/ledger.h). */
+    EID_E_LEDGER_UNKNOWN = 6,       /* no such token in the ledger */
+    EID_E_LEDGER_WRONG_SUBJECT = 7, /* the token is bound to another subject */
+    EID_E_LEDGER_EXPIRED = 8,       /* the token's TTL or result window is over */
+    EID_E_LEDGER_CONSUMED = 9,      /* the token was already consumed */
+    EID_E_LEDGER_EXISTS = 10,       /* the token was already issued */
+    EID_E_LEDGER_PENDING = 11,      /* no verdict yet: the result was not recorded */
+    EID_E_LEDGER_UNAVAILABLE = 12,  /* the backend cannot be reached; nothing was changed */
+    EID_E_LEDGER_STORAGE = 13       /* the backend refused a write (disk full, read-only) */
 } eid_status;
 
 /* Static English text for a status; never NULL, also for unknown values.
