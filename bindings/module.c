@@ -3,6 +3,8 @@
 
 #include "eidkit_lua.h"
 
+#include <string.h>
+
 static int error_tostring(lua_State *L) {
     lua_getfield(L, 1, "code");
     lua_getfield(L, 1, "message");
@@ -42,6 +44,60 @@ static int l_utc_date(lua_State *L) {
     return 1;
 }
 
+/* parse_authorization(value) -> {secret_id, date, service, signed_headers,
+ * headers = {names...}, signature} or nil, err (code "invalid"). */
+static int l_parse_authorization(lua_State *L) {
+    size_t len;
+    const char *v = luaL_checklstring(L, 1, &len);
+    eid_authorization a;
+    eid_error err = {0};
+    if (eid_authorization_parse(v, len, &a, &err) != EID_OK)
+        return eidkit_push_fail(L, "invalid", err.message);
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, a.secret_id);
+    lua_setfield(L, -2, "secret_id");
+    lua_pushstring(L, a.date);
+    lua_setfield(L, -2, "date");
+    lua_pushstring(L, a.service);
+    lua_setfield(L, -2, "service");
+    lua_pushstring(L, a.signed_headers);
+    lua_setfield(L, -2, "signed_headers");
+    lua_pushstring(L, a.signature);
+    lua_setfield(L, -2, "signature");
+    lua_createtable(L, (int)a.signed_headers_count, 0);
+    const char *p = a.signed_headers;
+    for (lua_Integer i = 1;; i++) {
+        const char *semi = strchr(p, ';');
+        lua_pushlstring(L, p, semi ? (size_t)(semi - p) : strlen(p));
+        lua_rawseti(L, -2, i);
+        if (semi == NULL) break;
+        p = semi + 1;
+    }
+    lua_setfield(L, -2, "headers");
+    return 1;
+}
+
+/* equal(a, b): constant-time string comparison, for signatures and tokens. */
+static int l_equal(lua_State *L) {
+    size_t al, bl;
+    const char *a = luaL_checklstring(L, 1, &al);
+    const char *b = luaL_checklstring(L, 2, &bl);
+    lua_pushboolean(L, eid_ct_equal(a, al, b, bl));
+    return 1;
+}
+
+/* random_bytes(n): n bytes from OpenSSL's CSPRNG (1..65536). */
+static int l_random_bytes(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 65536, 1, "expected 1..65536");
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, (size_t)n);
+    if (eid_random_bytes(p, (size_t)n) != EID_OK)
+        return eidkit_push_fail(L, "crypto", "the random generator failed");
+    luaL_pushresultsize(&b, (size_t)n);
+    return 1;
+}
+
 int luaopen_eidkit_core(lua_State *L) {
     luaL_checkversion(L);
     if (luaL_newmetatable(L, EIDKIT_ERROR_MT)) {
@@ -56,6 +112,9 @@ int luaopen_eidkit_core(lua_State *L) {
         {"version", l_version},
         {"openssl_version", l_openssl_version},
         {"utc_date", l_utc_date},
+        {"parse_authorization", l_parse_authorization},
+        {"equal", l_equal},
+        {"random_bytes", l_random_bytes},
         {NULL, NULL},
     };
     luaL_newlib(L, funcs);

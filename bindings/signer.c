@@ -268,6 +268,73 @@ static int signer_new(lua_State *L) {
     return 1;
 }
 
+/* signer:compute{secret_key=, date=, service=, timestamp=, signed_headers="a;b",
+ * values={...}, lower_values=, body=, method=, uri=, query=} -> hex signature.
+ * The inputs come from a request a server received, so malformed values are a
+ * runtime failure (nil, err), not misuse; wrong Lua types still raise. */
+static const char *compute_string(lua_State *L, int tidx, const char *field, int required,
+                                  size_t *len) {
+    int t = lua_getfield(L, tidx, field);
+    if (t == LUA_TNIL && !required) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    const char *v = opt_string(L, tidx, field, len);
+    lua_pop(L, 1); /* the table still holds the string */
+    return v;
+}
+
+static int do_compute(lua_State *L, int sidx, int tidx) {
+    eid_signer *s = check_signer(L, sidx)->s;
+    luaL_checktype(L, tidx, LUA_TTABLE);
+    eid_canonical c = {0};
+    c.secret_key = compute_string(L, tidx, "secret_key", 1, &c.secret_key_len);
+    c.date = compute_string(L, tidx, "date", 1, NULL);
+    c.service = compute_string(L, tidx, "service", 1, NULL);
+    c.timestamp = compute_string(L, tidx, "timestamp", 1, NULL);
+    c.signed_headers = compute_string(L, tidx, "signed_headers", 1, NULL);
+    c.method = compute_string(L, tidx, "method", 0, NULL);
+    c.uri = compute_string(L, tidx, "uri", 0, NULL);
+    c.query = compute_string(L, tidx, "query", 0, NULL);
+    c.body = compute_string(L, tidx, "body", 0, &c.body_len);
+    lua_getfield(L, tidx, "lower_values");
+    c.lower_values = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+
+    const char *values[EID_VERIFY_HEADERS_MAX];
+    if (lua_getfield(L, tidx, "values") != LUA_TTABLE)
+        luaL_argerror(L, tidx, "values: expected table");
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    if (n > EID_VERIFY_HEADERS_MAX)
+        return eidkit_push_fail(L, "invalid", "too many signed headers");
+    for (lua_Integer i = 1; i <= n; i++) {
+        int t = lua_rawgeti(L, -1, i);
+        if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+            values[i - 1] = NULL; /* false: the header was not received */
+        } else if (t == LUA_TSTRING) {
+            values[i - 1] = lua_tostring(L, -1);
+        } else {
+            lua_pushfstring(L, "values[%d]: expected string or false, got %s", (int)i,
+                            luaL_typename(L, -1));
+            luaL_argerror(L, tidx, lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    c.values = values;
+    c.value_count = (size_t)n;
+
+    char sig[65];
+    eid_error err = {0};
+    eid_status st = eid_signer_compute(s, &c, sig, NULL, &err);
+    lua_pop(L, 1); /* values, kept alive until here */
+    if (st == EID_E_INVALID_ARG) return eidkit_push_fail(L, "invalid", err.message);
+    if (st != EID_OK) return eidkit_push_fail(L, status_code(st), err.message);
+    lua_pushlstring(L, sig, 64);
+    return 1;
+}
+
+static int signer_compute(lua_State *L) { return do_compute(L, 1, 2); }
+
 static int signer_sign(lua_State *L) { return do_sign(L, 1, 2, 0); }
 static int signer_explain(lua_State *L) { return do_sign(L, 1, 2, 1); }
 
@@ -305,17 +372,15 @@ static int signer_tostring(lua_State *L) {
 
 static int mod_sign(lua_State *L) { return do_sign(L, lua_upvalueindex(1), 1, 0); }
 static int mod_explain(lua_State *L) { return do_sign(L, lua_upvalueindex(1), 1, 1); }
+static int mod_compute(lua_State *L) { return do_compute(L, lua_upvalueindex(1), 1); }
 static int mod_stats(lua_State *L) {
     return push_stats(L, check_signer(L, lua_upvalueindex(1))->s);
 }
 
 void eidkit_open_signer(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"sign", signer_sign},
-        {"explain", signer_explain},
-        {"cache_stats", signer_stats},
-        {"close", signer_close},
-        {NULL, NULL},
+        {"sign", signer_sign},         {"explain", signer_explain}, {"compute", signer_compute},
+        {"cache_stats", signer_stats}, {"close", signer_close},     {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", signer_close},
@@ -344,6 +409,7 @@ void eidkit_open_signer(lua_State *L) {
     static const luaL_Reg shared[] = {
         {"sign", mod_sign},
         {"sign_explain", mod_explain},
+        {"compute", mod_compute},
         {"cache_stats", mod_stats},
         {NULL, NULL},
     };

@@ -16,9 +16,12 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/rand.h>
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -410,14 +413,16 @@ static void slot_wipe(key_slot *slot) {
 }
 
 /* Find or derive the keyed HMAC for (secret, date, service). Called under lock. */
-static EVP_MAC_CTX *signing_key(eid_signer *s, const eid_sign_request *req, const resolved *r,
-                                const char date[11], eid_error *err) {
+static EVP_MAC_CTX *signing_key(eid_signer *s, const void *secret, size_t secret_len,
+                                const char date[11], const char *service, size_t service_len,
+                                eid_error *err) {
     key_slot *victim = &s->slots[0];
     for (size_t i = 0; i < s->nslots; i++) {
         key_slot *slot = &s->slots[i];
         if (slot->last_used != 0 && memcmp(slot->date, date, 11) == 0 &&
-            strcmp(slot->service, r->service) == 0 && slot->secret_len == req->secret_key_len &&
-            CRYPTO_memcmp(slot->secret, req->secret_key, req->secret_key_len) == 0) {
+            strlen(slot->service) == service_len &&
+            memcmp(slot->service, service, service_len) == 0 && slot->secret_len == secret_len &&
+            CRYPTO_memcmp(slot->secret, secret, secret_len) == 0) {
             slot->last_used = ++s->tick;
             s->hits++;
             return slot->mac;
@@ -429,10 +434,10 @@ static EVP_MAC_CTX *signing_key(eid_signer *s, const eid_sign_request *req, cons
     unsigned char kdate[32], kservice[32], ksigning[32];
     unsigned char seed[3 + EID_SECRET_KEY_MAX];
     memcpy(seed, "TC3", 3);
-    memcpy(seed + 3, req->secret_key, req->secret_key_len);
+    memcpy(seed + 3, secret, secret_len);
     slot_wipe(victim);
-    bool ok = hmac_once(s->derive, seed, 3 + req->secret_key_len, date, 10, kdate) &&
-              hmac_once(s->derive, kdate, 32, r->service, r->service_len, kservice) &&
+    bool ok = hmac_once(s->derive, seed, 3 + secret_len, date, 10, kdate) &&
+              hmac_once(s->derive, kdate, 32, service, service_len, kservice) &&
               hmac_once(s->derive, kservice, 32, "tc3_request", 11, ksigning) &&
               EVP_MAC_init(victim->mac, ksigning, 32, NULL) == 1;
     OPENSSL_cleanse(seed, sizeof seed);
@@ -444,9 +449,10 @@ static EVP_MAC_CTX *signing_key(eid_signer *s, const eid_sign_request *req, cons
         return NULL;
     }
     memcpy(victim->date, date, 11);
-    memcpy(victim->service, r->service, r->service_len + 1);
-    memcpy(victim->secret, req->secret_key, req->secret_key_len);
-    victim->secret_len = req->secret_key_len;
+    memcpy(victim->service, service, service_len);
+    victim->service[service_len] = '\0';
+    memcpy(victim->secret, secret, secret_len);
+    victim->secret_len = secret_len;
     victim->last_used = ++s->tick;
     return victim->mac;
 }
@@ -576,7 +582,8 @@ static eid_status sign_locked(eid_signer *s, const eid_sign_request *req, resolv
     stn = put(sts, stn, cr_hex, 64);
     sts[stn] = '\0';
 
-    EVP_MAC_CTX *mac = signing_key(s, req, r, date, err);
+    EVP_MAC_CTX *mac =
+        signing_key(s, req->secret_key, req->secret_key_len, date, r->service, r->service_len, err);
     if (mac == NULL) return EID_E_CRYPTO;
     size_t outl = 0;
     /* A NULL key re-initialises the HMAC with the key it already holds. */
@@ -651,4 +658,152 @@ size_t eid_sign_headers(const eid_sign_request *req, const eid_signature *sig,
     if (req->token) out[n++] = (eid_header){"X-TC-Token", req->token};
     if (req->language) out[n++] = (eid_header){"X-TC-Language", req->language};
     return n;
+}
+
+/* ------------------------------------------------------------- verifier */
+
+static bool is_blank(char c) { return c == ' ' || c == '\t'; }
+
+eid_status eid_signer_compute(eid_signer *s, const eid_canonical *c, char signature[65],
+                              eid_sign_explain *ex, eid_error *err) {
+    if (s == NULL) return eid__fail(err, EID_E_INVALID_ARG, "signer", "is NULL");
+    if (c == NULL) return eid__fail(err, EID_E_INVALID_ARG, "canonical", "is NULL");
+    if (signature == NULL) return eid__fail(err, EID_E_INVALID_ARG, "signature", "is NULL");
+    if (c->secret_key == NULL || c->secret_key_len == 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "secret_key", "must not be empty");
+    if (c->secret_key_len > EID_SECRET_KEY_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "secret_key", "longer than %d bytes",
+                         EID_SECRET_KEY_MAX);
+    if (c->body == NULL && c->body_len != 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "body", "is NULL with a non-zero length");
+    size_t n = 0;
+    if (c->date == NULL || strlen(c->date) != 10)
+        return eid__fail(err, EID_E_INVALID_ARG, "date", "must be YYYY-MM-DD");
+    if (c->service == NULL ||
+        check_field(err, "service", c->service, EID_SERVICE_MAX, CS_SECRET_ID, &n) != EID_OK)
+        return c->service ? EID_E_INVALID_ARG
+                          : eid__fail(err, EID_E_INVALID_ARG, "service", "is NULL");
+    size_t service_len = n;
+    if (c->timestamp == NULL ||
+        check_field(err, "timestamp", c->timestamp, 20, CS_VISIBLE, &n) != EID_OK)
+        return c->timestamp ? EID_E_INVALID_ARG
+                            : eid__fail(err, EID_E_INVALID_ARG, "timestamp", "is NULL");
+    size_t ts_len = n;
+    if (c->signed_headers == NULL || c->signed_headers[0] == '\0')
+        return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "must not be empty");
+    const char *method = c->method ? c->method : "POST";
+    const char *uri = c->uri ? c->uri : "/";
+    const char *query = c->query ? c->query : "";
+
+    /* Split SignedHeaders and size the canonical request exactly. */
+    const char *names[EID_VERIFY_HEADERS_MAX];
+    size_t name_len[EID_VERIFY_HEADERS_MAX], count = 0;
+    size_t sh_len = strlen(c->signed_headers);
+    for (const char *p = c->signed_headers;;) {
+        const char *semi = strchr(p, ';');
+        size_t len = semi ? (size_t)(semi - p) : strlen(p);
+        if (count == EID_VERIFY_HEADERS_MAX)
+            return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "more than %d names",
+                             EID_VERIFY_HEADERS_MAX);
+        names[count] = p;
+        name_len[count++] = len;
+        if (semi == NULL) break;
+        p = semi + 1;
+    }
+    if (count != c->value_count || (count > 0 && c->values == NULL))
+        return eid__fail(err, EID_E_INVALID_ARG, "values", "%zu values for %zu signed headers",
+                         c->value_count, count);
+    size_t cap = strlen(method) + strlen(uri) + strlen(query) + sh_len + 64 + 8;
+    for (size_t i = 0; i < count; i++)
+        cap += name_len[i] + 2 + (c->values[i] ? strlen(c->values[i]) : 0);
+    char *cr = malloc(cap);
+    if (cr == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+
+    size_t off = put(cr, 0, method, strlen(method));
+    cr[off++] = '\n';
+    off = put(cr, off, uri, strlen(uri));
+    cr[off++] = '\n';
+    off = put(cr, off, query, strlen(query));
+    cr[off++] = '\n';
+    for (size_t i = 0; i < count; i++) {
+        off = put(cr, off, names[i], name_len[i]);
+        cr[off++] = ':';
+        const char *v = c->values[i] ? c->values[i] : "";
+        size_t vl = strlen(v);
+        while (vl > 0 && is_blank(v[0]))
+            v++, vl--;
+        while (vl > 0 && is_blank(v[vl - 1]))
+            vl--;
+        off = c->lower_values ? put_lower(cr, off, v, vl) : put(cr, off, v, vl);
+        cr[off++] = '\n';
+    }
+    cr[off++] = '\n';
+    off = put(cr, off, c->signed_headers, sh_len);
+    cr[off++] = '\n';
+
+    eid_status st = EID_OK;
+    unsigned char digest[32];
+    char payload_hex[65], cr_hex[65], sts[256];
+    size_t stn = 0;
+    pthread_mutex_lock(&s->lock);
+    if (!sha256(s, c->body_len ? c->body : "", c->body_len, digest)) {
+        st = eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
+        goto unlock;
+    }
+    hex32(digest, payload_hex);
+    off = put(cr, off, payload_hex, 64);
+    if (!sha256(s, cr, off, digest)) {
+        st = eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
+        goto unlock;
+    }
+    hex32(digest, cr_hex);
+    stn = put(sts, 0, "TC3-HMAC-SHA256\n", 16);
+    stn = put(sts, stn, c->timestamp, ts_len);
+    sts[stn++] = '\n';
+    stn = put(sts, stn, c->date, 10);
+    sts[stn++] = '/';
+    stn = put(sts, stn, c->service, service_len);
+    stn = put(sts, stn, "/tc3_request\n", 13);
+    stn = put(sts, stn, cr_hex, 64);
+    sts[stn] = '\0';
+    EVP_MAC_CTX *mac =
+        signing_key(s, c->secret_key, c->secret_key_len, c->date, c->service, service_len, err);
+    size_t outl = 0;
+    if (mac == NULL) {
+        st = EID_E_CRYPTO;
+    } else if (EVP_MAC_init(mac, NULL, 0, NULL) != 1 ||
+               EVP_MAC_update(mac, (unsigned char *)sts, stn) != 1 ||
+               EVP_MAC_final(mac, digest, &outl, 32) != 1 || outl != 32) {
+        st = eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 failed");
+    } else {
+        hex32(digest, signature);
+    }
+unlock:
+    pthread_mutex_unlock(&s->lock);
+    if (st == EID_OK && ex) {
+        memcpy(ex->string_to_sign, sts, stn + 1);
+        memcpy(ex->hashed_payload, payload_hex, 65);
+        memcpy(ex->hashed_canonical_request, cr_hex, 65);
+        ex->canonical_request_len = off;
+        if (ex->canonical_request == NULL || ex->canonical_request_cap < off + 1) {
+            st = eid__fail(err, EID_E_BUFFER_TOO_SMALL, "canonical_request", "needs %zu bytes",
+                           off + 1);
+        } else {
+            memcpy(ex->canonical_request, cr, off);
+            ex->canonical_request[off] = '\0';
+        }
+    }
+    free(cr);
+    return st;
+}
+
+int eid_ct_equal(const void *a, size_t alen, const void *b, size_t blen) {
+    if (alen != blen || a == NULL || b == NULL) return 0;
+    return CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+eid_status eid_random_bytes(void *buf, size_t n) {
+    if (buf == NULL && n != 0) return EID_E_INVALID_ARG;
+    if (n > INT_MAX || (n > 0 && RAND_bytes(buf, (int)n) != 1)) return EID_E_CRYPTO;
+    return EID_OK;
 }

@@ -211,6 +211,69 @@ EID_API size_t eid_sign_headers(const eid_sign_request *req, const eid_signature
  * Fails with EID_E_INVALID_ARG outside 0..EID_TIMESTAMP_MAX. Thread-safe. */
 EID_API eid_status eid_utc_date(int64_t timestamp, char out[11]);
 
+/* --------------------------------------------------------------- verifier
+ * The server side of TC3: what the simulator (and any merchant service that
+ * accepts Tencent-style signed calls) uses to check a request as received. */
+
+/* Most header names a received SignedHeaders list may carry. */
+#define EID_VERIFY_HEADERS_MAX 16
+
+/* A parsed Authorization header:
+ *   TC3-HMAC-SHA256 Credential=ID/DATE/SERVICE/tc3_request,
+ *   SignedHeaders=a;b, Signature=HEX */
+typedef struct eid_authorization {
+    char secret_id[EID_SECRET_ID_MAX + 1];
+    char date[11];                                   /* YYYY-MM-DD, digits checked */
+    char service[EID_SERVICE_MAX + 1];               /* as the client derived it */
+    char signed_headers[EID_SIGNED_HEADERS_STR_MAX]; /* "content-type;host" */
+    size_t signed_headers_count;
+    char signature[65]; /* 64 lower-case hex digits */
+} eid_authorization;
+
+/* Parse an Authorization value of len bytes into *out. Strict about the
+ * documented shape (", " separators, this field order, lower-case hex, header
+ * names of [a-z0-9-] with no empty or repeated entries); the message says
+ * which part is malformed and never echoes the value. Thread-safe. */
+EID_API eid_status eid_authorization_parse(const char *value, size_t len, eid_authorization *out,
+                                           eid_error *err);
+
+/* The pieces of a received request that its signature covers. */
+typedef struct eid_canonical {
+    const void *secret_key; /* the key registered for the request's SecretId */
+    size_t secret_key_len;
+    const char *date;           /* credential-scope date, "YYYY-MM-DD" */
+    const char *service;        /* credential-scope service */
+    const char *timestamp;      /* X-TC-Timestamp as received (decimal digits) */
+    const char *method;         /* NULL: "POST" */
+    const char *uri;            /* canonical URI; NULL: "/" */
+    const char *query;          /* canonical query string; NULL: "" */
+    const char *signed_headers; /* "a;b;c" as in the Authorization */
+    /* One value per signed header, in the same order; a NULL entry stands for
+     * a header that was not received and canonicalises as empty. Values are
+     * trimmed of surrounding spaces and tabs. */
+    const char *const *values;
+    size_t value_count;
+    int lower_values; /* non-zero: lower-case the values, as the TC3 document says */
+    const void *body; /* exact bytes received; NULL only with body_len 0 */
+    size_t body_len;
+} eid_canonical;
+
+/* Compute the TC3 signature of c into signature[65] (lower-case hex), using
+ * and feeding the signer's derived-key cache. explain may be NULL; when given,
+ * its canonical request buffer and hashes are filled as eid_signer_explain
+ * fills them. Compare the result with eid_ct_equal, never strcmp.
+ * Thread-safe in the same way as eid_signer_sign. */
+EID_API eid_status eid_signer_compute(eid_signer *signer, const eid_canonical *c,
+                                      char signature[65], eid_sign_explain *explain,
+                                      eid_error *err);
+
+/* Constant-time comparison: 1 when the two byte strings are equal, else 0.
+ * Time depends only on the lengths. Thread-safe. */
+EID_API int eid_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+
+/* Fill buf with n bytes from OpenSSL's CSPRNG. Thread-safe. */
+EID_API eid_status eid_random_bytes(void *buf, size_t n);
+
 #ifdef __cplusplus
 }
 #endif
