@@ -24,5 +24,6 @@ int eidkit_push_fail(lua_State *L, const char *code, const char *message);
 /* Register the signer class and the module-level sign functions into the
  * module table at the top of the stack. */
 void eidkit_open_signer(lua_State *L);
+void eidkit_open_httpd(lua_State *L);
 
 #endif

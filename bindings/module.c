@@ -123,5 +123,6 @@ int luaopen_eidkit_core(lua_State *L) {
     luaL_getmetatable(L, EIDKIT_ERROR_MT);
     lua_setfield(L, -2, "error_mt");
     eidkit_open_signer(L);
+    eidkit_open_httpd(L);
     return 1;
 }

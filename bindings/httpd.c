@@ -1,0 +1,1013 @@
+/*
+ * eidkit.HttpServer: an HTTP server for Lua on libmicrohttpd.
+ *
+ * MHD runs without a thread of its own. The Lua thread waits on MHD's epoll
+ * fd and calls MHD_run(), so every handler call happens on the thread that
+ * owns the lua_State: no locks. A delayed or slow response suspends its
+ * connection and puts it on a timer heap; the loop resumes it when due, so
+ * one waiting response never holds up another. docs/internals/httpd.md has
+ * the details.
+ *
+ * No Lua error ever longjmps through MHD: the handler, the request table
+ * and the response conversion all run inside one lua_pcall (the Lua-cURLv3
+ * rule), and the MHD callbacks themselves make no raising Lua calls.
+ */
+#define _GNU_SOURCE /* ppoll */
+
+#include "eidkit_lua.h"
+
+#include <microhttpd.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HTTPD_MT "eidkit.HttpServer"
+
+#define UV_HANDLER  1
+#define UV_ON_ERROR 2
+
+#define NOT_QUEUED       SIZE_MAX
+#define SLOW_CHUNKS      10
+#define SLOW_DEFAULT_MS  2000
+#define BODY_ERROR_500   "{\"error\":\"internal handler error\"}"
+#define BODY_ERROR_413   "{\"error\":\"request body too large\"}"
+#define READER_BLOCK     4096
+#define LISTEN_BACKLOG   4096
+#define DEFAULT_MAX_CONN 4096
+#define DEFAULT_MAX_BODY (10 * 1024 * 1024)
+#define DEFAULT_TIMEOUT  60
+
+typedef struct httpd httpd;
+
+enum phase { P_BODY, P_DELAYED, P_DONE };
+enum fault { F_NONE, F_RESET, F_TRUNCATE, F_SLOW };
+
+/* One request: created by the URI callback, freed when MHD says it is done. */
+typedef struct req {
+    httpd *srv;
+    struct MHD_Connection *conn;
+    enum phase phase;
+    char *query; /* raw query string, "" if none */
+    char *body;
+    size_t body_len, body_cap;
+    int too_large;
+
+    /* The response, built by the handler call. */
+    struct MHD_Response *resp;
+    unsigned status;
+    enum fault fault;
+    uint64_t delay_ms;
+    char *out; /* body bytes for the callback (truncate, slow) responses */
+    size_t out_len;
+    uint64_t slow_ms, next_due;
+    size_t chunk, chunk_end;
+
+    uint64_t due; /* timer, valid while heap_idx != NOT_QUEUED */
+    size_t heap_idx;
+} req;
+
+struct httpd {
+    struct MHD_Daemon *d; /* NULL once closed */
+    lua_State *L;         /* the thread inside step()/run(), for handler calls */
+    int epfd;
+    unsigned port;
+    size_t max_body;
+    int stop, dispatching, closing;
+    req **heap; /* timers: a binary min-heap on due */
+    size_t heap_len, heap_cap;
+    lua_Integer suspended, requests;
+    char log[256]; /* MHD's last message while starting */
+    int capture_log;
+};
+
+/* ------------------------------------------------------------ clock, date */
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* RFC 7231 IMF-fixdate, independent of the C locale. */
+static void http_date(char out[64]) {
+    static const char days[] = "SunMonTueWedThuFriSat";
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, 64, "%.3s, %02d %.3s %04d %02d:%02d:%02d GMT", days + 3 * tm.tm_wday, tm.tm_mday,
+             months + 3 * tm.tm_mon, tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* ------------------------------------------------------------ timer heap */
+
+static void heap_set(httpd *s, size_t i, req *r) {
+    s->heap[i] = r;
+    r->heap_idx = i;
+}
+
+static void heap_up(httpd *s, size_t i) {
+    req *r = s->heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (s->heap[p]->due <= r->due) break;
+        heap_set(s, i, s->heap[p]);
+        i = p;
+    }
+    heap_set(s, i, r);
+}
+
+static void heap_down(httpd *s, size_t i) {
+    req *r = s->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->heap_len) break;
+        if (c + 1 < s->heap_len && s->heap[c + 1]->due < s->heap[c]->due) c++;
+        if (r->due <= s->heap[c]->due) break;
+        heap_set(s, i, s->heap[c]);
+        i = c;
+    }
+    heap_set(s, i, r);
+}
+
+static int heap_push(httpd *s, req *r, uint64_t due) {
+    if (s->heap_len == s->heap_cap) {
+        size_t cap = s->heap_cap ? 2 * s->heap_cap : 64;
+        req **h = realloc(s->heap, cap * sizeof *h);
+        if (h == NULL) return -1;
+        s->heap = h;
+        s->heap_cap = cap;
+    }
+    r->due = due;
+    heap_set(s, s->heap_len++, r);
+    heap_up(s, s->heap_len - 1);
+    return 0;
+}
+
+static void heap_remove(httpd *s, req *r) {
+    size_t i = r->heap_idx;
+    if (i == NOT_QUEUED) return;
+    r->heap_idx = NOT_QUEUED;
+    req *last = s->heap[--s->heap_len];
+    if (last == r) return;
+    heap_set(s, i, last);
+    heap_up(s, i);
+    heap_down(s, last->heap_idx);
+}
+
+/* Suspend the connection until due; 0 on success. Without memory for the
+ * timer the caller answers at once instead of waiting. */
+static int suspend_until(req *r, uint64_t due) {
+    if (heap_push(r->srv, r, due) != 0) return -1;
+    MHD_suspend_connection(r->conn);
+    r->srv->suspended++;
+    return 0;
+}
+
+static void resume(httpd *s, req *r) {
+    heap_remove(s, r);
+    MHD_resume_connection(r->conn);
+    s->suspended--;
+}
+
+static void fire_timers(httpd *s, uint64_t now) {
+    while (s->heap_len > 0 && s->heap[0]->due <= now)
+        resume(s, s->heap[0]);
+}
+
+/* -------------------------------------------------------- request state */
+
+static void req_free(req *r) {
+    if (r == NULL) return;
+    if (r->heap_idx != NOT_QUEUED) {
+        heap_remove(r->srv, r);
+        r->srv->suspended--;
+    }
+    if (r->resp) MHD_destroy_response(r->resp);
+    free(r->query);
+    free(r->body);
+    free(r->out);
+    free(r);
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: the raw URI, before MHD splits off the query.
+ * What it returns becomes the request's context pointer. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+    (void)c;
+    req *r = calloc(1, sizeof *r);
+    if (r == NULL) return NULL;
+    r->srv = cls;
+    r->heap_idx = NOT_QUEUED;
+    const char *q = strchr(uri, '?');
+    q = q ? q + 1 : "";
+    size_t n = strlen(q);
+    const char *hash = memchr(q, '#', n);
+    if (hash) n = (size_t)(hash - q);
+    r->query = malloc(n + 1);
+    if (r->query == NULL) {
+        free(r);
+        return NULL;
+    }
+    memcpy(r->query, q, n);
+    r->query[n] = '\0';
+    return r;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)cls, (void)c, (void)toe;
+    req_free(*ctx);
+    *ctx = NULL;
+}
+
+__attribute__((format(printf, 2, 0))) static void on_log(void *cls, const char *fmt, va_list ap) {
+    httpd *s = cls;
+    if (!s->capture_log) return; /* at run time MHD only reports client behaviour */
+    vsnprintf(s->log, sizeof s->log, fmt, ap);
+    size_t n = strlen(s->log);
+    while (n > 0 && (s->log[n - 1] == '\n' || s->log[n - 1] == '.'))
+        s->log[--n] = '\0';
+}
+
+/* ------------------------------------------------------------ responses */
+
+static void add_date(struct MHD_Response *resp) {
+    char date[64];
+    http_date(date);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_DATE, date);
+}
+
+static enum MHD_Result queue_fixed(struct MHD_Connection *c, unsigned status, const char *body) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    add_date(resp);
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* Body source for fault = "truncate" and "slow". */
+static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max) {
+    req *r = cls;
+    if (r->srv->closing) return MHD_CONTENT_READER_END_WITH_ERROR;
+    size_t p = (size_t)pos, n;
+    if (r->fault == F_TRUNCATE) {
+        size_t half = r->out_len / 2;
+        if (p >= half) return MHD_CONTENT_READER_END_WITH_ERROR; /* MHD closes the connection */
+        n = half - p;
+    } else {
+        if (p >= r->chunk_end) {
+            if (now_ms() < r->next_due && suspend_until(r, r->next_due) == 0) return 0;
+            r->chunk_end += r->chunk;
+            r->next_due += r->slow_ms / SLOW_CHUNKS;
+        }
+        n = (r->chunk_end < r->out_len ? r->chunk_end : r->out_len) - p;
+    }
+    if (n > max) n = max;
+    memcpy(buf, r->out + p, n);
+    return (ssize_t)n;
+}
+
+/* Abort with a TCP RST: linger 0, then MHD closes the socket (MHD_USE_TURBO
+ * keeps it from sending a FIN first). */
+static enum MHD_Result reset(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(ci->connect_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    return MHD_NO;
+}
+
+static enum MHD_Result respond(req *r) {
+    r->phase = P_DONE;
+    if (r->fault == F_RESET) return reset(r->conn);
+    if (r->fault == F_SLOW) {
+        r->next_due = now_ms() + r->slow_ms / SLOW_CHUNKS;
+        r->chunk_end = 0;
+    }
+    enum MHD_Result ret = MHD_queue_response(r->conn, r->status, r->resp);
+    MHD_destroy_response(r->resp);
+    r->resp = NULL;
+    return ret;
+}
+
+/* ------------------------------------------------------ the Lua handler */
+
+typedef struct kv {
+    const char *k, *v;
+} kv;
+
+typedef struct kv_list {
+    kv *items;
+    size_t n, cap;
+} kv_list;
+
+static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char *k,
+                                  const char *v) {
+    (void)kind;
+    kv_list *l = cls;
+    if (l->n < l->cap) l->items[l->n++] = (kv){k, v ? v : ""};
+    return MHD_YES;
+}
+
+/* Copy a connection's values out first, so that the Lua calls that build the
+ * table (which may raise) happen outside MHD's iterator. */
+static kv_list get_values(lua_State *L, struct MHD_Connection *c, enum MHD_ValueKind kind) {
+    kv_list l = {NULL, 0, 0};
+    int n = MHD_get_connection_values(c, kind, NULL, NULL);
+    if (n <= 0) return l;
+    l.cap = (size_t)n;
+    l.items = lua_newuserdatauv(L, l.cap * sizeof(kv), 0); /* freed by the GC */
+    MHD_get_connection_values(c, kind, collect_kv, &l);
+    return l;
+}
+
+static void push_remote(lua_State *L, struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (ci && ci->client_addr->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)ci->client_addr;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+        lua_pushfstring(L, "%s:%d", host, (int)port);
+    } else if (ci && ci->client_addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)ci->client_addr;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        port = ntohs(a->sin6_port);
+        lua_pushfstring(L, "[%s]:%d", host, (int)port);
+    } else {
+        lua_pushliteral(L, "");
+    }
+}
+
+static void push_request(lua_State *L, req *r, const char *method, const char *url) {
+    struct MHD_Connection *c = r->conn;
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, method);
+    lua_setfield(L, -2, "method");
+    lua_pushstring(L, url);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, r->query);
+    lua_setfield(L, -2, "query");
+
+    kv_list l = get_values(L, c, MHD_GET_ARGUMENT_KIND);
+    lua_createtable(L, 0, (int)l.n);
+    for (size_t i = 0; i < l.n; i++) {
+        lua_pushstring(L, l.items[i].v);
+        lua_setfield(L, -2, l.items[i].k);
+    }
+    lua_setfield(L, -2 - (l.items != NULL), "args");
+    if (l.items) lua_pop(L, 1);
+
+    /* Lower-cased names; repeated headers joined with ", " (RFC 9110 5.3). */
+    l = get_values(L, c, MHD_HEADER_KIND);
+    lua_createtable(L, 0, (int)l.n);
+    for (size_t i = 0; i < l.n; i++) {
+        luaL_Buffer b;
+        size_t klen = strlen(l.items[i].k);
+        char *p = luaL_buffinitsize(L, &b, klen);
+        for (size_t j = 0; j < klen; j++) {
+            char ch = l.items[i].k[j];
+            p[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+        }
+        luaL_pushresultsize(&b, klen);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) == LUA_TSTRING) {
+            lua_pushliteral(L, ", ");
+            lua_pushstring(L, l.items[i].v);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushstring(L, l.items[i].v);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2 - (l.items != NULL), "headers");
+    if (l.items) lua_pop(L, 1);
+
+    lua_pushlstring(L, r->body ? r->body : "", r->body_len);
+    lua_setfield(L, -2, "body");
+    push_remote(L, c);
+    lua_setfield(L, -2, "remote");
+}
+
+/* A non-negative number field of the response table at t, or def. */
+static uint64_t resp_ms(lua_State *L, int t, const char *field, uint64_t def) {
+    int ty = lua_getfield(L, t, field);
+    uint64_t v = def;
+    if (ty != LUA_TNIL) {
+        lua_Number n = lua_tonumber(L, -1);
+        if (ty != LUA_TNUMBER || !(n >= 0 && n <= 86400000))
+            luaL_error(L, "response.%s: expected milliseconds 0..86400000, got %s", field,
+                       ty == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
+        v = (uint64_t)n;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Turn the handler's response table (at t) into r->resp and friends. Raises
+ * on a malformed table; r->resp is freed by the caller then. */
+static void read_response(lua_State *L, int t, req *r) {
+    r->status = 200;
+    if (lua_getfield(L, t, "status") != LUA_TNIL) {
+        int isnum;
+        lua_Integer st = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || lua_type(L, -1) != LUA_TNUMBER || st < 200 || st > 599)
+            luaL_error(L, "response.status: expected an integer 200..599, got %s",
+                       luaL_tolstring(L, -1, NULL));
+        r->status = (unsigned)st;
+    }
+    lua_pop(L, 1);
+
+    r->fault = F_NONE;
+    if (lua_getfield(L, t, "fault") != LUA_TNIL) {
+        const char *f = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        if (strcmp(f, "reset") == 0)
+            r->fault = F_RESET;
+        else if (strcmp(f, "truncate") == 0)
+            r->fault = F_TRUNCATE;
+        else if (strcmp(f, "slow") == 0)
+            r->fault = F_SLOW;
+        else
+            luaL_error(L, "response.fault: expected \"reset\", \"truncate\" or \"slow\", got %s",
+                       luaL_tolstring(L, -1, NULL));
+    }
+    lua_pop(L, 1);
+    r->delay_ms = resp_ms(L, t, "delay_ms", 0);
+    r->slow_ms = resp_ms(L, t, "slow_ms", SLOW_DEFAULT_MS);
+
+    size_t len = 0;
+    const char *body = "";
+    int ty = lua_getfield(L, t, "body");
+    if (ty == LUA_TSTRING)
+        body = lua_tolstring(L, -1, &len);
+    else if (ty != LUA_TNIL)
+        luaL_error(L, "response.body: expected string, got %s", luaL_typename(L, -1));
+    if (r->fault == F_RESET) {
+        lua_pop(L, 1);
+        return; /* nothing is sent */
+    }
+    if (r->fault == F_NONE) {
+        r->resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    } else {
+        r->out = malloc(len ? len : 1);
+        if (r->out == NULL) luaL_error(L, "not enough memory");
+        memcpy(r->out, body, len);
+        r->out_len = len;
+        r->chunk = len / SLOW_CHUNKS + (len % SLOW_CHUNKS != 0);
+        r->resp = MHD_create_response_from_callback(len, READER_BLOCK, read_body, r, NULL);
+    }
+    lua_pop(L, 1);
+    if (r->resp == NULL) luaL_error(L, "not enough memory");
+
+    int has_date = 0;
+    if ((ty = lua_getfield(L, t, "headers")) != LUA_TNIL) {
+        if (ty != LUA_TTABLE)
+            luaL_error(L, "response.headers: expected table, got %s", luaL_typename(L, -1));
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+            if (lua_type(L, -2) != LUA_TSTRING)
+                luaL_error(L, "response.headers: names must be strings");
+            int vt = lua_type(L, -1);
+            if (vt != LUA_TSTRING && vt != LUA_TNUMBER)
+                luaL_error(L, "response.headers[\"%s\"]: expected string, got %s",
+                           lua_tostring(L, -2), lua_typename(L, vt));
+            const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+            if (strcasecmp(k, MHD_HTTP_HEADER_DATE) == 0) has_date = 1;
+            if (MHD_add_response_header(r->resp, k, v) != MHD_YES)
+                luaL_error(L,
+                           "response.headers[\"%s\"]: refused (invalid characters, or a header "
+                           "the server sets itself)",
+                           k);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    if (!has_date) add_date(r->resp);
+}
+
+/* Runs under lua_pcall: (req lightuserdata, server userdata, method, url). */
+static int call_handler(lua_State *L) {
+    req *r = lua_touserdata(L, 1);
+    lua_getiuservalue(L, 2, UV_HANDLER);
+    push_request(L, r, lua_touserdata(L, 3), lua_touserdata(L, 4));
+    lua_call(L, 1, 1);
+    if (!lua_istable(L, -1))
+        return luaL_error(L, "handler returned %s, expected a response table",
+                          luaL_typename(L, -1));
+    read_response(L, lua_gettop(L), r);
+    return 0;
+}
+
+static int traceback(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int call_on_error(lua_State *L) {
+    lua_getiuservalue(L, 1, UV_ON_ERROR);
+    lua_pushvalue(L, 2);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+/* Tell on_error (or stderr) about a failed handler call; message at top. */
+static void report(lua_State *L, int srv_idx) {
+    int top = lua_gettop(L);
+    const char *msg = lua_tostring(L, -1);
+    if (msg == NULL) msg = "(error object is not a string)";
+    if (lua_getiuservalue(L, srv_idx, UV_ON_ERROR) == LUA_TFUNCTION) {
+        lua_pushcfunction(L, call_on_error);
+        lua_pushvalue(L, srv_idx);
+        lua_pushvalue(L, top);
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+            fprintf(stderr, "eidkit.HttpServer: on_error failed: %s\nhandler error: %s\n",
+                    lua_tostring(L, -1) ? lua_tostring(L, -1) : "?", msg);
+        }
+    } else {
+        fprintf(stderr, "eidkit.HttpServer: handler error: %s\n", msg);
+    }
+    lua_settop(L, top);
+}
+
+/* Run the Lua handler for r; 0 when r->status/resp/fault are set. The server
+ * userdata is argument 1 of the step()/run() frame MHD_run was called from. */
+static int run_handler(httpd *s, req *r, const char *method, const char *url) {
+    lua_State *L = s->L;
+    if (L == NULL || lua_touserdata(L, 1) != s) return -1;
+    int top = lua_gettop(L);
+    if (!lua_checkstack(L, 8)) return -1;
+    lua_pushcfunction(L, traceback);
+    lua_pushcfunction(L, call_handler);
+    lua_pushlightuserdata(L, r);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, (void *)method); /* strings are made inside the pcall */
+    lua_pushlightuserdata(L, (void *)url);
+    int rc = lua_pcall(L, 4, 0, top + 1);
+    if (rc != LUA_OK) {
+        if (r->resp) MHD_destroy_response(r->resp);
+        r->resp = NULL;
+        free(r->out);
+        r->out = NULL;
+        report(L, 1);
+    }
+    lua_settop(L, top);
+    return rc == LUA_OK ? 0 : -1;
+}
+
+/* ------------------------------------------------------ MHD access handler */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **ctx) {
+    (void)version;
+    httpd *s = cls;
+    req *r = *ctx;
+    if (r == NULL || s->closing) return MHD_NO;
+    if (r->conn == NULL) { /* first call: headers are in */
+        r->conn = c;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+            s->requests++;
+            r->phase = P_DONE;
+            return queue_fixed(c, MHD_HTTP_CONTENT_TOO_LARGE, BODY_ERROR_413);
+        }
+        return MHD_YES; /* MHD sends 100 Continue if the client asked */
+    }
+    switch (r->phase) {
+    case P_BODY:
+        if (*upload_size > 0) {
+            size_t n = *upload_size;
+            *upload_size = 0;
+            if (r->too_large || n > s->max_body - r->body_len) {
+                r->too_large = 1; /* keep reading, discard, answer 413 at the end */
+                return MHD_YES;
+            }
+            if (r->body_len + n > r->body_cap) {
+                size_t cap = r->body_cap ? r->body_cap : 1024;
+                while (cap < r->body_len + n)
+                    cap *= 2;
+                char *b = realloc(r->body, cap);
+                if (b == NULL) return MHD_NO;
+                r->body = b;
+                r->body_cap = cap;
+            }
+            memcpy(r->body + r->body_len, upload, n);
+            r->body_len += n;
+            return MHD_YES;
+        }
+        s->requests++;
+        if (r->too_large) {
+            r->phase = P_DONE;
+            return queue_fixed(c, MHD_HTTP_CONTENT_TOO_LARGE, BODY_ERROR_413);
+        }
+        if (run_handler(s, r, method, url) != 0) {
+            r->phase = P_DONE;
+            return queue_fixed(c, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_ERROR_500);
+        }
+        if (r->delay_ms > 0) {
+            r->phase = P_DELAYED;
+            if (suspend_until(r, now_ms() + r->delay_ms) == 0) return MHD_YES;
+        }
+        return respond(r);
+    case P_DELAYED: return respond(r); /* resumed by the timer */
+    case P_DONE: *upload_size = 0; break;
+    }
+    return MHD_YES;
+}
+
+/* ------------------------------------------------------------ event loop */
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig) {
+    (void)sig;
+    got_signal = 1;
+}
+
+/* Wait at most timeout_ms (-1: no limit beyond MHD's and the timers'), then
+ * resume what is due and let MHD do its work. With mask, the wait is a
+ * ppoll that lets SIGINT/SIGTERM in. */
+static void iterate(lua_State *L, httpd *s, int64_t timeout_ms, const sigset_t *mask) {
+    int64_t t = timeout_ms;
+    MHD_UNSIGNED_LONG_LONG mt;
+    if (MHD_get_timeout(s->d, &mt) == MHD_YES && (t < 0 || (uint64_t)t > mt)) t = (int64_t)mt;
+    if (s->heap_len > 0) {
+        uint64_t now = now_ms(), due = s->heap[0]->due;
+        int64_t d = due > now ? (int64_t)(due - now) : 0;
+        if (t < 0 || t > d) t = d;
+    }
+    struct pollfd p = {.fd = s->epfd, .events = POLLIN};
+    if (mask) {
+        struct timespec ts = {.tv_sec = t / 1000, .tv_nsec = (long)(t % 1000) * 1000000L};
+        ppoll(&p, 1, t < 0 ? NULL : &ts, mask);
+    } else {
+        poll(&p, 1, t > INT32_MAX ? INT32_MAX : (int)t);
+    }
+    fire_timers(s, now_ms());
+    s->L = L;
+    s->dispatching = 1;
+    MHD_run(s->d);
+    s->dispatching = 0;
+    s->L = NULL;
+}
+
+/* ------------------------------------------------------ eidkit.HttpServer */
+
+static httpd *check_open(lua_State *L) {
+    httpd *s = luaL_checkudata(L, 1, HTTPD_MT);
+    if (s->d == NULL) luaL_error(L, "attempt to use a closed " HTTPD_MT);
+    return s;
+}
+
+static httpd *check_idle(lua_State *L, const char *what) {
+    httpd *s = check_open(L);
+    if (s->dispatching) luaL_error(L, HTTPD_MT ":%s called from inside its handler", what);
+    return s;
+}
+
+static void do_close(httpd *s) {
+    if (s->d == NULL) return;
+    /* Wake every suspended connection; with closing set, the callbacks
+     * answer MHD_NO without touching Lua, so this is safe from __gc. */
+    s->closing = 1;
+    while (s->heap_len > 0)
+        resume(s, s->heap[0]);
+    MHD_run(s->d);
+    MHD_stop_daemon(s->d);
+    s->d = NULL;
+    free(s->heap);
+    s->heap = NULL;
+    s->heap_len = s->heap_cap = 0;
+}
+
+static int srv_close(lua_State *L) {
+    httpd *s = luaL_checkudata(L, 1, HTTPD_MT);
+    if (s->dispatching) return luaL_error(L, HTTPD_MT ":close called from inside its handler");
+    do_close(s);
+    return 0;
+}
+
+static int srv_gc(lua_State *L) {
+    do_close(luaL_checkudata(L, 1, HTTPD_MT));
+    return 0;
+}
+
+static int srv_port(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)check_open(L)->port);
+    return 1;
+}
+
+static int srv_stop(lua_State *L) {
+    check_open(L)->stop = 1;
+    return 0;
+}
+
+static int srv_step(lua_State *L) {
+    httpd *s = check_idle(L, "step");
+    lua_Number t = luaL_optnumber(L, 2, 0);
+    luaL_argcheck(L, t >= 0 && t <= 86400000, 2, "timeout_ms: expected 0..86400000");
+    lua_settop(L, 1); /* the server is argument 1 while handlers run */
+    iterate(L, s, (int64_t)t, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int srv_run(lua_State *L) {
+    httpd *s = check_idle(L, "run");
+    lua_settop(L, 1);
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigset_t block, orig;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    got_signal = 0;
+    s->stop = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    /* Signals stay blocked except inside ppoll and MHD_run, so one that
+     * arrives between the flag test and the wait still ends the wait. The
+     * handlers run unblocked so that child processes inherit a plain mask. */
+    pthread_sigmask(SIG_BLOCK, &block, &orig);
+    while (!s->stop && !got_signal) {
+        pthread_sigmask(SIG_SETMASK, &orig, NULL);
+        iterate(L, s, -1, &orig);
+        pthread_sigmask(SIG_BLOCK, &block, NULL);
+    }
+    pthread_sigmask(SIG_SETMASK, &orig, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    int by_signal = got_signal && !s->stop;
+    got_signal = 0;
+    s->stop = 0;
+    if (by_signal)
+        lua_pushliteral(L, "signal");
+    else
+        lua_pushliteral(L, "stopped");
+    return 1;
+}
+
+static int srv_stats(lua_State *L) {
+    httpd *s = check_open(L);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, di ? (lua_Integer)di->num_connections : 0);
+    lua_setfield(L, -2, "connections");
+    lua_pushinteger(L, s->suspended);
+    lua_setfield(L, -2, "suspended");
+    lua_pushinteger(L, s->requests);
+    lua_setfield(L, -2, "requests");
+    return 1;
+}
+
+static int srv_tostring(lua_State *L) {
+    httpd *s = luaL_checkudata(L, 1, HTTPD_MT);
+    if (s->d)
+        lua_pushfstring(L, HTTPD_MT " (port %d)", (int)s->port);
+    else
+        lua_pushliteral(L, HTTPD_MT " (closed)");
+    return 1;
+}
+
+/* ------------------------------------------------------------- creation */
+
+typedef struct options {
+    const char *host, *cert, *key;
+    lua_Integer port, max_conn, max_body, timeout;
+} options;
+
+static void bad_field(lua_State *L, const char *field, const char *what) {
+    lua_pushfstring(L, "%s: %s", field, what);
+    luaL_argerror(L, 1, lua_tostring(L, -1));
+}
+
+static lua_Integer int_field(lua_State *L, const char *field, lua_Integer def, lua_Integer lo,
+                             lua_Integer hi) {
+    lua_Integer v = def;
+    if (lua_getfield(L, 1, field) != LUA_TNIL) {
+        int isnum;
+        v = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || lua_type(L, -1) != LUA_TNUMBER || v < lo || v > hi) {
+            lua_pushfstring(L, "expected an integer %I..%I, got %s", lo, hi,
+                            luaL_tolstring(L, -1, NULL));
+            bad_field(L, field, lua_tostring(L, -1));
+        }
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *str_field(lua_State *L, const char *field, const char *def) {
+    const char *v = def;
+    int t = lua_getfield(L, 1, field);
+    if (t != LUA_TNIL) {
+        if (t != LUA_TSTRING) {
+            lua_pushfstring(L, "expected string, got %s", lua_typename(L, t));
+            bad_field(L, field, lua_tostring(L, -1));
+        }
+        v = lua_tostring(L, -1); /* kept alive by the options table */
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static void read_options(lua_State *L, options *o) {
+    static const char *const known[] = {
+        "host",     "port",     "handler",
+        "tls_cert", "tls_key",  "max_connections",
+        "max_body", "on_error", "connection_timeout",
+        NULL,
+    };
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+        int ok = 0;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            for (int i = 0; known[i] && !ok; i++)
+                ok = strcmp(lua_tostring(L, -2), known[i]) == 0;
+        if (!ok) {
+            lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL));
+            luaL_argerror(L, 1, lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    if (lua_getfield(L, 1, "handler") != LUA_TFUNCTION)
+        bad_field(L, "handler", lua_isnil(L, -1) ? "required (a function)" : "expected function");
+    if (lua_getfield(L, 1, "on_error") != LUA_TNIL && !lua_isfunction(L, -1))
+        bad_field(L, "on_error", "expected function");
+    lua_pop(L, 2);
+    o->host = str_field(L, "host", "127.0.0.1");
+    o->cert = str_field(L, "tls_cert", NULL);
+    o->key = str_field(L, "tls_key", NULL);
+    if ((o->cert == NULL) != (o->key == NULL))
+        bad_field(L, o->cert ? "tls_key" : "tls_cert", "required with the other TLS field");
+    o->port = int_field(L, "port", 0, 0, 65535);
+    o->max_conn = int_field(L, "max_connections", DEFAULT_MAX_CONN, 1, 1000000);
+    o->max_body = int_field(L, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
+    o->timeout = int_field(L, "connection_timeout", DEFAULT_TIMEOUT, 0, 86400);
+}
+
+/* 1,000+ connections need more descriptors than the usual soft limit. */
+static void raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static const char *errno_text(int e) {
+    switch (e) {
+    case EADDRINUSE: return "address already in use";
+    case EACCES: return "permission denied";
+    case EADDRNOTAVAIL: return "address not available";
+    default: return strerror(e);
+    }
+}
+
+/* Our own listening socket, so a bind failure has a precise reason. */
+static int open_listener(lua_State *L, const options *o, int *ipv6) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, o->host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)o->port);
+        len = sizeof *a4;
+        *ipv6 = 0;
+    } else if (inet_pton(AF_INET6, o->host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)o->port);
+        len = sizeof *a6;
+        *ipv6 = 1;
+    } else {
+        bad_field(L, "host", "expected an IPv4 or IPv6 address literal");
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return luaL_error(L, "http_server: socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (*ipv6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        int e = errno;
+        close(fd);
+        bad_field(L, e == EADDRNOTAVAIL ? "host" : "port", errno_text(e));
+    }
+    return fd;
+}
+
+static unsigned bound_port(int fd) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return 0;
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* core.http_server{host=, port=, handler=, tls_cert=, tls_key=, ...} */
+static int http_server_new(lua_State *L) {
+    options o;
+    read_options(L, &o);
+    if (o.cert && !MHD_is_feature_supported(MHD_FEATURE_TLS))
+        bad_field(L, "tls_cert", "this libmicrohttpd was built without TLS");
+
+    /* Created closed, then opened: __gc is safe at every failure below. */
+    httpd *s = lua_newuserdatauv(L, sizeof *s, 2);
+    memset(s, 0, sizeof *s);
+    s->epfd = -1;
+    luaL_setmetatable(L, HTTPD_MT);
+    lua_getfield(L, 1, "handler");
+    lua_setiuservalue(L, -2, UV_HANDLER);
+    lua_getfield(L, 1, "on_error");
+    lua_setiuservalue(L, -2, UV_ON_ERROR);
+    s->max_body = (size_t)o.max_body;
+
+    raise_nofile();
+    int ipv6 = 0;
+    int fd = open_listener(L, &o, &ipv6);
+    s->port = bound_port(fd);
+
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_SUPPRESS_DATE_NO_CLOCK |
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+    if (o.cert) flags |= MHD_USE_TLS;
+    if (ipv6) flags |= MHD_USE_IPv6;
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)o.cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)o.key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (!o.cert) tls[0].option = MHD_OPTION_END;
+    s->capture_log = 1;
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)o.max_conn,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o.timeout,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
+                            MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    s->capture_log = 0;
+    if (s->d == NULL) {
+        if (fcntl(fd, F_GETFD) != -1) close(fd); /* MHD may or may not have closed it */
+        const char *why = s->log[0] ? s->log : "libmicrohttpd could not start";
+        if (o.cert) {
+            lua_pushfstring(L, "tls_cert/tls_key: %s (expected PEM certificate and key)", why);
+            luaL_argerror(L, 1, lua_tostring(L, -1));
+        }
+        return luaL_error(L, "http_server: %s", why);
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
+    s->epfd = di ? di->epoll_fd : -1;
+    if (s->epfd < 0) {
+        do_close(s);
+        return luaL_error(L, "http_server: libmicrohttpd has no epoll descriptor");
+    }
+    return 1;
+}
+
+void eidkit_open_httpd(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"port", srv_port},   {"run", srv_run},     {"step", srv_step}, {"stop", srv_stop},
+        {"stats", srv_stats}, {"close", srv_close}, {NULL, NULL},
+    };
+    static const luaL_Reg meta[] = {
+        {"__gc", srv_gc},
+        {"__close", srv_close},
+        {"__tostring", srv_tostring},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, HTTPD_MT)) {
+        luaL_setfuncs(L, meta, 0);
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, http_server_new);
+    lua_setfield(L, -2, "http_server");
+}
