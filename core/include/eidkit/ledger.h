@@ -1,0 +1,205 @@
+/*
+ * eidkit token ledger: the life of every EidToken, from issue to consume.
+ *
+ * States (docs/internals/ledger.md has the full transition table):
+ *
+ *   issued --record_result(verdict)--> passed | failed --consume--> consumed
+ *   issued --expire (TTL over, no verdict) / ErrCode 15--> expired
+ *   issued | expired --expire (result window over)--> abandoned
+ *
+ * A verdict is Text.ErrCode from GetEidResult: 0 is passed, anything else
+ * failed (17, "flow not finished", counts as no verdict). A passed verdict is
+ * final. A failed one is final once the token's TTL is over; before that the
+ * user may retry on the same token, so a later pull may turn it into passed.
+ * Attempts and billable counts only ever grow.
+ *
+ * Backends, chosen by URL:
+ *   sqlite:PATH                 (sqlite:./eidkit.db, sqlite::memory:)
+ *   redis://HOST:PORT[/DB][?prefix=P]
+ * Every transition is atomic across processes (SQLite: one IMMEDIATE
+ * transaction; Redis: one server-side Lua script on one hash slot).
+ *
+ * Conventions are those of eidkit.h: eid_status results, caller-owned output
+ * structs, an optional eid_error with a message that names the field at fault
+ * and never contains a subject, token or key.
+ */
+#ifndef EIDKIT_LEDGER_H
+#define EIDKIT_LEDGER_H
+
+#include "eidkit.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Input limits (bytes, NUL excluded). */
+#define EID_LEDGER_TOKEN_MAX       128  /* [A-Za-z0-9._-] */
+#define EID_LEDGER_MERCHANT_MAX    64   /* printable ASCII, no spaces */
+#define EID_LEDGER_SUBJECT_MAX     128  /* no control bytes */
+#define EID_LEDGER_EXTRA_MAX       1024 /* no control bytes except tab */
+#define EID_LEDGER_REQUEST_ID_MAX  64   /* printable ASCII, no spaces or ',' */
+#define EID_LEDGER_REQUEST_IDS     32   /* the most recent ids kept per token */
+#define EID_LEDGER_PAYLOAD_MAX     (1024 * 1024)
+#define EID_LEDGER_URL_MAX         1024
+#define EID_LEDGER_DEFAULT_TTL     7200        /* s; the integration guide's EidToken TTL */
+#define EID_LEDGER_RESULT_WINDOW   (3 * 86400) /* s; Tencent keeps results 3 days */
+#define EID_LEDGER_REDIS_RETENTION (7 * 86400) /* s kept in Redis after the window */
+#define EID_LEDGER_KEY_LEN         32          /* AES-256-GCM payload key */
+
+typedef enum eid_ledger_state {
+    EID_LEDGER_ISSUED = 0,
+    EID_LEDGER_PASSED = 1,
+    EID_LEDGER_FAILED = 2,
+    EID_LEDGER_CONSUMED = 3,
+    EID_LEDGER_EXPIRED = 4,
+    EID_LEDGER_ABANDONED = 5
+} eid_ledger_state;
+#define EID_LEDGER_STATES 6
+
+/* "issued", "passed", ...; "unknown" for other values. Thread-safe. */
+EID_API const char *eid_ledger_state_name(eid_ledger_state state);
+
+typedef struct eid_ledger eid_ledger;
+
+typedef struct eid_ledger_options {
+    eid_clock clock;       /* NULL now: time(2) */
+    int64_t token_ttl;     /* s; 0: EID_LEDGER_DEFAULT_TTL */
+    int64_t result_window; /* s after created_at; 0: EID_LEDGER_RESULT_WINDOW */
+    int64_t retention;     /* Redis: s kept after the window; 0: EID_LEDGER_REDIS_RETENTION */
+    int timeout_ms;        /* SQLite busy timeout / Redis connect+command timeout; 0: 5000 */
+    /* Opt-in payload encryption: 32 bytes, copied (and wiped on free). NULL:
+     * payloads are refused, so nothing is ever stored in the clear. */
+    const unsigned char *payload_key;
+    size_t payload_key_len;
+} eid_ledger_options;
+
+/* What a merchant stores when GetEidToken returns. */
+typedef struct eid_ledger_issue {
+    const char *token;       /* EidToken, required */
+    const char *merchant_id; /* MerchantId, required */
+    const char *subject;     /* the merchant's own user/order id, required */
+    const char *extra;       /* Extra as sent to Tencent; NULL: "" */
+    int64_t created_at;      /* 0: the ledger's clock */
+    int64_t expires_at;      /* 0: created_at + token_ttl */
+} eid_ledger_issue;
+
+/* A GetEidResult response, digested (the Lua binding builds it from the
+ * response table; see eidkit.ledger). */
+typedef struct eid_ledger_outcome {
+    int has_verdict;        /* Text.ErrCode present; 0: still pending */
+    int64_t err_code;       /* Text.ErrCode */
+    int32_t attempts;       /* #Text.LivenessDetail */
+    int32_t billable;       /* entries with IsNeedCharge == true */
+    const char *request_id; /* RequestId; NULL or "": none */
+    /* Optional result payload (e.g. the response JSON), stored encrypted
+     * with AES-256-GCM; needs payload_key. NULL: keep the stored one. */
+    const void *payload;
+    size_t payload_len;
+} eid_ledger_outcome;
+
+/* A stored token. No names or ID numbers: only what the merchant gave at
+ * issue and what the ledger derived from results. */
+typedef struct eid_ledger_record {
+    char token[EID_LEDGER_TOKEN_MAX + 1];
+    char merchant_id[EID_LEDGER_MERCHANT_MAX + 1];
+    char subject[EID_LEDGER_SUBJECT_MAX + 1];
+    char extra[EID_LEDGER_EXTRA_MAX + 1];
+    eid_ledger_state state;
+    int64_t created_at, expires_at, result_deadline;
+    int64_t finished_at;  /* first verdict; 0: none */
+    int64_t consumed_at;  /* 0: not consumed */
+    int64_t last_pull_at; /* 0: never pulled */
+    int32_t pulls;        /* record_result calls */
+    int32_t attempts;     /* liveness+compare attempts seen */
+    int32_t billable;     /* attempts with IsNeedCharge */
+    int has_err_code;
+    int64_t err_code; /* the verdict's Text.ErrCode when has_err_code */
+    int has_payload;
+    /* Up to EID_LEDGER_REQUEST_IDS ids, oldest first, ',' separated. */
+    char request_ids[EID_LEDGER_REQUEST_IDS * (EID_LEDGER_REQUEST_ID_MAX + 1)];
+} eid_ledger_record;
+
+typedef struct eid_ledger_stats {
+    uint64_t count[EID_LEDGER_STATES]; /* tokens per state */
+    uint64_t billable;                 /* sum of billable over all tokens */
+    uint64_t due;                      /* tokens whose result must still be pulled */
+} eid_ledger_stats;
+
+/* Open url. opts may be NULL. On success *out owns the ledger (free it with
+ * eid_ledger_free). SQLite: creates or migrates the schema, WAL mode,
+ * synchronous=NORMAL. Redis: connects and pings. Fails with
+ * EID_E_INVALID_ARG (bad URL or option), EID_E_LEDGER_UNAVAILABLE (cannot
+ * open or reach), EID_E_LEDGER_STORAGE, EID_E_NOMEM.
+ * Thread safety: a ledger may be shared by threads; calls are serialised by
+ * an internal mutex. Open one ledger per process after fork(). */
+EID_API eid_status eid_ledger_open(const char *url, const eid_ledger_options *opts,
+                                   eid_ledger **out, eid_error *err);
+
+/* Close and free; wipes the payload key. NULL is a no-op. */
+EID_API void eid_ledger_free(eid_ledger *ledger);
+
+/* "sqlite" or "redis". Thread-safe. */
+EID_API const char *eid_ledger_backend(const eid_ledger *ledger);
+
+/* Store a new token in state issued. EID_E_LEDGER_EXISTS if the token is
+ * known (nothing changed). */
+EID_API eid_status eid_ledger_issue_token(eid_ledger *ledger, const eid_ledger_issue *rec,
+                                          eid_error *err);
+
+/* Check that token belongs to subject (constant-time compare) and may still
+ * be used: refuses EID_E_LEDGER_UNKNOWN, _WRONG_SUBJECT, _EXPIRED (TTL over
+ * with no verdict, expired or abandoned) and _CONSUMED. out may be NULL;
+ * on success it receives the record. Changes nothing. */
+EID_API eid_status eid_ledger_claim(eid_ledger *ledger, const char *token, const char *subject,
+                                    eid_ledger_record *out, eid_error *err);
+
+/* Apply one GetEidResult outcome, idempotently (see the header comment).
+ * out may be NULL; on success it receives the updated record.
+ * EID_E_LEDGER_UNKNOWN if the token was never issued. */
+EID_API eid_status eid_ledger_record_result(eid_ledger *ledger, const char *token,
+                                            const eid_ledger_outcome *outcome,
+                                            eid_ledger_record *out, eid_error *err);
+
+/* Mark a token with a verdict as consumed, exactly once even with many
+ * processes racing: the first caller gets EID_OK, every later one
+ * EID_E_LEDGER_CONSUMED. Refuses _UNKNOWN, _WRONG_SUBJECT, _EXPIRED and
+ * EID_E_LEDGER_PENDING (no verdict yet). */
+EID_API eid_status eid_ledger_consume(eid_ledger *ledger, const char *token, const char *subject,
+                                      eid_ledger_record *out, eid_error *err);
+
+/* Read one record without any check (for operators and the CLI). */
+EID_API eid_status eid_ledger_get(eid_ledger *ledger, const char *token, eid_ledger_record *out,
+                                  eid_error *err);
+
+/* Tokens whose result must still be pulled (issued, or failed before the
+ * TTL, and within the result window), oldest first, at most cap, into out[];
+ * *n receives the count. */
+EID_API eid_status eid_ledger_due(eid_ledger *ledger, eid_ledger_record *out, size_t cap, size_t *n,
+                                  eid_error *err);
+
+/* Tokens created in [from, to), ordered by (created_at, token), at most cap,
+ * starting after the cursor (after_token NULL or "": from the start; else the
+ * last token of the previous page and its created_at). For reconciliation. */
+EID_API eid_status eid_ledger_export(eid_ledger *ledger, int64_t from, int64_t to,
+                                     int64_t after_created, const char *after_token,
+                                     eid_ledger_record *out, size_t cap, size_t *n, eid_error *err);
+
+/* Move issued tokens whose TTL is over to expired, and issued/expired ones
+ * whose result window is over to abandoned, as of now (the ledger's clock
+ * when now is 0). *expired and *abandoned (may be NULL) receive the counts. */
+EID_API eid_status eid_ledger_expire(eid_ledger *ledger, int64_t now, uint64_t *expired,
+                                     uint64_t *abandoned, eid_error *err);
+
+EID_API eid_status eid_ledger_stats_get(eid_ledger *ledger, eid_ledger_stats *out, eid_error *err);
+
+/* Decrypt the stored payload of token into buf (cap bytes); *len receives its
+ * length (also on EID_E_BUFFER_TOO_SMALL). EID_E_LEDGER_PENDING when none is
+ * stored; EID_E_CRYPTO when the key is wrong or the data was altered. */
+EID_API eid_status eid_ledger_payload(eid_ledger *ledger, const char *token, void *buf, size_t cap,
+                                      size_t *len, eid_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EIDKIT_LEDGER_H */

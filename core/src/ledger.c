@@ -1,0 +1,531 @@
+/*
+ * The token ledger's front: URL dispatch, input validation, the clock, the
+ * lock, payload sealing (AES-256-GCM) and the state machine shared with the
+ * SQLite backend. docs/internals/ledger.md describes the design.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "ledger_internal.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#define SEAL_VERSION 1
+#define SEAL_NONCE   12
+#define SEAL_TAG     16
+#define SEAL_HEAD    (1 + SEAL_NONCE)
+
+struct eid_ledger {
+    pthread_mutex_t lock;
+    const ledger_ops *ops;
+    void *be;
+    eid_clock clock;
+    ledger_config cfg;
+    bool has_key;
+    unsigned char key[EID_LEDGER_KEY_LEN];
+};
+
+/* ------------------------------------------------------------ utilities */
+
+const char *eid_ledger_state_name(eid_ledger_state state) {
+    switch (state) {
+    case EID_LEDGER_ISSUED: return "issued";
+    case EID_LEDGER_PASSED: return "passed";
+    case EID_LEDGER_FAILED: return "failed";
+    case EID_LEDGER_CONSUMED: return "consumed";
+    case EID_LEDGER_EXPIRED: return "expired";
+    case EID_LEDGER_ABANDONED: return "abandoned";
+    }
+    return "unknown";
+}
+
+bool eid__ledger_copy(char *dst, size_t cap, const char *src, size_t len) {
+    bool whole = len < cap;
+    size_t n = whole ? len : cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return whole;
+}
+
+bool eid__ledger_same(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    return la == lb && CRYPTO_memcmp(a, b, la) == 0;
+}
+
+static int64_t now_of(const eid_ledger *l) {
+    return l->clock.now ? l->clock.now(l->clock.ud) : (int64_t)time(NULL);
+}
+
+typedef enum text_kind {
+    T_TOKEN,      /* [A-Za-z0-9._-] */
+    T_VISIBLE,    /* printable ASCII, no spaces */
+    T_REQUEST_ID, /* printable ASCII, no spaces, no ',' */
+    T_TEXT,       /* no control bytes (UTF-8 allowed) */
+    T_EXTRA       /* no control bytes but tab */
+} text_kind;
+
+static bool byte_ok(unsigned char c, text_kind k) {
+    switch (k) {
+    case T_TOKEN:
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '_' || c == '.';
+    case T_VISIBLE: return c > 0x20 && c < 0x7f;
+    case T_REQUEST_ID: return c > 0x20 && c < 0x7f && c != ',';
+    case T_TEXT: return c >= 0x20 && c != 0x7f;
+    case T_EXTRA: return (c >= 0x20 && c != 0x7f) || c == '\t';
+    }
+    return false;
+}
+
+static const char *kind_words(text_kind k) {
+    switch (k) {
+    case T_TOKEN: return "letters, digits, '.', '_' and '-'";
+    case T_VISIBLE: return "printable ASCII without spaces";
+    case T_REQUEST_ID: return "printable ASCII without spaces or ','";
+    case T_TEXT: return "no control characters";
+    case T_EXTRA: return "no control characters except tab";
+    }
+    return "valid characters";
+}
+
+/* Validate one string; never echoes it (it may be a token or a user id). */
+static eid_status check_text(eid_error *err, const char *field, const char *s, size_t max,
+                             text_kind k, bool may_be_empty) {
+    if (s == NULL) return eid__fail(err, EID_E_INVALID_ARG, field, "required");
+    size_t n = 0;
+    for (; s[n]; n++) {
+        if (n >= max) return eid__fail(err, EID_E_INVALID_ARG, field, "longer than %zu bytes", max);
+        if (!byte_ok((unsigned char)s[n], k))
+            return eid__fail(err, EID_E_INVALID_ARG, field, "byte %zu is not allowed (expected %s)",
+                             n + 1, kind_words(k));
+    }
+    if (n == 0 && !may_be_empty)
+        return eid__fail(err, EID_E_INVALID_ARG, field, "must not be empty");
+    return EID_OK;
+}
+
+static eid_status check_token(eid_error *err, const char *token) {
+    return check_text(err, "token", token, EID_LEDGER_TOKEN_MAX, T_TOKEN, false);
+}
+
+static eid_status check_subject(eid_error *err, const char *subject) {
+    return check_text(err, "subject", subject, EID_LEDGER_SUBJECT_MAX, T_TEXT, false);
+}
+
+/* -------------------------------------------------------- state machine */
+
+static bool has_verdict(const eid_ledger_record *r) {
+    return r->state == EID_LEDGER_PASSED || r->state == EID_LEDGER_FAILED ||
+           r->state == EID_LEDGER_CONSUMED;
+}
+
+/* Append id to the ',' list, dropping the oldest ids beyond the cap; an id
+ * already present is not added twice (a retried pull). */
+static void add_request_id(char *ids, size_t cap, const char *id) {
+    size_t idlen = strlen(id), n = strlen(ids), count = n ? 1 : 0;
+    for (const char *p = ids; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == idlen && memcmp(p, id, len) == 0) return;
+        p += len + (end ? 1 : 0);
+    }
+    for (size_t i = 0; i < n; i++)
+        count += ids[i] == ',';
+    while (count >= EID_LEDGER_REQUEST_IDS || (n && n + 1 + idlen + 1 > cap)) {
+        char *comma = strchr(ids, ',');
+        if (comma == NULL) {
+            ids[0] = '\0';
+            n = 0;
+            count = 0;
+            break;
+        }
+        memmove(ids, comma + 1, strlen(comma + 1) + 1);
+        n = strlen(ids);
+        count--;
+    }
+    if (n) ids[n++] = ',';
+    memcpy(ids + n, id, idlen + 1);
+}
+
+void eid__ledger_apply(eid_ledger_record *r, const eid_ledger_outcome *o, int64_t now) {
+    int32_t old_attempts = r->attempts;
+    r->pulls++;
+    r->last_pull_at = now;
+    if (o->request_id && *o->request_id)
+        add_request_id(r->request_ids, sizeof r->request_ids, o->request_id);
+    if (o->attempts > r->attempts) r->attempts = o->attempts;
+    if (o->billable > r->billable) r->billable = o->billable;
+    /* 17: "flow not finished" is no verdict. */
+    if (!o->has_verdict || o->err_code == 17) return;
+    if (o->err_code == 15) { /* Tencent says the token expired */
+        if (r->state == EID_LEDGER_ISSUED) {
+            r->state = EID_LEDGER_EXPIRED;
+            r->has_err_code = 1; /* settled: no last pull needed */
+            r->err_code = 15;
+        }
+        return;
+    }
+    bool verdict_free = r->state == EID_LEDGER_ISSUED || r->state == EID_LEDGER_EXPIRED ||
+                        r->state == EID_LEDGER_ABANDONED;
+    /* A failed verdict yields to one from a response that saw at least as
+     * many attempts (the user retried on the same token); an older response
+     * arriving late (a slow callback) cannot undo a newer one. */
+    bool replace = r->state == EID_LEDGER_FAILED && o->attempts >= old_attempts &&
+                   (o->err_code != r->err_code);
+    if (!verdict_free && !replace) return;
+    r->state = o->err_code == 0 ? EID_LEDGER_PASSED : EID_LEDGER_FAILED;
+    r->has_err_code = 1;
+    r->err_code = o->err_code;
+    r->finished_at = now;
+}
+
+static eid_status check_owner(const eid_ledger_record *r, const char *subject, eid_error *err) {
+    if (!eid__ledger_same(r->subject, subject))
+        return eid__fail(err, EID_E_LEDGER_WRONG_SUBJECT, "subject",
+                         "the token is bound to another subject");
+    return EID_OK;
+}
+
+eid_status eid__ledger_check_claim(const eid_ledger_record *r, const char *subject, int64_t now,
+                                   eid_error *err) {
+    eid_status st = check_owner(r, subject, err);
+    if (st) return st;
+    if (r->state == EID_LEDGER_CONSUMED)
+        return eid__fail(err, EID_E_LEDGER_CONSUMED, "token", "already consumed");
+    if (r->state == EID_LEDGER_EXPIRED || r->state == EID_LEDGER_ABANDONED ||
+        (r->state == EID_LEDGER_ISSUED && now >= r->expires_at))
+        return eid__fail(err, EID_E_LEDGER_EXPIRED, "token", "expired with no result");
+    return EID_OK;
+}
+
+eid_status eid__ledger_check_consume(const eid_ledger_record *r, const char *subject, int64_t now,
+                                     eid_error *err) {
+    eid_status st = eid__ledger_check_claim(r, subject, now, err);
+    if (st) return st;
+    if (!has_verdict(r))
+        return eid__fail(err, EID_E_LEDGER_PENDING, "token", "no result recorded yet");
+    return EID_OK;
+}
+
+bool eid__ledger_is_due(const eid_ledger_record *r, int64_t now) {
+    switch (r->state) {
+    case EID_LEDGER_ISSUED: return now < r->result_deadline;
+    case EID_LEDGER_FAILED: return now < r->expires_at;
+    /* One last pull after the TTL catches a flow finished just before it. */
+    case EID_LEDGER_EXPIRED:
+        return now < r->result_deadline && !r->has_err_code && r->last_pull_at < r->expires_at;
+    default: return false;
+    }
+}
+
+/* ------------------------------------------------------------- sealing */
+
+static eid_status seal(const eid_ledger *l, const char *token, const void *data, size_t len,
+                       unsigned char **out, size_t *out_len, eid_error *err) {
+    eid_status st = EID_E_CRYPTO;
+    EVP_CIPHER_CTX *ctx = NULL;
+    size_t total = SEAL_HEAD + len + SEAL_TAG;
+    unsigned char *buf = OPENSSL_malloc(total);
+    if (buf == NULL) return eid__fail(err, EID_E_NOMEM, "payload", "out of memory");
+    buf[0] = SEAL_VERSION;
+    int n = 0, fin = 0;
+    if (RAND_bytes(buf + 1, SEAL_NONCE) != 1) goto fail;
+    if ((ctx = EVP_CIPHER_CTX_new()) == NULL) goto fail;
+    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, l->key, buf + 1) != 1 ||
+        EVP_EncryptUpdate(ctx, NULL, &n, (const unsigned char *)token, (int)strlen(token)) != 1 ||
+        EVP_EncryptUpdate(ctx, buf + SEAL_HEAD, &n, data, (int)len) != 1 ||
+        EVP_EncryptFinal_ex(ctx, buf + SEAL_HEAD + n, &fin) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, SEAL_TAG, buf + SEAL_HEAD + len) != 1)
+        goto fail;
+    EVP_CIPHER_CTX_free(ctx);
+    *out = buf;
+    *out_len = total;
+    return EID_OK;
+fail:
+    EVP_CIPHER_CTX_free(ctx);
+    OPENSSL_clear_free(buf, total);
+    return eid__fail(err, st, "payload", "AES-256-GCM encryption failed");
+}
+
+static eid_status unseal(const eid_ledger *l, const char *token, const unsigned char *blob,
+                         size_t blen, void *buf, size_t cap, size_t *len, eid_error *err) {
+    if (blen < SEAL_HEAD + SEAL_TAG || blob[0] != SEAL_VERSION)
+        return eid__fail(err, EID_E_CRYPTO, "payload", "stored payload is malformed");
+    size_t plen = blen - SEAL_HEAD - SEAL_TAG;
+    *len = plen;
+    if (plen > cap) return eid__fail(err, EID_E_BUFFER_TOO_SMALL, "payload", "buffer too small");
+    unsigned char *plain = OPENSSL_malloc(plen ? plen : 1);
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int n = 0, fin = 0;
+    bool ok =
+        plain && ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, l->key, blob + 1) == 1 &&
+        EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)token, (int)strlen(token)) == 1 &&
+        EVP_DecryptUpdate(ctx, plain, &n, blob + SEAL_HEAD, (int)plen) == 1 &&
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, SEAL_TAG,
+                            (void *)(blob + SEAL_HEAD + plen)) == 1 &&
+        EVP_DecryptFinal_ex(ctx, plain + n, &fin) == 1;
+    EVP_CIPHER_CTX_free(ctx);
+    if (ok) memcpy(buf, plain, plen);
+    if (plain) OPENSSL_clear_free(plain, plen ? plen : 1);
+    if (!ok)
+        return eid__fail(err, EID_E_CRYPTO, "payload",
+                         "cannot decrypt: wrong payload key or altered data");
+    return EID_OK;
+}
+
+/* --------------------------------------------------------------- public */
+
+static eid_status parse_options(const eid_ledger_options *o, ledger_config *cfg, eid_error *err) {
+    cfg->token_ttl = o && o->token_ttl ? o->token_ttl : EID_LEDGER_DEFAULT_TTL;
+    cfg->result_window = o && o->result_window ? o->result_window : EID_LEDGER_RESULT_WINDOW;
+    cfg->retention = o && o->retention ? o->retention : EID_LEDGER_REDIS_RETENTION;
+    cfg->timeout_ms = o && o->timeout_ms ? o->timeout_ms : 5000;
+    const int64_t year = 366 * 86400;
+    if (cfg->token_ttl < 1 || cfg->token_ttl > year)
+        return eid__fail(err, EID_E_INVALID_ARG, "token_ttl", "must be 1..%lld seconds",
+                         (long long)year);
+    if (cfg->result_window < 1 || cfg->result_window > year)
+        return eid__fail(err, EID_E_INVALID_ARG, "result_window", "must be 1..%lld seconds",
+                         (long long)year);
+    if (cfg->retention < 1 || cfg->retention > 10 * year)
+        return eid__fail(err, EID_E_INVALID_ARG, "retention", "must be 1..%lld seconds",
+                         (long long)(10 * year));
+    if (cfg->timeout_ms < 1 || cfg->timeout_ms > 600000)
+        return eid__fail(err, EID_E_INVALID_ARG, "timeout_ms", "must be 1..600000");
+    if (o && (o->payload_key || o->payload_key_len) &&
+        (o->payload_key == NULL || o->payload_key_len != EID_LEDGER_KEY_LEN))
+        return eid__fail(err, EID_E_INVALID_ARG, "payload_key", "must be exactly %d bytes",
+                         EID_LEDGER_KEY_LEN);
+    return EID_OK;
+}
+
+eid_status eid_ledger_open(const char *url, const eid_ledger_options *opts, eid_ledger **out,
+                           eid_error *err) {
+    if (out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "out", "is NULL");
+    *out = NULL;
+    if (url == NULL) return eid__fail(err, EID_E_INVALID_ARG, "url", "required");
+    size_t ulen = strnlen(url, EID_LEDGER_URL_MAX + 1);
+    if (ulen > EID_LEDGER_URL_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "url", "longer than %d bytes", EID_LEDGER_URL_MAX);
+    ledger_config cfg;
+    eid_status st = parse_options(opts, &cfg, err);
+    if (st) return st;
+
+    const ledger_ops *ops;
+    const char *location;
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        ops = &eid__ledger_sqlite_ops;
+        location = url + 7;
+    } else if (strncmp(url, "redis://", 8) == 0) {
+        ops = &eid__ledger_redis_ops;
+        location = url + 8;
+    } else {
+        return eid__fail(err, EID_E_INVALID_ARG, "url",
+                         "unknown scheme (expected sqlite:PATH or redis://HOST:PORT/DB)");
+    }
+
+    eid_ledger *l = OPENSSL_zalloc(sizeof *l);
+    if (l == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    if (pthread_mutex_init(&l->lock, NULL) != 0) {
+        OPENSSL_free(l);
+        return eid__fail(err, EID_E_NOMEM, "", "cannot create a mutex");
+    }
+    l->ops = ops;
+    l->cfg = cfg;
+    if (opts) l->clock = opts->clock;
+    if (opts && opts->payload_key) {
+        memcpy(l->key, opts->payload_key, EID_LEDGER_KEY_LEN);
+        l->has_key = true;
+    }
+    st = ops == &eid__ledger_sqlite_ops ? eid__ledger_sqlite_open(location, &cfg, &l->be, err)
+                                        : eid__ledger_redis_open(location, &cfg, &l->be, err);
+    if (st) {
+        eid_ledger_free(l);
+        return st;
+    }
+    *out = l;
+    return EID_OK;
+}
+
+void eid_ledger_free(eid_ledger *l) {
+    if (l == NULL) return;
+    if (l->be) l->ops->close(l->be);
+    pthread_mutex_destroy(&l->lock);
+    OPENSSL_clear_free(l, sizeof *l);
+}
+
+const char *eid_ledger_backend(const eid_ledger *l) { return l ? l->ops->name : "none"; }
+
+#define LOCKED(l, call)                                                                            \
+    do {                                                                                           \
+        pthread_mutex_lock(&(l)->lock);                                                            \
+        st = (call);                                                                               \
+        pthread_mutex_unlock(&(l)->lock);                                                          \
+    } while (0)
+
+eid_status eid_ledger_issue_token(eid_ledger *l, const eid_ledger_issue *in, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    if (in == NULL) return eid__fail(err, EID_E_INVALID_ARG, "record", "is NULL");
+    eid_status st;
+    if ((st = check_token(err, in->token))) return st;
+    if ((st = check_text(err, "merchant_id", in->merchant_id, EID_LEDGER_MERCHANT_MAX, T_VISIBLE,
+                         false)))
+        return st;
+    if ((st = check_subject(err, in->subject))) return st;
+    if (in->extra &&
+        (st = check_text(err, "extra", in->extra, EID_LEDGER_EXTRA_MAX, T_EXTRA, true)))
+        return st;
+    eid_ledger_record r;
+    memset(&r, 0, sizeof r);
+    r.created_at = in->created_at ? in->created_at : now_of(l);
+    if (r.created_at < 0 || r.created_at > EID_TIMESTAMP_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "created_at", "out of range");
+    r.expires_at = in->expires_at ? in->expires_at : r.created_at + l->cfg.token_ttl;
+    if (r.expires_at <= r.created_at || r.expires_at > EID_TIMESTAMP_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "expires_at", "must be after created_at");
+    r.result_deadline = r.created_at + l->cfg.result_window;
+    strcpy(r.token, in->token);
+    strcpy(r.merchant_id, in->merchant_id);
+    strcpy(r.subject, in->subject);
+    if (in->extra) strcpy(r.extra, in->extra);
+    r.state = EID_LEDGER_ISSUED;
+    LOCKED(l, l->ops->issue(l->be, &r, err));
+    return st;
+}
+
+eid_status eid_ledger_get(eid_ledger *l, const char *token, eid_ledger_record *out,
+                          eid_error *err) {
+    if (l == NULL || out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    eid_status st;
+    if ((st = check_token(err, token))) return st;
+    LOCKED(l, l->ops->get(l->be, token, out, err));
+    return st;
+}
+
+eid_status eid_ledger_claim(eid_ledger *l, const char *token, const char *subject,
+                            eid_ledger_record *out, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    eid_status st;
+    if ((st = check_token(err, token)) || (st = check_subject(err, subject))) return st;
+    eid_ledger_record r;
+    pthread_mutex_lock(&l->lock);
+    st = l->ops->get(l->be, token, &r, err);
+    if (st == EID_OK) st = eid__ledger_check_claim(&r, subject, now_of(l), err);
+    pthread_mutex_unlock(&l->lock);
+    if (st == EID_OK && out) *out = r;
+    return st;
+}
+
+eid_status eid_ledger_record_result(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
+                                    eid_ledger_record *out, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    if (o == NULL) return eid__fail(err, EID_E_INVALID_ARG, "outcome", "is NULL");
+    eid_status st;
+    if ((st = check_token(err, token))) return st;
+    if (o->attempts < 0 || o->billable < 0 || o->billable > o->attempts)
+        return eid__fail(err, EID_E_INVALID_ARG, "outcome",
+                         "billable and attempts must be 0 <= billable <= attempts");
+    if (o->request_id && *o->request_id &&
+        (st = check_text(err, "request_id", o->request_id, EID_LEDGER_REQUEST_ID_MAX, T_REQUEST_ID,
+                         false)))
+        return st;
+    if (o->payload == NULL && o->payload_len)
+        return eid__fail(err, EID_E_INVALID_ARG, "payload", "NULL with a non-zero length");
+    unsigned char *blob = NULL;
+    size_t blen = 0;
+    if (o->payload) {
+        if (!l->has_key)
+            return eid__fail(err, EID_E_INVALID_ARG, "payload",
+                             "no payload key configured (payloads are only stored encrypted)");
+        if (o->payload_len > EID_LEDGER_PAYLOAD_MAX)
+            return eid__fail(err, EID_E_INVALID_ARG, "payload", "longer than %d bytes",
+                             EID_LEDGER_PAYLOAD_MAX);
+        if ((st = seal(l, token, o->payload, o->payload_len, &blob, &blen, err))) return st;
+    }
+    eid_ledger_record r;
+    LOCKED(l, l->ops->record(l->be, token, o, blob, blen, now_of(l), &r, err));
+    OPENSSL_free(blob);
+    if (st == EID_OK && out) *out = r;
+    return st;
+}
+
+eid_status eid_ledger_consume(eid_ledger *l, const char *token, const char *subject,
+                              eid_ledger_record *out, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    eid_status st;
+    if ((st = check_token(err, token)) || (st = check_subject(err, subject))) return st;
+    eid_ledger_record r;
+    LOCKED(l, l->ops->consume(l->be, token, subject, now_of(l), &r, err));
+    if (st == EID_OK && out) *out = r;
+    return st;
+}
+
+eid_status eid_ledger_due(eid_ledger *l, eid_ledger_record *out, size_t cap, size_t *n,
+                          eid_error *err) {
+    if (l == NULL || n == NULL || (out == NULL && cap))
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    *n = 0;
+    if (cap == 0) return EID_OK;
+    eid_status st;
+    LOCKED(l, l->ops->due(l->be, now_of(l), out, cap, n, err));
+    return st;
+}
+
+eid_status eid_ledger_export(eid_ledger *l, int64_t from, int64_t to, int64_t after_created,
+                             const char *after_token, eid_ledger_record *out, size_t cap, size_t *n,
+                             eid_error *err) {
+    if (l == NULL || n == NULL || (out == NULL && cap))
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    *n = 0;
+    eid_status st;
+    if (from > to) return eid__fail(err, EID_E_INVALID_ARG, "from", "after 'to'");
+    if (after_token && *after_token && (st = check_token(err, after_token))) return st;
+    if (cap == 0) return EID_OK;
+    LOCKED(l, l->ops->export_range(l->be, from, to, after_created,
+                                   after_token && *after_token ? after_token : NULL, out, cap, n,
+                                   err));
+    return st;
+}
+
+eid_status eid_ledger_expire(eid_ledger *l, int64_t now, uint64_t *expired, uint64_t *abandoned,
+                             eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    uint64_t e = 0, a = 0;
+    eid_status st;
+    LOCKED(l, l->ops->expire(l->be, now ? now : now_of(l), &e, &a, err));
+    if (expired) *expired = e;
+    if (abandoned) *abandoned = a;
+    return st;
+}
+
+eid_status eid_ledger_stats_get(eid_ledger *l, eid_ledger_stats *out, eid_error *err) {
+    if (l == NULL || out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    memset(out, 0, sizeof *out);
+    eid_status st;
+    LOCKED(l, l->ops->stats(l->be, now_of(l), out, err));
+    return st;
+}
+
+eid_status eid_ledger_payload(eid_ledger *l, const char *token, void *buf, size_t cap, size_t *len,
+                              eid_error *err) {
+    if (l == NULL || len == NULL || (buf == NULL && cap))
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    *len = 0;
+    eid_status st;
+    if ((st = check_token(err, token))) return st;
+    if (!l->has_key)
+        return eid__fail(err, EID_E_INVALID_ARG, "payload", "no payload key configured");
+    unsigned char *blob = NULL;
+    size_t blen = 0;
+    LOCKED(l, l->ops->payload(l->be, token, &blob, &blen, err));
+    if (st) return st;
+    if (blob == NULL) return eid__fail(err, EID_E_LEDGER_PENDING, "payload", "none stored");
+    st = unseal(l, token, blob, blen, buf, cap, len, err);
+    OPENSSL_free(blob);
+    return st;
+}

@@ -1,0 +1,74 @@
+/* The token ledger's front (ledger.c) and its backends (ledger_sqlite.c,
+ * ledger_redis.c); not installed. The front validates input, reads the
+ * clock, encrypts payloads and holds the lock; a backend stores records and
+ * makes each transition atomic. */
+#ifndef EIDKIT_LEDGER_INTERNAL_H
+#define EIDKIT_LEDGER_INTERNAL_H
+
+#include "eidkit/ledger.h"
+
+#include "internal.h"
+
+#include <stdbool.h>
+
+/* Settings a backend needs, resolved from eid_ledger_options. */
+typedef struct ledger_config {
+    int64_t token_ttl, result_window, retention;
+    int timeout_ms;
+} ledger_config;
+
+typedef struct ledger_ops {
+    const char *name;
+    void (*close)(void *be);
+    /* rec is complete (state issued, all times set). */
+    eid_status (*issue)(void *be, const eid_ledger_record *rec, eid_error *err);
+    eid_status (*get)(void *be, const char *token, eid_ledger_record *out, eid_error *err);
+    /* blob: the sealed payload, or NULL to keep the stored one. */
+    eid_status (*record)(void *be, const char *token, const eid_ledger_outcome *o,
+                         const unsigned char *blob, size_t blob_len, int64_t now,
+                         eid_ledger_record *out, eid_error *err);
+    eid_status (*consume)(void *be, const char *token, const char *subject, int64_t now,
+                          eid_ledger_record *out, eid_error *err);
+    eid_status (*due)(void *be, int64_t now, eid_ledger_record *out, size_t cap, size_t *n,
+                      eid_error *err);
+    eid_status (*export_range)(void *be, int64_t from, int64_t to, int64_t after_created,
+                               const char *after_token, eid_ledger_record *out, size_t cap,
+                               size_t *n, eid_error *err);
+    eid_status (*expire)(void *be, int64_t now, uint64_t *expired, uint64_t *abandoned,
+                         eid_error *err);
+    eid_status (*stats)(void *be, int64_t now, eid_ledger_stats *out, eid_error *err);
+    /* *blob is OPENSSL_malloc'd (caller frees); NULL with EID_OK: none. */
+    eid_status (*payload)(void *be, const char *token, unsigned char **blob, size_t *len,
+                          eid_error *err);
+} ledger_ops;
+
+/* Open functions: location is what follows the scheme ("./x.db", or
+ * "host:port/db?prefix=p" for Redis). */
+eid_status eid__ledger_sqlite_open(const char *location, const ledger_config *cfg, void **be,
+                                   eid_error *err);
+eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg, void **be,
+                                  eid_error *err);
+extern const ledger_ops eid__ledger_sqlite_ops;
+extern const ledger_ops eid__ledger_redis_ops;
+
+/* The state machine, shared by the front and the SQLite backend; the Redis
+ * scripts (lua/eidkit/ledger/redis/) implement the same rules and the
+ * conformance spec holds both to them. */
+
+/* Apply outcome o at now to r (idempotent; never erases a final verdict). */
+void eid__ledger_apply(eid_ledger_record *r, const eid_ledger_outcome *o, int64_t now);
+/* May subject consume r at now? EID_OK or the refusal. */
+eid_status eid__ledger_check_consume(const eid_ledger_record *r, const char *subject, int64_t now,
+                                     eid_error *err);
+/* May subject claim r at now? */
+eid_status eid__ledger_check_claim(const eid_ledger_record *r, const char *subject, int64_t now,
+                                   eid_error *err);
+/* Must r's result still be pulled at now? */
+bool eid__ledger_is_due(const eid_ledger_record *r, int64_t now);
+/* Constant-time equality of two NUL-terminated strings (length leaks). */
+bool eid__ledger_same(const char *a, const char *b);
+
+/* Bounded copy that always terminates; returns false if src was cut. */
+bool eid__ledger_copy(char *dst, size_t cap, const char *src, size_t len);
+
+#endif

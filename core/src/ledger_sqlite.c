@@ -1,0 +1,458 @@
+/*
+ * SQLite backend of the token ledger: one table keyed by EidToken, WAL
+ * journal, synchronous=NORMAL, a busy timeout, a versioned schema and
+ * prepared statements kept for the life of the handle. A transition that
+ * reads before it writes runs in one BEGIN IMMEDIATE transaction, so two
+ * processes on one file serialise on it.
+ */
+#include "ledger_internal.h"
+
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+
+#include <string.h>
+
+#define SCHEMA_VERSION 1
+
+/* Migration i takes the schema from version i to i + 1. */
+static const char *const migrations[SCHEMA_VERSION] = {
+    "CREATE TABLE tokens ("
+    " token TEXT PRIMARY KEY NOT NULL,"
+    " merchant_id TEXT NOT NULL,"
+    " subject TEXT NOT NULL,"
+    " extra TEXT NOT NULL DEFAULT '',"
+    " state INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL,"
+    " result_deadline INTEGER NOT NULL,"
+    " finished_at INTEGER NOT NULL DEFAULT 0,"
+    " consumed_at INTEGER NOT NULL DEFAULT 0,"
+    " last_pull_at INTEGER NOT NULL DEFAULT 0,"
+    " pulls INTEGER NOT NULL DEFAULT 0,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " billable INTEGER NOT NULL DEFAULT 0,"
+    " err_code INTEGER,"
+    " request_ids TEXT NOT NULL DEFAULT '',"
+    " payload BLOB"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX tokens_state_created ON tokens(state, created_at);"
+    "CREATE INDEX tokens_created ON tokens(created_at, token);",
+};
+
+#define COLUMNS                                                                                    \
+    "token, merchant_id, subject, extra, state, created_at, expires_at, result_deadline, "         \
+    "finished_at, consumed_at, last_pull_at, pulls, attempts, billable, err_code, request_ids, "   \
+    "payload IS NOT NULL"
+
+enum stmt {
+    S_INSERT,
+    S_GET,
+    S_UPDATE,
+    S_DUE,
+    S_EXPORT_FIRST,
+    S_EXPORT_AFTER,
+    S_EXPIRE,
+    S_ABANDON,
+    S_STATS,
+    S_DUE_COUNT,
+    S_PAYLOAD,
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_COUNT
+};
+
+static const char *const sql[S_COUNT] = {
+    [S_INSERT] = "INSERT INTO tokens (token, merchant_id, subject, extra, state, created_at,"
+                 " expires_at, result_deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                 " ON CONFLICT (token) DO NOTHING",
+    [S_GET] = "SELECT " COLUMNS " FROM tokens WHERE token = ?1",
+    [S_UPDATE] = "UPDATE tokens SET state = ?2, finished_at = ?3, consumed_at = ?4,"
+                 " last_pull_at = ?5, pulls = ?6, attempts = ?7, billable = ?8, err_code = ?9,"
+                 " request_ids = ?10, payload = COALESCE(?11, payload) WHERE token = ?1",
+    /* The same rule as eid__ledger_is_due. */
+    [S_DUE] = "SELECT " COLUMNS " FROM tokens WHERE"
+              " (state = 0 AND result_deadline > ?1) OR (state = 2 AND expires_at > ?1) OR"
+              " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND"
+              " last_pull_at < expires_at)"
+              " ORDER BY created_at, token LIMIT ?2",
+    [S_EXPORT_FIRST] = "SELECT " COLUMNS " FROM tokens WHERE created_at >= ?1 AND created_at < ?2"
+                       " ORDER BY created_at, token LIMIT ?3",
+    [S_EXPORT_AFTER] = "SELECT " COLUMNS " FROM tokens WHERE created_at < ?2 AND"
+                       " (created_at, token) > (?4, ?5) AND created_at >= ?1"
+                       " ORDER BY created_at, token LIMIT ?3",
+    [S_EXPIRE] = "UPDATE tokens SET state = 4 WHERE state = 0 AND expires_at <= ?1"
+                 " AND result_deadline > ?1",
+    [S_ABANDON] = "UPDATE tokens SET state = 5 WHERE state IN (0, 4) AND result_deadline <= ?1",
+    [S_STATS] = "SELECT state, count(*), total(billable) FROM tokens GROUP BY state",
+    [S_DUE_COUNT] = "SELECT count(*) FROM tokens WHERE"
+                    " (state = 0 AND result_deadline > ?1) OR (state = 2 AND expires_at > ?1) OR"
+                    " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND"
+                    " last_pull_at < expires_at)",
+    [S_PAYLOAD] = "SELECT payload FROM tokens WHERE token = ?1",
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+};
+
+typedef struct sqlite_be {
+    sqlite3 *db;
+    sqlite3_stmt *st[S_COUNT];
+} sqlite_be;
+
+/* Map an SQLite result code to a status and a message that names the
+ * library's reason, never a value (sqlite3_errstr is static text). */
+static eid_status db_fail(eid_error *err, int rc, const char *what) {
+    eid_status st;
+    switch (rc & 0xff) {
+    case SQLITE_NOMEM: st = EID_E_NOMEM; break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_PROTOCOL: st = EID_E_LEDGER_UNAVAILABLE; break;
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM: st = EID_E_LEDGER_STORAGE; break;
+    default: st = EID_E_INTERNAL;
+    }
+    return eid__fail(err, st, "sqlite", "%s: %s", what, sqlite3_errstr(rc));
+}
+
+static void row_to_record(sqlite3_stmt *s, eid_ledger_record *r) {
+    memset(r, 0, sizeof *r);
+    struct {
+        char *dst;
+        size_t cap;
+    } text[] = {{r->token, sizeof r->token},
+                {r->merchant_id, sizeof r->merchant_id},
+                {r->subject, sizeof r->subject},
+                {r->extra, sizeof r->extra}};
+    for (int i = 0; i < 4; i++) {
+        const char *v = (const char *)sqlite3_column_text(s, i);
+        if (v) eid__ledger_copy(text[i].dst, text[i].cap, v, (size_t)sqlite3_column_bytes(s, i));
+    }
+    r->state = (eid_ledger_state)sqlite3_column_int(s, 4);
+    r->created_at = sqlite3_column_int64(s, 5);
+    r->expires_at = sqlite3_column_int64(s, 6);
+    r->result_deadline = sqlite3_column_int64(s, 7);
+    r->finished_at = sqlite3_column_int64(s, 8);
+    r->consumed_at = sqlite3_column_int64(s, 9);
+    r->last_pull_at = sqlite3_column_int64(s, 10);
+    r->pulls = sqlite3_column_int(s, 11);
+    r->attempts = sqlite3_column_int(s, 12);
+    r->billable = sqlite3_column_int(s, 13);
+    r->has_err_code = sqlite3_column_type(s, 14) != SQLITE_NULL;
+    r->err_code = sqlite3_column_int64(s, 14);
+    const char *ids = (const char *)sqlite3_column_text(s, 15);
+    if (ids)
+        eid__ledger_copy(r->request_ids, sizeof r->request_ids, ids,
+                         (size_t)sqlite3_column_bytes(s, 15));
+    r->has_payload = sqlite3_column_int(s, 16);
+}
+
+static sqlite3_stmt *stmt(sqlite_be *b, enum stmt which) {
+    sqlite3_stmt *s = b->st[which];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+/* Run a statement that returns no rows (or whose rows are ignored). */
+static eid_status exec(sqlite_be *b, enum stmt which, const char *what, eid_error *err) {
+    sqlite3_stmt *s = stmt(b, which);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? EID_OK : db_fail(err, rc, what);
+}
+
+static void close_be(void *p) {
+    sqlite_be *b = p;
+    if (b == NULL) return;
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(b->st[i]);
+    sqlite3_close_v2(b->db);
+    OPENSSL_free(b);
+}
+
+static eid_status exec_sql(sqlite3 *db, const char *text, const char *what, eid_error *err) {
+    int rc = sqlite3_exec(db, text, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? EID_OK : db_fail(err, rc, what);
+}
+
+static eid_status migrate(sqlite3 *db, eid_error *err) {
+    eid_status st;
+    if ((st = exec_sql(db, "BEGIN IMMEDIATE", "schema", err))) return st;
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL);
+    if (rc != SQLITE_OK || (rc = sqlite3_step(s)) != SQLITE_ROW) {
+        sqlite3_finalize(s);
+        st = db_fail(err, rc, "reading the schema version");
+        goto fail;
+    }
+    int version = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    if (version > SCHEMA_VERSION) {
+        st = eid__fail(err, EID_E_LEDGER_STORAGE, "sqlite",
+                       "schema version %d is newer than this eidkit's (%d)", version,
+                       SCHEMA_VERSION);
+        goto fail;
+    }
+    for (int v = version; v < SCHEMA_VERSION; v++) {
+        char pragma[40];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
+        if ((st = exec_sql(db, migrations[v], "migrating the schema", err)) ||
+            (st = exec_sql(db, pragma, "migrating the schema", err)))
+            goto fail;
+    }
+    return exec_sql(db, "COMMIT", "schema", err);
+fail:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return st;
+}
+
+eid_status eid__ledger_sqlite_open(const char *path, const ledger_config *cfg, void **out,
+                                   eid_error *err) {
+    if (*path == '\0')
+        return eid__fail(err, EID_E_INVALID_ARG, "url",
+                         "sqlite: needs a path (sqlite:./eidkit.db)");
+    sqlite_be *b = OPENSSL_zalloc(sizeof *b);
+    if (b == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    eid_status st;
+    int rc = sqlite3_open_v2(
+        path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        st = db_fail(err, rc, "cannot open the database");
+        goto fail;
+    }
+    sqlite3_extended_result_codes(b->db, 1);
+    sqlite3_busy_timeout(b->db, cfg->timeout_ms);
+    /* WAL: readers never block the writer; NORMAL: a killed process loses
+     * nothing acknowledged (only a power loss can drop the last commits). */
+    if ((st = exec_sql(b->db, "PRAGMA journal_mode = WAL", "setting WAL mode", err)) ||
+        (st = exec_sql(b->db, "PRAGMA synchronous = NORMAL", "setting synchronous", err)) ||
+        (st = migrate(b->db, err)))
+        goto fail;
+    for (int i = 0; i < S_COUNT; i++) {
+        rc = sqlite3_prepare_v3(b->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &b->st[i], NULL);
+        if (rc != SQLITE_OK) {
+            st = db_fail(err, rc, "preparing a statement");
+            goto fail;
+        }
+    }
+    *out = b;
+    return EID_OK;
+fail:
+    close_be(b);
+    return st;
+}
+
+static eid_status s_issue(void *p, const eid_ledger_record *r, eid_error *err) {
+    sqlite_be *b = p;
+    sqlite3_stmt *s = stmt(b, S_INSERT);
+    sqlite3_bind_text(s, 1, r->token, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, r->merchant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, r->subject, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, r->extra, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 5, (int)r->state);
+    sqlite3_bind_int64(s, 6, r->created_at);
+    sqlite3_bind_int64(s, 7, r->expires_at);
+    sqlite3_bind_int64(s, 8, r->result_deadline);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return db_fail(err, rc, "issue");
+    if (sqlite3_changes(b->db) == 0)
+        return eid__fail(err, EID_E_LEDGER_EXISTS, "token", "already issued");
+    return EID_OK;
+}
+
+static eid_status load(sqlite_be *b, const char *token, eid_ledger_record *r, eid_error *err) {
+    sqlite3_stmt *s = stmt(b, S_GET);
+    sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) row_to_record(s, r);
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW) return EID_OK;
+    if (rc == SQLITE_DONE) return eid__fail(err, EID_E_LEDGER_UNKNOWN, "token", "unknown");
+    return db_fail(err, rc, "read");
+}
+
+static eid_status s_get(void *p, const char *token, eid_ledger_record *r, eid_error *err) {
+    return load(p, token, r, err);
+}
+
+static eid_status save(sqlite_be *b, const eid_ledger_record *r, const unsigned char *blob,
+                       size_t blen, eid_error *err) {
+    sqlite3_stmt *s = stmt(b, S_UPDATE);
+    sqlite3_bind_text(s, 1, r->token, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, (int)r->state);
+    sqlite3_bind_int64(s, 3, r->finished_at);
+    sqlite3_bind_int64(s, 4, r->consumed_at);
+    sqlite3_bind_int64(s, 5, r->last_pull_at);
+    sqlite3_bind_int(s, 6, r->pulls);
+    sqlite3_bind_int(s, 7, r->attempts);
+    sqlite3_bind_int(s, 8, r->billable);
+    if (r->has_err_code) sqlite3_bind_int64(s, 9, r->err_code);
+    sqlite3_bind_text(s, 10, r->request_ids, -1, SQLITE_STATIC);
+    if (blob) sqlite3_bind_blob(s, 11, blob, (int)blen, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? EID_OK : db_fail(err, rc, "write");
+}
+
+/* End a transaction: commit when st is OK, else roll back and keep st. */
+static eid_status finish(sqlite_be *b, eid_status st, eid_error *err) {
+    if (st == EID_OK) {
+        st = exec(b, S_COMMIT, "commit", err);
+        if (st == EID_OK) return EID_OK;
+    }
+    if (!sqlite3_get_autocommit(b->db)) exec(b, S_ROLLBACK, "rollback", NULL);
+    return st;
+}
+
+static eid_status s_record(void *p, const char *token, const eid_ledger_outcome *o,
+                           const unsigned char *blob, size_t blen, int64_t now,
+                           eid_ledger_record *out, eid_error *err) {
+    sqlite_be *b = p;
+    eid_status st = exec(b, S_BEGIN, "begin", err);
+    if (st) return st;
+    st = load(b, token, out, err);
+    if (st == EID_OK) {
+        eid__ledger_apply(out, o, now);
+        if (blob) out->has_payload = 1;
+        st = save(b, out, blob, blen, err);
+    }
+    return finish(b, st, err);
+}
+
+static eid_status s_consume(void *p, const char *token, const char *subject, int64_t now,
+                            eid_ledger_record *out, eid_error *err) {
+    sqlite_be *b = p;
+    eid_status st = exec(b, S_BEGIN, "begin", err);
+    if (st) return st;
+    st = load(b, token, out, err);
+    if (st == EID_OK) st = eid__ledger_check_consume(out, subject, now, err);
+    if (st == EID_OK) {
+        out->state = EID_LEDGER_CONSUMED;
+        out->consumed_at = now;
+        st = save(b, out, NULL, 0, err);
+    }
+    return finish(b, st, err);
+}
+
+static eid_status rows(sqlite3_stmt *s, eid_ledger_record *out, size_t cap, size_t *n,
+                       eid_error *err) {
+    int rc;
+    *n = 0;
+    while (*n < cap && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        row_to_record(s, &out[(*n)++]);
+    if (*n < cap && rc != SQLITE_DONE) {
+        sqlite3_reset(s);
+        *n = 0;
+        return db_fail(err, rc, "list");
+    }
+    sqlite3_reset(s);
+    return EID_OK;
+}
+
+static eid_status s_due(void *p, int64_t now, eid_ledger_record *out, size_t cap, size_t *n,
+                        eid_error *err) {
+    sqlite3_stmt *s = stmt(p, S_DUE);
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)cap);
+    return rows(s, out, cap, n, err);
+}
+
+static eid_status s_export(void *p, int64_t from, int64_t to, int64_t after_created,
+                           const char *after_token, eid_ledger_record *out, size_t cap, size_t *n,
+                           eid_error *err) {
+    sqlite3_stmt *s = stmt(p, after_token ? S_EXPORT_AFTER : S_EXPORT_FIRST);
+    sqlite3_bind_int64(s, 1, from);
+    sqlite3_bind_int64(s, 2, to);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)cap);
+    if (after_token) {
+        sqlite3_bind_int64(s, 4, after_created);
+        sqlite3_bind_text(s, 5, after_token, -1, SQLITE_STATIC);
+    }
+    return rows(s, out, cap, n, err);
+}
+
+static eid_status s_expire(void *p, int64_t now, uint64_t *expired, uint64_t *abandoned,
+                           eid_error *err) {
+    sqlite_be *b = p;
+    eid_status st = exec(b, S_BEGIN, "begin", err);
+    if (st) return st;
+    sqlite3_bind_int64(stmt(b, S_EXPIRE), 1, now);
+    int rc = sqlite3_step(b->st[S_EXPIRE]);
+    sqlite3_reset(b->st[S_EXPIRE]);
+    if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), err);
+    *expired = (uint64_t)sqlite3_changes(b->db);
+    sqlite3_bind_int64(stmt(b, S_ABANDON), 1, now);
+    rc = sqlite3_step(b->st[S_ABANDON]);
+    sqlite3_reset(b->st[S_ABANDON]);
+    if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), err);
+    *abandoned = (uint64_t)sqlite3_changes(b->db);
+    return finish(b, EID_OK, err);
+}
+
+static eid_status s_stats(void *p, int64_t now, eid_ledger_stats *out, eid_error *err) {
+    sqlite_be *b = p;
+    sqlite3_stmt *s = stmt(b, S_STATS);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int state = sqlite3_column_int(s, 0);
+        if (state >= 0 && state < EID_LEDGER_STATES)
+            out->count[state] = (uint64_t)sqlite3_column_int64(s, 1);
+        out->billable += (uint64_t)sqlite3_column_double(s, 2);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return db_fail(err, rc, "stats");
+    s = stmt(b, S_DUE_COUNT);
+    sqlite3_bind_int64(s, 1, now);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) out->due = (uint64_t)sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? EID_OK : db_fail(err, rc, "stats");
+}
+
+static eid_status s_payload(void *p, const char *token, unsigned char **blob, size_t *len,
+                            eid_error *err) {
+    sqlite_be *b = p;
+    sqlite3_stmt *s = stmt(b, S_PAYLOAD);
+    sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    eid_status st = EID_OK;
+    *blob = NULL;
+    if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) == SQLITE_BLOB) {
+        *len = (size_t)sqlite3_column_bytes(s, 0);
+        *blob = OPENSSL_malloc(*len ? *len : 1);
+        if (*blob == NULL)
+            st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+        else
+            memcpy(*blob, sqlite3_column_blob(s, 0), *len);
+    } else if (rc == SQLITE_DONE) {
+        st = eid__fail(err, EID_E_LEDGER_UNKNOWN, "token", "unknown");
+    } else if (rc != SQLITE_ROW) {
+        st = db_fail(err, rc, "read");
+    }
+    sqlite3_reset(s);
+    return st;
+}
+
+const ledger_ops eid__ledger_sqlite_ops = {
+    .name = "sqlite",
+    .close = close_be,
+    .issue = s_issue,
+    .get = s_get,
+    .record = s_record,
+    .consume = s_consume,
+    .due = s_due,
+    .export_range = s_export,
+    .expire = s_expire,
+    .stats = s_stats,
+    .payload = s_payload,
+};

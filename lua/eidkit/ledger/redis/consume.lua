@@ -1,0 +1,37 @@
+-- eidkit ledger, Redis backend: consume a token exactly once (atomic).
+-- The rules are those of eid__ledger_check_consume in core/src/ledger.c.
+-- KEYS[1]  the token's hash
+-- ARGV     now, subject, nonce
+-- Returns  {"ok", record...} or {code}: unknown_token, wrong_subject,
+--          consumed, expired, pending. The nonce makes a retry after a lost
+--          reply see its own win rather than "consumed".
+-- The subject is compared through SHA-1 so the comparison time says nothing
+-- about the stored value.
+local FIELDS = { "token", "merchant_id", "subject", "extra", "state", "created_at", "expires_at",
+  "result_deadline", "finished_at", "consumed_at", "last_pull_at", "pulls", "attempts",
+  "billable", "err_code", "request_ids" }
+local ISSUED, PASSED, FAILED, CONSUMED = 0, 1, 2, 3
+
+local key = KEYS[1]
+local now, subject, nonce = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local cur = redis.call("HMGET", key, "state", "subject", "expires_at", "consume_nonce")
+if not cur[1] then return { "unknown_token" } end
+if redis.sha1hex(cur[2]) ~= redis.sha1hex(subject) then return { "wrong_subject" } end
+local state = tonumber(cur[1])
+local function record()
+  local out = redis.call("HMGET", key, unpack(FIELDS))
+  table.insert(out, 1, "ok")
+  out[#out + 1] = redis.call("HSTRLEN", key, "payload")
+  return out
+end
+if state == CONSUMED then
+  if cur[4] == nonce then return record() end
+  return { "consumed" }
+end
+if state == ISSUED then
+  if now >= tonumber(cur[3]) then return { "expired" } end
+  return { "pending" }
+end
+if state ~= PASSED and state ~= FAILED then return { "expired" } end
+redis.call("HSET", key, "state", CONSUMED, "consumed_at", now, "consume_nonce", nonce)
+return record()

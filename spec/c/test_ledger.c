@@ -1,0 +1,409 @@
+/* The token ledger's C API on its SQLite backend: every transition and
+ * refusal, input validation, persistence across reopen, sealed payloads,
+ * and an allocation-failure sweep over a whole token life. Time comes from
+ * a frozen clock the test moves by hand. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "eidkit/ledger.h"
+
+#include "check.h"
+
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static long alloc_count, fail_at; /* the allocation-failure sweep, below */
+static int64_t clock_now = 1735660800;
+static int64_t test_clock(void *ud) {
+    (void)ud;
+    return clock_now;
+}
+
+static char dir[] = "/tmp/eidkit-ledger-XXXXXX";
+static char path[128], url[160];
+
+static const char tok[] = "CE661F1A-0F1E-45BD-BE13-34C05CEA7681";
+static const unsigned char key[32] = "0123456789abcdef0123456789abcdef";
+
+static eid_ledger *open_ledger(const char *u, const unsigned char *k) {
+    eid_ledger_options o = {.clock = {test_clock, NULL}, .token_ttl = 600};
+    if (k) {
+        o.payload_key = k;
+        o.payload_key_len = 32;
+    }
+    eid_ledger *l = NULL;
+    eid_error err = {0};
+    eid_status st = eid_ledger_open(u, &o, &l, &err);
+    if (st != EID_OK && !fail_at) fprintf(stderr, "open %s: %s\n", u, err.message);
+    return l;
+}
+
+static eid_status issue(eid_ledger *l, const char *token, const char *subject) {
+    eid_ledger_issue in = {
+        .token = token, .merchant_id = "0NSJ2023", .subject = subject, .extra = "order-9"};
+    return eid_ledger_issue_token(l, &in, NULL);
+}
+
+static eid_ledger_outcome verdict(int64_t code, int attempts, int billable, const char *rid) {
+    eid_ledger_outcome o = {.has_verdict = 1,
+                            .err_code = code,
+                            .attempts = attempts,
+                            .billable = billable,
+                            .request_id = rid};
+    return o;
+}
+
+static void test_lifecycle(void) {
+    eid_ledger *l = open_ledger(url, NULL);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK_STR(eid_ledger_backend(l), "sqlite");
+    CHECK(issue(l, tok, "user-42") == EID_OK);
+    eid_error err = {0};
+    CHECK(issue(l, tok, "user-43") == EID_E_LEDGER_EXISTS);
+
+    eid_ledger_record r;
+    CHECK(eid_ledger_claim(l, tok, "user-42", &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_ISSUED);
+    CHECK(r.created_at == clock_now && r.expires_at == clock_now + 600);
+    CHECK(r.result_deadline == clock_now + 3 * 86400);
+    CHECK_STR(r.merchant_id, "0NSJ2023");
+    CHECK_STR(r.extra, "order-9");
+    CHECK(eid_ledger_claim(l, tok, "user-4", NULL, &err) == EID_E_LEDGER_WRONG_SUBJECT);
+    CHECK(strstr(err.message, "user") == NULL);
+    CHECK(eid_ledger_claim(l, "NOPE", "user-42", NULL, &err) == EID_E_LEDGER_UNKNOWN);
+    CHECK(strstr(err.message, "NOPE") == NULL);
+    CHECK(eid_ledger_consume(l, tok, "user-42", NULL, &err) == EID_E_LEDGER_PENDING);
+
+    /* Pending pulls count but change no state. */
+    eid_ledger_outcome pending = {.request_id = "req-1"};
+    clock_now += 10;
+    CHECK(eid_ledger_record_result(l, tok, &pending, &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_ISSUED && r.pulls == 1 && r.last_pull_at == clock_now);
+    eid_ledger_outcome unfinished = verdict(17, 0, 0, "req-2");
+    CHECK(eid_ledger_record_result(l, tok, &unfinished, &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_ISSUED && !r.has_err_code);
+
+    /* A failed first attempt, then the user retries on the same token. */
+    eid_ledger_outcome fail1 = verdict(1003, 1, 0, "req-3");
+    CHECK(eid_ledger_record_result(l, tok, &fail1, &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_FAILED && r.err_code == 1003 && r.finished_at == clock_now);
+    size_t n = 9;
+    eid_ledger_record due[4];
+    CHECK(eid_ledger_due(l, due, 4, &n, &err) == EID_OK && n == 1);
+    eid_ledger_outcome pass = verdict(0, 2, 1, "req-4");
+    CHECK(eid_ledger_record_result(l, tok, &pass, &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_PASSED && r.err_code == 0 && r.attempts == 2 && r.billable == 1);
+    /* The slow callback carrying the first response changes no verdict. */
+    CHECK(eid_ledger_record_result(l, tok, &fail1, &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_PASSED && r.err_code == 0 && r.attempts == 2);
+    /* Nor does a later failure: passed is final. */
+    eid_ledger_outcome fail3 = verdict(2016, 3, 2, "req-4");
+    CHECK(eid_ledger_record_result(l, tok, &fail3, &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_PASSED && r.attempts == 3 && r.billable == 2);
+    CHECK_STR(r.request_ids, "req-1,req-2,req-3,req-4");
+    CHECK(r.pulls == 6);
+    CHECK(eid_ledger_due(l, due, 4, &n, &err) == EID_OK && n == 0);
+
+    CHECK(eid_ledger_consume(l, tok, "user-43", NULL, &err) == EID_E_LEDGER_WRONG_SUBJECT);
+    CHECK(eid_ledger_consume(l, tok, "user-42", &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_CONSUMED && r.consumed_at == clock_now);
+    CHECK(eid_ledger_consume(l, tok, "user-42", NULL, &err) == EID_E_LEDGER_CONSUMED);
+    CHECK_STR(err.message, "token: already consumed");
+    CHECK(eid_ledger_claim(l, tok, "user-42", NULL, &err) == EID_E_LEDGER_CONSUMED);
+    /* A pull after consume still adds billing facts, never a verdict. */
+    CHECK(eid_ledger_record_result(l, tok, &fail3, &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_CONSUMED && r.err_code == 0);
+    eid_ledger_free(l);
+
+    /* Everything survives a reopen. */
+    l = open_ledger(url, NULL);
+    CHECK(l && eid_ledger_get(l, tok, &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_CONSUMED && r.billable == 2 && r.pulls == 7);
+    eid_ledger_free(l);
+}
+
+static void test_expiry(void) {
+    eid_ledger *l = open_ledger(url, NULL);
+    if (!l) return;
+    int64_t t0 = clock_now;
+    eid_error err = {0};
+    CHECK(issue(l, "T-EXPIRE-1", "u1") == EID_OK);
+    clock_now += 1;
+    CHECK(issue(l, "T-EXPIRE-2", "u2") == EID_OK);
+    clock_now += 1;
+    CHECK(issue(l, "T-EXPIRE-3", "u3") == EID_OK);
+    eid_ledger_outcome ex = verdict(15, 0, 0, NULL);
+    CHECK(eid_ledger_record_result(l, "T-EXPIRE-3", &ex, NULL, &err) == EID_OK);
+    CHECK(eid_ledger_claim(l, "T-EXPIRE-3", "u3", NULL, &err) == EID_E_LEDGER_EXPIRED);
+
+    eid_ledger_record due[8];
+    size_t n = 0;
+    CHECK(eid_ledger_due(l, due, 8, &n, &err) == EID_OK && n == 2);
+    CHECK_STR(due[0].token, "T-EXPIRE-1");
+    CHECK_STR(due[1].token, "T-EXPIRE-2");
+    CHECK(eid_ledger_due(l, due, 1, &n, &err) == EID_OK && n == 1);
+
+    clock_now = t0 + 600; /* T-EXPIRE-1's TTL is over */
+    CHECK(eid_ledger_claim(l, "T-EXPIRE-1", "u1", NULL, &err) == EID_E_LEDGER_EXPIRED);
+    uint64_t e = 9, a = 9;
+    CHECK(eid_ledger_expire(l, 0, &e, &a, &err) == EID_OK && e == 1 && a == 0);
+    /* Expired tokens get one last pull after the TTL. */
+    CHECK(eid_ledger_due(l, due, 8, &n, &err) == EID_OK && n == 2);
+    eid_ledger_outcome pending = {0};
+    CHECK(eid_ledger_record_result(l, "T-EXPIRE-1", &pending, NULL, &err) == EID_OK);
+    CHECK(eid_ledger_due(l, due, 8, &n, &err) == EID_OK && n == 1);
+    CHECK_STR(due[0].token, "T-EXPIRE-2");
+
+    clock_now = t0 + 3 * 86400 + 5;
+    CHECK(eid_ledger_expire(l, 0, &e, &a, &err) == EID_OK && e == 0 && a == 3);
+    eid_ledger_stats s;
+    CHECK(eid_ledger_stats_get(l, &s, &err) == EID_OK);
+    CHECK(s.count[EID_LEDGER_ABANDONED] == 3 && s.count[EID_LEDGER_CONSUMED] == 1);
+    CHECK(s.billable == 2 && s.due == 0);
+    /* A verdict pulled late still lands on an abandoned token. */
+    eid_ledger_outcome late = verdict(2006, 1, 1, "req-late");
+    eid_ledger_record r;
+    CHECK(eid_ledger_record_result(l, "T-EXPIRE-2", &late, &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_FAILED && r.billable == 1);
+    eid_ledger_free(l);
+}
+
+static void test_export(void) {
+    eid_ledger *l = open_ledger(url, NULL);
+    if (!l) return;
+    int64_t base = 1800000000;
+    char name[32];
+    eid_error err = {0};
+    for (int i = 0; i < 25; i++) {
+        snprintf(name, sizeof name, "EXP-%02d", i);
+        eid_ledger_issue in = {
+            .token = name, .merchant_id = "m", .subject = "s", .created_at = base + i / 2};
+        CHECK(eid_ledger_issue_token(l, &in, &err) == EID_OK);
+    }
+    eid_ledger_record page[10];
+    size_t n = 0, total = 0;
+    int64_t after = 0;
+    char last[EID_LEDGER_TOKEN_MAX + 1] = "";
+    int pages = 0;
+    do {
+        CHECK(eid_ledger_export(l, base + 1, base + 11, after, last, page, 10, &n, &err) == EID_OK);
+        for (size_t i = 0; i < n; i++) {
+            snprintf(name, sizeof name, "EXP-%02zu", 2 + total + i);
+            CHECK_STR(page[i].token, name);
+        }
+        total += n;
+        if (n) {
+            after = page[n - 1].created_at;
+            strcpy(last, page[n - 1].token);
+        }
+        pages++;
+    } while (n == 10 && pages < 10);
+    CHECK(total == 20);
+    CHECK(eid_ledger_export(l, 5, 4, 0, NULL, page, 10, &n, &err) == EID_E_INVALID_ARG);
+    eid_ledger_free(l);
+}
+
+static void test_payload(void) {
+    eid_ledger *l = open_ledger(url, key);
+    if (!l) return;
+    eid_error err = {0};
+    CHECK(issue(l, "PAY-1", "u") == EID_OK);
+    const char body[] = "{\"Text\":{\"ErrCode\":0,\"Name\":\"secret name\"}}";
+    eid_ledger_outcome o = verdict(0, 1, 1, "rid");
+    o.payload = body;
+    o.payload_len = sizeof body - 1;
+    eid_ledger_record r;
+    CHECK(eid_ledger_record_result(l, "PAY-1", &o, &r, &err) == EID_OK && r.has_payload);
+    char buf[128];
+    size_t len = 0;
+    CHECK(eid_ledger_payload(l, "PAY-1", buf, sizeof buf, &len, &err) == EID_OK);
+    CHECK(len == sizeof body - 1 && memcmp(buf, body, len) == 0);
+    CHECK(eid_ledger_payload(l, "PAY-1", buf, 4, &len, &err) == EID_E_BUFFER_TOO_SMALL);
+    CHECK(len == sizeof body - 1);
+    eid_ledger_free(l);
+
+    /* At rest the name is nowhere in the file. */
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (f) {
+        static char data[1 << 20];
+        size_t got = fread(data, 1, sizeof data, f);
+        fclose(f);
+        int leaked = 0;
+        for (size_t i = 0; i + 11 <= got; i++)
+            leaked |= memcmp(data + i, "secret name", 11) == 0;
+        CHECK(!leaked);
+    }
+    unsigned char other[32];
+    memcpy(other, key, 32);
+    other[0] ^= 1;
+    l = open_ledger(url, other);
+    CHECK(eid_ledger_payload(l, "PAY-1", buf, sizeof buf, &len, &err) == EID_E_CRYPTO);
+    eid_ledger_free(l);
+    l = open_ledger(url, NULL);
+    CHECK(eid_ledger_record_result(l, "PAY-1", &o, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "payload");
+    eid_ledger_free(l);
+}
+
+static void test_bad_input(void) {
+    eid_ledger *l = NULL;
+    eid_error err = {0};
+    static const struct {
+        const char *url, *msg;
+    } urls[] = {
+        {"mysql://x", "url: unknown scheme (expected sqlite:PATH or redis://HOST:PORT/DB)"},
+        {"sqlite:", "url: sqlite: needs a path (sqlite:./eidkit.db)"},
+        {"redis://", "url: redis URL needs HOST:PORT (redis://127.0.0.1:6379/0)"},
+        {"redis://h:0/0", "url: redis port must be 1..65535"},
+        {"redis://h:99999", "url: redis port must be 1..65535"},
+        {"redis://h:6379/x", "url: redis database must be 0..1000"},
+        {"redis://h:6379/0?db=1", "url: the only redis option is ?prefix="},
+        {"redis://h h:6379", "url: redis host may hold letters, digits, '.' and '-' only"},
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        CHECK(eid_ledger_open(urls[i].url, NULL, &l, &err) == EID_E_INVALID_ARG);
+        CHECK_STR(err.message, urls[i].msg);
+        CHECK(l == NULL);
+    }
+    /* Nothing listens on port 1. */
+    CHECK(eid_ledger_open("redis://127.0.0.1:1/0", NULL, &l, &err) == EID_E_LEDGER_UNAVAILABLE);
+    CHECK(eid_ledger_open("sqlite:/nonexistent-dir/x.db", NULL, &l, &err) == EID_E_LEDGER_STORAGE);
+    eid_ledger_options bad_key = {.payload_key = key, .payload_key_len = 16};
+    CHECK(eid_ledger_open(url, &bad_key, &l, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.message, "payload_key: must be exactly 32 bytes");
+
+    l = open_ledger(url, NULL);
+    if (!l) return;
+    eid_ledger_issue in = {.token = "ok-token", .merchant_id = "m", .subject = "s"};
+    static const struct {
+        const char *token, *merchant, *subject, *extra, *msg;
+    } cases[] = {
+        {NULL, "m", "s", NULL, "token: required"},
+        {"", "m", "s", NULL, "token: must not be empty"},
+        {"tok en", "m", "s", NULL,
+         "token: byte 4 is not allowed (expected letters, digits, '.', '_' and '-')"},
+        {"t", "", "s", NULL, "merchant_id: must not be empty"},
+        {"t", "m", "a\nb", NULL, "subject: byte 2 is not allowed (expected no control characters)"},
+        {"t", "m", "s", "x\001",
+         "extra: byte 2 is not allowed (expected no control characters "
+         "except tab)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        in.token = cases[i].token;
+        in.merchant_id = cases[i].merchant;
+        in.subject = cases[i].subject;
+        in.extra = cases[i].extra;
+        CHECK(eid_ledger_issue_token(l, &in, &err) == EID_E_INVALID_ARG);
+        CHECK_STR(err.message, cases[i].msg);
+    }
+    char long_token[EID_LEDGER_TOKEN_MAX + 2];
+    memset(long_token, 'A', sizeof long_token - 1);
+    long_token[sizeof long_token - 1] = '\0';
+    in.token = long_token;
+    in.merchant_id = "m";
+    in.subject = "s";
+    in.extra = NULL;
+    CHECK(eid_ledger_issue_token(l, &in, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.message, "token: longer than 128 bytes");
+    /* No partial records from refused input. */
+    eid_ledger_record r;
+    CHECK(eid_ledger_get(l, "t", &r, &err) == EID_E_LEDGER_UNKNOWN);
+    eid_ledger_outcome o = verdict(0, 1, 2, NULL);
+    CHECK(eid_ledger_record_result(l, tok, &o, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.message, "outcome: billable and attempts must be 0 <= billable <= attempts");
+    o = verdict(0, 1, 1, "has space");
+    CHECK(eid_ledger_record_result(l, tok, &o, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "request_id");
+    CHECK(eid_ledger_record_result(l, "never-issued", &o, NULL, &err) == EID_E_INVALID_ARG);
+    o.request_id = NULL;
+    CHECK(eid_ledger_record_result(l, "never-issued", &o, NULL, &err) == EID_E_LEDGER_UNKNOWN);
+    CHECK(eid_ledger_consume(l, "never-issued", "s", NULL, &err) == EID_E_LEDGER_UNKNOWN);
+    CHECK(eid_ledger_claim(l, tok, "", NULL, &err) == EID_E_INVALID_ARG);
+    eid_ledger_free(l);
+    eid_ledger_free(NULL);
+}
+
+static void test_schema_version(void) {
+    char p2[300], u2[310];
+    snprintf(p2, sizeof p2, "%s/future.db", dir);
+    snprintf(u2, sizeof u2, "sqlite:%s", p2);
+    sqlite3 *db;
+    CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    eid_ledger *l = NULL;
+    eid_error err = {0};
+    CHECK(eid_ledger_open(u2, NULL, &l, &err) == EID_E_LEDGER_STORAGE);
+    CHECK_STR(err.message, "sqlite: schema version 99 is newer than this eidkit's (1)");
+}
+
+/* ------------------------------------------------- allocation failures */
+
+static void *t_malloc(size_t n, const char *file, int line) {
+    (void)file, (void)line;
+    if (fail_at && ++alloc_count == fail_at) return NULL;
+    return malloc(n);
+}
+static void *t_realloc(void *p, size_t n, const char *file, int line) {
+    (void)file, (void)line;
+    if (fail_at && ++alloc_count == fail_at) return NULL;
+    return realloc(p, n);
+}
+static void t_free(void *p, const char *file, int line) {
+    (void)file, (void)line;
+    free(p);
+}
+
+/* One life in a fresh in-memory database; every call either works or fails
+ * cleanly. */
+static void alloc_life(void) {
+    eid_ledger *l = open_ledger("sqlite::memory:", key);
+    if (!l) return;
+    eid_error err = {0};
+    eid_ledger_outcome o = verdict(0, 1, 1, "rid");
+    o.payload = "{}";
+    o.payload_len = 2;
+    char buf[8];
+    size_t len;
+    if (issue(l, "A1", "s") == EID_OK && eid_ledger_record_result(l, "A1", &o, NULL, &err) == 0) {
+        eid_status st = eid_ledger_payload(l, "A1", buf, sizeof buf, &len, &err);
+        CHECK(st == EID_OK || st == EID_E_NOMEM || st == EID_E_CRYPTO);
+        eid_ledger_consume(l, "A1", "s", NULL, &err);
+    }
+    eid_ledger_free(l);
+}
+
+static void test_alloc_failures(void) {
+    CHECK(CRYPTO_set_mem_functions(t_malloc, t_realloc, t_free) == 1);
+    alloc_life();
+    int clean = 0;
+    long n;
+    for (n = 1; n < 200 && !clean; n++) {
+        alloc_count = 0;
+        fail_at = n;
+        alloc_life();
+        clean = alloc_count < n;
+    }
+    fail_at = 0;
+    CHECK(clean);
+}
+
+int main(void) {
+    if (mkdtemp(dir) == NULL) return 2;
+    snprintf(path, sizeof path, "%s/ledger.db", dir);
+    snprintf(url, sizeof url, "sqlite:%s", path);
+    test_alloc_failures(); /* first: OpenSSL's allocator can only be set before use */
+    test_lifecycle();
+    test_expiry();
+    test_export();
+    test_payload();
+    test_bad_input();
+    test_schema_version();
+    char cmd[320];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    return check_report("test_ledger");
+}
