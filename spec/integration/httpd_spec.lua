@@ -1,0 +1,391 @@
+-- core.http_server (eidkit.HttpServer) on loopback, talked to with curl.
+-- Served requests go to a child process (spec/fixtures/httpd_server.lua run
+-- by the eidkit program); the object's own methods are tested in-process,
+-- stepping the server while a background curl runs.
+local core = require "eidkit.core"
+local cjson = require "cjson"
+local proc = require "support.proc"
+local client = require "fixtures.httpd_client"
+
+local bin = proc.bin()
+local quote, slurp = client.quote, client.slurp
+local FIXTURE = "spec/fixtures/httpd_server.lua"
+local DATE_PATTERN = "^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$"
+
+local function sleep(s) os.execute("sleep " .. s) end
+
+-- The fixture server as a child process: { port =, pid =, base = }.
+local function start_server(...)
+  local base = os.tmpname()
+  local words = { quote(bin), quote(FIXTURE) }
+  for _, a in ipairs { ... } do words[#words + 1] = quote(a) end
+  os.execute(("(%s >%s.out 2>%s.err & echo $! >%s.pid; wait $!; echo $? >%s.tmp; mv %s.tmp %s.rc)"
+    .. " >/dev/null 2>&1 &"):format(table.concat(words, " "), base, base, base, base, base, base))
+  for _ = 1, 250 do
+    local port = (slurp(base .. ".out") or ""):match("port (%d+)")
+    local pid = (slurp(base .. ".pid") or ""):match("%d+")
+    if port and pid then return { port = tonumber(port), pid = pid, base = base } end
+    if slurp(base .. ".rc") then break end
+    sleep(0.02)
+  end
+  error("fixture server did not start: " .. (slurp(base .. ".err") or ""))
+end
+
+-- Wait for the child to exit: its exit code, stdout, stderr.
+local function wait_server(s)
+  for _ = 1, 250 do
+    local rc = slurp(s.base .. ".rc")
+    if rc then
+      local out, err = slurp(s.base .. ".out"), slurp(s.base .. ".err")
+      for _, ext in ipairs { "", ".out", ".err", ".pid", ".rc" } do os.remove(s.base .. ext) end
+      return tonumber(rc), out, err
+    end
+    sleep(0.02)
+  end
+  error("fixture server did not exit")
+end
+
+local function url(s, path, scheme)
+  return (scheme or "http") .. "://127.0.0.1:" .. s.port .. path
+end
+
+describe("core.http_server", function()
+  describe("serving requests", function()
+    local s
+    lazy_setup(function() s = start_server() end)
+    lazy_teardown(function()
+      os.execute("kill -TERM " .. s.pid)
+      assert.equals(0, (wait_server(s)))
+    end)
+
+    it("passes method, path, query, args, headers, body and remote to the handler", function()
+      local body = os.tmpname()
+      local f = assert(io.open(body, "wb"))
+      f:write("hello\0world")
+      f:close()
+      local r = client.run { "-X", "PUT", "-H", "X-Trace: a", "-H", "X-Trace: b", "-H", "Content-Type: text/plain",
+        "--data-binary", "@" .. body, url(s, "/echo?a=1&b=x%20y&flag") }
+      os.remove(body)
+      assert.equals(0, r.code)
+      assert.equals(201, r.status)
+      assert.equals("yes", r.headers["x-echo"])
+      assert.equals("application/json", r.headers["content-type"])
+      local req = cjson.decode(r.body)
+      assert.equals("PUT", req.method)
+      assert.equals("/echo", req.path)
+      assert.equals("a=1&b=x%20y&flag", req.query)
+      assert.same({ a = "1", b = "x y", flag = "" }, req.args)
+      assert.equals("hello\0world", req.body)
+      assert.equals("a, b", req.headers["x-trace"])
+      assert.equals("text/plain", req.headers["content-type"])
+      assert.equals("127.0.0.1:" .. s.port, req.headers.host)
+      assert.matches("^127%.0%.0%.1:%d+$", req.remote)
+    end)
+
+    it("gives an empty query, args and body to a plain GET", function()
+      local req = cjson.decode(client.run { url(s, "/echo") }.body)
+      assert.same({ "GET", "", {}, "" }, { req.method, req.query, req.args, req.body })
+    end)
+
+    it("sends the handler's Date as given, else the current time", function()
+      local r = client.run { url(s, "/date") }
+      assert.same({ 200, "dated", "Tue, 01 Jan 2030 00:00:00 GMT" }, { r.status, r.body, r.headers.date })
+      r = client.run { url(s, "/nowhere") }
+      assert.equals(404, r.status)
+      assert.matches(DATE_PATTERN, r.headers.date)
+    end)
+
+    it("delays two responses at once without one waiting for the other", function()
+      local a = client.spawn { url(s, "/delay?ms=300") }
+      local b = client.spawn { url(s, "/delay?ms=300") }
+      local ok = false
+      for _ = 1, 100 do
+        if a.done() and b.done() then ok = true break end
+        sleep(0.02)
+      end
+      assert.is_true(ok)
+      for _, r in ipairs { a.result(), b.result() } do
+        assert.same({ 0, 200, "late" }, { r.code, r.status, r.body })
+        assert.is_true(r.time >= 0.29 and r.time < 0.55, "took " .. r.time)
+      end
+    end)
+
+    it("resets the connection for fault = reset (curl: 56, nothing received)", function()
+      local r = client.run { url(s, "/reset") }
+      assert.equals(56, r.code)
+      assert.equals("", r.body)
+      r = client.run { url(s, "/reset?ms=100") }
+      assert.equals(56, r.code)
+      assert.is_true(r.time >= 0.09, "took " .. r.time)
+    end)
+
+    it("sends half the announced body for fault = truncate (curl: 18)", function()
+      local r = client.run { url(s, "/truncate") }
+      assert.equals(18, r.code)
+      assert.equals(string.rep("0123456789", 50), r.body)
+    end)
+
+    it("spreads the body over slow_ms for fault = slow", function()
+      local r = client.run { url(s, "/slow?ms=400") }
+      assert.same({ 0, 200, string.rep("0123456789", 100) }, { r.code, r.status, r.body })
+      assert.is_true(r.time >= 0.39, "took " .. r.time)
+    end)
+
+    it("answers 413 to a body over max_body, announced or chunked, without the handler", function()
+      local big = string.rep("x", 1001)
+      local r = client.run { "--data-binary", big, url(s, "/echo") }
+      assert.same({ 0, 413 }, { r.code, r.status })
+      r = client.run { "-H", "Transfer-Encoding: chunked", "--data-binary", big, url(s, "/echo") }
+      assert.same({ 0, 413 }, { r.code, r.status })
+      r = client.run { "--data-binary", string.rep("x", 1000), url(s, "/echo") }
+      assert.same({ 201, 1000 }, { r.status, #cjson.decode(r.body).body })
+    end)
+
+    it("answers 500 to a handler error or a non-table return, and keeps serving", function()
+      local before = tonumber(client.run { url(s, "/errors") }.body)
+      for _, path in ipairs { "/error", "/bad" } do
+        local r = client.run { url(s, path) }
+        assert.same({ 0, 500, '{"error":"internal handler error"}' }, { r.code, r.status, r.body })
+        assert.equals("application/json", r.headers["content-type"])
+      end
+      assert.equals(before + 2, tonumber(client.run { url(s, "/errors") }.body))
+      assert.equals(200, client.run { url(s, "/date") }.status)
+    end)
+  end)
+
+  describe("with TLS", function()
+    local dir
+    lazy_setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. dir .. " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+        .. " -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout " .. dir
+        .. "/key.pem -out " .. dir .. "/cert.pem 2>/dev/null"))
+    end)
+    lazy_teardown(function() os.execute("rm -rf " .. dir) end)
+
+    it("serves HTTPS with a PEM certificate and key", function()
+      local s = start_server(dir .. "/cert.pem", dir .. "/key.pem")
+      local r = client.run { "--cacert", dir .. "/cert.pem", url(s, "/date", "https") }
+      assert.same({ 0, 200, "dated" }, { r.code, r.status, r.body })
+      r = client.run { "--cacert", dir .. "/cert.pem", url(s, "/truncate", "https") }
+      assert.equals(18, r.code)
+      assert.equals(0, client.run { "--cacert", dir .. "/cert.pem", url(s, "/stop", "https") }.code)
+      local rc, out = wait_server(s)
+      assert.same({ 0, "run returned stopped" }, { rc, out:match("run returned %a+") })
+    end)
+
+    it("refuses a bad PEM, naming the fields", function()
+      local ok, err = pcall(core.http_server, { handler = print, tls_cert = "garbage", tls_key = "garbage" })
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to '[%w.]*http_server' %(tls_cert/tls_key: .*PEM", err)
+      ok, err = pcall(core.http_server, { handler = print, tls_cert = slurp(dir .. "/cert.pem") })
+      assert.is_false(ok)
+      assert.matches("tls_key: required with the other TLS field", err, 1, true)
+    end)
+  end)
+
+  describe("run", function()
+    for _, sig in ipairs { "TERM", "INT" } do
+      it("returns 'signal' on SIG" .. sig .. ", so the program exits cleanly", function()
+        local s = start_server()
+        assert.equals(200, client.run { url(s, "/date") }.status)
+        os.execute("kill -" .. sig .. " " .. s.pid)
+        local rc, out, err = wait_server(s)
+        assert.equals(0, rc, err)
+        assert.matches("run returned signal", out)
+      end)
+    end
+
+    it("returns 'stopped' after stop() in a handler, and restores the signal handlers", function()
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write([[
+        package.path = "spec/?.lua;" .. package.path
+        local client = require "fixtures.httpd_client"
+        local srv
+        srv = require("eidkit.core").http_server { handler = function() srv:stop() return { body = "bye" } end }
+        local h = client.spawn { "http://127.0.0.1:" .. srv:port() .. "/" }
+        print(srv:run())
+        while not h.done() do srv:step(5) end
+        print(h.result().body)
+        srv:close()
+        os.execute("kill -TERM " .. io.open("/proc/self/stat"):read("n"))
+        print("not reached")
+      ]])
+      f:close()
+      local r = proc.run { bin, script }
+      os.remove(script)
+      assert.equals("stopped\nbye\n", r.stdout)
+      assert.equals(143, r.code) -- SIGTERM's default action is back
+    end)
+  end)
+
+  describe("in process", function()
+    local function server(handler, opts)
+      opts = opts or {}
+      opts.handler = handler
+      return core.http_server(opts)
+    end
+
+    it("binds an ephemeral port and reports it", function()
+      local srv = server(function() return {} end)
+      assert.is_true(math.type(srv:port()) == "integer" and srv:port() > 0)
+      assert.equals("eidkit.HttpServer (port " .. srv:port() .. ")", tostring(srv))
+      assert.is_true(srv:step(0))
+      assert.is_true(srv:step())
+      srv:close()
+    end)
+
+    it("defaults to status 200 and an empty body", function()
+      local srv = server(function() return {} end)
+      local r = client.serve_until_done(srv, { client.spawn { "http://127.0.0.1:" .. srv:port() .. "/" } })[1]
+      srv:close()
+      assert.same({ 0, 200, "", "0" }, { r.code, r.status, r.body, r.headers["content-length"] })
+      assert.matches(DATE_PATTERN, r.headers.date)
+    end)
+
+    it("counts requests and suspended connections in stats()", function()
+      local srv, seen
+      srv = server(function(req)
+        if req.path == "/stats" then seen = srv:stats() end
+        return { delay_ms = req.path == "/slow" and 200 or nil }
+      end)
+      local base = "http://127.0.0.1:" .. srv:port()
+      local slow = client.spawn { base .. "/slow" }
+      local limit = os.time() + 5
+      while srv:stats().suspended == 0 and os.time() <= limit do srv:step(5) end
+      local rs = client.serve_until_done(srv, { client.spawn { base .. "/stats" }, slow })
+      assert.same({ 200, 200 }, { rs[1].status, rs[2].status })
+      assert.same({ connections = 2, suspended = 1, requests = 2 }, seen)
+      local after = srv:stats()
+      assert.same({ 0, 2 }, { after.suspended, after.requests })
+      srv:close()
+    end)
+
+    it("reports a handler error with its traceback to on_error", function()
+      local msgs = {}
+      local srv = server(function(req)
+        if req.path == "/status" then return { status = 99 } end
+        if req.path == "/fault" then return { fault = "explode" } end
+        if req.path == "/header" then return { headers = { ["X-Bad"] = {} } } end
+        if req.path == "/close" then req.srv:close() end
+        local function deep() error("deep trouble") end
+        deep()
+      end, { on_error = function(m) msgs[#msgs + 1] = m end })
+      local base = "http://127.0.0.1:" .. srv:port()
+      local rs = client.serve_until_done(srv, { client.spawn { base .. "/" } })
+      assert.equals(500, rs[1].status)
+      assert.matches("deep trouble", msgs[1])
+      assert.matches("stack traceback:.*in %a+ 'deep'", msgs[1])
+      for i, case in ipairs {
+        { "/status", "response.status: expected an integer 200..599, got 99" },
+        { "/fault", 'response.fault: expected "reset", "truncate" or "slow", got explode' },
+        { "/header", 'response.headers["X-Bad"]: expected string, got table' },
+      } do
+        rs = client.serve_until_done(srv, { client.spawn { base .. case[1] } })
+        assert.equals(500, rs[1].status)
+        assert.truthy(msgs[i + 1]:find(case[2], 1, true), msgs[i + 1])
+      end
+      srv:close()
+    end)
+
+    it("refuses close, run and step from inside the handler", function()
+      local msgs, srv = {}, nil
+      srv = server(function(req)
+        if req.path == "/close" then srv:close() end
+        if req.path == "/run" then srv:run() end
+        srv:step(0)
+      end, { on_error = function(m) msgs[#msgs + 1] = m end })
+      local base = "http://127.0.0.1:" .. srv:port()
+      local rs = client.serve_until_done(srv, {
+        client.spawn { base .. "/close" }, client.spawn { base .. "/run" }, client.spawn { base .. "/step" } })
+      for _, r in ipairs(rs) do assert.equals(500, r.status) end
+      table.sort(msgs)
+      assert.matches("eidkit.HttpServer:close called from inside its handler", msgs[1])
+      assert.matches("eidkit.HttpServer:run called from inside its handler", msgs[2])
+      assert.matches("eidkit.HttpServer:step called from inside its handler", msgs[3])
+      srv:close()
+    end)
+
+    it("writes handler errors to stderr without on_error", function()
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write([[
+        package.path = "spec/?.lua;" .. package.path
+        local client = require "fixtures.httpd_client"
+        local srv = require("eidkit.core").http_server { handler = function() error("oops") end }
+        local r = client.serve_until_done(srv, { client.spawn { "http://127.0.0.1:" .. srv:port() .. "/" } })
+        print(r[1].status)
+      ]])
+      f:close()
+      local r = proc.run { bin, script }
+      os.remove(script)
+      assert.equals("500\n", r.stdout)
+      assert.matches("^eidkit.HttpServer: handler error: .*oops\nstack traceback:", r.stderr)
+    end)
+
+    it("closes idempotently, by close(), <close> and __gc, and answers nothing after", function()
+      local srv = server(function() return { delay_ms = 5000 } end)
+      local h = client.spawn { "http://127.0.0.1:" .. srv:port() .. "/" }
+      local limit = os.time() + 5
+      while srv:stats().suspended == 0 and os.time() <= limit do srv:step(5) end
+      srv:close() -- with a suspended connection
+      srv:close()
+      for _ = 1, 100 do
+        if h.done() then break end
+        sleep(0.02)
+      end
+      assert.equals(52, h.result().code) -- closed without a response
+      assert.equals("eidkit.HttpServer (closed)", tostring(srv))
+      for _, m in ipairs { "port", "run", "step", "stop", "stats" } do
+        assert.has_error(function() srv[m](srv) end, "attempt to use a closed eidkit.HttpServer")
+      end
+      local port
+      do
+        local s2 <close> = server(function() return {} end)
+        port = s2:port()
+      end
+      server(function() return {} end, { port = port }) -- the port is free again; left to __gc
+      collectgarbage()
+      collectgarbage()
+      server(function() return {} end, { port = port }):close()
+    end)
+
+    it("raises on bad options, naming the field", function()
+      local taken = server(function() return {} end)
+      local h = function() return {} end
+      for _, case in ipairs {
+        { nil, "bad argument #1 to '[%w.]*http_server' %(table expected, got nil%)" },
+        { {}, "(handler: required (a function))" },
+        { { handler = 1 }, "(handler: expected function)" },
+        { { handler = h, port = "80" }, "(port: expected an integer 0..65535, got 80)" },
+        { { handler = h, port = 65536 }, "(port: expected an integer 0..65535, got 65536)" },
+        { { handler = h, port = 1.5 }, "(port: expected an integer 0..65535, got 1.5)" },
+        { { handler = h, host = "localhost" }, "(host: expected an IPv4 or IPv6 address literal)" },
+        { { handler = h, host = 1 }, "(host: expected string, got number)" },
+        { { handler = h, max_body = -1 }, "(max_body: expected an integer 0..1099511627776, got -1)" },
+        { { handler = h, max_connections = 0 }, "(max_connections: expected an integer 1..1000000, got 0)" },
+        { { handler = h, connection_timeout = "60" }, "(connection_timeout: expected an integer 0..86400, got 60)" },
+        { { handler = h, on_error = "log" }, "(on_error: expected function)" },
+        { { handler = h, tls_cert = "x" }, "(tls_key: required with the other TLS field)" },
+        { { handler = h, tls_key = "x" }, "(tls_cert: required with the other TLS field)" },
+        { { handler = h, prot = 8080 }, "(unknown option 'prot')" },
+        { { handler = h, port = taken:port() }, "bad argument #1 to '[%w.]*http_server' %(port: address already in use%)" },
+      } do
+        local ok, err = pcall(core.http_server, case[1])
+        assert.is_false(ok)
+        if case[2]:sub(1, 1) == "(" then
+          assert.truthy(err:find("http_server' " .. case[2], 1, true), err)
+        else
+          assert.matches(case[2], err)
+        end
+      end
+      taken:close()
+      local srv = server(h)
+      assert.has_error(function() srv:step(-1) end)
+      assert.has_error(function() srv.port(io.stdout) end)
+      srv:close()
+    end)
+  end)
+end)
