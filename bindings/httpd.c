@@ -494,7 +494,15 @@ static void read_response(lua_State *L, int t, req *r) {
                            lua_tostring(L, -2), lua_typename(L, vt));
             const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
             if (strcasecmp(k, MHD_HTTP_HEADER_DATE) == 0) has_date = 1;
-            if (MHD_add_response_header(r->resp, k, v) != MHD_YES)
+            if (strcasecmp(k, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+                /* The server always sends #body; a copy of it is harmless. */
+                char *end;
+                errno = 0;
+                unsigned long long cl = strtoull(v, &end, 10);
+                if (errno || end == v || *end || cl != (unsigned long long)len)
+                    luaL_error(L, "response.headers[\"%s\"]: %s differs from #body (%d)", k, v,
+                               (int)len);
+            } else if (MHD_add_response_header(r->resp, k, v) != MHD_YES)
                 luaL_error(L,
                            "response.headers[\"%s\"]: refused (invalid characters, or a header "
                            "the server sets itself)",

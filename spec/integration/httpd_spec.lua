@@ -269,7 +269,8 @@ describe("core.http_server", function()
         if req.path == "/status" then return { status = 99 } end
         if req.path == "/fault" then return { fault = "explode" } end
         if req.path == "/header" then return { headers = { ["X-Bad"] = {} } } end
-        if req.path == "/close" then req.srv:close() end
+        if req.path == "/length" then return { body = "abc", headers = { ["Content-Length"] = "4" } } end
+        if req.path == "/length3" then return { body = "abc", headers = { ["content-length"] = "3" } } end
         local function deep() error("deep trouble") end
         deep()
       end, { on_error = function(m) msgs[#msgs + 1] = m end })
@@ -282,11 +283,14 @@ describe("core.http_server", function()
         { "/status", "response.status: expected an integer 200..599, got 99" },
         { "/fault", 'response.fault: expected "reset", "truncate" or "slow", got explode' },
         { "/header", 'response.headers["X-Bad"]: expected string, got table' },
+        { "/length", 'response.headers["Content-Length"]: 4 differs from #body (3)' },
       } do
         rs = client.serve_until_done(srv, { client.spawn { base .. case[1] } })
         assert.equals(500, rs[1].status)
         assert.truthy(msgs[i + 1]:find(case[2], 1, true), msgs[i + 1])
       end
+      rs = client.serve_until_done(srv, { client.spawn { base .. "/length3" } })
+      assert.same({ 200, "abc", "3" }, { rs[1].status, rs[1].body, rs[1].headers["content-length"] })
       srv:close()
     end)
 
