@@ -25,5 +25,6 @@ int eidkit_push_fail(lua_State *L, const char *code, const char *message);
  * module table at the top of the stack. */
 void eidkit_open_signer(lua_State *L);
 void eidkit_open_httpd(lua_State *L);
+void eidkit_open_ledger(lua_State *L); /* eidkit.Ledger, core.ledger_open */
 
 #endif

@@ -124,5 +124,6 @@ int luaopen_eidkit_core(lua_State *L) {
     lua_setfield(L, -2, "error_mt");
     eidkit_open_signer(L);
     eidkit_open_httpd(L);
+    eidkit_open_ledger(L);
     return 1;
 }

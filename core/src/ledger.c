@@ -223,6 +223,11 @@ bool eid__ledger_is_due(const eid_ledger_record *r, int64_t now) {
     }
 }
 
+bool eid__ledger_is_open(const eid_ledger_record *r, int64_t now) {
+    return r->state == EID_LEDGER_ISSUED || r->state == EID_LEDGER_EXPIRED ||
+           eid__ledger_is_due(r, now);
+}
+
 /* ------------------------------------------------------------- sealing */
 
 static eid_status seal(const eid_ledger *l, const char *token, const void *data, size_t len,

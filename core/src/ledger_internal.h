@@ -65,6 +65,9 @@ eid_status eid__ledger_check_claim(const eid_ledger_record *r, const char *subje
                                    eid_error *err);
 /* Must r's result still be pulled at now? */
 bool eid__ledger_is_due(const eid_ledger_record *r, int64_t now);
+/* May r still change without a pull (due, or issued/expired and so waiting
+ * to expire or be abandoned)? The Redis due index keeps exactly these. */
+bool eid__ledger_is_open(const eid_ledger_record *r, int64_t now);
 /* Constant-time equality of two NUL-terminated strings (length leaks). */
 bool eid__ledger_same(const char *a, const char *b);
 

@@ -7,8 +7,9 @@
  * NOSCRIPT (after a restart or SCRIPT FLUSH).
  *
  * Two sorted sets, scored by created_at, index the tokens: "<prefix>due"
- * (may still need a pull) and "<prefix>created" (for export and stats). They
- * are updated by separate commands, so they may hold stale members; readers
+ * holds the open ones (they may still need a pull, expire or be abandoned)
+ * and "<prefix>created" all of them (for export and stats). They are
+ * updated by separate commands, so they may hold stale members; readers
  * check each record and drop what no longer belongs. A token is added to the
  * indexes before its hash is written, so an index is never missing a token.
  */
@@ -455,7 +456,7 @@ static eid_status r_record(void *p, const char *token, const eid_ledger_outcome 
     eid_status st = run_script(b, SC_RECORD, key, blob ? 8 : 7, args, lens, &r, err);
     if (st) return st;
     st = script_answer(r, out, err);
-    if (st == EID_OK && !eid__ledger_is_due(out, now)) zrem(b, b->due_key, token);
+    if (st == EID_OK && !eid__ledger_is_open(out, now)) zrem(b, b->due_key, token);
     return st;
 }
 
@@ -571,7 +572,7 @@ static int due_visit(redis_be *b, eid_ledger_record *rec, const char *token, int
     list_ctx *c = p;
     /* A member with no hash yet may be an issue in flight: keep it a while. */
     if (rec == NULL) return score < c->now - 60 ? V_DROP : V_NEXT;
-    if (!eid__ledger_is_due(rec, c->now)) return V_DROP;
+    if (!eid__ledger_is_due(rec, c->now)) return eid__ledger_is_open(rec, c->now) ? V_NEXT : V_DROP;
     c->out[c->n++] = *rec;
     return c->n < c->cap ? V_NEXT : V_STOP;
 }
@@ -651,7 +652,7 @@ static int expire_visit(redis_be *b, eid_ledger_record *rec, const char *token, 
         }
         freeReplyObject(r);
     }
-    return eid__ledger_is_due(rec, c->now) ? V_NEXT : V_DROP;
+    return eid__ledger_is_open(rec, c->now) ? V_NEXT : V_DROP;
 }
 
 static eid_status r_expire(void *p, int64_t now, uint64_t *expired, uint64_t *abandoned,

@@ -1,4 +1,5 @@
 -- eidkit ledger, Redis backend: consume a token exactly once (atomic).
+-- luacheck: std lua51, read globals redis KEYS ARGV
 -- The rules are those of eid__ledger_check_consume in core/src/ledger.c.
 -- KEYS[1]  the token's hash
 -- ARGV     now, subject, nonce

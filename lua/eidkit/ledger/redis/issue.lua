@@ -1,4 +1,5 @@
 -- eidkit ledger, Redis backend: issue a token (atomic; one hash slot).
+-- luacheck: std lua51, read globals redis KEYS ARGV
 -- Used by libeidkit (EVALSHA) and usable as is from OpenResty.
 -- KEYS[1]  the token's hash, "<prefix>{<EidToken>}"
 -- ARGV     token, merchant_id, subject, extra, created_at, expires_at,

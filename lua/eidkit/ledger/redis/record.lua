@@ -1,4 +1,5 @@
 -- eidkit ledger, Redis backend: apply one GetEidResult outcome (atomic).
+-- luacheck: std lua51, read globals redis KEYS ARGV
 -- The rules are those of eid__ledger_apply in core/src/ledger.c:
 -- idempotent, attempts and billable only grow, passed is final, a failed
 -- verdict yields only to a response that saw at least as many attempts.

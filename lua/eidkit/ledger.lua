@@ -1,0 +1,126 @@
+-- eidkit.ledger: the EidToken ledger (issue -> result -> consume), on SQLite
+-- or Redis. The transitions are C (libeidkit); this file opens ledgers,
+-- reads the payload key from config or the environment, and adds the sweep.
+--
+--   local ledger = require("eidkit.ledger").open("sqlite:./eidkit.db")
+--   assert(ledger:issue{ EidToken = tok, MerchantId = mid, subject = "user-42" })
+--   local rec, err = ledger:claim(tok, "user-42")
+--   local rec, err = ledger:record_result(tok, response)  -- GetEidResult's Response
+--   local rec, err = ledger:consume(tok, "user-42")       -- once; then err.code == "consumed"
+--   local list = ledger:due(100)
+local core = require "eidkit.core"
+
+local type, pcall, tostring, getenv = type, pcall, tostring, os.getenv
+local format, char, tonumber = string.format, string.char, tonumber
+
+local _M = {}
+
+-- The environment variable read for the payload key when opts.keep_payloads
+-- is set and no key is given: 64 hex digits (32 bytes).
+_M.PAYLOAD_KEY_ENV = "EIDKIT_LEDGER_KEY"
+
+local methods = core.ledger_methods
+
+local function from_hex(s)
+  if type(s) ~= "string" or #s ~= 64 or s:find("[^%x]") then return nil end
+  return (s:gsub("%x%x", function(h) return char(tonumber(h, 16)) end))
+end
+
+-- open(url [, opts]) -> ledger | nil, err
+-- opts: token_ttl (s, default 7200), result_window (s, default 3 days),
+-- retention (Redis: s kept after the window, default 7 days), timeout_ms,
+-- clock (function returning Unix seconds), keep_payloads (store each
+-- response encrypted), payload_key (32 bytes) or payload_key_hex (64 hex
+-- digits); with keep_payloads and neither, $EIDKIT_LEDGER_KEY (hex).
+function _M.open(url, opts)
+  if type(url) ~= "string" then error("bad argument #1 to 'open' (url: expected string)", 2) end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'open' (expected table of options)", 2)
+  end
+  opts = opts or {}
+  local key = opts.payload_key
+  if opts.payload_key_hex ~= nil then
+    key = from_hex(opts.payload_key_hex)
+    if not key then error("bad argument #2 to 'open' (payload_key_hex: expected 64 hex digits)", 2) end
+  end
+  if opts.keep_payloads and not key then
+    local env = getenv(_M.PAYLOAD_KEY_ENV)
+    if not env or env == "" then
+      error(format("bad argument #2 to 'open' (keep_payloads: no payload key; set %s to 64 hex digits)",
+        _M.PAYLOAD_KEY_ENV), 2)
+    end
+    key = from_hex(env)
+    if not key then error(format("bad argument #2 to 'open' (%s: expected 64 hex digits)", _M.PAYLOAD_KEY_ENV), 2) end
+  end
+  return core.ledger_open(url, {
+    token_ttl = opts.token_ttl, result_window = opts.result_window, retention = opts.retention,
+    timeout_ms = opts.timeout_ms, clock = opts.clock, payload_key = key,
+  })
+end
+
+-- ledger:sweep(pull [, opts]) -> report | nil, err
+-- Moves tokens past their TTL or result window to expired/abandoned, then
+-- pulls the result of every due token, oldest first: pull(EidToken, record)
+-- must return GetEidResult's Response table, or nil, err. opts.limit caps the
+-- tokens pulled (default 100); opts.payload (function(response) -> string)
+-- stores an encrypted copy of each response (needs a payload key).
+-- report = {expired, abandoned, due, recorded, failed, failures = {{EidToken, message}}}
+function methods.sweep(self, pull, opts)
+  if type(pull) ~= "function" then
+    error("bad argument #1 to 'sweep' (pull: expected function(EidToken, record))", 2)
+  end
+  opts = opts or {}
+  local ex, err = self:expire()
+  if not ex then return nil, err end
+  local due
+  due, err = self:due(opts.limit or 100)
+  if not due then return nil, err end
+  local report = { expired = ex.expired, abandoned = ex.abandoned, due = #due,
+    recorded = 0, failed = 0, failures = {} }
+  local function failed(tok, msg)
+    report.failed = report.failed + 1
+    report.failures[#report.failures + 1] = { EidToken = tok, message = msg }
+  end
+  for _, rec in ipairs(due) do
+    local tok = rec.EidToken
+    local ok, resp, perr = pcall(pull, tok, rec)
+    if not ok then
+      failed(tok, "pull raised: " .. tostring(resp))
+    elseif resp == nil then
+      failed(tok, "pull failed: " .. tostring(perr))
+    else
+      local payload = opts.payload and opts.payload(resp) or nil
+      local rok, updated, rerr = pcall(self.record_result, self, tok, resp, payload)
+      if not rok then
+        failed(tok, "bad response: " .. tostring(updated))
+      elseif not updated then
+        if rerr.code == "unavailable" then return nil, rerr end
+        failed(tok, tostring(rerr))
+      else
+        report.recorded = report.recorded + 1
+      end
+    end
+  end
+  return report
+end
+
+-- The UTC day [from, to) of "YYYY-MM-DD", for export{from, to}.
+function _M.day_range(date)
+  local y, m, d = tostring(date):match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
+  if not y then return nil, "expected a date YYYY-MM-DD" end
+  y, m, d = tonumber(y), tonumber(m), tonumber(d)
+  if m < 1 or m > 12 or d < 1 or d > 31 then return nil, "expected a date YYYY-MM-DD" end
+  -- Days from civil (Howard Hinnant's algorithm), independent of TZ.
+  local yy = m <= 2 and y - 1 or y
+  local era = yy // 400
+  local yoe = yy - era * 400
+  local mp = (m + 9) % 12
+  local doy = (153 * mp + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  local days = era * 146097 + doe - 719468
+  local from = days * 86400
+  if core.utc_date(from) ~= date then return nil, "no such date" end
+  return from, from + 86400
+end
+
+return _M

@@ -1,0 +1,395 @@
+-- One conformance spec for every ledger backend: SQLite on a temporary file
+-- and Redis on a redis-server this spec starts on a free loopback port. Both
+-- must give the same answers to the same calls; the clock is frozen.
+local ledger_mod = require "eidkit.ledger"
+local redis = require "support.redis"
+
+local T0 = 1735660800
+local TOK = "CE661F1A-0F1E-45BD-BE13-34C05CEA7681"
+local KEY = ("k"):rep(32)
+
+local function response(code, details, rid)
+  local text = { ErrCode = code, ErrMsg = "described only", Name = "a name", IdCard = "an id",
+    LivenessDetail = details }
+  return { Text = text, RequestId = rid or "req-" .. tostring(code) }
+end
+
+local function attempt(charged) return { Seq = "1", IsNeedCharge = charged, Errcode = 0 } end
+
+local tmpdir = os.tmpname()
+os.remove(tmpdir)
+assert(os.execute("mkdir -p " .. tmpdir))
+local srv = redis.available and redis.start() or nil
+local serial = 0
+
+local backends = {
+  sqlite = function()
+    serial = serial + 1
+    return ("sqlite:%s/ledger-%d.db"):format(tmpdir, serial)
+  end,
+}
+if srv then
+  backends.redis = function()
+    serial = serial + 1
+    return srv:url(0, ("t%d-%d:"):format(os.time(), serial))
+  end
+end
+
+teardown(function()
+  if srv then srv:destroy() end
+  os.execute("rm -rf " .. tmpdir)
+end)
+
+for name, new_url in pairs(backends) do
+  describe("ledger on " .. name, function()
+    local now, ledger
+
+    local function open(opts)
+      opts = opts or {}
+      opts.clock = function() return now end
+      opts.token_ttl = opts.token_ttl or 600
+      return assert(ledger_mod.open(new_url(), opts))
+    end
+
+    before_each(function()
+      now = T0
+      ledger = open()
+    end)
+    after_each(function() ledger:close() end)
+
+    local function issue(tok, subject)
+      return ledger:issue { EidToken = tok or TOK, MerchantId = "0NSJ2023", subject = subject or "user-42",
+        Extra = "order-9" }
+    end
+
+    local function code_of(...)
+      local v, err = ...
+      assert.is_nil(v)
+      return err.code
+    end
+
+    it("reports its backend", function()
+      assert.equals(name, ledger:backend())
+      assert.matches("^eidkit%.Ledger %(" .. name, tostring(ledger))
+    end)
+
+    describe("issue", function()
+      it("stores a token once", function()
+        assert.is_true(issue())
+        local v, err = issue(TOK, "user-43")
+        assert.is_nil(v)
+        assert.equals("exists", err.code)
+        assert.equals("exists: token: already issued", tostring(err))
+        assert.equals("user-42", ledger:get(TOK).subject)
+      end)
+
+      it("raises on misuse naming the field", function()
+        local cases = {
+          { {}, "EidToken: required" },
+          { { EidToken = "a b", MerchantId = "m", subject = "s" },
+            "EidToken: byte 2 is not allowed (expected letters, digits, '.', '_' and '-')" },
+          { { EidToken = "t", subject = "s" }, "MerchantId: required" },
+          { { EidToken = "t", MerchantId = "m" }, "subject: required" },
+          { { EidToken = "t", MerchantId = "m", subject = "s", Extra = 5 }, "Extra: expected string, got number" },
+          { { EidToken = "t", MerchantId = "m", subject = "s", Subject = "x" }, "unknown field 'Subject'" },
+          { { EidToken = "t", MerchantId = "m", subject = "s", created_at = "1" },
+            "created_at: expected non-negative integer Unix seconds" },
+        }
+        for _, c in ipairs(cases) do
+          local ok, err = pcall(function() return ledger:issue(c[1]) end)
+          assert.is_false(ok)
+          assert.equals("bad argument #1 to 'issue' (" .. c[2] .. ")", err:match("bad argument.*$"))
+        end
+        assert.same({ nil, "unknown_token" }, { nil, code_of(ledger:get("t")) })
+      end)
+    end)
+
+    describe("claim", function()
+      it("returns the stored record, with no names or ID numbers", function()
+        issue()
+        local rec = assert(ledger:claim(TOK, "user-42"))
+        assert.same({
+          EidToken = TOK, MerchantId = "0NSJ2023", subject = "user-42", Extra = "order-9",
+          state = "issued", created_at = T0, expires_at = T0 + 600, result_deadline = T0 + 3 * 86400,
+          pulls = 0, attempts = 0, billable = 0, has_payload = false, request_ids = {},
+        }, rec)
+      end)
+
+      it("refuses unknown, foreign, expired and consumed tokens", function()
+        issue()
+        assert.equals("unknown_token", code_of(ledger:claim("OTHER", "user-42")))
+        assert.equals("unknown_token", code_of(ledger:claim("not a token", "user-42")))
+        local _, err = ledger:claim(TOK, "user-4")
+        assert.equals("wrong_subject", err.code)
+        assert.equals("subject: the token is bound to another subject", err.message)
+        assert.is_false(err.retryable)
+        now = T0 + 600
+        assert.equals("expired", code_of(ledger:claim(TOK, "user-42")))
+        now = T0 + 10
+        assert(ledger:record_result(TOK, response(0, { attempt(true) })))
+        assert(ledger:consume(TOK, "user-42"))
+        assert.equals("consumed", code_of(ledger:claim(TOK, "user-42")))
+      end)
+    end)
+
+    describe("record_result", function()
+      it("treats a missing Text or ErrCode as pending", function()
+        issue()
+        now = T0 + 5
+        local rec = assert(ledger:record_result(TOK, { RequestId = "r1" }))
+        assert.equals("issued", rec.state)
+        assert.equals(1, rec.pulls)
+        assert.equals(T0 + 5, rec.last_pull_at)
+        assert(ledger:record_result(TOK, { Response = { Text = { ErrMsg = "x" }, RequestId = "r2" } }))
+        rec = assert(ledger:record_result(TOK, response(17, nil, "r3")))
+        assert.equals("issued", rec.state)
+        assert.is_nil(rec.ErrCode)
+        assert.same({ "r1", "r2", "r3" }, rec.request_ids)
+      end)
+
+      it("extracts the verdict, attempts and billable count", function()
+        issue()
+        now = T0 + 60
+        local rec = assert(ledger:record_result(TOK,
+          response(2016, { attempt(true), attempt(false), attempt(true) })))
+        assert.equals("failed", rec.state)
+        assert.equals(2016, rec.ErrCode)
+        assert.equals(3, rec.attempts)
+        assert.equals(2, rec.billable)
+        assert.equals(T0 + 60, rec.finished_at)
+      end)
+
+      it("is idempotent and never erases a final verdict", function()
+        issue()
+        local first = response(1003, { attempt(false) }, "r1")
+        local pass = response(0, { attempt(false), attempt(true) }, "r2")
+        assert.equals("failed", ledger:record_result(TOK, first).state)
+        -- the user retried on the same token and passed
+        local rec = assert(ledger:record_result(TOK, pass))
+        assert.equals("passed", rec.state)
+        -- a slow callback delivering the first response changes nothing
+        rec = assert(ledger:record_result(TOK, first))
+        assert.equals("passed", rec.state)
+        assert.equals(0, rec.ErrCode)
+        rec = assert(ledger:record_result(TOK, pass))
+        assert.equals("passed", rec.state)
+        assert.equals(2, rec.attempts)
+        assert.equals(1, rec.billable)
+        assert.equals(4, rec.pulls)
+        assert.same({ "r1", "r2" }, rec.request_ids)
+        -- later facts only add billing
+        rec = assert(ledger:record_result(TOK, response(2006, { attempt(false), attempt(true), attempt(true) })))
+        assert.equals("passed", rec.state)
+        assert.equals(2, rec.billable)
+      end)
+
+      it("expires on ErrCode 15 or BizTokenExpired", function()
+        issue("T1")
+        issue("T2")
+        assert.equals("expired", ledger:record_result("T1", response(15)).state)
+        local rec = assert(ledger:record_result("T2",
+          { Error = { Code = "InvalidParameterValue.BizTokenExpired", Message = "x" }, RequestId = "r" }))
+        assert.equals("expired", rec.state)
+        assert.same({}, ledger:due(10))
+      end)
+
+      it("accepts JSON nulls as absent", function()
+        local ok, cjson = pcall(require, "cjson")
+        if not ok then return end
+        issue()
+        local rec = assert(ledger:record_result(TOK, cjson.decode(
+          '{"Response":{"Text":{"ErrCode":null,"LivenessDetail":null},"RequestId":"r"}}')))
+        assert.equals("issued", rec.state)
+        rec = assert(ledger:record_result(TOK, cjson.decode(
+          '{"Response":{"Text":{"ErrCode":0,"LivenessDetail":[{"IsNeedCharge":true}]},"RequestId":"r2"}}')))
+        assert.equals("passed", rec.state)
+        assert.equals(1, rec.billable)
+      end)
+
+      it("refuses unknown tokens and raises on malformed responses", function()
+        assert.equals("unknown_token", code_of(ledger:record_result(TOK, response(0))))
+        issue()
+        local cases = {
+          { { Text = { ErrCode = "0" } }, "Text.ErrCode: expected integer" },
+          { { Text = "x" }, "Text: expected table" },
+          { { Text = { ErrCode = 0, LivenessDetail = { 1 } } }, "Text.LivenessDetail: expected a list of objects" },
+          { { Error = { Code = "InternalError" } }, "Error: a failed GetEidResult call carries no result" },
+          { { RequestId = 5 }, "RequestId: expected string, got number" },
+        }
+        for _, c in ipairs(cases) do
+          local ok, err = pcall(function() return ledger:record_result(TOK, c[1]) end)
+          assert.is_false(ok)
+          assert.equals("bad argument #2 to 'record_result' (" .. c[2] .. ")", err:match("bad argument.*$"))
+        end
+        assert.equals("issued", ledger:get(TOK).state)
+        assert.equals(0, ledger:get(TOK).pulls)
+      end)
+    end)
+
+    describe("consume", function()
+      it("succeeds exactly once", function()
+        issue()
+        assert.equals("pending", code_of(ledger:consume(TOK, "user-42")))
+        assert(ledger:record_result(TOK, response(0, { attempt(true) })))
+        assert.equals("wrong_subject", code_of(ledger:consume(TOK, "user-43")))
+        now = T0 + 99
+        local rec = assert(ledger:consume(TOK, "user-42"))
+        assert.equals("consumed", rec.state)
+        assert.equals(T0 + 99, rec.consumed_at)
+        local v, err = ledger:consume(TOK, "user-42")
+        assert.is_nil(v)
+        assert.equals("consumed", err.code)
+        assert.equals("token: already consumed", err.message)
+      end)
+
+      it("consumes a failed verdict too, and refuses expired tokens", function()
+        issue("F1")
+        issue("E1")
+        assert(ledger:record_result("F1", response(2006, { attempt(true) })))
+        assert.equals("consumed", ledger:consume("F1", "user-42").state)
+        now = T0 + 600
+        assert.equals("expired", code_of(ledger:consume("E1", "user-42")))
+        assert.equals("unknown_token", code_of(ledger:consume("nope", "user-42")))
+      end)
+    end)
+
+    describe("due", function()
+      it("lists tokens to pull, oldest first", function()
+        for i = 1, 5 do
+          now = T0 + i
+          issue("D" .. i)
+        end
+        assert(ledger:record_result("D2", response(0, { attempt(true) })))
+        assert(ledger:record_result("D4", response(1001, { attempt(false) })))
+        local list = ledger:due(10)
+        local toks = {}
+        for i, r in ipairs(list) do toks[i] = r.EidToken end
+        assert.same({ "D1", "D3", "D4", "D5" }, toks)
+        assert.equals(2, #ledger:due(2))
+        -- a failed verdict is final once the TTL is over
+        now = T0 + 4 + 600
+        toks = {}
+        for i, r in ipairs(ledger:due(10)) do toks[i] = r.EidToken end
+        assert.same({ "D1", "D3", "D5" }, toks)
+      end)
+    end)
+
+    describe("expire", function()
+      it("expires after the TTL, gives one last pull, abandons after the window", function()
+        issue("X1")
+        now = T0 + 1
+        issue("X2")
+        now = T0 + 600
+        assert.same({ expired = 1, abandoned = 0 }, ledger:expire())
+        assert.equals("expired", ledger:get("X1").state)
+        assert.equals(2, #ledger:due(10))
+        assert(ledger:record_result("X1", {}))
+        assert.equals(1, #ledger:due(10))
+        now = T0 + 3 * 86400 + 1
+        assert.same({ expired = 0, abandoned = 2 }, ledger:expire())
+        assert.same({}, ledger:due(10))
+        -- a late verdict still lands (reconciliation needs it)
+        assert.equals("passed", ledger:record_result("X2", response(0, { attempt(true) })).state)
+      end)
+    end)
+
+    describe("stats and export", function()
+      it("count states and billable attempts; export a day", function()
+        for i = 1, 4 do
+          now = T0 + i * 3600
+          issue("S" .. i)
+        end
+        assert(ledger:record_result("S1", response(0, { attempt(true) })))
+        assert(ledger:record_result("S2", response(2006, { attempt(true), attempt(true) })))
+        assert(ledger:consume("S1", "user-42"))
+        local s = ledger:stats()
+        -- S2's failure is final (TTL over): due are S3 and S4
+        assert.same({ issued = 2, passed = 0, failed = 1, consumed = 1, expired = 0, abandoned = 0,
+          total = 4, billable = 3, due = 2 }, s)
+        local rows = ledger:export { from = T0 + 3600, to = T0 + 3 * 3600 }
+        assert.equals(2, #rows)
+        assert.equals("S1", rows[1].EidToken)
+        assert.equals("S2", rows[2].EidToken)
+        assert.equals(2006, rows[2].ErrCode)
+        assert.equals(4, #ledger:export { from = 0 })
+      end)
+    end)
+
+    describe("payloads", function()
+      it("are stored only encrypted, and read back with the key", function()
+        local l2 = open { payload_key = KEY }
+        assert(l2:issue { EidToken = "P1", MerchantId = "m", subject = "s" })
+        local body = '{"Text":{"ErrCode":0,"Name":"a name"}}'
+        local rec = assert(l2:record_result("P1", response(0), body))
+        assert.is_true(rec.has_payload)
+        assert.equals(body, l2:payload("P1"))
+        assert(l2:issue { EidToken = "P2", MerchantId = "m", subject = "s" })
+        assert.equals("pending", code_of(l2:payload("P2")))
+        assert.equals("unknown_token", code_of(l2:payload("P3")))
+        l2:close()
+        local ok, err = pcall(ledger.record_result, ledger, TOK, response(0), "x")
+        assert.is_false(ok)
+        assert.matches("payload: no payload key configured", err)
+      end)
+    end)
+
+    describe("sweep", function()
+      it("pulls every due token through the injected puller", function()
+        issue("W1")
+        issue("W2")
+        issue("W3")
+        local pulled = {}
+        local report = assert(ledger:sweep(function(tok)
+          pulled[#pulled + 1] = tok
+          if tok == "W1" then return response(0, { attempt(true) }) end
+          if tok == "W2" then return nil, "timeout" end
+          error("boom")
+        end))
+        assert.same({ "W1", "W2", "W3" }, pulled)
+        assert.equals(3, report.due)
+        assert.equals(1, report.recorded)
+        assert.equals(2, report.failed)
+        assert.same({ EidToken = "W2", message = "pull failed: timeout" }, report.failures[1])
+        assert.equals("passed", ledger:get("W1").state)
+      end)
+    end)
+  end)
+end
+
+describe("eidkit.ledger.open", function()
+  it("refuses malformed URLs naming what is wrong", function()
+    local ok, err = pcall(ledger_mod.open, "mysql://x")
+    assert.is_false(ok)
+    assert.matches("url: unknown scheme %(expected sqlite:PATH or redis://HOST:PORT/DB%)", err)
+    ok, err = pcall(ledger_mod.open, "redis://h:70000/0")
+    assert.is_false(ok)
+    assert.matches("url: redis port must be 1..65535", err)
+  end)
+
+  it("returns unavailable when Redis cannot be reached", function()
+    local v, err = ledger_mod.open("redis://127.0.0.1:1/0", { timeout_ms = 500 })
+    assert.is_nil(v)
+    assert.equals("unavailable", err.code)
+    assert.is_true(err.retryable)
+  end)
+
+  it("reads the payload key from the environment only when asked", function()
+    local ok, err = pcall(ledger_mod.open, "sqlite::memory:", { keep_payloads = true })
+    if os.getenv(ledger_mod.PAYLOAD_KEY_ENV) == nil then
+      assert.is_false(ok)
+      assert.matches("keep_payloads: no payload key; set EIDKIT_LEDGER_KEY to 64 hex digits", err)
+    end
+    ok, err = pcall(ledger_mod.open, "sqlite::memory:", { payload_key_hex = "zz" })
+    assert.is_false(ok)
+    assert.matches("payload_key_hex: expected 64 hex digits", err)
+    assert(ledger_mod.open("sqlite::memory:", { payload_key_hex = ("ab"):rep(32) }))
+  end)
+end)
+
+describe("eidkit.ledger.day_range", function()
+  it("gives the UTC day", function()
+    assert.same({ 1735603200, 1735689600 }, { ledger_mod.day_range("2024-12-31") })
+    assert.same({ nil, "no such date" }, { ledger_mod.day_range("2023-02-29") })
+    assert.same({ nil, "expected a date YYYY-MM-DD" }, { ledger_mod.day_range("31.12.2024") })
+  end)
+end)
