@@ -69,10 +69,13 @@ static eid_status connect_be(redis_be *b, eid_error *err) {
                          b->host, b->port, b->c->errstr);
     redisSetTimeout(b->c, tv);
     redisReply *r = redisCommand(b->c, "SELECT %d", b->db);
-    bool ok = r && r->type == REDIS_REPLY_STATUS;
+    if (r == NULL) /* hiredis may report the refused connect only here */
+        return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "cannot connect to %s:%d: %s",
+                         b->host, b->port, b->c->errstr);
+    bool ok = r->type == REDIS_REPLY_STATUS;
     char why[128];
-    snprintf(why, sizeof why, "%s", r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
-    if (r) freeReplyObject(r);
+    snprintf(why, sizeof why, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    freeReplyObject(r);
     if (!ok)
         return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "SELECT %d failed: %s", b->db,
                          why);

@@ -1,0 +1,196 @@
+-- eidkit ledger: operate the EidToken ledger from the shell (stats, the
+-- reconciliation export, expiry and the result sweep).
+local ledger_mod = require "eidkit.ledger"
+local args = require "eidkit.cli.args"
+
+local stdout, stderr = io.stdout, io.stderr
+local format, concat = string.format, table.concat
+local getenv, date = os.getenv, os.date
+
+local _M = {}
+
+_M.DEFAULT_URL = "sqlite:./eidkit.db"
+local STATES = { "issued", "passed", "failed", "consumed", "expired", "abandoned" }
+
+local spec = {
+  { name = "ledger", arg = "URL",
+    help = "sqlite:PATH or redis://HOST:PORT/DB (default: $EIDKIT_LEDGER, else " .. _M.DEFAULT_URL .. ")" },
+  { name = "date", arg = "YYYY-MM-DD", help = "export: the UTC day of token creation (required)" },
+  { name = "format", arg = "FMT", help = "export: csv (default) or jsonl" },
+  { name = "output", arg = "FILE", help = "export: write to FILE instead of standard output" },
+  { name = "limit", arg = "N", help = "sweep: at most N tokens (default 100)" },
+  { name = "json", help = "stats, expire: print one JSON object" },
+  { name = "help", help = "show this help" },
+}
+
+function _M.help()
+  return "usage: eidkit ledger stats|export|sweep|expire [options]\n\n" .. [[
+  stats    tokens per state, billable attempts, tokens due for a pull
+  export   the reconciliation table of one UTC day: EidToken, MerchantId,
+           subject, created, finished, state, ErrCode, billable, attempts,
+           RequestIds (--date YYYY-MM-DD, --format csv|jsonl)
+  expire   move tokens past their TTL to expired and past the 3-day result
+           window to abandoned
+  sweep    expire, then pull the result of every due token from Tencent
+           (GetEidResult) and record it
+
+options:
+]] .. args.help(spec) .. "\n"
+end
+
+local function fail(msg, code)
+  stderr:write("eidkit ledger: ", msg, "\n")
+  return code or 2
+end
+
+local function iso(t)
+  return t and date("!%Y-%m-%dT%H:%M:%SZ", t) or ""
+end
+
+local function csv_field(v)
+  v = v == nil and "" or tostring(v)
+  if v:find('[,"\r\n]') then v = '"' .. v:gsub('"', '""') .. '"' end
+  return v
+end
+
+local COLUMNS = { "EidToken", "MerchantId", "subject", "created", "finished", "state", "ErrCode",
+  "billable", "attempts", "RequestIds" }
+
+local function row(rec)
+  return {
+    EidToken = rec.EidToken, MerchantId = rec.MerchantId, subject = rec.subject,
+    created = iso(rec.created_at), finished = iso(rec.finished_at), state = rec.state,
+    ErrCode = rec.ErrCode, billable = rec.billable, attempts = rec.attempts,
+    RequestIds = rec.request_ids,
+  }
+end
+
+local function export(ledger, opts, out)
+  if not opts.date then return fail("export needs --date YYYY-MM-DD") end
+  local fmt = opts.format or "csv"
+  if fmt ~= "csv" and fmt ~= "jsonl" then
+    return fail(format("--format: expected csv or jsonl, got '%s'", fmt))
+  end
+  local from, to = ledger_mod.day_range(opts.date)
+  if not from then return fail(format("--date: %s, got '%s'", to, opts.date)) end
+  local rows, err = ledger:export { from = from, to = to }
+  if not rows then return fail(tostring(err), 1) end
+  local f = out
+  if opts.output then
+    local ferr
+    f, ferr = io.open(opts.output, "w")
+    if not f then return fail("--output: " .. tostring(ferr), 1) end
+  end
+  if fmt == "csv" then
+    f:write(concat(COLUMNS, ","), "\n")
+    for _, rec in ipairs(rows) do
+      local r, cells = row(rec), {}
+      r.RequestIds = concat(r.RequestIds, " ")
+      for i, c in ipairs(COLUMNS) do cells[i] = csv_field(r[c]) end
+      f:write(concat(cells, ","), "\n")
+    end
+  else
+    local cjson = require "cjson"
+    for _, rec in ipairs(rows) do
+      local r = row(rec)
+      -- lua-cjson 2.1.0 writes an empty table as {}; RequestIds is a list.
+      local empty = #r.RequestIds == 0
+      if empty then r.RequestIds = nil end
+      local line = cjson.encode(r)
+      if empty then line = line:sub(1, -2) .. ',"RequestIds":[]}' end
+      f:write(line, "\n")
+    end
+  end
+  if f ~= out then f:close() end
+  return 0
+end
+
+local function stats(ledger, opts, out)
+  local s, err = ledger:stats()
+  if not s then return fail(tostring(err), 1) end
+  if opts.json then
+    s.backend = ledger:backend()
+    out:write(require("cjson").encode(s), "\n")
+    return 0
+  end
+  out:write(format("%-10s %s\n", "backend", ledger:backend()))
+  for _, k in ipairs(STATES) do out:write(format("%-10s %d\n", k, s[k])) end
+  out:write(format("%-10s %d\n%-10s %d\n%-10s %d\n", "total", s.total, "billable", s.billable,
+    "due", s.due))
+  return 0
+end
+
+local function expire(ledger, opts, out)
+  local r, err = ledger:expire()
+  if not r then return fail(tostring(err), 1) end
+  if opts.json then
+    out:write(require("cjson").encode(r), "\n")
+  else
+    out:write(format("expired %d, abandoned %d\n", r.expired, r.abandoned))
+  end
+  return 0
+end
+
+-- The puller: GetEidResult through the API client, when this build has one.
+function _M.puller()
+  local ok, client = pcall(require, "eidkit.client")
+  if ok and type(client) == "table" and type(client.ledger_puller) == "function" then
+    return client.ledger_puller()
+  end
+  return nil, "pulling results needs the Tencent Cloud API client (eidkit.client) and "
+    .. "credentials (TENCENTCLOUD_SECRET_ID/TENCENTCLOUD_SECRET_KEY); this build has no client yet"
+end
+
+local function sweep(ledger, opts, out)
+  local limit = 100
+  if opts.limit then
+    limit = math.tointeger(tonumber(opts.limit))
+    if not limit or limit < 1 or limit > 100000 or not opts.limit:match("^%d+$") then
+      return fail(format("--limit: expected 1..100000, got '%s'", opts.limit))
+    end
+  end
+  local pull, why = _M.puller()
+  if not pull then
+    -- Do the ledger's part (expiry), then say plainly what is missing.
+    local r, err = ledger:expire()
+    if not r then return fail(tostring(err), 1) end
+    local due = ledger:due(limit)
+    out:write(format("expired %d, abandoned %d, due %d (not pulled)\n", r.expired, r.abandoned,
+      due and #due or 0))
+    return fail(why, 3)
+  end
+  local report, err = ledger:sweep(pull, { limit = limit })
+  if not report then return fail(tostring(err), 1) end
+  out:write(format("expired %d, abandoned %d, due %d, recorded %d, failed %d\n", report.expired,
+    report.abandoned, report.due, report.recorded, report.failed))
+  for _, f in ipairs(report.failures) do
+    stderr:write(format("  %s: %s\n", f.EidToken, f.message))
+  end
+  return report.failed > 0 and 1 or 0
+end
+
+local actions = { stats = stats, export = export, expire = expire, sweep = sweep }
+
+-- argv: the arguments after "ledger". Returns the exit code.
+function _M.main(argv, out)
+  out = out or stdout
+  local opts, positional = args.parse(spec, argv)
+  if not opts then return fail(positional .. " (see eidkit help ledger)") end
+  if opts.help then out:write(_M.help()) return 0 end
+  local action = actions[positional[1] or ""]
+  if not action then
+    return fail(positional[1] and format("unknown action '%s' (stats, export, sweep or expire)",
+      positional[1]) or "expected an action: stats, export, sweep or expire")
+  end
+  if positional[2] then return fail(format("unexpected argument '%s'", positional[2])) end
+  local url = opts.ledger or getenv("EIDKIT_LEDGER")
+  if not url or url == "" then url = _M.DEFAULT_URL end
+  local ok, ledger, err = pcall(ledger_mod.open, url)
+  if not ok then return fail("--ledger: " .. (tostring(ledger):match("%((.*)%)$") or tostring(ledger))) end
+  if not ledger then return fail(tostring(err), 1) end
+  local code = action(ledger, opts, out)
+  ledger:close()
+  return code
+end
+
+return _M

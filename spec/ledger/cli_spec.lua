@@ -1,0 +1,103 @@
+-- `eidkit ledger stats|export|sweep|expire`, run as a subprocess of the
+-- eidkit program on a real SQLite file.
+local ledger_mod = require "eidkit.ledger"
+local proc = require "support.proc"
+
+local DAY = 1735603200 -- 2024-12-31T00:00:00Z
+
+local function ledger_cli(...)
+  return proc.run({ proc.bin(), "run", "spec/ledger/fixtures/cli.lua", ... }, { env = { EIDKIT_LEDGER = "" } })
+end
+
+describe("eidkit ledger", function()
+  local dir, url
+
+  setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    url = "sqlite:" .. dir .. "/l.db"
+    local l = assert(ledger_mod.open(url))
+    local function issue(tok, at, subject)
+      assert(l:issue { EidToken = tok, MerchantId = "0NSJ2023", subject = subject or "user-1", created_at = at })
+    end
+    issue("A1", DAY - 1)
+    issue("B1", DAY + 10, 'order "7", east')
+    issue("B2", DAY + 20)
+    issue("C1", DAY + 86400)
+    assert(l:record_result("B1", { Text = { ErrCode = 2016, LivenessDetail = { { IsNeedCharge = true },
+      { IsNeedCharge = false } } }, RequestId = "req-1" }))
+    assert(l:record_result("B1", { Text = { ErrCode = 2016, LivenessDetail = { { IsNeedCharge = true },
+      { IsNeedCharge = false } } }, RequestId = "req-2" }))
+    l:close()
+  end)
+  teardown(function() os.execute("rm -rf " .. dir) end)
+
+  it("exports one UTC day as CSV", function()
+    local r = ledger_cli("export", "--ledger", url, "--date", "2024-12-31")
+    assert.equals("", r.stderr)
+    assert.equals(0, r.code)
+    -- finished is when the verdict was recorded (now), so match it loosely
+    local lines = {}
+    for l in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equals(3, #lines)
+    assert.equals("EidToken,MerchantId,subject,created,finished,state,ErrCode,billable,attempts,RequestIds", lines[1])
+    assert.matches('^B1,0NSJ2023,"order ""7"", east",2024%-12%-31T00:00:10Z,%d%d%d%d%-%d%d%-%d%dT[%d:]+Z,failed,2016,1,2,req%-1 req%-2$', lines[2])
+    assert.equals("B2,0NSJ2023,user-1,2024-12-31T00:00:20Z,,issued,,0,0,", lines[3])
+  end)
+
+  it("exports JSON lines", function()
+    local cjson = require "cjson"
+    local r = ledger_cli("export", "--ledger", url, "--date", "2024-12-31", "--format", "jsonl")
+    assert.equals(0, r.code)
+    local rows = {}
+    for l in r.stdout:gmatch("[^\n]+") do rows[#rows + 1] = cjson.decode(l) end
+    assert.equals(2, #rows)
+    assert.same({ "req-1", "req-2" }, rows[1].RequestIds)
+    assert.equals(2016, rows[1].ErrCode)
+    assert.same({}, rows[2].RequestIds)
+    assert.equals("2024-12-31T00:00:20Z", rows[2].created)
+  end)
+
+  it("prints stats", function()
+    local r = ledger_cli("stats", "--ledger", url)
+    assert.equals(0, r.code)
+    assert.matches("backend    sqlite\n", r.stdout, 1, true)
+    assert.matches("failed     1\n", r.stdout, 1, true)
+    assert.matches("billable   1\n", r.stdout, 1, true)
+    local j = require("cjson").decode(ledger_cli("stats", "--ledger", url, "--json").stdout)
+    assert.equals(4, j.total)
+  end)
+
+  it("expires and abandons, and says sweep needs the API client", function()
+    local r = ledger_cli("sweep", "--ledger", url)
+    assert.equals(3, r.code)
+    assert.equals("expired 0, abandoned 3, due 0 (not pulled)\n", r.stdout)
+    assert.matches("pulling results needs the Tencent Cloud API client", r.stderr, 1, true)
+    r = ledger_cli("expire", "--ledger", url)
+    assert.equals(0, r.code)
+    assert.equals("expired 0, abandoned 0\n", r.stdout)
+  end)
+
+  it("names what is wrong with its arguments", function()
+    local cases = {
+      { { "export", "--ledger", url }, "eidkit ledger: export needs --date YYYY-MM-DD\n" },
+      { { "export", "--ledger", url, "--date", "2024-02-30" }, "eidkit ledger: --date: no such date, got '2024-02-30'\n" },
+      { { "export", "--ledger", url, "--date", "2024-12-31", "--format", "xml" },
+        "eidkit ledger: --format: expected csv or jsonl, got 'xml'\n" },
+      { { "stats", "--ledger", "mysql://db" },
+        "eidkit ledger: --ledger: url: unknown scheme (expected sqlite:PATH or redis://HOST:PORT/DB)\n" },
+      { { "purge", "--ledger", url }, "eidkit ledger: unknown action 'purge' (stats, export, sweep or expire)\n" },
+      { {}, "eidkit ledger: expected an action: stats, export, sweep or expire\n" },
+      { { "sweep", "--limit", "0" }, "eidkit ledger: --limit: expected 1..100000, got '0'\n" },
+    }
+    for _, c in ipairs(cases) do
+      local r = ledger_cli(table.unpack(c[1]))
+      assert.equals(c[2], r.stderr)
+      assert.equals(2, r.code)
+    end
+    local r = ledger_cli("stats", "--ledger", "redis://127.0.0.1:1/0")
+    assert.equals(1, r.code)
+    assert.matches("^eidkit ledger: unavailable: redis: cannot connect to 127.0.0.1:1", r.stderr)
+  end)
+end)
