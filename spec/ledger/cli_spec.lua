@@ -89,7 +89,7 @@ describe("eidkit ledger", function()
         "eidkit ledger: --ledger: url: unknown scheme (expected sqlite:PATH or redis://HOST:PORT/DB)\n" },
       { { "purge", "--ledger", url }, "eidkit ledger: unknown action 'purge' (stats, export, sweep or expire)\n" },
       { {}, "eidkit ledger: expected an action: stats, export, sweep or expire\n" },
-      { { "sweep", "--limit", "0" }, "eidkit ledger: --limit: expected 1..100000, got '0'\n" },
+      { { "sweep", "--ledger", url, "--limit", "0" }, "eidkit ledger: --limit: expected 1..100000, got '0'\n" },
     }
     for _, c in ipairs(cases) do
       local r = ledger_cli(table.unpack(c[1]))
