@@ -95,7 +95,10 @@ local function options(o)
   end
   local opts = {
     credentials = {}, merchants = {}, faults = {},
-    token_ttl = cfg.token_ttl, max_tokens = cfg.max_tokens, seed = cfg.seed,
+    -- lua-cjson decodes every number as a float; integral ones are wanted.
+    token_ttl = math.tointeger(cfg.token_ttl) or cfg.token_ttl,
+    max_tokens = math.tointeger(cfg.max_tokens) or cfg.max_tokens,
+    seed = math.tointeger(cfg.seed) or cfg.seed,
     tencent_limits = cfg.tencent_limits == true or o.tencent_limits == true,
   }
   for i, c in ipairs(type(cfg.credentials) == "table" and cfg.credentials or {}) do
@@ -132,6 +135,9 @@ local function options(o)
       opts[f[1]], err = integer_flag(v, f[2], f[3])
       if err then return nil, err end
     end
+  end
+  if opts.seed ~= nil and math.type(opts.seed) ~= "integer" then
+    return nil, "--config: seed must be an integer"
   end
   for _, k in ipairs { "token_ttl", "max_tokens" } do
     if opts[k] ~= nil and (math.type(opts[k]) ~= "integer" or opts[k] < 1) then
