@@ -22,6 +22,10 @@ An uncaught error prints its message and a traceback and exits with 1.]],
     summary = "sign a Tencent Cloud API request (TC3-HMAC-SHA256)",
     module = "eidkit.cli.sign",
   },
+  ledger = {
+    summary = "the EidToken ledger: stats, export, sweep, expire",
+    module = "eidkit.cli.ledger",
+  },
   sim = {
     summary = "serve a local E证通 simulator (signed API, control API, H5 page)",
     module = "eidkit.cli.sim",
@@ -37,7 +41,7 @@ An uncaught error prints its message and a traceback and exits with 1.]],
     help = "Without COMMAND, lists the commands; with it, describes that command.",
   },
 }
-local order = { "run", "sign", "sim", "version", "help" }
+local order = { "run", "sign", "sim", "ledger", "version", "help" }
 
 local function usage(out)
   out:write("usage: eidkit <command> [arguments]\n\ncommands:\n")
