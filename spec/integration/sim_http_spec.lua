@@ -8,54 +8,11 @@ local client = require "fixtures.httpd_client"
 local sim_mod = require "eidkit.sim"
 
 local bin = proc.bin()
-local quote, slurp = client.quote, client.slurp
 local demo = sim_mod.demo
 
+local simproc = require "support.simproc"
+local start, stop, now = simproc.start, simproc.stop, simproc.now
 local function sleep(s) os.execute("sleep " .. s) end
-
--- Wall-clock seconds with sub-second resolution (os.time has whole seconds).
-local function now()
-  local p = io.popen("date +%s.%N")
-  local t = tonumber(p:read("l"))
-  p:close()
-  return t
-end
-
--- Start `eidkit sim ARGS...`; returns { port, pid, base, url, stdout }.
-local function start(args)
-  local base = os.tmpname()
-  local words = { quote(bin), "sim", "--listen", "127.0.0.1:0", "--port-file", quote(base .. ".port") }
-  for _, a in ipairs(args or {}) do words[#words + 1] = quote(a) end
-  os.execute(("(%s >%s.out 2>%s.err & echo $! >%s.pid; wait $!; echo $? >%s.tmp; mv %s.tmp %s.rc)"
-    .. " >/dev/null 2>&1 &"):format(table.concat(words, " "), base, base, base, base, base, base))
-  for _ = 1, 300 do
-    local port = (slurp(base .. ".port") or ""):match("^(%d+)\n$")
-    local pid = (slurp(base .. ".pid") or ""):match("%d+")
-    if port and pid then
-      local out = slurp(base .. ".out") or ""
-      return { port = tonumber(port), pid = pid, base = base, stdout = out,
-        url = out:match("^listening on (%S+)\n") }
-    end
-    if slurp(base .. ".rc") then break end
-    sleep(0.02)
-  end
-  error("eidkit sim did not start: " .. (slurp(base .. ".err") or ""))
-end
-
--- Stop with a signal and wait: exit code, stdout, stderr.
-local function stop(s, signal)
-  os.execute("kill -" .. (signal or "TERM") .. " " .. s.pid)
-  for _ = 1, 300 do
-    local rc = slurp(s.base .. ".rc")
-    if rc then
-      local out, err = slurp(s.base .. ".out"), slurp(s.base .. ".err")
-      for _, ext in ipairs { "", ".out", ".err", ".pid", ".rc", ".port" } do os.remove(s.base .. ext) end
-      return tonumber(rc), out, err
-    end
-    sleep(0.02)
-  end
-  error("eidkit sim did not exit")
-end
 
 -- curl arguments for a signed API call to server s.
 local function api_args(s, action, params, opts)
