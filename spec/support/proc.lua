@@ -7,12 +7,17 @@ local function quote(s)
 end
 _M.quote = quote
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
+-- The whole file, or nil when it does not exist (yet).
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
   local data = f:read("a")
   f:close()
   return data
 end
+_M.read = read
+
+local function slurp(path) return assert(read(path), path) end
 
 -- argv: list of words (quoted for the shell); opts.stdin: text fed to stdin;
 -- opts.env: {NAME = value} set for this command only.

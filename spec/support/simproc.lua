@@ -6,17 +6,9 @@
 --   local code, stdout, stderr = simproc.stop(s)  -- SIGTERM, waits for exit
 local proc = require "support.proc"
 
-local quote = proc.quote
+local quote, slurp = proc.quote, proc.read
 
 local _M = {}
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("a")
-  f:close()
-  return data
-end
 
 local function sleep(s) os.execute("sleep " .. s) end
 

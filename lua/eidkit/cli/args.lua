@@ -53,6 +53,17 @@ function _M.parse(spec, argv)
   return opts, positional
 end
 
+-- A whole file ('-' reads stdin), or nil and the reason.
+function _M.read_file(path)
+  local f, err
+  if path == "-" then f = io.stdin else f, err = io.open(path, "rb") end
+  if not f then return nil, err end
+  local data = f:read("a")
+  if f ~= io.stdin then f:close() end
+  if data == nil then return nil, "cannot read " .. path end
+  return data
+end
+
 function _M.help(spec)
   local lines, width = {}, 0
   local left = {}

@@ -8,6 +8,8 @@ local stdout, stderr = io.stdout, io.stderr
 local format, concat, insert = string.format, table.concat, table.insert
 local getenv = os.getenv
 
+local read_file = args.read_file
+
 local _M = {}
 
 local spec = {
@@ -53,15 +55,6 @@ local function fail(msg)
   return 2
 end
 
-local function read_file(path)
-  local f, err
-  if path == "-" then f = io.stdin else f, err = io.open(path, "rb") end
-  if not f then return nil, err end
-  local data = f:read("a")
-  if f ~= io.stdin then f:close() end
-  if data == nil then return nil, "cannot read " .. path end
-  return data
-end
 
 local header_order = {
   "Authorization", "Content-Type", "Host", "X-TC-Action", "X-TC-Version",

@@ -9,6 +9,8 @@ local cjson = require "cjson.safe"
 local stdout, stderr = io.stdout, io.stderr
 local format, insert = string.format, table.insert
 
+local read_file = args.read_file
+
 local _M = {}
 
 local spec = {
@@ -60,13 +62,6 @@ local function fail(msg)
   return 2
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local data = f:read("a")
-  f:close()
-  return data
-end
 
 local function integer_flag(value, name, min)
   local n = value and math.tointeger(tonumber(value))
