@@ -89,11 +89,22 @@ end
 
 local function http_date(t) return os_date("!%a, %d %b %Y %H:%M:%S GMT", t) end
 
+-- fields: the Response table, or { [JSON] = "<encoded object>" } for a body
+-- encoded earlier (GetEidResult caches its answer per token state).
+local JSON = {}
+
 function methods:reply(fields, status, extra_headers)
-  fields.RequestId = util.uuid(self.rng)
+  local id = util.uuid(self.rng)
+  local body
+  if fields[JSON] then
+    body = '{"Response":' .. fields[JSON]:sub(1, -2) .. ',"RequestId":"' .. id .. '"}}'
+  else
+    fields.RequestId = id
+    body = json_encode { Response = fields }
+  end
   local headers = { ["Content-Type"] = "application/json", Date = http_date(self:now()) }
   for k, v in pairs(extra_headers or {}) do headers[k] = v end
-  return { status = status or 200, headers = headers, body = json_encode { Response = fields } }
+  return { status = status or 200, headers = headers, body = body }
 end
 
 function methods:error_reply(code, message)
@@ -186,7 +197,17 @@ end
 
 function handlers.GetEidResult(self, p, now)
   local opts = validate.get_eid_result(p)
-  return results.build(self:lookup(p.EidToken, now), opts, now)
+  local tok = self:lookup(p.EidToken, now)
+  -- The answer changes only with the attempts, the lifetime passing and the
+  -- options, so pollers re-pulling a token get a cached encoding.
+  local key = string.format("%s|%d|%s|%s|%d|%s", p.InfoType or "0", opts.frames,
+    opts.cut, opts.avatar, #tok.attempts, now >= tok.expires)
+  local cache = tok.cache
+  if not cache or cache.key ~= key then
+    cache = { key = key, json = json_encode(results.build(tok, opts, now)) }
+    tok.cache = cache
+  end
+  return { [JSON] = cache.json }
 end
 
 function handlers.CheckEidTokenStatus(self, p, now)

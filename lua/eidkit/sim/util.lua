@@ -40,15 +40,12 @@ function _M.hash(s)
   return h
 end
 
-local function hex(v, n)
-  return format("%0" .. n .. "x", v & ((1 << (4 * n)) - 1))
-end
-
--- A version-4 UUID from rng.
+-- A version-4 UUID from rng: 122 random bits, the version nibble 4 and the
+-- variant bits 10. One format call: this runs once per response.
 function _M.uuid(rng)
   local a, b = rng.u64(), rng.u64()
-  return format("%s-%s-4%s-%s%s-%s", hex(a >> 32, 8), hex(a >> 16, 4), hex(a, 3),
-    hex(8 | ((b >> 62) & 3), 1), hex(b >> 48, 3), hex(b, 12))
+  return format("%08x-%04x-4%03x-%x%03x-%012x", (a >> 32) & 0xffffffff, (a >> 16) & 0xffff,
+    a & 0xfff, 8 | ((b >> 62) & 3), (b >> 48) & 0xfff, b & 0xffffffffffff)
 end
 
 -- Number of UTF-8 characters, or nil when s is not valid UTF-8.
