@@ -22,6 +22,8 @@ const char *eid_strerror(eid_status status) {
     case EID_E_LEDGER_PENDING: return "no result recorded yet";
     case EID_E_LEDGER_UNAVAILABLE: return "ledger backend unavailable";
     case EID_E_LEDGER_STORAGE: return "ledger storage failure";
+    case EID_E_CLIENT_TRANSPORT: return "API call failed in transport";
+    case EID_E_CLIENT_REMOTE: return "API returned an error";
     }
     return "unknown status";
 }

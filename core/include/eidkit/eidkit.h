@@ -53,7 +53,10 @@ typedef enum eid_status {
     EID_E_LEDGER_EXISTS = 10,       /* the token was already issued */
     EID_E_LEDGER_PENDING = 11,      /* no verdict yet: the result was not recorded */
     EID_E_LEDGER_UNAVAILABLE = 12,  /* the backend cannot be reached; nothing was changed */
-    EID_E_LEDGER_STORAGE = 13       /* the backend refused a write (disk full, read-only) */
+    EID_E_LEDGER_STORAGE = 13,      /* the backend refused a write (disk full, read-only) */
+    /* API client failures (eidkit/client.h); eid_result.code says which. */
+    EID_E_CLIENT_TRANSPORT = 14, /* no usable answer: timeout, connection, TLS, HTTP, body */
+    EID_E_CLIENT_REMOTE = 15     /* the service answered with Response.Error */
 } eid_status;
 
 /* Static English text for a status; never NULL, also for unknown values.

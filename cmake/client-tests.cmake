@@ -1,0 +1,13 @@
+# C tests of the API client: test_client starts its own `eidkit sim`.
+add_executable(test_client spec/c/test_client.c)
+target_compile_options(test_client PRIVATE ${EIDKIT_WARNINGS})
+target_link_libraries(test_client PRIVATE eidkit PkgConfig::CURL)
+add_test(NAME c_client COMMAND test_client $<TARGET_FILE:eidkit_host>)
+set_tests_properties(c_client PROPERTIES ENVIRONMENT "${spec_env}" TIMEOUT 120)
+
+if(VALGRIND AND NOT EIDKIT_SANITIZE)
+  add_test(NAME c_client_valgrind COMMAND ${VALGRIND} --quiet --error-exitcode=99
+    --leak-check=full --errors-for-leak-kinds=definite,indirect
+    $<TARGET_FILE:test_client> $<TARGET_FILE:eidkit_host>)
+  set_tests_properties(c_client_valgrind PROPERTIES ENVIRONMENT "${spec_env}" TIMEOUT 300)
+endif()

@@ -1,0 +1,183 @@
+/*
+ * eidkit/client.h -- the FaceID API client: libcurl transport, TC3 signing
+ * of every attempt, envelope parsing, per-action retries inside a deadline,
+ * clock-skew correction, and many calls at once on one thread.
+ *
+ * Conventions are those of eidkit.h. In addition:
+ *   - A client is NOT thread-safe: use one client per thread (clients do not
+ *     share state). eid_client_global_init is thread-safe.
+ *   - Every call ends in an eid_result the caller owns and frees with
+ *     eid_result_free. A result never contains secrets, Authorization or
+ *     request bodies.
+ *   - Callbacks (logger, retry policy) run on the calling thread from inside
+ *     eid_client_call / eid_client_perform, never from inside a libcurl
+ *     callback, so a host may run its own interpreter there. They must not
+ *     call back into the same client.
+ * See docs/internals/client.md for the retry and clock-skew rules.
+ */
+#ifndef EIDKIT_CLIENT_H
+#define EIDKIT_CLIENT_H
+
+#include "eidkit/eidkit.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct eid_client eid_client;
+
+/* Largest Error.Code / message / RequestId kept in a result, NUL included. */
+#define EID_CODE_MAX       96
+#define EID_MESSAGE_MAX    512
+#define EID_REQUEST_ID_MAX 80
+#define EID_RECEIVED_MAX   512 /* bytes of a bad or non-200 body kept for the error */
+#define EID_TRACE_ID_MAX   64
+
+/* One finished call. */
+typedef struct eid_result {
+    /* EID_OK: Response without Error. EID_E_CLIENT_REMOTE: Tencent answered
+     * with Error.Code. EID_E_CLIENT_TRANSPORT: no usable answer (code says
+     * which: timeout, connect, reset, tls, http_NNN, bad_response, ...).
+     * EID_E_INVALID_ARG / EID_E_NOMEM / EID_E_CRYPTO: the call could not be
+     * signed or sent at all. */
+    eid_status status;
+    char code[EID_CODE_MAX];             /* "" on success */
+    char message[EID_MESSAGE_MAX];       /* "" on success; never a secret */
+    char request_id[EID_REQUEST_ID_MAX]; /* Response.RequestId, "" when none */
+    char trace_id[EID_TRACE_ID_MAX];     /* X-TC-TraceId sent with every attempt */
+    long http_status;                    /* of the last attempt; 0 when none */
+    int attempts;                        /* requests started, >= 1 unless never sent */
+    int retryable;                       /* the last failure was transient */
+    double elapsed;                      /* seconds, all attempts and waits */
+    /* The Response object as compact JSON text (NUL-terminated), for
+     * EID_OK and EID_E_CLIENT_REMOTE; NULL otherwise. */
+    char *response;
+    size_t response_len;
+    /* For http_NNN and bad_response: the first bytes received (at most
+     * EID_RECEIVED_MAX), NUL-terminated; NULL otherwise. */
+    char *received;
+    size_t received_len;
+} eid_result;
+
+/* Frees r and what it owns. NULL is a no-op. Thread-safe. */
+EID_API void eid_result_free(eid_result *r);
+
+/* What the logger receives after each attempt and on a clock correction.
+ * Strings are valid only during the callback. No secrets, no bodies, no
+ * Authorization, no Name/IdCard: only what is listed here. */
+typedef struct eid_client_event {
+    const char *level;      /* "info", "warn" */
+    const char *event;      /* "attempt", "skew" */
+    const char *action;     /* e.g. "GetEidResult" */
+    const char *trace_id;   /* X-TC-TraceId */
+    int attempt;            /* 1-based */
+    double duration;        /* seconds, this attempt */
+    const char *code;       /* "" on success */
+    long http_status;       /* 0 when none */
+    const char *request_id; /* "" when none */
+    double retry_delay;     /* seconds until the next attempt; < 0: no retry */
+    int64_t skew;           /* seconds the server's clock is ahead of ours */
+} eid_client_event;
+typedef void (*eid_client_log_fn)(void *ud, const eid_client_event *ev);
+
+/* What the retry policy sees after a failed attempt. */
+typedef struct eid_retry_info {
+    const char *action;
+    const char *code; /* as in eid_result.code */
+    long http_status;
+    int attempt;          /* the attempt that just failed, 1-based */
+    int retryable;        /* the default classification (§4.4 and the action) */
+    int sent;             /* 0 when the request provably never reached the server */
+    double default_delay; /* seconds the default policy would wait; < 0: no retry */
+    double remaining;     /* seconds left before the deadline */
+} eid_retry_info;
+/* Return the delay in seconds before the next attempt, or a negative number
+ * to stop. The deadline still applies: a delay that overruns it stops. */
+typedef double (*eid_client_retry_fn)(void *ud, const eid_retry_info *info);
+
+/* Options; zero-initialise, then set what you need. Strings are copied. */
+typedef struct eid_client_options {
+    const char *endpoint;    /* NULL: "https://faceid.tencentcloudapi.com" */
+    const char *service;     /* NULL: "faceid" (credential scope) */
+    const char *version;     /* NULL: "2018-03-01" */
+    const char *region;      /* NULL: no X-TC-Region */
+    const char *language;    /* NULL: no X-TC-Language */
+    long connect_timeout_ms; /* 0: 2000 */
+    long timeout_ms;         /* per attempt; 0: 10000 */
+    long deadline_ms;        /* all attempts and waits of one call; 0: 30000 */
+    const char *proxy;       /* NULL: libcurl's usual env vars; "": none */
+    const char *ca_file;     /* NULL: the system store */
+    int insecure;            /* non-zero: do not verify TLS peers (tests only) */
+    /* Extra "Name: value" headers. Signed or computed ones (Authorization,
+     * Host, Content-Type, X-TC-Action/Version/Timestamp/Region/Token/Language,
+     * X-TC-RequestClient) are refused; X-TC-TraceId replaces the generated
+     * one. */
+    const char *const *headers;
+    size_t header_count;
+    size_t max_response;  /* bytes; 0: 16 MiB. Larger answers are bad_response */
+    size_t max_in_flight; /* requests on the wire at once; 0: 1024 */
+    eid_clock clock;      /* signing time; NULL now: time(2) */
+    /* Default retry policy: attempts in all, and the full-jitter backoff
+     * delay = uniform(0, min(cap, base * 2^(attempt-1))). */
+    int max_attempts;          /* 0: 4 */
+    long backoff_base_ms;      /* 0: 100 */
+    long backoff_cap_ms;       /* 0: 2000 */
+    int retry_unsafe;          /* non-zero: retry GetEidToken (and unknown
+                                  actions) like reads, even after a send */
+    eid_client_retry_fn retry; /* NULL: the default policy */
+    void *retry_ud;
+    eid_client_log_fn logger; /* NULL: no events */
+    void *logger_ud;
+} eid_client_options;
+
+/* libcurl's process-wide initialisation, once; eid_client_new calls it.
+ * Thread-safe (pthread_once). Returns EID_E_INTERNAL if libcurl fails. */
+EID_API eid_status eid_client_global_init(void);
+
+/* Create a client. opts may be NULL. On failure *out is NULL and err (may be
+ * NULL) names the bad option. Free with eid_client_free. */
+EID_API eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_error *err);
+
+/* Abort every pending call (their results are dropped), close connections,
+ * wipe credentials, free. NULL is a no-op. */
+EID_API void eid_client_free(eid_client *c);
+
+/* Set the credentials used to sign later attempts; copied, the old ones
+ * wiped. token may be NULL. */
+EID_API eid_status eid_client_set_credentials(eid_client *c, const char *secret_id,
+                                              const void *secret_key, size_t secret_key_len,
+                                              const char *token, eid_error *err);
+
+/* Call action with a JSON object body (exact bytes sent) and wait for the
+ * outcome, retries included. *out receives a result to free with
+ * eid_result_free, also when the call failed; the return value is
+ * (*out)->status. Only EID_E_NOMEM / EID_E_INVALID_ARG (bad arguments) leave
+ * *out NULL. Other calls submitted on this client progress meanwhile. */
+EID_API eid_status eid_client_call(eid_client *c, const char *action, const void *body,
+                                   size_t body_len, eid_result **out, eid_error *err);
+
+/* Submit a call to run concurrently; ud comes back with its result from
+ * eid_client_next. body is copied. */
+EID_API eid_status eid_client_submit(eid_client *c, const char *action, const void *body,
+                                     size_t body_len, void *ud, eid_error *err);
+
+/* Drive submitted calls for at most timeout_ms (0: do not wait) or until a
+ * call has finished. Returns the number of calls still unfinished (not
+ * counting those waiting in eid_client_next). */
+EID_API size_t eid_client_perform(eid_client *c, long timeout_ms);
+
+/* Take one finished call: 1 with *ud and *out (caller frees), or 0 if none. */
+EID_API int eid_client_next(eid_client *c, void **ud, eid_result **out);
+
+/* The server clock's offset from ours (seconds, server minus local) that the
+ * client adopted after AuthFailure.SignatureExpire; 0 until then. */
+EID_API int64_t eid_client_skew(const eid_client *c);
+
+/* Counters since creation: requests sent, connections opened. */
+EID_API void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connects);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EIDKIT_CLIENT_H */

@@ -1,0 +1,988 @@
+/*
+ * The FaceID API client: one curl multi handle per client drives every call,
+ * synchronous or submitted, each with its own attempts, backoff and deadline.
+ * Design notes (retry classes, clock skew, callbacks): docs/internals/client.md.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "eidkit/client.h"
+
+#include "internal.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define DEFAULT_ENDPOINT     "https://faceid.tencentcloudapi.com"
+#define DEFAULT_MAX_RESPONSE (16u << 20)
+#define REQUEST_CLIENT       "eidkit/" EIDKIT_VERSION
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf;
+
+typedef struct call call;
+struct call {
+    eid_client *c;
+    call *prev, *next; /* the client's unfinished calls */
+    call *done_next;   /* the finished queue */
+    CURL *easy;        /* while on the wire */
+    struct curl_slist *hdrs;
+    char action[EID_FIELD_MAX + 1];
+    char *body;
+    size_t body_len;
+    void *ud;
+    int sync, finished, in_multi, unsafe, skew_retried, too_big;
+    double start, deadline, not_before, attempt_start;
+    int64_t date; /* the last answer's Date header; -1 when none */
+    buf resp;
+    eid_result *res;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct eid_client {
+    CURLM *multi;
+    CURLSH *share;
+    eid_signer *signer;
+    char *url, *host, *service, *version, *region, *language, *proxy, *ca_file;
+    char **extra;
+    size_t n_extra;
+    int has_trace;
+    long connect_timeout_ms, timeout_ms, deadline_ms;
+    int insecure, max_attempts, retry_unsafe;
+    long backoff_base_ms, backoff_cap_ms;
+    size_t max_response, max_in_flight;
+    eid_clock clock;
+    eid_client_retry_fn retry;
+    void *retry_ud;
+    eid_client_log_fn logger;
+    void *logger_ud;
+    char *secret_id, *token;
+    unsigned char *secret_key;
+    size_t secret_key_len;
+    call *calls; /* unfinished */
+    call *done_head, *done_tail;
+    size_t n_unfinished, n_active;
+    unsigned long finished_count;
+    CURL **pool;
+    size_t pool_n, pool_cap;
+    int64_t skew;
+    uint64_t requests, connects;
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_FAILED_INIT;
+static void global_init_once(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+eid_status eid_client_global_init(void) {
+    pthread_once(&global_once, global_init_once);
+    return global_rc == CURLE_OK ? EID_OK : EID_E_INTERNAL;
+}
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int64_t wall_now(const eid_client *c) {
+    return c->clock.now ? c->clock.now(c->clock.ud) : (int64_t)time(NULL);
+}
+
+static char *dup_opt(const char *s, int *nomem) {
+    if (s == NULL) return NULL;
+    char *d = strdup(s);
+    if (d == NULL) *nomem = 1;
+    return d;
+}
+
+static void wipe_free(void *p, size_t n) {
+    if (p == NULL) return;
+    OPENSSL_cleanse(p, n);
+    free(p);
+}
+
+/* Printf into a fixed field, truncating. */
+static void setf(char *dst, size_t cap, const char *fmt, ...) EID_PRINTF(3, 4);
+static void setf(char *dst, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------ options */
+
+static const char *const reserved_headers[] = {
+    "authorization",  "host",        "content-type",      "x-tc-action",   "x-tc-version",
+    "x-tc-timestamp", "x-tc-region", "x-tc-token",        "x-tc-language", "x-tc-requestclient",
+    "content-length", "expect",      "transfer-encoding",
+};
+
+/* "Name: value" with a token name and no CR/LF; 1 when acceptable. */
+static int header_ok(const char *h, int *is_trace) {
+    const char *colon = strchr(h, ':');
+    if (colon == NULL || colon == h) return 0;
+    for (const char *p = h; p < colon; p++)
+        if (*p <= ' ' || *p >= 127) return 0;
+    if (strpbrk(h, "\r\n") != NULL) return 0;
+    size_t n = (size_t)(colon - h);
+    for (size_t i = 0; i < sizeof reserved_headers / sizeof *reserved_headers; i++)
+        if (strlen(reserved_headers[i]) == n && strncasecmp(h, reserved_headers[i], n) == 0)
+            return 0;
+    *is_trace = n == 12 && strncasecmp(h, "x-tc-traceid", 12) == 0;
+    return 1;
+}
+
+/* Split endpoint into url (with a trailing path) and the Host value. */
+static eid_status parse_endpoint(eid_client *c, const char *ep, eid_error *err) {
+    const char *rest;
+    if (strncmp(ep, "https://", 8) == 0)
+        rest = ep + 8;
+    else if (strncmp(ep, "http://", 7) == 0)
+        rest = ep + 7;
+    else
+        return eid__fail(err, EID_E_INVALID_ARG, "endpoint", "must start with http:// or https://");
+    size_t hl = strcspn(rest, "/?#");
+    if (hl == 0 || hl > EID_FIELD_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "endpoint", "has no host or a host over %d bytes",
+                         EID_FIELD_MAX);
+    for (size_t i = 0; i < hl; i++)
+        if (rest[i] <= ' ' || rest[i] >= 127 || rest[i] == '@')
+            return eid__fail(err, EID_E_INVALID_ARG, "endpoint", "host has a bad character");
+    if (rest[hl] != '\0' && strcmp(rest + hl, "/") != 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "endpoint",
+                         "must be scheme://host[:port] with no path (the API path is /)");
+    c->host = strndup(rest, hl);
+    size_t ul = (size_t)(rest - ep) + hl + 2;
+    c->url = malloc(ul);
+    if (c->host == NULL || c->url == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    snprintf(c->url, ul, "%.*s/", (int)((size_t)(rest - ep) + hl), ep);
+    return EID_OK;
+}
+
+eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_error *err) {
+    eid_client_options zero;
+    eid_status st;
+    if (out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "out", "must not be NULL");
+    *out = NULL;
+    if (opts == NULL) {
+        memset(&zero, 0, sizeof zero);
+        opts = &zero;
+    }
+    if (opts->connect_timeout_ms < 0 || opts->timeout_ms < 0 || opts->deadline_ms < 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "timeout", "must not be negative");
+    if (opts->max_attempts < 0 || opts->max_attempts > 100)
+        return eid__fail(err, EID_E_INVALID_ARG, "max_attempts", "must be 0..100");
+    if (opts->backoff_base_ms < 0 || opts->backoff_cap_ms < 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "backoff", "must not be negative");
+    if (opts->header_count > 0 && opts->headers == NULL)
+        return eid__fail(err, EID_E_INVALID_ARG, "headers", "NULL with a non-zero count");
+    if (eid_client_global_init() != EID_OK)
+        return eid__fail(err, EID_E_INTERNAL, "", "curl_global_init failed");
+
+    eid_client *c = calloc(1, sizeof *c);
+    if (c == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    st = parse_endpoint(c, opts->endpoint ? opts->endpoint : DEFAULT_ENDPOINT, err);
+    if (st != EID_OK) goto fail;
+    int nomem = 0;
+    c->service = dup_opt(opts->service ? opts->service : "faceid", &nomem);
+    c->version = dup_opt(opts->version ? opts->version : "2018-03-01", &nomem);
+    c->region = dup_opt(opts->region, &nomem);
+    c->language = dup_opt(opts->language, &nomem);
+    c->proxy = dup_opt(opts->proxy, &nomem);
+    c->ca_file = dup_opt(opts->ca_file, &nomem);
+    if (nomem) {
+        st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+        goto fail;
+    }
+    if (opts->header_count) {
+        c->extra = calloc(opts->header_count, sizeof *c->extra);
+        if (c->extra == NULL) {
+            st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < opts->header_count; i++) {
+        int trace = 0;
+        if (opts->headers[i] == NULL || !header_ok(opts->headers[i], &trace)) {
+            st = eid__fail(err, EID_E_INVALID_ARG, "headers",
+                           "entry %zu is not 'Name: value' or names a header eidkit sets", i + 1);
+            goto fail;
+        }
+        c->has_trace |= trace;
+        c->extra[i] = strdup(opts->headers[i]);
+        c->n_extra = i + 1;
+        if (c->extra[i] == NULL) {
+            st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+            goto fail;
+        }
+    }
+    c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : 2000;
+    c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 10000;
+    c->deadline_ms = opts->deadline_ms ? opts->deadline_ms : 30000;
+    c->insecure = opts->insecure;
+    c->max_attempts = opts->max_attempts ? opts->max_attempts : 4;
+    c->backoff_base_ms = opts->backoff_base_ms ? opts->backoff_base_ms : 100;
+    c->backoff_cap_ms = opts->backoff_cap_ms ? opts->backoff_cap_ms : 2000;
+    c->retry_unsafe = opts->retry_unsafe;
+    c->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
+    c->max_in_flight = opts->max_in_flight ? opts->max_in_flight : 1024;
+    c->clock = opts->clock;
+    c->retry = opts->retry;
+    c->retry_ud = opts->retry_ud;
+    c->logger = opts->logger;
+    c->logger_ud = opts->logger_ud;
+
+    eid_signer_options so = {.cache_slots = 4, .clock = opts->clock};
+    st = eid_signer_new(&so, &c->signer);
+    if (st != EID_OK) {
+        st = eid__fail(err, st, "", "cannot create the signer");
+        goto fail;
+    }
+    c->multi = curl_multi_init();
+    c->share = curl_share_init();
+    if (c->multi == NULL || c->share == NULL) {
+        st = eid__fail(err, EID_E_NOMEM, "", "cannot create curl handles");
+        goto fail;
+    }
+    /* One client is used by one thread, so the share needs no locks. DNS and
+     * TLS sessions are shared; connections live in the multi handle's cache,
+     * which every call (synchronous or not) goes through. */
+    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->max_in_flight);
+    *out = c;
+    return EID_OK;
+fail:
+    eid_client_free(c);
+    return st;
+}
+
+static void result_clear_bodies(eid_result *r) {
+    free(r->response);
+    free(r->received);
+    r->response = r->received = NULL;
+    r->response_len = r->received_len = 0;
+}
+
+void eid_result_free(eid_result *r) {
+    if (r == NULL) return;
+    result_clear_bodies(r);
+    free(r);
+}
+
+static void call_free(call *k) {
+    if (k == NULL) return;
+    curl_slist_free_all(k->hdrs);
+    free(k->body);
+    free(k->resp.p);
+    eid_result_free(k->res);
+    free(k);
+}
+
+void eid_client_free(eid_client *c) {
+    if (c == NULL) return;
+    while (c->calls) {
+        call *k = c->calls;
+        c->calls = k->next;
+        if (k->easy) {
+            if (k->in_multi) curl_multi_remove_handle(c->multi, k->easy);
+            curl_easy_cleanup(k->easy);
+        }
+        call_free(k);
+    }
+    while (c->done_head) {
+        call *k = c->done_head;
+        c->done_head = k->done_next;
+        call_free(k);
+    }
+    for (size_t i = 0; i < c->pool_n; i++)
+        curl_easy_cleanup(c->pool[i]);
+    free(c->pool);
+    if (c->multi) curl_multi_cleanup(c->multi);
+    if (c->share) curl_share_cleanup(c->share);
+    eid_signer_free(c->signer);
+    for (size_t i = 0; i < c->n_extra; i++)
+        free(c->extra[i]);
+    free(c->extra);
+    free(c->url);
+    free(c->host);
+    free(c->service);
+    free(c->version);
+    free(c->region);
+    free(c->language);
+    free(c->proxy);
+    free(c->ca_file);
+    free(c->secret_id);
+    if (c->token) wipe_free(c->token, strlen(c->token));
+    wipe_free(c->secret_key, c->secret_key_len);
+    free(c);
+}
+
+eid_status eid_client_set_credentials(eid_client *c, const char *secret_id, const void *secret_key,
+                                      size_t secret_key_len, const char *token, eid_error *err) {
+    if (c == NULL) return eid__fail(err, EID_E_INVALID_ARG, "client", "must not be NULL");
+    if (secret_id == NULL || *secret_id == '\0' || strlen(secret_id) > EID_SECRET_ID_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "secret_id", "must be 1..%d bytes",
+                         EID_SECRET_ID_MAX);
+    if (secret_key == NULL || secret_key_len == 0 || secret_key_len > EID_SECRET_KEY_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "secret_key", "must be 1..%d bytes",
+                         EID_SECRET_KEY_MAX);
+    if (token && strlen(token) > EID_TOKEN_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "token", "longer than %d bytes", EID_TOKEN_MAX);
+    char *id = strdup(secret_id);
+    unsigned char *key = malloc(secret_key_len);
+    char *tok = token && *token ? strdup(token) : NULL;
+    if (id == NULL || key == NULL || (token && *token && tok == NULL)) {
+        free(id);
+        free(key);
+        free(tok);
+        return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    }
+    memcpy(key, secret_key, secret_key_len);
+    free(c->secret_id);
+    if (c->token) wipe_free(c->token, strlen(c->token));
+    wipe_free(c->secret_key, c->secret_key_len);
+    c->secret_id = id;
+    c->secret_key = key;
+    c->secret_key_len = secret_key_len;
+    c->token = tok;
+    return EID_OK;
+}
+
+int64_t eid_client_skew(const eid_client *c) { return c ? c->skew : 0; }
+
+void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connects) {
+    if (requests) *requests = c ? c->requests : 0;
+    if (connects) *connects = c ? c->connects : 0;
+}
+
+/* ------------------------------------------------------------ transfers */
+
+static size_t on_write(char *data, size_t size, size_t n, void *ud) {
+    call *k = ud;
+    size_t len = size * n;
+    if (len > k->c->max_response - k->resp.len) {
+        k->too_big = 1;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
+    if (k->resp.len + len + 1 > k->resp.cap) {
+        size_t cap = k->resp.cap ? k->resp.cap : 2048;
+        while (cap < k->resp.len + len + 1)
+            cap *= 2;
+        char *p = realloc(k->resp.p, cap);
+        if (p == NULL) return 0;
+        k->resp.p = p;
+        k->resp.cap = cap;
+    }
+    memcpy(k->resp.p + k->resp.len, data, len);
+    k->resp.len += len;
+    return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *ud) {
+    call *k = ud;
+    size_t len = size * n;
+    if (len > 5 && len < 128 && strncasecmp(data, "date:", 5) == 0) {
+        char tmp[128];
+        memcpy(tmp, data + 5, len - 5);
+        tmp[len - 5] = '\0';
+        time_t t = curl_getdate(tmp, NULL);
+        if (t > 0) k->date = (int64_t)t;
+    }
+    return len;
+}
+
+/* A new easy handle with the options every call shares. */
+static CURL *easy_new(eid_client *c) {
+    CURL *e = curl_easy_init();
+    if (e == NULL) return NULL;
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_URL, c->url) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SHARE, c->share) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    if (c->proxy) bad |= curl_easy_setopt(e, CURLOPT_PROXY, c->proxy) != CURLE_OK;
+    if (c->ca_file) bad |= curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file) != CURLE_OK;
+    if (c->insecure) {
+        bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK;
+    }
+    if (bad) {
+        curl_easy_cleanup(e);
+        return NULL;
+    }
+    return e;
+}
+
+static CURL *easy_get(eid_client *c) {
+    if (c->pool_n > 0) return c->pool[--c->pool_n];
+    return easy_new(c);
+}
+
+static void easy_put(eid_client *c, CURL *e) {
+    if (c->pool_n == c->pool_cap) {
+        size_t cap = c->pool_cap ? c->pool_cap * 2 : 16;
+        CURL **p = realloc(c->pool, cap * sizeof *p);
+        if (p == NULL) {
+            curl_easy_cleanup(e);
+            return;
+        }
+        c->pool = p;
+        c->pool_cap = cap;
+    }
+    c->pool[c->pool_n++] = e;
+}
+
+/* ------------------------------------------------------------ classification */
+
+static int starts(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static int is_read(const char *action) {
+    return strcmp(action, "GetEidResult") == 0 || strcmp(action, "CheckEidTokenStatus") == 0 ||
+           strcmp(action, "GetWeChatBillDetails") == 0;
+}
+
+/* Tencent codes that mean "the service did not do it; try again". */
+static int code_transient(const char *code) {
+    return starts(code, "RequestLimitExceeded") || starts(code, "InternalError") ||
+           strcmp(code, "ServiceUnavailable") == 0 || starts(code, "ResourceUnavailable") ||
+           strcmp(code, "ResourceInsufficient") == 0 || strcmp(code, "ResourceInUse") == 0 ||
+           strcmp(code, "FailedOperation.UnKnown") == 0 ||
+           strcmp(code, "FailedOperation.DbError") == 0;
+}
+
+/* Copy at most EID_RECEIVED_MAX bytes of the body into the result. */
+static void keep_received(call *k) {
+    eid_result *r = k->res;
+    size_t n = k->resp.len < EID_RECEIVED_MAX ? k->resp.len : EID_RECEIVED_MAX;
+    r->received = malloc(n + 1);
+    if (r->received == NULL) return;
+    if (n) memcpy(r->received, k->resp.p, n);
+    r->received[n] = '\0';
+    r->received_len = n;
+}
+
+/* Fill the result from a 200 body: OK, REMOTE, or bad_response. */
+static void classify_body(call *k, int *transient) {
+    eid_result *r = k->res;
+    json_error_t jerr;
+    json_t *root = json_loadb(k->resp.p ? k->resp.p : "", k->resp.len, 0, &jerr);
+    json_t *resp = root ? json_object_get(root, "Response") : NULL;
+    if (root == NULL || !json_is_object(resp)) {
+        r->status = EID_E_CLIENT_TRANSPORT;
+        setf(r->code, sizeof r->code, "bad_response");
+        if (root == NULL)
+            setf(r->message, sizeof r->message, "the body is not JSON (%s); %zu bytes received",
+                 jerr.text, k->resp.len);
+        else
+            setf(r->message, sizeof r->message,
+                 "the body has no Response object; %zu bytes received", k->resp.len);
+        keep_received(k);
+        json_decref(root);
+        return;
+    }
+    const char *rid = json_string_value(json_object_get(resp, "RequestId"));
+    if (rid) setf(r->request_id, sizeof r->request_id, "%s", rid);
+    json_t *e = json_object_get(resp, "Error");
+    if (e != NULL && !json_is_null(e)) {
+        const char *code = json_string_value(json_object_get(e, "Code"));
+        if (!json_is_object(e) || code == NULL) {
+            r->status = EID_E_CLIENT_TRANSPORT;
+            setf(r->code, sizeof r->code, "bad_response");
+            setf(r->message, sizeof r->message, "Response.Error has no Code string");
+            keep_received(k);
+            json_decref(root);
+            return;
+        }
+        const char *msg = json_string_value(json_object_get(e, "Message"));
+        r->status = EID_E_CLIENT_REMOTE;
+        setf(r->code, sizeof r->code, "%s", code);
+        setf(r->message, sizeof r->message, "%s", msg ? msg : "");
+        *transient = code_transient(code);
+    } else {
+        r->status = EID_OK;
+    }
+    r->response = json_dumps(resp, JSON_COMPACT);
+    if (r->response == NULL) {
+        r->status = EID_E_NOMEM;
+        setf(r->code, sizeof r->code, "nomem");
+        setf(r->message, sizeof r->message, "out of memory keeping the response");
+    } else {
+        r->response_len = strlen(r->response);
+    }
+    json_decref(root);
+}
+
+/* After one attempt: fill k->res; *transient and *sent for the policy. */
+static void classify(call *k, CURLcode rc, int *transient, int *sent) {
+    eid_result *r = k->res;
+    long http = 0;
+    long reqsize = 0;
+    curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &http);
+    curl_easy_getinfo(k->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+    r->http_status = http;
+    r->code[0] = r->message[0] = r->request_id[0] = '\0';
+    result_clear_bodies(r);
+    *transient = 0;
+    *sent = reqsize > 0;
+    if (rc == CURLE_OK && http == 200) {
+        classify_body(k, transient);
+        return;
+    }
+    r->status = EID_E_CLIENT_TRANSPORT;
+    if (rc == CURLE_OK) {
+        setf(r->code, sizeof r->code, "http_%03ld", http);
+        setf(r->message, sizeof r->message, "HTTP %ld; %zu bytes received", http, k->resp.len);
+        keep_received(k);
+        *transient = http >= 500 || http == 429;
+        return;
+    }
+    const char *detail = k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc);
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        setf(r->code, sizeof r->code, "timeout");
+        setf(r->message, sizeof r->message, "%s%s", *sent ? "" : "before sending: ", detail);
+        *transient = 1;
+        break;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        setf(r->code, sizeof r->code, "connect");
+        setf(r->message, sizeof r->message, "%s", detail);
+        *transient = 1;
+        *sent = 0;
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ENGINE_INITFAILED:
+        setf(r->code, sizeof r->code, "tls");
+        setf(r->message, sizeof r->message, "%s", detail);
+        *sent = 0;
+        break;
+    case CURLE_WRITE_ERROR:
+        setf(r->code, sizeof r->code, k->too_big ? "bad_response" : "nomem");
+        if (k->too_big)
+            setf(r->message, sizeof r->message, "response larger than %zu bytes",
+                 k->c->max_response);
+        else
+            setf(r->message, sizeof r->message, "out of memory receiving the response");
+        if (k->too_big) keep_received(k);
+        break;
+    case CURLE_PARTIAL_FILE:
+        setf(r->code, sizeof r->code, "bad_response");
+        setf(r->message, sizeof r->message, "truncated body: %s; %zu bytes received", detail,
+             k->resp.len);
+        keep_received(k);
+        *transient = 1;
+        break;
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+        setf(r->code, sizeof r->code, "reset");
+        setf(r->message, sizeof r->message, "%s", detail);
+        *transient = 1;
+        break;
+    default:
+        setf(r->code, sizeof r->code, "transport");
+        setf(r->message, sizeof r->message, "%s", detail);
+        break;
+    }
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static void list_remove(eid_client *c, call *k) {
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        c->calls = k->next;
+    if (k->next) k->next->prev = k->prev;
+    k->prev = k->next = NULL;
+}
+
+static void log_event(eid_client *c, call *k, const char *level, const char *what, double dur,
+                      double delay) {
+    if (c->logger == NULL) return;
+    eid_client_event ev = {
+        .level = level,
+        .event = what,
+        .action = k->action,
+        .trace_id = k->res->trace_id,
+        .attempt = k->res->attempts,
+        .duration = dur,
+        .code = k->res->code,
+        .http_status = k->res->http_status,
+        .request_id = k->res->request_id,
+        .retry_delay = delay,
+        .skew = c->skew,
+    };
+    c->logger(c->logger_ud, &ev);
+}
+
+static void finish(eid_client *c, call *k) {
+    k->res->elapsed = mono_now() - k->start;
+    if (k->easy) {
+        easy_put(c, k->easy);
+        k->easy = NULL;
+    }
+    curl_slist_free_all(k->hdrs);
+    k->hdrs = NULL;
+    free(k->resp.p);
+    k->resp.p = NULL;
+    k->resp.len = k->resp.cap = 0;
+    list_remove(c, k);
+    c->n_unfinished--;
+    c->finished_count++;
+    k->finished = 1;
+    if (!k->sync) {
+        if (c->done_tail)
+            c->done_tail->done_next = k;
+        else
+            c->done_head = k;
+        c->done_tail = k;
+    }
+}
+
+static void fail_local(eid_client *c, call *k, eid_status st, const char *code, const char *msg) {
+    k->res->status = st;
+    setf(k->res->code, sizeof k->res->code, "%s", code);
+    setf(k->res->message, sizeof k->res->message, "%s", msg);
+    k->res->retryable = 0;
+    finish(c, k);
+}
+
+/* Sign and put the call on the wire. On failure the call is finished. */
+static void start_attempt(eid_client *c, call *k, double now) {
+    double left = k->deadline - now;
+    if (left <= 0.001) {
+        if (k->res->attempts == 0)
+            fail_local(c, k, EID_E_CLIENT_TRANSPORT, "timeout", "deadline reached before sending");
+        else
+            finish(c, k);
+        return;
+    }
+    if (k->easy == NULL) k->easy = easy_get(c);
+    if (k->easy == NULL) {
+        fail_local(c, k, EID_E_NOMEM, "nomem", "cannot create a curl handle");
+        return;
+    }
+    if (c->secret_id == NULL) {
+        fail_local(c, k, EID_E_INVALID_ARG, "credentials", "no credentials set on the client");
+        return;
+    }
+    eid_sign_request req = {
+        .secret_id = c->secret_id,
+        .secret_key = c->secret_key,
+        .secret_key_len = c->secret_key_len,
+        .token = c->token,
+        .host = c->host,
+        .service = c->service,
+        .action = k->action,
+        .version = c->version,
+        .region = c->region,
+        .language = c->language,
+        .timestamp = wall_now(c) + c->skew,
+        .body = k->body,
+        .body_len = k->body_len,
+    };
+    eid_signature sig;
+    eid_error serr = {0};
+    eid_status st = eid_signer_sign(c->signer, &req, &sig, &serr);
+    if (st != EID_OK) {
+        fail_local(c, k, st, st == EID_E_NOMEM ? "nomem" : "invalid", serr.message);
+        return;
+    }
+    eid_header h[EID_HEADERS_MAX];
+    size_t nh = eid_sign_headers(&req, &sig, h);
+    struct curl_slist *list = NULL, *t;
+    char line[EID_TOKEN_MAX + 64];
+    int bad = 0;
+    for (size_t i = 0; i < nh && !bad; i++) {
+        snprintf(line, sizeof line, "%s: %s", h[i].name, h[i].value);
+        t = curl_slist_append(list, line);
+        bad = t == NULL;
+        list = t ? t : list;
+    }
+    OPENSSL_cleanse(line, sizeof line);
+    OPENSSL_cleanse(&sig, sizeof sig);
+    static const char *const fixed[] = {"X-TC-RequestClient: " REQUEST_CLIENT,
+                                        "Expect:", "Accept:"};
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed && !bad; i++) {
+        t = curl_slist_append(list, fixed[i]);
+        bad = t == NULL;
+        list = t ? t : list;
+    }
+    if (!c->has_trace && !bad) {
+        snprintf(line, sizeof line, "X-TC-TraceId: %s", k->res->trace_id);
+        t = curl_slist_append(list, line);
+        bad = t == NULL;
+        list = t ? t : list;
+    }
+    for (size_t i = 0; i < c->n_extra && !bad; i++) {
+        t = curl_slist_append(list, c->extra[i]);
+        bad = t == NULL;
+        list = t ? t : list;
+    }
+    if (bad) {
+        curl_slist_free_all(list);
+        fail_local(c, k, EID_E_NOMEM, "nomem", "out of memory building headers");
+        return;
+    }
+    curl_slist_free_all(k->hdrs);
+    k->hdrs = list;
+    long total = (long)(left * 1000);
+    if (total > c->timeout_ms) total = c->timeout_ms;
+    if (total < 1) total = 1;
+    long conn = c->connect_timeout_ms < total ? c->connect_timeout_ms : total;
+    CURL *e = k->easy;
+    k->resp.len = 0;
+    k->too_big = 0;
+    k->date = -1;
+    k->errbuf[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)k->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, k->body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, k);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, k);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, k);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, k->errbuf);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, conn);
+    if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
+        fail_local(c, k, EID_E_NOMEM, "nomem", "cannot add the transfer");
+        return;
+    }
+    k->in_multi = 1;
+    k->attempt_start = now;
+    k->res->attempts++;
+    c->n_active++;
+    c->requests++;
+}
+
+static double jitter(double cap) {
+    uint32_t r = 0;
+    if (eid_random_bytes(&r, sizeof r) != EID_OK) return cap / 2;
+    return cap * ((double)r / 4294967296.0);
+}
+
+/* One attempt ended: decide between finishing and another attempt. */
+static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
+    long nc = 0;
+    curl_easy_getinfo(k->easy, CURLINFO_NUM_CONNECTS, &nc);
+    c->connects += (uint64_t)(nc > 0 ? nc : 0);
+    curl_multi_remove_handle(c->multi, k->easy);
+    k->in_multi = 0;
+    c->n_active--;
+    int transient = 0, sent = 1;
+    classify(k, rc, &transient, &sent);
+    eid_result *r = k->res;
+    double dur = now - k->attempt_start;
+    double left = k->deadline - now;
+
+    /* Clock skew: adopt the server's clock from Date, re-sign, once. */
+    if (r->status == EID_E_CLIENT_REMOTE && strcmp(r->code, "AuthFailure.SignatureExpire") == 0 &&
+        !k->skew_retried && k->date > 0) {
+        k->skew_retried = 1;
+        c->skew = k->date - wall_now(c);
+        r->retryable = 1;
+        log_event(c, k, "warn", "skew", dur, 0);
+        if (left > 0.001) {
+            k->not_before = now;
+            return;
+        }
+    }
+
+    int safe = !k->unsafe || c->retry_unsafe || !sent ||
+               (r->status == EID_E_CLIENT_REMOTE && starts(r->code, "RequestLimitExceeded"));
+    r->retryable = r->status != EID_OK && transient && safe;
+    double delay = -1;
+    if (r->status != EID_OK && r->status != EID_E_NOMEM) {
+        double def = -1;
+        if (r->retryable && r->attempts < c->max_attempts) {
+            double cap = (double)c->backoff_base_ms / 1000.0;
+            for (int i = 1; i < r->attempts && cap < (double)c->backoff_cap_ms / 1000.0; i++)
+                cap *= 2;
+            if (cap > (double)c->backoff_cap_ms / 1000.0) cap = (double)c->backoff_cap_ms / 1000.0;
+            def = jitter(cap);
+        }
+        if (c->retry) {
+            eid_retry_info info = {
+                .action = k->action,
+                .code = r->code,
+                .http_status = r->http_status,
+                .attempt = r->attempts,
+                .retryable = r->retryable,
+                .sent = sent,
+                .default_delay = def,
+                .remaining = left,
+            };
+            delay = c->retry(c->retry_ud, &info);
+        } else {
+            delay = def;
+        }
+        if (delay >= 0 && now + delay >= k->deadline - 0.001) delay = -1;
+    }
+    log_event(c, k, r->status == EID_OK ? "info" : "warn", "attempt", dur, delay);
+    if (delay < 0) {
+        finish(c, k);
+        return;
+    }
+    k->not_before = now + delay;
+}
+
+/* Start what is due, run curl, handle completions. Returns the number of
+ * calls that finished. *wait_ms gets how long the loop may sleep. */
+static unsigned long step(eid_client *c, long *wait_ms) {
+    unsigned long before = c->finished_count;
+    double now = mono_now();
+    for (call *k = c->calls, *nx; k; k = nx) {
+        nx = k->next;
+        if (!k->in_multi && k->not_before <= now && c->n_active < c->max_in_flight)
+            start_attempt(c, k, now);
+    }
+    int running = 0;
+    curl_multi_perform(c->multi, &running);
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE) continue;
+        call *k = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&k);
+        CURLcode rc = m->data.result;
+        if (k) on_done(c, k, rc, mono_now());
+    }
+    /* Retries due now start on the next step without sleeping. */
+    now = mono_now();
+    long w = 1000;
+    int can_start = c->n_active < c->max_in_flight;
+    for (call *k = c->calls; k; k = k->next)
+        if (!k->in_multi && (can_start || k->not_before > now)) {
+            double d = (k->not_before - now) * 1000;
+            if (d < w) w = d <= 0 ? 0 : (long)d + 1;
+        }
+    *wait_ms = w;
+    return c->finished_count - before;
+}
+
+size_t eid_client_perform(eid_client *c, long timeout_ms) {
+    if (c == NULL) return 0;
+    double end = mono_now() + (double)(timeout_ms > 0 ? timeout_ms : 0) / 1000.0;
+    for (;;) {
+        long w;
+        if (step(c, &w) > 0 || c->n_unfinished == 0) break;
+        double left = (end - mono_now()) * 1000;
+        if (left <= 0) break;
+        if (w > left) w = (long)left + 1;
+        if (w > 0) curl_multi_poll(c->multi, NULL, 0, (int)w, NULL);
+    }
+    return c->n_unfinished;
+}
+
+static eid_status new_call(eid_client *c, const char *action, const void *body, size_t body_len,
+                           void *ud, int sync, call **out, eid_error *err) {
+    if (c == NULL) return eid__fail(err, EID_E_INVALID_ARG, "client", "must not be NULL");
+    size_t al = action ? strlen(action) : 0;
+    if (al == 0 || al > EID_FIELD_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "action", "must be 1..%d bytes", EID_FIELD_MAX);
+    for (size_t i = 0; i < al; i++) {
+        char ch = action[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')))
+            return eid__fail(err, EID_E_INVALID_ARG, "action", "must be letters and digits");
+    }
+    if (body == NULL && body_len > 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "body", "NULL with a non-zero length");
+    if (body_len > (size_t)10 << 20)
+        return eid__fail(err, EID_E_INVALID_ARG, "body", "larger than 10 MB");
+    call *k = calloc(1, sizeof *k);
+    if (k == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    k->res = calloc(1, sizeof *k->res);
+    k->body = malloc(body_len + 1);
+    unsigned char u[16];
+    if (k->res == NULL || k->body == NULL || eid_random_bytes(u, sizeof u) != EID_OK) {
+        call_free(k);
+        return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    }
+    if (body_len) memcpy(k->body, body, body_len);
+    k->body[body_len] = '\0';
+    k->body_len = body_len;
+    memcpy(k->action, action, al + 1);
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
+    snprintf(k->res->trace_id, sizeof k->res->trace_id,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+             u[15]);
+    k->c = c;
+    k->ud = ud;
+    k->sync = sync;
+    k->unsafe = !is_read(action);
+    k->start = k->not_before = mono_now();
+    k->deadline = k->start + (double)c->deadline_ms / 1000.0;
+    k->date = -1;
+    k->next = c->calls;
+    if (c->calls) c->calls->prev = k;
+    c->calls = k;
+    c->n_unfinished++;
+    *out = k;
+    return EID_OK;
+}
+
+eid_status eid_client_submit(eid_client *c, const char *action, const void *body, size_t body_len,
+                             void *ud, eid_error *err) {
+    call *k;
+    return new_call(c, action, body, body_len, ud, 0, &k, err);
+}
+
+eid_status eid_client_call(eid_client *c, const char *action, const void *body, size_t body_len,
+                           eid_result **out, eid_error *err) {
+    if (out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "out", "must not be NULL");
+    *out = NULL;
+    call *k;
+    eid_status st = new_call(c, action, body, body_len, NULL, 1, &k, err);
+    if (st != EID_OK) return st;
+    while (!k->finished)
+        eid_client_perform(c, 1000);
+    *out = k->res;
+    k->res = NULL;
+    call_free(k);
+    return (*out)->status;
+}
+
+int eid_client_next(eid_client *c, void **ud, eid_result **out) {
+    if (c == NULL || c->done_head == NULL) return 0;
+    call *k = c->done_head;
+    c->done_head = k->done_next;
+    if (c->done_head == NULL) c->done_tail = NULL;
+    if (ud) *ud = k->ud;
+    if (out) {
+        *out = k->res;
+        k->res = NULL;
+    }
+    call_free(k);
+    return 1;
+}

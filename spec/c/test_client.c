@@ -1,0 +1,456 @@
+/* The C API client against a real `eidkit sim` started here on loopback:
+ * every outcome class, the retry policy per action, the deadline, clock skew,
+ * the policy and logger hooks, and 1,000 calls in flight on one thread.
+ * Usage: test_client /path/to/eidkit */
+#define _POSIX_C_SOURCE 200809L
+
+#include "eidkit/client.h"
+
+#include "check.h"
+
+#include <curl/curl.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SECRET_ID  "AKIDeidkitSimDemo00000000000000000000"
+#define SECRET_KEY "eidkitSimDemoSecretKey000000000"
+#define MERCHANT   "0NSJ000000000000000000EIDKIT"
+
+static pid_t sim_pid;
+static char sim_url[64];
+static char port_file[64];
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int sim_start(const char *bin) {
+    snprintf(port_file, sizeof port_file, "/tmp/eidkit-test-client-%ld.port", (long)getpid());
+    unlink(port_file);
+    sim_pid = fork();
+    if (sim_pid < 0) return -1;
+    if (sim_pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) dup2(devnull, 1);
+        execl(bin, bin, "sim", "--listen", "127.0.0.1:0", "--port-file", port_file, "--seed", "7",
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        FILE *f = fopen(port_file, "r");
+        int port = 0;
+        if (f) {
+            if (fscanf(f, "%d", &port) != 1) port = 0;
+            fclose(f);
+        }
+        if (port > 0) {
+            snprintf(sim_url, sizeof sim_url, "http://127.0.0.1:%d", port);
+            return 0;
+        }
+        sleep_ms(10);
+    }
+    return -1;
+}
+
+static void sim_stop(void) {
+    if (sim_pid > 0) {
+        kill(sim_pid, SIGTERM);
+        waitpid(sim_pid, NULL, 0);
+    }
+    unlink(port_file);
+}
+
+/* A loopback port nothing listens on: bound, then closed. */
+static int closed_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0) close(fd);
+    return port;
+}
+
+static size_t sink(char *d, size_t s, size_t n, void *ud) {
+    (void)d, (void)ud;
+    return s * n;
+}
+
+/* An unsigned control-API request; returns the HTTP status. */
+static long control(const char *method, const char *path, const char *body) {
+    char url[256];
+    snprintf(url, sizeof url, "%s%s", sim_url, path);
+    CURL *e = curl_easy_init();
+    long status = 0;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink);
+    if (body) curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    if (curl_easy_perform(e) == CURLE_OK) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(e);
+    return status;
+}
+
+static void faults(const char *json) { CHECK(control("PUT", "/sim/faults", json) == 200); }
+
+typedef struct log_capture {
+    int events, skew_events;
+    char all[65536];
+    size_t len;
+} log_capture;
+
+static void on_log(void *ud, const eid_client_event *ev) {
+    log_capture *lc = ud;
+    lc->events++;
+    if (strcmp(ev->event, "skew") == 0) lc->skew_events++;
+    int n =
+        snprintf(lc->all + lc->len, sizeof lc->all - lc->len,
+                 "%s %s %s %s a=%d d=%.3f code=%s http=%ld rid=%s delay=%.3f skew=%lld\n",
+                 ev->level, ev->event, ev->action, ev->trace_id, ev->attempt, ev->duration,
+                 ev->code, ev->http_status, ev->request_id, ev->retry_delay, (long long)ev->skew);
+    if (n > 0 && lc->len + (size_t)n < sizeof lc->all) lc->len += (size_t)n;
+}
+
+static eid_client *make(eid_client_options *o) {
+    o->endpoint = o->endpoint ? o->endpoint : sim_url;
+    eid_client *c = NULL;
+    eid_error err = {0};
+    CHECK(eid_client_new(o, &c, &err) == EID_OK);
+    if (c)
+        CHECK(eid_client_set_credentials(c, SECRET_ID, SECRET_KEY, strlen(SECRET_KEY), NULL,
+                                         &err) == EID_OK);
+    return c;
+}
+
+static eid_result *call(eid_client *c, const char *action, const char *body) {
+    eid_result *r = NULL;
+    eid_error err = {0};
+    eid_client_call(c, action, body, strlen(body), &r, &err);
+    CHECK(r != NULL);
+    return r;
+}
+
+static void test_options(void) {
+    eid_client *c = NULL;
+    eid_error err = {0};
+    eid_client_options o = {.endpoint = "ftp://x"};
+    CHECK(eid_client_new(&o, &c, &err) == EID_E_INVALID_ARG);
+    CHECK(c == NULL);
+    CHECK_STR(err.field, "endpoint");
+    o.endpoint = "https://faceid.tencentcloudapi.com/v1";
+    CHECK(eid_client_new(&o, &c, &err) == EID_E_INVALID_ARG);
+    const char *hdr[] = {"Authorization: x"};
+    o = (eid_client_options){.headers = hdr, .header_count = 1};
+    CHECK(eid_client_new(&o, &c, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "headers");
+    o.timeout_ms = -1;
+    CHECK(eid_client_new(&o, &c, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_client_new(NULL, &c, &err) == EID_OK);
+    CHECK(eid_client_set_credentials(c, "", "k", 1, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "secret_id");
+    eid_result *r = NULL;
+    CHECK(eid_client_call(c, "Get Eid", "{}", 2, &r, &err) == EID_E_INVALID_ARG);
+    CHECK(r == NULL);
+    CHECK_STR(err.field, "action");
+    /* No credentials: the call fails locally, nothing is sent. */
+    CHECK(eid_client_call(c, "GetEidResult", "{}", 2, &r, &err) == EID_E_INVALID_ARG);
+    CHECK(r && r->attempts == 0);
+    CHECK_STR(r ? r->code : NULL, "credentials");
+    eid_result_free(r);
+    eid_client_free(c);
+    eid_client_free(NULL);
+    eid_result_free(NULL);
+}
+
+static void test_success_and_remote_errors(void) {
+    log_capture lc = {0};
+    eid_client_options o = {.logger = on_log, .logger_ud = &lc};
+    eid_client *c = make(&o);
+    eid_result *r = call(c, "GetEidToken",
+                         "{\"MerchantId\":\"" MERCHANT "\",\"Name\":\"\xe9\x9f\xa6\xe5\xb0\x8f\xe5"
+                         "\xae\x9d\",\"IdCard\":\"11204416541220243X\"}");
+    CHECK(r->status == EID_OK);
+    CHECK(r->attempts == 1 && r->http_status == 200 && r->code[0] == '\0');
+    CHECK(r->response && strstr(r->response, "\"EidToken\":\""));
+    CHECK(strlen(r->request_id) == 36);
+    CHECK(strlen(r->trace_id) == 36 && r->trace_id[14] == '4');
+    char tok[64] = "";
+    const char *p = r->response ? strstr(r->response, "\"EidToken\":\"") : NULL;
+    if (p) snprintf(tok, sizeof tok, "%.36s", p + 12);
+    eid_result_free(r);
+
+    char body[128];
+    snprintf(body, sizeof body, "{\"EidToken\":\"%s\"}", tok);
+    r = call(c, "CheckEidTokenStatus", body);
+    CHECK(r->status == EID_OK && r->response && strstr(r->response, "\"Status\":\"init\""));
+    eid_result_free(r);
+
+    r = call(c, "GetEidResult", "{\"EidToken\":\"00000000-0000-4000-8000-000000000000\"}");
+    CHECK(r->status == EID_E_CLIENT_REMOTE);
+    CHECK_STR(r->code, "InvalidParameterValue.BizTokenIllegal");
+    CHECK(r->attempts == 1 && !r->retryable && r->request_id[0] != '\0');
+    CHECK(r->response != NULL); /* the Response with its Error, for the caller */
+    eid_result_free(r);
+
+    r = call(c, "GetEidResult", "{\"EidToken\":1}");
+    CHECK_STR(r->code, "InvalidParameter");
+    eid_result_free(r);
+
+    /* A wrong key: permanent, one attempt. */
+    eid_error err = {0};
+    CHECK(eid_client_set_credentials(c, SECRET_ID, "wrong", 5, NULL, &err) == EID_OK);
+    r = call(c, "GetEidResult", body);
+    CHECK_STR(r->code, "AuthFailure.SignatureFailure");
+    CHECK(r->attempts == 1);
+    eid_result_free(r);
+
+    /* Connections are reused across calls. */
+    uint64_t reqs, conns;
+    eid_client_stats(c, &reqs, &conns);
+    CHECK(reqs == 5 && conns == 1);
+    /* Secrets and personal data never reach the logger. */
+    CHECK(lc.events == 5);
+    CHECK(strstr(lc.all, SECRET_KEY) == NULL && strstr(lc.all, "11204416541220243X") == NULL);
+    CHECK(strstr(lc.all, "GetEidToken") != NULL);
+    eid_client_free(c);
+}
+
+static void test_retries(void) {
+    eid_client_options o = {.backoff_base_ms = 10, .backoff_cap_ms = 40, .max_attempts = 4};
+    eid_client *c = make(&o);
+    const char *res_body = "{\"EidToken\":\"00000000-0000-4000-8000-000000000000\"}";
+
+    faults("[{\"Action\":\"GetEidResult\",\"Kind\":\"throttle\",\"First\":2}]");
+    eid_result *r = call(c, "GetEidResult", res_body);
+    CHECK_STR(r->code, "InvalidParameterValue.BizTokenIllegal");
+    CHECK(r->attempts == 3);
+    eid_result_free(r);
+
+    faults("[{\"Action\":\"*\",\"Kind\":\"http\",\"Status\":503}]");
+    r = call(c, "CheckEidTokenStatus", res_body);
+    CHECK(r->status == EID_E_CLIENT_TRANSPORT);
+    CHECK_STR(r->code, "http_503");
+    CHECK(r->attempts == 4 && r->retryable && r->http_status == 503);
+    CHECK(r->received != NULL && r->received_len > 0);
+    /* Full jitter under a 10/20/40 ms ladder: at most 70 ms of waiting. */
+    CHECK(r->elapsed < 1.0);
+    eid_result_free(r);
+
+    /* On a fresh client: libcurl itself resends once when a reused
+     * keep-alive connection dies before any answer (docs/internals/client.md). */
+    eid_client_free(c);
+    c = make(&o);
+    faults("[{\"Action\":\"GetEidResult\",\"Kind\":\"reset\",\"First\":1},"
+           "{\"Action\":\"GetEidResult\",\"Kind\":\"truncate\",\"First\":2}]");
+    r = call(c, "GetEidResult", res_body);
+    CHECK_STR(r->code, "InvalidParameterValue.BizTokenIllegal");
+    CHECK(r->attempts == 3);
+    eid_result_free(r);
+
+    faults("[{\"Action\":\"GetEidResult\",\"Kind\":\"malformed\"}]");
+    r = call(c, "GetEidResult", res_body);
+    CHECK_STR(r->code, "bad_response");
+    CHECK(r->attempts == 1 && r->received && r->received_len > 0 && r->response == NULL);
+    eid_result_free(r);
+
+    faults("[{\"Action\":\"GetEidResult\",\"Kind\":\"error\",\"Code\":\"InternalError\","
+           "\"First\":1}]");
+    r = call(c, "GetEidResult", res_body);
+    CHECK(r->attempts == 2);
+    eid_result_free(r);
+
+    /* GetEidToken mints: InternalError and 5xx are not retried, throttling is. */
+    const char *tok_body = "{\"MerchantId\":\"" MERCHANT "\"}";
+    faults("[{\"Action\":\"GetEidToken\",\"Kind\":\"error\",\"Code\":\"InternalError\"}]");
+    r = call(c, "GetEidToken", tok_body);
+    CHECK_STR(r->code, "InternalError");
+    CHECK(r->attempts == 1 && !r->retryable);
+    eid_result_free(r);
+    faults("[{\"Action\":\"GetEidToken\",\"Kind\":\"throttle\",\"First\":1}]");
+    r = call(c, "GetEidToken", tok_body);
+    CHECK(r->status == EID_OK && r->attempts == 2);
+    eid_result_free(r);
+    faults("[{\"Action\":\"GetEidToken\",\"Kind\":\"http\",\"Status\":502,\"First\":1}]");
+    r = call(c, "GetEidToken", tok_body);
+    CHECK_STR(r->code, "http_502");
+    CHECK(r->attempts == 1);
+    eid_result_free(r);
+    CHECK(control("DELETE", "/sim/faults", NULL) == 200);
+    eid_client_free(c);
+
+    /* retry_unsafe: the policy can retry GetEidToken like a read. */
+    o.retry_unsafe = 1;
+    c = make(&o);
+    faults("[{\"Action\":\"GetEidToken\",\"Kind\":\"http\",\"Status\":502,\"First\":1}]");
+    r = call(c, "GetEidToken", tok_body);
+    CHECK(r->status == EID_OK && r->attempts == 2);
+    eid_result_free(r);
+    CHECK(control("DELETE", "/sim/faults", NULL) == 200);
+    eid_client_free(c);
+}
+
+static void test_timeouts(void) {
+    /* GetEidToken is not retried after a send timeout. */
+    eid_client_options o = {.timeout_ms = 150, .backoff_base_ms = 10, .deadline_ms = 2000};
+    eid_client *c = make(&o);
+    faults("[{\"Action\":\"*\",\"Kind\":\"latency\",\"Ms\":400}]");
+    eid_result *r = call(c, "GetEidToken", "{\"MerchantId\":\"" MERCHANT "\"}");
+    CHECK_STR(r->code, "timeout");
+    CHECK(r->attempts == 1 && !r->retryable);
+    eid_result_free(r);
+    /* A read is retried until the attempts run out. */
+    r = call(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}");
+    CHECK_STR(r->code, "timeout");
+    CHECK(r->attempts == 4 && r->retryable);
+    eid_result_free(r);
+    eid_client_free(c);
+
+    /* The deadline bounds attempts and waits. */
+    o = (eid_client_options){.timeout_ms = 5000, .deadline_ms = 250, .backoff_base_ms = 10};
+    c = make(&o);
+    r = call(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}");
+    CHECK_STR(r->code, "timeout");
+    CHECK(r->elapsed >= 0.24 && r->elapsed < 0.6);
+    eid_result_free(r);
+    eid_client_free(c);
+    CHECK(control("DELETE", "/sim/faults", NULL) == 200);
+
+    /* Nothing listens: connect errors, retried for every action. */
+    char closed[64];
+    snprintf(closed, sizeof closed, "http://127.0.0.1:%d", closed_port());
+    o = (eid_client_options){.endpoint = closed, .backoff_base_ms = 5, .max_attempts = 3};
+    c = make(&o);
+    r = call(c, "GetEidToken", "{}");
+    CHECK_STR(r->code, "connect");
+    CHECK(r->attempts == 3 && r->retryable && r->http_status == 0);
+    eid_result_free(r);
+    eid_client_free(c);
+}
+
+static int64_t fixed_clock(void *ud) { return *(int64_t *)ud; }
+
+static void test_skew(void) {
+    log_capture lc = {0};
+    for (int sign = -1; sign <= 1; sign += 2) {
+        char adv[64];
+        snprintf(adv, sizeof adv, "{\"Advance\":%d}", sign * 600);
+        CHECK(control("POST", "/sim/clock", adv) == 200);
+        eid_client_options o = {.logger = on_log, .logger_ud = &lc};
+        eid_client *c = make(&o);
+        eid_result *r = call(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}");
+        CHECK_STR(r->code, "InvalidParameterValue.BizTokenIllegal");
+        CHECK(r->attempts == 2);
+        CHECK(eid_client_skew(c) >= sign * 600 - 2 && eid_client_skew(c) <= sign * 600 + 2);
+        eid_result_free(r);
+        /* Later calls use the offset straight away. */
+        r = call(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}");
+        CHECK(r->attempts == 1);
+        eid_result_free(r);
+        eid_client_free(c);
+        snprintf(adv, sizeof adv, "{\"Advance\":%d}", -sign * 600);
+        CHECK(control("POST", "/sim/clock", adv) == 200);
+    }
+    CHECK(lc.skew_events == 2);
+    /* An injected clock an hour off is corrected the same way. */
+    int64_t now = (int64_t)time(NULL) - 3600;
+    eid_client_options o = {.clock = {fixed_clock, &now}};
+    eid_client *c = make(&o);
+    eid_result *r = call(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}");
+    CHECK(r->attempts == 2 && eid_client_skew(c) >= 3598);
+    eid_result_free(r);
+    eid_client_free(c);
+}
+
+static double policy_delay(void *ud, const eid_retry_info *info) {
+    int *seen = ud;
+    (*seen)++;
+    CHECK(info->attempt >= 1 && info->code[0] != '\0' && info->remaining > 0);
+    return info->attempt < 2 ? 0.001 : -1; /* two attempts, whatever the error */
+}
+
+static void test_policy_hook(void) {
+    int seen = 0;
+    eid_client_options o = {.retry = policy_delay, .retry_ud = &seen};
+    eid_client *c = make(&o);
+    faults("[{\"Action\":\"*\",\"Kind\":\"error\",\"Code\":\"InvalidParameter\"}]");
+    eid_result *r = call(c, "GetEidToken", "{\"MerchantId\":\"" MERCHANT "\"}");
+    CHECK(r->attempts == 2 && seen == 2);
+    eid_result_free(r);
+    CHECK(control("DELETE", "/sim/faults", NULL) == 200);
+    eid_client_free(c);
+}
+
+static void test_concurrent(void) {
+    enum { N = 1000 };
+    eid_client_options o = {.backoff_base_ms = 5};
+    eid_client *c = make(&o);
+    faults("[{\"Action\":\"*\",\"Kind\":\"latency\",\"Ms\":200},"
+           "{\"Action\":\"CheckEidTokenStatus\",\"Kind\":\"throttle\",\"Rate\":0.1}]");
+    eid_error err = {0};
+    for (long i = 0; i < N; i++)
+        CHECK(eid_client_submit(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}", 17,
+                                (void *)(i + 1), &err) == EID_OK);
+    static char seen[N + 1];
+    int done = 0, ok = 0, retried = 0;
+    time_t start = time(NULL);
+    while (done < N && time(NULL) - start < 20) {
+        eid_client_perform(c, 100);
+        void *ud;
+        eid_result *r;
+        while (eid_client_next(c, &ud, &r)) {
+            long i = (long)ud;
+            CHECK(i >= 1 && i <= N && !seen[i]);
+            if (i >= 1 && i <= N) seen[i] = 1;
+            done++;
+            ok += strcmp(r->code, "InvalidParameterValue.BizTokenIllegal") == 0;
+            retried += r->attempts > 1;
+            eid_result_free(r);
+        }
+    }
+    CHECK(done == N && ok == N);
+    CHECK(retried > 0);
+    CHECK(time(NULL) - start < 10); /* 200 ms latency each, all at once */
+    CHECK(control("DELETE", "/sim/faults", NULL) == 200);
+    eid_client_free(c);
+
+    /* Freeing a client with calls in flight drops them cleanly. */
+    c = make(&o);
+    for (int i = 0; i < 10; i++)
+        eid_client_submit(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}", 17, NULL, &err);
+    eid_client_perform(c, 0);
+    eid_client_free(c);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_client /path/to/eidkit\n");
+        return 2;
+    }
+    CHECK(eid_client_global_init() == EID_OK);
+    if (sim_start(argv[1]) != 0) {
+        fprintf(stderr, "test_client: cannot start %s sim\n", argv[1]);
+        sim_stop();
+        return 1;
+    }
+    test_options();
+    test_success_and_remote_errors();
+    test_retries();
+    test_timeouts();
+    test_skew();
+    test_policy_hook();
+    test_concurrent();
+    sim_stop();
+    return check_report("test_client");
+}
