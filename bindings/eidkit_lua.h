@@ -26,5 +26,6 @@ int eidkit_push_fail(lua_State *L, const char *code, const char *message);
 void eidkit_open_signer(lua_State *L);
 void eidkit_open_httpd(lua_State *L);
 void eidkit_open_ledger(lua_State *L); /* eidkit.Ledger, core.ledger_open */
+void eidkit_open_client(lua_State *L); /* eidkit.Client, core.client_new */
 
 #endif

@@ -125,5 +125,6 @@ int luaopen_eidkit_core(lua_State *L) {
     eidkit_open_signer(L);
     eidkit_open_httpd(L);
     eidkit_open_ledger(L);
+    eidkit_open_client(L);
     return 1;
 }

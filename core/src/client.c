@@ -986,3 +986,77 @@ int eid_client_next(eid_client *c, void **ud, eid_result **out) {
     call_free(k);
     return 1;
 }
+
+/* ------------------------------------------------------------ plain GET */
+
+typedef struct get_buf {
+    buf b;
+    size_t max;
+    int too_big;
+} get_buf;
+
+static size_t on_get_write(char *data, size_t size, size_t n, void *ud) {
+    get_buf *g = ud;
+    size_t len = size * n;
+    if (len > g->max - g->b.len) {
+        g->too_big = 1;
+        return 0;
+    }
+    if (g->b.len + len + 1 > g->b.cap) {
+        size_t cap = g->b.cap ? g->b.cap : 1024;
+        while (cap < g->b.len + len + 1)
+            cap *= 2;
+        char *p = realloc(g->b.p, cap);
+        if (p == NULL) return 0;
+        g->b.p = p;
+        g->b.cap = cap;
+    }
+    memcpy(g->b.p + g->b.len, data, len);
+    g->b.len += len;
+    g->b.p[g->b.len] = '\0';
+    return len;
+}
+
+eid_status eid_http_get(const char *url, long timeout_ms, size_t max, char **body, size_t *body_len,
+                        long *status, eid_error *err) {
+    if (url == NULL || body == NULL || status == NULL || timeout_ms <= 0 || max == 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "url",
+                         "url, body, status, timeout and max needed");
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "url", "must start with http:// or https://");
+    *body = NULL;
+    if (eid_client_global_init() != EID_OK)
+        return eid__fail(err, EID_E_INTERNAL, "", "curl_global_init failed");
+    CURL *e = curl_easy_init();
+    if (e == NULL) return eid__fail(err, EID_E_NOMEM, "nomem", "out of memory");
+    get_buf g = {.max = max};
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* metadata is local: never via a proxy */
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_get_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &g);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode rc = curl_easy_perform(e);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(e);
+    if (rc != CURLE_OK) {
+        free(g.b.p);
+        const char *code = rc == CURLE_OPERATION_TIMEDOUT ? "timeout"
+                           : rc == CURLE_COULDNT_CONNECT  ? "connect"
+                           : g.too_big                    ? "bad_response"
+                                                          : "transport";
+        return eid__fail(err, EID_E_CLIENT_TRANSPORT, code, "%s",
+                         g.too_big   ? "response too large"
+                         : errbuf[0] ? errbuf
+                                     : curl_easy_strerror(rc));
+    }
+    if (g.b.p == NULL) {
+        g.b.p = calloc(1, 1);
+        if (g.b.p == NULL) return eid__fail(err, EID_E_NOMEM, "nomem", "out of memory");
+    }
+    *body = g.b.p;
+    if (body_len) *body_len = g.b.len;
+    return EID_OK;
+}

@@ -176,6 +176,15 @@ EID_API int64_t eid_client_skew(const eid_client *c);
 /* Counters since creation: requests sent, connections opened. */
 EID_API void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connects);
 
+/* A plain, unsigned GET of url (http or https) with a total timeout, for
+ * credential sources such as the CVM metadata service. At most max bytes of
+ * body are accepted (more is EID_E_CLIENT_TRANSPORT, "bad_response").
+ * On EID_OK *body (NUL-terminated, free with free()) and *status are set,
+ * whatever the HTTP status. On failure err->field is the error code
+ * ("timeout", "connect", ...) and err->message the detail. Thread-safe. */
+EID_API eid_status eid_http_get(const char *url, long timeout_ms, size_t max, char **body,
+                                size_t *body_len, long *status, eid_error *err);
+
 #ifdef __cplusplus
 }
 #endif

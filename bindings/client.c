@@ -1,0 +1,514 @@
+/* eidkit.Client: the C API client (eidkit/client.h) for Lua. The pure-Lua
+ * layer (lua/eidkit/client.lua) validates parameters, encodes and decodes
+ * JSON and resolves credentials; this file moves bytes and results.
+ *
+ * Callbacks (logger, retry policy) are Lua functions called from inside
+ * eid_client_call / eid_client_perform. They run under lua_pcall; an error is
+ * stashed in the userdata, later callbacks are skipped (the policy answers
+ * "stop"), and the error is re-raised once the C call has returned, so a Lua
+ * error never unwinds through libcurl or the client's own state. */
+#include "eidkit/client.h"
+
+#include "eidkit_lua.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EIDKIT_CLIENT_MT "eidkit.Client"
+
+#define UV_LOGGER 1
+#define UV_RETRY  2
+#define UV_ERROR  3
+#define UV_COUNT  3
+
+typedef struct lclient {
+    eid_client *c; /* NULL once closed */
+    lua_State *L;  /* set while a call runs */
+    int self;      /* stack index of the userdata while a call runs */
+    int failed;    /* a callback raised; the error is in UV_ERROR */
+    int busy;
+} lclient;
+
+static lclient *check_client(lua_State *L, int idx) {
+    lclient *lc = luaL_checkudata(L, idx, EIDKIT_CLIENT_MT);
+    if (lc->c == NULL) luaL_error(L, "attempt to use a closed eidkit.Client");
+    if (lc->busy) luaL_error(L, "eidkit.Client is busy (called from one of its own callbacks)");
+    return lc;
+}
+
+/* Run the function on top with nargs arguments under pcall; on error stash
+ * it. Returns 1 on success with nres results pushed. */
+static int protected(lclient *lc, int nargs, int nres) {
+    lua_State *L = lc->L;
+    if (lua_pcall(L, nargs, nres, 0) == LUA_OK) return 1;
+    lc->failed = 1;
+    lua_setiuservalue(L, lc->self, UV_ERROR);
+    return 0;
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+static void set_num(lua_State *L, const char *k, lua_Number v) {
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* A pushed table of the event; runs in protected mode (via lua_pcall). */
+static int push_event(lua_State *L) {
+    const eid_client_event *ev = lua_touserdata(L, 1);
+    lua_createtable(L, 0, 11);
+    set_str(L, "event", ev->event);
+    set_str(L, "action", ev->action);
+    set_str(L, "trace_id", ev->trace_id);
+    set_int(L, "attempt", ev->attempt);
+    set_num(L, "duration", ev->duration);
+    if (ev->code[0]) set_str(L, "code", ev->code);
+    if (ev->http_status) set_int(L, "http_status", ev->http_status);
+    if (ev->request_id[0]) set_str(L, "request_id", ev->request_id);
+    if (ev->retry_delay >= 0) set_num(L, "retry_delay", ev->retry_delay);
+    set_int(L, "skew", (lua_Integer)ev->skew);
+    return 1;
+}
+
+static void on_log(void *ud, const eid_client_event *ev) {
+    lclient *lc = ud;
+    lua_State *L = lc->L;
+    if (lc->failed || L == NULL) return;
+    lua_getiuservalue(L, lc->self, UV_LOGGER);
+    lua_pushstring(L, ev->level);
+    /* Build the event table under pcall too: a memory error must not escape. */
+    lua_pushcfunction(L, push_event);
+    lua_pushlightuserdata(L, (void *)ev);
+    if (!protected(lc, 1, 1)) {
+        lua_pop(L, 2);
+        return;
+    }
+    protected(lc, 2, 0);
+}
+
+static int push_retry_info(lua_State *L) {
+    const eid_retry_info *in = lua_touserdata(L, 1);
+    lua_createtable(L, 0, 8);
+    set_str(L, "code", in->code);
+    set_str(L, "action", in->action);
+    set_int(L, "http_status", in->http_status);
+    set_int(L, "attempts", in->attempt);
+    lua_pushboolean(L, in->retryable);
+    lua_setfield(L, -2, "retryable");
+    lua_pushboolean(L, in->sent);
+    lua_setfield(L, -2, "sent");
+    if (in->default_delay >= 0) set_num(L, "default_delay", in->default_delay);
+    set_num(L, "remaining", in->remaining);
+    luaL_setmetatable(L, EIDKIT_ERROR_MT);
+    return 1;
+}
+
+static double on_retry(void *ud, const eid_retry_info *info) {
+    lclient *lc = ud;
+    lua_State *L = lc->L;
+    if (lc->failed || L == NULL) return -1;
+    lua_getiuservalue(L, lc->self, UV_RETRY);
+    lua_pushcfunction(L, push_retry_info);
+    lua_pushlightuserdata(L, (void *)info);
+    if (!protected(lc, 1, 1)) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_pushinteger(L, info->attempt);
+    if (!protected(lc, 2, 1)) return -1;
+    double d = -1;
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        d = lua_tonumber(L, -1);
+        if (!(d >= 0 && d <= 3600)) d = -1;
+    } else if (!lua_isnil(L, -1) && !(lua_isboolean(L, -1) && !lua_toboolean(L, -1))) {
+        lua_pushfstring(L, "retry policy must return seconds (number) or nil, got %s",
+                        luaL_typename(L, -1));
+        lc->failed = 1;
+        lua_setiuservalue(L, lc->self, UV_ERROR);
+    }
+    lua_pop(L, 1);
+    return d;
+}
+
+/* After a C call: re-raise a callback's error. */
+static void relay(lclient *lc) {
+    lua_State *L = lc->L;
+    lc->L = NULL;
+    lc->busy = 0;
+    if (!lc->failed) return;
+    lc->failed = 0;
+    lua_getiuservalue(L, lc->self, UV_ERROR);
+    lua_pushnil(L);
+    lua_setiuservalue(L, lc->self, UV_ERROR);
+    lua_error(L);
+}
+
+static void enter(lclient *lc, lua_State *L, int self) {
+    lc->L = L;
+    lc->self = lua_absindex(L, self);
+    lc->failed = 0;
+    lc->busy = 1;
+}
+
+/* ------------------------------------------------------------ options */
+
+static double opt_seconds(lua_State *L, int t, const char *k, double lo, double hi) {
+    double v = 0;
+    int ty = lua_getfield(L, t, k);
+    if (ty != LUA_TNIL) {
+        if (ty != LUA_TNUMBER)
+            luaL_error(L, "bad option '%s' (expected seconds, got %s)", k, lua_typename(L, ty));
+        v = lua_tonumber(L, -1);
+        if (!(v >= lo && v <= hi)) luaL_error(L, "bad option '%s' (out of range)", k);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static lua_Integer opt_int(lua_State *L, int t, const char *k, lua_Integer lo, lua_Integer hi) {
+    lua_Integer v = 0;
+    int ty = lua_getfield(L, t, k);
+    if (ty != LUA_TNIL) {
+        int isint = 0;
+        v = lua_tointegerx(L, -1, &isint);
+        if (ty != LUA_TNUMBER || !isint)
+            luaL_error(L, "bad option '%s' (expected integer, got %s)", k, lua_typename(L, ty));
+        if (v < lo || v > hi) luaL_error(L, "bad option '%s' (out of range)", k);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* A string option, left on the stack (so the pointer stays valid). */
+static const char *opt_str(lua_State *L, int t, const char *k) {
+    int ty = lua_getfield(L, t, k);
+    if (ty == LUA_TNIL) return NULL;
+    if (ty != LUA_TSTRING)
+        luaL_error(L, "bad option '%s' (expected string, got %s)", k, lua_typename(L, ty));
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (strlen(s) != len) luaL_error(L, "bad option '%s' (contains a NUL byte)", k);
+    return s;
+}
+
+static const char *const known_options[] = {
+    "endpoint",     "service",         "version",      "region",
+    "language",     "connect_timeout", "timeout",      "deadline",
+    "proxy",        "ca_file",         "verify_tls",   "headers",
+    "max_response", "max_in_flight",   "max_attempts", "backoff_base",
+    "backoff_cap",  "retry_unsafe",    "retry",        "logger",
+    NULL,
+};
+
+/* core.client_new(opts) -> eidkit.Client; misuse raises naming the option. */
+static int l_client_new(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "option names must be strings");
+        const char *k = lua_tostring(L, -1);
+        int ok = 0;
+        for (const char *const *o = known_options; *o && !ok; o++)
+            ok = strcmp(*o, k) == 0;
+        if (!ok) return luaL_error(L, "unknown option '%s'", k);
+    }
+    eid_client_options o;
+    memset(&o, 0, sizeof o);
+    o.endpoint = opt_str(L, 1, "endpoint");
+    o.service = opt_str(L, 1, "service");
+    o.version = opt_str(L, 1, "version");
+    o.region = opt_str(L, 1, "region");
+    o.language = opt_str(L, 1, "language");
+    o.proxy = opt_str(L, 1, "proxy");
+    o.ca_file = opt_str(L, 1, "ca_file");
+    o.connect_timeout_ms = (long)(opt_seconds(L, 1, "connect_timeout", 0.001, 3600) * 1000);
+    o.timeout_ms = (long)(opt_seconds(L, 1, "timeout", 0.001, 3600) * 1000);
+    o.deadline_ms = (long)(opt_seconds(L, 1, "deadline", 0.001, 86400) * 1000);
+    o.backoff_base_ms = (long)(opt_seconds(L, 1, "backoff_base", 0.001, 3600) * 1000);
+    o.backoff_cap_ms = (long)(opt_seconds(L, 1, "backoff_cap", 0.001, 3600) * 1000);
+    o.max_response = (size_t)opt_int(L, 1, "max_response", 1, INT64_C(1) << 32);
+    o.max_in_flight = (size_t)opt_int(L, 1, "max_in_flight", 1, 100000);
+    o.max_attempts = (int)opt_int(L, 1, "max_attempts", 1, 100);
+    lua_getfield(L, 1, "verify_tls");
+    o.insecure = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    lua_getfield(L, 1, "retry_unsafe");
+    o.retry_unsafe = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    /* headers: a list of "Name: value" strings. */
+    const char *hdrs[64];
+    if (lua_getfield(L, 1, "headers") == LUA_TTABLE) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        if (n > 64) return luaL_error(L, "bad option 'headers' (more than 64)");
+        for (lua_Integer i = 1; i <= n; i++) {
+            if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+                return luaL_error(L, "bad option 'headers' (entry %d is not a string)", (int)i);
+            hdrs[i - 1] = lua_tostring(L, -1);
+            lua_pop(L, 1); /* kept alive by the table */
+        }
+        o.headers = hdrs;
+        o.header_count = (size_t)n;
+    } else if (!lua_isnil(L, -1)) {
+        return luaL_error(L, "bad option 'headers' (expected table)");
+    }
+    int has_logger = lua_getfield(L, 1, "logger") == LUA_TFUNCTION;
+    int has_retry = lua_getfield(L, 1, "retry") == LUA_TFUNCTION;
+    if (!has_logger && !lua_isnil(L, -2))
+        return luaL_error(L, "bad option 'logger' (expected function)");
+    if (!has_retry && !lua_isnil(L, -1))
+        return luaL_error(L, "bad option 'retry' (expected function)");
+
+    lclient *lc = lua_newuserdatauv(L, sizeof *lc, UV_COUNT);
+    memset(lc, 0, sizeof *lc);
+    luaL_setmetatable(L, EIDKIT_CLIENT_MT);
+    lua_pushvalue(L, -3);
+    lua_setiuservalue(L, -2, UV_LOGGER);
+    lua_pushvalue(L, -2);
+    lua_setiuservalue(L, -2, UV_RETRY);
+    if (has_logger) {
+        o.logger = on_log;
+        o.logger_ud = lc;
+    }
+    if (has_retry) {
+        o.retry = on_retry;
+        o.retry_ud = lc;
+    }
+    eid_error err = {0};
+    eid_status st = eid_client_new(&o, &lc->c, &err);
+    if (st == EID_E_INVALID_ARG)
+        return luaL_error(L, "bad option '%s' (%s)", err.field, err.message);
+    if (st != EID_OK) return eidkit_push_fail(L, "client", err.message);
+    return 1;
+}
+
+/* c:set_credentials(secret_id, secret_key [, token]) */
+static int l_set_credentials(lua_State *L) {
+    lclient *lc = check_client(L, 1);
+    size_t klen;
+    const char *id = luaL_checkstring(L, 2);
+    const char *key = luaL_checklstring(L, 3, &klen);
+    const char *tok = luaL_optstring(L, 4, NULL);
+    eid_error err = {0};
+    if (eid_client_set_credentials(lc->c, id, key, klen, tok, &err) != EID_OK)
+        return luaL_error(L, "bad credentials (%s)", err.message);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* The error table of a failed result (no secrets: the C result has none). */
+static void push_err(lua_State *L, const eid_result *r) {
+    lua_createtable(L, 0, 10);
+    set_str(L, "code", r->code);
+    set_str(L, "message", r->message);
+    if (r->request_id[0]) set_str(L, "request_id", r->request_id);
+    set_str(L, "trace_id", r->trace_id);
+    if (r->http_status) set_int(L, "http_status", r->http_status);
+    set_int(L, "attempts", r->attempts);
+    lua_pushboolean(L, r->retryable);
+    lua_setfield(L, -2, "retryable");
+    set_num(L, "elapsed", r->elapsed);
+    if (r->received) {
+        lua_pushlstring(L, r->received, r->received_len);
+        lua_setfield(L, -2, "received");
+    }
+    luaL_setmetatable(L, EIDKIT_ERROR_MT);
+}
+
+/* Push (response_text, attempts) or (nil, err). Frees r. */
+static int push_result(lua_State *L, eid_result *r) {
+    int n;
+    if (r->status == EID_OK) {
+        lua_pushlstring(L, r->response, r->response_len);
+        lua_pushinteger(L, r->attempts);
+        n = 2;
+    } else {
+        lua_pushnil(L);
+        push_err(L, r);
+        n = 2;
+    }
+    eid_result_free(r);
+    return n;
+}
+
+static const char *check_action(lua_State *L, int idx) {
+    size_t len;
+    const char *a = luaL_checklstring(L, idx, &len);
+    luaL_argcheck(L, len > 0 && strlen(a) == len, idx, "action: expected a non-empty name");
+    return a;
+}
+
+/* c:call(action, body) -> response_json, attempts | nil, err */
+static int l_call(lua_State *L) {
+    lclient *lc = check_client(L, 1);
+    const char *action = check_action(L, 2);
+    size_t blen;
+    const char *body = luaL_checklstring(L, 3, &blen);
+    eid_result *r = NULL;
+    eid_error err = {0};
+    enter(lc, L, 1);
+    eid_status st = eid_client_call(lc->c, action, body, blen, &r, &err);
+    if (r == NULL) {
+        relay(lc);
+        if (st == EID_E_INVALID_ARG) return luaL_error(L, "%s", err.message);
+        return eidkit_push_fail(L, "nomem", err.message);
+    }
+    if (lc->failed) eid_result_free(r);
+    relay(lc); /* raises a callback's error */
+    return push_result(L, r);
+}
+
+/* c:batch(list) with list[i] = {action, body}: runs all at once and returns
+ * a list whose [i] is the response JSON text or an error table. */
+static int l_batch(lua_State *L) {
+    lclient *lc = check_client(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
+            return luaL_error(L, "bad argument #1 to 'batch' (entry %d: expected {action, body})",
+                              (int)i);
+        if (lua_rawgeti(L, -1, 1) != LUA_TSTRING || lua_rawgeti(L, -2, 2) != LUA_TSTRING)
+            return luaL_error(L, "bad argument #1 to 'batch' (entry %d: expected {action, body})",
+                              (int)i);
+        lua_pop(L, 3);
+    }
+    lua_createtable(L, (int)n, 0);
+    int out = lua_gettop(L);
+    enter(lc, L, 1);
+    lua_Integer submitted = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, i);
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        size_t blen;
+        const char *action = lua_tostring(L, -2);
+        const char *body = lua_tolstring(L, -1, &blen);
+        eid_error err = {0};
+        eid_status st = eid_client_submit(lc->c, action, body, blen, (void *)(intptr_t)i, &err);
+        lua_pop(L, 3);
+        if (st != EID_OK) {
+            eid_result fake;
+            memset(&fake, 0, sizeof fake);
+            fake.status = st;
+            snprintf(fake.code, sizeof fake.code, "%s", st == EID_E_NOMEM ? "nomem" : "invalid");
+            snprintf(fake.message, sizeof fake.message, "%s", err.message);
+            push_err(L, &fake);
+            lua_rawseti(L, out, i);
+        } else {
+            submitted++;
+        }
+    }
+    lua_Integer done = 0;
+    while (done < submitted) {
+        eid_client_perform(lc->c, 1000);
+        void *ud;
+        eid_result *r;
+        while (eid_client_next(lc->c, &ud, &r)) {
+            lua_Integer i = (lua_Integer)(intptr_t)ud;
+            if (r->status == EID_OK)
+                lua_pushlstring(L, r->response, r->response_len);
+            else
+                push_err(L, r);
+            eid_result_free(r);
+            lua_rawseti(L, out, i);
+            done++;
+        }
+    }
+    relay(lc);
+    lua_settop(L, out);
+    return 1;
+}
+
+static int l_skew(lua_State *L) {
+    lclient *lc = check_client(L, 1);
+    lua_pushinteger(L, (lua_Integer)eid_client_skew(lc->c));
+    return 1;
+}
+
+static int l_stats(lua_State *L) {
+    lclient *lc = check_client(L, 1);
+    uint64_t req, conn;
+    eid_client_stats(lc->c, &req, &conn);
+    lua_createtable(L, 0, 2);
+    set_int(L, "requests", (lua_Integer)req);
+    set_int(L, "connects", (lua_Integer)conn);
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    lclient *lc = luaL_checkudata(L, 1, EIDKIT_CLIENT_MT);
+    if (lc->busy)
+        return luaL_error(L, "eidkit.Client is busy (called from one of its own callbacks)");
+    eid_client_free(lc->c);
+    lc->c = NULL;
+    return 0;
+}
+
+static int l_tostring(lua_State *L) {
+    lclient *lc = luaL_checkudata(L, 1, EIDKIT_CLIENT_MT);
+    lua_pushfstring(L, "eidkit.Client (%s%p)", lc->c ? "" : "closed, ", (void *)lc);
+    return 1;
+}
+
+/* core.http_get(url, timeout_s, max_bytes) -> status, body | nil, err:
+ * an unsigned GET for credential sources (CVM metadata). */
+static int l_http_get(lua_State *L) {
+    const char *url = luaL_checkstring(L, 1);
+    lua_Number t = luaL_checknumber(L, 2);
+    lua_Integer max = luaL_optinteger(L, 3, 65536);
+    luaL_argcheck(L, t > 0 && t <= 3600, 2, "timeout: expected 0 < seconds <= 3600");
+    luaL_argcheck(L, max > 0 && max <= (1 << 26), 3, "max: expected 1..64 MiB");
+    char *body = NULL;
+    size_t len = 0;
+    long status = 0;
+    eid_error err = {0};
+    eid_status st = eid_http_get(url, (long)(t * 1000), (size_t)max, &body, &len, &status, &err);
+    if (st == EID_E_INVALID_ARG) return luaL_argerror(L, 1, err.message);
+    if (st != EID_OK) {
+        /* err.message is "code: detail" from eid__fail */
+        const char *msg = err.message;
+        size_t fl = strlen(err.field);
+        if (fl && strncmp(msg, err.field, fl) == 0 && msg[fl] == ':') msg += fl + 2;
+        return eidkit_push_fail(L, err.field[0] ? err.field : "transport", msg);
+    }
+    lua_pushinteger(L, status);
+    lua_pushlstring(L, body, len);
+    free(body);
+    return 2;
+}
+
+void eidkit_open_client(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"set_credentials", l_set_credentials},
+        {"call", l_call},
+        {"batch", l_batch},
+        {"skew", l_skew},
+        {"stats", l_stats},
+        {"close", l_close},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, EIDKIT_CLIENT_MT)) {
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, l_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_client_new);
+    lua_setfield(L, -2, "client_new");
+    lua_pushcfunction(L, l_http_get);
+    lua_setfield(L, -2, "http_get");
+}

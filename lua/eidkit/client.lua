@@ -1,0 +1,237 @@
+-- eidkit.client: the FaceID API client for merchants.
+--   local client = require("eidkit.client").new{ secret_id = ..., secret_key = ... }
+--   local res, err = client:get_eid_token{ MerchantId = "...", Config = { InputType = "4" }, ... }
+-- res is the decoded Response table (Tencent's field names, RequestId
+-- included; JSON null is cjson.null). err is a table with code, message,
+-- request_id, http_status, attempts, retryable, trace_id and a __tostring.
+-- Parameter mistakes raise. Transport, retries and clock skew are in C
+-- (core/src/client.c); see docs/internals/client.md.
+local core = require "eidkit.core"
+local cjson = require "cjson"
+local credentials = require "eidkit.credentials"
+
+local type, error, pairs, ipairs, setmetatable, tostring = type, error, pairs, ipairs, setmetatable,
+  tostring
+local math_type, sort, format = math.type, table.sort, string.format
+
+local json = cjson.new()
+json.encode_sparse_array(true)
+local encode, decode = json.encode, json.decode
+local error_mt = core.error_mt
+
+local _M = { _VERSION = core.version() }
+local mt = { __index = {} }
+local methods = mt.__index
+
+local function fail(code, message)
+  return nil, setmetatable({ code = code, message = message, retryable = false, attempts = 0 },
+    error_mt)
+end
+
+local function argerr(fname, msg)
+  error(format("bad argument #1 to '%s' (%s)", fname, msg), 4)
+end
+
+-- The checks shared by the typed methods: a params table, required non-empty
+-- strings, optional fields of a given Lua type.
+local function check_params(fname, p, required, types)
+  if type(p) ~= "table" then argerr(fname, "expected a table of request fields") end
+  for _, k in ipairs(required) do
+    if type(p[k]) ~= "string" or p[k] == "" then
+      argerr(fname, k .. ": expected a non-empty string")
+    end
+  end
+  for k, want in pairs(types) do
+    local v = p[k]
+    if v ~= nil and v ~= cjson.null then
+      local got = type(v)
+      if want == "integer" then
+        if math_type(v) ~= "integer" then argerr(fname, k .. ": expected an integer") end
+      elseif got ~= want then
+        argerr(fname, format("%s: expected %s, got %s", k, want, got))
+      end
+    end
+  end
+end
+
+-- retry option: a table of default-policy knobs, or a function.
+local function retry_options(o, retry)
+  if retry == nil then return end
+  if type(retry) == "function" then
+    o.retry = retry
+  elseif type(retry) == "table" then
+    for k, v in pairs(retry) do
+      if k == "max_attempts" then o.max_attempts = v
+      elseif k == "base" then o.backoff_base = v
+      elseif k == "cap" then o.backoff_cap = v
+      elseif k == "unsafe" then o.retry_unsafe = v
+      else error(format("bad option 'retry' (unknown key '%s'; max_attempts, base, cap, unsafe)",
+        tostring(k)), 4) end
+    end
+  else
+    error("bad option 'retry' (expected a table or function(err, attempt))", 4)
+  end
+end
+
+local passthrough = { "endpoint", "region", "language", "connect_timeout", "timeout",
+  "deadline", "proxy", "ca_file", "verify_tls", "max_response", "max_in_flight", "service" }
+
+-- eidkit.client{...} -> client (see the file header and README).
+function _M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'client' (expected a table of options)", 2)
+  end
+  opts = opts or {}
+  local known = { secret_id = 1, secret_key = 1, token = 1, credentials = 1, headers = 1,
+    retry = 1, logger = 1 }
+  for _, k in ipairs(passthrough) do known[k] = 1 end
+  for k in pairs(opts) do
+    if not known[k] then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
+  end
+  local o = {}
+  for _, k in ipairs(passthrough) do o[k] = opts[k] end
+  if o.verify_tls ~= nil and type(o.verify_tls) ~= "boolean" then
+    error("bad option 'verify_tls' (expected boolean)", 2)
+  end
+  if opts.headers ~= nil then
+    if type(opts.headers) ~= "table" then error("bad option 'headers' (expected table)", 2) end
+    local list = {}
+    for k, v in pairs(opts.headers) do
+      if type(k) ~= "string" or type(v) ~= "string" then
+        error("bad option 'headers' (expected {Name = 'value'})", 2)
+      end
+      list[#list + 1] = k .. ": " .. v
+    end
+    sort(list)
+    o.headers = list
+  end
+  retry_options(o, opts.retry)
+  local logger = opts.logger
+  if logger ~= nil and type(logger) ~= "function" then
+    error("bad option 'logger' (expected function(level, event))", 2)
+  end
+  o.logger = logger
+
+  local provider
+  if opts.secret_id ~= nil or opts.secret_key ~= nil then
+    if type(opts.secret_id) ~= "string" or type(opts.secret_key) ~= "string" then
+      error("bad option 'secret_id'/'secret_key' (both strings, or neither)", 2)
+    end
+    if opts.credentials ~= nil then
+      error("bad option 'credentials' (give a provider or static keys, not both)", 2)
+    end
+    provider = credentials.static(opts.secret_id, opts.secret_key, opts.token)
+  elseif opts.credentials ~= nil then
+    provider = opts.credentials
+    if type(provider) ~= "table" or type(provider.get) ~= "function" then
+      error("bad option 'credentials' (expected a provider with :get())", 2)
+    end
+  else
+    provider = credentials.default()
+  end
+
+  local ok, c = pcall(core.client_new, o)
+  if not ok then error(c, 2) end
+  return setmetatable({ c = c, provider = provider, creds = nil }, mt)
+end
+
+-- Hand the provider's current credentials to the C client when they change.
+local function refresh_credentials(self)
+  local ok, creds, err = pcall(self.provider.get, self.provider)
+  if not ok then return fail("credentials", "the credential provider raised: " .. tostring(creds)) end
+  if not creds then
+    return fail("credentials", type(err) == "table" and tostring(err.message) or tostring(err))
+  end
+  if creds ~= self.creds then
+    self.c:set_credentials(creds.secret_id, creds.secret_key, creds.token)
+    self.creds = creds
+  end
+  return true
+end
+
+local function do_call(self, action, params)
+  local ok, err = refresh_credentials(self)
+  if not ok then return nil, err end
+  local text
+  text, err = self.c:call(action, encode(params))
+  if not text then return nil, err end
+  return decode(text)
+end
+
+-- client:call(action, params) -> Response | nil, err
+function methods.call(self, action, params)
+  if type(action) ~= "string" or not action:match("^%a%w*$") then
+    error("bad argument #1 to 'call' (action: expected an API name such as 'GetEidResult')", 2)
+  end
+  if params == nil then params = {} end
+  if type(params) ~= "table" then error("bad argument #2 to 'call' (expected a table)", 2) end
+  return do_call(self, action, params)
+end
+
+function methods.get_eid_token(self, p)
+  check_params("get_eid_token", p, { "MerchantId" }, { Name = "string", IdCard = "string",
+    Extra = "string", RedirectUrl = "string", Config = "table", Encryption = "table" })
+  return do_call(self, "GetEidToken", p)
+end
+
+function methods.get_eid_result(self, p)
+  check_params("get_eid_result", p, { "EidToken" }, { InfoType = "string",
+    BestFramesCount = "integer", IsCutIdCardImage = "boolean", IsNeedIdCardAvatar = "boolean" })
+  return do_call(self, "GetEidResult", p)
+end
+
+function methods.check_eid_token_status(self, p)
+  check_params("check_eid_token_status", p, { "EidToken" }, {})
+  return do_call(self, "CheckEidTokenStatus", p)
+end
+
+-- client:batch{ {"GetEidResult", {EidToken = a}}, ... } -> results, where
+-- results[i] = { res = Response } or { err = err }, in the order given. All
+-- calls run at once on this thread, each with its own retries.
+function methods.batch(self, list)
+  if type(list) ~= "table" then error("bad argument #1 to 'batch' (expected a list)", 2) end
+  local reqs = {}
+  for i, entry in ipairs(list) do
+    if type(entry) ~= "table" or type(entry[1]) ~= "string" or not entry[1]:match("^%a%w*$")
+      or (entry[2] ~= nil and type(entry[2]) ~= "table") then
+      error(format("bad argument #1 to 'batch' (entry %d: expected {action, params})", i), 2)
+    end
+    reqs[i] = { entry[1], encode(entry[2] or {}) }
+  end
+  local results = {}
+  local ok, err = refresh_credentials(self)
+  if not ok then
+    for i = 1, #reqs do results[i] = { err = err } end
+    return results
+  end
+  local raw = self.c:batch(reqs)
+  for i = 1, #reqs do
+    local r = raw[i]
+    if type(r) == "string" then results[i] = { res = decode(r) } else results[i] = { err = r } end
+  end
+  return results
+end
+
+-- The offset (seconds, server minus local) adopted after a SignatureExpire.
+function methods.skew(self) return self.c:skew() end
+
+-- {requests = n, connects = n} since creation.
+function methods.stats(self) return self.c:stats() end
+
+function methods.close(self) self.c:close() end
+
+-- A pull function for eidkit.ledger's sweep: pull(EidToken, record) ->
+-- GetEidResult's Response | nil, err.
+function methods.ledger_puller(self, info_type)
+  info_type = info_type or "0"
+  return function(tok)
+    return methods.get_eid_result(self, { EidToken = tok, InfoType = info_type })
+  end
+end
+
+mt.__tostring = function(self) return "eidkit.client (" .. tostring(self.c) .. ")" end
+mt.__close = function(self) self.c:close() end
+
+setmetatable(_M, { __call = function(_, opts) return _M.new(opts) end })
+
+return _M
