@@ -21,12 +21,15 @@ local function read(cmd)
   return out
 end
 
+-- Complete lines only: a writer killed mid-write leaves a torn last line,
+-- which was never acknowledged.
 local function lines(path)
   local t = {}
   local f = io.open(path)
   if not f then return t end
-  for l in f:lines() do t[#t + 1] = l end
+  local data = f:read("a")
   f:close()
+  for l in data:gmatch("([^\n]*)\n") do t[#t + 1] = l end
   return t
 end
 
