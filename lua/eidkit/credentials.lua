@@ -144,8 +144,10 @@ function _M.cvm_role(opts)
     if doc.Code ~= nil and doc.Code ~= "Success" then
       return nil, "metadata: Code " .. tostring(doc.Code)
     end
-    local id, key, tok, exp = doc.TmpSecretId, doc.TmpSecretKey, doc.Token, doc.ExpiredTime
-    if type(id) ~= "string" or type(key) ~= "string" or math.type(exp) ~= "integer" then
+    -- lua-cjson decodes every number as a float: take integral values back.
+    local id, key, tok = doc.TmpSecretId, doc.TmpSecretKey, doc.Token
+    local exp = type(doc.ExpiredTime) == "number" and math.tointeger(doc.ExpiredTime)
+    if type(id) ~= "string" or type(key) ~= "string" or not exp then
       return nil, "metadata: TmpSecretId, TmpSecretKey or ExpiredTime missing"
     end
     return make("cvm_role", id, key, type(tok) == "string" and tok or nil, exp)

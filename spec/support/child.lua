@@ -1,0 +1,60 @@
+-- A background child process for specs (a fixture server, a proxy): start it,
+-- wait until its stdout or stderr matches a pattern, stop it by its pid.
+--   local ch = child.start({ "tinyproxy", "-d", "-c", conf }, { ready = "listening" })
+--   child.stop(ch)   -- SIGTERM, wait, remove the temporary files
+local proc = require "support.proc"
+
+local quote = proc.quote
+local _M = {}
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+_M.slurp = slurp
+
+local function sleep(s) os.execute("sleep " .. s) end
+
+-- opts.ready: a Lua pattern looked for in stdout then stderr (its first
+-- capture, or the match, is returned as ch.ready); opts.env: {NAME = value}.
+function _M.start(argv, opts)
+  opts = opts or {}
+  local base = os.tmpname()
+  local words = {}
+  for k, v in pairs(opts.env or {}) do words[#words + 1] = k .. "=" .. quote(v) end
+  if #words > 0 then table.insert(words, 1, "env") end
+  for _, a in ipairs(argv) do words[#words + 1] = quote(a) end
+  os.execute(("(%s >%s.out 2>%s.err & echo $! >%s.pid; wait $!; echo $? >%s.tmp; mv %s.tmp %s.rc)"
+    .. " >/dev/null 2>&1 &"):format(table.concat(words, " "), base, base, base, base, base, base))
+  for _ = 1, 300 do
+    local pid = (slurp(base .. ".pid") or ""):match("%d+")
+    local found = opts.ready == nil and pid
+      or ((slurp(base .. ".out") or ""):match(opts.ready) or (slurp(base .. ".err") or ""):match(opts.ready))
+    if pid and found then return { pid = pid, base = base, ready = found } end
+    if slurp(base .. ".rc") then break end
+    sleep(0.02)
+  end
+  local err = (slurp(base .. ".err") or "") .. (slurp(base .. ".out") or "")
+  _M.stop({ base = base, pid = (slurp(base .. ".pid") or ""):match("%d+") })
+  error(argv[1] .. " did not start: " .. err)
+end
+
+-- Stop and wait: exit code, stdout, stderr.
+function _M.stop(ch)
+  if ch.pid then os.execute("kill -TERM " .. ch.pid .. " 2>/dev/null") end
+  for _ = 1, 300 do
+    local rc = slurp(ch.base .. ".rc")
+    if rc then
+      local out, err = slurp(ch.base .. ".out"), slurp(ch.base .. ".err")
+      for _, ext in ipairs { "", ".out", ".err", ".pid", ".rc" } do os.remove(ch.base .. ext) end
+      return tonumber(rc), out, err
+    end
+    sleep(0.02)
+  end
+  error("child " .. tostring(ch.pid) .. " did not exit")
+end
+
+return _M
