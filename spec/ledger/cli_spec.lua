@@ -46,6 +46,17 @@ describe("eidkit ledger", function()
     assert.equals("B2,0NSJ2023,user-1,2024-12-31T00:00:20Z,,issued,,0,0,", lines[3])
   end)
 
+  it("defuses spreadsheet formulas in merchant text (CSV injection)", function()
+    local u = "sqlite:" .. dir .. "/formula.db"
+    local l = assert(ledger_mod.open(u))
+    assert(l:issue { EidToken = "F1", MerchantId = "@M", subject = "=HYPERLINK(\"x\")", created_at = DAY })
+    l:close()
+    local r = proc.run({ proc.bin(), "ledger", "export", "--ledger", u, "--date", "2024-12-31" },
+      { env = { EIDKIT_LEDGER = "" } })
+    assert.equals(0, r.code)
+    assert.matches("\nF1,'@M,\"'=HYPERLINK%(\"\"x\"\"%)\",2024%-12%-31T00:00:00Z,,issued,,0,0,\n", r.stdout)
+  end)
+
   it("exports JSON lines", function()
     local cjson = require "cjson"
     local r = ledger_cli("export", "--ledger", url, "--date", "2024-12-31", "--format", "jsonl")

@@ -47,8 +47,13 @@ local function iso(t)
   return t and date("!%Y-%m-%dT%H:%M:%SZ", t) or ""
 end
 
+-- Text from merchants (subject, MerchantId) may start with = + - @: a
+-- spreadsheet opening the export would run it as a formula, so such text
+-- gets a leading apostrophe (OWASP's CSV-injection advice). Numbers pass.
 local function csv_field(v)
+  local text = type(v) == "string"
   v = v == nil and "" or tostring(v)
+  if text and v:find("^[=+%-@\t\r]") then v = "'" .. v end
   if v:find('[,"\r\n]') then v = '"' .. v:gsub('"', '""') .. '"' end
   return v
 end
