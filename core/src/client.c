@@ -33,17 +33,19 @@ typedef struct buf {
 typedef struct call call;
 struct call {
     eid_client *c;
-    call *prev, *next; /* the client's unfinished calls */
-    call *done_next;   /* the finished queue */
-    CURL *easy;        /* while on the wire */
-    struct curl_slist *hdrs;
+    call *prev, *next;                            /* the client's unfinished calls */
+    call *done_next;                              /* the finished queue */
+    CURL *easy;                                   /* while on the wire */
+    struct curl_slist nodes[EID_HEADERS_MAX + 1]; /* signed headers, trace id */
+    char hdrtext[8192];
+    size_t hdr_used;
     char action[EID_FIELD_MAX + 1];
     char *body;
     size_t body_len;
     void *ud;
     int sync, finished, in_multi, unsafe, skew_retried, too_big;
     double start, deadline, not_before, attempt_start;
-    int64_t date; /* the last answer's Date header; -1 when none */
+    char date[64]; /* the last answer's Date header value; "" when none */
     buf resp;
     eid_result *res;
     char errbuf[CURL_ERROR_SIZE];
@@ -56,6 +58,7 @@ struct eid_client {
     char *url, *host, *service, *version, *region, *language, *proxy, *ca_file;
     char **extra;
     size_t n_extra;
+    struct curl_slist *tail; /* X-TC-RequestClient, Expect, Accept, extras */
     int has_trace;
     long connect_timeout_ms, timeout_ms, deadline_ms;
     int insecure, max_attempts, retry_unsafe;
@@ -77,6 +80,8 @@ struct eid_client {
     size_t pool_n, pool_cap;
     int64_t skew;
     uint64_t requests, connects;
+    unsigned char trace_seed[16]; /* random per client; calls add a counter */
+    uint64_t trace_counter;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -229,6 +234,16 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
             goto fail;
         }
     }
+    static const char *const fixed[] = {"X-TC-RequestClient: " REQUEST_CLIENT,
+                                        "Expect:", "Accept:"};
+    for (size_t i = 0; i < 3 + c->n_extra; i++) {
+        struct curl_slist *t = curl_slist_append(c->tail, i < 3 ? fixed[i] : c->extra[i - 3]);
+        if (t == NULL) {
+            st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+            goto fail;
+        }
+        c->tail = t;
+    }
     c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : 2000;
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 10000;
     c->deadline_ms = opts->deadline_ms ? opts->deadline_ms : 30000;
@@ -249,6 +264,10 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     st = eid_signer_new(&so, &c->signer);
     if (st != EID_OK) {
         st = eid__fail(err, st, "", "cannot create the signer");
+        goto fail;
+    }
+    if (eid_random_bytes(c->trace_seed, sizeof c->trace_seed) != EID_OK) {
+        st = eid__fail(err, EID_E_CRYPTO, "", "the random generator failed");
         goto fail;
     }
     c->multi = curl_multi_init();
@@ -285,7 +304,7 @@ void eid_result_free(eid_result *r) {
 
 static void call_free(call *k) {
     if (k == NULL) return;
-    curl_slist_free_all(k->hdrs);
+    OPENSSL_cleanse(k->hdrtext, k->hdr_used);
     free(k->body);
     free(k->resp.p);
     eid_result_free(k->res);
@@ -314,6 +333,7 @@ void eid_client_free(eid_client *c) {
     if (c->multi) curl_multi_cleanup(c->multi);
     if (c->share) curl_share_cleanup(c->share);
     eid_signer_free(c->signer);
+    curl_slist_free_all(c->tail);
     for (size_t i = 0; i < c->n_extra; i++)
         free(c->extra[i]);
     free(c->extra);
@@ -395,12 +415,10 @@ static size_t on_write(char *data, size_t size, size_t n, void *ud) {
 static size_t on_header(char *data, size_t size, size_t n, void *ud) {
     call *k = ud;
     size_t len = size * n;
-    if (len > 5 && len < 128 && strncasecmp(data, "date:", 5) == 0) {
-        char tmp[128];
-        memcpy(tmp, data + 5, len - 5);
-        tmp[len - 5] = '\0';
-        time_t t = curl_getdate(tmp, NULL);
-        if (t > 0) k->date = (int64_t)t;
+    /* Kept raw; parsed only on AuthFailure.SignatureExpire. */
+    if (len > 5 && len - 5 < sizeof k->date && strncasecmp(data, "date:", 5) == 0) {
+        memcpy(k->date, data + 5, len - 5);
+        k->date[len - 5] = '\0';
     }
     return len;
 }
@@ -480,11 +498,43 @@ static void keep_received(call *k) {
     r->received_len = n;
 }
 
+static int is_ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; }
+
+/* For a body already parsed as a one-member object whose member is
+ * "Response": the offset and length of the member's value text. */
+static int response_span(const char *p, size_t n, size_t *off, size_t *len) {
+    size_t i = 0;
+    while (i < n && is_ws(p[i]))
+        i++;
+    if (i >= n || p[i++] != '{') return 0;
+    while (i < n && is_ws(p[i]))
+        i++;
+    if (n - i < 10 || memcmp(p + i, "\"Response\"", 10) != 0) return 0;
+    i += 10;
+    while (i < n && is_ws(p[i]))
+        i++;
+    if (i >= n || p[i++] != ':') return 0;
+    while (i < n && is_ws(p[i]))
+        i++;
+    size_t e = n;
+    while (e > i && is_ws(p[e - 1]))
+        e--;
+    if (e <= i || p[e - 1] != '}') return 0;
+    e--;
+    while (e > i && is_ws(p[e - 1]))
+        e--;
+    if (e <= i) return 0;
+    *off = i;
+    *len = e - i;
+    return 1;
+}
+
 /* Fill the result from a 200 body: OK, REMOTE, or bad_response. */
 static void classify_body(call *k, int *transient) {
     eid_result *r = k->res;
     json_error_t jerr;
-    json_t *root = json_loadb(k->resp.p ? k->resp.p : "", k->resp.len, 0, &jerr);
+    json_t *root =
+        json_loadb(k->resp.p ? k->resp.p : "", k->resp.len, JSON_REJECT_DUPLICATES, &jerr);
     json_t *resp = root ? json_object_get(root, "Response") : NULL;
     if (root == NULL || !json_is_object(resp)) {
         r->status = EID_E_CLIENT_TRANSPORT;
@@ -520,7 +570,17 @@ static void classify_body(call *k, int *transient) {
     } else {
         r->status = EID_OK;
     }
-    r->response = json_dumps(resp, JSON_COMPACT);
+    size_t off, len;
+    if (json_object_size(root) == 1 && response_span(k->resp.p, k->resp.len, &off, &len)) {
+        /* The envelope is exactly {"Response": X}: hand out X as received. */
+        r->response = malloc(len + 1);
+        if (r->response) {
+            memcpy(r->response, k->resp.p + off, len);
+            r->response[len] = '\0';
+        }
+    } else {
+        r->response = json_dumps(resp, JSON_COMPACT);
+    }
     if (r->response == NULL) {
         r->status = EID_E_NOMEM;
         setf(r->code, sizeof r->code, "nomem");
@@ -650,8 +710,8 @@ static void finish(eid_client *c, call *k) {
         easy_put(c, k->easy);
         k->easy = NULL;
     }
-    curl_slist_free_all(k->hdrs);
-    k->hdrs = NULL;
+    OPENSSL_cleanse(k->hdrtext, k->hdr_used);
+    k->hdr_used = 0;
     free(k->resp.p);
     k->resp.p = NULL;
     k->resp.len = k->resp.cap = 0;
@@ -717,44 +777,42 @@ static void start_attempt(eid_client *c, call *k, double now) {
         fail_local(c, k, st, st == EID_E_NOMEM ? "nomem" : "invalid", serr.message);
         return;
     }
+    /* The header list lives in the call: nodes and text in fixed arrays,
+     * the constant tail (client name, Expect, Accept, extras) in the client.
+     * No allocation per attempt; the text is wiped when the call ends. */
     eid_header h[EID_HEADERS_MAX];
     size_t nh = eid_sign_headers(&req, &sig, h);
-    struct curl_slist *list = NULL, *t;
-    char line[EID_TOKEN_MAX + 64];
+    size_t used = 0, n = 0;
     int bad = 0;
-    for (size_t i = 0; i < nh && !bad; i++) {
-        snprintf(line, sizeof line, "%s: %s", h[i].name, h[i].value);
-        t = curl_slist_append(list, line);
-        bad = t == NULL;
-        list = t ? t : list;
+    for (size_t i = 0; i <= nh && !bad; i++) {
+        const char *name = i < nh ? h[i].name : "X-TC-TraceId";
+        const char *value = i < nh ? h[i].value : k->res->trace_id;
+        if (i == nh && c->has_trace) break;
+        size_t a = strlen(name), b = strlen(value);
+        if (used + a + b + 3 > sizeof k->hdrtext) {
+            bad = 1;
+            break;
+        }
+        char *line = k->hdrtext + used;
+        memcpy(line, name, a);
+        line[a] = ':';
+        line[a + 1] = ' ';
+        memcpy(line + a + 2, value, b + 1);
+        used += a + b + 3;
+        k->nodes[n].data = line;
+        k->nodes[n].next = NULL;
+        if (n > 0) k->nodes[n - 1].next = &k->nodes[n];
+        n++;
     }
-    OPENSSL_cleanse(line, sizeof line);
     OPENSSL_cleanse(&sig, sizeof sig);
-    static const char *const fixed[] = {"X-TC-RequestClient: " REQUEST_CLIENT,
-                                        "Expect:", "Accept:"};
-    for (size_t i = 0; i < sizeof fixed / sizeof *fixed && !bad; i++) {
-        t = curl_slist_append(list, fixed[i]);
-        bad = t == NULL;
-        list = t ? t : list;
-    }
-    if (!c->has_trace && !bad) {
-        snprintf(line, sizeof line, "X-TC-TraceId: %s", k->res->trace_id);
-        t = curl_slist_append(list, line);
-        bad = t == NULL;
-        list = t ? t : list;
-    }
-    for (size_t i = 0; i < c->n_extra && !bad; i++) {
-        t = curl_slist_append(list, c->extra[i]);
-        bad = t == NULL;
-        list = t ? t : list;
-    }
     if (bad) {
-        curl_slist_free_all(list);
-        fail_local(c, k, EID_E_NOMEM, "nomem", "out of memory building headers");
+        OPENSSL_cleanse(k->hdrtext, used);
+        fail_local(c, k, EID_E_INVALID_ARG, "invalid", "headers longer than 8 KiB");
         return;
     }
-    curl_slist_free_all(k->hdrs);
-    k->hdrs = list;
+    k->nodes[n - 1].next = c->tail;
+    k->hdr_used = used;
+    struct curl_slist *list = &k->nodes[0];
     long total = (long)(left * 1000);
     if (total > c->timeout_ms) total = c->timeout_ms;
     if (total < 1) total = 1;
@@ -762,7 +820,7 @@ static void start_attempt(eid_client *c, call *k, double now) {
     CURL *e = k->easy;
     k->resp.len = 0;
     k->too_big = 0;
-    k->date = -1;
+    k->date[0] = '\0';
     k->errbuf[0] = '\0';
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)k->body_len);
@@ -806,9 +864,9 @@ static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
 
     /* Clock skew: adopt the server's clock from Date, re-sign, once. */
     if (r->status == EID_E_CLIENT_REMOTE && strcmp(r->code, "AuthFailure.SignatureExpire") == 0 &&
-        !k->skew_retried && k->date > 0) {
+        !k->skew_retried && k->date[0] && curl_getdate(k->date, NULL) > 0) {
         k->skew_retried = 1;
-        c->skew = k->date - wall_now(c);
+        c->skew = (int64_t)curl_getdate(k->date, NULL) - wall_now(c);
         r->retryable = 1;
         log_event(c, k, "warn", "skew", dur, 0);
         if (left > 0.001) {
@@ -903,6 +961,31 @@ size_t eid_client_perform(eid_client *c, long timeout_ms) {
     return c->n_unfinished;
 }
 
+/* A UUID v4-shaped trace id: the client's random seed plus a counter, so
+ * ids are unique per client and unpredictable across clients, at no
+ * CSPRNG cost per call. */
+static void trace_id(eid_client *c, char out[EID_TRACE_ID_MAX]) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char u[16];
+    memcpy(u, c->trace_seed, sizeof u);
+    uint64_t n = ++c->trace_counter, carry = 0;
+    for (int i = 15; i >= 8; i--) {
+        uint64_t v = (uint64_t)u[i] + (n & 0xff) + carry;
+        u[i] = (unsigned char)v;
+        carry = v >> 8;
+        n >>= 8;
+    }
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) *o++ = '-';
+        *o++ = hex[u[i] >> 4];
+        *o++ = hex[u[i] & 15];
+    }
+    *o = '\0';
+}
+
 static eid_status new_call(eid_client *c, const char *action, const void *body, size_t body_len,
                            void *ud, int sync, call **out, eid_error *err) {
     if (c == NULL) return eid__fail(err, EID_E_INVALID_ARG, "client", "must not be NULL");
@@ -922,8 +1005,7 @@ static eid_status new_call(eid_client *c, const char *action, const void *body, 
     if (k == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
     k->res = calloc(1, sizeof *k->res);
     k->body = malloc(body_len + 1);
-    unsigned char u[16];
-    if (k->res == NULL || k->body == NULL || eid_random_bytes(u, sizeof u) != EID_OK) {
+    if (k->res == NULL || k->body == NULL) {
         call_free(k);
         return eid__fail(err, EID_E_NOMEM, "", "out of memory");
     }
@@ -931,19 +1013,13 @@ static eid_status new_call(eid_client *c, const char *action, const void *body, 
     k->body[body_len] = '\0';
     k->body_len = body_len;
     memcpy(k->action, action, al + 1);
-    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
-    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
-    snprintf(k->res->trace_id, sizeof k->res->trace_id,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
-             u[15]);
+    trace_id(c, k->res->trace_id);
     k->c = c;
     k->ud = ud;
     k->sync = sync;
     k->unsafe = !is_read(action);
     k->start = k->not_before = mono_now();
     k->deadline = k->start + (double)c->deadline_ms / 1000.0;
-    k->date = -1;
     k->next = c->calls;
     if (c->calls) c->calls->prev = k;
     c->calls = k;
