@@ -243,6 +243,7 @@ static int l_client_new(lua_State *L) {
     o.insecure = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
     lua_getfield(L, 1, "retry_unsafe");
     o.retry_unsafe = lua_toboolean(L, -1);
+    o.defer_parse = 1; /* lua/eidkit/client.lua decodes every Response with lua-cjson */
     lua_pop(L, 2);
     /* headers: a list of "Name: value" strings. */
     const char *hdrs[64];

@@ -61,7 +61,7 @@ struct eid_client {
     struct curl_slist *tail; /* X-TC-RequestClient, Expect, Accept, extras */
     int has_trace;
     long connect_timeout_ms, timeout_ms, deadline_ms;
-    int insecure, max_attempts, retry_unsafe;
+    int insecure, max_attempts, retry_unsafe, defer_parse;
     long backoff_base_ms, backoff_cap_ms;
     size_t max_response, max_in_flight;
     eid_clock clock;
@@ -252,6 +252,7 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     c->backoff_base_ms = opts->backoff_base_ms ? opts->backoff_base_ms : 100;
     c->backoff_cap_ms = opts->backoff_cap_ms ? opts->backoff_cap_ms : 2000;
     c->retry_unsafe = opts->retry_unsafe;
+    c->defer_parse = opts->defer_parse;
     c->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
     c->max_in_flight = opts->max_in_flight ? opts->max_in_flight : 1024;
     c->clock = opts->clock;
@@ -530,8 +531,38 @@ static int response_span(const char *p, size_t n, size_t *off, size_t *len) {
 }
 
 /* Fill the result from a 200 body: OK, REMOTE, or bad_response. */
+/* memmem for the "Error" key text, without _GNU_SOURCE. */
+static int has_error_key(const char *p, size_t n) {
+    static const char key[] = "\"Error\"";
+    for (size_t i = 0; i + sizeof key - 1 <= n; i++) {
+        const char *q = memchr(p + i, '"', n - i);
+        if (q == NULL) return 0;
+        i = (size_t)(q - p);
+        if (n - i >= sizeof key - 1 && memcmp(q, key, sizeof key - 1) == 0) return 1;
+    }
+    return 0;
+}
+
 static void classify_body(call *k, int *transient) {
     eid_result *r = k->res;
+    size_t off, len;
+    /* defer_parse: an answer without "Error" anywhere is a success whose
+     * Response the caller parses (the Lua binding, with lua-cjson). */
+    if (k->c->defer_parse && k->resp.p && !has_error_key(k->resp.p, k->resp.len) &&
+        response_span(k->resp.p, k->resp.len, &off, &len) && k->resp.p[off] == '{') {
+        r->status = EID_OK;
+        r->response = malloc(len + 1);
+        if (r->response == NULL) {
+            r->status = EID_E_NOMEM;
+            setf(r->code, sizeof r->code, "nomem");
+            setf(r->message, sizeof r->message, "out of memory keeping the response");
+            return;
+        }
+        memcpy(r->response, k->resp.p + off, len);
+        r->response[len] = '\0';
+        r->response_len = len;
+        return;
+    }
     json_error_t jerr;
     json_t *root =
         json_loadb(k->resp.p ? k->resp.p : "", k->resp.len, JSON_REJECT_DUPLICATES, &jerr);
@@ -570,7 +601,6 @@ static void classify_body(call *k, int *transient) {
     } else {
         r->status = EID_OK;
     }
-    size_t off, len;
     if (json_object_size(root) == 1 && response_span(k->resp.p, k->resp.len, &off, &len)) {
         /* The envelope is exactly {"Response": X}: hand out X as received. */
         r->response = malloc(len + 1);

@@ -149,13 +149,22 @@ local function refresh_credentials(self)
   return true
 end
 
+-- The C core hands back successful Response text unparsed (defer_parse);
+-- text that lua-cjson refuses is a bad_response, never a raise.
+local function decode_response(text, attempts)
+  local ok, res = pcall(decode, text)
+  if ok and type(res) == "table" then return res end
+  return nil, setmetatable({ code = "bad_response", message = "the Response is not valid JSON: "
+    .. tostring(res):gsub("^.-: ", ""), attempts = attempts, retryable = false,
+    http_status = 200, received = text:sub(1, 512) }, error_mt)
+end
+
 local function do_call(self, action, params)
   local ok, err = refresh_credentials(self)
   if not ok then return nil, err end
-  local text
-  text, err = self.c:call(action, encode(params))
-  if not text then return nil, err end
-  return decode(text)
+  local text, attempts = self.c:call(action, encode(params))
+  if not text then return nil, attempts end
+  return decode_response(text, attempts)
 end
 
 -- client:call(action, params) -> Response | nil, err
@@ -207,7 +216,12 @@ function methods.batch(self, list)
   local raw = self.c:batch(reqs)
   for i = 1, #reqs do
     local r = raw[i]
-    if type(r) == "string" then results[i] = { res = decode(r) } else results[i] = { err = r } end
+    if type(r) == "string" then
+      local res, derr = decode_response(r)
+      results[i] = { res = res, err = derr }
+    else
+      results[i] = { err = r }
+    end
   end
   return results
 end

@@ -227,6 +227,23 @@ static void test_success_and_remote_errors(void) {
     eid_client_free(c);
 }
 
+static void test_defer_parse(void) {
+    eid_client_options o = {.defer_parse = 1};
+    eid_client *c = make(&o);
+    eid_result *r = call(c, "GetEidToken", "{\"MerchantId\":\"" MERCHANT "\"}");
+    CHECK(r->status == EID_OK);
+    CHECK(r->request_id[0] == '\0'); /* the caller parses */
+    CHECK(r->response && r->response[0] == '{' && strstr(r->response, "\"RequestId\":\""));
+    CHECK(r->response && r->response[r->response_len - 1] == '}');
+    eid_result_free(r);
+    /* Answers with an Error are still parsed and classified. */
+    r = call(c, "GetEidResult", "{\"EidToken\":\"x\"}");
+    CHECK_STR(r->code, "InvalidParameterValue.BizTokenIllegal");
+    CHECK(r->request_id[0] != '\0');
+    eid_result_free(r);
+    eid_client_free(c);
+}
+
 static void test_retries(void) {
     eid_client_options o = {.backoff_base_ms = 10, .backoff_cap_ms = 40, .max_attempts = 4};
     eid_client *c = make(&o);
@@ -446,6 +463,7 @@ int main(int argc, char **argv) {
     }
     test_options();
     test_success_and_remote_errors();
+    test_defer_parse();
     test_retries();
     test_timeouts();
     test_skew();

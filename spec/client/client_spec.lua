@@ -219,6 +219,47 @@ describe("eidkit.client", function()
     end)
   end)
 
+  describe("answers the simulator cannot make", function()
+    local child = require "support.child"
+    local proc = require "support.proc"
+    local function serve(status, body)
+      return child.start({ proc.bin(), "spec/support/static_server.lua", tostring(status), body },
+        { ready = "port (%d+)" })
+    end
+
+    for _, case in ipairs {
+      -- success-shaped answers are decoded by lua-cjson (defer_parse): received
+      -- is then the Response text
+      { 200, '{"Response":{"RequestId":"r-1",}}', "bad_response", "Response is not valid JSON",
+        '{"RequestId":"r-1",}' },
+      { 200, '{"Response":{"Text":{"ErrCode":0}}', "bad_response", "Response is not valid JSON",
+        '{"Text":{"ErrCode":0}' },
+      { 200, '{"Response":{"Text":{"ErrCode":0}}}garbage', "bad_response", "the body is not JSON" },
+      { 200, '{"Response":{"Error":{"Message":"no code"},"RequestId":"r"}}', "bad_response",
+        "Response.Error has no Code string" },
+      { 200, '{"Other":{}}', "bad_response", "no Response object" },
+      { 200, '{"Response":5}', "bad_response", "no Response object" },
+      { 404, "<html>not here</html>", "http_404", "HTTP 404" },
+    } do
+      it(("turns %s into %s"):format(case[2], case[3]), function()
+        local srv = serve(case[1], case[2])
+        local ok, e = pcall(function()
+          local c = client_mod.new { endpoint = "http://127.0.0.1:" .. srv.ready, secret_id = "a",
+            secret_key = "b" }
+          local res, err = c:check_eid_token_status { EidToken = "x" }
+          assert.is_nil(res)
+          assert.equal(case[3], err.code)
+          assert.matches(case[4], err.message, 1, true)
+          assert.equal(case[5] or case[2], err.received)
+          assert.equal(1, err.attempts)
+          assert.is_false(err.retryable)
+        end)
+        child.stop(srv)
+        assert(ok, e)
+      end)
+    end
+  end)
+
   describe("check_eid_token_status", function()
     it("follows the token's states", function()
       local c = new(s)

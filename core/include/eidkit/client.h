@@ -119,11 +119,18 @@ typedef struct eid_client_options {
     eid_clock clock;      /* signing time; NULL now: time(2) */
     /* Default retry policy: attempts in all, and the full-jitter backoff
      * delay = uniform(0, min(cap, base * 2^(attempt-1))). */
-    int max_attempts;          /* 0: 4 */
-    long backoff_base_ms;      /* 0: 100 */
-    long backoff_cap_ms;       /* 0: 2000 */
-    int retry_unsafe;          /* non-zero: retry GetEidToken (and unknown
-                                  actions) like reads, even after a send */
+    int max_attempts;     /* 0: 4 */
+    long backoff_base_ms; /* 0: 100 */
+    long backoff_cap_ms;  /* 0: 2000 */
+    int retry_unsafe;     /* non-zero: retry GetEidToken (and unknown
+                             actions) like reads, even after a send */
+    /* Non-zero: a 200 answer shaped {"Response": {...}} with no "Error" key
+     * anywhere is taken as a success without a full JSON parse (request_id
+     * stays ""); the caller must parse response itself and treat a failure
+     * as bad_response. The Lua binding sets it and decodes with lua-cjson,
+     * which saves jansson's parse on the hot path. 0: every answer is
+     * parsed with jansson before it is returned. */
+    int defer_parse;
     eid_client_retry_fn retry; /* NULL: the default policy */
     void *retry_ud;
     eid_client_log_fn logger; /* NULL: no events */
