@@ -13,13 +13,16 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_ENDPOINT     "https://faceid.tencentcloudapi.com"
 #define DEFAULT_MAX_RESPONSE (16u << 20)
@@ -75,6 +78,8 @@ struct eid_client {
     call *calls; /* unfinished */
     call *done_head, *done_tail;
     size_t n_unfinished, n_active;
+    int epfd;        /* the sockets curl asked us to watch */
+    double timer_at; /* when curl wants CURL_SOCKET_TIMEOUT; < 0: never */
     unsigned long finished_count;
     CURL **pool;
     size_t pool_n, pool_cap;
@@ -83,6 +88,9 @@ struct eid_client {
     unsigned char trace_seed[16]; /* random per client; calls add a counter */
     uint64_t trace_counter;
 };
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp);
+static int on_timer(CURLM *m, long timeout_ms, void *ud);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -199,6 +207,7 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
 
     eid_client *c = calloc(1, sizeof *c);
     if (c == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    c->epfd = -1;
     st = parse_endpoint(c, opts->endpoint ? opts->endpoint : DEFAULT_ENDPOINT, err);
     if (st != EID_OK) goto fail;
     int nomem = 0;
@@ -273,10 +282,16 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     }
     c->multi = curl_multi_init();
     c->share = curl_share_init();
-    if (c->multi == NULL || c->share == NULL) {
-        st = eid__fail(err, EID_E_NOMEM, "", "cannot create curl handles");
+    c->epfd = epoll_create1(EPOLL_CLOEXEC);
+    c->timer_at = -1;
+    if (c->multi == NULL || c->share == NULL || c->epfd < 0) {
+        st = eid__fail(err, EID_E_NOMEM, "", "cannot create curl handles or epoll");
         goto fail;
     }
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
     /* One client is used by one thread, so the share needs no locks. DNS and
      * TLS sessions are shared; connections live in the multi handle's cache,
      * which every call (synchronous or not) goes through. */
@@ -332,6 +347,7 @@ void eid_client_free(eid_client *c) {
         curl_easy_cleanup(c->pool[i]);
     free(c->pool);
     if (c->multi) curl_multi_cleanup(c->multi);
+    if (c->epfd >= 0) close(c->epfd);
     if (c->share) curl_share_cleanup(c->share);
     eid_signer_free(c->signer);
     curl_slist_free_all(c->tail);
@@ -943,18 +959,40 @@ static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
     k->not_before = now + delay;
 }
 
-/* Start what is due, run curl, handle completions. Returns the number of
- * calls that finished. *wait_ms gets how long the loop may sleep. */
-static unsigned long step(eid_client *c, long *wait_ms) {
-    unsigned long before = c->finished_count;
-    double now = mono_now();
-    for (call *k = c->calls, *nx; k; k = nx) {
-        nx = k->next;
-        if (!k->in_multi && k->not_before <= now && c->n_active < c->max_in_flight)
-            start_attempt(c, k, now);
+/* libcurl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and
+ * when to call it back (CURLMOPT_TIMERFUNCTION); we watch them with epoll
+ * and hand curl only the sockets that are ready (curl_multi_socket_action).
+ * curl_multi_perform would walk every transfer on each wake-up, which is
+ * quadratic with 1,000 calls in flight. */
+static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp) {
+    eid_client *c = ud;
+    (void)e;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(c->epfd, EPOLL_CTL_DEL, s, NULL);
+        curl_multi_assign(c->multi, s, NULL);
+        return 0;
     }
-    int running = 0;
-    curl_multi_perform(c->multi, &running);
+    struct epoll_event ev = {0};
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    ev.data.fd = s;
+    if (sockp == NULL) {
+        if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+            epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev);
+        curl_multi_assign(c->multi, s, c);
+    } else if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
+        epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev);
+    }
+    return 0;
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *ud) {
+    eid_client *c = ud;
+    (void)m;
+    c->timer_at = timeout_ms < 0 ? -1 : mono_now() + (double)timeout_ms / 1000.0;
+    return 0;
+}
+
+static void drain(eid_client *c) {
     CURLMsg *m;
     int left;
     while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
@@ -964,15 +1002,39 @@ static unsigned long step(eid_client *c, long *wait_ms) {
         CURLcode rc = m->data.result;
         if (k) on_done(c, k, rc, mono_now());
     }
-    /* Retries due now start on the next step without sleeping. */
+}
+
+/* Start what is due, fire curl's timer, handle completions. Returns the
+ * number of calls that finished; *wait_ms gets how long the loop may sleep. */
+static unsigned long step(eid_client *c, long *wait_ms) {
+    unsigned long before = c->finished_count;
+    double now = mono_now();
+    int running = 0;
+    if (c->n_unfinished > c->n_active) {
+        for (call *k = c->calls, *nx; k && c->n_active < c->max_in_flight; k = nx) {
+            nx = k->next;
+            if (!k->in_multi && k->not_before <= now) start_attempt(c, k, now);
+        }
+    }
+    if (c->timer_at >= 0 && c->timer_at <= mono_now()) {
+        c->timer_at = -1;
+        curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    drain(c);
     now = mono_now();
     long w = 1000;
-    int can_start = c->n_active < c->max_in_flight;
-    for (call *k = c->calls; k; k = k->next)
-        if (!k->in_multi && (can_start || k->not_before > now)) {
-            double d = (k->not_before - now) * 1000;
-            if (d < w) w = d <= 0 ? 0 : (long)d + 1;
-        }
+    if (c->timer_at >= 0) {
+        double d = (c->timer_at - now) * 1000;
+        w = d <= 0 ? 0 : d < 1000 ? (long)d + 1 : 1000;
+    }
+    if (c->n_unfinished > c->n_active) {
+        int can_start = c->n_active < c->max_in_flight;
+        for (call *k = c->calls; k; k = k->next)
+            if (!k->in_multi && (can_start || k->not_before > now)) {
+                double d = (k->not_before - now) * 1000;
+                if (d < w) w = d <= 0 ? 0 : (long)d + 1;
+            }
+    }
     *wait_ms = w;
     return c->finished_count - before;
 }
@@ -980,13 +1042,22 @@ static unsigned long step(eid_client *c, long *wait_ms) {
 size_t eid_client_perform(eid_client *c, long timeout_ms) {
     if (c == NULL) return 0;
     double end = mono_now() + (double)(timeout_ms > 0 ? timeout_ms : 0) / 1000.0;
+    struct epoll_event evs[256];
     for (;;) {
         long w;
         if (step(c, &w) > 0 || c->n_unfinished == 0) break;
         double left = (end - mono_now()) * 1000;
-        if (left <= 0) break;
-        if (w > left) w = (long)left + 1;
-        if (w > 0) curl_multi_poll(c->multi, NULL, 0, (int)w, NULL);
+        if (left <= 0 && w > 0) break;
+        if (w > left) w = left > 0 ? (long)left + 1 : 0;
+        int n = epoll_wait(c->epfd, evs, (int)(sizeof evs / sizeof *evs), (int)w);
+        int running = 0;
+        for (int i = 0; i < n; i++) {
+            int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                        (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                        (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(c->multi, evs[i].data.fd, flags, &running);
+        }
+        if (n > 0) drain(c);
     }
     return c->n_unfinished;
 }
