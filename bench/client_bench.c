@@ -113,7 +113,7 @@ static void bare(const char *url, const char *action, const char *body, long n, 
 }
 
 static eid_client *client(const char *url) {
-    eid_client_options o = {.endpoint = url, .max_in_flight = 1024};
+    eid_client_options o = {.endpoint = url}; /* defaults, as a C host would start */
     eid_client *c;
     if (eid_client_new(&o, &c, NULL) != EID_OK) die("client");
     if (eid_client_set_credentials(c, SECRET_ID, SECRET_KEY, strlen(SECRET_KEY), NULL, NULL) !=

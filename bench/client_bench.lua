@@ -1,10 +1,12 @@
 -- bench/client's Lua side: eidkit.client against `eidkit sim`.
 --   client_bench.lua seq   URL TOKEN N RUNS   client:get_eid_result, one at a time
---   client_bench.lua batch URL TOKEN N RUNS   client:batch of N calls at once
+--   client_bench.lua batch URL TOKEN N RUNS [MAX_IN_FLIGHT]
+--                                             client:batch of N calls at once
 -- Prints one calls/s figure per run; every answer must be a passing result.
 local client_mod = require "eidkit.client"
 
 local mode, url, token, n, runs = arg[1], arg[2], arg[3], tonumber(arg[4]), tonumber(arg[5])
+local max_in_flight = tonumber(arg[6]) -- nil: the client's default
 assert(mode and url and token and n and runs, "usage: client_bench.lua seq|batch URL TOKEN N RUNS")
 
 local function now()
@@ -15,7 +17,7 @@ local function now()
 end
 
 local c = client_mod.new { endpoint = url, secret_id = "AKIDeidkitSimDemo00000000000000000000",
-  secret_key = "eidkitSimDemoSecretKey000000000", max_in_flight = 1024 }
+  secret_key = "eidkitSimDemoSecretKey000000000", max_in_flight = max_in_flight }
 local params = { EidToken = token, InfoType = "1" }
 
 local function check(res, err)

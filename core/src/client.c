@@ -263,7 +263,7 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     c->retry_unsafe = opts->retry_unsafe;
     c->defer_parse = opts->defer_parse;
     c->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
-    c->max_in_flight = opts->max_in_flight ? opts->max_in_flight : 1024;
+    c->max_in_flight = opts->max_in_flight ? opts->max_in_flight : 256;
     c->clock = opts->clock;
     c->retry = opts->retry;
     c->retry_ud = opts->retry_ud;

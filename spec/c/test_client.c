@@ -411,7 +411,7 @@ static void test_policy_hook(void) {
 
 static void test_concurrent(void) {
     enum { N = 1000 };
-    eid_client_options o = {.backoff_base_ms = 5};
+    eid_client_options o = {.backoff_base_ms = 5, .max_in_flight = N};
     eid_client *c = make(&o);
     faults("[{\"Action\":\"*\",\"Kind\":\"latency\",\"Ms\":200},"
            "{\"Action\":\"CheckEidTokenStatus\",\"Kind\":\"throttle\",\"Rate\":0.1}]");
@@ -438,8 +438,29 @@ static void test_concurrent(void) {
     }
     CHECK(done == N && ok == N);
     CHECK(retried > 0);
+    /* All 1,000 were on the wire at once: one connection each. */
+    uint64_t reqs, conns;
+    eid_client_stats(c, &reqs, &conns);
+    CHECK(conns == N && reqs > N);
     CHECK(time(NULL) - start < 10); /* 200 ms latency each, all at once */
     CHECK(control("DELETE", "/sim/faults", NULL) == 200);
+    eid_client_free(c);
+
+    /* The default: 256 on the wire, the rest wait their turn. */
+    eid_client_options d = {0};
+    c = make(&d);
+    for (int i = 0; i < 300; i++)
+        eid_client_submit(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}", 17, NULL, &err);
+    for (done = 0; done < 300;) {
+        eid_client_perform(c, 100);
+        eid_result *r;
+        while (eid_client_next(c, NULL, &r)) {
+            done++;
+            eid_result_free(r);
+        }
+    }
+    eid_client_stats(c, &reqs, &conns);
+    CHECK(conns == 256 && reqs == 300);
     eid_client_free(c);
 
     /* Freeing a client with calls in flight drops them cleanly. */

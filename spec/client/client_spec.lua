@@ -381,7 +381,7 @@ describe("eidkit.client", function()
   describe("batch", function()
     it("runs 1,000 calls at once under 200 ms latency and throttling, in order", function()
       -- 10% throttling: six attempts make a call fail with odds of 1e-6
-      local c = new(s, { retry = { base = 0.01, max_attempts = 6 } })
+      local c = new(s, { retry = { base = 0.01, max_attempts = 6 }, max_in_flight = 1000 })
       local tok = assert(c:get_eid_token { MerchantId = demo.MerchantId }).EidToken
       simctl.faults(s, { { Action = "*", Kind = "latency", Ms = 200 },
         { Action = "CheckEidTokenStatus", Kind = "throttle", Rate = 0.1 } })
@@ -403,6 +403,8 @@ describe("eidkit.client", function()
         end
       end
       assert.is_true(took < 5, "took " .. took)
+      -- all 1,000 on the wire at once: one connection each (the token's reused)
+      assert.equal(1000, c:stats().connects)
     end)
 
     it("raises on a malformed entry and returns {} for an empty list", function()

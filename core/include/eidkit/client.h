@@ -114,9 +114,14 @@ typedef struct eid_client_options {
      * one. */
     const char *const *headers;
     size_t header_count;
-    size_t max_response;  /* bytes; 0: 16 MiB. Larger answers are bad_response */
-    size_t max_in_flight; /* requests on the wire at once; 0: 1024 */
-    eid_clock clock;      /* signing time; NULL now: time(2) */
+    size_t max_response; /* bytes; 0: 16 MiB. Larger answers are bad_response */
+    /* Requests on the wire at once (one connection each); later calls wait
+     * their turn, their deadline running. 0: 256. libcurl 7.88 scans a
+     * host's connections for every transfer, so beyond a few hundred per
+     * host the client spends more CPU than it gains (bench/client), and
+     * Tencent's per-action QPS limits make more pointless. */
+    size_t max_in_flight;
+    eid_clock clock; /* signing time; NULL now: time(2) */
     /* Default retry policy: attempts in all, and the full-jitter backoff
      * delay = uniform(0, min(cap, base * 2^(attempt-1))). */
     int max_attempts;     /* 0: 4 */
