@@ -19,6 +19,10 @@ local spec = {
   { name = "format", arg = "FMT", help = "export: csv (default) or jsonl" },
   { name = "output", arg = "FILE", help = "export: write to FILE instead of standard output" },
   { name = "limit", arg = "N", help = "sweep: at most N tokens (default 100)" },
+  { name = "endpoint", arg = "URL",
+    help = "sweep: the API endpoint (default: $EIDKIT_ENDPOINT, else https://faceid.tencentcloudapi.com)" },
+  { name = "ca-file", arg = "FILE", help = "sweep: trust this CA bundle for the endpoint" },
+  { name = "info-type", arg = "DIGITS", help = "sweep: GetEidResult InfoType (default 1: the verdict and billing)" },
   { name = "json", help = "stats, expire: print one JSON object" },
   { name = "help", help = "show this help" },
 }
@@ -32,7 +36,9 @@ function _M.help()
   expire   move tokens past their TTL to expired and past the 3-day result
            window to abandoned
   sweep    expire, then pull the result of every due token from Tencent
-           (GetEidResult) and record it
+           (GetEidResult) and record it; credentials come from
+           TENCENTCLOUD_SECRET_ID/_SECRET_KEY/_SESSION_TOKEN, the profile file
+           (~/.tencentcloud/credentials) or the CVM role
 
 options:
 ]] .. args.help(spec) .. "\n"
@@ -137,13 +143,23 @@ local function expire(ledger, opts, out)
 end
 
 -- The puller: GetEidResult through the API client, when this build has one.
-function _M.puller()
-  local ok, client = pcall(require, "eidkit.client")
-  if ok and type(client) == "table" and type(client.ledger_puller) == "function" then
-    return client.ledger_puller()
+-- The GetEidResult puller for sweep: an eidkit.client on --endpoint (or
+-- $EIDKIT_ENDPOINT, else Tencent's) with the default credential chain
+-- (environment, profile file, CVM role). Returns pull, client or nil, why.
+function _M.puller(opts)
+  local client_mod = require "eidkit.client"
+  local endpoint = opts.endpoint or getenv("EIDKIT_ENDPOINT")
+  if endpoint == "" then endpoint = nil end
+  local ok, client = pcall(client_mod.new, { endpoint = endpoint, ca_file = opts.ca_file })
+  if not ok then return nil, "--endpoint/--ca-file: " .. tostring(client) end
+  -- Ask for credentials now, so a missing key is one clear line rather
+  -- than one failure per token.
+  local creds, err = client.provider:get()
+  if not creds then
+    client:close()
+    return nil, "no credentials to pull results with: " .. tostring(err)
   end
-  return nil, "pulling results needs the Tencent Cloud API client (eidkit.client) and "
-    .. "credentials (TENCENTCLOUD_SECRET_ID/TENCENTCLOUD_SECRET_KEY); this build has no client yet"
+  return client:ledger_puller(opts.info_type or "1"), client
 end
 
 local function sweep(ledger, opts, out)
@@ -154,7 +170,10 @@ local function sweep(ledger, opts, out)
       return fail(format("--limit: expected 1..100000, got '%s'", opts.limit))
     end
   end
-  local pull, why = _M.puller()
+  if opts.info_type and not opts.info_type:match("^[012356]+$") then
+    return fail(format("--info-type: expected digits of 0, 1, 2, 3, 5, 6, got '%s'", opts.info_type))
+  end
+  local pull, client = _M.puller(opts)
   if not pull then
     -- Do the ledger's part (expiry), then say plainly what is missing.
     local r, err = ledger:expire()
@@ -162,9 +181,10 @@ local function sweep(ledger, opts, out)
     local due = ledger:due(limit)
     out:write(format("expired %d, abandoned %d, due %d (not pulled)\n", r.expired, r.abandoned,
       due and #due or 0))
-    return fail(why, 3)
+    return fail(client, 3)
   end
   local report, err = ledger:sweep(pull, { limit = limit })
+  client:close()
   if not report then return fail(tostring(err), 1) end
   out:write(format("expired %d, abandoned %d, due %d, recorded %d, failed %d\n", report.expired,
     report.abandoned, report.due, report.recorded, report.failed))
