@@ -17,5 +17,9 @@ _M.utc_date = core.utc_date
 -- eidkit.ledger.open("sqlite:./eidkit.db" | "redis://host:port/db"): the
 -- EidToken lifecycle store (docs/internals/ledger.md).
 _M.ledger = require "eidkit.ledger"
+-- eidkit.client{...}: the FaceID API client (docs/internals/client.md);
+-- eidkit.credentials: its providers (static, env, profile, cvm_role, chain).
+_M.client = require "eidkit.client"
+_M.credentials = require "eidkit.credentials"
 
 return _M
