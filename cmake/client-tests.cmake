@@ -11,3 +11,13 @@ if(VALGRIND AND NOT EIDKIT_SANITIZE)
     $<TARGET_FILE:test_client> $<TARGET_FILE:eidkit_host>)
   set_tests_properties(c_client_valgrind PROPERTIES ENVIRONMENT "${spec_env}" TIMEOUT 300)
 endif()
+
+# The allocation-failure sweep replaces malloc in its executable, which the
+# sanitizers and valgrind do themselves: plain builds only.
+if(NOT EIDKIT_SANITIZE)
+  add_executable(test_client_alloc spec/c/test_client_alloc.c)
+  target_compile_options(test_client_alloc PRIVATE ${EIDKIT_WARNINGS})
+  target_link_libraries(test_client_alloc PRIVATE eidkit OpenSSL::Crypto ${CMAKE_DL_LIBS})
+  add_test(NAME c_client_alloc_failure COMMAND test_client_alloc $<TARGET_FILE:eidkit_host>)
+  set_tests_properties(c_client_alloc_failure PROPERTIES ENVIRONMENT "${spec_env}" TIMEOUT 300)
+endif()

@@ -78,8 +78,9 @@ struct eid_client {
     call *calls; /* unfinished */
     call *done_head, *done_tail;
     size_t n_unfinished, n_active;
-    int epfd;        /* the sockets curl asked us to watch */
-    double timer_at; /* when curl wants CURL_SOCKET_TIMEOUT; < 0: never */
+    int epfd;          /* the sockets curl asked us to watch */
+    double timer_at;   /* when curl wants CURL_SOCKET_TIMEOUT; < 0: never */
+    double last_watch; /* the last safety-net pass (step) */
     unsigned long finished_count;
     CURL **pool;
     size_t pool_n, pool_cap;
@@ -1004,6 +1005,21 @@ static void drain(eid_client *c) {
     }
 }
 
+/* End an attempt that libcurl never finished, past its call's deadline. */
+static void stalled(eid_client *c, call *k) {
+    curl_multi_remove_handle(c->multi, k->easy);
+    curl_easy_cleanup(k->easy); /* its state is unknown: not back to the pool */
+    k->easy = NULL;
+    k->in_multi = 0;
+    c->n_active--;
+    eid_result *r = k->res;
+    r->status = EID_E_CLIENT_TRANSPORT;
+    setf(r->code, sizeof r->code, "timeout");
+    setf(r->message, sizeof r->message, "deadline reached: the transfer stalled");
+    r->retryable = 1;
+    finish(c, k);
+}
+
 /* Start what is due, fire curl's timer, handle completions. Returns the
  * number of calls that finished; *wait_ms gets how long the loop may sleep. */
 static unsigned long step(eid_client *c, long *wait_ms) {
@@ -1022,10 +1038,24 @@ static unsigned long step(eid_client *c, long *wait_ms) {
     }
     drain(c);
     now = mono_now();
-    long w = 1000;
+    /* A safety net under libcurl's timers, four times a second while
+     * transfers run: let curl check its timeouts, and end any attempt that
+     * overran its call's deadline (a timer can be lost when an allocation
+     * fails inside libcurl; the allocation-failure sweep found it). */
+    if (c->n_active > 0 && now - c->last_watch >= 0.25) {
+        c->last_watch = now;
+        curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        drain(c);
+        for (call *k = c->calls, *nx; k; k = nx) {
+            nx = k->next;
+            if (k->in_multi && now > k->deadline + 0.1) stalled(c, k);
+        }
+        now = mono_now();
+    }
+    long w = c->n_active > 0 ? 250 : 1000;
     if (c->timer_at >= 0) {
         double d = (c->timer_at - now) * 1000;
-        w = d <= 0 ? 0 : d < 1000 ? (long)d + 1 : 1000;
+        if (d < (double)w) w = d <= 0 ? 0 : (long)d + 1;
     }
     if (c->n_unfinished > c->n_active) {
         int can_start = c->n_active < c->max_in_flight;
