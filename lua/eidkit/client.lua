@@ -6,6 +6,8 @@
 -- request_id, http_status, attempts, retryable, trace_id and a __tostring.
 -- Parameter mistakes raise. Transport, retries and clock skew are in C
 -- (core/src/client.c); see docs/internals/client.md.
+-- client.provider is the credential provider in use (provider:get() ->
+-- creds | nil, why); `eidkit ledger sweep` asks it before pulling.
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local credentials = require "eidkit.credentials"

@@ -415,6 +415,28 @@ describe("eidkit.client", function()
     end)
   end)
 
+  describe("ledger_puller", function()
+    it("pulls GetEidResult for eidkit.ledger's sweep: Response, or nil and err", function()
+      local c = new(s)
+      local pull = c:ledger_puller("1")
+      local tok = assert(c:get_eid_token { MerchantId = demo.MerchantId }).EidToken
+      simctl.finish(s, tok, { ErrCode = 2016 })
+      local res = assert(pull(tok, { EidToken = tok }))
+      assert.equal(2016, res.Text.ErrCode)
+      local none, err = pull("not-a-token", {})
+      assert.is_nil(none)
+      assert.equal("InvalidParameterValue.BizTokenIllegal", err.code)
+    end)
+
+    it("is reachable from the facade as eidkit.client{...}", function()
+      local eidkit = require "eidkit"
+      local c = eidkit.client { endpoint = s.url, secret_id = demo.SecretId, secret_key = demo.SecretKey }
+      local _, err = c:check_eid_token_status { EidToken = "x" }
+      assert.equal("InvalidParameterValue.BizTokenIllegal", err.code)
+      assert.equal(demo.SecretId, c.provider:get().secret_id)
+    end)
+  end)
+
   describe("secrets", function()
     it("never appear in events, errors or tostring", function()
       local lines = {}
