@@ -63,6 +63,7 @@ struct eid_client {
     size_t n_extra;
     struct curl_slist *tail; /* X-TC-RequestClient, Expect, Accept, extras */
     int has_trace;
+    char fixed_trace[EID_TRACE_ID_MAX]; /* X-TC-TraceId given in headers */
     long connect_timeout_ms, timeout_ms, deadline_ms;
     int insecure, max_attempts, retry_unsafe, defer_parse;
     long backoff_base_ms, backoff_cap_ms;
@@ -236,12 +237,18 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
                            "entry %zu is not 'Name: value' or names a header eidkit sets", i + 1);
             goto fail;
         }
-        c->has_trace |= trace;
         c->extra[i] = strdup(opts->headers[i]);
         c->n_extra = i + 1;
         if (c->extra[i] == NULL) {
             st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
             goto fail;
+        }
+        if (trace) { /* the caller's trace id: results report it */
+            const char *v = strchr(c->extra[i], ':') + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            c->has_trace = 1;
+            snprintf(c->fixed_trace, sizeof c->fixed_trace, "%s", v);
         }
     }
     static const char *const fixed[] = {"X-TC-RequestClient: " REQUEST_CLIENT,
@@ -1144,7 +1151,10 @@ static eid_status new_call(eid_client *c, const char *action, const void *body, 
     k->body[body_len] = '\0';
     k->body_len = body_len;
     memcpy(k->action, action, al + 1);
-    trace_id(c, k->res->trace_id);
+    if (c->has_trace)
+        memcpy(k->res->trace_id, c->fixed_trace, sizeof k->res->trace_id);
+    else
+        trace_id(c, k->res->trace_id);
     k->c = c;
     k->ud = ud;
     k->sync = sync;

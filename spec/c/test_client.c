@@ -155,6 +155,26 @@ static void test_options(void) {
     o = (eid_client_options){.headers = hdr, .header_count = 1};
     CHECK(eid_client_new(&o, &c, &err) == EID_E_INVALID_ARG);
     CHECK_STR(err.field, "headers");
+    const char *bad[] = {"X-Ok: 1\r\nInjected: 1", "No colon", "Host: evil"};
+    for (size_t i = 0; i < 3; i++) {
+        o = (eid_client_options){.headers = &bad[i], .header_count = 1};
+        CHECK(eid_client_new(&o, &c, &err) == EID_E_INVALID_ARG);
+    }
+    /* A given X-TC-TraceId replaces the generated one, also in results. */
+    const char *trace[] = {"X-Merchant: shop-1", "X-TC-TraceId: my-trace-0001"};
+    char closed[64];
+    snprintf(closed, sizeof closed, "http://127.0.0.1:%d", closed_port());
+    o = (eid_client_options){
+        .headers = trace, .header_count = 2, .endpoint = closed, .max_attempts = 1};
+    CHECK(eid_client_new(&o, &c, &err) == EID_OK);
+    CHECK(eid_client_set_credentials(c, SECRET_ID, SECRET_KEY, strlen(SECRET_KEY), NULL, &err) ==
+          EID_OK);
+    eid_result *tr = NULL;
+    eid_client_call(c, "GetEidResult", "{}", 2, &tr, &err);
+    CHECK_STR(tr ? tr->trace_id : NULL, "my-trace-0001");
+    eid_result_free(tr);
+    eid_client_free(c);
+    o = (eid_client_options){.headers = hdr, .header_count = 1};
     o.timeout_ms = -1;
     CHECK(eid_client_new(&o, &c, &err) == EID_E_INVALID_ARG);
     CHECK(eid_client_new(NULL, &c, &err) == EID_OK);
