@@ -289,7 +289,8 @@ describe("eidkit.client", function()
     end)
 
     it("fails with connect against a closed port, after retries", function()
-      local c = client_mod.new { endpoint = "http://127.0.0.1:9", secret_id = "a", secret_key = "b",
+      local c = client_mod.new { endpoint = "http://127.0.0.1:" .. require("support.child").free_port(),
+        secret_id = "a", secret_key = "b",
         retry = { base = 0.005, max_attempts = 3 } }
       local res, err = c:call("GetEidResult", { EidToken = "x" })
       assert.is_nil(res)

@@ -20,6 +20,8 @@ local function write(path, text)
   f:close()
 end
 
+local function closed_url() return "http://127.0.0.1:" .. child.free_port() .. "/" end
+
 local function getenv_of(t) return function(k) return t[k] end end
 
 describe("eidkit.credentials", function()
@@ -173,7 +175,7 @@ describe("eidkit.credentials", function()
     end)
 
     it("fails with a bounded timeout when no metadata service answers", function()
-      local p = credentials.cvm_role { url = "http://127.0.0.1:9/", timeout = 0.2 }
+      local p = credentials.cvm_role { url = closed_url(), timeout = 0.2 }
       local c, err = p.get()
       assert.is_nil(c)
       assert.matches("^metadata: ", err)
@@ -185,12 +187,12 @@ describe("eidkit.credentials", function()
       local path = os.tmpname()
       write(path, "[default]\nsecret_id = AKIDprofile\nsecret_key = k\n")
       local vars = { TENCENTCLOUD_CREDENTIALS_FILE = path }
-      local p = credentials.default { getenv = getenv_of(vars), metadata_url = "http://127.0.0.1:9/",
+      local p = credentials.default { getenv = getenv_of(vars), metadata_url = closed_url(),
         metadata_timeout = 0.2 }
       assert.equal("profile", p:get().source)
       os.remove(path)
       local p2 = credentials.default { getenv = getenv_of { HOME = "/nonexistent" },
-        metadata_url = "http://127.0.0.1:9/", metadata_timeout = 0.2 }
+        metadata_url = closed_url(), metadata_timeout = 0.2 }
       local c, err = p2:get()
       assert.is_nil(c)
       assert.matches("^no credentials: TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY are not set; "

@@ -12,11 +12,7 @@ local demo = sim_mod.demo
 
 local function sh(cmd) assert(os.execute(cmd .. " >/dev/null 2>&1"), cmd) end
 
-local function free_port()
-  local r = proc.run { "python3", "-c",
-    "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])" }
-  return assert(tonumber(r.stdout))
-end
+local free_port = child.free_port
 
 local function new(url, opts)
   opts = opts or {}

@@ -42,6 +42,13 @@ function _M.start(argv, opts)
   error(argv[1] .. " did not start: " .. err)
 end
 
+-- A loopback port nothing listens on (bound by python3, then released).
+function _M.free_port()
+  local r = proc.run { "python3", "-c",
+    "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])" }
+  return assert(tonumber(r.stdout), "python3 could not find a free port")
+end
+
 -- Stop and wait: exit code, stdout, stderr.
 function _M.stop(ch)
   if ch.pid then os.execute("kill -TERM " .. ch.pid .. " 2>/dev/null") end
