@@ -74,6 +74,7 @@ function _M.new(opts)
   self.base_url = opts.base_url or "http://127.0.0.1"
   self.log = opts.log
   self.signer = core.signer { cache_slots = 64 }
+  self.values, self.canonical = {}, {} -- scratch for authenticate
   self:reset()
   return self
 end
@@ -102,8 +103,12 @@ function methods:reply(fields, status, extra_headers)
     fields.RequestId = id
     body = json_encode { Response = fields }
   end
-  local headers = { ["Content-Type"] = "application/json", Date = http_date(self:now()) }
-  for k, v in pairs(extra_headers or {}) do headers[k] = v end
+  local now = self:now()
+  if now ~= self.date_at then self.date_at, self.date_text = now, http_date(now) end
+  local headers = { ["Content-Type"] = "application/json", Date = self.date_text }
+  if extra_headers then
+    for k, v in pairs(extra_headers) do headers[k] = v end
+  end
   return { status = status or 200, headers = headers, body = body }
 end
 
@@ -259,39 +264,37 @@ function methods:authenticate(req, now, ts)
     return nil, err("AuthFailure.SignatureFailure",
       "The credential scope names service '%s'; expected faceid.", a.service)
   end
-  local has = {}
-  for _, name in ipairs(a.headers) do has[name] = true end
-  if not (has["content-type"] and has.host) then
-    return nil, err("AuthFailure.SignatureFailure", "SignedHeaders must include content-type and host.")
-  end
   -- Recompute for the headers the client chose. Clients differ on whether
   -- header values are lower-cased (the TC3 document says so, the SDKs only
   -- sign content-type and host) and on whether the host carries the port
   -- (the SDKs sign it without); a request signed any of these ways is
-  -- accepted if the signature matches.
-  local values, host_at = {}, nil
-  for i, name in ipairs(a.headers) do
+  -- accepted if the signature matches. The common form is tried first, and
+  -- the tables are reused: this runs on every call.
+  local names, values, host_at, has_type = a.headers, self.values, nil, false
+  for i = 1, #names do
+    local name = names[i]
     values[i] = h[name] or false
-    if name == "host" then host_at = i end
+    if name == "host" then host_at = i elseif name == "content-type" then has_type = true end
   end
-  local hosts = { host }
+  for i = #names + 1, #values do values[i] = nil end
+  if not (host_at and has_type) then
+    return nil, err("AuthFailure.SignatureFailure", "SignedHeaders must include content-type and host.")
+  end
+  local c = self.canonical
+  c.secret_key, c.date, c.service, c.timestamp = cred.SecretKey, a.date, a.service, h["x-tc-timestamp"]
+  c.signed_headers, c.values, c.body, c.method, c.query = a.signed_headers, values, req.body,
+    req.method, req.query or ""
+  local signer, want = self.signer, a.signature
+  local function matches(host_value, lower)
+    values[host_at] = host_value
+    c.lower_values = lower
+    local sig = signer:compute(c)
+    return sig and core.equal(sig, want)
+  end
   local bare = host:match("^(.-):%d+$")
-  if bare then hosts[2] = bare end
-  local c = {
-    secret_key = cred.SecretKey, date = a.date, service = a.service, timestamp = h["x-tc-timestamp"],
-    signed_headers = a.signed_headers, values = values, body = req.body,
-    method = req.method, query = req.query or "",
-  }
-  local ok = false
-  for _, hv in ipairs(hosts) do
-    values[host_at] = hv
-    for _, lower in ipairs { true, false } do
-      c.lower_values = lower
-      local sig = self.signer:compute(c)
-      if sig and core.equal(sig, a.signature) then ok = true break end
-    end
-    if ok then break end
-  end
+  local ok = matches(host, true) or (bare and matches(bare, true)) or matches(host, false)
+    or (bare and matches(bare, false))
+  c.secret_key, c.body = nil, nil -- hold no secret or body between calls
   if not ok then
     return nil, err("AuthFailure.SignatureFailure",
       "The provided credentials could not be validated. Please check your signature is correct.")
