@@ -247,6 +247,44 @@ static void test_success_and_remote_errors(void) {
     eid_client_free(c);
 }
 
+static void test_typed_calls(void) {
+    eid_client_options o = {0};
+    eid_client *c = make(&o);
+    eid_result *r = NULL;
+    eid_error err = {0};
+    eid_get_eid_token_params p = {.merchant_id = MERCHANT,
+                                  .name = "\xe9\x9f\xa6\xe5\xb0\x8f\xe5\xae\x9d",
+                                  .id_card = "11204416541220243X",
+                                  .extra = "order \"7\"",
+                                  .config_json = "{\"InputType\":\"4\"}"};
+    CHECK(eid_client_get_eid_token(c, &p, &r, &err) == EID_OK);
+    char tok[64] = "";
+    const char *q = r && r->response ? strstr(r->response, "\"EidToken\":\"") : NULL;
+    if (q) snprintf(tok, sizeof tok, "%.36s", q + 12);
+    eid_result_free(r);
+    char path[128];
+    snprintf(path, sizeof path, "/sim/tokens/%s/finish", tok);
+    CHECK(control("POST", path, "{\"ErrCode\":0}") == 200);
+    CHECK(eid_client_get_eid_result(c, tok, "1", -1, &r, &err) == EID_OK);
+    CHECK(r && strstr(r->response, "\"Extra\":\"order \\\"7\\\"\""));
+    eid_result_free(r);
+    CHECK(eid_client_check_eid_token_status(c, tok, &r, &err) == EID_OK);
+    CHECK(r && strstr(r->response, "\"Status\":\"finished\""));
+    eid_result_free(r);
+    /* Required fields, named. */
+    p.merchant_id = NULL;
+    CHECK(eid_client_get_eid_token(c, &p, &r, &err) == EID_E_INVALID_ARG && r == NULL);
+    CHECK_STR(err.field, "MerchantId");
+    p.merchant_id = MERCHANT;
+    p.config_json = "[1]";
+    CHECK(eid_client_get_eid_token(c, &p, &r, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "Config");
+    CHECK(eid_client_get_eid_result(c, "", NULL, -1, &r, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "EidToken");
+    CHECK(eid_client_check_eid_token_status(c, NULL, &r, &err) == EID_E_INVALID_ARG);
+    eid_client_free(c);
+}
+
 static void test_defer_parse(void) {
     eid_client_options o = {.defer_parse = 1};
     eid_client *c = make(&o);
@@ -504,6 +542,7 @@ int main(int argc, char **argv) {
     }
     test_options();
     test_success_and_remote_errors();
+    test_typed_calls();
     test_defer_parse();
     test_retries();
     test_timeouts();

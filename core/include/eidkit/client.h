@@ -188,6 +188,33 @@ EID_API int64_t eid_client_skew(const eid_client *c);
 /* Counters since creation: requests sent, connections opened. */
 EID_API void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connects);
 
+/* ---------------------------------------------------- the three E证通 calls
+ * Typed forms of eid_client_call: the body is built with jansson (so values
+ * are escaped), fields left NULL are omitted, and the outcome is as for
+ * eid_client_call. A missing required field is EID_E_INVALID_ARG naming it,
+ * with *out left NULL. */
+
+typedef struct eid_get_eid_token_params {
+    const char *merchant_id;  /* MerchantId, required */
+    const char *name;         /* Name; give with id_card, or neither */
+    const char *id_card;      /* IdCard */
+    const char *extra;        /* Extra */
+    const char *redirect_url; /* RedirectUrl */
+    const char *config_json;  /* Config as a JSON object text, e.g. {"InputType":"4"} */
+} eid_get_eid_token_params;
+
+EID_API eid_status eid_client_get_eid_token(eid_client *c, const eid_get_eid_token_params *p,
+                                            eid_result **out, eid_error *err);
+
+/* info_type NULL: omitted (Tencent's default "0"); best_frames_count < 0:
+ * omitted. */
+EID_API eid_status eid_client_get_eid_result(eid_client *c, const char *eid_token,
+                                             const char *info_type, int best_frames_count,
+                                             eid_result **out, eid_error *err);
+
+EID_API eid_status eid_client_check_eid_token_status(eid_client *c, const char *eid_token,
+                                                     eid_result **out, eid_error *err);
+
 /* A plain, unsigned GET of url (http or https) with a total timeout, for
  * credential sources such as the CVM metadata service. At most max bytes of
  * body are accepted (more is EID_E_CLIENT_TRANSPORT, "bad_response").
