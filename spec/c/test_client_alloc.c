@@ -127,10 +127,24 @@ static int sim_start(const char *bin) {
     return -1;
 }
 
+/* SIGTERM, repeated every 100 ms, then SIGKILL after 5 s: core.http_server
+ * can miss a SIGTERM that lands between unblocking signals and its ppoll
+ * (bindings/httpd.c srv_run), and a second one ends the wait. */
 static void sim_stop(void) {
     if (sim_pid > 0) {
-        kill(sim_pid, SIGTERM);
-        waitpid(sim_pid, NULL, 0);
+        for (int i = 0; i < 50; i++) {
+            kill(sim_pid, SIGTERM);
+            struct timespec ts = {0, 100000000L};
+            nanosleep(&ts, NULL);
+            if (waitpid(sim_pid, NULL, WNOHANG) == sim_pid) {
+                sim_pid = 0;
+                break;
+            }
+        }
+        if (sim_pid > 0) {
+            kill(sim_pid, SIGKILL);
+            waitpid(sim_pid, NULL, 0);
+        }
     }
     unlink(port_file);
 }
