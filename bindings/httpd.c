@@ -675,11 +675,18 @@ static void iterate(lua_State *L, httpd *s, int64_t timeout_ms, const sigset_t *
         poll(&p, 1, t > INT32_MAX ? INT32_MAX : (int)t);
     }
     fire_timers(s, now_ms());
+    /* Under run(), SIGINT/SIGTERM are blocked everywhere except inside
+     * ppoll (which unblocks them atomically) and here: handlers run with
+     * the caller's mask so that processes they start inherit it. A signal
+     * taken here sets the flag run() tests before its next wait. */
+    sigset_t blocked;
+    if (mask) pthread_sigmask(SIG_SETMASK, mask, &blocked);
     s->L = L;
     s->dispatching = 1;
     MHD_run(s->d);
     s->dispatching = 0;
     s->L = NULL;
+    if (mask) pthread_sigmask(SIG_SETMASK, &blocked, NULL);
 }
 
 /* ------------------------------------------------------ eidkit.HttpServer */
@@ -758,15 +765,14 @@ static int srv_run(lua_State *L) {
     s->stop = 0;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    /* Signals stay blocked except inside ppoll and MHD_run, so one that
-     * arrives between the flag test and the wait still ends the wait. The
-     * handlers run unblocked so that child processes inherit a plain mask. */
+    /* Signals stay blocked except inside ppoll and MHD_run (see iterate),
+     * so one that arrives between the flag test and the wait stays pending
+     * and ends the wait: there is no window in which it is lost. (An earlier
+     * version unblocked them around the whole iteration, and a SIGTERM just
+     * before ppoll left it waiting forever.) */
     pthread_sigmask(SIG_BLOCK, &block, &orig);
-    while (!s->stop && !got_signal) {
-        pthread_sigmask(SIG_SETMASK, &orig, NULL);
+    while (!s->stop && !got_signal)
         iterate(L, s, -1, &orig);
-        pthread_sigmask(SIG_BLOCK, &block, NULL);
-    }
     pthread_sigmask(SIG_SETMASK, &orig, NULL);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

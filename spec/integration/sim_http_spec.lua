@@ -201,6 +201,16 @@ describe("eidkit sim options", function()
     stop(s)
   end)
 
+  it("stops on the first SIGTERM, however it lands (regression: a lost-signal race)", function()
+    -- run() once unblocked signals before its wait; a SIGTERM arriving in
+    -- that window left the wait without a timeout, forever.
+    for _ = 1, 15 do
+      local s = start {}
+      local code = stop(s)
+      assert.equal(0, code)
+    end
+  end)
+
   it("stops cleanly on SIGINT as on SIGTERM", function()
     local s = start {}
     local code, _, err = stop(s, "INT")
