@@ -300,7 +300,22 @@ static int l_record(lua_State *L) {
     const char *token = check_cstring(L, 2);
     const char *payload = NULL;
     size_t payload_len = 0;
-    if (!lua_isnoneornil(L, 4)) payload = luaL_checklstring(L, 4, &payload_len);
+    if (!lua_isnoneornil(L, 4)) {
+        payload = luaL_checklstring(L, 4, &payload_len);
+    } else {
+        lua_settop(L, 3);
+        if (lua_getiuservalue(L, 1, 2) == LUA_TFUNCTION) {
+            /* Opened with payload_encoder (keep_payloads): store every
+             * response. Called before any ledger work, so an error here
+             * changes nothing. The result stays at index 4. */
+            lua_pushvalue(L, 3);
+            lua_call(L, 1, 1);
+            if (lua_type(L, 4) != LUA_TSTRING)
+                return luaL_error(L, "payload_encoder must return a string, got %s",
+                                  luaL_typename(L, 4));
+            payload = lua_tolstring(L, 4, &payload_len);
+        }
+    }
     eid_ledger_outcome o;
     read_outcome(L, 3, &o);
     o.payload = payload;
@@ -440,11 +455,13 @@ static int l_tostring(lua_State *L) {
 }
 
 /* core.ledger_open(url [, {token_ttl=, result_window=, retention=,
- *   timeout_ms=, payload_key=, clock=}]) -> ledger | nil, err */
+ *   timeout_ms=, payload_key=, payload_encoder=, clock=}]) -> ledger | nil, err
+ * payload_encoder(response) -> string: with it, record_result stores every
+ * response it is given (encrypted) when no payload is passed. */
 static int l_open(lua_State *L) {
     const char *url = check_cstring(L, 1);
     eid_ledger_options o = {0};
-    int has_clock = 0;
+    int has_clock = 0, has_encoder = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         o.token_ttl = field_integer(L, 2, "token_ttl", 2);
@@ -465,8 +482,15 @@ static int l_open(lua_State *L) {
             has_clock = 1;
         }
         lua_pop(L, 1); /* the clock; payload_key stays until the ledger is open */
+        if (lua_getfield(L, 2, "payload_encoder") != LUA_TNIL) {
+            luaL_argcheck(L, lua_isfunction(L, -1), 2, "payload_encoder: expected function");
+            luaL_argcheck(L, o.payload_key != NULL, 2, "payload_encoder: needs payload_key");
+            has_encoder = 1;
+        }
+        lua_pop(L, 1);
     }
-    lledger *ll = lua_newuserdatauv(L, sizeof *ll, 1);
+    /* Uservalues: 1 the clock, 2 the payload encoder. */
+    lledger *ll = lua_newuserdatauv(L, sizeof *ll, 2);
     ll->l = NULL;
     ll->now = 0;
     luaL_setmetatable(L, EIDKIT_LEDGER_MT);
@@ -481,6 +505,10 @@ static int l_open(lua_State *L) {
         if (!isnum) luaL_argerror(L, 2, "clock: must return integer Unix seconds");
         o.clock.now = lua_clock;
         o.clock.ud = ll;
+    }
+    if (has_encoder) {
+        lua_getfield(L, 2, "payload_encoder");
+        lua_setiuservalue(L, -2, 2);
     }
     eid_error err = {0};
     eid_status st = eid_ledger_open(url, &o, &ll->l, &err);

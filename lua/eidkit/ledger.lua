@@ -20,6 +20,7 @@ local _M = {}
 _M.PAYLOAD_KEY_ENV = "EIDKIT_LEDGER_KEY"
 
 local methods = core.ledger_methods
+local json_encode = require("cjson").new().encode
 
 local function from_hex(s)
   if type(s) ~= "string" or #s ~= 64 or s:find("[^%x]") then return nil end
@@ -29,8 +30,8 @@ end
 -- open(url [, opts]) -> ledger | nil, err
 -- opts: token_ttl (s, default 7200), result_window (s, default 3 days),
 -- retention (Redis: s kept after the window, default 7 days), timeout_ms,
--- clock (function returning Unix seconds), keep_payloads (store each
--- response encrypted), payload_key (32 bytes) or payload_key_hex (64 hex
+-- clock (function returning Unix seconds), keep_payloads (record_result and
+-- sweep store each response, JSON-encoded and encrypted), payload_key (32 bytes) or payload_key_hex (64 hex
 -- digits); with keep_payloads and neither, $EIDKIT_LEDGER_KEY (hex).
 function _M.open(url, opts)
   if type(url) ~= "string" then error("bad argument #1 to 'open' (url: expected string)", 2) end
@@ -55,6 +56,8 @@ function _M.open(url, opts)
   return core.ledger_open(url, {
     token_ttl = opts.token_ttl, result_window = opts.result_window, retention = opts.retention,
     timeout_ms = opts.timeout_ms, clock = opts.clock, payload_key = key,
+    -- record_result then stores each response it is given, JSON-encoded.
+    payload_encoder = opts.keep_payloads and key and json_encode or nil,
   })
 end
 

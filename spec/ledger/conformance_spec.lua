@@ -331,6 +331,24 @@ for name, new_url in pairs(backends) do
         assert.is_false(ok)
         assert.matches("payload: no payload key configured", err)
       end)
+
+      it("are kept for every recorded response with keep_payloads", function()
+        local l3 = open { keep_payloads = true, payload_key_hex = ("ab"):rep(32) }
+        assert(l3:issue { EidToken = "K1", MerchantId = "m", subject = "s" })
+        local resp = response(2016)
+        assert(l3:record_result("K1", resp))
+        local cjson = require "cjson"
+        assert.same(resp, cjson.decode((assert(l3:payload("K1")))))
+        -- An explicit payload still wins.
+        assert(l3:issue { EidToken = "K2", MerchantId = "m", subject = "s" })
+        assert(l3:record_result("K2", resp, "explicit"))
+        assert.equals("explicit", l3:payload("K2"))
+        l3:close()
+        local core = require "eidkit.core"
+        local ok, err = pcall(core.ledger_open, "sqlite::memory:", { payload_encoder = cjson.encode })
+        assert.is_false(ok)
+        assert.matches("payload_encoder: needs payload_key", err)
+      end)
     end)
 
     describe("sweep", function()
