@@ -7,6 +7,7 @@
 #include "eidkit/client.h"
 
 #include "check.h"
+#include "simproc.h"
 
 #include <curl/curl.h>
 #include <arpa/inet.h>
@@ -22,69 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SECRET_ID  "AKIDeidkitSimDemo00000000000000000000"
-#define SECRET_KEY "eidkitSimDemoSecretKey000000000"
-#define MERCHANT   "0NSJ000000000000000000EIDKIT"
-
-static pid_t sim_pid;
-static char sim_url[64];
-static char port_file[64];
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int sim_start(const char *bin) {
-    snprintf(port_file, sizeof port_file, "/tmp/eidkit-test-client-%ld.port", (long)getpid());
-    unlink(port_file);
-    sim_pid = fork();
-    if (sim_pid < 0) return -1;
-    if (sim_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* no stray simulator if the test is killed */
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) dup2(devnull, 1);
-        execl(bin, bin, "sim", "--listen", "127.0.0.1:0", "--port-file", port_file, "--seed", "7",
-              (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        FILE *f = fopen(port_file, "r");
-        int port = 0;
-        if (f) {
-            if (fscanf(f, "%d", &port) != 1) port = 0;
-            fclose(f);
-        }
-        if (port > 0) {
-            snprintf(sim_url, sizeof sim_url, "http://127.0.0.1:%d", port);
-            return 0;
-        }
-        sleep_ms(10);
-    }
-    return -1;
-}
-
-/* SIGTERM, repeated every 100 ms, then SIGKILL after 5 s: core.http_server
- * can miss a SIGTERM that lands between unblocking signals and its ppoll
- * (bindings/httpd.c srv_run), and a second one ends the wait. */
-static void sim_stop(void) {
-    if (sim_pid > 0) {
-        for (int i = 0; i < 50; i++) {
-            kill(sim_pid, SIGTERM);
-            struct timespec ts = {0, 100000000L};
-            nanosleep(&ts, NULL);
-            if (waitpid(sim_pid, NULL, WNOHANG) == sim_pid) {
-                sim_pid = 0;
-                break;
-            }
-        }
-        if (sim_pid > 0) {
-            kill(sim_pid, SIGKILL);
-            waitpid(sim_pid, NULL, 0);
-        }
-    }
-    unlink(port_file);
-}
+#define SECRET_ID  SIM_SECRET_ID
+#define SECRET_KEY SIM_SECRET_KEY
+#define MERCHANT   SIM_MERCHANT_ID
 
 /* A loopback port nothing listens on: bound, then closed. */
 static int closed_port(void) {
@@ -551,7 +492,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     CHECK(eid_client_global_init() == EID_OK);
-    if (sim_start(argv[1]) != 0) {
+    if (sim_start(argv[1], "test-client", 7, 0) != 0) {
         fprintf(stderr, "test_client: cannot start %s sim\n", argv[1]);
         sim_stop();
         return 1;
@@ -565,6 +506,6 @@ int main(int argc, char **argv) {
     test_skew();
     test_policy_hook();
     test_concurrent();
-    sim_stop();
+    CHECK(sim_stop() == 0); /* a stop that needs SIGKILL is a server bug */
     return check_report("test_client");
 }

@@ -13,6 +13,7 @@
 #include "eidkit/client.h"
 
 #include "check.h"
+#include "simproc.h"
 
 #include <dlfcn.h>
 #include <execinfo.h>
@@ -91,63 +92,8 @@ EXPORT void free(void *p) {
     __libc_free(p);
 }
 
-#define SECRET_ID  "AKIDeidkitSimDemo00000000000000000000"
-#define SECRET_KEY "eidkitSimDemoSecretKey000000000"
-
-static pid_t sim_pid;
-static char sim_url[64];
-static char port_file[64];
-
-static int sim_start(const char *bin) {
-    snprintf(port_file, sizeof port_file, "/tmp/eidkit-test-client-alloc-%ld.port", (long)getpid());
-    unlink(port_file);
-    sim_pid = fork();
-    if (sim_pid < 0) return -1;
-    if (sim_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* no stray simulator if the test is killed */
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) dup2(devnull, 1), dup2(devnull, 2);
-        execl(bin, bin, "sim", "--listen", "127.0.0.1:0", "--port-file", port_file, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        FILE *f = fopen(port_file, "r");
-        int port = 0;
-        if (f) {
-            if (fscanf(f, "%d", &port) != 1) port = 0;
-            fclose(f);
-        }
-        if (port > 0) {
-            snprintf(sim_url, sizeof sim_url, "http://127.0.0.1:%d", port);
-            return 0;
-        }
-        struct timespec ts = {0, 10000000L};
-        nanosleep(&ts, NULL);
-    }
-    return -1;
-}
-
-/* SIGTERM, repeated every 100 ms, then SIGKILL after 5 s: core.http_server
- * can miss a SIGTERM that lands between unblocking signals and its ppoll
- * (bindings/httpd.c srv_run), and a second one ends the wait. */
-static void sim_stop(void) {
-    if (sim_pid > 0) {
-        for (int i = 0; i < 50; i++) {
-            kill(sim_pid, SIGTERM);
-            struct timespec ts = {0, 100000000L};
-            nanosleep(&ts, NULL);
-            if (waitpid(sim_pid, NULL, WNOHANG) == sim_pid) {
-                sim_pid = 0;
-                break;
-            }
-        }
-        if (sim_pid > 0) {
-            kill(sim_pid, SIGKILL);
-            waitpid(sim_pid, NULL, 0);
-        }
-    }
-    unlink(port_file);
-}
+#define SECRET_ID  SIM_SECRET_ID
+#define SECRET_KEY SIM_SECRET_KEY
 
 static long jansson_dropped;
 static int acceptable_(const eid_result *r);
@@ -237,7 +183,7 @@ int main(int argc, char **argv) {
     }
     void *warm[2];
     backtrace(warm, 2); /* loads libgcc_s before any allocation is counted */
-    if (sim_start(argv[1]) != 0) {
+    if (sim_start(argv[1], "test-client-alloc", -1, 1) != 0) {
         fprintf(stderr, "test_client_alloc: cannot start %s sim\n", argv[1]);
         sim_stop();
         return 1;
