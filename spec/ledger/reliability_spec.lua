@@ -9,17 +9,7 @@ local redis = require "support.redis"
 local q = proc.quote
 local WORKER = "spec/ledger/fixtures/worker.lua"
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-
-local function read(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local sh, read = proc.sh, proc.output
 
 -- Complete lines only: a writer killed mid-write leaves a torn last line,
 -- which was never acknowledged.

@@ -40,6 +40,19 @@ function _M.run(argv, opts)
   return res
 end
 
+-- A shell command's success (true/false), and its whole standard output.
+function _M.sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+function _M.output(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
 function _M.bin()
   return os.getenv("EIDKIT_BIN") or "build/eidkit"
 end

@@ -4,19 +4,11 @@
 -- fresh temporary directory.
 --   local redis = require "support.redis"
 --   local srv = redis.start()      -- srv.port, srv.url(db, prefix), srv:stop()
+local proc = require "support.proc"
+
 local _M = {}
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-
-local function read(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local sh, read = proc.sh, proc.output
 
 _M.available = sh("command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1")
 
