@@ -1,6 +1,8 @@
-# The API client (issue 4): libcurl (easy + multi + share) and jansson for the
-# response envelope.
+# The API client (issue 4): libcurl (easy + multi + share), cJSON for the
+# response envelope (the hot path) and jansson to build typed requests (it
+# checks UTF-8).
 pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
+pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
 list(APPEND EIDKIT_CORE_SOURCES core/src/client.c)
-list(APPEND EIDKIT_CORE_LIBS PkgConfig::CURL PkgConfig::JANSSON)
+list(APPEND EIDKIT_CORE_LIBS PkgConfig::CURL PkgConfig::CJSON PkgConfig::JANSSON)
 list(APPEND EIDKIT_LUA_BINDINGS bindings/client.c)

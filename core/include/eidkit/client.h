@@ -133,8 +133,8 @@ typedef struct eid_client_options {
      * anywhere is taken as a success without a full JSON parse (request_id
      * stays ""); the caller must parse response itself and treat a failure
      * as bad_response. The Lua binding sets it and decodes with lua-cjson,
-     * which saves jansson's parse on the hot path. 0: every answer is
-     * parsed with jansson before it is returned. */
+     * which saves the C parse on the hot path. 0: every answer is
+     * parsed (cJSON) before it is returned. */
     int defer_parse;
     eid_client_retry_fn retry; /* NULL: the default policy */
     void *retry_ud;
