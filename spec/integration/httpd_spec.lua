@@ -6,9 +6,10 @@ local core = require "eidkit.core"
 local cjson = require "cjson"
 local proc = require "support.proc"
 local client = require "fixtures.httpd_client"
+local child = require "support.child"
 
 local bin = proc.bin()
-local quote, slurp = client.quote, client.slurp
+local slurp = client.slurp
 local FIXTURE = "spec/fixtures/httpd_server.lua"
 local DATE_PATTERN = "^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$"
 
@@ -16,34 +17,13 @@ local function sleep(s) os.execute("sleep " .. s) end
 
 -- The fixture server as a child process: { port =, pid =, base = }.
 local function start_server(...)
-  local base = os.tmpname()
-  local words = { quote(bin), quote(FIXTURE) }
-  for _, a in ipairs { ... } do words[#words + 1] = quote(a) end
-  os.execute(("(%s >%s.out 2>%s.err & echo $! >%s.pid; wait $!; echo $? >%s.tmp; mv %s.tmp %s.rc)"
-    .. " >/dev/null 2>&1 &"):format(table.concat(words, " "), base, base, base, base, base, base))
-  for _ = 1, 250 do
-    local port = (slurp(base .. ".out") or ""):match("port (%d+)")
-    local pid = (slurp(base .. ".pid") or ""):match("%d+")
-    if port and pid then return { port = tonumber(port), pid = pid, base = base } end
-    if slurp(base .. ".rc") then break end
-    sleep(0.02)
-  end
-  error("fixture server did not start: " .. (slurp(base .. ".err") or ""))
+  local s = child.start({ bin, FIXTURE, ... }, { ready = "port (%d+)" })
+  s.port = tonumber(s.ready)
+  return s
 end
 
 -- Wait for the child to exit: its exit code, stdout, stderr.
-local function wait_server(s)
-  for _ = 1, 250 do
-    local rc = slurp(s.base .. ".rc")
-    if rc then
-      local out, err = slurp(s.base .. ".out"), slurp(s.base .. ".err")
-      for _, ext in ipairs { "", ".out", ".err", ".pid", ".rc" } do os.remove(s.base .. ext) end
-      return tonumber(rc), out, err
-    end
-    sleep(0.02)
-  end
-  error("fixture server did not exit")
-end
+local wait_server = child.wait
 
 local function url(s, path, scheme)
   return (scheme or "http") .. "://127.0.0.1:" .. s.port .. path

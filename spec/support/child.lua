@@ -1,19 +1,14 @@
 -- A background child process for specs (a fixture server, a proxy): start it,
 -- wait until its stdout or stderr matches a pattern, stop it by its pid.
 --   local ch = child.start({ "tinyproxy", "-d", "-c", conf }, { ready = "listening" })
---   child.stop(ch)   -- SIGTERM, wait, remove the temporary files
+--   child.stop(ch)   -- SIGTERM (or the signal given), wait, remove the temporary files
+--   child.wait(ch)   -- wait for a child that exits by itself
+-- simproc and the HTTP server spec start their servers through this.
 local proc = require "support.proc"
 
-local quote = proc.quote
+local quote, slurp = proc.quote, proc.read
 local _M = {}
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("a")
-  f:close()
-  return data
-end
 _M.slurp = slurp
 
 local function sleep(s) os.execute("sleep " .. s) end
@@ -49,9 +44,9 @@ function _M.free_port()
   return assert(tonumber(r.stdout), "python3 could not find a free port")
 end
 
--- Stop and wait: exit code, stdout, stderr.
-function _M.stop(ch)
-  if ch.pid then os.execute("kill -TERM " .. ch.pid .. " 2>/dev/null") end
+-- Wait for the child to exit: exit code, stdout, stderr; the temporary
+-- files are removed.
+function _M.wait(ch)
   for _ = 1, 300 do
     local rc = slurp(ch.base .. ".rc")
     if rc then
@@ -62,6 +57,12 @@ function _M.stop(ch)
     sleep(0.02)
   end
   error("child " .. tostring(ch.pid) .. " did not exit")
+end
+
+-- Signal (default TERM) and wait: exit code, stdout, stderr.
+function _M.stop(ch, signal)
+  if ch.pid then os.execute("kill -" .. (signal or "TERM") .. " " .. ch.pid .. " 2>/dev/null") end
+  return _M.wait(ch)
 end
 
 return _M

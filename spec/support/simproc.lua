@@ -5,12 +5,9 @@
 --   ...
 --   local code, stdout, stderr = simproc.stop(s)  -- SIGTERM, waits for exit
 local proc = require "support.proc"
-
-local quote, slurp = proc.quote, proc.read
+local child = require "support.child"
 
 local _M = {}
-
-local function sleep(s) os.execute("sleep " .. s) end
 
 -- Wall-clock seconds with sub-second resolution (os.time has whole seconds).
 function _M.now()
@@ -21,41 +18,25 @@ function _M.now()
 end
 
 -- Start `eidkit sim --listen 127.0.0.1:0 ARGS...`; returns
--- { port, pid, base, url, stdout } once the port file exists.
+-- { port, pid, base, url, stdout } once it has printed its start-up lines
+-- (the last one is "token ttl ..."; the port file is written before them).
 function _M.start(args)
-  local base = os.tmpname()
-  local words = { quote(proc.bin()), "sim", "--listen", "127.0.0.1:0", "--port-file",
-    quote(base .. ".port") }
-  for _, a in ipairs(args or {}) do words[#words + 1] = quote(a) end
-  os.execute(("(%s >%s.out 2>%s.err & echo $! >%s.pid; wait $!; echo $? >%s.tmp; mv %s.tmp %s.rc)"
-    .. " >/dev/null 2>&1 &"):format(table.concat(words, " "), base, base, base, base, base, base))
-  for _ = 1, 300 do
-    local port = (slurp(base .. ".port") or ""):match("^(%d+)\n$")
-    local pid = (slurp(base .. ".pid") or ""):match("%d+")
-    if port and pid then
-      local out = slurp(base .. ".out") or ""
-      return { port = tonumber(port), pid = pid, base = base, stdout = out,
-        url = out:match("^listening on (%S+)\n") }
-    end
-    if slurp(base .. ".rc") then break end
-    sleep(0.02)
-  end
-  error("eidkit sim did not start: " .. (slurp(base .. ".err") or ""))
+  local port_file = os.tmpname()
+  os.remove(port_file)
+  local argv = { proc.bin(), "sim", "--listen", "127.0.0.1:0", "--port-file", port_file }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local ch = child.start(argv, { ready = "^listening on (%S+)\n.-token ttl %d+ s" })
+  ch.url = ch.ready
+  ch.port = tonumber((proc.read(port_file) or ""):match("^(%d+)\n$"))
+  ch.stdout = proc.read(ch.base .. ".out") or ""
+  ch.port_file = port_file
+  return ch
 end
 
 -- Stop with a signal (default TERM) and wait: exit code, stdout, stderr.
 function _M.stop(s, signal)
-  os.execute("kill -" .. (signal or "TERM") .. " " .. s.pid)
-  for _ = 1, 300 do
-    local rc = slurp(s.base .. ".rc")
-    if rc then
-      local out, err = slurp(s.base .. ".out"), slurp(s.base .. ".err")
-      for _, ext in ipairs { "", ".out", ".err", ".pid", ".rc", ".port" } do os.remove(s.base .. ext) end
-      return tonumber(rc), out, err
-    end
-    sleep(0.02)
-  end
-  error("eidkit sim did not exit")
+  os.remove(s.port_file)
+  return child.stop(s, signal)
 end
 
 return _M

@@ -192,6 +192,19 @@ function _M.main(argv)
   local url = format("%s://%s:%d", cert and "https" or "http", host, srv:port())
   s.base_url = o.public_url or cfg.public_url or url
 
+  if o.port_file then
+    -- Written whole then renamed, so a reader never sees an empty file;
+    -- before the listening line, so a reader of either finds both.
+    local tmp = o.port_file .. ".tmp"
+    local f, err = io.open(tmp, "w")
+    if f then
+      f:write(srv:port(), "\n")
+      f:close()
+      local renamed, rerr = os.rename(tmp, o.port_file)
+      if not renamed then err, f = rerr, nil end
+    end
+    if not f then srv:close() return fail("--port-file: " .. tostring(err)) end
+  end
   stdout:setvbuf("line")
   stdout:write("listening on ", url, "\n")
   if s.using_demo_credential then
@@ -203,18 +216,6 @@ function _M.main(argv)
   end
   stdout:write(format("token ttl %d s, results kept %d s, seed %d\n", s.token_ttl,
     s.result_window, s.seed))
-  if o.port_file then
-    -- Written whole then renamed, so a reader never sees an empty file.
-    local tmp = o.port_file .. ".tmp"
-    local f, err = io.open(tmp, "w")
-    if f then
-      f:write(srv:port(), "\n")
-      f:close()
-      local renamed, rerr = os.rename(tmp, o.port_file)
-      if not renamed then err, f = rerr, nil end
-    end
-    if not f then srv:close() return fail("--port-file: " .. tostring(err)) end
-  end
   local why = srv:run()
   srv:close()
   stderr:write("eidkit sim: stopped (", tostring(why), ")\n")
