@@ -417,25 +417,33 @@ void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connect
 
 /* ------------------------------------------------------------ transfers */
 
+/* Append to b, keeping it NUL-terminated, unless that would pass max bytes
+ * (then *too_big is set). 1 on success, 0 when refused or out of memory. */
+static int buf_append(buf *b, const char *data, size_t len, size_t max, int *too_big) {
+    if (len > max - b->len) {
+        *too_big = 1;
+        return 0;
+    }
+    if (b->len + len + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 2048;
+        while (cap < b->len + len + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) return 0;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+    return 1;
+}
+
 static size_t on_write(char *data, size_t size, size_t n, void *ud) {
     call *k = ud;
     size_t len = size * n;
-    if (len > k->c->max_response - k->resp.len) {
-        k->too_big = 1;
-        return 0; /* CURLE_WRITE_ERROR */
-    }
-    if (k->resp.len + len + 1 > k->resp.cap) {
-        size_t cap = k->resp.cap ? k->resp.cap : 2048;
-        while (cap < k->resp.len + len + 1)
-            cap *= 2;
-        char *p = realloc(k->resp.p, cap);
-        if (p == NULL) return 0;
-        k->resp.p = p;
-        k->resp.cap = cap;
-    }
-    memcpy(k->resp.p + k->resp.len, data, len);
-    k->resp.len += len;
-    return len;
+    /* 0 makes libcurl stop with CURLE_WRITE_ERROR */
+    return buf_append(&k->resp, data, len, k->c->max_response, &k->too_big) ? len : 0;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *ud) {
@@ -1230,23 +1238,7 @@ typedef struct get_buf {
 static size_t on_get_write(char *data, size_t size, size_t n, void *ud) {
     get_buf *g = ud;
     size_t len = size * n;
-    if (len > g->max - g->b.len) {
-        g->too_big = 1;
-        return 0;
-    }
-    if (g->b.len + len + 1 > g->b.cap) {
-        size_t cap = g->b.cap ? g->b.cap : 1024;
-        while (cap < g->b.len + len + 1)
-            cap *= 2;
-        char *p = realloc(g->b.p, cap);
-        if (p == NULL) return 0;
-        g->b.p = p;
-        g->b.cap = cap;
-    }
-    memcpy(g->b.p + g->b.len, data, len);
-    g->b.len += len;
-    g->b.p[g->b.len] = '\0';
-    return len;
+    return buf_append(&g->b, data, len, g->max, &g->too_big) ? len : 0;
 }
 
 eid_status eid_http_get(const char *url, long timeout_ms, size_t max, char **body, size_t *body_len,
