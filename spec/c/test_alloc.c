@@ -4,28 +4,11 @@
  * valgrind and ASan runs of this binary check the last part). */
 #include "eidkit/eidkit.h"
 
+#include "alloc_fail.h"
 #include "check.h"
 
 #include <openssl/crypto.h>
 #include <stdlib.h>
-
-static long alloc_count;
-static long fail_at; /* 0: never */
-
-static void *t_malloc(size_t n, const char *file, int line) {
-    (void)file, (void)line;
-    if (fail_at && ++alloc_count == fail_at) return NULL;
-    return malloc(n);
-}
-static void *t_realloc(void *p, size_t n, const char *file, int line) {
-    (void)file, (void)line;
-    if (fail_at && ++alloc_count == fail_at) return NULL;
-    return realloc(p, n);
-}
-static void t_free(void *p, const char *file, int line) {
-    (void)file, (void)line;
-    free(p);
-}
 
 static const char secret[] = "FakeSecretKeyForTestVectors000000";
 

@@ -6,6 +6,7 @@
 
 #include "eidkit/ledger.h"
 
+#include "alloc_fail.h"
 #include "check.h"
 
 #include <openssl/crypto.h>
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static long alloc_count, fail_at; /* the allocation-failure sweep, below */
 static int64_t clock_now = 1735660800;
 static int64_t test_clock(void *ud) {
     (void)ud;
@@ -341,21 +341,6 @@ static void test_schema_version(void) {
 }
 
 /* ------------------------------------------------- allocation failures */
-
-static void *t_malloc(size_t n, const char *file, int line) {
-    (void)file, (void)line;
-    if (fail_at && ++alloc_count == fail_at) return NULL;
-    return malloc(n);
-}
-static void *t_realloc(void *p, size_t n, const char *file, int line) {
-    (void)file, (void)line;
-    if (fail_at && ++alloc_count == fail_at) return NULL;
-    return realloc(p, n);
-}
-static void t_free(void *p, const char *file, int line) {
-    (void)file, (void)line;
-    free(p);
-}
 
 /* One life in a fresh in-memory database; every call either works or fails
  * cleanly. */
