@@ -397,7 +397,7 @@ static void test_threads(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *vectors = argc > 1 ? argv[1] : "../shared/reference/tc3-vectors.json";
+    const char *vectors = argc > 1 ? argv[1] : "spec/vectors/tc3-vectors.json";
     eid_signer *s = NULL;
     CHECK(eid_signer_new(NULL, &s) == EID_OK);
     if (s == NULL) return check_report("test_sign");

@@ -1,7 +1,7 @@
 -- The shared TC3 vectors, read at test time (never copied into the specs).
 local cjson = require "cjson"
 
-local path = os.getenv("EIDKIT_VECTORS") or "../shared/reference/tc3-vectors.json"
+local path = os.getenv("EIDKIT_VECTORS") or "spec/vectors/tc3-vectors.json"
 local f = assert(io.open(path, "rb"), "cannot open TC3 vectors at " .. path ..
   " (set EIDKIT_VECTORS)")
 local doc = cjson.decode(f:read("a"))

@@ -21,7 +21,7 @@ local LAST_DAY = TIMESTAMP_MAX // 86400
 local SPEC_FILE = debug.getinfo(1, "S").source:gsub("^@", "")
 local ROOT = SPEC_FILE:gsub("spec/unit/sign_diff_spec%.lua$", "")
 local REFERENCE = ROOT .. "spec/tools/tc3_reference.py"
-local VECTORS = os.getenv("EIDKIT_VECTORS") or (ROOT .. "../shared/reference/tc3-vectors.json")
+local VECTORS = os.getenv("EIDKIT_VECTORS") or (ROOT .. "spec/vectors/tc3-vectors.json")
 
 local SEED = math.tointeger(tonumber(os.getenv("EIDKIT_DIFF_SEED") or "")) or os.time()
 local CASES = math.tointeger(tonumber(os.getenv("EIDKIT_DIFF_CASES") or "")) or 1200
