@@ -1,9 +1,14 @@
 /* eidkit.core: the module table, the error type, and version facts. */
+#define _POSIX_C_SOURCE 200809L
+
 #include "eidkit/eidkit.h"
 
 #include "eidkit_lua.h"
 
+#include <errno.h>
+#include <math.h>
 #include <string.h>
+#include <time.h>
 
 static int error_tostring(lua_State *L) {
     lua_getfield(L, 1, "code");
@@ -98,6 +103,35 @@ static int l_random_bytes(lua_State *L) {
     return 1;
 }
 
+/* Flows poll (CheckEidTokenStatus every second) and tests wait; stock Lua
+ * has neither a sleep nor a sub-second clock. */
+static int l_sleep(lua_State *L) {
+    lua_Number s = luaL_checknumber(L, 1);
+    luaL_argcheck(L, s >= 0 && s <= 86400 && !isnan(s), 1, "expected 0..86400 seconds");
+    struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    return 0;
+}
+
+static lua_Number clock_seconds(clockid_t id) {
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9;
+}
+
+/* Unix time with sub-second resolution. */
+static int l_now(lua_State *L) {
+    lua_pushnumber(L, clock_seconds(CLOCK_REALTIME));
+    return 1;
+}
+
+/* Seconds on a clock that never jumps, for measuring intervals. */
+static int l_monotonic(lua_State *L) {
+    lua_pushnumber(L, clock_seconds(CLOCK_MONOTONIC));
+    return 1;
+}
+
 int luaopen_eidkit_core(lua_State *L) {
     luaL_checkversion(L);
     if (luaL_newmetatable(L, EIDKIT_ERROR_MT)) {
@@ -115,6 +149,9 @@ int luaopen_eidkit_core(lua_State *L) {
         {"parse_authorization", l_parse_authorization},
         {"equal", l_equal},
         {"random_bytes", l_random_bytes},
+        {"sleep", l_sleep},
+        {"now", l_now},
+        {"monotonic", l_monotonic},
         {NULL, NULL},
     };
     luaL_newlib(L, funcs);
@@ -126,5 +163,7 @@ int luaopen_eidkit_core(lua_State *L) {
     eidkit_open_httpd(L);
     eidkit_open_ledger(L);
     eidkit_open_client(L);
+    eidkit_open_sandbox(L);
+    eidkit_open_process(L);
     return 1;
 }
