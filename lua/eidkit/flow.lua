@@ -1,0 +1,606 @@
+-- eidkit.flow: the documented E证通 sequence, done right (docs/internals/flow.md).
+--
+--   local flow = require("eidkit.flow"){ client = client, ledger = ledger,
+--     merchant_id = "...", policy = require "my_policy" }
+--   local started, err = flow:start{ subject = "user-42", Name = ..., IdCard = ..., Extra = ..., Config = ... }
+--     -- {EidToken, Url, expires_at, RequestId}: GetEidToken, then ledger:issue
+--   local outcome, err = flow:finish{ subject = "user-42", EidToken = tok }
+--     -- claim (the token must be this subject's), GetEidResult, record,
+--     -- classify, consume once; a second call returns the same outcome
+--   local n, report = flow:sweep{ limit = 100 }   -- results the front end never reported
+--   local st, err = flow:poll_h5{ EidToken = tok } -- CheckEidTokenStatus every second
+--   local subject, err = flow:authorize(request)  -- the policy's gateway rule
+--   local skip, err = flow:on_show(options)       -- the policy's onShow rule
+--
+-- Misuse raises naming the argument; runtime failures return nil, err with
+-- code, message, retryable (and the client's request_id, http_status, ...
+-- when the API failed). A failing policy hook gives err.code == "policy" and
+-- err.hook. Names, ID numbers, secrets and Responses never reach errors or
+-- logger events.
+local core = require "eidkit.core"
+local cjson = require "cjson"
+local policy_mod = require "eidkit.policy"
+
+local type, pairs, tostring, setmetatable, getmetatable, pcall, error =
+  type, pairs, tostring, setmetatable, getmetatable, pcall, error
+local format, math_type, math_tointeger = string.format, math.type, math.tointeger
+
+local error_mt = core.error_mt
+local equal = core.equal
+local decode = cjson.new().decode
+
+local _M = {}
+local mt = { __index = {} }
+local methods = mt.__index
+
+local STATUSES = { passed = true, failed = true, pending = true, expired = true }
+-- Codes of the client that mean the answer never came (docs/internals/client.md).
+local TRANSPORT = { timeout = true, connect = true, reset = true, tls = true, bad_response = true }
+local EXPIRED_CODE = "InvalidParameterValue.BizTokenExpired"
+-- Upper bound on the flow's own retries of one API call, whatever the policy says.
+local MAX_ATTEMPTS = 10
+
+-- ------------------------------------------------------------ helpers
+
+local function fail(code, message, extra)
+  local e = { code = code, message = message, retryable = false }
+  if extra then for k, v in pairs(extra) do e[k] = v end end
+  return nil, setmetatable(e, error_mt)
+end
+
+local function argerr(fname, msg, level)
+  error(format("bad argument #1 to '%s' (%s)", fname, msg), (level or 2) + 1)
+end
+
+local function deep_copy(v)
+  if type(v) ~= "table" then return v end
+  local c = {}
+  for k, x in pairs(v) do c[k] = deep_copy(x) end
+  return c
+end
+
+-- A short, single-line description of what a hook raised or returned.
+local function describe(v)
+  if type(v) == "table" then
+    local m = v.message
+    if m == nil and getmetatable(v) and getmetatable(v).__tostring then m = tostring(v) end
+    v = m
+  end
+  local s = tostring(v):gsub("[%c]", " ")
+  if #s > 200 then s = s:sub(1, 200) .. "..." end
+  return s
+end
+
+local function policy_fail(hook, what, cause)
+  return fail("policy", format("policy hook '%s' %s", hook, what),
+    { hook = hook, cause = type(cause) == "table" and type(cause.code) == "string" and cause.code or nil })
+end
+
+-- Call a policy hook under pcall: ok, results... or nil, err (code "policy").
+-- A raise, or nil plus an error (eidkit.sandbox's wrapped hooks), is failure.
+local function hook(self, name, ...)
+  local fn = self.policy[name]
+  local res = { pcall(fn, ...) }
+  if not res[1] then return policy_fail(name, "raised: " .. describe(res[2]), res[2]) end
+  if res[2] == nil and res[3] ~= nil then
+    return policy_fail(name, "failed: " .. describe(res[3]), res[3])
+  end
+  return true, res[2], res[3]
+end
+
+-- A token from outside (a redirect, a mini-program) goes into events only
+-- when it looks like a token.
+local function safe_token(tok)
+  if type(tok) == "string" and #tok <= 128 and not tok:find("[^%w%-_.]") then return tok end
+  return nil
+end
+
+-- Emit an event through policy.redact to the logger: true, or nil, err.
+local function emit(self, level, event)
+  if not self.logger then return true end
+  local ok, ev = hook(self, "redact", event)
+  if not ok then return nil, ev end
+  if ev == false then return true end
+  if type(ev) ~= "table" then
+    return policy_fail("redact", "must return the event table or false, got " .. type(ev))
+  end
+  local lok, lerr = pcall(self.logger, level, ev)
+  if not lok then return fail("logger", "the flow's logger raised: " .. describe(lerr)) end
+  return true
+end
+
+local function check_subject(fname, s)
+  if type(s) ~= "string" then argerr(fname, "subject: expected string, got " .. type(s), 3) end
+  if s == "" or #s > 128 or s:find("[%c]") then
+    argerr(fname, "subject: expected 1-128 bytes without control characters", 3)
+  end
+  return s
+end
+
+local function check_token(fname, t)
+  if type(t) ~= "string" then argerr(fname, "EidToken: expected string, got " .. type(t), 3) end
+  return t
+end
+
+local function check_fields(fname, p, allowed)
+  if type(p) ~= "table" then argerr(fname, "expected a table", 3) end
+  for k in pairs(p) do
+    if not allowed[k] then argerr(fname, format("%s: unknown field", tostring(k)), 3) end
+  end
+end
+
+local function is_network(err)
+  local code = type(err) == "table" and err.code
+  if type(code) ~= "string" then return false end
+  return TRANSPORT[code] or code:match("^http_%d+$") ~= nil or err.retryable == true
+end
+
+-- One API call through the client, asking policy.retry after each failure:
+-- Response, or nil, err (the client's err, with action).
+local function api(self, action, method, params)
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local res, err = self.client[method](self.client, params)
+    if res then return res end
+    if type(err) == "table" then err.action = action end
+    if attempt >= MAX_ATTEMPTS then return nil, err end
+    local ok, delay = hook(self, "retry", err, attempt)
+    if not ok then return nil, delay end
+    if delay == nil or delay == false then return nil, err end
+    if type(delay) ~= "number" or not (delay >= 0 and delay <= 3600) then
+      return policy_fail("retry", "must return seconds (0..3600) or nil, got " .. describe(delay))
+    end
+    self.sleep(delay)
+  end
+end
+
+-- The InfoType for GetEidResult: policy.info_type, a string or a hook.
+local function info_type(self, request)
+  local it = self.policy.info_type
+  if type(it) ~= "string" then
+    local ok, v = hook(self, "info_type", request)
+    if not ok then return nil, v end
+    if type(v) ~= "string" or not v:match("^%d+$") then
+      return policy_fail("info_type", "must return digits such as \"156\", got " .. describe(v))
+    end
+    it = v
+  end
+  return it
+end
+
+local function pull(self, tok, it)
+  return api(self, "GetEidResult", "get_eid_result", { EidToken = tok, InfoType = it })
+end
+
+-- ledger:record_result, where a Response the ledger cannot read is the
+-- server's fault (bad_response), not the caller's.
+local function record(self, tok, res)
+  local ok, rec, err = pcall(self.ledger.record_result, self.ledger, tok, res)
+  if not ok then
+    return fail("bad_response", "the GetEidResult answer could not be recorded: " .. describe(rec))
+  end
+  return rec, err
+end
+
+-- A Response standing for what the ledger froze: Text.ErrCode and the
+-- attempts up to that verdict (a later attempt on the same token, or a
+-- result Tencent no longer has, must not change a settled outcome).
+local function aligned(res, rec)
+  if rec.ErrCode == nil then return res end
+  local text = type(res) == "table" and type(res.Text) == "table" and res.Text or nil
+  if text and math_tointeger(text.ErrCode) == rec.ErrCode then return res end
+  local r = {}
+  if type(res) == "table" then for k, v in pairs(res) do r[k] = v end end
+  r.Error = nil
+  local t = {}
+  if text then for k, v in pairs(text) do t[k] = v end end
+  t.ErrCode = rec.ErrCode
+  if type(t.LivenessDetail) == "table" and #t.LivenessDetail > (rec.attempts or 0) then
+    local d = {}
+    for i = 1, rec.attempts or 0 do d[i] = t.LivenessDetail[i] end
+    t.LivenessDetail = d
+  end
+  r.Text = t
+  return r
+end
+
+-- The outcome of a Response: the default classification, then policy.classify.
+local function classify(self, tok, res)
+  local default = policy_mod.default_outcome(res)
+  local ok, out = hook(self, "classify", res, deep_copy(default))
+  if not ok then return nil, out end
+  if type(out) ~= "table" or not STATUSES[out.status] then
+    return policy_fail("classify", "must return an outcome table with status passed, failed, "
+      .. "pending or expired")
+  end
+  out.EidToken = tok
+  local rid = type(res) == "table" and res.RequestId
+  out.request_id = type(rid) == "string" and rid or nil
+  if self.policy.keep_result then out.result = res end
+  return out
+end
+
+local function remember(self, tok, subject, outcome)
+  if self.memo_count >= self.memo_size then
+    self.memo, self.memo_count = {}, 0
+  end
+  if not self.memo[tok] then self.memo_count = self.memo_count + 1 end
+  self.memo[tok] = { subject = subject, outcome = deep_copy(outcome) }
+end
+
+local function outcome_event(tok, subject, o, replay)
+  return { event = "outcome", EidToken = tok, subject = subject, status = o.status, code = o.code,
+    reason = o.reason, billable = o.billable, replay = replay or nil }
+end
+
+-- ------------------------------------------------------------ the module
+
+-- eidkit.flow{client =, ledger =, merchant_id =, policy =, logger =, clock =,
+--   sleep =, poll_interval = 1, poll_max_wait = 600, poll_max_errors = 3,
+--   memo_size = 1000} -> flow
+function _M.new(opts)
+  if type(opts) ~= "table" then error("bad argument #1 to 'flow' (expected a table of options)", 2) end
+  local known = { client = 1, ledger = 1, merchant_id = 1, policy = 1, logger = 1, clock = 1,
+    sleep = 1, poll_interval = 1, poll_max_wait = 1, poll_max_errors = 1, memo_size = 1 }
+  for k in pairs(opts) do
+    if not known[k] then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
+  end
+  local c = opts.client
+  if type(c) ~= "table" or type(c.get_eid_result) ~= "function" then
+    error("bad option 'client' (expected an eidkit.client)", 2)
+  end
+  local l = opts.ledger
+  local lok, claim = pcall(function() return l.claim end)
+  if not lok or type(claim) ~= "function" then
+    error("bad option 'ledger' (expected an eidkit ledger)", 2)
+  end
+  local mid = opts.merchant_id
+  if type(mid) ~= "string" or mid == "" then
+    error("bad option 'merchant_id' (expected a non-empty string)", 2)
+  end
+  for _, k in pairs { "logger", "clock", "sleep" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then
+      error(format("bad option '%s' (expected a function)", k), 2)
+    end
+  end
+  local function seconds(k, default, lo, hi)
+    local v = opts[k]
+    if v == nil then return default end
+    if type(v) ~= "number" or not (v >= lo and v <= hi) then
+      error(format("bad option '%s' (expected %g..%g seconds)", k, lo, hi), 3)
+    end
+    return v
+  end
+  local max_errors = opts.poll_max_errors or 3
+  if math_type(max_errors) ~= "integer" or max_errors < 1 then
+    error("bad option 'poll_max_errors' (expected a positive integer)", 2)
+  end
+  local memo_size = opts.memo_size or 1000
+  if math_type(memo_size) ~= "integer" or memo_size < 0 then
+    error("bad option 'memo_size' (expected a non-negative integer)", 2)
+  end
+  local pok, p = pcall(policy_mod.merge, opts.policy)
+  if not pok then error("bad option 'policy' (" .. tostring(p):gsub("^.-%((.*)%)$", "%1") .. ")", 2) end
+  return setmetatable({
+    client = c, ledger = l, merchant_id = mid, policy = p, logger = opts.logger,
+    clock = opts.clock or core.now, sleep = opts.sleep or core.sleep,
+    poll_interval = seconds("poll_interval", 1, 0, 60),
+    poll_max_wait = seconds("poll_max_wait", 600, 0, 86400),
+    poll_max_errors = max_errors,
+    memo = {}, memo_count = 0, memo_size = memo_size,
+  }, mt)
+end
+
+local start_fields = { subject = true, Name = true, IdCard = true, Extra = true, Config = true,
+  RedirectUrl = true, Encryption = true }
+
+-- flow:start{subject, Name, IdCard, Extra, Config, RedirectUrl, Encryption}
+--   -> {EidToken, Url, expires_at, RequestId} | nil, err
+function methods.start(self, p)
+  check_fields("start", p, start_fields)
+  local subject = check_subject("start", p.subject)
+  for _, k in pairs { "Name", "IdCard", "Extra", "RedirectUrl" } do
+    if p[k] ~= nil and type(p[k]) ~= "string" then
+      argerr("start", format("%s: expected string, got %s", k, type(p[k])))
+    end
+  end
+  for _, k in pairs { "Config", "Encryption" } do
+    if p[k] ~= nil and type(p[k]) ~= "table" then
+      argerr("start", format("%s: expected table, got %s", k, type(p[k])))
+    end
+  end
+  if p.Extra and (#p.Extra > 1024 or p.Extra:find("[%z\1-\8\10-\31\127]")) then
+    argerr("start", "Extra: expected at most 1024 bytes without control characters")
+  end
+  local res, err = api(self, "GetEidToken", "get_eid_token", {
+    MerchantId = self.merchant_id, Name = p.Name, IdCard = p.IdCard, Extra = p.Extra,
+    Config = p.Config, RedirectUrl = p.RedirectUrl, Encryption = p.Encryption })
+  if not res then
+    local ok, eerr = emit(self, "warn", { event = "start_failed", subject = subject,
+      code = err.code, request_id = err.request_id })
+    if not ok then return nil, eerr end
+    return nil, err
+  end
+  local tok = res.EidToken
+  if not safe_token(tok) then
+    return fail("bad_response", "GetEidToken answered without a usable EidToken",
+      { request_id = type(res.RequestId) == "string" and res.RequestId or nil })
+  end
+  -- Stored before it is handed out: a token the ledger does not hold is never given to a user.
+  local iok, issued, ierr = pcall(self.ledger.issue, self.ledger,
+    { EidToken = tok, MerchantId = self.merchant_id, subject = subject, Extra = p.Extra })
+  if not iok then return fail("internal", "the ledger refused the token: " .. describe(issued)) end
+  if not issued then return nil, ierr end
+  local rec, gerr = self.ledger:get(tok)
+  if not rec then return nil, gerr end
+  local ok, eerr = emit(self, "info", { event = "start", subject = subject, EidToken = tok,
+    request_id = res.RequestId })
+  if not ok then return nil, eerr end
+  return { EidToken = tok, Url = res.Url, expires_at = rec.expires_at, RequestId = res.RequestId }
+end
+
+-- Report a final outcome: memo, event, then on_outcome when this call settled the token.
+local function conclude(self, tok, subject, outcome, settled)
+  if outcome.status ~= "pending" then remember(self, tok, subject, outcome) end
+  local level = (outcome.status == "passed" or outcome.status == "pending") and "info" or "warn"
+  local ok, err = emit(self, level,
+    outcome_event(tok, subject, outcome))
+  if not ok then return nil, err end
+  if settled then
+    local hok, herr = hook(self, "on_outcome", deep_copy(outcome))
+    if not hok then
+      herr.message = herr.message .. " (the outcome is recorded: finish returns it again)"
+      return nil, herr
+    end
+  end
+  return outcome
+end
+
+-- The outcome of a token already settled (consumed, or expired with
+-- Tencent's code): rebuilt from the ledger and the result, never consumed
+-- again, on_outcome not called again.
+local function replay(self, tok, subject, rec)
+  if not rec then
+    local err
+    rec, err = self.ledger:get(tok)
+    if not rec then return nil, err end
+  end
+  if not equal(rec.subject, subject) then
+    return fail("wrong_subject", "the token is bound to another subject")
+  end
+  local res
+  if rec.has_payload then
+    local pok, payload = pcall(self.ledger.payload, self.ledger, tok)
+    if pok and type(payload) == "string" then
+      local dok, v = pcall(decode, payload)
+      if dok and type(v) == "table" then res = v end
+    end
+  end
+  if not res then
+    local it, ierr = info_type(self, { EidToken = tok, subject = subject })
+    if not it then return nil, ierr end
+    local err
+    res, err = pull(self, tok, it)
+    if not res then
+      if not (err and err.code == EXPIRED_CODE) then return nil, err end
+      res = {} -- Tencent forgot it: the ledger's verdict stands alone
+    end
+  end
+  res = aligned(res, rec)
+  local outcome, cerr = classify(self, tok, res)
+  if not outcome then return nil, cerr end
+  remember(self, tok, subject, outcome)
+  local ok, eerr = emit(self, "info", outcome_event(tok, subject, outcome, true))
+  if not ok then return nil, eerr end
+  return deep_copy(outcome)
+end
+
+-- Pull, record, classify and settle a claimed token. before: its record.
+local function settle(self, tok, subject, before, past_ttl)
+  local it, ierr = info_type(self, { EidToken = tok, subject = subject })
+  if not it then return nil, ierr end
+  local res, err = pull(self, tok, it)
+  local forgotten = false
+  if not res then
+    if not (err and err.code == EXPIRED_CODE) then return nil, err end
+    -- Three days on: recorded as Tencent's expiry (the ledger maps it to 15).
+    forgotten = true
+    res = { Error = { Code = EXPIRED_CODE }, RequestId = err.request_id }
+  end
+  local after, rerr = record(self, tok, res)
+  if not after then return nil, rerr end
+  if forgotten then
+    res = aligned({ RequestId = res.RequestId }, after.ErrCode ~= nil and after or
+      { ErrCode = 15, attempts = after.attempts })
+  end
+  local outcome, cerr = classify(self, tok, res)
+  if not outcome then return nil, cerr end
+  local status = outcome.status
+  if past_ttl and status == "pending" then
+    -- The ledger's lifetime is over and Tencent has no verdict: expired.
+    outcome.status, outcome.reason, outcome.retry_with_new_token = "expired", "token_expired", true
+    status = "expired"
+  end
+  local settled = false
+  if status == "passed" or status == "failed" then
+    local c, cerr2 = self.ledger:consume(tok, subject)
+    if not c then
+      if cerr2.code == "consumed" then return replay(self, tok, subject) end -- another finish won
+      if cerr2.code == "pending" then
+        return policy_fail("classify", format("returned '%s' for a result with no verdict "
+          .. "(Text.ErrCode absent or 17): the ledger cannot settle it", status))
+      end
+      return nil, cerr2
+    end
+    settled = true
+  elseif status == "expired" then
+    -- Reported once: by the call whose record made the ledger take Tencent's expiry.
+    settled = before.ErrCode == nil and after.ErrCode ~= nil and after.state == "expired"
+  end
+  local done, derr = conclude(self, tok, subject, outcome, settled)
+  if not done then return nil, derr end
+  return deep_copy(outcome)
+end
+
+local finish_fields = { subject = true, EidToken = true }
+
+-- flow:finish{subject, EidToken} -> outcome | nil, err
+function methods.finish(self, p)
+  check_fields("finish", p, finish_fields)
+  local subject = check_subject("finish", p.subject)
+  local tok = check_token("finish", p.EidToken)
+  local m = self.memo[tok]
+  if m and equal(m.subject, subject) then
+    local ok, err = emit(self, "info", outcome_event(tok, subject, m.outcome, true))
+    if not ok then return nil, err end
+    return deep_copy(m.outcome)
+  end
+  local rec, err = self.ledger:claim(tok, subject)
+  if rec then return settle(self, tok, subject, rec, false) end
+  local code = err.code
+  if code == "consumed" then return replay(self, tok, subject) end
+  if code == "expired" then
+    local r, gerr = self.ledger:get(tok)
+    if not r then return nil, gerr end
+    if r.ErrCode ~= nil then return replay(self, tok, subject, r) end
+    -- Past the ledger's lifetime with no verdict: one pull lets a late result land.
+    return settle(self, tok, subject, r, true)
+  end
+  if code == "wrong_subject" or code == "unknown_token" then
+    local ok, eerr = emit(self, "warn", { event = "refused", subject = subject,
+      EidToken = safe_token(tok), code = code })
+    if not ok then return nil, eerr end
+  end
+  return nil, err
+end
+
+-- flow:sweep{limit = 100} -> recorded, report | nil, err
+-- Pulls every token the ledger says is due (ledger:sweep) with the policy's
+-- InfoType; records verdicts, consumes nothing (finish does that).
+function methods.sweep(self, p)
+  if p == nil then p = {} end
+  check_fields("sweep", p, { limit = true })
+  local limit = p.limit or 100
+  if math_type(limit) ~= "integer" or limit < 1 or limit > 100000 then
+    argerr("sweep", "limit: expected an integer 1..100000")
+  end
+  local it, ierr = info_type(self, { sweep = true })
+  if not it then return nil, ierr end
+  local stop
+  local report, err = self.ledger:sweep(function(tok)
+    if stop then return nil, "skipped after a policy failure" end
+    local res, perr = pull(self, tok, it)
+    if res then return res end
+    if perr and perr.code == "policy" then stop = perr end
+    if perr and perr.code == EXPIRED_CODE then
+      return { Error = { Code = EXPIRED_CODE }, RequestId = perr.request_id }
+    end
+    return nil, perr
+  end, { limit = limit })
+  if stop then return nil, stop end
+  if not report then return nil, err end
+  local ok, eerr = emit(self, report.failed > 0 and "warn" or "info", { event = "sweep",
+    due = report.due, recorded = report.recorded, failed = report.failed,
+    expired = report.expired, abandoned = report.abandoned })
+  if not ok then return nil, eerr end
+  return report.recorded, report
+end
+
+-- flow:poll_h5{EidToken, subject?, interval?, max_wait?, max_errors?}
+--   -> {status, done, polls, network_errors, request_id} | nil, err
+-- CheckEidTokenStatus every interval seconds until finished or timeout.
+-- Network errors keep the last state; max_errors in a row give up.
+function methods.poll_h5(self, p)
+  check_fields("poll_h5", p, { EidToken = true, subject = true, interval = true, max_wait = true,
+    max_errors = true })
+  local tok = check_token("poll_h5", p.EidToken)
+  local subject = p.subject ~= nil and check_subject("poll_h5", p.subject) or nil
+  local interval, max_wait = p.interval or self.poll_interval, p.max_wait or self.poll_max_wait
+  if type(interval) ~= "number" or not (interval >= 0 and interval <= 60) then
+    argerr("poll_h5", "interval: expected 0..60 seconds")
+  end
+  if type(max_wait) ~= "number" or not (max_wait >= 0 and max_wait <= 86400) then
+    argerr("poll_h5", "max_wait: expected 0..86400 seconds")
+  end
+  local max_errors = p.max_errors or self.poll_max_errors
+  if math_type(max_errors) ~= "integer" or max_errors < 1 then
+    argerr("poll_h5", "max_errors: expected a positive integer")
+  end
+  -- Only tokens this merchant issued (and, given a subject, issued to it) are polled.
+  local rec, err = self.ledger:get(tok)
+  if not rec then return nil, err end
+  if subject and not equal(rec.subject, subject) then
+    return fail("wrong_subject", "the token is bound to another subject")
+  end
+  local started = self.clock()
+  local st = { status = "unknown", done = false, polls = 0, network_errors = 0 }
+  local row = 0
+  while true do
+    local res, cerr = self.client:check_eid_token_status { EidToken = tok }
+    st.polls = st.polls + 1
+    if res then
+      row = 0
+      st.status = type(res.Status) == "string" and res.Status or "unknown"
+      st.request_id = res.RequestId
+      if st.status == "finished" or st.status == "timeout" then
+        st.done = true
+        break
+      end
+    elseif is_network(cerr) then
+      row = row + 1
+      st.network_errors = st.network_errors + 1
+      if row >= max_errors then
+        local ok, eerr = emit(self, "warn", { event = "poll_gave_up", EidToken = tok,
+          subject = subject, code = cerr.code, errors = row })
+        if not ok then return nil, eerr end
+        cerr.message = format("gave up after %d network errors in a row (last: %s)", row,
+          tostring(cerr.message))
+        cerr.action = "CheckEidTokenStatus"
+        return nil, cerr
+      end
+    else
+      cerr.action = "CheckEidTokenStatus"
+      return nil, cerr
+    end
+    if self.clock() - started + interval > max_wait then break end
+    self.sleep(interval)
+  end
+  local ok, eerr = emit(self, "info", { event = "poll", EidToken = tok, subject = subject,
+    status = st.status, polls = st.polls, network_errors = st.network_errors })
+  if not ok then return nil, eerr end
+  return st
+end
+
+-- flow:authorize(request) -> subject | nil, err (code "unauthorized" when
+-- the policy refuses, "policy" when it fails).
+function methods.authorize(self, request)
+  local ok, subject, reason = hook(self, "authorize", request)
+  if not ok then return nil, subject end
+  if type(subject) == "string" and subject ~= "" and #subject <= 128 and not subject:find("%c") then
+    return subject
+  end
+  if subject == false then
+    return fail("unauthorized", "refused by the authorize policy"
+      .. (reason ~= nil and ": " .. describe(reason) or ""))
+  end
+  return policy_fail("authorize", "must return a subject (1-128 bytes) or false, reason; got "
+    .. type(subject))
+end
+
+-- flow:on_show(options) -> true when the onShow is the return from eID | nil, err
+function methods.on_show(self, options)
+  local ok, v = hook(self, "on_show", options)
+  if not ok then return nil, v end
+  if type(v) ~= "boolean" then return policy_fail("on_show", "must return a boolean, got " .. type(v)) end
+  return v
+end
+
+mt.__tostring = function(self) return "eidkit.flow (" .. self.merchant_id .. ")" end
+mt.__name = "eidkit.Flow"
+
+_M.is_eid_return = policy_mod.is_eid_return
+
+setmetatable(_M, { __call = function(_, opts) return _M.new(opts) end })
+
+return _M

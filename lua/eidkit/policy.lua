@@ -1,0 +1,218 @@
+-- eidkit.policy: the merchant's rules for eidkit.flow, and their defaults.
+--
+-- A policy is a plain Lua table (usually a module the merchant writes) that
+-- overrides only what it needs; merge() fills in the rest:
+--
+--   -- my_policy.lua
+--   local policy = require "eidkit.policy"
+--   local P = {}
+--   function P.on_outcome(outcome) audit(outcome.EidToken, outcome.status) end
+--   function P.classify(result, outcome)
+--     if outcome.reason == "user_retry" and outcome.attempts >= 3 then outcome.retry_with_new_token = false end
+--     return outcome
+--   end
+--   return P
+--
+-- Hooks (see docs/internals/flow.md for when the flow calls each one):
+--   retry(err, attempt)          -> seconds | nil      after the client gave up on a call
+--   info_type                    string, or function(request) -> string: GetEidResult's InfoType
+--   classify(result, outcome)    -> outcome            result: GetEidResult's Response
+--   on_outcome(outcome)                                once per settled token
+--   authorize(request)           -> subject | false, reason   (for a gateway)
+--   redact(event)                -> event | false      before the flow's logger sees an event
+--   on_show(options)             -> boolean            a mini-program onShow: the return from eID?
+--   keep_result                  boolean: put the Response in outcome.result
+-- A hook that raises, or returns nil plus an error (as eidkit.sandbox's
+-- wrapped hooks do), has failed: the flow call returns nil, err with
+-- err.code == "policy" and err.hook naming it.
+local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, error =
+  type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, error
+local math_tointeger, format = math.tointeger, string.format
+
+local _M = {}
+
+-- The eID 数字身份 mini-program and the scene WeChat reports when a
+-- mini-program is re-entered from another one (integration guide, 注意事项 2).
+_M.EID_APPID = "wx0e2cb0b052a91c92"
+_M.EID_SCENE = 1038
+
+-- Text.ErrCode groups (eid-api.md §4.3-4.4). Each entry: status, reason,
+-- retry_with_new_token. Codes not listed (14, 1002-1007, 2002-2004,
+-- 2010-2015, 2017, anything new) get UNCLASSIFIED: failed, and not worth a
+-- blind retry.
+local groups = {}
+local function group(codes, status, reason, retry)
+  for _, c in ipairs(codes) do
+    groups[c] = { status = status, reason = reason, retry_with_new_token = retry }
+  end
+end
+group({ 0 }, "passed", "passed", false)
+-- Final for this identity: wrong name/ID, another person, ID expired, no record.
+group({ 2006, 2016, 301, 302, 2005, 2007, 2008, 2009 }, "failed", "identity_rejected", false)
+-- Transient on the user's side (service, network, capture): a new token may work.
+group({ 1001, 2001, 4, 8, 10, 12, 13, 1008, 201, 202, 303 }, "failed", "user_retry", true)
+-- Flow state.
+group({ 15 }, "expired", "token_expired", true)
+group({ 16 }, "failed", "retry_limit", false)
+group({ 17 }, "pending", "unfinished", false)
+-- The merchant's integration is wrong (call style, permissions): no user can pass.
+group({ 1, 2, 3, 203, 204 }, "failed", "merchant_config", false)
+_M.UNCLASSIFIED = { status = "failed", reason = "unclassified", retry_with_new_token = false }
+
+-- A copy of the group a Text.ErrCode falls in: {status, reason, retry_with_new_token}.
+function _M.code_group(code)
+  local g = groups[math_tointeger(code) or code] or _M.UNCLASSIFIED
+  return { status = g.status, reason = g.reason, retry_with_new_token = g.retry_with_new_token }
+end
+
+-- What IntentionVerifyType names (GetEidResult): where its result lives and
+-- how that result says "passed".
+local intention_kinds = {
+  ["2"] = { mode = "read_aloud", field = "IntentionVerifyData" },
+  ["0"] = { mode = "qa", field = "IntentionQuestionResult" },
+  ["1"] = { mode = "nod", field = "IntentionActionResult" },
+}
+
+local function is_table(v) return type(v) == "table" end
+
+-- The intention verdict of a result with IsVerifyIntention: {type, mode,
+-- code, passed} with passed nil when the result object is missing.
+local function intention_of(result)
+  local t = result.IntentionVerifyType
+  local kind = intention_kinds[t]
+  local it = { type = type(t) == "string" and t or nil, mode = kind and kind.mode or "unknown" }
+  local r = kind and result[kind.field]
+  if not is_table(r) then return it end
+  if kind.mode == "read_aloud" then
+    it.code = math_tointeger(r.ErrorCode)
+    it.passed = it.code == 0
+  else
+    -- Q&A carries FinalResultCode ("0" passed); nod only FinalResultDetailCode.
+    local detail = math_tointeger(r.FinalResultDetailCode)
+    if type(r.FinalResultCode) == "string" then
+      it.code = r.FinalResultCode
+      it.passed = r.FinalResultCode == "0"
+    elseif detail then
+      it.code = detail
+      it.passed = detail == 0
+    end
+    it.detail_code = detail
+  end
+  return it
+end
+
+-- The default outcome of a GetEidResult Response: classification from
+-- Text.ErrCode only (never ErrMsg), the intention verdict when the token was
+-- issued with intention checking, billing from LivenessDetail[].IsNeedCharge.
+--   {status, code, reason, retry_with_new_token, billable, charges, attempts, intention}
+function _M.default_outcome(result)
+  local text = is_table(result) and result.Text or nil
+  local out = { status = "pending", reason = "no_result", retry_with_new_token = false,
+    billable = false, charges = 0, attempts = 0 }
+  if is_table(result) and result.IsVerifyIntention == true then out.intention = intention_of(result) end
+  if not is_table(text) then return out end
+  local details = text.LivenessDetail
+  if is_table(details) then
+    out.attempts = #details
+    for i = 1, #details do
+      local d = details[i]
+      if is_table(d) and d.IsNeedCharge == true then out.charges = out.charges + 1 end
+    end
+    out.billable = out.charges > 0
+  end
+  local code = text.ErrCode
+  if type(code) ~= "number" then return out end -- absent or JSON null: no verdict yet
+  code = math_tointeger(code)
+  out.code = code
+  local g = code and groups[code] or _M.UNCLASSIFIED
+  out.status, out.reason, out.retry_with_new_token = g.status, g.reason, g.retry_with_new_token
+  if code == 0 and out.intention then
+    -- Tencent: with intention checking, the verdict needs the intention result.
+    if out.intention.passed == nil then
+      out.status, out.reason = "pending", "intention_missing"
+    elseif not out.intention.passed then
+      out.status, out.reason, out.retry_with_new_token = "failed", "intention_failed", true
+    end
+  end
+  return out
+end
+
+-- The onShow exclusion rule: true when a mini-program onShow options table
+-- is the return from the eID mini-program (scene 1038, referrer appId
+-- wx0e2cb0b052a91c92). Anything else, including non-tables, is false.
+function _M.is_eid_return(options)
+  if type(options) ~= "table" then return false end
+  local scene = options.scene
+  if type(scene) == "string" then scene = tonumber(scene) end
+  if scene ~= _M.EID_SCENE then return false end
+  local ref = options.referrerInfo
+  return type(ref) == "table" and ref.appId == _M.EID_APPID
+end
+
+local function copy_without(t, key)
+  local c = {}
+  for k, v in pairs(t) do if k ~= key then c[k] = v end end
+  return c
+end
+
+-- The defaults: each is what the flow does when the merchant says nothing.
+_M.defaults = {
+  -- The client already retried transient failures inside its deadline.
+  retry = function() return nil end,
+  -- Text and both intention results; no ID-card images or frames (PII the
+  -- verdict does not need). "0" asks for everything.
+  info_type = "156",
+  classify = function(_, outcome) return outcome end,
+  on_outcome = function() end,
+  -- A gateway must be told who the user is: refuse until the merchant says how.
+  authorize = function() return false, "no authorize policy: every request is refused" end,
+  -- Subjects are the merchant's user ids: kept out of logs unless a policy keeps them.
+  redact = function(event) return copy_without(event, "subject") end,
+  on_show = function(options) return _M.is_eid_return(options) end,
+  keep_result = false,
+}
+
+local function callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+local kinds = {
+  retry = "hook", classify = "hook", on_outcome = "hook", authorize = "hook",
+  redact = "hook", on_show = "hook", info_type = "info_type", keep_result = "boolean",
+}
+
+-- merge(overrides) -> a complete policy: the defaults with the given fields
+-- replaced. Raises on an unknown key (a misspelt hook would silently do
+-- nothing) or a value of the wrong kind. nil gives the defaults. A table
+-- already merged is returned as is.
+function _M.merge(overrides)
+  if overrides == nil then overrides = {} end
+  if type(overrides) ~= "table" then
+    error("bad argument #1 to 'merge' (expected a table of policy hooks)", 2)
+  end
+  if getmetatable(overrides) == _M.merged_mt then return overrides end
+  for k, v in pairs(overrides) do
+    local kind = kinds[k]
+    if not kind then
+      error(format("bad argument #1 to 'merge' (unknown policy key '%s')", tostring(k)), 2)
+    end
+    local ok
+    if kind == "hook" then ok = callable(v)
+    elseif kind == "info_type" then ok = callable(v) or (type(v) == "string" and v:match("^%d+$") ~= nil)
+    else ok = type(v) == "boolean" end
+    if not ok then
+      local want = kind == "hook" and "a function"
+        or kind == "info_type" and "digits (e.g. \"156\") or a function" or "a boolean"
+      error(format("bad argument #1 to 'merge' (%s: expected %s, got %s)", k, want, type(v)), 2)
+    end
+  end
+  local p = {}
+  for k, v in pairs(_M.defaults) do p[k] = v end
+  for k, v in pairs(overrides) do p[k] = v end
+  return setmetatable(p, _M.merged_mt)
+end
+_M.merged_mt = { __name = "eidkit.Policy" }
+
+return _M
