@@ -21,8 +21,8 @@ local core = require "eidkit.core"
 local cjson = require "cjson"
 local policy_mod = require "eidkit.policy"
 
-local type, pairs, tostring, setmetatable, getmetatable, pcall, error =
-  type, pairs, tostring, setmetatable, getmetatable, pcall, error
+local type, pairs, tostring, setmetatable, getmetatable, pcall, error, select =
+  type, pairs, tostring, setmetatable, getmetatable, pcall, error, select
 local format, math_type, math_tointeger = string.format, math.type, math.tointeger
 
 local error_mt = core.error_mt
@@ -91,7 +91,9 @@ end
 -- A token from outside (a redirect, a mini-program) goes into events only
 -- when it looks like a token.
 local function safe_token(tok)
-  if type(tok) == "string" and #tok <= 128 and not tok:find("[^%w%-_.]") then return tok end
+  if type(tok) == "string" and #tok > 0 and #tok <= 128 and not tok:find("[^%w%-_.]") then
+    return tok
+  end
   return nil
 end
 
@@ -456,8 +458,14 @@ function methods.finish(self, p)
     if not ok then return nil, err end
     return deep_copy(m.outcome)
   end
-  local rec, err = self.ledger:claim(tok, subject)
-  if rec then return settle(self, tok, subject, rec, false) end
+  local rec, err
+  if safe_token(tok) then
+    rec, err = self.ledger:claim(tok, subject)
+    if rec then return settle(self, tok, subject, rec, false) end
+  else
+    -- Not even token-shaped (a redirect's query string is anyone's): unknown.
+    err = select(2, fail("unknown_token", "EidToken: no such token in the ledger"))
+  end
   local code = err.code
   if code == "consumed" then return replay(self, tok, subject) end
   if code == "expired" then
@@ -528,6 +536,7 @@ function methods.poll_h5(self, p)
     argerr("poll_h5", "max_errors: expected a positive integer")
   end
   -- Only tokens this merchant issued (and, given a subject, issued to it) are polled.
+  if not safe_token(tok) then return fail("unknown_token", "EidToken: no such token in the ledger") end
   local rec, err = self.ledger:get(tok)
   if not rec then return nil, err end
   if subject and not equal(rec.subject, subject) then

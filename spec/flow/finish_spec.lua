@@ -136,6 +136,36 @@ describe("eidkit.flow", function()
         assert.equals("consumed", f.ledger:get(st.EidToken).state)
       end)
 
+      it("replays a settled outcome from the ledger's stored payload without calling Tencent", function()
+        local ledger = env:ledger(backend, { payload_key_hex = ("ab"):rep(32), keep_payloads = true })
+        local f = flow { ledger = ledger, policy = { keep_result = true } }
+        local st = env:start(f, "u-pay")
+        env:finish_user(st.EidToken, { ErrCode = 1001 })
+        env:finish_user(st.EidToken, { ErrCode = 2016 })
+        local o1 = assert(f.flow:finish { subject = "u-pay", EidToken = st.EidToken })
+        assert.is_true(ledger:get(st.EidToken).has_payload)
+        -- The user retries on the same token after the verdict was consumed:
+        -- the settled outcome must not change.
+        env:finish_user(st.EidToken, { ErrCode = 0 })
+        env:faults { { Action = "GetEidResult", Kind = "error", Code = "InternalError" } }
+        local g = flow { ledger = ledger, policy = { keep_result = true } }
+        local o2 = assert(g.flow:finish { subject = "u-pay", EidToken = st.EidToken })
+        assert.same(o1, o2)
+        assert.same({ "failed", 2016, 1, 2 }, { o2.status, o2.code, o2.charges, o2.attempts })
+        -- Without a payload the result is pulled again and cut back to the
+        -- settled verdict.
+        env:clear_faults()
+        local plain = env:ledger(backend)
+        local k = flow { ledger = plain }
+        local st2 = env:start(k, "u-nopay")
+        env:finish_user(st2.EidToken, { ErrCode = 2016 })
+        local p1 = assert(k.flow:finish { subject = "u-nopay", EidToken = st2.EidToken })
+        env:finish_user(st2.EidToken, { ErrCode = 0 })
+        local p2 = assert(flow({ ledger = plain }).flow:finish { subject = "u-nopay", EidToken = st2.EidToken })
+        p2.request_id = p1.request_id
+        assert.same(p1, p2)
+      end)
+
       it("refuses another subject's token and a token this merchant never issued", function()
         local f = flow()
         local st = env:start(f, "alice")
@@ -155,9 +185,11 @@ describe("eidkit.flow", function()
         assert.is_nil(res)
         assert.equals("unknown_token", err.code)
         -- Garbage from a redirect's query string.
-        res, err = f.flow:finish { subject = "mallory", EidToken = "../../etc/passwd" }
-        assert.is_nil(res)
-        assert.equals("unknown_token", err.code)
+        for _, junk in ipairs { "../../etc/passwd", "a\0b", ("A"):rep(129), "" } do
+          res, err = f.flow:finish { subject = "mallory", EidToken = junk }
+          assert.is_nil(res)
+          assert.equals("unknown_token", err.code)
+        end
         assert.equals(0, f.counts.consume)
         assert.equals(0, f.counts.record_result)
         -- The owner still can.
