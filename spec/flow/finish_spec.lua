@@ -492,6 +492,30 @@ describe("eidkit.flow", function()
       assert.equals(1, f.counts.consume)
     end)
 
+    it("a policy run in eidkit.sandbox: a looping hook fails that call only", function()
+      local has, sandbox = pcall(require, "eidkit.sandbox")
+      if not has then return pending("eidkit.sandbox is not there yet") end
+      local box = sandbox.new { instructions = 1e6, time = 1 }
+      local mod = assert(box:load([[
+        local P = { info_type = "1" }
+        function P.classify(result, outcome)
+          if result.Text.Extra == "loop" then while true do end end
+          return outcome
+        end
+        return P
+      ]], "=merchant_policy"))
+      local f = env:flow { policy = box:wrap(mod) }
+      local st = env:start(f, "p-box", { Extra = "loop" })
+      env:finish_user(st.EidToken, { ErrCode = 0 })
+      local res, err = f.flow:finish { subject = "p-box", EidToken = st.EidToken }
+      assert.is_nil(res)
+      assert.same({ "policy", "classify", "instructions" }, { err.code, err.hook, err.cause })
+      assert.equals(0, f.counts.consume)
+      local st2 = env:start(f, "p-box2", { Extra = "fine" })
+      env:finish_user(st2.EidToken, { ErrCode = 0 })
+      assert.equals("passed", assert(f.flow:finish { subject = "p-box2", EidToken = st2.EidToken }).status)
+    end)
+
     it("a classify that settles a result with no verdict is refused", function()
       local f = env:flow { policy = { classify = function(_, o) o.status = "failed"; return o end } }
       local st = env:start(f, "p-nov")
