@@ -143,16 +143,11 @@ int luaopen_eidkit_core(lua_State *L) {
     lua_pop(L, 1);
 
     static const luaL_Reg funcs[] = {
-        {"version", l_version},
-        {"openssl_version", l_openssl_version},
-        {"utc_date", l_utc_date},
-        {"parse_authorization", l_parse_authorization},
-        {"equal", l_equal},
-        {"random_bytes", l_random_bytes},
-        {"sleep", l_sleep},
-        {"now", l_now},
-        {"monotonic", l_monotonic},
-        {NULL, NULL},
+        {"version", l_version},     {"openssl_version", l_openssl_version},
+        {"utc_date", l_utc_date},   {"parse_authorization", l_parse_authorization},
+        {"equal", l_equal},         {"random_bytes", l_random_bytes},
+        {"sleep", l_sleep},         {"now", l_now},
+        {"monotonic", l_monotonic}, {NULL, NULL},
     };
     luaL_newlib(L, funcs);
     lua_pushliteral(L, LUA_RELEASE); /* the Lua headers this module was built with */
