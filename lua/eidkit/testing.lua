@@ -246,10 +246,12 @@ function methods.now(self)
   return self.frozen or time() + self.offset
 end
 
+-- POST /sim/clock; returns the simulator's offset from real time (an
+-- integer: lua-cjson decodes every number as a float).
 local function set_clock(self, body)
   local r, err = self:control("POST", "/sim/clock", body)
   if not r then error("eidkit.testing: cannot move the simulator's clock: " .. tostring(err), 3) end
-  return r
+  return math.tointeger(r.Offset) or 0
 end
 
 -- sim:freeze([ts]): stop the kit's clock at ts (default: now). The
@@ -261,8 +263,7 @@ function methods.freeze(self, ts)
   if math_type(ts) ~= "integer" or ts < 0 then
     error("bad argument #1 to 'freeze' (expected integer Unix seconds)", 2)
   end
-  local r = set_clock(self, { Now = ts })
-  self.offset = r.Offset
+  self.offset = set_clock(self, { Now = ts })
   self.frozen = ts
   return ts
 end
@@ -270,8 +271,7 @@ end
 -- sim:unfreeze(): the kit's clock runs again from where it stands.
 function methods.unfreeze(self)
   if self.frozen then
-    local r = set_clock(self, { Now = self.frozen })
-    self.offset = r.Offset
+    self.offset = set_clock(self, { Now = self.frozen })
     self.frozen = nil
   end
   return self:now()
@@ -284,9 +284,9 @@ function methods.advance(self, seconds)
   end
   if self.frozen then
     self.frozen = self.frozen + seconds
-    self.offset = set_clock(self, { Now = self.frozen }).Offset
+    self.offset = set_clock(self, { Now = self.frozen })
   else
-    self.offset = set_clock(self, { Advance = seconds }).Offset
+    self.offset = set_clock(self, { Advance = seconds })
   end
   return self:now()
 end

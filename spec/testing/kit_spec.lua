@@ -183,7 +183,11 @@ describe("eidkit.testing", function()
       assert.equal(0, math.tointeger(assert(client:get_eid_result { EidToken = fresh }).Text.ErrCode))
 
       assert.equal(1700086400, sim:unfreeze())
+      assert.equal("integer", math.type(sim:now()))
       assert.is_true(sim:now() - 1700086400 <= 2)
+      local before = sim:now()
+      assert.is_true(sim:advance(60) - before >= 60) -- running: Advance, not Now
+      assert.is_true(math.abs(assert(sim:health()).Now - sim:now()) <= 1)
     end)
 
     it("testing.sim{now = ts} starts frozen", function()
