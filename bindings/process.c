@@ -4,7 +4,7 @@
  *
  *   local p, err = core.spawn({ "eidkit", "sim", ... },
  *       { env = { NAME = "value", DROP = false }, clear_env = false,
- *         stdin = path, stdout = path, stderr = path })
+ *         stdin = path, stdout = path, stderr = path, die_with_parent = false })
  *   p:pid()  p:kill("TERM")  p:wait(seconds) -> status, "exit"|"signal"
  *   p:close([grace]) -- TERM, then KILL after grace seconds, reaped; idempotent
  *
@@ -15,6 +15,8 @@
  * 0, 1 and 2. Waiting polls waitpid(WNOHANG) with a growing sleep: no
  * SIGCHLD handler is installed, so nothing else in the process is disturbed.
  * A reaped child's pid is never signalled again (it may have been reused).
+ * With die_with_parent (Linux) the child is started by fork + exec instead,
+ * with PR_SET_PDEATHSIG: it gets SIGTERM if this process dies unclosed.
  */
 #define _GNU_SOURCE /* posix_spawn_file_actions_addclosefrom_np */
 
@@ -29,6 +31,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -347,6 +352,115 @@ static char **build_env(lua_State *L, int opts) {
     return envp;
 }
 
+/* posix_spawn with fds[i] (>= 3, or -1: inherit) as descriptor i: 0 or an
+ * errno value. */
+static int spawn_posix(pid_t *pid, char **argv, char **envp, const int fds[3]) {
+    int rc;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int fa_ok = 0, attr_ok = 0;
+    rc = posix_spawn_file_actions_init(&fa);
+    if (rc == 0) {
+        fa_ok = 1;
+        rc = posix_spawnattr_init(&attr);
+    }
+    if (rc == 0) attr_ok = 1;
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    for (int s = 1; s < NSIG && s < 32; s++)
+        if (s != SIGKILL && s != SIGSTOP) sigaddset(&defaults, s);
+    if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
+    if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
+    if (rc == 0)
+        rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    for (int i = 0; i < 3 && rc == 0; i++)
+        if (fds[i] >= 0) rc = posix_spawn_file_actions_adddup2(&fa, fds[i], i);
+#if defined(__GLIBC__) && defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 34)
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+#endif
+#endif
+    if (rc == 0) {
+        if (strchr(argv[0], '/'))
+            rc = posix_spawn(pid, argv[0], &fa, &attr, argv, envp);
+        else
+            rc = posix_spawnp(pid, argv[0], &fa, &attr, argv, envp);
+    }
+    if (fa_ok) posix_spawn_file_actions_destroy(&fa);
+    if (attr_ok) posix_spawnattr_destroy(&attr);
+    return rc;
+}
+
+#ifdef __linux__
+/* fork + exec for die_with_parent: the child gets PR_SET_PDEATHSIG(SIGTERM),
+ * so it is stopped even when this process dies without closing it (a CI
+ * timeout's SIGKILL). Only async-signal-safe calls between fork and exec; a
+ * failed exec is reported through a close-on-exec pipe. 0 or an errno. */
+static int spawn_linked(pid_t *pid, char **argv, char **envp, const int fds[3]) {
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) return errno;
+    long max_fd = sysconf(_SC_OPEN_MAX);
+    if (max_fd < 0 || max_fd > 65536) max_fd = 65536;
+    pid_t parent = getpid();
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old); /* no handler runs in the child before exec */
+    pid_t c = fork();
+    if (c == 0) {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (int s = 1; s < NSIG && s < 32; s++)
+            if (s != SIGKILL && s != SIGSTOP) sigaction(s, &dfl, NULL);
+        int e = 0;
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) e = errno;
+        if (e == 0 && getppid() != parent) _exit(127); /* the parent is already gone */
+        for (int i = 0; i < 3 && e == 0; i++)
+            if (fds[i] >= 0 && dup2(fds[i], i) < 0) e = errno;
+        for (long fd = 3; fd < max_fd && e == 0; fd++)
+            if (fd != pipefd[1]) close((int)fd);
+        if (e == 0) {
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, NULL);
+            if (strchr(argv[0], '/'))
+                execve(argv[0], argv, envp);
+            else
+                execvpe(argv[0], argv, envp);
+            e = errno;
+        }
+        ssize_t w = write(pipefd[1], &e, sizeof e);
+        (void)w;
+        _exit(127);
+    }
+    int fork_errno = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    close(pipefd[1]);
+    if (c < 0) {
+        close(pipefd[0]);
+        return fork_errno;
+    }
+    int e = 0;
+    ssize_t n;
+    do {
+        n = read(pipefd[0], &e, sizeof e);
+    } while (n < 0 && errno == EINTR);
+    close(pipefd[0]);
+    if (n == (ssize_t)sizeof e) { /* exec failed: reap the child now */
+        while (waitpid(c, NULL, 0) < 0 && errno == EINTR) {
+        }
+        return e ? e : ENOEXEC;
+    }
+    *pid = c;
+    return 0;
+}
+#else
+static int spawn_linked(pid_t *pid, char **argv, char **envp, const int fds[3]) {
+    return spawn_posix(pid, argv, envp, fds); /* no parent-death signal here */
+}
+#endif
+
 /* core.spawn(argv [, opts]) -> eidkit.Process | nil, err (code "spawn").
  * A program name without '/' is looked up on PATH. */
 static int l_spawn(lua_State *L) {
@@ -357,8 +471,8 @@ static int l_spawn(lua_State *L) {
         opts = 2;
         lua_pushnil(L);
         while (lua_next(L, opts)) {
-            static const char *const known[] = {"env",    "clear_env", "stdin",
-                                                "stdout", "stderr",    NULL};
+            static const char *const known[] = {"env",    "clear_env",       "stdin", "stdout",
+                                                "stderr", "die_with_parent", NULL};
             int ok = 0;
             if (lua_type(L, -2) == LUA_TSTRING)
                 for (int i = 0; known[i]; i++)
@@ -375,6 +489,12 @@ static int l_spawn(lua_State *L) {
     const char *out = opts ? opt_path(L, opts, "stdout", 2) : NULL;
     const char *err = opts ? opt_path(L, opts, "stderr", 2) : NULL;
     char **envp = build_env(L, opts);
+    int linked = 0;
+    if (opts) {
+        lua_getfield(L, opts, "die_with_parent");
+        linked = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
 
     /* Created closed (pid 0), opened once the child exists. */
     lprocess *p = lua_newuserdatauv(L, sizeof *p, 0);
@@ -404,40 +524,18 @@ static int l_spawn(lua_State *L) {
         return eidkit_push_fail(L, "spawn", msg);
     }
 
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    int fa_ok = 0, attr_ok = 0;
-    rc = posix_spawn_file_actions_init(&fa);
-    if (rc == 0) {
-        fa_ok = 1;
-        rc = posix_spawnattr_init(&attr);
+    /* Keep the redirections clear of 0-2, so installing one cannot clobber another. */
+    for (int i = 0; i < 3 && rc == 0; i++) {
+        if (fds[i] >= 0 && fds[i] < 3) {
+            int moved = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+            if (moved < 0) rc = errno;
+            close(fds[i]);
+            fds[i] = moved;
+        }
     }
-    if (rc == 0) attr_ok = 1;
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    for (int s = 1; s < NSIG && s < 32; s++)
-        if (s != SIGKILL && s != SIGSTOP) sigaddset(&defaults, s);
-    if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
-    if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
-    if (rc == 0)
-        rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    for (int i = 0; i < 3 && rc == 0; i++)
-        if (fds[i] >= 0) rc = posix_spawn_file_actions_adddup2(&fa, fds[i], i);
-#if defined(__GLIBC__) && defined(__GLIBC_PREREQ)
-#if __GLIBC_PREREQ(2, 34)
-    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-#endif
-#endif
     pid_t pid = 0;
-    if (rc == 0) {
-        if (strchr(argv[0], '/'))
-            rc = posix_spawn(&pid, argv[0], &fa, &attr, argv, envp);
-        else
-            rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv, envp);
-    }
-    if (fa_ok) posix_spawn_file_actions_destroy(&fa);
-    if (attr_ok) posix_spawnattr_destroy(&attr);
+    if (rc == 0)
+        rc = linked ? spawn_linked(&pid, argv, envp, fds) : spawn_posix(&pid, argv, envp, fds);
     for (int i = 0; i < 3; i++)
         if (fds[i] >= 0) close(fds[i]);
     if (rc != 0) {

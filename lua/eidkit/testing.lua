@@ -203,8 +203,10 @@ function _M.sim(opts)
   local argv = { self.bin, "sim", "--listen", "127.0.0.1:0", "--port-file", base .. ".port",
     "--config", base }
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = tostring(a) end
+  -- die_with_parent: a test run killed outright (a CI timeout) takes its
+  -- simulators with it.
   local p, err = core.spawn(argv, { env = opts.env, stdin = "/dev/null", stdout = base .. ".out",
-    stderr = base .. ".err" })
+    stderr = base .. ".err", die_with_parent = true })
   if not p then
     remove_files(self)
     error(format("eidkit.testing: cannot start the simulator: %s (pass bin = ... or set "

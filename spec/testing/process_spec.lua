@@ -139,6 +139,60 @@ describe("eidkit.Process", function()
   end)
 end)
 
+describe("die_with_parent", function()
+  local proc = require "support.proc"
+
+  local function state(pid)
+    local stat = read("/proc/" .. pid .. "/stat")
+    return stat and stat:match("^%d+ %b() (%a)")
+  end
+
+  it("starts the child like the default path: redirections, env, exit status", function()
+    local out = os.tmpname()
+    local p = assert(core.spawn({ "sh", "-c", 'echo "$EIDKIT_T2"; exit 4' },
+      { env = { EIDKIT_T2 = "linked" }, stdout = out, die_with_parent = true }))
+    assert.same({ 4, "exit" }, { p:wait(5) })
+    assert.equal("linked\n", read(out))
+    os.remove(out)
+    local q, err = core.spawn({ "eidkit-no-such-program-xyz" }, { die_with_parent = true })
+    assert.is_nil(q)
+    assert.equal("spawn: cannot run 'eidkit-no-such-program-xyz': No such file or directory",
+      tostring(err))
+  end)
+
+  it("stops the child when the parent is killed without closing it", function()
+    local script, pidfile = os.tmpname(), os.tmpname()
+    local f = assert(io.open(script, "wb"))
+    f:write(([[
+      local core = require "eidkit.core"
+      local c = assert(core.spawn({ "sleep", "30" }, { die_with_parent = true }))
+      local f = assert(io.open(%q, "wb")) f:write(c:pid(), "\n") f:close()
+      core.sleep(30)
+    ]]):format(pidfile))
+    f:close()
+    local parent = assert(core.spawn({ proc.bin(), "run", script }, { stdout = "/dev/null" }))
+    local child
+    for _ = 1, 200 do
+      child = tonumber((read(pidfile) or ""):match("^(%d+)\n"))
+      if child then break end
+      core.sleep(0.01)
+    end
+    assert.is_number(child)
+    assert.equal("S", state(child))
+    assert.is_true(parent:kill("KILL"))
+    assert.same({ 9, "signal" }, { parent:wait(5) })
+    local gone = false
+    for _ = 1, 200 do
+      local st = state(child)
+      if st == nil or st == "Z" then gone = true break end -- dead (reaped or awaiting its new parent)
+      core.sleep(0.01)
+    end
+    assert.is_true(gone)
+    os.remove(script)
+    os.remove(pidfile)
+  end)
+end)
+
 describe("core.executable", function()
   it("names the running program", function()
     local path = assert(core.executable())
