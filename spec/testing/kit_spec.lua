@@ -77,6 +77,17 @@ describe("eidkit.testing", function()
       assert.is_false(ok)
       assert.matches("eidkit.testing: the simulator %(.-%) did not start: it exited %(exit 2%):\n"
         .. "eidkit sim: %-%-token%-ttl: expected an integer >= 1, got 'zero'", err)
+      local stuck = os.tmpname() -- a program that never binds
+      local f = assert(io.open(stuck, "wb"))
+      f:write("#!/bin/sh\necho 'stuck starting' >&2\nexec sleep 30\n")
+      f:close()
+      assert(os.execute("chmod 700 " .. stuck))
+      local t0 = core.monotonic()
+      ok, err = pcall(testing.sim, { bin = stuck, start_timeout = 0.3 })
+      os.remove(stuck)
+      assert.is_false(ok)
+      assert.matches("did not start: it did not bind within 0.3 s:\nstuck starting", err)
+      assert.is_true(core.monotonic() - t0 < 3)
       ok, err = pcall(testing.sim, { bin = "/nonexistent/eidkit" })
       assert.is_false(ok)
       assert.matches("cannot start the simulator: cannot run '/nonexistent/eidkit': No such file "
