@@ -460,20 +460,26 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
-/* core.http_get(url, timeout_s, max_bytes) -> status, body | nil, err:
- * an unsigned GET for credential sources (CVM metadata). */
-static int l_http_get(lua_State *L) {
-    const char *url = luaL_checkstring(L, 1);
-    lua_Number t = luaL_checknumber(L, 2);
-    lua_Integer max = luaL_optinteger(L, 3, 65536);
-    luaL_argcheck(L, t > 0 && t <= 3600, 2, "timeout: expected 0 < seconds <= 3600");
-    luaL_argcheck(L, max > 0 && max <= (1 << 26), 3, "max: expected 1..64 MiB");
+/* core.http_get(url, timeout_s [, max_bytes]) and core.http_request(method,
+ * url, body|nil, timeout_s [, max_bytes]) -> status, body | nil, err: plain,
+ * unsigned, never via a proxy (eid_http_request), for local services such as
+ * the metadata service and a simulator's control API. */
+static int http_common(lua_State *L, const char *method, int ui) {
+    const char *url = luaL_checkstring(L, ui);
+    size_t req_len = 0;
+    const char *req = luaL_optlstring(L, ui + 1, NULL, &req_len);
+    lua_Number t = luaL_checknumber(L, ui + 2);
+    lua_Integer max = luaL_optinteger(L, ui + 3, 65536);
+    luaL_argcheck(L, t > 0 && t <= 3600, ui + 2, "timeout: expected 0 < seconds <= 3600");
+    luaL_argcheck(L, max > 0 && max <= (1 << 26), ui + 3, "max: expected 1..64 MiB");
     char *body = NULL;
     size_t len = 0;
     long status = 0;
     eid_error err = {0};
-    eid_status st = eid_http_get(url, (long)(t * 1000), (size_t)max, &body, &len, &status, &err);
-    if (st == EID_E_INVALID_ARG) return luaL_argerror(L, 1, err.message);
+    eid_status st = eid_http_request(method, url, req, req_len, (long)(t * 1000), (size_t)max,
+                                     &body, &len, &status, &err);
+    if (st == EID_E_INVALID_ARG)
+        return luaL_argerror(L, strcmp(err.field, "method") == 0 ? 1 : ui, err.message);
     if (st != EID_OK) {
         /* err.message is "code: detail" from eid__fail */
         const char *msg = err.message;
@@ -487,12 +493,34 @@ static int l_http_get(lua_State *L) {
     return 2;
 }
 
+static int l_http_get(lua_State *L) {
+    /* (url, timeout, max): no body slot, so shift the arguments by one */
+    lua_settop(L, 3);
+    lua_pushnil(L);
+    lua_insert(L, 2);
+    return http_common(L, "GET", 1);
+}
+
+static int l_http_request(lua_State *L) {
+    const char *method = luaL_checkstring(L, 1);
+    return http_common(L, method, 2);
+}
+
+static int l_set_skew(lua_State *L) {
+    lclient *lc = check_client(L, 1);
+    lua_Integer s = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, s >= -(INT64_C(1) << 40) && s <= (INT64_C(1) << 40), 2, "skew out of range");
+    eid_client_set_skew(lc->c, (int64_t)s);
+    return 0;
+}
+
 void eidkit_open_client(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"set_credentials", l_set_credentials},
         {"call", l_call},
         {"batch", l_batch},
         {"skew", l_skew},
+        {"set_skew", l_set_skew},
         {"stats", l_stats},
         {"close", l_close},
         {NULL, NULL},
@@ -512,4 +540,6 @@ void eidkit_open_client(lua_State *L) {
     lua_setfield(L, -2, "client_new");
     lua_pushcfunction(L, l_http_get);
     lua_setfield(L, -2, "http_get");
+    lua_pushcfunction(L, l_http_request);
+    lua_setfield(L, -2, "http_request");
 }

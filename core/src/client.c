@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -406,6 +407,10 @@ eid_status eid_client_set_credentials(eid_client *c, const char *secret_id, cons
     c->secret_key_len = secret_key_len;
     c->token = tok;
     return EID_OK;
+}
+
+void eid_client_set_skew(eid_client *c, int64_t skew) {
+    if (c) c->skew = skew;
 }
 
 int64_t eid_client_skew(const eid_client *c) { return c ? c->skew : 0; }
@@ -1243,9 +1248,23 @@ static size_t on_get_write(char *data, size_t size, size_t n, void *ud) {
 
 eid_status eid_http_get(const char *url, long timeout_ms, size_t max, char **body, size_t *body_len,
                         long *status, eid_error *err) {
+    return eid_http_request("GET", url, NULL, 0, timeout_ms, max, body, body_len, status, err);
+}
+
+eid_status eid_http_request(const char *method, const char *url, const void *req, size_t req_len,
+                            long timeout_ms, size_t max, char **body, size_t *body_len,
+                            long *status, eid_error *err) {
     if (url == NULL || body == NULL || status == NULL || timeout_ms <= 0 || max == 0)
         return eid__fail(err, EID_E_INVALID_ARG, "url",
                          "url, body, status, timeout and max needed");
+    size_t ml = method ? strlen(method) : 0;
+    int method_ok = ml > 0 && ml <= 16;
+    for (size_t i = 0; i < ml && method_ok; i++)
+        method_ok = (method[i] >= 'A' && method[i] <= 'Z');
+    if (!method_ok) return eid__fail(err, EID_E_INVALID_ARG, "method", "must be 1..16 capitals");
+    if (req == NULL && req_len > 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "body", "NULL with a non-zero length");
+    if (req_len > (size_t)LONG_MAX) return eid__fail(err, EID_E_INVALID_ARG, "body", "too large");
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return eid__fail(err, EID_E_INVALID_ARG, "url", "must start with http:// or https://");
     *body = NULL;
@@ -1258,13 +1277,32 @@ eid_status eid_http_get(const char *url, long timeout_ms, size_t max, char **bod
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* metadata is local: never via a proxy */
+    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* local services: never via a proxy */
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_get_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &g);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+    struct curl_slist *hdrs = NULL, *h;
+    if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        if (req_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
+            /* POSTFIELDS with an explicit size: a body of any bytes, even
+             * empty, and no Expect: 100-continue round trip. */
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req_len);
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, req_len ? (const char *)req : "");
+            h = curl_slist_append(NULL, "Content-Type: application/json");
+            if (h) hdrs = curl_slist_append(h, "Expect:");
+            if (h == NULL || hdrs == NULL) {
+                curl_slist_free_all(h);
+                curl_easy_cleanup(e);
+                return eid__fail(err, EID_E_NOMEM, "nomem", "out of memory");
+            }
+            curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+        }
+    }
     CURLcode rc = curl_easy_perform(e);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
     curl_easy_cleanup(e);
+    curl_slist_free_all(hdrs);
     if (rc != CURLE_OK) {
         free(g.b.p);
         const char *code = rc == CURLE_OPERATION_TIMEDOUT ? "timeout"

@@ -231,6 +231,15 @@ end
 -- The offset (seconds, server minus local) adopted after a SignatureExpire.
 function methods.skew(self) return self.c:skew() end
 
+-- Sign as if the server's clock were `seconds` ahead of ours (negative:
+-- behind), e.g. after moving a simulator's clock (eidkit.testing does).
+function methods.set_skew(self, seconds)
+  if math.type(seconds) ~= "integer" then
+    error("bad argument #1 to 'set_skew' (expected integer seconds)", 2)
+  end
+  self.c:set_skew(seconds)
+end
+
 -- {requests = n, connects = n} since creation.
 function methods.stats(self) return self.c:stats() end
 

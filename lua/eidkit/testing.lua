@@ -67,47 +67,12 @@ function _M.find_bin(bin)
 end
 
 -- ------------------------------------------------------------ transport
--- The control API needs GET, POST, PUT and DELETE with a JSON body.
--- eidkit.core has an unsigned GET only (core.http_get, libcurl), so:
--- STOPGAP: methods other than GET run the curl program (spawned directly,
--- no shell, no proxy). Replace with a core HTTP request once eidkit.core
--- offers one (docs/TESTING.md, "How the kit talks to the simulator").
-local function curl_request(self, method, url, body)
-  local out, code_file, err_file = self.base .. ".ctl", self.base .. ".ctlcode",
-    self.base .. ".ctlerr"
-  local argv = { "curl", "-sS", "--noproxy", "*", "--max-time", tostring(_M.CONTROL_TIMEOUT),
-    "-o", out, "-w", "%{http_code}", "-X", method }
-  if body then
-    argv[#argv + 1] = "-H"
-    argv[#argv + 1] = "Content-Type: application/json"
-    argv[#argv + 1] = "--data-binary"
-    argv[#argv + 1] = body
-  end
-  argv[#argv + 1] = url
-  local p, err = core.spawn(argv, { stdin = "/dev/null", stdout = code_file, stderr = err_file })
-  if not p then
-    return fail("transport", "the control API needs the curl program for now: " .. err.message)
-  end
-  local st = p:wait(_M.CONTROL_TIMEOUT + 5)
-  p:close(0)
-  local status = tonumber(read_file(code_file) or "")
-  local text = read_file(out) or ""
-  local msg = read_file(err_file) or ""
-  os.remove(out); os.remove(code_file); os.remove(err_file)
-  if st ~= 0 or not status or status == 0 then
-    return fail("transport", format("%s %s: curl failed (%s) %s", method, url, tostring(st), msg))
-  end
-  return status, text
-end
-
+-- The control API over core.http_request (libcurl, never via a proxy): no
+-- curl program, no shell.
 local function http(self, method, path, body)
-  local url = self.url .. path
-  if method == "GET" and body == nil then
-    local status, text = core.http_get(url, _M.CONTROL_TIMEOUT, 1 << 24)
-    if not status then return fail(text.code, format("GET %s: %s", path, text.message)) end
-    return status, text
-  end
-  return curl_request(self, method, url, body)
+  local status, text = core.http_request(method, self.url .. path, body, _M.CONTROL_TIMEOUT, 1 << 24)
+  if not status then return fail(text.code, format("%s %s: %s", method, path, text.message)) end
+  return status, text
 end
 
 -- control(method, path [, body]) -> decoded answer | nil, err
@@ -253,7 +218,11 @@ end
 local function set_clock(self, body)
   local r, err = self:control("POST", "/sim/clock", body)
   if not r then error("eidkit.testing: cannot move the simulator's clock: " .. tostring(err), 3) end
-  return math.tointeger(r.Offset) or 0
+  local offset = math.tointeger(r.Offset) or 0
+  -- The kit's clients sign on the simulator's clock from the next call on,
+  -- without a SignatureExpire round trip.
+  for _, c in ipairs(self.clients) do c:set_skew(offset) end
+  return offset
 end
 
 -- sim:freeze([ts]): stop the kit's clock at ts (default: now). The
@@ -297,9 +266,10 @@ end
 
 -- sim:client{...} -> eidkit.client with the simulator's credentials, short
 -- timeouts and quick retries; any eidkit.client option may be given. The
--- client signs with real time and adopts the simulator's clock from its
--- Date header on the first AuthFailure.SignatureExpire after a time jump
--- (one extra round trip, docs/internals/client.md).
+-- client signs on the simulator's clock: freeze and advance set its skew
+-- (client:set_skew). A client made elsewhere adopts the simulator's clock
+-- from its Date header on the first AuthFailure.SignatureExpire after a
+-- time jump (one extra round trip, docs/internals/client.md).
 function methods.client(self, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'client' (expected a table of options)", 2)
@@ -309,6 +279,7 @@ function methods.client(self, opts)
   for k, v in pairs(opts or {}) do o[k] = v end
   local ok, c = pcall(client_mod.new, o)
   if not ok then error(c, 2) end
+  c:set_skew(self.offset)
   self.clients[#self.clients + 1] = c
   return c
 end

@@ -184,9 +184,18 @@ describe("eidkit.testing", function()
       assert.equal(1700086400, sim:advance(86400)) -- a day later
       assert.equal(1700086400, sim:now())
       assert.is_true(math.abs(assert(sim:health()).Now - 1700086400) <= 2)
+      local sent = client:stats().requests
       local res = assert(client:get_eid_result { EidToken = tok })
       assert.equal(15, math.tointeger(res.Text.ErrCode)) -- the lifetime passed unfinished
+      -- The kit set the client's skew: signed for the new time, one request.
+      assert.equal(sent + 1, client:stats().requests)
       assert.is_true(math.abs(client:skew() - (1700086400 - os.time())) <= 2)
+      -- A client made elsewhere adopts the clock from SignatureExpire: two requests.
+      local other <close> = require("eidkit.client").new { endpoint = sim.url,
+        secret_id = sim.secret_id, secret_key = sim.secret_key }
+      assert(other:get_eid_result { EidToken = tok })
+      assert.equal(2, other:stats().requests)
+      assert.is_true(math.abs(other:skew() - (1700086400 - os.time())) <= 2)
       assert(ledger:expire())
       assert.equal("expired", assert(ledger:get(tok)).state)
       local fresh = new_token() -- GetEidToken signs on the adopted clock too

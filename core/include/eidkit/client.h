@@ -185,6 +185,12 @@ EID_API int eid_client_next(eid_client *c, void **ud, eid_result **out);
  * client adopted after AuthFailure.SignatureExpire; 0 until then. */
 EID_API int64_t eid_client_skew(const eid_client *c);
 
+/* Set the offset used to sign (seconds, server minus local), as if adopted
+ * from the server: for tests that move a simulator's clock, and for hosts
+ * that know the server's clock from elsewhere. Later SignatureExpire
+ * answers still re-adopt it. NULL c: no-op. Not thread-safe with calls on c. */
+EID_API void eid_client_set_skew(eid_client *c, int64_t skew);
+
 /* Counters since creation: requests sent, connections opened. */
 EID_API void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connects);
 
@@ -223,6 +229,15 @@ EID_API eid_status eid_client_check_eid_token_status(eid_client *c, const char *
  * ("timeout", "connect", ...) and err->message the detail. Thread-safe. */
 EID_API eid_status eid_http_get(const char *url, long timeout_ms, size_t max, char **body,
                                 size_t *body_len, long *status, eid_error *err);
+
+/* eid_http_get with a method ("GET", "POST", "PUT", "DELETE", ...; letters
+ * only) and an optional body (req may be NULL when req_len is 0), sent as
+ * application/json. Never through a proxy: it serves local services (the
+ * metadata service, a simulator's control API). Same results and errors as
+ * eid_http_get. Thread-safe. */
+EID_API eid_status eid_http_request(const char *method, const char *url, const void *req,
+                                    size_t req_len, long timeout_ms, size_t max, char **body,
+                                    size_t *body_len, long *status, eid_error *err);
 
 #ifdef __cplusplus
 }
