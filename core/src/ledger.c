@@ -163,7 +163,9 @@ void eid__ledger_apply(eid_ledger_record *r, const eid_ledger_outcome *o, int64_
     /* 17: "flow not finished" is no verdict. */
     if (!o->has_verdict || o->err_code == 17) return;
     if (o->err_code == 15) { /* Tencent says the token expired */
-        if (r->state == EID_LEDGER_ISSUED) {
+        /* Also after our own TTL expiry: Tencent's word settles the token,
+         * so it can be consumed (closed) exactly once. */
+        if (r->state == EID_LEDGER_ISSUED || (r->state == EID_LEDGER_EXPIRED && !r->has_err_code)) {
             r->state = EID_LEDGER_EXPIRED;
             r->has_err_code = 1; /* settled: no last pull needed */
             r->err_code = 15;
@@ -205,6 +207,9 @@ eid_status eid__ledger_check_claim(const eid_ledger_record *r, const char *subje
 
 eid_status eid__ledger_check_consume(const eid_ledger_record *r, const char *subject, int64_t now,
                                      eid_error *err) {
+    /* Expired with Tencent's ErrCode 15 is a verdict too: consuming it is
+     * how a flow reports the expiry once. */
+    if (r->state == EID_LEDGER_EXPIRED && r->has_err_code) return check_owner(r, subject, err);
     eid_status st = eid__ledger_check_claim(r, subject, now, err);
     if (st) return st;
     if (!has_verdict(r))

@@ -251,6 +251,28 @@ for name, new_url in pairs(backends) do
         assert.equals("expired", code_of(ledger:consume("E1", "user-42")))
         assert.equals("unknown_token", code_of(ledger:consume("nope", "user-42")))
       end)
+
+      it("closes a token Tencent called expired (ErrCode 15) exactly once, after our TTL too", function()
+        issue("E2") -- Tencent's 15 before our TTL
+        issue("E3") -- our TTL first, then the last pull says 15
+        issue("E4") -- our TTL, and Tencent has no verdict
+        assert.equals("expired", ledger:record_result("E2", response(15)).state)
+        now = T0 + 600
+        assert.same({ expired = 2, abandoned = 0 }, ledger:expire())
+        assert.is_nil(ledger:get("E3").ErrCode)
+        local rec = assert(ledger:record_result("E3", response(15)))
+        assert.same({ "expired", 15 }, { rec.state, rec.ErrCode })
+        assert(ledger:record_result("E4", {}))
+        assert.equals("wrong_subject", code_of(ledger:consume("E3", "user-43")))
+        for _, tok in ipairs { "E2", "E3" } do
+          rec = assert(ledger:consume(tok, "user-42"))
+          assert.same({ "consumed", 15 }, { rec.state, rec.ErrCode })
+          assert.equals("consumed", code_of(ledger:consume(tok, "user-42")))
+        end
+        assert.equals("expired", code_of(ledger:consume("E4", "user-42")))
+        -- a late 15 does not touch a settled verdict
+        assert.equals("consumed", ledger:record_result("E2", response(15)).state)
+      end)
     end)
 
     describe("due", function()

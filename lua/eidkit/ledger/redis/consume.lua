@@ -11,11 +11,11 @@
 local FIELDS = { "token", "merchant_id", "subject", "extra", "state", "created_at", "expires_at",
   "result_deadline", "finished_at", "consumed_at", "last_pull_at", "pulls", "attempts",
   "billable", "err_code", "request_ids" }
-local ISSUED, PASSED, FAILED, CONSUMED = 0, 1, 2, 3
+local ISSUED, PASSED, FAILED, CONSUMED, EXPIRED = 0, 1, 2, 3, 4
 
 local key = KEYS[1]
 local now, subject, nonce = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local cur = redis.call("HMGET", key, "state", "subject", "expires_at", "consume_nonce")
+local cur = redis.call("HMGET", key, "state", "subject", "expires_at", "consume_nonce", "err_code")
 if not cur[1] then return { "unknown_token" } end
 if redis.sha1hex(cur[2]) ~= redis.sha1hex(subject) then return { "wrong_subject" } end
 local state = tonumber(cur[1])
@@ -33,6 +33,8 @@ if state == ISSUED then
   if now >= tonumber(cur[3]) then return { "expired" } end
   return { "pending" }
 end
-if state ~= PASSED and state ~= FAILED then return { "expired" } end
+-- Expired with Tencent's ErrCode 15 is a verdict: consumed once, like the others.
+local settled_expiry = state == EXPIRED and cur[5]
+if state ~= PASSED and state ~= FAILED and not settled_expiry then return { "expired" } end
 redis.call("HSET", key, "state", CONSUMED, "consumed_at", now, "consume_nonce", nonce)
 return record()

@@ -46,7 +46,8 @@ end
 
 if has_verdict and code ~= 17 then
   if code == 15 then
-    if state == ISSUED then -- settled by Tencent: no last pull needed
+    -- Settled by Tencent (no last pull needed), also after our TTL expiry.
+    if state == ISSUED or (state == EXPIRED and not cur[5]) then
       set[#set + 1] = "state"; set[#set + 1] = EXPIRED
       set[#set + 1] = "err_code"; set[#set + 1] = 15
     end
