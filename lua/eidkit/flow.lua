@@ -398,8 +398,28 @@ local function replay(self, tok, subject, rec)
   return deep_copy(outcome)
 end
 
--- Pull, record, classify and settle a claimed token. before: its record.
-local function settle(self, tok, subject, before, past_ttl)
+-- A token the ledger holds as expired with Tencent's ErrCode 15 (a sweep
+-- recorded it): close it once (consume) and report it to on_outcome; a
+-- concurrent closer wins the race and this call replays.
+local function close_expired(self, tok, subject)
+  local c, cerr = self.ledger:consume(tok, subject)
+  if not c then
+    if cerr.code == "consumed" then return replay(self, tok, subject) end
+    return nil, cerr
+  end
+  local outcome, err = replay(self, tok, subject, c)
+  if not outcome then return nil, err end
+  local ok, herr = hook(self, "on_outcome", deep_copy(outcome))
+  if not ok then
+    herr.message = herr.message .. " (the outcome is recorded: finish returns it again)"
+    return nil, herr
+  end
+  return outcome
+end
+
+-- Pull, record, classify and settle a claimed token (past_ttl: the
+-- ledger's lifetime is over).
+local function settle(self, tok, subject, past_ttl)
   local it, ierr = info_type(self, { EidToken = tok, subject = subject })
   if not it then return nil, ierr end
   local res, err = pull(self, tok, it)
@@ -436,9 +456,15 @@ local function settle(self, tok, subject, before, past_ttl)
       return nil, cerr2
     end
     settled = true
-  elseif status == "expired" then
-    -- Reported once: by the call whose record made the ledger take Tencent's expiry.
-    settled = before.ErrCode == nil and after.ErrCode ~= nil and after.state == "expired"
+  elseif status == "expired" and after.state == "expired" and after.ErrCode ~= nil then
+    -- Tencent's expiry is a verdict the ledger can close once (consume):
+    -- whoever closes it reports it.
+    local c, cerr2 = self.ledger:consume(tok, subject)
+    if not c then
+      if cerr2.code == "consumed" then return replay(self, tok, subject) end
+      return nil, cerr2
+    end
+    settled = true
   end
   local done, derr = conclude(self, tok, subject, outcome, settled)
   if not done then return nil, derr end
@@ -461,7 +487,7 @@ function methods.finish(self, p)
   local rec, err
   if safe_token(tok) then
     rec, err = self.ledger:claim(tok, subject)
-    if rec then return settle(self, tok, subject, rec, false) end
+    if rec then return settle(self, tok, subject, false) end
   else
     -- Not even token-shaped (a redirect's query string is anyone's): unknown.
     err = select(2, fail("unknown_token", "EidToken: no such token in the ledger"))
@@ -471,9 +497,10 @@ function methods.finish(self, p)
   if code == "expired" then
     local r, gerr = self.ledger:get(tok)
     if not r then return nil, gerr end
+    if r.ErrCode ~= nil and r.state == "expired" then return close_expired(self, tok, subject) end
     if r.ErrCode ~= nil then return replay(self, tok, subject, r) end
     -- Past the ledger's lifetime with no verdict: one pull lets a late result land.
-    return settle(self, tok, subject, r, true)
+    return settle(self, tok, subject, true)
   end
   if code == "wrong_subject" or code == "unknown_token" then
     local ok, eerr = emit(self, "warn", { event = "refused", subject = subject,
@@ -483,9 +510,41 @@ function methods.finish(self, p)
   return nil, err
 end
 
+-- After a sweep: settle the pulled tokens whose verdict can no longer
+-- change (a pass, Tencent's expiry), as finish would: consume once, then
+-- the outcome event and on_outcome. A failure is left to finish: until the
+-- token's lifetime ends the user may still pass on it. Returns the number
+-- settled; failures go into report.failures.
+local function settle_pulled(self, pulled, report)
+  local settled = 0
+  for _, p in ipairs(pulled) do
+    local rec = self.ledger:get(p.tok)
+    if rec and (rec.state == "passed" or (rec.state == "expired" and rec.ErrCode ~= nil)) then
+      local c, cerr = self.ledger:consume(p.tok, rec.subject)
+      local outcome, err
+      if c then
+        outcome, err = classify(self, p.tok, aligned(p.res, c))
+        if outcome then outcome, err = conclude(self, p.tok, rec.subject, outcome, true) end
+      elseif cerr.code ~= "consumed" then -- consumed: a finish settled it meanwhile
+        err = cerr
+      end
+      if outcome then
+        settled = settled + 1
+      elseif err then
+        report.failures[#report.failures + 1] = { EidToken = p.tok,
+          message = "settling: " .. describe(err) }
+      end
+    end
+  end
+  return settled
+end
+
 -- flow:sweep{limit = 100} -> recorded, report | nil, err
 -- Pulls every token the ledger says is due (ledger:sweep) with the policy's
--- InfoType; records verdicts, consumes nothing (finish does that).
+-- InfoType and records verdicts; then settles those that can no longer
+-- change (passes, Tencent's expiries: consumed once, on_outcome called), so
+-- an outcome the front end never reported still reaches on_outcome.
+-- report.settled counts them.
 function methods.sweep(self, p)
   if p == nil then p = {} end
   check_fields("sweep", p, { limit = true })
@@ -496,21 +555,27 @@ function methods.sweep(self, p)
   local it, ierr = info_type(self, { sweep = true })
   if not it then return nil, ierr end
   local stop
+  local pulled = {}
   local report, err = self.ledger:sweep(function(tok)
     if stop then return nil, "skipped after a policy failure" end
     local res, perr = pull(self, tok, it)
-    if res then return res end
+    if res then
+      pulled[#pulled + 1] = { tok = tok, res = res }
+      return res
+    end
     if perr and perr.code == "policy" then stop = perr end
     if perr and perr.code == EXPIRED_CODE then
+      pulled[#pulled + 1] = { tok = tok, res = { RequestId = perr.request_id } }
       return { Error = { Code = EXPIRED_CODE }, RequestId = perr.request_id }
     end
     return nil, perr
   end, { limit = limit })
   if stop then return nil, stop end
   if not report then return nil, err end
-  local ok, eerr = emit(self, report.failed > 0 and "warn" or "info", { event = "sweep",
+  report.settled = settle_pulled(self, pulled, report)
+  local ok, eerr = emit(self, #report.failures > 0 and "warn" or "info", { event = "sweep",
     due = report.due, recorded = report.recorded, failed = report.failed,
-    expired = report.expired, abandoned = report.abandoned })
+    settled = report.settled, expired = report.expired, abandoned = report.abandoned })
   if not ok then return nil, eerr end
   return report.recorded, report
 end

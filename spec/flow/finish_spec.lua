@@ -210,7 +210,8 @@ describe("eidkit.flow", function()
         assert.is_nil(err)
         assert.same({ status = "expired", code = 15, reason = "token_expired", retry_with_new_token = true,
           billable = false, charges = 0, attempts = 0, EidToken = st.EidToken, request_id = o1.request_id }, o1)
-        assert.equals("expired", f.ledger:get(st.EidToken).state)
+        local rec = f.ledger:get(st.EidToken) -- Tencent's verdict, closed once
+        assert.same({ "consumed", 15 }, { rec.state, rec.ErrCode })
         local o2 = assert(f.flow:finish { subject = "u-exp", EidToken = st.EidToken })
         assert.same(o1, o2)
         local g = flow { ledger = f.ledger }
@@ -218,7 +219,7 @@ describe("eidkit.flow", function()
         assert.equals("expired", o3.status)
         assert.equals(15, o3.code)
         assert.equals(1, calls)
-        assert.equals(0, f.counts.consume + g.counts.consume)
+        assert.equals(1, f.counts.consume + g.counts.consume)
       end)
 
       it("ends expired after the result window (BizTokenExpired)", function()
@@ -229,7 +230,24 @@ describe("eidkit.flow", function()
         env:advance(-(3 * 86400 + 1))
         assert.equals("expired", o.status)
         assert.equals(15, o.code)
-        assert.equals("expired", f.ledger:get(st.EidToken).state)
+        assert.equals("consumed", f.ledger:get(st.EidToken).state)
+      end)
+
+      it("settles an expiry the sweep recorded first: on_outcome once, from finish", function()
+        local calls = 0
+        local offset = 0
+        local ledger = env:ledger(backend, { clock = function() return os.time() + offset end })
+        local f = flow { ledger = ledger, policy = { on_outcome = function() calls = calls + 1 end } }
+        local st = env:start(f, "u-swept")
+        env:advance(7201)
+        offset = 7201
+        assert.same({ 1, 1 }, { select(2, f.flow:sweep()).expired, calls }) -- expire, last pull (15), settle
+        assert.same({ "consumed", 15 }, { ledger:get(st.EidToken).state, ledger:get(st.EidToken).ErrCode })
+        local o = assert(f.flow:finish { subject = "u-swept", EidToken = st.EidToken })
+        env:advance(-7201)
+        assert.same({ "expired", 15 }, { o.status, o.code })
+        assert.equals(1, calls)
+        assert.equals(1, f.counts.consume)
       end)
 
       it("pulls once past the ledger's lifetime: a late pass lands, no verdict is expired", function()
@@ -251,7 +269,8 @@ describe("eidkit.flow", function()
       end)
 
       it("sweeps tokens the front end never reported and leaves settled ones alone", function()
-        local f = flow()
+        local reported = {}
+        local f = flow { policy = { on_outcome = function(o) reported[#reported + 1] = o.EidToken end } }
         local t = {}
         for i = 1, 4 do t[i] = env:start(f, "s-" .. i).EidToken end
         env:finish_user(t[1], { ErrCode = 0 })
@@ -265,9 +284,13 @@ describe("eidkit.flow", function()
         assert.equals("failed", f.ledger:get(t[2]).state)
         assert.equals(2016, f.ledger:get(t[2]).ErrCode)
         assert.equals("issued", f.ledger:get(t[3]).state)
-        assert.equals("passed", f.ledger:get(t[4]).state)
+        -- A pass cannot change: the sweep settles it (once) and reports it;
+        -- the failure may still turn into a pass, so it waits for finish.
+        assert.equals("consumed", f.ledger:get(t[4]).state)
+        assert.equals(1, report.settled)
+        assert.same({ t[1], t[4] }, reported)
         assert.equals(pulls1, f.ledger:get(t[1]).pulls)
-        assert.equals(1, f.counts.consume) -- the sweep consumes nothing
+        assert.equals(2, f.counts.consume)
         -- A pass is final, so the next sweep pulls 2 (may retry) and 3 only.
         n, report = f.flow:sweep()
         assert.equals(2, n)
@@ -278,6 +301,9 @@ describe("eidkit.flow", function()
         local o = assert(f.flow:finish { subject = "s-2", EidToken = t[2] })
         assert.equals("failed", o.status)
         assert.equals("identity_rejected", o.reason)
+        o = assert(f.flow:finish { subject = "s-4", EidToken = t[4] }) -- replayed, not reported again
+        assert.equals("passed", o.status)
+        assert.same({ t[1], t[4], t[2] }, reported)
         assert.has_error(function() f.flow:sweep { limit = 0 } end,
           "bad argument #1 to 'sweep' (limit: expected an integer 1..100000)")
       end)
@@ -332,8 +358,9 @@ describe("eidkit.flow", function()
         assert.same(want, { code = o.code, status = o.status, reason = o.reason,
           retry_with_new_token = o.retry_with_new_token, billable = o.billable }, "ErrCode " .. c[1])
         local state = f.ledger:get(st.EidToken).state
-        local final = c[2] == "passed" or c[2] == "failed"
-        assert.equals(final and "consumed" or (c[2] == "expired" and "expired" or "issued"), state,
+        -- Tencent's expiry (15) is a verdict too: closed once like the others.
+        local final = c[2] == "passed" or c[2] == "failed" or c[2] == "expired"
+        assert.equals(final and "consumed" or "issued", state,
           "ErrCode " .. c[1])
         assert.equals(c[2] ~= "pending" and 1 or nil, calls[st.EidToken], "on_outcome, ErrCode " .. c[1])
         -- twice: the same outcome, nothing more
