@@ -2,6 +2,8 @@
 --
 --   local flow = require("eidkit.flow"){ client = client, ledger = ledger,
 --     merchant_id = "...", policy = require "my_policy" }
+--   -- or policy = "my_policy.lua": the script runs in an eidkit.sandbox
+--   -- (eidkit.policy.load), each hook call under limits
 --   local started, err = flow:start{ subject = "user-42", Name = ..., IdCard = ..., Extra = ..., Config = ... }
 --     -- {EidToken, Url, expires_at, RequestId}: GetEidToken, then ledger:issue
 --   local outcome, err = flow:finish{ subject = "user-42", EidToken = tok }
@@ -282,7 +284,13 @@ function _M.new(opts)
   if math_type(memo_size) ~= "integer" or memo_size < 0 then
     error("bad option 'memo_size' (expected a non-negative integer)", 2)
   end
-  local pok, p = pcall(policy_mod.merge, opts.policy)
+  local policy = opts.policy
+  if type(policy) == "string" then -- a script to run in an eidkit.sandbox
+    local loaded, lerr = policy_mod.load(policy)
+    if not loaded then error("bad option 'policy' (" .. tostring(lerr) .. ")", 2) end
+    policy = loaded
+  end
+  local pok, p = pcall(policy_mod.merge, policy)
   if not pok then error("bad option 'policy' (" .. tostring(p):gsub("^.-%((.*)%)$", "%1") .. ")", 2) end
   return setmetatable({
     client = c, ledger = l, merchant_id = mid, policy = p, logger = opts.logger,

@@ -21,5 +21,14 @@ _M.ledger = require "eidkit.ledger"
 -- eidkit.credentials: its providers (static, env, profile, cvm_role, chain).
 _M.client = require "eidkit.client"
 _M.credentials = require "eidkit.credentials"
+-- eidkit.flow{client, ledger, merchant_id, policy}: start, finish, sweep,
+-- poll_h5 (docs/internals/flow.md); eidkit.policy: the hooks' defaults, the
+-- classification, the onShow rule (is_eid_return), load(path) of a policy
+-- script into eidkit.sandbox (docs/internals/sandbox.md).
+_M.flow = require "eidkit.flow"
+_M.policy = require "eidkit.policy"
+_M.sandbox = require "eidkit.sandbox"
+-- eidkit.testing (the merchants' busted kit) is not loaded here: it starts
+-- processes, and production code should never pull it in.
 
 return _M

@@ -215,4 +215,41 @@ function _M.merge(overrides)
 end
 _M.merged_mt = { __name = "eidkit.Policy" }
 
+-- load(path [, limits]) -> policy, box | nil, err
+-- A merchant's policy script run in an eidkit.sandbox (docs/internals/sandbox.md):
+-- its own _ENV, text only, allowed libraries only, and every hook call
+-- under the instruction, memory and time limits (limits: sandbox.new's
+-- options; name defaults to the script's path). The script returns a table
+-- of hooks, as a policy module does; the result is merged with the defaults.
+-- A hook that breaks a limit or raises fails that one flow call (err.code
+-- "policy", err.cause the sandbox's code).
+function _M.load(path, limits)
+  if type(path) ~= "string" then error("bad argument #1 to 'load' (path: expected string)", 2) end
+  if limits ~= nil and type(limits) ~= "table" then
+    error("bad argument #2 to 'load' (expected a table of sandbox limits)", 2)
+  end
+  local sandbox = require "eidkit.sandbox"
+  local o = { name = path }
+  for k, v in pairs(limits or {}) do o[k] = v end
+  local ok, box = pcall(sandbox.new, o)
+  if not ok then error(tostring(box):gsub("^bad argument #1 to 'new'", "bad argument #2 to 'load'"), 2) end
+  local mod, err = box:loadfile(path)
+  if mod == nil then return nil, err end
+  local core = require "eidkit.core"
+  if type(mod) ~= "table" then
+    return nil, setmetatable({ code = "load", retryable = false,
+      message = format("%s: a policy script must return a table of hooks, got %s", path, type(mod)) },
+      core.error_mt)
+  end
+  local hooks, werr = box:wrap(mod)
+  if not hooks then return nil, werr end
+  local mok, p = pcall(_M.merge, hooks)
+  if not mok then
+    return nil, setmetatable({ code = "load", retryable = false,
+      message = format("%s: %s", path, tostring(p):gsub("^bad argument #1 to 'merge' %((.*)%)$", "%1")) },
+      core.error_mt)
+  end
+  return p, box
+end
+
 return _M
