@@ -13,7 +13,7 @@
 --   local started = service:begin{ id = "user-42", name = ..., id_card = ... }
 --   local outcome, message = service:complete(user, started.EidToken)
 local eidkit = require "eidkit"
-local eidflow = require "eidkit.flow" -- eidkit.flow once the facade exports it
+local eidflow = eidkit.flow
 
 local format = string.format
 
