@@ -281,6 +281,13 @@ static int l_call(lua_State *L) {
     if (lim->memory > 0)
         f.limit = S->in_use < SIZE_MAX - lim->memory ? S->in_use + lim->memory : SIZE_MAX;
     if (f.prev != NULL) {
+        /* Restoring the enclosing call's hook afterwards restarts its count,
+         * so it pays a full step now (never less than it ran), and its wall
+         * clock is checked here as its hook may not fire between calls. */
+        if (lua_gethook(L) == sb_hook) f.prev->left -= lua_gethookcount(L);
+        if (f.prev->left <= 0) sb_trip(f.prev, SB_INSTRUCTIONS);
+        if (f.prev->deadline != SB_NONE && coarse_ns() >= f.prev->deadline)
+            sb_trip(f.prev, SB_TIME);
         f.tripped = f.prev->tripped;
         if (f.prev->left < f.left) f.left = f.prev->left, f.capped |= 1 << SB_INSTRUCTIONS;
         if (f.prev->deadline < f.deadline) f.deadline = f.prev->deadline, f.capped |= 1 << SB_TIME;

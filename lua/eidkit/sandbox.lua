@@ -36,7 +36,7 @@ _M.defaults = {
   memory = 64 * 2 ^ 20,
   time = 1.0,
   libs = { "string", "table", "math", "utf8" },
-  pattern_subject = 65536,
+  pattern_subject = 8192,
 }
 
 -- Libraries that may be allowed, and those refused with a reason.
