@@ -373,3 +373,31 @@ describe("require in scripts", function()
     assert.matches("^policy '.*/nope%.lua': cannot open .*No such file", err.message)
   end)
 end)
+
+describe("single C calls", function()
+  it("keeps a large table.sort under the hook", function()
+    local h = hooks_of([[return { sort = function(n)
+      local t = {} for i = 1, n do t[i] = (i * 7919) % n end
+      table.sort(t) return t[1], t[n]
+    end }]], { instructions = 2000000, memory = 64 * 2 ^ 20 })
+    assert.same({ 0, 99 }, { h.sort(100) })
+    local res, err = h.sort(200000)
+    assert.is_nil(res)
+    assert.equals("instructions", err.code)
+    assert_host_clean()
+  end)
+
+  it("stops deep recursion in Lua and through C", function()
+    local h = hooks_of([[return {
+      lua = function() local function f(n) return 1 + f(n + 1) end return f(1) end,
+      c = function() local function f(s) return (string.gsub(s, ".", f)) end return f("ab") end,
+    }]], { instructions = false, memory = 64 * 2 ^ 20 })
+    for _, name in ipairs { "lua", "c" } do
+      local res, err = h[name]()
+      assert.is_nil(res)
+      assert.is_truthy(err.code == "error" or err.code == "memory", err.message)
+      assert.matches("^policy '" .. name .. "': ", err.message)
+      assert_host_clean()
+    end
+  end)
+end)
