@@ -22,7 +22,7 @@ enum { SB_OK, SB_INSTRUCTIONS, SB_MEMORY, SB_TIME };
 static const char *const sb_codes[] = {"ok", "instructions", "memory", "time"};
 
 /* Registry keys (their addresses). */
-static char sb_state_key, sb_stop_key;
+static char sb_state_key, sb_stop_key, sb_skip_key;
 
 /* One running box:call; frames nest (a hook calling a host function that
  * calls another box) and live on the C stack of l_call. */
@@ -43,9 +43,10 @@ typedef struct sb_frame {
 typedef struct sb_state {
     lua_Alloc orig;
     void *orig_ud;
-    size_t in_use; /* bytes Lua holds, from the sizes it passes us */
-    size_t limit;  /* growth beyond this is refused (SIZE_MAX outside calls) */
-    sb_frame *top; /* innermost running call */
+    size_t in_use;    /* bytes Lua holds, from the sizes it passes us */
+    size_t limit;     /* growth beyond this is refused (SIZE_MAX outside calls) */
+    sb_frame *top;    /* innermost running call */
+    const char *skip; /* source of eidkit/sandbox.lua: not where a script stopped */
 } sb_state;
 
 /* The limits of one box (core.sandbox_limits); the uservalue is the table
@@ -141,6 +142,7 @@ static sb_state *sb_state_install(lua_State *L) {
     S->in_use = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
     S->limit = SIZE_MAX;
     S->top = NULL;
+    S->skip = NULL;
     *pS = S;
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_state_key);
     lua_setallocf(L, sb_alloc, S);
@@ -152,6 +154,15 @@ static sb_state *sb_state_install(lua_State *L) {
 static int sb_raise_stop(lua_State *L) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_stop_key);
     return lua_error(L);
+}
+
+/* Record where the script was when it stopped: the innermost Lua line that
+ * is not the sandbox module's own plumbing (its copies and wrappers). */
+static void sb_where(lua_State *L, sb_state *S, sb_frame *f) {
+    lua_Debug ar;
+    for (int level = 0; f->where[0] == '\0' && lua_getstack(L, level, &ar); level++)
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 && ar.source != S->skip)
+            snprintf(f->where, sizeof f->where, "%s:%d", ar.short_src, ar.currentline);
 }
 
 /* The count hook: charge the instructions run, check the wall clock every
@@ -178,8 +189,7 @@ static void sb_hook(lua_State *L, lua_Debug *ar) {
             return;
         }
     }
-    if (f->where[0] == '\0' && lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
-        snprintf(f->where, sizeof f->where, "%s:%d", ar->short_src, ar->currentline);
+    sb_where(L, S, f);
     lua_sethook(L, sb_hook, lua_gethookmask(L) | LUA_MASKCOUNT, 1);
     sb_trip(f, f->tripped);
     sb_raise_stop(L);
@@ -210,17 +220,10 @@ static int l_limits(lua_State *L) {
 /* The message handler of box:call: {value, message, traceback}. Nothing of
  * the script runs here (no __tostring), and nothing is built once a limit
  * tripped, when allocation may be refused. */
-static void sb_where(lua_State *L, sb_frame *f) {
-    lua_Debug ar;
-    for (int level = 0; f->where[0] == '\0' && lua_getstack(L, level, &ar); level++)
-        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
-            snprintf(f->where, sizeof f->where, "%s:%d", ar.short_src, ar.currentline);
-}
-
 static int sb_msgh(lua_State *L) {
     sb_state *S = sb_state_of(L);
     if (S != NULL && S->top != NULL && S->top->tripped) {
-        sb_where(L, S->top); /* a memory stop is often never seen by the hook */
+        sb_where(L, S, S->top); /* a memory stop is often never seen by the hook */
         return 1;
     }
     const char *msg;
@@ -361,7 +364,7 @@ static int l_call(lua_State *L) {
     return 6;
 }
 
-/* core.sandbox_arm(co): called by the sandbox's coroutine functions before
+/* core.sandbox_arm(co [, force]): called by the sandbox's coroutine functions before
  * a thread runs; gives it the count hook and refuses to run it once the
  * current call tripped. Outside a call it does nothing. */
 static int l_arm(lua_State *L) {
@@ -374,8 +377,25 @@ static int l_arm(lua_State *L) {
         lua_sethook(L, sb_hook, lua_gethookmask(L) | LUA_MASKCOUNT, 1);
         return sb_raise_stop(L);
     }
+    /* A thread the script made gets our hook even if a coverage tool gave
+     * it one; a thread from elsewhere keeps a hook it has. */
     lua_Hook h = lua_gethook(co);
-    if (h == NULL) lua_sethook(co, sb_hook, LUA_MASKCOUNT, SB_STEP);
+    if (h == NULL || (h != sb_hook && lua_toboolean(L, 2)))
+        lua_sethook(co, sb_hook, LUA_MASKCOUNT, SB_STEP);
+    return 0;
+}
+
+/* core.sandbox_skip(fn): fn's chunk is the sandbox module itself, whose
+ * lines are never reported as where a script stopped. */
+static int l_skip(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    sb_state *S = sb_state_install(L);
+    lua_Debug ar;
+    lua_pushvalue(L, 1);
+    lua_getinfo(L, ">S", &ar);
+    S->skip = ar.source;
+    lua_pushvalue(L, 1); /* anchored, so the source string stays alive */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sb_skip_key);
     return 0;
 }
 
@@ -417,8 +437,13 @@ void eidkit_open_sandbox(lua_State *L) {
     }
     lua_pop(L, 1);
     static const luaL_Reg funcs[] = {
-        {"sandbox_limits", l_limits},   {"sandbox_call", l_call}, {"sandbox_arm", l_arm},
-        {"sandbox_tripped", l_tripped}, {"sandbox_info", l_info}, {NULL, NULL},
+        {"sandbox_limits", l_limits},
+        {"sandbox_call", l_call},
+        {"sandbox_arm", l_arm},
+        {"sandbox_skip", l_skip},
+        {"sandbox_tripped", l_tripped},
+        {"sandbox_info", l_info},
+        {NULL, NULL},
     };
     luaL_setfuncs(L, funcs, 0);
 }

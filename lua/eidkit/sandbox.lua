@@ -118,7 +118,7 @@ local function coroutine_lib()
   end
   function lib.create(f)
     local co = co_create(f)
-    sandbox_arm(co)
+    sandbox_arm(co, true)
     return co
   end
   function lib.resume(co, ...)
@@ -528,6 +528,8 @@ end
 function Box:__tostring()
   return format("eidkit.Sandbox (%s)", self.name)
 end
+
+core.sandbox_skip(shallow)  -- stops are reported at the script's line, not this file's
 
 _M.Box = Box
 return _M

@@ -317,10 +317,16 @@ describe("nesting and host functions", function()
     end, spin = function() while true do inner.ok() end end }]], { globals = { inner = inner } })
     assert.same({ "instructions", "inner 'spin': instruction budget of 50000 exceeded at hooks.lua:1", "in" },
       { outer.f() })
-    local res, err = outer.spin()
-    assert.is_nil(res)
-    assert.equals("instructions", err.code)
-    assert.matches("^policy 'spin': instruction budget of 100000 exceeded at ", err.message)
+    check_fail("instructions", "policy 'spin': instruction budget of 100000 exceeded at hooks.lua:5", outer.spin())
+  end)
+
+  it("passes on the error of a hook that replaced the box's (the host's SIGINT handler)", function()
+    local function interrupt()  -- as lua.c's laction/lstop do
+      debug.sethook(function() debug.sethook() error("interrupted!", 0) end, "", 1)
+    end
+    local h = hooks_of("return { f = function() interrupt() while true do end end }",
+      { globals = { interrupt = interrupt } })
+    assert.has_error(function() h.f() end, "interrupted!")
     assert_host_clean()
   end)
 
