@@ -70,7 +70,7 @@ local function shallow(t)
 end
 
 local function bytes_text(n)
-  if n % 2 ^ 20 == 0 then return format("%d MiB", n // 2 ^ 20) end
+  if n % 2 ^ 20 == 0 then return format("%d MiB", floor(n / 2 ^ 20)) end
   return format("%d bytes", n)
 end
 

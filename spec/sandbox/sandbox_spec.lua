@@ -407,3 +407,22 @@ describe("single C calls", function()
     end
   end)
 end)
+
+describe("box:wrap", function()
+  it("keeps the module's shape: nested tables, plain values, functions wrapped with their path", function()
+    local box = sandbox.new { name = "policy", instructions = 10000 }
+    local mod = assert(box:load([[return {
+      info_type = "1", limits = { n = 3 },
+      sub = { spin = function() while true do end end },
+      hello = function(who) return "hi " .. who.name end,
+    }]], "=m"))
+    local h = box:wrap(mod)
+    assert.same({ "1", { n = 3 } }, { h.info_type, h.limits })
+    assert.is_nil(getmetatable(h.limits))
+    assert.equals("hi ann", h.hello { name = "ann" })
+    local _, err = h.sub.spin()
+    assert.equals("policy 'sub.spin': instruction budget of 10000 exceeded at m:3", err.message)
+    local f = box:wrap(mod.hello)
+    assert.equals("hi bo", f { name = "bo" })
+  end)
+end)
