@@ -25,8 +25,8 @@ int eidkit_push_fail(lua_State *L, const char *code, const char *message);
  * module table at the top of the stack. */
 void eidkit_open_signer(lua_State *L);
 void eidkit_open_httpd(lua_State *L);
-void eidkit_open_ledger(lua_State *L); /* eidkit.Ledger, core.ledger_open */
-void eidkit_open_client(lua_State *L); /* eidkit.Client, core.client_new */
+void eidkit_open_ledger(lua_State *L);  /* eidkit.Ledger, core.ledger_open */
+void eidkit_open_client(lua_State *L);  /* eidkit.Client, core.client_new */
 void eidkit_open_sandbox(lua_State *L); /* core.sandbox_*: limits for merchant scripts */
 void eidkit_open_process(lua_State *L); /* core.spawn: child processes for eidkit.testing */
 
