@@ -1,7 +1,8 @@
 -- A merchant's policy for eidkit.flow (docs/TESTING.md uses it): override
 -- only what differs from lua/eidkit/policy.lua's defaults. Plain Lua, no io
--- or os, so it also runs inside the eidkit host's sandbox.
+-- or os, so it also runs in eidkit.sandbox (spec/flow/policy_load_spec.lua):
 --   local flow = eidkit.flow{ client = c, ledger = l, merchant_id = m, policy = require "policy" }
+--   local flow = eidkit.flow{ ..., policy = "examples/policy.lua" }   -- sandboxed, hooks under limits
 local eidpolicy = require "eidkit.policy"
 
 local P = {}

@@ -220,7 +220,9 @@ _M.merged_mt = { __name = "eidkit.Policy" }
 -- its own _ENV, text only, allowed libraries only, and every hook call
 -- under the instruction, memory and time limits (limits: sandbox.new's
 -- options; name defaults to the script's path). The script returns a table
--- of hooks, as a policy module does; the result is merged with the defaults.
+-- of hooks, as a policy module does, and may require "eidkit.policy" (a view
+-- with is_eid_return, code_group, default_outcome, EID_APPID, EID_SCENE) and
+-- its sibling files; the result is merged with the defaults.
 -- A hook that breaks a limit or raises fails that one flow call (err.code
 -- "policy", err.cause the sandbox's code).
 function _M.load(path, limits)
@@ -229,7 +231,11 @@ function _M.load(path, limits)
     error("bad argument #2 to 'load' (expected a table of sandbox limits)", 2)
   end
   local sandbox = require "eidkit.sandbox"
-  local o = { name = path }
+  -- Scripts may require "eidkit.policy" for the default rules: a fresh view
+  -- per script, so one that scribbles on it changes nothing else.
+  local view = { EID_APPID = _M.EID_APPID, EID_SCENE = _M.EID_SCENE, is_eid_return = _M.is_eid_return,
+    code_group = _M.code_group, default_outcome = _M.default_outcome }
+  local o = { name = path, modules = { ["eidkit.policy"] = view } }
   for k, v in pairs(limits or {}) do o[k] = v end
   local ok, box = pcall(sandbox.new, o)
   if not ok then error(tostring(box):gsub("^bad argument #1 to 'new'", "bad argument #2 to 'load'"), 2) end

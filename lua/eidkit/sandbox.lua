@@ -294,6 +294,8 @@ local function require_for(box, dir, loaded)
     end
     local v = loaded[name]
     if v ~= nil then return v end
+    v = box._modules[name]
+    if v ~= nil then return v end
     if not dir then
       error(format("require '%s': only scripts loaded with box:loadfile may require their sibling files", name), 2)
     end
@@ -381,6 +383,7 @@ end
 
 ------------------------------------------------------------------ options
 local KNOWN = { instructions = true, memory = true, time = true, libs = true, globals = true, name = true,
+  modules = true,
   print = true, pattern_subject = true }
 
 local function bad(field, what)
@@ -419,6 +422,14 @@ function _M.new(opts)
   local globals = opts.globals == nil and {} or opts.globals
   if type(globals) ~= "table" then bad("globals", "expected a table") end
   box._globals = shallow(globals)
+  -- Host modules a script may require by name (a host's view of them: the
+  -- values are shared by reference, as globals are).
+  local modules = opts.modules == nil and {} or opts.modules
+  if type(modules) ~= "table" then bad("modules", "expected a table {name = value}") end
+  for k, v in pairs(modules) do
+    if type(k) ~= "string" or v == nil then bad("modules", "expected a table {name = value}") end
+  end
+  box._modules = shallow(modules)
   local out = opts.print
   if out == nil then
     local prefix = box.name .. ": "

@@ -76,6 +76,24 @@ describe("eidkit.policy.load", function()
     assert.equals("passed", assert(f.flow:finish { subject = "pl-ok", EidToken = st.EidToken }).status)
   end)
 
+  it("loads examples/policy.lua, which requires eidkit.policy for the default onShow rule", function()
+    local p = assert(policy.load("examples/policy.lua"))
+    local ret = { scene = 1038, referrerInfo = { appId = policy.EID_APPID } }
+    assert.is_true(p.on_show(ret))
+    assert.is_true(p.on_show { scene = "1037", referrerInfo = { appId = policy.EID_APPID } })
+    assert.is_false(p.on_show { scene = 1001 })
+    assert.equals("1", p.info_type)
+    -- the script's view of eidkit.policy is its own
+    local q = assert(policy.load(script("scribble.lua", [[
+      local pol = require "eidkit.policy"
+      pol.is_eid_return = function() return true end
+      return { on_show = function(o) return pol.is_eid_return(o) end }
+    ]])))
+    assert.is_true(q.on_show {})
+    assert.is_false(policy.is_eid_return {})
+    assert.is_false(assert(policy.load("examples/policy.lua")).on_show {})
+  end)
+
   it("refuses bytecode, scripts that return no table, and misspelt hooks, naming the file", function()
     local bc = script("bc.lua", string.dump(function() return {} end))
     local _, err = policy.load(bc)
