@@ -21,6 +21,12 @@ EIDKIT_LUA_EXPORT int luaopen_eidkit_core(lua_State *L);
  * Returns 2 (the number of values pushed). */
 int eidkit_push_fail(lua_State *L, const char *code, const char *message);
 
+/* Create the class `name` once per state: its metatable gets the meta
+ * functions (__gc, __close, __tostring, ...) and __index = a table of the
+ * methods. Leaves the metatable on the stack. */
+void eidkit_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
+                      const luaL_Reg *methods);
+
 /* Register the signer class and the module-level sign functions into the
  * module table at the top of the stack. */
 void eidkit_open_signer(lua_State *L);

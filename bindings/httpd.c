@@ -1016,11 +1016,7 @@ void eidkit_open_httpd(lua_State *L) {
         {"__tostring", srv_tostring},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, HTTPD_MT)) {
-        luaL_setfuncs(L, meta, 0);
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
+    eidkit_new_class(L, HTTPD_MT, meta, methods);
     lua_pop(L, 1);
     lua_pushcfunction(L, http_server_new);
     lua_setfield(L, -2, "http_server");

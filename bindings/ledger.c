@@ -532,11 +532,7 @@ void eidkit_open_ledger(lua_State *L) {
         {"__tostring", l_tostring},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, EIDKIT_LEDGER_MT)) {
-        luaL_setfuncs(L, meta, 0);
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
+    eidkit_new_class(L, EIDKIT_LEDGER_MT, meta, methods);
     /* The method table, so eidkit.ledger can add the methods written in Lua. */
     lua_getfield(L, -1, "__index");
     lua_setfield(L, -3, "ledger_methods");

@@ -30,6 +30,16 @@ int eidkit_push_fail(lua_State *L, const char *code, const char *message) {
     return 2;
 }
 
+void eidkit_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
+                      const luaL_Reg *methods) {
+    if (luaL_newmetatable(L, name)) {
+        luaL_setfuncs(L, meta, 0);
+        lua_newtable(L); /* luaL_newlib needs an array, not a pointer */
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+    }
+}
+
 static int l_version(lua_State *L) {
     lua_pushstring(L, eid_version());
     return 1;

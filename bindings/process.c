@@ -562,16 +562,13 @@ void eidkit_open_process(lua_State *L) {
         {"pid", l_pid},         {"kill", l_kill},   {"wait", l_wait},
         {"running", l_running}, {"close", l_close}, {NULL, NULL},
     };
-    if (luaL_newmetatable(L, EIDKIT_PROCESS_MT)) {
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_gc);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, l_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
+    static const luaL_Reg meta[] = {
+        {"__gc", l_gc},
+        {"__close", l_gc},
+        {"__tostring", l_tostring},
+        {NULL, NULL},
+    };
+    eidkit_new_class(L, EIDKIT_PROCESS_MT, meta, methods);
     lua_pop(L, 1);
     lua_pushcfunction(L, l_spawn);
     lua_setfield(L, -2, "spawn");

@@ -388,11 +388,7 @@ void eidkit_open_signer(lua_State *L) {
         {"__tostring", signer_tostring},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, EIDKIT_SIGNER_MT)) {
-        luaL_setfuncs(L, meta, 0);
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
+    eidkit_new_class(L, EIDKIT_SIGNER_MT, meta, methods);
     lua_pop(L, 1);
 
     lua_pushcfunction(L, signer_new);
