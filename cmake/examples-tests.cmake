@@ -28,5 +28,9 @@ if(EIDKIT_BUSTED)
     PASS_REGULAR_EXPRESSION "status=failed code=1001 reason=user_retry retry_with_new_token=true")
   set_tests_properties(examples_flow_abandon PROPERTIES
     PASS_REGULAR_EXPRESSION "status=expired code=15 reason=token_expired")
+  # A pass regex replaces the exit-code check, so an error after the outcome
+  # line must still fail the test.
+  set_tests_properties(examples_flow_pass examples_flow_fail_2016 examples_flow_fail_1001
+    examples_flow_abandon PROPERTIES FAIL_REGULAR_EXPRESSION "traceback|^eidkit: ")
   set_tests_properties(${examples_tests} PROPERTIES ENVIRONMENT "${spec_env}" TIMEOUT 60)
 endif()
