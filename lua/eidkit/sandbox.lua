@@ -186,7 +186,12 @@ local function copy_in(v, seen)
   if c then return c end
   c = {}
   seen[v] = c
-  for k, x in next, v do rawset(c, copy_in(k, seen), copy_in(x, seen)) end
+  -- Most keys and values are not tables: test inline, recurse only for tables.
+  for k, x in next, v do
+    if type(k) == "table" then k = copy_in(k, seen) end
+    if type(x) == "table" then x = copy_in(x, seen) end
+    rawset(c, k, x)
+  end
   return c
 end
 
@@ -212,8 +217,14 @@ local function copy_out(box, label, v, seen)
   c = {}
   seen[v] = c
   for k, x in next, v do
-    local sub_label = type(k) == "string" and (label and label .. "." .. k or k) or label
-    rawset(c, copy_out(box, label, k, seen), copy_out(box, sub_label, x, seen))
+    local tk, tx = type(k), type(x)
+    if tk == "table" or tk == "function" then k = copy_out(box, label, k, seen) end
+    if tx == "table" or tx == "function" then
+      -- a function's label names where it was found, e.g. "policy.classify"
+      local sub_label = tk == "string" and (label and label .. "." .. k or k) or label
+      x = copy_out(box, sub_label, x, seen)
+    end
+    rawset(c, k, x)
   end
   return c
 end
@@ -235,9 +246,11 @@ local function results_out(box, label, ...)
   return map(copy_out, box, label, select("#", ...), ...)
 end
 
--- Runs inside the call: the copies count against the limits too.
+-- Runs inside the call: copying the results out counts against the limits
+-- (the script chose them). The arguments are the host's, copied before the
+-- call (wrap_fn): outside the hook, where the VM runs at full speed.
 local function run(box, label, fn, ...)
-  return results_out(box, label, fn(map(copy_in, nil, nil, select("#", ...), ...)))
+  return results_out(box, label, fn(...))
 end
 
 local function results_or_fail(ok, ...)
@@ -248,7 +261,8 @@ end
 function wrap_fn(box, label, fn)
   local limits = box._limits
   return function(...)
-    return results_or_fail(finish(box, label, sandbox_call(limits, run, box, label, fn, ...)))
+    return results_or_fail(finish(box, label, sandbox_call(limits, run, box, label, fn,
+      map(copy_in, nil, nil, select("#", ...), ...))))
   end
 end
 
