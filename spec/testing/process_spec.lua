@@ -1,14 +1,7 @@
 -- core.spawn and eidkit.Process (bindings/process.c): child processes without
 -- a shell, for eidkit.testing.
 local core = require "eidkit.core"
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("support.proc").read
 
 -- A child that exited but was not reaped shows as state Z in /proc.
 local function zombie_or_alive(pid)
