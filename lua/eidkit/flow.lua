@@ -350,6 +350,15 @@ function methods.start(self, p)
   return { EidToken = tok, Url = res.Url, expires_at = rec.expires_at, RequestId = res.RequestId }
 end
 
+-- policy.on_outcome for a token this call settled (consumed): true, or
+-- nil, err. The outcome is recorded either way, and a replay returns it.
+local function report_settled(self, outcome)
+  local ok, err = hook(self, "on_outcome", deep_copy(outcome))
+  if ok then return true end
+  err.message = err.message .. " (the outcome is recorded: finish returns it again)"
+  return nil, err
+end
+
 -- Report a final outcome: memo, event, then on_outcome when this call settled the token.
 local function conclude(self, tok, subject, outcome, settled)
   if outcome.status ~= "pending" then remember(self, tok, subject, outcome) end
@@ -358,11 +367,8 @@ local function conclude(self, tok, subject, outcome, settled)
     outcome_event(tok, subject, outcome))
   if not ok then return nil, err end
   if settled then
-    local hok, herr = hook(self, "on_outcome", deep_copy(outcome))
-    if not hok then
-      herr.message = herr.message .. " (the outcome is recorded: finish returns it again)"
-      return nil, herr
-    end
+    local hok, herr = report_settled(self, outcome)
+    if not hok then return nil, herr end
   end
   return outcome
 end
@@ -417,11 +423,8 @@ local function close_expired(self, tok, subject)
   end
   local outcome, err = replay(self, tok, subject, c)
   if not outcome then return nil, err end
-  local ok, herr = hook(self, "on_outcome", deep_copy(outcome))
-  if not ok then
-    herr.message = herr.message .. " (the outcome is recorded: finish returns it again)"
-    return nil, herr
-  end
+  local ok, herr = report_settled(self, outcome)
+  if not ok then return nil, herr end
   return outcome
 end
 

@@ -239,21 +239,20 @@ function _M.load(path, limits)
   for k, v in pairs(limits or {}) do o[k] = v end
   local ok, box = pcall(sandbox.new, o)
   if not ok then error(tostring(box):gsub("^bad argument #1 to 'new'", "bad argument #2 to 'load'"), 2) end
+  local function load_fail(what)
+    return nil, setmetatable({ code = "load", retryable = false, message = path .. ": " .. what },
+      require("eidkit.core").error_mt)
+  end
   local mod, err = box:loadfile(path)
   if mod == nil then return nil, err end
-  local core = require "eidkit.core"
   if type(mod) ~= "table" then
-    return nil, setmetatable({ code = "load", retryable = false,
-      message = format("%s: a policy script must return a table of hooks, got %s", path, type(mod)) },
-      core.error_mt)
+    return load_fail("a policy script must return a table of hooks, got " .. type(mod))
   end
   local hooks, werr = box:wrap(mod)
   if not hooks then return nil, werr end
   local mok, p = pcall(_M.merge, hooks)
   if not mok then
-    return nil, setmetatable({ code = "load", retryable = false,
-      message = format("%s: %s", path, tostring(p):gsub("^bad argument #1 to 'merge' %((.*)%)$", "%1")) },
-      core.error_mt)
+    return load_fail((tostring(p):gsub("^bad argument #1 to 'merge' %((.*)%)$", "%1")))
   end
   return p, box
 end
