@@ -529,7 +529,7 @@ end
 local function settle_pulled(self, pulled, report)
   local settled = 0
   for _, p in ipairs(pulled) do
-    local rec = self.ledger:get(p.tok)
+    local rec = report.records[p.tok] -- as recorded by this sweep: no second read
     if rec and (rec.state == "passed" or (rec.state == "expired" and rec.ErrCode ~= nil)) then
       local c, cerr = self.ledger:consume(p.tok, rec.subject)
       local outcome, err

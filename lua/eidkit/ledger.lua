@@ -67,7 +67,8 @@ end
 -- must return GetEidResult's Response table, or nil, err. opts.limit caps the
 -- tokens pulled (default 100); opts.payload (function(response) -> string)
 -- stores an encrypted copy of each response (needs a payload key).
--- report = {expired, abandoned, due, recorded, failed, failures = {{EidToken, message}}}
+-- report = {expired, abandoned, due, recorded, failed, failures = {{EidToken, message}},
+--           records = {[EidToken] = the record after its result was recorded}}
 function methods.sweep(self, pull, opts)
   if type(pull) ~= "function" then
     error("bad argument #1 to 'sweep' (pull: expected function(EidToken, record))", 2)
@@ -79,7 +80,7 @@ function methods.sweep(self, pull, opts)
   due, err = self:due(opts.limit or 100)
   if not due then return nil, err end
   local report = { expired = ex.expired, abandoned = ex.abandoned, due = #due,
-    recorded = 0, failed = 0, failures = {} }
+    recorded = 0, failed = 0, failures = {}, records = {} }
   local function failed(tok, msg)
     report.failed = report.failed + 1
     report.failures[#report.failures + 1] = { EidToken = tok, message = msg }
@@ -101,6 +102,7 @@ function methods.sweep(self, pull, opts)
         failed(tok, tostring(rerr))
       else
         report.recorded = report.recorded + 1
+        report.records[tok] = updated
       end
     end
   end
