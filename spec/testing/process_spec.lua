@@ -171,7 +171,15 @@ describe("die_with_parent", function()
       core.sleep(0.01)
     end
     assert.is_number(child)
-    assert.equal("S", state(child))
+    -- The child is alive and asleep in sleep(1): wait for that state, since
+    -- right after the pid is written it may still be running (R) its exec.
+    local st
+    for _ = 1, 500 do
+      st = state(child)
+      if st == "S" then break end
+      core.sleep(0.01)
+    end
+    assert.equal("S", st)
     assert.is_true(parent:kill("KILL"))
     assert.same({ 9, "signal" }, { parent:wait(5) })
     local gone = false
