@@ -13,21 +13,23 @@
 --   local st, err = flow:poll_h5{ EidToken = tok } -- CheckEidTokenStatus every second
 --   local subject, err = flow:authorize(request)  -- the policy's gateway rule
 --   local skip, err = flow:on_show(options)       -- the policy's onShow rule
+--   local n, last = flow:log_failures()           -- events dropped by a failing redact/logger
 --
 -- Misuse raises naming the argument; runtime failures return nil, err with
 -- code, message, retryable (and the client's request_id, http_status, ...
 -- when the API failed). A failing policy hook gives err.code == "policy" and
--- err.hook. Names, ID numbers, secrets and Responses never reach errors or
+-- err.hook. A failing logger or redact hook never changes a result (see
+-- log_failed). Names, ID numbers, secrets and Responses never reach errors or
 -- logger events.
 local core = require "eidkit.core"
 local cjson = require "cjson"
+local errors = require "eidkit.errors"
 local policy_mod = require "eidkit.policy"
 
-local type, pairs, tostring, setmetatable, getmetatable, pcall, error, select =
-  type, pairs, tostring, setmetatable, getmetatable, pcall, error, select
+local type, pairs, tostring, setmetatable, getmetatable, pcall, error =
+  type, pairs, tostring, setmetatable, getmetatable, pcall, error
 local format, math_type, math_tointeger = string.format, math.type, math.tointeger
 
-local error_mt = core.error_mt
 local equal = core.equal
 local decode = cjson.new().decode
 
@@ -44,20 +46,23 @@ local MAX_ATTEMPTS = 10
 
 -- ------------------------------------------------------------ helpers
 
-local function fail(code, message, extra)
-  local e = { code = code, message = message, retryable = false }
-  if extra then for k, v in pairs(extra) do e[k] = v end end
-  return nil, setmetatable(e, error_mt)
-end
+local error_result = errors.result
 
 local function argerr(fname, msg, level)
   error(format("bad argument #1 to '%s' (%s)", fname, msg), (level or 2) + 1)
 end
 
-local function deep_copy(v)
+-- A copy of v that shares no table with it. A table reached twice (a
+-- cycle, or one table under two keys) is copied once, so a policy that
+-- hands back a cyclic outcome cannot send this into endless recursion.
+local function deep_copy(v, seen)
   if type(v) ~= "table" then return v end
-  local c = {}
-  for k, x in pairs(v) do c[k] = deep_copy(x) end
+  seen = seen or {}
+  local c = seen[v]
+  if c then return c end
+  c = {}
+  seen[v] = c
+  for k, x in pairs(v) do c[deep_copy(k, seen)] = deep_copy(x, seen) end
   return c
 end
 
@@ -73,8 +78,8 @@ local function describe(v)
   return s
 end
 
-local function policy_fail(hook, what, cause)
-  return fail("policy", format("policy hook '%s' %s", hook, what),
+local function policy_error(hook, what, cause)
+  return error_result("policy", format("policy hook '%s' %s", hook, what),
     { hook = hook, cause = type(cause) == "table" and type(cause.code) == "string" and cause.code or nil })
 end
 
@@ -83,9 +88,9 @@ end
 local function hook(self, name, ...)
   local fn = self.policy[name]
   local res = { pcall(fn, ...) }
-  if not res[1] then return policy_fail(name, "raised: " .. describe(res[2]), res[2]) end
+  if not res[1] then return policy_error(name, "raised: " .. describe(res[2]), res[2]) end
   if res[2] == nil and res[3] ~= nil then
-    return policy_fail(name, "failed: " .. describe(res[3]), res[3])
+    return policy_error(name, "failed: " .. describe(res[3]), res[3])
   end
   return true, res[2], res[3]
 end
@@ -99,18 +104,34 @@ local function safe_token(tok)
   return nil
 end
 
--- Emit an event through policy.redact to the logger: true, or nil, err.
+local function to_stderr(why)
+  io.stderr:write("eidkit.flow: an event could not be logged (", why, "); events that fail are ",
+    "dropped and counted in flow:log_failures(), and this is said once\n")
+end
+
+-- Observability never changes an outcome: when policy.redact or the logger
+-- fails, that one event is dropped and counted (flow:log_failures()), the
+-- first failure goes to the side channel (opts.on_log_failure, by default
+-- stderr; a side channel that fails too is ignored), and the caller's
+-- result stands.
+local function log_failed(self, why)
+  self.log_failure_count = self.log_failure_count + 1
+  self.log_failure_last = why
+  if self.log_failure_count == 1 then pcall(self.on_log_failure, why) end
+end
+
+-- An event through policy.redact to the logger. Returns nothing: see log_failed.
 local function emit(self, level, event)
-  if not self.logger then return true end
+  if not self.logger then return end
   local ok, ev = hook(self, "redact", event)
-  if not ok then return nil, ev end
-  if ev == false then return true end
+  if not ok then return log_failed(self, ev.message) end
+  if ev == false then return end
   if type(ev) ~= "table" then
-    return policy_fail("redact", "must return the event table or false, got " .. type(ev))
+    return log_failed(self, "policy hook 'redact' must return the event table or false, got "
+      .. type(ev))
   end
   local lok, lerr = pcall(self.logger, level, ev)
-  if not lok then return fail("logger", "the flow's logger raised: " .. describe(lerr)) end
-  return true
+  if not lok then return log_failed(self, "the flow's logger raised: " .. describe(lerr)) end
 end
 
 local function check_subject(fname, s)
@@ -153,7 +174,7 @@ local function api(self, action, method, params)
     if not ok then return nil, delay end
     if delay == nil or delay == false then return nil, err end
     if type(delay) ~= "number" or not (delay >= 0 and delay <= 3600) then
-      return policy_fail("retry", "must return seconds (0..3600) or nil, got " .. describe(delay))
+      return policy_error("retry", "must return seconds (0..3600) or nil, got " .. describe(delay))
     end
     self.sleep(delay)
   end
@@ -166,7 +187,7 @@ local function info_type(self, request)
     local ok, v = hook(self, "info_type", request)
     if not ok then return nil, v end
     if type(v) ~= "string" or not v:match("^%d+$") then
-      return policy_fail("info_type", "must return digits such as \"156\", got " .. describe(v))
+      return policy_error("info_type", "must return digits such as \"156\", got " .. describe(v))
     end
     it = v
   end
@@ -182,7 +203,7 @@ end
 local function record(self, tok, res)
   local ok, rec, err = pcall(self.ledger.record_result, self.ledger, tok, res)
   if not ok then
-    return fail("bad_response", "the GetEidResult answer could not be recorded: " .. describe(rec))
+    return error_result("bad_response", "the GetEidResult answer could not be recorded: " .. describe(rec))
   end
   return rec, err
 end
@@ -215,7 +236,7 @@ local function classify(self, tok, res)
   local ok, out = hook(self, "classify", res, deep_copy(default))
   if not ok then return nil, out end
   if type(out) ~= "table" or not STATUSES[out.status] then
-    return policy_fail("classify", "must return an outcome table with status passed, failed, "
+    return policy_error("classify", "must return an outcome table with status passed, failed, "
       .. "pending or expired")
   end
   out.EidToken = tok
@@ -241,12 +262,12 @@ end
 -- ------------------------------------------------------------ the module
 
 -- eidkit.flow{client =, ledger =, merchant_id =, policy =, logger =, clock =,
---   sleep =, poll_interval = 1, poll_max_wait = 600, poll_max_errors = 3,
+--   sleep =, on_log_failure =, poll_interval = 1, poll_max_wait = 600, poll_max_errors = 3,
 --   memo_size = 1000} -> flow
 function _M.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'flow' (expected a table of options)", 2) end
   local known = { client = 1, ledger = 1, merchant_id = 1, policy = 1, logger = 1, clock = 1,
-    sleep = 1, poll_interval = 1, poll_max_wait = 1, poll_max_errors = 1, memo_size = 1 }
+    sleep = 1, on_log_failure = 1, poll_interval = 1, poll_max_wait = 1, poll_max_errors = 1, memo_size = 1 }
   for k in pairs(opts) do
     if not known[k] then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
   end
@@ -263,7 +284,7 @@ function _M.new(opts)
   if type(mid) ~= "string" or mid == "" then
     error("bad option 'merchant_id' (expected a non-empty string)", 2)
   end
-  for _, k in pairs { "logger", "clock", "sleep" } do
+  for _, k in pairs { "logger", "clock", "sleep", "on_log_failure" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then
       error(format("bad option '%s' (expected a function)", k), 2)
     end
@@ -299,6 +320,7 @@ function _M.new(opts)
     poll_max_wait = seconds("poll_max_wait", 600, 0, 86400),
     poll_max_errors = max_errors,
     memo = {}, memo_count = 0, memo_size = memo_size,
+    log_failure_count = 0, log_failure_last = nil, on_log_failure = opts.on_log_failure or to_stderr,
   }, mt)
 end
 
@@ -327,26 +349,24 @@ function methods.start(self, p)
     MerchantId = self.merchant_id, Name = p.Name, IdCard = p.IdCard, Extra = p.Extra,
     Config = p.Config, RedirectUrl = p.RedirectUrl, Encryption = p.Encryption })
   if not res then
-    local ok, eerr = emit(self, "warn", { event = "start_failed", subject = subject,
+    emit(self, "warn", { event = "start_failed", subject = subject,
       code = err.code, request_id = err.request_id })
-    if not ok then return nil, eerr end
     return nil, err
   end
   local tok = res.EidToken
   if not safe_token(tok) then
-    return fail("bad_response", "GetEidToken answered without a usable EidToken",
+    return error_result("bad_response", "GetEidToken answered without a usable EidToken",
       { request_id = type(res.RequestId) == "string" and res.RequestId or nil })
   end
   -- Stored before it is handed out: a token the ledger does not hold is never given to a user.
   local iok, issued, ierr = pcall(self.ledger.issue, self.ledger,
     { EidToken = tok, MerchantId = self.merchant_id, subject = subject, Extra = p.Extra })
-  if not iok then return fail("internal", "the ledger refused the token: " .. describe(issued)) end
+  if not iok then return error_result("internal", "the ledger refused the token: " .. describe(issued)) end
   if not issued then return nil, ierr end
   local rec, gerr = self.ledger:get(tok)
   if not rec then return nil, gerr end
-  local ok, eerr = emit(self, "info", { event = "start", subject = subject, EidToken = tok,
+  emit(self, "info", { event = "start", subject = subject, EidToken = tok,
     request_id = res.RequestId })
-  if not ok then return nil, eerr end
   return { EidToken = tok, Url = res.Url, expires_at = rec.expires_at, RequestId = res.RequestId }
 end
 
@@ -363,9 +383,7 @@ end
 local function conclude(self, tok, subject, outcome, settled)
   if outcome.status ~= "pending" then remember(self, tok, subject, outcome) end
   local level = (outcome.status == "passed" or outcome.status == "pending") and "info" or "warn"
-  local ok, err = emit(self, level,
-    outcome_event(tok, subject, outcome))
-  if not ok then return nil, err end
+  emit(self, level, outcome_event(tok, subject, outcome))
   if settled then
     local hok, herr = report_settled(self, outcome)
     if not hok then return nil, herr end
@@ -383,7 +401,7 @@ local function replay(self, tok, subject, rec)
     if not rec then return nil, err end
   end
   if not equal(rec.subject, subject) then
-    return fail("wrong_subject", "the token is bound to another subject")
+    return error_result("wrong_subject", "the token is bound to another subject")
   end
   local res
   if rec.has_payload then
@@ -407,8 +425,7 @@ local function replay(self, tok, subject, rec)
   local outcome, cerr = classify(self, tok, res)
   if not outcome then return nil, cerr end
   remember(self, tok, subject, outcome)
-  local ok, eerr = emit(self, "info", outcome_event(tok, subject, outcome, true))
-  if not ok then return nil, eerr end
+  emit(self, "info", outcome_event(tok, subject, outcome, true))
   return deep_copy(outcome)
 end
 
@@ -461,7 +478,7 @@ local function settle(self, tok, subject, past_ttl)
     if not c then
       if cerr2.code == "consumed" then return replay(self, tok, subject) end -- another finish won
       if cerr2.code == "pending" then
-        return policy_fail("classify", format("returned '%s' for a result with no verdict "
+        return policy_error("classify", format("returned '%s' for a result with no verdict "
           .. "(Text.ErrCode absent or 17): the ledger cannot settle it", status))
       end
       return nil, cerr2
@@ -491,8 +508,7 @@ function methods.finish(self, p)
   local tok = check_token("finish", p.EidToken)
   local m = self.memo[tok]
   if m and equal(m.subject, subject) then
-    local ok, err = emit(self, "info", outcome_event(tok, subject, m.outcome, true))
-    if not ok then return nil, err end
+    emit(self, "info", outcome_event(tok, subject, m.outcome, true))
     return deep_copy(m.outcome)
   end
   local rec, err
@@ -501,7 +517,7 @@ function methods.finish(self, p)
     if rec then return settle(self, tok, subject, false) end
   else
     -- Not even token-shaped (a redirect's query string is anyone's): unknown.
-    err = select(2, fail("unknown_token", "EidToken: no such token in the ledger"))
+    err = errors.new("unknown_token", "EidToken: no such token in the ledger")
   end
   local code = err.code
   if code == "consumed" then return replay(self, tok, subject) end
@@ -514,9 +530,8 @@ function methods.finish(self, p)
     return settle(self, tok, subject, true)
   end
   if code == "wrong_subject" or code == "unknown_token" then
-    local ok, eerr = emit(self, "warn", { event = "refused", subject = subject,
+    emit(self, "warn", { event = "refused", subject = subject,
       EidToken = safe_token(tok), code = code })
-    if not ok then return nil, eerr end
   end
   return nil, err
 end
@@ -584,10 +599,9 @@ function methods.sweep(self, p)
   if stop then return nil, stop end
   if not report then return nil, err end
   report.settled = settle_pulled(self, pulled, report)
-  local ok, eerr = emit(self, #report.failures > 0 and "warn" or "info", { event = "sweep",
+  emit(self, #report.failures > 0 and "warn" or "info", { event = "sweep",
     due = report.due, recorded = report.recorded, failed = report.failed,
     settled = report.settled, expired = report.expired, abandoned = report.abandoned })
-  if not ok then return nil, eerr end
   return report.recorded, report
 end
 
@@ -612,11 +626,11 @@ function methods.poll_h5(self, p)
     argerr("poll_h5", "max_errors: expected a positive integer")
   end
   -- Only tokens this merchant issued (and, given a subject, issued to it) are polled.
-  if not safe_token(tok) then return fail("unknown_token", "EidToken: no such token in the ledger") end
+  if not safe_token(tok) then return error_result("unknown_token", "EidToken: no such token in the ledger") end
   local rec, err = self.ledger:get(tok)
   if not rec then return nil, err end
   if subject and not equal(rec.subject, subject) then
-    return fail("wrong_subject", "the token is bound to another subject")
+    return error_result("wrong_subject", "the token is bound to another subject")
   end
   local started = self.clock()
   local st = { status = "unknown", done = false, polls = 0, network_errors = 0 }
@@ -636,9 +650,8 @@ function methods.poll_h5(self, p)
       row = row + 1
       st.network_errors = st.network_errors + 1
       if row >= max_errors then
-        local ok, eerr = emit(self, "warn", { event = "poll_gave_up", EidToken = tok,
+        emit(self, "warn", { event = "poll_gave_up", EidToken = tok,
           subject = subject, code = cerr.code, errors = row })
-        if not ok then return nil, eerr end
         cerr.message = format("gave up after %d network errors in a row (last: %s)", row,
           tostring(cerr.message))
         cerr.action = "CheckEidTokenStatus"
@@ -651,9 +664,8 @@ function methods.poll_h5(self, p)
     if self.clock() - started + interval > max_wait then break end
     self.sleep(interval)
   end
-  local ok, eerr = emit(self, "info", { event = "poll", EidToken = tok, subject = subject,
+  emit(self, "info", { event = "poll", EidToken = tok, subject = subject,
     status = st.status, polls = st.polls, network_errors = st.network_errors })
-  if not ok then return nil, eerr end
   return st
 end
 
@@ -666,18 +678,24 @@ function methods.authorize(self, request)
     return subject
   end
   if subject == false then
-    return fail("unauthorized", "refused by the authorize policy"
+    return error_result("unauthorized", "refused by the authorize policy"
       .. (reason ~= nil and ": " .. describe(reason) or ""))
   end
-  return policy_fail("authorize", "must return a subject (1-128 bytes) or false, reason; got "
+  return policy_error("authorize", "must return a subject (1-128 bytes) or false, reason; got "
     .. type(subject))
+end
+
+-- flow:log_failures() -> how many events were dropped because policy.redact
+-- or the logger failed, and the last reason (never an event's content).
+function methods.log_failures(self)
+  return self.log_failure_count, self.log_failure_last
 end
 
 -- flow:on_show(options) -> true when the onShow is the return from eID | nil, err
 function methods.on_show(self, options)
   local ok, v = hook(self, "on_show", options)
   if not ok then return nil, v end
-  if type(v) ~= "boolean" then return policy_fail("on_show", "must return a boolean, got " .. type(v)) end
+  if type(v) ~= "boolean" then return policy_error("on_show", "must return a boolean, got " .. type(v)) end
   return v
 end
 

@@ -586,24 +586,97 @@ describe("eidkit.flow", function()
       assert.is_true(err.retryable)
     end)
 
-    it("redact filters events; a failing redact fails the call and loses nothing", function()
+    it("redact filters events; a failing redact drops that event and changes no result", function()
+      -- Regression: a redact hook that raised made finish return err.code
+      -- "policy" although the verdict was recorded and consumed.
       local n = 0
-      local f = env:flow { policy = { redact = function(ev)
-        n = n + 1
-        if n == 2 then error("redactor crashed") end
-        if ev.event == "start" then return false end
-        return ev
-      end } }
+      local told = {}
+      local f = env:flow { on_log_failure = function(why) told[#told + 1] = why end,
+        policy = { redact = function(ev)
+          n = n + 1
+          if n == 2 then error("redactor crashed") end
+          if ev.event == "start" then return false end
+          return ev
+        end } }
       local st = env:start(f, "p-red")
       assert.equals(0, #f.events) -- dropped
       env:finish_user(st.EidToken, { ErrCode = 0 })
-      local res, err = f.flow:finish { subject = "p-red", EidToken = st.EidToken }
-      assert.is_nil(res)
-      assert.same({ "policy", "redact" }, { err.code, err.hook })
       local o = assert(f.flow:finish { subject = "p-red", EidToken = st.EidToken })
       assert.equals("passed", o.status)
+      assert.equals(0, #f.events) -- the outcome event was the one that failed
+      local count, last = f.flow:log_failures()
+      assert.equals(1, count)
+      assert.matches("^policy hook 'redact' raised: .*redactor crashed$", last)
+      assert.equals(1, #told)
+      local again = assert(f.flow:finish { subject = "p-red", EidToken = st.EidToken })
+      assert.same(o, again)
       assert.equals(1, f.counts.consume)
       assert.equals("p-red", f.events[#f.events].event.subject) -- this redact keeps subjects
+      -- A redact that returns neither a table nor false is a failure of the same kind.
+      local g = env:flow { on_log_failure = function() end, policy = { redact = function() return 7 end } }
+      env:start(g, "p-red2")
+      assert.matches("must return the event table or false, got number", select(2, g.flow:log_failures()))
+    end)
+
+    it("copies an outcome that refers to itself (a classify hook's cycle)", function()
+      -- Regression: deep_copy recursed without end on a cyclic table.
+      local f = env:flow { policy = { classify = function(_, o)
+        o.self = o
+        o.pair = { o, o }
+        return o
+      end } }
+      local st = env:start(f, "p-cycle")
+      env:finish_user(st.EidToken, { ErrCode = 0 })
+      local o = assert(f.flow:finish { subject = "p-cycle", EidToken = st.EidToken })
+      assert.equals("passed", o.status)
+      assert.equals(o, o.self)
+      assert.equals(o, o.pair[2])
+      local again = assert(f.flow:finish { subject = "p-cycle", EidToken = st.EidToken })
+      assert.are_not.equal(o, again) -- a copy, with the same shape
+      assert.equals(again, again.self)
+    end)
+
+    it("a logger that raises on every call changes no outcome, record or consume", function()
+      -- Regression: 9 of the 10 events returned the logger's error as the result.
+      local told = {}
+      for _, backend in ipairs { "sqlite", "redis" } do
+        local f = env:flow { backend = backend, policy = { redact = function(ev) return ev end },
+          logger = function() error("log sink down") end,
+          on_log_failure = function(why) told[#told + 1] = why end }
+        local settled = {}
+        f.flow.policy.on_outcome = function(o) settled[#settled + 1] = o.status end
+        -- start, finish (a pass), its replay, a refused finish, an unknown token
+        local st = env:start(f, "log-" .. backend)
+        env:finish_user(st.EidToken, { ErrCode = 0 })
+        local o = assert(f.flow:finish { subject = "log-" .. backend, EidToken = st.EidToken })
+        assert.same({ "passed", 0 }, { o.status, o.code })
+        assert.same(o, assert(f.flow:finish { subject = "log-" .. backend, EidToken = st.EidToken }))
+        assert.equals("wrong_subject", select(2, f.flow:finish {
+          subject = "other", EidToken = st.EidToken }).code)
+        assert.equals("unknown_token", select(2, f.flow:finish { subject = "x", EidToken = "nope" }).code)
+        -- a failure settled by finish, and a pass that only the sweep sees
+        local st2 = env:start(f, "log2-" .. backend)
+        env:finish_user(st2.EidToken, { ErrCode = 2016 })
+        assert.equals("failed", assert(f.flow:finish { subject = "log2-" .. backend,
+          EidToken = st2.EidToken }).status)
+        local st3 = env:start(f, "log3-" .. backend)
+        env:finish_user(st3.EidToken, { ErrCode = 0 })
+        local n, report = f.flow:sweep()
+        assert.is_number(n)
+        assert.equals(1, report.settled)
+        -- CheckEidTokenStatus polling
+        local poll = assert(f.flow:poll_h5 { EidToken = st3.EidToken, interval = 0, max_wait = 0 })
+        assert.equals("finished", poll.status)
+        local count, last = f.flow:log_failures()
+        assert.is_true(count >= 8, "counted " .. count)
+        assert.matches("^the flow's logger raised: .*log sink down$", last)
+        assert.same({ "passed", "failed", "passed" }, settled)
+        assert.equals(3, f.counts.consume)
+        for _, t in ipairs { st, st2, st3 } do
+          assert.equals("consumed", f.ledger:get(t.EidToken).state)
+        end
+      end
+      assert.equals(2, #told) -- once per flow
     end)
 
     it("authorize refuses by default and returns the policy's subject", function()
