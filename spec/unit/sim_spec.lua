@@ -587,6 +587,28 @@ describe("sim control API", function()
     assert.same({ Faults = {} }, cleared)
   end)
 
+  it("takes the fault rules exactly as docs/SIMULATOR.md shows them", function()
+    local f = assert(io.open("docs/SIMULATOR.md", "rb"))
+    local doc = f:read("a")
+    f:close()
+    local body = assert(doc:match("PUT http://127%.0%.0%.1:PORT/sim/faults %-d '(%b[])'"),
+      "the PUT /sim/faults example is gone from docs/SIMULATOR.md")
+    local status, res = S.control(sim, "PUT", "/sim/faults", require("cjson").decode(body))
+    assert.equal(200, status)
+    assert.same({
+      { Action = "GetEidResult", Kind = "latency", Ms = 200, Jitter = 50 },
+      { Action = "GetEidToken", Kind = "reset", First = 1 },
+      { Action = "*", Kind = "http", Status = 503, Rate = 0.1 },
+    }, res.Faults)
+    -- A refused rule names itself and leaves the rules in effect as they were.
+    status, res = S.control(sim, "PUT", "/sim/faults", { { Kind = "reset" }, { Kind = "reset", Rate = 2 } })
+    assert.equal(400, status)
+    assert.equal("rule 2: Rate must be between 0 and 1", res.Error.Message)
+    status, res = S.control(sim, "GET", "/sim/faults")
+    assert.same({ 200, 3 }, { status, #res.Faults })
+    S.control(sim, "DELETE", "/sim/faults")
+  end)
+
   it("resets the token store", function()
     local tok = S.new_token(sim)
     assert.equal(200, (S.control(sim, "POST", "/sim/reset")))
