@@ -150,7 +150,8 @@ local function label_of(fn)
   return format("function at %s:%d", info.short_src, info.linedefined)
 end
 
-local function fail(box, label, code, msg, where, traceback, capped)
+-- nil, err for a hook call or a load the sandbox stopped or refused.
+local function sandbox_error(box, label, code, msg, where, traceback, capped)
   local detail
   if code == "instructions" then
     detail = capped and "instruction budget of the enclosing call exceeded"
@@ -173,7 +174,7 @@ end
 
 local function finish(box, label, ok, ...)
   if ok then return true, ... end
-  return fail(box, label, ...)
+  return sandbox_error(box, label, ...)
 end
 
 ------------------------------------------------- values across the boundary
@@ -253,7 +254,7 @@ local function run(box, label, fn, ...)
   return results_out(box, label, fn(...))
 end
 
-local function results_or_fail(ok, ...)
+local function results_or_error(ok, ...)
   if ok then return ... end
   return nil, ...
 end
@@ -261,7 +262,7 @@ end
 function wrap_fn(box, label, fn)
   local limits = box._limits
   return function(...)
-    return results_or_fail(finish(box, label, sandbox_call(limits, run, box, label, fn,
+    return results_or_error(finish(box, label, sandbox_call(limits, run, box, label, fn,
       map(copy_in, nil, nil, select("#", ...), ...))))
   end
 end
@@ -496,12 +497,12 @@ end
 local function load_in(box, source, chunkname, dir)
   local label = chunk_label(chunkname)
   if check_bytecode(source) then
-    return fail(box, label, "bytecode", "precompiled bytecode is refused (text chunks only)")
+    return sandbox_error(box, label, "bytecode", "precompiled bytecode is refused (text chunks only)")
   end
   local env = new_env(box, dir)
   local ok, fn, msg = finish(box, label, sandbox_call(box._limits, load, source, chunkname, "t", env))
   if not ok then return nil, fn end
-  if not fn then return fail(box, label, "load", msg) end
+  if not fn then return sandbox_error(box, label, "load", msg) end
   local ok2, v = finish(box, label, sandbox_call(box._limits, run_chunk, fn))
   if not ok2 then return nil, v end
   return v
@@ -526,7 +527,7 @@ function Box:loadfile(path)
     error(format("bad argument #1 to 'loadfile' (string expected, got %s)", type(path)), 2)
   end
   local src, err = read_file(path)
-  if not src then return fail(self, path, "load", "cannot open " .. err) end
+  if not src then return sandbox_error(self, path, "load", "cannot open " .. err) end
   return load_in(self, src, "@" .. path, match(path, "^(.*)/[^/]*$") or ".")
 end
 
@@ -547,7 +548,7 @@ function Box:wrap(mod)
     error(format("bad argument #1 to 'wrap' (table or function expected, got %s)", t), 2)
   end
   if t == "function" then return wrap_fn(self, label_of(mod), mod) end
-  return results_or_fail(finish(self, "wrap", sandbox_call(self._limits, copy_out, self, nil, mod)))
+  return results_or_error(finish(self, "wrap", sandbox_call(self._limits, copy_out, self, nil, mod)))
 end
 
 function Box:__tostring()

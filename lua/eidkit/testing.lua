@@ -18,6 +18,7 @@
 -- simulator refuses returns nil, err (err.code is its Error.Code).
 local core = require "eidkit.core"
 local cjson = require "cjson.safe"
+local errors = require "eidkit.errors"
 local client_mod = require "eidkit.client"
 local ledger_mod = require "eidkit.ledger"
 
@@ -48,9 +49,9 @@ local function hex(n)
   return (assert(core.random_bytes(n)):gsub(".", function(c) return format("%02x", c:byte()) end))
 end
 
-local function fail(code, message, status)
-  return nil, setmetatable({ code = code, message = message, http_status = status,
-    retryable = false }, core.error_mt)
+-- nil, err for a control call that failed; status is the HTTP status, if any.
+local function control_error(code, message, status)
+  return errors.result(code, message, { http_status = status })
 end
 
 -- The eidkit program to run: opts.bin, $EIDKIT_BIN, the running eidkit
@@ -71,7 +72,7 @@ end
 -- curl program, no shell.
 local function http(self, method, path, body)
   local status, text = core.http_request(method, self.url .. path, body, _M.CONTROL_TIMEOUT, 1 << 24)
-  if not status then return fail(text.code, format("%s %s: %s", method, path, text.message)) end
+  if not status then return control_error(text.code, format("%s %s: %s", method, path, text.message)) end
   return status, text
 end
 
@@ -87,11 +88,11 @@ function methods.control(self, method, path, body)
   local decoded = cjson.decode(answer)
   if status ~= 200 then
     local e = type(decoded) == "table" and type(decoded.Error) == "table" and decoded.Error or {}
-    return fail(tostring(e.Code or "http_" .. status), format("%s %s: %s", method, path,
+    return control_error(tostring(e.Code or "http_" .. status), format("%s %s: %s", method, path,
       tostring(e.Message or answer)), status)
   end
   if type(decoded) ~= "table" then
-    return fail("bad_response", format("%s %s: not JSON: %s", method, path, answer:sub(1, 200)), 200)
+    return control_error("bad_response", format("%s %s: not JSON: %s", method, path, answer:sub(1, 200)), 200)
   end
   return decoded
 end

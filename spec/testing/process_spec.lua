@@ -173,13 +173,13 @@ describe("die_with_parent", function()
     assert.is_number(child)
     -- The child is alive and asleep in sleep(1): wait for that state, since
     -- right after the pid is written it may still be running (R) its exec.
-    local st
+    local seen
     for _ = 1, 500 do
-      st = state(child)
-      if st == "S" then break end
+      seen = state(child)
+      if seen == "S" then break end
       core.sleep(0.01)
     end
-    assert.equal("S", st)
+    assert.equal("S", seen)
     assert.is_true(parent:kill("KILL"))
     assert.same({ 9, "signal" }, { parent:wait(5) })
     local gone = false

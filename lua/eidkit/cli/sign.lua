@@ -50,7 +50,8 @@ options:
 ]] .. args.help(spec) .. "\n"
 end
 
-local function fail(msg)
+-- The message on stderr; the exit status (2: the command line or its input is wrong).
+local function exit_error(msg)
   stderr:write("eidkit sign: ", msg, "\n")
   return 2
 end
@@ -151,19 +152,19 @@ end
 
 function _M.main(argv)
   local opts, positional = args.parse(spec, argv)
-  if not opts then return fail(positional .. " (see eidkit help sign)") end
+  if not opts then return exit_error(positional .. " (see eidkit help sign)") end
   if opts.help then stdout:write(_M.help()) return 0 end
-  if #positional > 0 then return fail(format("unexpected argument '%s'", positional[1])) end
+  if #positional > 0 then return exit_error(format("unexpected argument '%s'", positional[1])) end
   local req, err = request(opts)
-  if not req then return fail(err) end
+  if not req then return exit_error(err) end
 
   local ok, info, ferr = pcall(eidkit.sign_explain, req)
   if not ok then
     -- Misuse raises "bad argument #1 to '...' (field: problem)"; show the inside.
     local msg = tostring(info)
-    return fail(msg:match("%((.*)%)$") or msg)
+    return exit_error(msg:match("%((.*)%)$") or msg)
   end
-  if not info then return fail(tostring(ferr)) end
+  if not info then return exit_error(tostring(ferr)) end
   if opts.json then
     json_out(req, info, opts.explain, opts.reveal_token)
     return 0

@@ -57,7 +57,8 @@ faults (--fault ACTION:KIND[:key=value,...], ACTION may be *):
 ]]
 end
 
-local function fail(msg)
+-- The message on stderr; the exit status (2: the command line or its input is wrong).
+local function exit_error(msg)
   stderr:write("eidkit sim: ", msg, "\n")
   return 2
 end
@@ -144,32 +145,32 @@ end
 
 function _M.main(argv)
   local o, positional = args.parse(spec, argv)
-  if not o then return fail(positional .. " (see eidkit sim --help)") end
+  if not o then return exit_error(positional .. " (see eidkit sim --help)") end
   if o.help then stdout:write(_M.help()) return 0 end
-  if #positional > 0 then return fail("unexpected argument '" .. positional[1] .. "'") end
+  if #positional > 0 then return exit_error("unexpected argument '" .. positional[1] .. "'") end
   local opts, cfg = options(o)
-  if not opts then return fail(cfg) end
+  if not opts then return exit_error(cfg) end
 
   local listen = o.listen or cfg.listen or "127.0.0.1:8790"
   local host, port = listen:match("^%[?([^%]]*)%]?:(%d+)$")
   port = port and math.tointeger(tonumber(port))
   if not host or not port or port > 65535 then
-    return fail(format("--listen: expected HOST:PORT, got '%s'", listen))
+    return exit_error(format("--listen: expected HOST:PORT, got '%s'", listen))
   end
   if not (host:match("^127%.") or host == "localhost" or host == "::1") then
     stderr:write("eidkit sim: warning: listening beyond loopback; the control API has no auth\n")
   end
   if host == "localhost" then host = "127.0.0.1" end
   if (o.tls_cert == nil) ~= (o.tls_key == nil) then
-    return fail("--tls-cert and --tls-key go together")
+    return exit_error("--tls-cert and --tls-key go together")
   end
   local cert, key
   if o.tls_cert then
     local err
     cert, err = read_file(o.tls_cert)
-    if not cert then return fail("--tls-cert: " .. tostring(err)) end
+    if not cert then return exit_error("--tls-cert: " .. tostring(err)) end
     key, err = read_file(o.tls_key)
-    if not key then return fail("--tls-key: " .. tostring(err)) end
+    if not key then return exit_error("--tls-key: " .. tostring(err)) end
   end
 
   if o.verbose then
@@ -180,7 +181,7 @@ function _M.main(argv)
     end
   end
   local ok, s = pcall(sim.new, opts)
-  if not ok then return fail(tostring(s)) end
+  if not ok then return exit_error(tostring(s)) end
 
   local srv_ok, srv = pcall(core.http_server, {
     host = host, port = port, tls_cert = cert, tls_key = key,
@@ -188,7 +189,7 @@ function _M.main(argv)
     handler = function(req) return s:handle(req) end,
     on_error = function(msg) stderr:write("eidkit sim: handler error: ", msg, "\n") end,
   })
-  if not srv_ok then return fail(tostring(srv):gsub("^bad argument #1 to '[%w_]+' ", "")) end
+  if not srv_ok then return exit_error(tostring(srv):gsub("^bad argument #1 to '[%w_]+' ", "")) end
   local url = format("%s://%s:%d", cert and "https" or "http", host, srv:port())
   s.base_url = o.public_url or cfg.public_url or url
 
@@ -203,7 +204,7 @@ function _M.main(argv)
       local renamed, rerr = os.rename(tmp, o.port_file)
       if not renamed then err, f = rerr, nil end
     end
-    if not f then srv:close() return fail("--port-file: " .. tostring(err)) end
+    if not f then srv:close() return exit_error("--port-file: " .. tostring(err)) end
   end
   stdout:setvbuf("line")
   stdout:write("listening on ", url, "\n")

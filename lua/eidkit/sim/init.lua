@@ -171,7 +171,7 @@ function handlers.GetEidToken(self, p, now, cred)
   local v = validate.get_eid_token(p, self.merchants)
   self:prune(now)
   if self.live >= self.max_tokens then
-    validate.fail("LimitExceeded", "The simulator holds %d unexpired tokens (--max-tokens).",
+    validate.raise_api_error("LimitExceeded", "The simulator holds %d unexpired tokens (--max-tokens).",
       self.max_tokens)
   end
   local id = util.uuid(self.rng):upper()
@@ -191,10 +191,10 @@ end
 function methods:lookup(id, now)
   local tok = self.tokens[id]
   if not tok then
-    validate.fail("InvalidParameterValue.BizTokenIllegal", "The EidToken is not valid.")
+    validate.raise_api_error("InvalidParameterValue.BizTokenIllegal", "The EidToken is not valid.")
   end
   if now >= tok.created + self.result_window then
-    validate.fail("InvalidParameterValue.BizTokenExpired",
+    validate.raise_api_error("InvalidParameterValue.BizTokenExpired",
       "The EidToken expired: results are kept for %d seconds after issue.", self.result_window)
   end
   return tok

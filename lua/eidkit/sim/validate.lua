@@ -10,7 +10,8 @@ local utf8_len = util.utf8_len
 
 local _M = {}
 
-local function fail(code, fmt, ...)
+-- Raises Tencent's {Code, Message}: the simulator answers it as Response.Error.
+local function raise_api_error(code, fmt, ...)
   error({ Code = code, Message = format(fmt, ...) }, 0)
 end
 
@@ -24,22 +25,22 @@ local function want(name, v, t)
   local got = lua_type(v)
   if t == "integer" then
     if got ~= "number" or not util.is_integer(v) then
-      fail("InvalidParameter", "The value type of parameter `%s` is not valid: expected Integer, got %s.",
+      raise_api_error("InvalidParameter", "The value type of parameter `%s` is not valid: expected Integer, got %s.",
         name, got)
     end
   elseif t == "array" then
     if got ~= "array" then
-      fail("InvalidParameter", "The value type of parameter `%s` is not valid: expected Array, got %s.",
+      raise_api_error("InvalidParameter", "The value type of parameter `%s` is not valid: expected Array, got %s.",
         name, got)
     end
   elseif t == "object" then
     if got ~= "object" and not (got == "array" and next(v) == nil) then
-      fail("InvalidParameter", "The value type of parameter `%s` is not valid: expected Object, got %s.",
+      raise_api_error("InvalidParameter", "The value type of parameter `%s` is not valid: expected Object, got %s.",
         name, got)
     end
   elseif got ~= t then
     local names = { string = "String", boolean = "Boolean" }
-    fail("InvalidParameter", "The value type of parameter `%s` is not valid: expected %s, got %s.",
+    raise_api_error("InvalidParameter", "The value type of parameter `%s` is not valid: expected %s, got %s.",
       name, names[t] or t, got)
   end
   return v
@@ -47,9 +48,9 @@ end
 
 local function max_chars(name, v, n)
   local len = utf8_len(v)
-  if not len then fail("InvalidParameterValue", "`%s` is not valid UTF-8.", name) end
+  if not len then raise_api_error("InvalidParameterValue", "`%s` is not valid UTF-8.", name) end
   if len > n then
-    fail("InvalidParameterValue", "`%s` is longer than %d characters (%d).", name, n, len)
+    raise_api_error("InvalidParameterValue", "`%s` is longer than %d characters (%d).", name, n, len)
   end
 end
 
@@ -58,7 +59,7 @@ end
 local function only(name_prefix, t, allowed)
   for k, v in pairs(t) do
     if type(k) ~= "string" or not allowed[k] then
-      fail("UnknownParameter", "The parameter `%s%s` is not recognized.", name_prefix, tostring(k))
+      raise_api_error("UnknownParameter", "The parameter `%s%s` is not recognized.", name_prefix, tostring(k))
     end
     if v == util.null then t[k] = nil end
   end
@@ -83,7 +84,7 @@ local function check_config(c)
   if c.InputType ~= nil then
     want("Config.InputType", c.InputType, "string")
     if not set { "1", "2", "3", "4" }[c.InputType] then
-      fail("InvalidParameterValue", "`Config.InputType` must be \"1\", \"2\", \"3\" or \"4\".")
+      raise_api_error("InvalidParameterValue", "`Config.InputType` must be \"1\", \"2\", \"3\" or \"4\".")
     end
   end
   for _, b in ipairs { "UseIntentionVerify", "IntentionRecognition",
@@ -93,7 +94,7 @@ local function check_config(c)
   if c.IntentionMode ~= nil then
     want("Config.IntentionMode", c.IntentionMode, "string")
     if not set { "1", "2", "3" }[c.IntentionMode] then
-      fail("InvalidParameterValue", "`Config.IntentionMode` must be \"1\", \"2\" or \"3\".")
+      raise_api_error("InvalidParameterValue", "`Config.IntentionMode` must be \"1\", \"2\" or \"3\".")
     end
   end
   if c.IntentionVerifyText ~= nil then
@@ -103,7 +104,7 @@ local function check_config(c)
   if c.IntentionQuestions ~= nil then
     local qs = want("Config.IntentionQuestions", c.IntentionQuestions, "array")
     if #qs < 1 or #qs > 10 then
-      fail("InvalidParameterValue", "`Config.IntentionQuestions` must have 1 to 10 rounds.")
+      raise_api_error("InvalidParameterValue", "`Config.IntentionQuestions` must have 1 to 10 rounds.")
     end
     for i, q in ipairs(qs) do
       local n = format("Config.IntentionQuestions[%d]", i - 1)
@@ -112,7 +113,7 @@ local function check_config(c)
       max_chars(n .. ".Question", want(n .. ".Question", q.Question, "string"), 250)
       local answers = want(n .. ".Answers", q.Answers, "array")
       if #answers < 1 or #answers > 50 then
-        fail("InvalidParameterValue", "`%s.Answers` must have 1 to 50 answers.", n)
+        raise_api_error("InvalidParameterValue", "`%s.Answers` must have 1 to 50 answers.", n)
       end
       for j, a in ipairs(answers) do
         max_chars(format("%s.Answers[%d]", n, j - 1), want(format("%s.Answers[%d]", n, j - 1), a,
@@ -123,7 +124,7 @@ local function check_config(c)
   if c.IntentionActions ~= nil then
     local as = want("Config.IntentionActions", c.IntentionActions, "array")
     if #as < 1 or #as > 10 then
-      fail("InvalidParameterValue", "`Config.IntentionActions` must have 1 to 10 rounds.")
+      raise_api_error("InvalidParameterValue", "`Config.IntentionActions` must have 1 to 10 rounds.")
     end
     for i, a in ipairs(as) do
       local n = format("Config.IntentionActions[%d]", i - 1)
@@ -135,17 +136,17 @@ local function check_config(c)
   if c.Speed ~= nil then
     want("Config.Speed", c.Speed, "integer")
     if c.Speed < 0 or c.Speed > 3 then
-      fail("InvalidParameterValue", "`Config.Speed` must be 0, 1, 2 or 3.")
+      raise_api_error("InvalidParameterValue", "`Config.Speed` must be 0, 1, 2 or 3.")
     end
   end
   if c.UseIntentionVerify then
     local mode = c.IntentionMode or "1"
     if mode == "1" and c.IntentionVerifyText == nil then
-      fail("InvalidParameterValue", "`Config.IntentionVerifyText` is required for IntentionMode \"1\".")
+      raise_api_error("InvalidParameterValue", "`Config.IntentionVerifyText` is required for IntentionMode \"1\".")
     elseif mode == "2" and c.IntentionQuestions == nil then
-      fail("InvalidParameterValue", "`Config.IntentionQuestions` is required for IntentionMode \"2\".")
+      raise_api_error("InvalidParameterValue", "`Config.IntentionQuestions` is required for IntentionMode \"2\".")
     elseif mode == "3" and c.IntentionActions == nil then
-      fail("InvalidParameterValue", "`Config.IntentionActions` is required for IntentionMode \"3\".")
+      raise_api_error("InvalidParameterValue", "`Config.IntentionActions` is required for IntentionMode \"3\".")
     end
   end
 end
@@ -154,33 +155,33 @@ local function check_encryption(e)
   want("Encryption", e, "object")
   only("Encryption.", e, encryption_fields)
   local list = want("Encryption.EncryptList", e.EncryptList, "array")
-  if #list == 0 then fail("InvalidParameterValue", "`Encryption.EncryptList` must not be empty.") end
+  if #list == 0 then raise_api_error("InvalidParameterValue", "`Encryption.EncryptList` must not be empty.") end
   local encrypted = {}
   for i, f in ipairs(list) do
     want(format("Encryption.EncryptList[%d]", i - 1), f, "string")
     if f ~= "Name" and f ~= "IdCard" then
-      fail("InvalidParameter.UnsupportEncryptField", "Field `%s` cannot be encrypted in GetEidToken.",
+      raise_api_error("InvalidParameter.UnsupportEncryptField", "Field `%s` cannot be encrypted in GetEidToken.",
         f)
     end
     encrypted[f] = true
   end
   if e.CiphertextBlob == nil then
-    fail("MissingParameter", "The request is missing a required parameter `Encryption.CiphertextBlob`.")
+    raise_api_error("MissingParameter", "The request is missing a required parameter `Encryption.CiphertextBlob`.")
   end
   want("Encryption.CiphertextBlob", e.CiphertextBlob, "string")
   if e.Iv == nil then
-    fail("MissingParameter", "The request is missing a required parameter `Encryption.Iv`.")
+    raise_api_error("MissingParameter", "The request is missing a required parameter `Encryption.Iv`.")
   end
   want("Encryption.Iv", e.Iv, "string")
   local alg = e.Algorithm or "AES-256-CBC"
   want("Encryption.Algorithm", alg, "string")
   if alg ~= "AES-256-CBC" and alg ~= "SM4-GCM" then
-    fail("InvalidParameterValue", "`Encryption.Algorithm` must be \"AES-256-CBC\" or \"SM4-GCM\".")
+    raise_api_error("InvalidParameterValue", "`Encryption.Algorithm` must be \"AES-256-CBC\" or \"SM4-GCM\".")
   end
   if alg == "SM4-GCM" then
     local tags = want("Encryption.TagList", e.TagList, "array")
     if #tags ~= #list then
-      fail("InvalidParameterValue", "`Encryption.TagList` needs one tag per EncryptList entry.")
+      raise_api_error("InvalidParameterValue", "`Encryption.TagList` needs one tag per EncryptList entry.")
     end
   elseif e.TagList ~= nil then
     want("Encryption.TagList", e.TagList, "array")
@@ -193,11 +194,11 @@ end
 function _M.get_eid_token(p, merchants)
   only("", p, token_fields)
   if p.MerchantId == nil then
-    fail("MissingParameter", "The request is missing a required parameter `MerchantId`.")
+    raise_api_error("MissingParameter", "The request is missing a required parameter `MerchantId`.")
   end
   want("MerchantId", p.MerchantId, "string")
   if not merchants[p.MerchantId] then
-    fail("InvalidParameterValue", "MerchantId is not registered for this account.")
+    raise_api_error("InvalidParameterValue", "MerchantId is not registered for this account.")
   end
   local encrypted = {}
   if p.Encryption ~= nil then encrypted = check_encryption(p.Encryption) end
@@ -206,28 +207,28 @@ function _M.get_eid_token(p, merchants)
   if p.IdCard ~= nil then
     want("IdCard", p.IdCard, "string")
     if not encrypted.IdCard and (#p.IdCard > 32 or not p.IdCard:match("^[A-Za-z0-9]+$")) then
-      fail("InvalidParameterValue", "`IdCard` must be 1 to 32 letters and digits.")
+      raise_api_error("InvalidParameterValue", "`IdCard` must be 1 to 32 letters and digits.")
     end
   end
   if p.Name ~= nil then
     want("Name", p.Name, "string")
     if not encrypted.Name then
-      if p.Name == "" then fail("InvalidParameterValue", "`Name` must not be empty.") end
+      if p.Name == "" then raise_api_error("InvalidParameterValue", "`Name` must not be empty.") end
       max_chars("Name", p.Name, 32)
     end
   end
   if input_type == "4" and (p.Name == nil or p.IdCard == nil) then
-    fail("MissingParameter", "`Name` and `IdCard` are required when Config.InputType is \"4\".")
+    raise_api_error("MissingParameter", "`Name` and `IdCard` are required when Config.InputType is \"4\".")
   end
   if (p.Name == nil) ~= (p.IdCard == nil) then
-    fail("MissingParameter", "`Name` and `IdCard` must be passed together.")
+    raise_api_error("MissingParameter", "`Name` and `IdCard` must be passed together.")
   end
   if p.Extra ~= nil then max_chars("Extra", want("Extra", p.Extra, "string"), 1024) end
   if p.RedirectUrl ~= nil then
     local u = want("RedirectUrl", p.RedirectUrl, "string")
     max_chars("RedirectUrl", u, 1024)
     if not u:match("^[Hh][Tt][Tt][Pp][Ss]?://[^%s/?#]+") then
-      fail("InvalidParameterValue", "`RedirectUrl` must be an http or https URL.")
+      raise_api_error("InvalidParameterValue", "`RedirectUrl` must be an http or https URL.")
     end
   end
   return { input_type = input_type, encrypted = encrypted }
@@ -238,7 +239,7 @@ local result_fields = set { "EidToken", "InfoType", "BestFramesCount", "IsCutIdC
 
 local function check_token_field(p)
   if p.EidToken == nil then
-    fail("MissingParameter", "The request is missing a required parameter `EidToken`.")
+    raise_api_error("MissingParameter", "The request is missing a required parameter `EidToken`.")
   end
   want("EidToken", p.EidToken, "string")
 end
@@ -251,7 +252,7 @@ function _M.get_eid_result(p)
   want("InfoType", info, "string")
   local parts = {}
   if info == "" or not info:match("^[012356]+$") then
-    fail("InvalidParameterValue", "`InfoType` must be digits from 0, 1, 2, 3, 5, 6 (e.g. \"0\", \"13\").")
+    raise_api_error("InvalidParameterValue", "`InfoType` must be digits from 0, 1, 2, 3, 5, 6 (e.g. \"0\", \"13\").")
   end
   for d in info:gmatch(".") do parts[d] = true end
   if parts["0"] then
@@ -261,7 +262,7 @@ function _M.get_eid_result(p)
   if p.BestFramesCount ~= nil then
     want("BestFramesCount", p.BestFramesCount, "integer")
     if p.BestFramesCount < 0 then
-      fail("InvalidParameterValue", "`BestFramesCount` must be 0 to 3.")
+      raise_api_error("InvalidParameterValue", "`BestFramesCount` must be 0 to 3.")
     end
     frames = math.min(p.BestFramesCount, 3) -- documented: values above 3 are capped
   end
@@ -277,7 +278,7 @@ function _M.check_eid_token_status(p)
   check_token_field(p)
 end
 
-_M.fail = fail
+_M.raise_api_error = raise_api_error
 _M.want = want
 
 return _M
