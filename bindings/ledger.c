@@ -33,36 +33,15 @@ static lledger *check_ledger(lua_State *L, int idx) {
     return ll;
 }
 
-static const char *status_code(eid_status st) {
-    switch (st) {
-    case EID_E_LEDGER_UNKNOWN: return "unknown_token";
-    case EID_E_LEDGER_WRONG_SUBJECT: return "wrong_subject";
-    case EID_E_LEDGER_EXPIRED: return "expired";
-    case EID_E_LEDGER_CONSUMED: return "consumed";
-    case EID_E_LEDGER_EXISTS: return "exists";
-    case EID_E_LEDGER_PENDING: return "pending";
-    case EID_E_LEDGER_UNAVAILABLE: return "unavailable";
-    case EID_E_LEDGER_STORAGE: return "storage";
-    case EID_E_NOMEM: return "nomem";
-    case EID_E_CRYPTO: return "crypto";
-    default: return "internal";
-    }
-}
-
 /* A failed call: misuse raises naming the argument; a malformed token given
  * to a lookup is simply not in the ledger (it usually comes from a user). */
 static int fail(lua_State *L, eid_status st, const eid_error *err, int arg, int lookup) {
     if (st == EID_E_INVALID_ARG) {
         if (lookup && strcmp(err->field, "token") == 0)
-            return eidkit_push_fail(L, "unknown_token", err->message);
+            return eidkit_push_status(L, EID_E_LEDGER_UNKNOWN, err->message);
         return luaL_argerror(L, arg, err->message);
     }
-    int n = eidkit_push_fail(L, status_code(st), err->message[0] ? err->message : eid_strerror(st));
-    if (st == EID_E_LEDGER_UNAVAILABLE) {
-        lua_pushboolean(L, 1);
-        lua_setfield(L, -2, "retryable");
-    }
-    return n;
+    return eidkit_push_status(L, st, err->message);
 }
 
 static void set_int(lua_State *L, const char *k, int64_t v) {

@@ -30,6 +30,16 @@ int eidkit_push_fail(lua_State *L, const char *code, const char *message) {
     return 2;
 }
 
+int eidkit_push_status(lua_State *L, eid_status st, const char *message) {
+    int n =
+        eidkit_push_fail(L, eid_status_code(st), message && *message ? message : eid_strerror(st));
+    if (st == EID_E_LEDGER_UNAVAILABLE) { /* nothing changed: the call may be repeated */
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "retryable");
+    }
+    return n;
+}
+
 void eidkit_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
                       const luaL_Reg *methods) {
     if (luaL_newmetatable(L, name)) {
@@ -67,7 +77,7 @@ static int l_parse_authorization(lua_State *L) {
     eid_authorization a;
     eid_error err = {0};
     if (eid_authorization_parse(v, len, &a, &err) != EID_OK)
-        return eidkit_push_fail(L, "invalid", err.message);
+        return eidkit_push_status(L, EID_E_INVALID_ARG, err.message);
     lua_createtable(L, 0, 6);
     lua_pushstring(L, a.secret_id);
     lua_setfield(L, -2, "secret_id");
@@ -108,7 +118,7 @@ static int l_random_bytes(lua_State *L) {
     luaL_Buffer b;
     char *p = luaL_buffinitsize(L, &b, (size_t)n);
     if (eid_random_bytes(p, (size_t)n) != EID_OK)
-        return eidkit_push_fail(L, "crypto", "the random generator failed");
+        return eidkit_push_status(L, EID_E_CRYPTO, "the random generator failed");
     luaL_pushresultsize(&b, (size_t)n);
     return 1;
 }
@@ -164,6 +174,13 @@ int luaopen_eidkit_core(lua_State *L) {
     lua_setfield(L, -2, "lua_release");
     luaL_getmetatable(L, EIDKIT_ERROR_MT);
     lua_setfield(L, -2, "error_mt");
+    /* status_codes[value] = err.code, for every eid_status (dense from 0). */
+    lua_newtable(L);
+    for (int i = 0; strcmp(eid_status_code((eid_status)i), "unknown") != 0; i++) {
+        lua_pushstring(L, eid_status_code((eid_status)i));
+        lua_rawseti(L, -2, i);
+    }
+    lua_setfield(L, -2, "status_codes");
     eidkit_open_signer(L);
     eidkit_open_httpd(L);
     eidkit_open_ledger(L);

@@ -376,6 +376,18 @@ static void test_alloc_failures(void) {
     CHECK(clean);
 }
 
+/* The codes the Lua bindings put in err.code come from eid_status_code. */
+static void test_status_codes(void) {
+    CHECK(strcmp(eid_status_code(EID_OK), "ok") == 0);
+    CHECK(strcmp(eid_status_code(EID_E_LEDGER_UNKNOWN), "unknown_token") == 0);
+    CHECK(strcmp(eid_status_code(EID_E_LEDGER_UNAVAILABLE), "unavailable") == 0);
+    CHECK(strcmp(eid_status_code(EID_E_CLIENT_REMOTE), "remote") == 0);
+    CHECK(strcmp(eid_status_code((eid_status)-1), "unknown") == 0);
+    CHECK(strcmp(eid_status_code((eid_status)16), "unknown") == 0);
+    CHECK(strcmp(eid_strerror(EID_E_LEDGER_PENDING), "no result recorded yet") == 0);
+    CHECK(strcmp(eid_strerror((eid_status)-1), "unknown status") == 0);
+}
+
 int main(void) {
     if (mkdtemp(dir) == NULL) return 2;
     snprintf(path, sizeof path, "%s/ledger.db", dir);
@@ -387,6 +399,7 @@ int main(void) {
     test_payload();
     test_bad_input();
     test_schema_version();
+    test_status_codes();
     char cmd[320];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
