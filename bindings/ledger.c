@@ -227,8 +227,8 @@ static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
         lua_getfield(L, -1, "Code");
         const char *code = lua_tostring(L, -1);
         if (code && strcmp(code, "InvalidParameterValue.BizTokenExpired") == 0) {
-            o->has_verdict = 1; /* the token expired: recorded like ErrCode 15 */
-            o->err_code = 15;
+            o->has_verdict = 1; /* the token expired: recorded like its ErrCode */
+            o->err_code = EID_ERRCODE_EXPIRED;
         } else {
             luaL_argerror(L, arg, "Error: a failed GetEidResult call carries no result");
         }

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "eidkit/eidkit.h"
+#include "eidkit/ledger.h"
 
 #include "eidkit_lua.h"
 
@@ -152,6 +153,49 @@ static int l_monotonic(lua_State *L) {
     return 1;
 }
 
+/* t[name] = value for each row, into the table at the top of the stack. */
+typedef struct named_int {
+    const char *name;
+    lua_Integer value;
+} named_int;
+
+static void set_ints(lua_State *L, const named_int *rows, size_t n) {
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushinteger(L, rows[i].value);
+        lua_setfield(L, -2, rows[i].name);
+    }
+}
+
+/* The C core's rules that Lua code needs, from the C macros, so they are
+ * written once: core.limits (the ledger's input limits and defaults, named
+ * as the EID_LEDGER_* macros without the prefix) and core.errcodes (Tencent's
+ * ErrCodes the ledger gives a meaning to). */
+static void push_rules(lua_State *L) {
+    static const named_int limits[] = {
+        {"token_max", EID_LEDGER_TOKEN_MAX},
+        {"merchant_max", EID_LEDGER_MERCHANT_MAX},
+        {"subject_max", EID_LEDGER_SUBJECT_MAX},
+        {"extra_max", EID_LEDGER_EXTRA_MAX},
+        {"request_id_max", EID_LEDGER_REQUEST_ID_MAX},
+        {"request_ids", EID_LEDGER_REQUEST_IDS},
+        {"payload_max", EID_LEDGER_PAYLOAD_MAX},
+        {"url_max", EID_LEDGER_URL_MAX},
+        {"default_ttl", EID_LEDGER_DEFAULT_TTL},
+        {"result_window", EID_LEDGER_RESULT_WINDOW},
+        {"redis_retention", EID_LEDGER_REDIS_RETENTION},
+        {"key_len", EID_LEDGER_KEY_LEN},
+    };
+    set_ints(L, limits, sizeof limits / sizeof limits[0]);
+    lua_setfield(L, -2, "limits");
+    static const named_int errcodes[] = {
+        {"expired", EID_ERRCODE_EXPIRED},
+        {"pending", EID_ERRCODE_PENDING},
+    };
+    set_ints(L, errcodes, sizeof errcodes / sizeof errcodes[0]);
+    lua_setfield(L, -2, "errcodes");
+}
+
 int luaopen_eidkit_core(lua_State *L) {
     luaL_checkversion(L);
     if (luaL_newmetatable(L, EIDKIT_ERROR_MT)) {
@@ -181,6 +225,7 @@ int luaopen_eidkit_core(lua_State *L) {
         lua_rawseti(L, -2, i);
     }
     lua_setfield(L, -2, "status_codes");
+    push_rules(L);
     eidkit_open_signer(L);
     eidkit_open_httpd(L);
     eidkit_open_ledger(L);

@@ -160,15 +160,15 @@ void eid__ledger_apply(eid_ledger_record *r, const eid_ledger_outcome *o, int64_
         add_request_id(r->request_ids, sizeof r->request_ids, o->request_id);
     if (o->attempts > r->attempts) r->attempts = o->attempts;
     if (o->billable > r->billable) r->billable = o->billable;
-    /* 17: "flow not finished" is no verdict. */
-    if (!o->has_verdict || o->err_code == 17) return;
-    if (o->err_code == 15) { /* Tencent says the token expired */
+    /* "Flow not finished" is no verdict. */
+    if (!o->has_verdict || o->err_code == EID_ERRCODE_PENDING) return;
+    if (o->err_code == EID_ERRCODE_EXPIRED) { /* Tencent says the token expired */
         /* Also after our own TTL expiry: Tencent's word settles the token,
          * so it can be consumed (closed) exactly once. */
         if (r->state == EID_LEDGER_ISSUED || (r->state == EID_LEDGER_EXPIRED && !r->has_err_code)) {
             r->state = EID_LEDGER_EXPIRED;
             r->has_err_code = 1; /* settled: no last pull needed */
-            r->err_code = 15;
+            r->err_code = EID_ERRCODE_EXPIRED;
         }
         return;
     }
@@ -207,7 +207,7 @@ eid_status eid__ledger_check_claim(const eid_ledger_record *r, const char *subje
 
 eid_status eid__ledger_check_consume(const eid_ledger_record *r, const char *subject, int64_t now,
                                      eid_error *err) {
-    /* Expired with Tencent's ErrCode 15 is a verdict too: consuming it is
+    /* Expired with Tencent's EID_ERRCODE_EXPIRED is a verdict too: consuming it is
      * how a flow reports the expiry once. */
     if (r->state == EID_LEDGER_EXPIRED && r->has_err_code) return check_owner(r, subject, err);
     eid_status st = eid__ledger_check_claim(r, subject, now, err);

@@ -4,7 +4,9 @@
  * across nodes and stays in one hash slot on Redis Cluster. The scripts are
  * plain files (lua/eidkit/ledger/redis/NAME.lua) compiled in at build time;
  * they are run by EVALSHA and sent with EVAL only when the server answers
- * NOSCRIPT (after a restart or SCRIPT FLUSH).
+ * NOSCRIPT (after a restart or SCRIPT FLUSH). Each is sent after a one-line
+ * prologue that defines the constants the scripts share with ledger.c
+ * (ERR_EXPIRED, ERR_PENDING), so their values are written once, in ledger.h.
  *
  * Two sorted sets, scored by created_at, index the tokens: "<prefix>due"
  * holds the open ones (they may still need a pull, expire or be abandoned)
@@ -35,6 +37,13 @@ extern const char eid__ledger_script_expire[];
 
 enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_COUNT };
 
+#define STR_(x) #x
+#define STR(x)  STR_(x)
+/* Put before every script: Redis scripts cannot require anything, and a
+ * global would be refused, so the shared constants arrive as locals. */
+static const char script_prologue[] =
+    "local ERR_EXPIRED, ERR_PENDING = " STR(EID_ERRCODE_EXPIRED) ", " STR(EID_ERRCODE_PENDING) "\n";
+
 #define PREFIX_MAX 64
 #define KEY_MAX    (PREFIX_MAX + EID_LEDGER_TOKEN_MAX + 8)
 #define BATCH      256
@@ -53,7 +62,7 @@ typedef struct redis_be {
     char prefix[PREFIX_MAX + 1];
     char due_key[PREFIX_MAX + 8], created_key[PREFIX_MAX + 8];
     ledger_config cfg;
-    const char *script[SC_COUNT];
+    char *script[SC_COUNT]; /* script_prologue + the file's text, OPENSSL_malloc'd */
     char sha[SC_COUNT][41];
 } redis_be;
 
@@ -292,6 +301,8 @@ static void close_be(void *p) {
     redis_be *b = p;
     if (b == NULL) return;
     if (b->c) redisFree(b->c);
+    for (int i = 0; i < SC_COUNT; i++)
+        OPENSSL_free(b->script[i]);
     OPENSSL_free(b);
 }
 
@@ -367,15 +378,25 @@ eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg
     b->cfg = *cfg;
     eid_status st = parse_location(b, location, err);
     if (st) goto fail;
-    b->script[SC_ISSUE] = eid__ledger_script_issue;
-    b->script[SC_RECORD] = eid__ledger_script_record;
-    b->script[SC_CONSUME] = eid__ledger_script_consume;
-    b->script[SC_EXPIRE] = eid__ledger_script_expire;
-    for (int i = 0; i < SC_COUNT; i++)
+    static const char *const files[SC_COUNT] = {
+        [SC_ISSUE] = eid__ledger_script_issue,
+        [SC_RECORD] = eid__ledger_script_record,
+        [SC_CONSUME] = eid__ledger_script_consume,
+        [SC_EXPIRE] = eid__ledger_script_expire,
+    };
+    for (int i = 0; i < SC_COUNT; i++) {
+        size_t plen = sizeof script_prologue - 1, flen = strlen(files[i]);
+        if ((b->script[i] = OPENSSL_malloc(plen + flen + 1)) == NULL) {
+            st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+            goto fail;
+        }
+        memcpy(b->script[i], script_prologue, plen);
+        memcpy(b->script[i] + plen, files[i], flen + 1);
         if (!sha1_hex(b->script[i], b->sha[i])) {
             st = eid__fail(err, EID_E_CRYPTO, "", "SHA-1 of a script failed");
             goto fail;
         }
+    }
     if ((st = connect_be(b, err))) goto fail;
     *out = b;
     return EID_OK;

@@ -4,11 +4,11 @@
  * States (docs/internals/ledger.md has the full transition table):
  *
  *   issued --record_result(verdict)--> passed | failed --consume--> consumed
- *   issued --expire (TTL over, no verdict) / ErrCode 15--> expired
+ *   issued --expire (TTL over, no verdict) / EID_ERRCODE_EXPIRED--> expired
  *   issued | expired --expire (result window over)--> abandoned
  *
  * A verdict is Text.ErrCode from GetEidResult: 0 is passed, anything else
- * failed (17, "flow not finished", counts as no verdict). A passed verdict is
+ * failed (EID_ERRCODE_PENDING, "flow not finished", counts as no verdict). A passed verdict is
  * final. A failed one is final once the token's TTL is over; before that the
  * user may retry on the same token, so a later pull may turn it into passed.
  * Attempts and billable counts only ever grow.
@@ -45,6 +45,11 @@ extern "C" {
 #define EID_LEDGER_RESULT_WINDOW   (3 * 86400) /* s; Tencent keeps results 3 days */
 #define EID_LEDGER_REDIS_RETENTION (7 * 86400) /* s kept in Redis after the window */
 #define EID_LEDGER_KEY_LEN         32          /* AES-256-GCM payload key */
+
+/* Tencent's Text.ErrCode values (GetEidResult) that are not plain verdicts.
+ * 0 is passed and any other value failed, except these two. */
+#define EID_ERRCODE_EXPIRED 15 /* the EidToken expired: the token settles as expired */
+#define EID_ERRCODE_PENDING 17 /* the flow is not finished: no verdict, only a pull */
 
 typedef enum eid_ledger_state {
     EID_LEDGER_ISSUED = 0,
