@@ -5,7 +5,7 @@
 --   local ledger = require("eidkit.ledger").open("sqlite:./eidkit.db")
 --   assert(ledger:issue{ EidToken = tok, MerchantId = mid, subject = "user-42" })
 --   local rec, err = ledger:claim(tok, "user-42")
---   local rec, err = ledger:record_result(tok, response)  -- GetEidResult's Response
+--   local rec, err = ledger:record(tok, response)         -- GetEidResult's Response
 --   local rec, err = ledger:consume(tok, "user-42")       -- once; then err.code == "consumed"
 --   local list = ledger:due(100)
 local core = require "eidkit.core"
@@ -30,7 +30,7 @@ end
 -- open(url [, opts]) -> ledger | nil, err
 -- opts: token_ttl (s, default 7200), result_window (s, default 3 days),
 -- retention (Redis: s kept after the window, default 7 days), timeout_ms,
--- clock (function returning Unix seconds), keep_payloads (record_result and
+-- clock (function returning Unix seconds), keep_payloads (record and
 -- sweep store each response, JSON-encoded and encrypted), payload_key (32 bytes) or payload_key_hex (64 hex
 -- digits); with keep_payloads and neither, $EIDKIT_LEDGER_KEY (hex).
 function _M.open(url, opts)
@@ -56,7 +56,7 @@ function _M.open(url, opts)
   return core.ledger_open(url, {
     token_ttl = opts.token_ttl, result_window = opts.result_window, retention = opts.retention,
     timeout_ms = opts.timeout_ms, clock = opts.clock, payload_key = key,
-    -- record_result then stores each response it is given, JSON-encoded.
+    -- record then stores each response it is given, JSON-encoded.
     payload_encoder = opts.keep_payloads and key and json_encode or nil,
   })
 end
@@ -94,7 +94,7 @@ function methods.sweep(self, pull, opts)
       failed(tok, "pull failed: " .. tostring(perr))
     else
       local payload = opts.payload and opts.payload(resp) or nil
-      local rok, updated, rerr = pcall(self.record_result, self, tok, resp, payload)
+      local rok, updated, rerr = pcall(self.record, self, tok, resp, payload)
       if not rok then
         failed(tok, "bad response: " .. tostring(updated))
       elseif not updated then
