@@ -512,10 +512,8 @@ void eidkit_open_ledger(lua_State *L) {
         {"__tostring", l_tostring},
         {NULL, NULL},
     };
+    /* The object the eidkit.ledger class wraps (docs/internals/classes.md). */
     eidkit_new_class(L, EIDKIT_LEDGER_MT, meta, methods);
-    /* The method table, so eidkit.ledger can add the methods written in Lua. */
-    lua_getfield(L, -1, "__index");
-    lua_setfield(L, -3, "ledger_methods");
     lua_pop(L, 1);
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "ledger_open");

@@ -73,6 +73,26 @@ for name, new_url in pairs(backends) do
       assert.matches("^eidkit%.Ledger %(" .. name, tostring(ledger))
     end)
 
+    it("closes once, by close() or <close>, and refuses calls after", function()
+      local l = open()
+      l:close()
+      l:close()
+      assert.equals("eidkit.Ledger (closed)", tostring(l))
+      assert.has_error(function() l:get(TOK) end, "attempt to use a closed eidkit.Ledger")
+      do
+        local scoped <close> = open()
+        l = scoped
+        assert.is_true(issue())
+      end
+      assert.equals("eidkit.Ledger (closed)", tostring(l))
+    end)
+
+    it("raises on a missing argument, naming the method and the position", function()
+      assert.has_error(function() ledger:claim(TOK) end,
+        "bad argument #2 to 'claim' (string expected, got no value)")
+      assert.has_error(function() ledger:get() end, "bad argument #1 to 'get' (string expected, got no value)")
+    end)
+
     describe("issue", function()
       it("stores a token once", function()
         assert.is_true(issue())
