@@ -4,7 +4,7 @@
 --     run in eidkit.sandbox (box:wrap copies the Response in and the outcome
 --     out, and arms the limits); (2) settling N passed tokens one at a time
 --     against `eidkit sim` on SQLite: the raw sequence a merchant would write
---     (claim, get_eid_result, record_result, consume) vs flow:finish with the
+--     (claim, get_eid_result, record, consume) vs flow:finish with the
 --     default policy vs flow:finish with a sandboxed policy script.
 -- Prints "case median runs..." lines; every outcome is checked.
 local eidkit = require "eidkit"
@@ -91,7 +91,7 @@ for _ = 1, runs do
     for i, tok in ipairs(toks) do
       assert(ledger:claim(tok, "u" .. i))
       local res = assert(client:get_eid_result { EidToken = tok, InfoType = "1" })
-      assert(ledger:record_result(tok, res))
+      assert(ledger:record(tok, res))
       assert(ledger:consume(tok, "u" .. i))
     end
     record("settle: raw claim+pull+record+consume (tokens/s)", n / (now() - t0))

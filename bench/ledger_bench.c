@@ -1,5 +1,5 @@
 /* Ledger transitions per second: for each of n fresh tokens, issue -> claim
- * -> record_result (a passed verdict) -> consume, through the C API, one
+ * -> record (a passed verdict) -> consume, through the C API, one
  * thread, one connection. Prints "<backend> <runs> <median transitions/s>".
  * Usage: ledger_bench URL TOKENS RUNS */
 #define _POSIX_C_SOURCE 200809L
@@ -35,19 +35,22 @@ int main(int argc, char **argv) {
         return 1;
     }
     double rates[99];
-    eid_ledger_outcome pass = {.has_verdict = 1, .err_code = 0, .attempts = 1, .billable = 1,
+    eid_ledger_outcome pass = {.has_verdict = 1,
+                               .err_code = 0,
+                               .attempts = 1,
+                               .billable = 1,
                                .request_id = "6f1c2b7e-0000-4000-8000-000000000000"};
-    eid_ledger_record rec;
+    eid_ledger_entry rec;
     unsigned long tag = (unsigned long)time(NULL);
     for (long r = 0; r < runs; r++) {
         double t0 = now_s();
         for (long i = 0; i < n; i++) {
             char tok[64];
             snprintf(tok, sizeof tok, "B%lx-%ld-%ld", tag, r, i);
-            eid_ledger_issue in = {.token = tok, .merchant_id = "0NSJ2023", .subject = "user-42"};
-            if (eid_ledger_issue_token(l, &in, &err) ||
-                eid_ledger_claim(l, tok, "user-42", &rec, &err) ||
-                eid_ledger_record_result(l, tok, &pass, &rec, &err) ||
+            eid_ledger_issue_params in = {
+                .token = tok, .merchant_id = "0NSJ2023", .subject = "user-42"};
+            if (eid_ledger_issue(l, &in, &err) || eid_ledger_claim(l, tok, "user-42", &rec, &err) ||
+                eid_ledger_record(l, tok, &pass, &rec, &err) ||
                 eid_ledger_consume(l, tok, "user-42", &rec, &err)) {
                 fprintf(stderr, "ledger_bench: %s\n", err.message);
                 eid_ledger_free(l);

@@ -2,6 +2,8 @@
 #ifndef EIDKIT_LUA_H
 #define EIDKIT_LUA_H
 
+#include "eidkit/eidkit.h"
+
 #include <lauxlib.h>
 #include <lua.h>
 
@@ -20,6 +22,12 @@ EIDKIT_LUA_EXPORT int luaopen_eidkit_core(lua_State *L);
 /* Push a runtime-failure value: nil, {code=, message=} with __tostring.
  * Returns 2 (the number of values pushed). */
 int eidkit_push_fail(lua_State *L, const char *code, const char *message);
+
+/* eidkit_push_fail for a failed eid_status: code is eid_status_code(st), the
+ * one mapping the C core defines (core.status_codes exports it); message
+ * NULL or "" stands for eid_strerror(st). EID_E_LEDGER_UNAVAILABLE is
+ * retryable. Returns 2. */
+int eidkit_push_status(lua_State *L, eid_status st, const char *message);
 
 /* Create the class `name` once per state: its metatable gets the meta
  * functions (__gc, __close, __tostring, ...) and __index = a table of the

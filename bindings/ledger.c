@@ -33,36 +33,15 @@ static lledger *check_ledger(lua_State *L, int idx) {
     return ll;
 }
 
-static const char *status_code(eid_status st) {
-    switch (st) {
-    case EID_E_LEDGER_UNKNOWN: return "unknown_token";
-    case EID_E_LEDGER_WRONG_SUBJECT: return "wrong_subject";
-    case EID_E_LEDGER_EXPIRED: return "expired";
-    case EID_E_LEDGER_CONSUMED: return "consumed";
-    case EID_E_LEDGER_EXISTS: return "exists";
-    case EID_E_LEDGER_PENDING: return "pending";
-    case EID_E_LEDGER_UNAVAILABLE: return "unavailable";
-    case EID_E_LEDGER_STORAGE: return "storage";
-    case EID_E_NOMEM: return "nomem";
-    case EID_E_CRYPTO: return "crypto";
-    default: return "internal";
-    }
-}
-
 /* A failed call: misuse raises naming the argument; a malformed token given
  * to a lookup is simply not in the ledger (it usually comes from a user). */
 static int fail(lua_State *L, eid_status st, const eid_error *err, int arg, int lookup) {
     if (st == EID_E_INVALID_ARG) {
         if (lookup && strcmp(err->field, "token") == 0)
-            return eidkit_push_fail(L, "unknown_token", err->message);
+            return eidkit_push_status(L, EID_E_LEDGER_UNKNOWN, err->message);
         return luaL_argerror(L, arg, err->message);
     }
-    int n = eidkit_push_fail(L, status_code(st), err->message[0] ? err->message : eid_strerror(st));
-    if (st == EID_E_LEDGER_UNAVAILABLE) {
-        lua_pushboolean(L, 1);
-        lua_setfield(L, -2, "retryable");
-    }
-    return n;
+    return eidkit_push_status(L, st, err->message);
 }
 
 static void set_int(lua_State *L, const char *k, int64_t v) {
@@ -74,7 +53,7 @@ static void set_time(lua_State *L, const char *k, int64_t v) {
     if (v) set_int(L, k, v);
 }
 
-static void push_record(lua_State *L, const eid_ledger_record *r) {
+static void push_record(lua_State *L, const eid_ledger_entry *r) {
     lua_createtable(L, 0, 18);
     lua_pushstring(L, r->token);
     lua_setfield(L, -2, "EidToken");
@@ -172,7 +151,7 @@ static int l_issue(lua_State *L) {
         }
         lua_pop(L, 1);
     }
-    eid_ledger_issue in = {
+    eid_ledger_issue_params in = {
         .token = field_string(L, 2, "EidToken", 2),
         .merchant_id = field_string(L, 2, "MerchantId", 2),
         .subject = field_string(L, 2, "subject", 2),
@@ -181,7 +160,7 @@ static int l_issue(lua_State *L) {
         .expires_at = field_integer(L, 2, "expires_at", 2),
     };
     eid_error err = {0};
-    eid_status st = eid_ledger_issue_token(ll->l, &in, &err);
+    eid_status st = eid_ledger_issue(ll->l, &in, &err);
     if (st == EID_E_INVALID_ARG) {
         /* Name the field as the caller spelt it. */
         static const char *const names[][2] = {
@@ -199,14 +178,14 @@ static int l_issue(lua_State *L) {
     return 1;
 }
 
-typedef eid_status (*lookup_fn)(eid_ledger *, const char *, const char *, eid_ledger_record *,
+typedef eid_status (*lookup_fn)(eid_ledger *, const char *, const char *, eid_ledger_entry *,
                                 eid_error *);
 
 static int token_subject_call(lua_State *L, lookup_fn fn) {
     lledger *ll = check_ledger(L, 1);
     const char *token = check_cstring(L, 2);
     const char *subject = check_cstring(L, 3);
-    eid_ledger_record r;
+    eid_ledger_entry r;
     eid_error err = {0};
     eid_status st = fn(ll->l, token, subject, &r, &err);
     if (st) return fail(L, st, &err, strcmp(err.field, "subject") == 0 ? 3 : 2, 1);
@@ -220,7 +199,7 @@ static int l_consume(lua_State *L) { return token_subject_call(L, eid_ledger_con
 static int l_get(lua_State *L) {
     lledger *ll = check_ledger(L, 1);
     const char *token = check_cstring(L, 2);
-    eid_ledger_record r;
+    eid_ledger_entry r;
     eid_error err = {0};
     eid_status st = eid_ledger_get(ll->l, token, &r, &err);
     if (st) return fail(L, st, &err, 2, 1);
@@ -248,8 +227,8 @@ static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
         lua_getfield(L, -1, "Code");
         const char *code = lua_tostring(L, -1);
         if (code && strcmp(code, "InvalidParameterValue.BizTokenExpired") == 0) {
-            o->has_verdict = 1; /* the token expired: recorded like ErrCode 15 */
-            o->err_code = 15;
+            o->has_verdict = 1; /* the token expired: recorded like its ErrCode */
+            o->err_code = EID_ERRCODE_EXPIRED;
         } else {
             luaL_argerror(L, arg, "Error: a failed GetEidResult call carries no result");
         }
@@ -294,7 +273,7 @@ static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
     lua_pop(L, 1);
 }
 
-/* ledger:record_result(token, response [, payload]) */
+/* ledger:record(token, response [, payload]) */
 static int l_record(lua_State *L) {
     lledger *ll = check_ledger(L, 1);
     const char *token = check_cstring(L, 2);
@@ -320,9 +299,9 @@ static int l_record(lua_State *L) {
     read_outcome(L, 3, &o);
     o.payload = payload;
     o.payload_len = payload_len;
-    eid_ledger_record r;
+    eid_ledger_entry r;
     eid_error err = {0};
-    eid_status st = eid_ledger_record_result(ll->l, token, &o, &r, &err);
+    eid_status st = eid_ledger_record(ll->l, token, &o, &r, &err);
     if (st) {
         int arg = strcmp(err.field, "payload") == 0 ? 4 : strcmp(err.field, "token") == 0 ? 2 : 3;
         return fail(L, st, &err, arg, 1);
@@ -331,7 +310,7 @@ static int l_record(lua_State *L) {
     return 1;
 }
 
-static int push_list(lua_State *L, const eid_ledger_record *recs, size_t n, int t, int *count) {
+static int push_list(lua_State *L, const eid_ledger_entry *recs, size_t n, int t, int *count) {
     for (size_t i = 0; i < n; i++) {
         push_record(L, &recs[i]);
         lua_rawseti(L, t, ++*count);
@@ -345,7 +324,7 @@ static int l_due(lua_State *L) {
     lua_Integer limit = luaL_optinteger(L, 2, 100);
     luaL_argcheck(L, limit >= 1 && limit <= 100000, 2, "limit must be 1..100000");
     /* Buffers are userdata, so an error while pushing leaks nothing. */
-    eid_ledger_record *recs = lua_newuserdatauv(L, sizeof *recs * (size_t)limit, 0);
+    eid_ledger_entry *recs = lua_newuserdatauv(L, sizeof *recs * (size_t)limit, 0);
     size_t n = 0;
     eid_error err = {0};
     eid_status st = eid_ledger_due(ll->l, recs, (size_t)limit, &n, &err);
@@ -356,16 +335,18 @@ static int l_due(lua_State *L) {
     return 1;
 }
 
-/* ledger:export{from = t0, to = t1} -> {record...}, created in [from, to). */
+/* ledger:export([{from = t0, to = t1}]) -> {record...}, created in
+ * [from, to). As in C, an end that is absent or 0 is open: no table at all
+ * exports every token. eid_ledger_export refuses from > to. */
 static int l_export(lua_State *L) {
     lledger *ll = check_ledger(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    int64_t from = field_integer(L, 2, "from", 2);
-    lua_getfield(L, 2, "to");
-    int64_t to = lua_isnil(L, -1) ? EID_TIMESTAMP_MAX : field_integer(L, 2, "to", 2);
-    lua_pop(L, 1);
-    if (from > to) luaL_argerror(L, 2, "from: after 'to'");
-    eid_ledger_record *page = lua_newuserdatauv(L, sizeof *page * PAGE, 0);
+    int64_t from = 0, to = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        from = field_integer(L, 2, "from", 2);
+        to = field_integer(L, 2, "to", 2);
+    }
+    eid_ledger_entry *page = lua_newuserdatauv(L, sizeof *page * PAGE, 0);
     lua_newtable(L);
     int t = lua_gettop(L), count = 0;
     int64_t after = 0;
@@ -401,9 +382,9 @@ static int l_expire(lua_State *L) {
 
 static int l_stats(lua_State *L) {
     lledger *ll = check_ledger(L, 1);
-    eid_ledger_stats s;
+    eid_ledger_counts s;
     eid_error err = {0};
-    eid_status st = eid_ledger_stats_get(ll->l, &s, &err);
+    eid_status st = eid_ledger_stats(ll->l, &s, &err);
     if (st) return fail(L, st, &err, 1, 0);
     lua_createtable(L, 0, EID_LEDGER_STATES + 3);
     uint64_t total = 0;
@@ -456,7 +437,7 @@ static int l_tostring(lua_State *L) {
 
 /* core.ledger_open(url [, {token_ttl=, result_window=, retention=,
  *   timeout_ms=, payload_key=, payload_encoder=, clock=}]) -> ledger | nil, err
- * payload_encoder(response) -> string: with it, record_result stores every
+ * payload_encoder(response) -> string: with it, record stores every
  * response it is given (encrypted) when no payload is passed. */
 static int l_open(lua_State *L) {
     const char *url = check_cstring(L, 1);
@@ -520,10 +501,9 @@ static int l_open(lua_State *L) {
 
 void eidkit_open_ledger(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"issue", l_issue},     {"claim", l_claim},     {"record_result", l_record},
-        {"consume", l_consume}, {"get", l_get},         {"due", l_due},
-        {"export", l_export},   {"expire", l_expire},   {"stats", l_stats},
-        {"payload", l_payload}, {"backend", l_backend}, {"close", l_close},
+        {"issue", l_issue}, {"claim", l_claim},     {"record", l_record},   {"consume", l_consume},
+        {"get", l_get},     {"due", l_due},         {"export", l_export},   {"expire", l_expire},
+        {"stats", l_stats}, {"payload", l_payload}, {"backend", l_backend}, {"close", l_close},
         {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
@@ -532,10 +512,8 @@ void eidkit_open_ledger(lua_State *L) {
         {"__tostring", l_tostring},
         {NULL, NULL},
     };
+    /* The object the eidkit.ledger class wraps (docs/internals/classes.md). */
     eidkit_new_class(L, EIDKIT_LEDGER_MT, meta, methods);
-    /* The method table, so eidkit.ledger can add the methods written in Lua. */
-    lua_getfield(L, -1, "__index");
-    lua_setfield(L, -3, "ledger_methods");
     lua_pop(L, 1);
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "ledger_open");

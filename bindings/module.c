@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "eidkit/eidkit.h"
+#include "eidkit/ledger.h"
 
 #include "eidkit_lua.h"
 
@@ -28,6 +29,16 @@ int eidkit_push_fail(lua_State *L, const char *code, const char *message) {
     lua_setfield(L, -2, "retryable");
     luaL_setmetatable(L, EIDKIT_ERROR_MT);
     return 2;
+}
+
+int eidkit_push_status(lua_State *L, eid_status st, const char *message) {
+    int n =
+        eidkit_push_fail(L, eid_status_code(st), message && *message ? message : eid_strerror(st));
+    if (st == EID_E_LEDGER_UNAVAILABLE) { /* nothing changed: the call may be repeated */
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "retryable");
+    }
+    return n;
 }
 
 void eidkit_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
@@ -67,7 +78,7 @@ static int l_parse_authorization(lua_State *L) {
     eid_authorization a;
     eid_error err = {0};
     if (eid_authorization_parse(v, len, &a, &err) != EID_OK)
-        return eidkit_push_fail(L, "invalid", err.message);
+        return eidkit_push_status(L, EID_E_INVALID_ARG, err.message);
     lua_createtable(L, 0, 6);
     lua_pushstring(L, a.secret_id);
     lua_setfield(L, -2, "secret_id");
@@ -108,7 +119,7 @@ static int l_random_bytes(lua_State *L) {
     luaL_Buffer b;
     char *p = luaL_buffinitsize(L, &b, (size_t)n);
     if (eid_random_bytes(p, (size_t)n) != EID_OK)
-        return eidkit_push_fail(L, "crypto", "the random generator failed");
+        return eidkit_push_status(L, EID_E_CRYPTO, "the random generator failed");
     luaL_pushresultsize(&b, (size_t)n);
     return 1;
 }
@@ -142,6 +153,49 @@ static int l_monotonic(lua_State *L) {
     return 1;
 }
 
+/* t[name] = value for each row, into the table at the top of the stack. */
+typedef struct named_int {
+    const char *name;
+    lua_Integer value;
+} named_int;
+
+static void set_ints(lua_State *L, const named_int *rows, size_t n) {
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushinteger(L, rows[i].value);
+        lua_setfield(L, -2, rows[i].name);
+    }
+}
+
+/* The C core's rules that Lua code needs, from the C macros, so they are
+ * written once: core.limits (the ledger's input limits and defaults, named
+ * as the EID_LEDGER_* macros without the prefix) and core.errcodes (Tencent's
+ * ErrCodes the ledger gives a meaning to). */
+static void push_rules(lua_State *L) {
+    static const named_int limits[] = {
+        {"token_max", EID_LEDGER_TOKEN_MAX},
+        {"merchant_max", EID_LEDGER_MERCHANT_MAX},
+        {"subject_max", EID_LEDGER_SUBJECT_MAX},
+        {"extra_max", EID_LEDGER_EXTRA_MAX},
+        {"request_id_max", EID_LEDGER_REQUEST_ID_MAX},
+        {"request_ids", EID_LEDGER_REQUEST_IDS},
+        {"payload_max", EID_LEDGER_PAYLOAD_MAX},
+        {"url_max", EID_LEDGER_URL_MAX},
+        {"default_ttl", EID_LEDGER_DEFAULT_TTL},
+        {"result_window", EID_LEDGER_RESULT_WINDOW},
+        {"redis_retention", EID_LEDGER_REDIS_RETENTION},
+        {"key_len", EID_LEDGER_KEY_LEN},
+    };
+    set_ints(L, limits, sizeof limits / sizeof limits[0]);
+    lua_setfield(L, -2, "limits");
+    static const named_int errcodes[] = {
+        {"expired", EID_ERRCODE_EXPIRED},
+        {"pending", EID_ERRCODE_PENDING},
+    };
+    set_ints(L, errcodes, sizeof errcodes / sizeof errcodes[0]);
+    lua_setfield(L, -2, "errcodes");
+}
+
 int luaopen_eidkit_core(lua_State *L) {
     luaL_checkversion(L);
     if (luaL_newmetatable(L, EIDKIT_ERROR_MT)) {
@@ -164,6 +218,14 @@ int luaopen_eidkit_core(lua_State *L) {
     lua_setfield(L, -2, "lua_release");
     luaL_getmetatable(L, EIDKIT_ERROR_MT);
     lua_setfield(L, -2, "error_mt");
+    /* status_codes[value] = err.code, for every eid_status (dense from 0). */
+    lua_newtable(L);
+    for (int i = 0; strcmp(eid_status_code((eid_status)i), "unknown") != 0; i++) {
+        lua_pushstring(L, eid_status_code((eid_status)i));
+        lua_rawseti(L, -2, i);
+    }
+    lua_setfield(L, -2, "status_codes");
+    push_rules(L);
     eidkit_open_signer(L);
     eidkit_open_httpd(L);
     eidkit_open_ledger(L);

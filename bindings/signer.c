@@ -15,14 +15,6 @@ static lsigner *check_signer(lua_State *L, int idx) {
     return ls;
 }
 
-static const char *status_code(eid_status st) {
-    switch (st) {
-    case EID_E_NOMEM: return "nomem";
-    case EID_E_CRYPTO: return "crypto";
-    default: return "internal";
-    }
-}
-
 /* Read a string field with no number coercion and no embedded NUL (the C core
  * takes NUL-terminated strings, and a silent truncation would sign something
  * other than what is sent). */
@@ -205,7 +197,7 @@ static int do_sign(lua_State *L, int sidx, int tidx, int explain) {
     eid_sign_explain ex = {.canonical_request = cr, .canonical_request_cap = sizeof cr};
     st = explain ? eid_signer_explain(s, &r, &sig, &ex, &err) : eid_signer_sign(s, &r, &sig, &err);
     if (st == EID_E_INVALID_ARG) return luaL_argerror(L, tidx, err.message);
-    if (st != EID_OK) return eidkit_push_fail(L, status_code(st), err.message);
+    if (st != EID_OK) return eidkit_push_status(L, st, err.message);
     if (!explain) {
         push_headers(L, &r, &sig);
         return 1;
@@ -264,7 +256,7 @@ static int signer_new(lua_State *L) {
         lua_setiuservalue(L, -2, 1);
     }
     eid_status st = eid_signer_new(&o, &ls->s);
-    if (st != EID_OK) return eidkit_push_fail(L, status_code(st), eid_strerror(st));
+    if (st != EID_OK) return eidkit_push_status(L, st, NULL);
     return 1;
 }
 
@@ -306,7 +298,7 @@ static int do_compute(lua_State *L, int sidx, int tidx) {
         luaL_argerror(L, tidx, "values: expected table");
     lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
     if (n > EID_VERIFY_HEADERS_MAX)
-        return eidkit_push_fail(L, "invalid", "too many signed headers");
+        return eidkit_push_status(L, EID_E_INVALID_ARG, "too many signed headers");
     for (lua_Integer i = 1; i <= n; i++) {
         int t = lua_rawgeti(L, -1, i);
         if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
@@ -327,8 +319,7 @@ static int do_compute(lua_State *L, int sidx, int tidx) {
     eid_error err = {0};
     eid_status st = eid_signer_compute(s, &c, sig, NULL, &err);
     lua_pop(L, 1); /* values, kept alive until here */
-    if (st == EID_E_INVALID_ARG) return eidkit_push_fail(L, "invalid", err.message);
-    if (st != EID_OK) return eidkit_push_fail(L, status_code(st), err.message);
+    if (st != EID_OK) return eidkit_push_status(L, st, err.message);
     lua_pushlstring(L, sig, 64);
     return 1;
 }

@@ -119,7 +119,7 @@ static eid_status check_subject(eid_error *err, const char *subject) {
 
 /* -------------------------------------------------------- state machine */
 
-static bool has_verdict(const eid_ledger_record *r) {
+static bool has_verdict(const eid_ledger_entry *r) {
     return r->state == EID_LEDGER_PASSED || r->state == EID_LEDGER_FAILED ||
            r->state == EID_LEDGER_CONSUMED;
 }
@@ -152,7 +152,7 @@ static void add_request_id(char *ids, size_t cap, const char *id) {
     memcpy(ids + n, id, idlen + 1);
 }
 
-void eid__ledger_apply(eid_ledger_record *r, const eid_ledger_outcome *o, int64_t now) {
+void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t now) {
     int32_t old_attempts = r->attempts;
     r->pulls++;
     r->last_pull_at = now;
@@ -160,15 +160,15 @@ void eid__ledger_apply(eid_ledger_record *r, const eid_ledger_outcome *o, int64_
         add_request_id(r->request_ids, sizeof r->request_ids, o->request_id);
     if (o->attempts > r->attempts) r->attempts = o->attempts;
     if (o->billable > r->billable) r->billable = o->billable;
-    /* 17: "flow not finished" is no verdict. */
-    if (!o->has_verdict || o->err_code == 17) return;
-    if (o->err_code == 15) { /* Tencent says the token expired */
+    /* "Flow not finished" is no verdict. */
+    if (!o->has_verdict || o->err_code == EID_ERRCODE_PENDING) return;
+    if (o->err_code == EID_ERRCODE_EXPIRED) { /* Tencent says the token expired */
         /* Also after our own TTL expiry: Tencent's word settles the token,
          * so it can be consumed (closed) exactly once. */
         if (r->state == EID_LEDGER_ISSUED || (r->state == EID_LEDGER_EXPIRED && !r->has_err_code)) {
             r->state = EID_LEDGER_EXPIRED;
             r->has_err_code = 1; /* settled: no last pull needed */
-            r->err_code = 15;
+            r->err_code = EID_ERRCODE_EXPIRED;
         }
         return;
     }
@@ -186,14 +186,14 @@ void eid__ledger_apply(eid_ledger_record *r, const eid_ledger_outcome *o, int64_
     r->finished_at = now;
 }
 
-static eid_status check_owner(const eid_ledger_record *r, const char *subject, eid_error *err) {
+static eid_status check_owner(const eid_ledger_entry *r, const char *subject, eid_error *err) {
     if (!eid__ledger_same(r->subject, subject))
         return eid__fail(err, EID_E_LEDGER_WRONG_SUBJECT, "subject",
                          "the token is bound to another subject");
     return EID_OK;
 }
 
-eid_status eid__ledger_check_claim(const eid_ledger_record *r, const char *subject, int64_t now,
+eid_status eid__ledger_check_claim(const eid_ledger_entry *r, const char *subject, int64_t now,
                                    eid_error *err) {
     eid_status st = check_owner(r, subject, err);
     if (st) return st;
@@ -205,9 +205,9 @@ eid_status eid__ledger_check_claim(const eid_ledger_record *r, const char *subje
     return EID_OK;
 }
 
-eid_status eid__ledger_check_consume(const eid_ledger_record *r, const char *subject, int64_t now,
+eid_status eid__ledger_check_consume(const eid_ledger_entry *r, const char *subject, int64_t now,
                                      eid_error *err) {
-    /* Expired with Tencent's ErrCode 15 is a verdict too: consuming it is
+    /* Expired with Tencent's EID_ERRCODE_EXPIRED is a verdict too: consuming it is
      * how a flow reports the expiry once. */
     if (r->state == EID_LEDGER_EXPIRED && r->has_err_code) return check_owner(r, subject, err);
     eid_status st = eid__ledger_check_claim(r, subject, now, err);
@@ -217,7 +217,7 @@ eid_status eid__ledger_check_consume(const eid_ledger_record *r, const char *sub
     return EID_OK;
 }
 
-bool eid__ledger_is_due(const eid_ledger_record *r, int64_t now) {
+bool eid__ledger_is_due(const eid_ledger_entry *r, int64_t now) {
     switch (r->state) {
     case EID_LEDGER_ISSUED: return now < r->result_deadline;
     case EID_LEDGER_FAILED: return now < r->expires_at;
@@ -228,7 +228,7 @@ bool eid__ledger_is_due(const eid_ledger_record *r, int64_t now) {
     }
 }
 
-bool eid__ledger_is_open(const eid_ledger_record *r, int64_t now) {
+bool eid__ledger_is_open(const eid_ledger_entry *r, int64_t now) {
     return r->state == EID_LEDGER_ISSUED || r->state == EID_LEDGER_EXPIRED ||
            eid__ledger_is_due(r, now);
 }
@@ -378,9 +378,9 @@ const char *eid_ledger_backend(const eid_ledger *l) { return l ? l->ops->name : 
         pthread_mutex_unlock(&(l)->lock);                                                          \
     } while (0)
 
-eid_status eid_ledger_issue_token(eid_ledger *l, const eid_ledger_issue *in, eid_error *err) {
+eid_status eid_ledger_issue(eid_ledger *l, const eid_ledger_issue_params *in, eid_error *err) {
     if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
-    if (in == NULL) return eid__fail(err, EID_E_INVALID_ARG, "record", "is NULL");
+    if (in == NULL) return eid__fail(err, EID_E_INVALID_ARG, "params", "is NULL");
     eid_status st;
     if ((st = check_token(err, in->token))) return st;
     if ((st = check_text(err, "merchant_id", in->merchant_id, EID_LEDGER_MERCHANT_MAX, T_VISIBLE,
@@ -390,7 +390,7 @@ eid_status eid_ledger_issue_token(eid_ledger *l, const eid_ledger_issue *in, eid
     if (in->extra &&
         (st = check_text(err, "extra", in->extra, EID_LEDGER_EXTRA_MAX, T_EXTRA, true)))
         return st;
-    eid_ledger_record r;
+    eid_ledger_entry r;
     memset(&r, 0, sizeof r);
     r.created_at = in->created_at ? in->created_at : now_of(l);
     if (r.created_at < 0 || r.created_at > EID_TIMESTAMP_MAX)
@@ -408,8 +408,7 @@ eid_status eid_ledger_issue_token(eid_ledger *l, const eid_ledger_issue *in, eid
     return st;
 }
 
-eid_status eid_ledger_get(eid_ledger *l, const char *token, eid_ledger_record *out,
-                          eid_error *err) {
+eid_status eid_ledger_get(eid_ledger *l, const char *token, eid_ledger_entry *out, eid_error *err) {
     if (l == NULL || out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
     eid_status st;
     if ((st = check_token(err, token))) return st;
@@ -418,11 +417,11 @@ eid_status eid_ledger_get(eid_ledger *l, const char *token, eid_ledger_record *o
 }
 
 eid_status eid_ledger_claim(eid_ledger *l, const char *token, const char *subject,
-                            eid_ledger_record *out, eid_error *err) {
+                            eid_ledger_entry *out, eid_error *err) {
     if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
     eid_status st;
     if ((st = check_token(err, token)) || (st = check_subject(err, subject))) return st;
-    eid_ledger_record r;
+    eid_ledger_entry r;
     pthread_mutex_lock(&l->lock);
     st = l->ops->get(l->be, token, &r, err);
     if (st == EID_OK) st = eid__ledger_check_claim(&r, subject, now_of(l), err);
@@ -431,8 +430,8 @@ eid_status eid_ledger_claim(eid_ledger *l, const char *token, const char *subjec
     return st;
 }
 
-eid_status eid_ledger_record_result(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
-                                    eid_ledger_record *out, eid_error *err) {
+eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
+                             eid_ledger_entry *out, eid_error *err) {
     if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
     if (o == NULL) return eid__fail(err, EID_E_INVALID_ARG, "outcome", "is NULL");
     eid_status st;
@@ -457,7 +456,7 @@ eid_status eid_ledger_record_result(eid_ledger *l, const char *token, const eid_
                              EID_LEDGER_PAYLOAD_MAX);
         if ((st = seal(l, token, o->payload, o->payload_len, &blob, &blen, err))) return st;
     }
-    eid_ledger_record r;
+    eid_ledger_entry r;
     LOCKED(l, l->ops->record(l->be, token, o, blob, blen, now_of(l), &r, err));
     OPENSSL_free(blob);
     if (st == EID_OK && out) *out = r;
@@ -465,17 +464,17 @@ eid_status eid_ledger_record_result(eid_ledger *l, const char *token, const eid_
 }
 
 eid_status eid_ledger_consume(eid_ledger *l, const char *token, const char *subject,
-                              eid_ledger_record *out, eid_error *err) {
+                              eid_ledger_entry *out, eid_error *err) {
     if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
     eid_status st;
     if ((st = check_token(err, token)) || (st = check_subject(err, subject))) return st;
-    eid_ledger_record r;
+    eid_ledger_entry r;
     LOCKED(l, l->ops->consume(l->be, token, subject, now_of(l), &r, err));
     if (st == EID_OK && out) *out = r;
     return st;
 }
 
-eid_status eid_ledger_due(eid_ledger *l, eid_ledger_record *out, size_t cap, size_t *n,
+eid_status eid_ledger_due(eid_ledger *l, eid_ledger_entry *out, size_t cap, size_t *n,
                           eid_error *err) {
     if (l == NULL || n == NULL || (out == NULL && cap))
         return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
@@ -487,18 +486,18 @@ eid_status eid_ledger_due(eid_ledger *l, eid_ledger_record *out, size_t cap, siz
 }
 
 eid_status eid_ledger_export(eid_ledger *l, int64_t from, int64_t to, int64_t after_created,
-                             const char *after_token, eid_ledger_record *out, size_t cap, size_t *n,
+                             const char *after_token, eid_ledger_entry *out, size_t cap, size_t *n,
                              eid_error *err) {
     if (l == NULL || n == NULL || (out == NULL && cap))
         return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
     *n = 0;
     eid_status st;
+    if (to == 0) to = INT64_MAX; /* open-ended */
     if (from > to) return eid__fail(err, EID_E_INVALID_ARG, "from", "after 'to'");
     if (after_token && *after_token && (st = check_token(err, after_token))) return st;
     if (cap == 0) return EID_OK;
-    LOCKED(l, l->ops->export_range(l->be, from, to, after_created,
-                                   after_token && *after_token ? after_token : NULL, out, cap, n,
-                                   err));
+    LOCKED(l, l->ops->export(l->be, from, to, after_created,
+                             after_token && *after_token ? after_token : NULL, out, cap, n, err));
     return st;
 }
 
@@ -513,7 +512,7 @@ eid_status eid_ledger_expire(eid_ledger *l, int64_t now, uint64_t *expired, uint
     return st;
 }
 
-eid_status eid_ledger_stats_get(eid_ledger *l, eid_ledger_stats *out, eid_error *err) {
+eid_status eid_ledger_stats(eid_ledger *l, eid_ledger_counts *out, eid_error *err) {
     if (l == NULL || out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
     memset(out, 0, sizeof *out);
     eid_status st;

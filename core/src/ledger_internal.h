@@ -21,22 +21,22 @@ typedef struct ledger_ops {
     const char *name;
     void (*close)(void *be);
     /* rec is complete (state issued, all times set). */
-    eid_status (*issue)(void *be, const eid_ledger_record *rec, eid_error *err);
-    eid_status (*get)(void *be, const char *token, eid_ledger_record *out, eid_error *err);
+    eid_status (*issue)(void *be, const eid_ledger_entry *rec, eid_error *err);
+    eid_status (*get)(void *be, const char *token, eid_ledger_entry *out, eid_error *err);
     /* blob: the sealed payload, or NULL to keep the stored one. */
     eid_status (*record)(void *be, const char *token, const eid_ledger_outcome *o,
                          const unsigned char *blob, size_t blob_len, int64_t now,
-                         eid_ledger_record *out, eid_error *err);
+                         eid_ledger_entry *out, eid_error *err);
     eid_status (*consume)(void *be, const char *token, const char *subject, int64_t now,
-                          eid_ledger_record *out, eid_error *err);
-    eid_status (*due)(void *be, int64_t now, eid_ledger_record *out, size_t cap, size_t *n,
+                          eid_ledger_entry *out, eid_error *err);
+    eid_status (*due)(void *be, int64_t now, eid_ledger_entry *out, size_t cap, size_t *n,
                       eid_error *err);
-    eid_status (*export_range)(void *be, int64_t from, int64_t to, int64_t after_created,
-                               const char *after_token, eid_ledger_record *out, size_t cap,
-                               size_t *n, eid_error *err);
+    eid_status (*export)(void *be, int64_t from, int64_t to, int64_t after_created,
+                         const char *after_token, eid_ledger_entry *out, size_t cap, size_t *n,
+                         eid_error *err);
     eid_status (*expire)(void *be, int64_t now, uint64_t *expired, uint64_t *abandoned,
                          eid_error *err);
-    eid_status (*stats)(void *be, int64_t now, eid_ledger_stats *out, eid_error *err);
+    eid_status (*stats)(void *be, int64_t now, eid_ledger_counts *out, eid_error *err);
     /* *blob is OPENSSL_malloc'd (caller frees); NULL with EID_OK: none. */
     eid_status (*payload)(void *be, const char *token, unsigned char **blob, size_t *len,
                           eid_error *err);
@@ -56,18 +56,18 @@ extern const ledger_ops eid__ledger_redis_ops;
  * conformance spec holds both to them. */
 
 /* Apply outcome o at now to r (idempotent; never erases a final verdict). */
-void eid__ledger_apply(eid_ledger_record *r, const eid_ledger_outcome *o, int64_t now);
+void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t now);
 /* May subject consume r at now? EID_OK or the refusal. */
-eid_status eid__ledger_check_consume(const eid_ledger_record *r, const char *subject, int64_t now,
+eid_status eid__ledger_check_consume(const eid_ledger_entry *r, const char *subject, int64_t now,
                                      eid_error *err);
 /* May subject claim r at now? */
-eid_status eid__ledger_check_claim(const eid_ledger_record *r, const char *subject, int64_t now,
+eid_status eid__ledger_check_claim(const eid_ledger_entry *r, const char *subject, int64_t now,
                                    eid_error *err);
 /* Must r's result still be pulled at now? */
-bool eid__ledger_is_due(const eid_ledger_record *r, int64_t now);
+bool eid__ledger_is_due(const eid_ledger_entry *r, int64_t now);
 /* May r still change without a pull (due, or issued/expired and so waiting
  * to expire or be abandoned)? The Redis due index keeps exactly these. */
-bool eid__ledger_is_open(const eid_ledger_record *r, int64_t now);
+bool eid__ledger_is_open(const eid_ledger_entry *r, int64_t now);
 /* Constant-time equality of two NUL-terminated strings (length leaks). */
 bool eid__ledger_same(const char *a, const char *b);
 

@@ -4,7 +4,9 @@
  * across nodes and stays in one hash slot on Redis Cluster. The scripts are
  * plain files (lua/eidkit/ledger/redis/NAME.lua) compiled in at build time;
  * they are run by EVALSHA and sent with EVAL only when the server answers
- * NOSCRIPT (after a restart or SCRIPT FLUSH).
+ * NOSCRIPT (after a restart or SCRIPT FLUSH). Each is sent after a one-line
+ * prologue that defines the constants the scripts share with ledger.c
+ * (ERR_EXPIRED, ERR_PENDING), so their values are written once, in ledger.h.
  *
  * Two sorted sets, scored by created_at, index the tokens: "<prefix>due"
  * holds the open ones (they may still need a pull, expire or be abandoned)
@@ -35,6 +37,13 @@ extern const char eid__ledger_script_expire[];
 
 enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_COUNT };
 
+#define STR_(x) #x
+#define STR(x)  STR_(x)
+/* Put before every script: Redis scripts cannot require anything, and a
+ * global would be refused, so the shared constants arrive as locals. */
+static const char script_prologue[] =
+    "local ERR_EXPIRED, ERR_PENDING = " STR(EID_ERRCODE_EXPIRED) ", " STR(EID_ERRCODE_PENDING) "\n";
+
 #define PREFIX_MAX 64
 #define KEY_MAX    (PREFIX_MAX + EID_LEDGER_TOKEN_MAX + 8)
 #define BATCH      256
@@ -53,7 +62,7 @@ typedef struct redis_be {
     char prefix[PREFIX_MAX + 1];
     char due_key[PREFIX_MAX + 8], created_key[PREFIX_MAX + 8];
     ledger_config cfg;
-    const char *script[SC_COUNT];
+    char *script[SC_COUNT]; /* script_prologue + the file's text, OPENSSL_malloc'd */
     char sha[SC_COUNT][41];
 } redis_be;
 
@@ -171,7 +180,7 @@ static void reply_text(const redisReply *r, char *dst, size_t cap) {
 
 /* el: NFIELDS field values then the payload length. False if the record
  * does not exist (token field missing). */
-static bool parse_record(redisReply **el, eid_ledger_record *r) {
+static bool parse_record(redisReply **el, eid_ledger_entry *r) {
     memset(r, 0, sizeof *r);
     if (el[0]->type != REDIS_REPLY_STRING) return false;
     reply_text(el[0], r->token, sizeof r->token);
@@ -216,7 +225,7 @@ static eid_status refusal(const char *code, eid_error *err) {
 }
 
 /* A script's answer: {"ok", record...} or {code}. */
-static eid_status script_answer(redisReply *r, eid_ledger_record *out, eid_error *err) {
+static eid_status script_answer(redisReply *r, eid_ledger_entry *out, eid_error *err) {
     eid_status st;
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_STRING)
@@ -233,7 +242,7 @@ static eid_status script_answer(redisReply *r, eid_ledger_record *out, eid_error
 
 /* Read n records by pipelining HMGET + HSTRLEN per token. found[i] false:
  * the key is gone (expired or never written). */
-static eid_status fetch(redis_be *b, const char *const *tokens, size_t n, eid_ledger_record *out,
+static eid_status fetch(redis_be *b, const char *const *tokens, size_t n, eid_ledger_entry *out,
                         bool *found, eid_error *err) {
     for (int attempt = 0; attempt < 2; attempt++) {
         if (b->c == NULL || b->c->err) {
@@ -292,6 +301,8 @@ static void close_be(void *p) {
     redis_be *b = p;
     if (b == NULL) return;
     if (b->c) redisFree(b->c);
+    for (int i = 0; i < SC_COUNT; i++)
+        OPENSSL_free(b->script[i]);
     OPENSSL_free(b);
 }
 
@@ -367,15 +378,25 @@ eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg
     b->cfg = *cfg;
     eid_status st = parse_location(b, location, err);
     if (st) goto fail;
-    b->script[SC_ISSUE] = eid__ledger_script_issue;
-    b->script[SC_RECORD] = eid__ledger_script_record;
-    b->script[SC_CONSUME] = eid__ledger_script_consume;
-    b->script[SC_EXPIRE] = eid__ledger_script_expire;
-    for (int i = 0; i < SC_COUNT; i++)
+    static const char *const files[SC_COUNT] = {
+        [SC_ISSUE] = eid__ledger_script_issue,
+        [SC_RECORD] = eid__ledger_script_record,
+        [SC_CONSUME] = eid__ledger_script_consume,
+        [SC_EXPIRE] = eid__ledger_script_expire,
+    };
+    for (int i = 0; i < SC_COUNT; i++) {
+        size_t plen = sizeof script_prologue - 1, flen = strlen(files[i]);
+        if ((b->script[i] = OPENSSL_malloc(plen + flen + 1)) == NULL) {
+            st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+            goto fail;
+        }
+        memcpy(b->script[i], script_prologue, plen);
+        memcpy(b->script[i] + plen, files[i], flen + 1);
         if (!sha1_hex(b->script[i], b->sha[i])) {
             st = eid__fail(err, EID_E_CRYPTO, "", "SHA-1 of a script failed");
             goto fail;
         }
+    }
     if ((st = connect_be(b, err))) goto fail;
     *out = b;
     return EID_OK;
@@ -405,7 +426,7 @@ static void zrem(redis_be *b, const char *zkey, const char *token) {
     if (command(b, 3, argv, NULL, &r, NULL) == EID_OK) freeReplyObject(r);
 }
 
-static eid_status r_issue(void *p, const eid_ledger_record *rec, eid_error *err) {
+static eid_status r_issue(void *p, const eid_ledger_entry *rec, eid_error *err) {
     redis_be *b = p;
     char key[KEY_MAX], created[24], expires[24], deadline[24], ttl[24], nonce[33];
     unsigned char rnd[16];
@@ -431,7 +452,7 @@ static eid_status r_issue(void *p, const eid_ledger_record *rec, eid_error *err)
     return script_answer(r, NULL, err);
 }
 
-static eid_status r_get(void *p, const char *token, eid_ledger_record *out, eid_error *err) {
+static eid_status r_get(void *p, const char *token, eid_ledger_entry *out, eid_error *err) {
     bool found = false;
     eid_status st = fetch(p, &token, 1, out, &found, err);
     if (st) return st;
@@ -440,7 +461,7 @@ static eid_status r_get(void *p, const char *token, eid_ledger_record *out, eid_
 
 static eid_status r_record(void *p, const char *token, const eid_ledger_outcome *o,
                            const unsigned char *blob, size_t blen, int64_t now,
-                           eid_ledger_record *out, eid_error *err) {
+                           eid_ledger_entry *out, eid_error *err) {
     redis_be *b = p;
     char key[KEY_MAX], snow[24], code[24], att[24], bill[24], maxids[24];
     token_key(b, token, key);
@@ -464,7 +485,7 @@ static eid_status r_record(void *p, const char *token, const eid_ledger_outcome 
 }
 
 static eid_status r_consume(void *p, const char *token, const char *subject, int64_t now,
-                            eid_ledger_record *out, eid_error *err) {
+                            eid_ledger_entry *out, eid_error *err) {
     redis_be *b = p;
     char key[KEY_MAX], snow[24], nonce[33];
     unsigned char rnd[16];
@@ -512,14 +533,14 @@ static eid_status integer_command(redis_be *b, int argc, const char **argv, long
 enum { V_NEXT = 0, V_STOP = 1, V_DROP = 2 };
 
 /* visit(b, rec or NULL when the hash is gone, token, score, ctx). */
-typedef int (*visit_fn)(redis_be *b, eid_ledger_record *rec, const char *token, int64_t score,
+typedef int (*visit_fn)(redis_be *b, eid_ledger_entry *rec, const char *token, int64_t score,
                         void *ctx, eid_error *err);
 
 /* Walk zkey from rank start in batches, reading each record; members a
  * visitor drops are removed after their batch, and the rank adjusted. */
 static eid_status walk(redis_be *b, const char *zkey, long start, visit_fn visit, void *ctx,
                        eid_error *err) {
-    eid_ledger_record *recs = OPENSSL_malloc(sizeof *recs * BATCH);
+    eid_ledger_entry *recs = OPENSSL_malloc(sizeof *recs * BATCH);
     if (recs == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
     eid_status st = EID_OK;
     for (long rank = start;;) {
@@ -563,13 +584,13 @@ static eid_status walk(redis_be *b, const char *zkey, long start, visit_fn visit
 
 typedef struct list_ctx {
     int64_t now, from, to;
-    eid_ledger_record *out;
+    eid_ledger_entry *out;
     size_t cap, n;
     uint64_t expired, abandoned;
-    eid_ledger_stats *stats;
+    eid_ledger_counts *stats;
 } list_ctx;
 
-static int due_visit(redis_be *b, eid_ledger_record *rec, const char *token, int64_t score, void *p,
+static int due_visit(redis_be *b, eid_ledger_entry *rec, const char *token, int64_t score, void *p,
                      eid_error *err) {
     (void)b, (void)token, (void)err;
     list_ctx *c = p;
@@ -580,7 +601,7 @@ static int due_visit(redis_be *b, eid_ledger_record *rec, const char *token, int
     return c->n < c->cap ? V_NEXT : V_STOP;
 }
 
-static eid_status r_due(void *p, int64_t now, eid_ledger_record *out, size_t cap, size_t *n,
+static eid_status r_due(void *p, int64_t now, eid_ledger_entry *out, size_t cap, size_t *n,
                         eid_error *err) {
     redis_be *b = p;
     list_ctx c = {.now = now, .out = out, .cap = cap};
@@ -589,7 +610,7 @@ static eid_status r_due(void *p, int64_t now, eid_ledger_record *out, size_t cap
     return st;
 }
 
-static int export_visit(redis_be *b, eid_ledger_record *rec, const char *token, int64_t score,
+static int export_visit(redis_be *b, eid_ledger_entry *rec, const char *token, int64_t score,
                         void *p, eid_error *err) {
     (void)b, (void)token, (void)err;
     list_ctx *c = p;
@@ -600,7 +621,7 @@ static int export_visit(redis_be *b, eid_ledger_record *rec, const char *token, 
 }
 
 static eid_status r_export(void *p, int64_t from, int64_t to, int64_t after_created,
-                           const char *after_token, eid_ledger_record *out, size_t cap, size_t *n,
+                           const char *after_token, eid_ledger_entry *out, size_t cap, size_t *n,
                            eid_error *err) {
     redis_be *b = p;
     long long start = -1;
@@ -627,7 +648,7 @@ static eid_status r_export(void *p, int64_t from, int64_t to, int64_t after_crea
     return st;
 }
 
-static int expire_visit(redis_be *b, eid_ledger_record *rec, const char *token, int64_t score,
+static int expire_visit(redis_be *b, eid_ledger_entry *rec, const char *token, int64_t score,
                         void *p, eid_error *err) {
     list_ctx *c = p;
     if (rec == NULL) return score < c->now - 60 ? V_DROP : V_NEXT;
@@ -675,7 +696,7 @@ static eid_status r_expire(void *p, int64_t now, uint64_t *expired, uint64_t *ab
     return integer_command(b, 4, argv, &removed, err);
 }
 
-static int stats_visit(redis_be *b, eid_ledger_record *rec, const char *token, int64_t score,
+static int stats_visit(redis_be *b, eid_ledger_entry *rec, const char *token, int64_t score,
                        void *p, eid_error *err) {
     (void)b, (void)token, (void)score, (void)err;
     list_ctx *c = p;
@@ -686,7 +707,7 @@ static int stats_visit(redis_be *b, eid_ledger_record *rec, const char *token, i
     return V_NEXT;
 }
 
-static eid_status r_stats(void *p, int64_t now, eid_ledger_stats *out, eid_error *err) {
+static eid_status r_stats(void *p, int64_t now, eid_ledger_counts *out, eid_error *err) {
     redis_be *b = p;
     list_ctx c = {.now = now, .stats = out};
     return walk(b, b->created_key, 0, stats_visit, &c, err);
@@ -725,7 +746,7 @@ const ledger_ops eid__ledger_redis_ops = {
     .record = r_record,
     .consume = r_consume,
     .due = r_due,
-    .export_range = r_export,
+    .export = r_export,
     .expire = r_expire,
     .stats = r_stats,
     .payload = r_payload,

@@ -121,7 +121,7 @@ static eid_status db_fail(eid_error *err, int rc, const char *what) {
     return eid__fail(err, st, "sqlite", "%s: %s", what, sqlite3_errstr(rc));
 }
 
-static void row_to_record(sqlite3_stmt *s, eid_ledger_record *r) {
+static void row_to_record(sqlite3_stmt *s, eid_ledger_entry *r) {
     memset(r, 0, sizeof *r);
     struct {
         char *dst;
@@ -251,7 +251,7 @@ fail:
     return st;
 }
 
-static eid_status s_issue(void *p, const eid_ledger_record *r, eid_error *err) {
+static eid_status s_issue(void *p, const eid_ledger_entry *r, eid_error *err) {
     sqlite_be *b = p;
     sqlite3_stmt *s = stmt(b, S_INSERT);
     sqlite3_bind_text(s, 1, r->token, -1, SQLITE_STATIC);
@@ -270,7 +270,7 @@ static eid_status s_issue(void *p, const eid_ledger_record *r, eid_error *err) {
     return EID_OK;
 }
 
-static eid_status load(sqlite_be *b, const char *token, eid_ledger_record *r, eid_error *err) {
+static eid_status load(sqlite_be *b, const char *token, eid_ledger_entry *r, eid_error *err) {
     sqlite3_stmt *s = stmt(b, S_GET);
     sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
@@ -281,11 +281,11 @@ static eid_status load(sqlite_be *b, const char *token, eid_ledger_record *r, ei
     return db_fail(err, rc, "read");
 }
 
-static eid_status s_get(void *p, const char *token, eid_ledger_record *r, eid_error *err) {
+static eid_status s_get(void *p, const char *token, eid_ledger_entry *r, eid_error *err) {
     return load(p, token, r, err);
 }
 
-static eid_status save(sqlite_be *b, const eid_ledger_record *r, const unsigned char *blob,
+static eid_status save(sqlite_be *b, const eid_ledger_entry *r, const unsigned char *blob,
                        size_t blen, eid_error *err) {
     sqlite3_stmt *s = stmt(b, S_UPDATE);
     sqlite3_bind_text(s, 1, r->token, -1, SQLITE_STATIC);
@@ -316,7 +316,7 @@ static eid_status finish(sqlite_be *b, eid_status st, eid_error *err) {
 
 static eid_status s_record(void *p, const char *token, const eid_ledger_outcome *o,
                            const unsigned char *blob, size_t blen, int64_t now,
-                           eid_ledger_record *out, eid_error *err) {
+                           eid_ledger_entry *out, eid_error *err) {
     sqlite_be *b = p;
     eid_status st = exec(b, S_BEGIN, "begin", err);
     if (st) return st;
@@ -330,7 +330,7 @@ static eid_status s_record(void *p, const char *token, const eid_ledger_outcome 
 }
 
 static eid_status s_consume(void *p, const char *token, const char *subject, int64_t now,
-                            eid_ledger_record *out, eid_error *err) {
+                            eid_ledger_entry *out, eid_error *err) {
     sqlite_be *b = p;
     eid_status st = exec(b, S_BEGIN, "begin", err);
     if (st) return st;
@@ -344,7 +344,7 @@ static eid_status s_consume(void *p, const char *token, const char *subject, int
     return finish(b, st, err);
 }
 
-static eid_status rows(sqlite3_stmt *s, eid_ledger_record *out, size_t cap, size_t *n,
+static eid_status rows(sqlite3_stmt *s, eid_ledger_entry *out, size_t cap, size_t *n,
                        eid_error *err) {
     int rc;
     *n = 0;
@@ -359,7 +359,7 @@ static eid_status rows(sqlite3_stmt *s, eid_ledger_record *out, size_t cap, size
     return EID_OK;
 }
 
-static eid_status s_due(void *p, int64_t now, eid_ledger_record *out, size_t cap, size_t *n,
+static eid_status s_due(void *p, int64_t now, eid_ledger_entry *out, size_t cap, size_t *n,
                         eid_error *err) {
     sqlite3_stmt *s = stmt(p, S_DUE);
     sqlite3_bind_int64(s, 1, now);
@@ -368,7 +368,7 @@ static eid_status s_due(void *p, int64_t now, eid_ledger_record *out, size_t cap
 }
 
 static eid_status s_export(void *p, int64_t from, int64_t to, int64_t after_created,
-                           const char *after_token, eid_ledger_record *out, size_t cap, size_t *n,
+                           const char *after_token, eid_ledger_entry *out, size_t cap, size_t *n,
                            eid_error *err) {
     sqlite3_stmt *s = stmt(p, after_token ? S_EXPORT_AFTER : S_EXPORT_FIRST);
     sqlite3_bind_int64(s, 1, from);
@@ -399,7 +399,7 @@ static eid_status s_expire(void *p, int64_t now, uint64_t *expired, uint64_t *ab
     return finish(b, EID_OK, err);
 }
 
-static eid_status s_stats(void *p, int64_t now, eid_ledger_stats *out, eid_error *err) {
+static eid_status s_stats(void *p, int64_t now, eid_ledger_counts *out, eid_error *err) {
     sqlite_be *b = p;
     sqlite3_stmt *s = stmt(b, S_STATS);
     int rc;
@@ -451,7 +451,7 @@ const ledger_ops eid__ledger_sqlite_ops = {
     .record = s_record,
     .consume = s_consume,
     .due = s_due,
-    .export_range = s_export,
+    .export = s_export,
     .expire = s_expire,
     .stats = s_stats,
     .payload = s_payload,

@@ -198,10 +198,10 @@ local function pull(self, tok, it)
   return api(self, "GetEidResult", "get_eid_result", { EidToken = tok, InfoType = it })
 end
 
--- ledger:record_result, where a Response the ledger cannot read is the
+-- ledger:record, where a Response the ledger cannot read is the
 -- server's fault (bad_response), not the caller's.
 local function record(self, tok, res)
-  local ok, rec, err = pcall(self.ledger.record_result, self.ledger, tok, res)
+  local ok, rec, err = pcall(self.ledger.record, self.ledger, tok, res)
   if not ok then
     return error_result("bad_response", "the GetEidResult answer could not be recorded: " .. describe(rec))
   end

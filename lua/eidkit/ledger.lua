@@ -1,17 +1,22 @@
 -- eidkit.ledger: the EidToken ledger (issue -> result -> consume), on SQLite
--- or Redis. The transitions are C (libeidkit); this file opens ledgers,
--- reads the payload key from config or the environment, and adds the sweep.
+-- or Redis. The transitions are C (libeidkit); this file is the class: a Lua
+-- table wrapping the C object (docs/internals/classes.md), opened with the
+-- payload key from config or the environment, with the sweep written here.
 --
 --   local ledger = require("eidkit.ledger").open("sqlite:./eidkit.db")
 --   assert(ledger:issue{ EidToken = tok, MerchantId = mid, subject = "user-42" })
 --   local rec, err = ledger:claim(tok, "user-42")
---   local rec, err = ledger:record_result(tok, response)  -- GetEidResult's Response
+--   local rec, err = ledger:record(tok, response)         -- GetEidResult's Response
 --   local rec, err = ledger:consume(tok, "user-42")       -- once; then err.code == "consumed"
 --   local list = ledger:due(100)
 local core = require "eidkit.core"
 
 local type, pcall, tostring, getenv = type, pcall, tostring, os.getenv
+local setmetatable, ipairs = setmetatable, ipairs
 local format, char, tonumber = string.format, string.char, tonumber
+
+local ledger_open = core.ledger_open
+local json_encode = require("cjson").new().encode
 
 local _M = {}
 
@@ -19,8 +24,10 @@ local _M = {}
 -- is set and no key is given: 64 hex digits (32 bytes).
 _M.PAYLOAD_KEY_ENV = "EIDKIT_LEDGER_KEY"
 
-local methods = core.ledger_methods
-local json_encode = require("cjson").new().encode
+-- A ledger is { c = <the backend object> }: today the C object from
+-- core.ledger_open; under OpenResty a Lua backend with the same methods.
+local mt = { __index = {} }
+local methods = mt.__index
 
 local function from_hex(s)
   if type(s) ~= "string" or #s ~= 64 or s:find("[^%x]") then return nil end
@@ -30,7 +37,7 @@ end
 -- open(url [, opts]) -> ledger | nil, err
 -- opts: token_ttl (s, default 7200), result_window (s, default 3 days),
 -- retention (Redis: s kept after the window, default 7 days), timeout_ms,
--- clock (function returning Unix seconds), keep_payloads (record_result and
+-- clock (function returning Unix seconds), keep_payloads (record and
 -- sweep store each response, JSON-encoded and encrypted), payload_key (32 bytes) or payload_key_hex (64 hex
 -- digits); with keep_payloads and neither, $EIDKIT_LEDGER_KEY (hex).
 function _M.open(url, opts)
@@ -53,13 +60,47 @@ function _M.open(url, opts)
     key = from_hex(env)
     if not key then error(format("bad argument #2 to 'open' (%s: expected 64 hex digits)", _M.PAYLOAD_KEY_ENV), 2) end
   end
-  return core.ledger_open(url, {
+  local c, err = ledger_open(url, {
     token_ttl = opts.token_ttl, result_window = opts.result_window, retention = opts.retention,
     timeout_ms = opts.timeout_ms, clock = opts.clock, payload_key = key,
-    -- record_result then stores each response it is given, JSON-encoded.
+    -- record then stores each response it is given, JSON-encoded.
     payload_encoder = opts.keep_payloads and key and json_encode or nil,
   })
+  if not c then return nil, err end
+  return setmetatable({ c = c }, mt)
 end
+
+-- The backend's operations, one call each (core/include/eidkit/ledger.h has
+-- the rules). Arguments pass through untouched, so the backend's argument
+-- errors name the method and the position the caller wrote.
+-- ledger:issue{EidToken=, MerchantId=, subject= [, Extra=, created_at=, expires_at=]}
+--   -> true | nil, err
+function methods.issue(self, ...) return self.c:issue(...) end
+-- ledger:claim(EidToken, subject) -> record | nil, err; changes nothing
+function methods.claim(self, ...) return self.c:claim(...) end
+-- ledger:record(EidToken, response [, payload]) -> record | nil, err
+function methods.record(self, ...) return self.c:record(...) end
+-- ledger:consume(EidToken, subject) -> record | nil, err; once per token
+function methods.consume(self, ...) return self.c:consume(...) end
+-- ledger:get(EidToken) -> record | nil, err
+function methods.get(self, ...) return self.c:get(...) end
+-- ledger:due([limit]) -> {record...}: the tokens whose result must be pulled
+function methods.due(self, ...) return self.c:due(...) end
+-- ledger:export([{from =, to =}]) -> {record...} created in [from, to)
+function methods.export(self, ...) return self.c:export(...) end
+-- ledger:expire([now]) -> {expired = n, abandoned = n}
+function methods.expire(self, ...) return self.c:expire(...) end
+-- ledger:stats() -> {issued =, passed =, ..., total =, billable =, due =}
+function methods.stats(self) return self.c:stats() end
+-- ledger:payload(EidToken) -> the decrypted payload | nil, err
+function methods.payload(self, ...) return self.c:payload(...) end
+-- ledger:backend() -> "sqlite" | "redis"
+function methods.backend(self) return self.c:backend() end
+-- ledger:close(): frees the backend; again is a no-op, any other call raises
+function methods.close(self) self.c:close() end
+
+mt.__tostring = function(self) return tostring(self.c) end
+mt.__close = function(self) self.c:close() end
 
 -- ledger:sweep(pull [, opts]) -> report | nil, err
 -- Moves tokens past their TTL or result window to expired/abandoned, then
@@ -94,7 +135,7 @@ function methods.sweep(self, pull, opts)
       failed(tok, "pull failed: " .. tostring(perr))
     else
       local payload = opts.payload and opts.payload(resp) or nil
-      local rok, updated, rerr = pcall(self.record_result, self, tok, resp, payload)
+      local rok, updated, rerr = pcall(self.record, self, tok, resp, payload)
       if not rok then
         failed(tok, "bad response: " .. tostring(updated))
       elseif not updated then

@@ -40,9 +40,9 @@ static eid_ledger *open_ledger(const char *u, const unsigned char *k) {
 }
 
 static eid_status issue(eid_ledger *l, const char *token, const char *subject) {
-    eid_ledger_issue in = {
+    eid_ledger_issue_params in = {
         .token = token, .merchant_id = "0NSJ2023", .subject = subject, .extra = "order-9"};
-    return eid_ledger_issue_token(l, &in, NULL);
+    return eid_ledger_issue(l, &in, NULL);
 }
 
 static eid_ledger_outcome verdict(int64_t code, int attempts, int billable, const char *rid) {
@@ -63,7 +63,7 @@ static void test_lifecycle(void) {
     eid_error err = {0};
     CHECK(issue(l, tok, "user-43") == EID_E_LEDGER_EXISTS);
 
-    eid_ledger_record r;
+    eid_ledger_entry r;
     CHECK(eid_ledger_claim(l, tok, "user-42", &r, &err) == EID_OK);
     CHECK(r.state == EID_LEDGER_ISSUED);
     CHECK(r.created_at == clock_now && r.expires_at == clock_now + 600);
@@ -79,28 +79,28 @@ static void test_lifecycle(void) {
     /* Pending pulls count but change no state. */
     eid_ledger_outcome pending = {.request_id = "req-1"};
     clock_now += 10;
-    CHECK(eid_ledger_record_result(l, tok, &pending, &r, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, tok, &pending, &r, &err) == EID_OK);
     CHECK(r.state == EID_LEDGER_ISSUED && r.pulls == 1 && r.last_pull_at == clock_now);
     eid_ledger_outcome unfinished = verdict(17, 0, 0, "req-2");
-    CHECK(eid_ledger_record_result(l, tok, &unfinished, &r, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, tok, &unfinished, &r, &err) == EID_OK);
     CHECK(r.state == EID_LEDGER_ISSUED && !r.has_err_code);
 
     /* A failed first attempt, then the user retries on the same token. */
     eid_ledger_outcome fail1 = verdict(1003, 1, 0, "req-3");
-    CHECK(eid_ledger_record_result(l, tok, &fail1, &r, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, tok, &fail1, &r, &err) == EID_OK);
     CHECK(r.state == EID_LEDGER_FAILED && r.err_code == 1003 && r.finished_at == clock_now);
     size_t n = 9;
-    eid_ledger_record due[4];
+    eid_ledger_entry due[4];
     CHECK(eid_ledger_due(l, due, 4, &n, &err) == EID_OK && n == 1);
     eid_ledger_outcome pass = verdict(0, 2, 1, "req-4");
-    CHECK(eid_ledger_record_result(l, tok, &pass, &r, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, tok, &pass, &r, &err) == EID_OK);
     CHECK(r.state == EID_LEDGER_PASSED && r.err_code == 0 && r.attempts == 2 && r.billable == 1);
     /* The slow callback carrying the first response changes no verdict. */
-    CHECK(eid_ledger_record_result(l, tok, &fail1, &r, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, tok, &fail1, &r, &err) == EID_OK);
     CHECK(r.state == EID_LEDGER_PASSED && r.err_code == 0 && r.attempts == 2);
     /* Nor does a later failure: passed is final. */
     eid_ledger_outcome fail3 = verdict(2016, 3, 2, "req-4");
-    CHECK(eid_ledger_record_result(l, tok, &fail3, &r, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, tok, &fail3, &r, &err) == EID_OK);
     CHECK(r.state == EID_LEDGER_PASSED && r.attempts == 3 && r.billable == 2);
     CHECK_STR(r.request_ids, "req-1,req-2,req-3,req-4");
     CHECK(r.pulls == 6);
@@ -113,7 +113,7 @@ static void test_lifecycle(void) {
     CHECK_STR(err.message, "token: already consumed");
     CHECK(eid_ledger_claim(l, tok, "user-42", NULL, &err) == EID_E_LEDGER_CONSUMED);
     /* A pull after consume still adds billing facts, never a verdict. */
-    CHECK(eid_ledger_record_result(l, tok, &fail3, &r, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, tok, &fail3, &r, &err) == EID_OK);
     CHECK(r.state == EID_LEDGER_CONSUMED && r.err_code == 0);
     eid_ledger_free(l);
 
@@ -135,10 +135,10 @@ static void test_expiry(void) {
     clock_now += 1;
     CHECK(issue(l, "T-EXPIRE-3", "u3") == EID_OK);
     eid_ledger_outcome ex = verdict(15, 0, 0, NULL);
-    CHECK(eid_ledger_record_result(l, "T-EXPIRE-3", &ex, NULL, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, "T-EXPIRE-3", &ex, NULL, &err) == EID_OK);
     CHECK(eid_ledger_claim(l, "T-EXPIRE-3", "u3", NULL, &err) == EID_E_LEDGER_EXPIRED);
 
-    eid_ledger_record due[8];
+    eid_ledger_entry due[8];
     size_t n = 0;
     CHECK(eid_ledger_due(l, due, 8, &n, &err) == EID_OK && n == 2);
     CHECK_STR(due[0].token, "T-EXPIRE-1");
@@ -152,20 +152,20 @@ static void test_expiry(void) {
     /* Expired tokens get one last pull after the TTL. */
     CHECK(eid_ledger_due(l, due, 8, &n, &err) == EID_OK && n == 2);
     eid_ledger_outcome pending = {0};
-    CHECK(eid_ledger_record_result(l, "T-EXPIRE-1", &pending, NULL, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, "T-EXPIRE-1", &pending, NULL, &err) == EID_OK);
     CHECK(eid_ledger_due(l, due, 8, &n, &err) == EID_OK && n == 1);
     CHECK_STR(due[0].token, "T-EXPIRE-2");
 
     clock_now = t0 + 3 * 86400 + 5;
     CHECK(eid_ledger_expire(l, 0, &e, &a, &err) == EID_OK && e == 0 && a == 3);
-    eid_ledger_stats s;
-    CHECK(eid_ledger_stats_get(l, &s, &err) == EID_OK);
+    eid_ledger_counts s;
+    CHECK(eid_ledger_stats(l, &s, &err) == EID_OK);
     CHECK(s.count[EID_LEDGER_ABANDONED] == 3 && s.count[EID_LEDGER_CONSUMED] == 1);
     CHECK(s.billable == 2 && s.due == 0);
     /* A verdict pulled late still lands on an abandoned token. */
     eid_ledger_outcome late = verdict(2006, 1, 1, "req-late");
-    eid_ledger_record r;
-    CHECK(eid_ledger_record_result(l, "T-EXPIRE-2", &late, &r, &err) == EID_OK);
+    eid_ledger_entry r;
+    CHECK(eid_ledger_record(l, "T-EXPIRE-2", &late, &r, &err) == EID_OK);
     CHECK(r.state == EID_LEDGER_FAILED && r.billable == 1);
     eid_ledger_free(l);
 }
@@ -178,11 +178,11 @@ static void test_export(void) {
     eid_error err = {0};
     for (int i = 0; i < 25; i++) {
         snprintf(name, sizeof name, "EXP-%02d", i);
-        eid_ledger_issue in = {
+        eid_ledger_issue_params in = {
             .token = name, .merchant_id = "m", .subject = "s", .created_at = base + i / 2};
-        CHECK(eid_ledger_issue_token(l, &in, &err) == EID_OK);
+        CHECK(eid_ledger_issue(l, &in, &err) == EID_OK);
     }
-    eid_ledger_record page[10];
+    eid_ledger_entry page[10];
     size_t n = 0, total = 0;
     int64_t after = 0;
     char last[EID_LEDGER_TOKEN_MAX + 1] = "";
@@ -201,6 +201,15 @@ static void test_export(void) {
         pages++;
     } while (n == 10 && pages < 10);
     CHECK(total == 20);
+    /* to 0: open-ended, so from base on is all 25 (earlier tests issued
+     * theirs before base). */
+    CHECK(eid_ledger_export(l, base, 0, 0, NULL, page, 10, &n, &err) == EID_OK && n == 10);
+    for (total = n, pages = 1; n == 10 && pages < 10; pages++, total += n) {
+        after = page[n - 1].created_at;
+        strcpy(last, page[n - 1].token);
+        CHECK(eid_ledger_export(l, base, 0, after, last, page, 10, &n, &err) == EID_OK);
+    }
+    CHECK(total == 25);
     CHECK(eid_ledger_export(l, 5, 4, 0, NULL, page, 10, &n, &err) == EID_E_INVALID_ARG);
     eid_ledger_free(l);
 }
@@ -214,8 +223,8 @@ static void test_payload(void) {
     eid_ledger_outcome o = verdict(0, 1, 1, "rid");
     o.payload = body;
     o.payload_len = sizeof body - 1;
-    eid_ledger_record r;
-    CHECK(eid_ledger_record_result(l, "PAY-1", &o, &r, &err) == EID_OK && r.has_payload);
+    eid_ledger_entry r;
+    CHECK(eid_ledger_record(l, "PAY-1", &o, &r, &err) == EID_OK && r.has_payload);
     char buf[128];
     size_t len = 0;
     CHECK(eid_ledger_payload(l, "PAY-1", buf, sizeof buf, &len, &err) == EID_OK);
@@ -243,7 +252,7 @@ static void test_payload(void) {
     CHECK(eid_ledger_payload(l, "PAY-1", buf, sizeof buf, &len, &err) == EID_E_CRYPTO);
     eid_ledger_free(l);
     l = open_ledger(url, NULL);
-    CHECK(eid_ledger_record_result(l, "PAY-1", &o, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_record(l, "PAY-1", &o, NULL, &err) == EID_E_INVALID_ARG);
     CHECK_STR(err.field, "payload");
     eid_ledger_free(l);
 }
@@ -277,7 +286,7 @@ static void test_bad_input(void) {
 
     l = open_ledger(url, NULL);
     if (!l) return;
-    eid_ledger_issue in = {.token = "ok-token", .merchant_id = "m", .subject = "s"};
+    eid_ledger_issue_params in = {.token = "ok-token", .merchant_id = "m", .subject = "s"};
     static const struct {
         const char *token, *merchant, *subject, *extra, *msg;
     } cases[] = {
@@ -296,7 +305,7 @@ static void test_bad_input(void) {
         in.merchant_id = cases[i].merchant;
         in.subject = cases[i].subject;
         in.extra = cases[i].extra;
-        CHECK(eid_ledger_issue_token(l, &in, &err) == EID_E_INVALID_ARG);
+        CHECK(eid_ledger_issue(l, &in, &err) == EID_E_INVALID_ARG);
         CHECK_STR(err.message, cases[i].msg);
     }
     char long_token[EID_LEDGER_TOKEN_MAX + 2];
@@ -306,20 +315,20 @@ static void test_bad_input(void) {
     in.merchant_id = "m";
     in.subject = "s";
     in.extra = NULL;
-    CHECK(eid_ledger_issue_token(l, &in, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_issue(l, &in, &err) == EID_E_INVALID_ARG);
     CHECK_STR(err.message, "token: longer than 128 bytes");
     /* No partial records from refused input. */
-    eid_ledger_record r;
+    eid_ledger_entry r;
     CHECK(eid_ledger_get(l, "t", &r, &err) == EID_E_LEDGER_UNKNOWN);
     eid_ledger_outcome o = verdict(0, 1, 2, NULL);
-    CHECK(eid_ledger_record_result(l, tok, &o, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_record(l, tok, &o, NULL, &err) == EID_E_INVALID_ARG);
     CHECK_STR(err.message, "outcome: billable and attempts must be 0 <= billable <= attempts");
     o = verdict(0, 1, 1, "has space");
-    CHECK(eid_ledger_record_result(l, tok, &o, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_record(l, tok, &o, NULL, &err) == EID_E_INVALID_ARG);
     CHECK_STR(err.field, "request_id");
-    CHECK(eid_ledger_record_result(l, "never-issued", &o, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_record(l, "never-issued", &o, NULL, &err) == EID_E_INVALID_ARG);
     o.request_id = NULL;
-    CHECK(eid_ledger_record_result(l, "never-issued", &o, NULL, &err) == EID_E_LEDGER_UNKNOWN);
+    CHECK(eid_ledger_record(l, "never-issued", &o, NULL, &err) == EID_E_LEDGER_UNKNOWN);
     CHECK(eid_ledger_consume(l, "never-issued", "s", NULL, &err) == EID_E_LEDGER_UNKNOWN);
     CHECK(eid_ledger_claim(l, tok, "", NULL, &err) == EID_E_INVALID_ARG);
     eid_ledger_free(l);
@@ -353,7 +362,7 @@ static void alloc_life(void) {
     o.payload_len = 2;
     char buf[8];
     size_t len;
-    if (issue(l, "A1", "s") == EID_OK && eid_ledger_record_result(l, "A1", &o, NULL, &err) == 0) {
+    if (issue(l, "A1", "s") == EID_OK && eid_ledger_record(l, "A1", &o, NULL, &err) == 0) {
         eid_status st = eid_ledger_payload(l, "A1", buf, sizeof buf, &len, &err);
         CHECK(st == EID_OK || st == EID_E_NOMEM || st == EID_E_CRYPTO);
         eid_ledger_consume(l, "A1", "s", NULL, &err);
@@ -376,6 +385,18 @@ static void test_alloc_failures(void) {
     CHECK(clean);
 }
 
+/* The codes the Lua bindings put in err.code come from eid_status_code. */
+static void test_status_codes(void) {
+    CHECK(strcmp(eid_status_code(EID_OK), "ok") == 0);
+    CHECK(strcmp(eid_status_code(EID_E_LEDGER_UNKNOWN), "unknown_token") == 0);
+    CHECK(strcmp(eid_status_code(EID_E_LEDGER_UNAVAILABLE), "unavailable") == 0);
+    CHECK(strcmp(eid_status_code(EID_E_CLIENT_REMOTE), "remote") == 0);
+    CHECK(strcmp(eid_status_code((eid_status)-1), "unknown") == 0);
+    CHECK(strcmp(eid_status_code((eid_status)16), "unknown") == 0);
+    CHECK(strcmp(eid_strerror(EID_E_LEDGER_PENDING), "no result recorded yet") == 0);
+    CHECK(strcmp(eid_strerror((eid_status)-1), "unknown status") == 0);
+}
+
 int main(void) {
     if (mkdtemp(dir) == NULL) return 2;
     snprintf(path, sizeof path, "%s/ledger.db", dir);
@@ -387,6 +408,7 @@ int main(void) {
     test_payload();
     test_bad_input();
     test_schema_version();
+    test_status_codes();
     char cmd[320];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -191,7 +191,7 @@ describe("eidkit.flow", function()
           assert.equals("unknown_token", err.code)
         end
         assert.equals(0, f.counts.consume)
-        assert.equals(0, f.counts.record_result)
+        assert.equals(0, f.counts.record)
         -- The owner still can.
         assert.equals("passed", f.flow:finish { subject = "alice", EidToken = st.EidToken }.status)
         assert.has_error(function() f.flow:finish { subject = "alice", EidToken = 5 } end,

@@ -25,9 +25,9 @@ describe("eidkit ledger", function()
     issue("B1", DAY + 10, 'order "7", east')
     issue("B2", DAY + 20)
     issue("C1", DAY + 86400)
-    assert(l:record_result("B1", { Text = { ErrCode = 2016, LivenessDetail = { { IsNeedCharge = true },
+    assert(l:record("B1", { Text = { ErrCode = 2016, LivenessDetail = { { IsNeedCharge = true },
       { IsNeedCharge = false } } }, RequestId = "req-1" }))
-    assert(l:record_result("B1", { Text = { ErrCode = 2016, LivenessDetail = { { IsNeedCharge = true },
+    assert(l:record("B1", { Text = { ErrCode = 2016, LivenessDetail = { { IsNeedCharge = true },
       { IsNeedCharge = false } } }, RequestId = "req-2" }))
     l:close()
   end)

@@ -73,6 +73,26 @@ for name, new_url in pairs(backends) do
       assert.matches("^eidkit%.Ledger %(" .. name, tostring(ledger))
     end)
 
+    it("closes once, by close() or <close>, and refuses calls after", function()
+      local l = open()
+      l:close()
+      l:close()
+      assert.equals("eidkit.Ledger (closed)", tostring(l))
+      assert.has_error(function() l:get(TOK) end, "attempt to use a closed eidkit.Ledger")
+      do
+        local scoped <close> = open()
+        l = scoped
+        assert.is_true(issue())
+      end
+      assert.equals("eidkit.Ledger (closed)", tostring(l))
+    end)
+
+    it("raises on a missing argument, naming the method and the position", function()
+      assert.has_error(function() ledger:claim(TOK) end,
+        "bad argument #2 to 'claim' (string expected, got no value)")
+      assert.has_error(function() ledger:get() end, "bad argument #1 to 'get' (string expected, got no value)")
+    end)
+
     describe("issue", function()
       it("stores a token once", function()
         assert.is_true(issue())
@@ -126,22 +146,22 @@ for name, new_url in pairs(backends) do
         now = T0 + 600
         assert.equals("expired", code_of(ledger:claim(TOK, "user-42")))
         now = T0 + 10
-        assert(ledger:record_result(TOK, response(0, { attempt(true) })))
+        assert(ledger:record(TOK, response(0, { attempt(true) })))
         assert(ledger:consume(TOK, "user-42"))
         assert.equals("consumed", code_of(ledger:claim(TOK, "user-42")))
       end)
     end)
 
-    describe("record_result", function()
+    describe("record", function()
       it("treats a missing Text or ErrCode as pending", function()
         issue()
         now = T0 + 5
-        local rec = assert(ledger:record_result(TOK, { RequestId = "r1" }))
+        local rec = assert(ledger:record(TOK, { RequestId = "r1" }))
         assert.equals("issued", rec.state)
         assert.equals(1, rec.pulls)
         assert.equals(T0 + 5, rec.last_pull_at)
-        assert(ledger:record_result(TOK, { Response = { Text = { ErrMsg = "x" }, RequestId = "r2" } }))
-        rec = assert(ledger:record_result(TOK, response(17, nil, "r3")))
+        assert(ledger:record(TOK, { Response = { Text = { ErrMsg = "x" }, RequestId = "r2" } }))
+        rec = assert(ledger:record(TOK, response(17, nil, "r3")))
         assert.equals("issued", rec.state)
         assert.is_nil(rec.ErrCode)
         assert.same({ "r1", "r2", "r3" }, rec.request_ids)
@@ -150,7 +170,7 @@ for name, new_url in pairs(backends) do
       it("extracts the verdict, attempts and billable count", function()
         issue()
         now = T0 + 60
-        local rec = assert(ledger:record_result(TOK,
+        local rec = assert(ledger:record(TOK,
           response(2016, { attempt(true), attempt(false), attempt(true) })))
         assert.equals("failed", rec.state)
         assert.equals(2016, rec.ErrCode)
@@ -163,22 +183,22 @@ for name, new_url in pairs(backends) do
         issue()
         local first = response(1003, { attempt(false) }, "r1")
         local pass = response(0, { attempt(false), attempt(true) }, "r2")
-        assert.equals("failed", ledger:record_result(TOK, first).state)
+        assert.equals("failed", ledger:record(TOK, first).state)
         -- the user retried on the same token and passed
-        local rec = assert(ledger:record_result(TOK, pass))
+        local rec = assert(ledger:record(TOK, pass))
         assert.equals("passed", rec.state)
         -- a slow callback delivering the first response changes nothing
-        rec = assert(ledger:record_result(TOK, first))
+        rec = assert(ledger:record(TOK, first))
         assert.equals("passed", rec.state)
         assert.equals(0, rec.ErrCode)
-        rec = assert(ledger:record_result(TOK, pass))
+        rec = assert(ledger:record(TOK, pass))
         assert.equals("passed", rec.state)
         assert.equals(2, rec.attempts)
         assert.equals(1, rec.billable)
         assert.equals(4, rec.pulls)
         assert.same({ "r1", "r2" }, rec.request_ids)
         -- later facts only add billing
-        rec = assert(ledger:record_result(TOK, response(2006, { attempt(false), attempt(true), attempt(true) })))
+        rec = assert(ledger:record(TOK, response(2006, { attempt(false), attempt(true), attempt(true) })))
         assert.equals("passed", rec.state)
         assert.equals(2, rec.billable)
       end)
@@ -186,8 +206,8 @@ for name, new_url in pairs(backends) do
       it("expires on ErrCode 15 or BizTokenExpired", function()
         issue("T1")
         issue("T2")
-        assert.equals("expired", ledger:record_result("T1", response(15)).state)
-        local rec = assert(ledger:record_result("T2",
+        assert.equals("expired", ledger:record("T1", response(15)).state)
+        local rec = assert(ledger:record("T2",
           { Error = { Code = "InvalidParameterValue.BizTokenExpired", Message = "x" }, RequestId = "r" }))
         assert.equals("expired", rec.state)
         assert.same({}, ledger:due(10))
@@ -197,17 +217,17 @@ for name, new_url in pairs(backends) do
         local ok, cjson = pcall(require, "cjson")
         if not ok then return end
         issue()
-        local rec = assert(ledger:record_result(TOK, cjson.decode(
+        local rec = assert(ledger:record(TOK, cjson.decode(
           '{"Response":{"Text":{"ErrCode":null,"LivenessDetail":null},"RequestId":"r"}}')))
         assert.equals("issued", rec.state)
-        rec = assert(ledger:record_result(TOK, cjson.decode(
+        rec = assert(ledger:record(TOK, cjson.decode(
           '{"Response":{"Text":{"ErrCode":0,"LivenessDetail":[{"IsNeedCharge":true}]},"RequestId":"r2"}}')))
         assert.equals("passed", rec.state)
         assert.equals(1, rec.billable)
       end)
 
       it("refuses unknown tokens and raises on malformed responses", function()
-        assert.equals("unknown_token", code_of(ledger:record_result(TOK, response(0))))
+        assert.equals("unknown_token", code_of(ledger:record(TOK, response(0))))
         issue()
         local cases = {
           { { Text = { ErrCode = "0" } }, "Text.ErrCode: expected integer" },
@@ -217,9 +237,9 @@ for name, new_url in pairs(backends) do
           { { RequestId = 5 }, "RequestId: expected string, got number" },
         }
         for _, c in ipairs(cases) do
-          local ok, err = pcall(function() return ledger:record_result(TOK, c[1]) end)
+          local ok, err = pcall(function() return ledger:record(TOK, c[1]) end)
           assert.is_false(ok)
-          assert.equals("bad argument #2 to 'record_result' (" .. c[2] .. ")", err:match("bad argument.*$"))
+          assert.equals("bad argument #2 to 'record' (" .. c[2] .. ")", err:match("bad argument.*$"))
         end
         assert.equals("issued", ledger:get(TOK).state)
         assert.equals(0, ledger:get(TOK).pulls)
@@ -230,7 +250,7 @@ for name, new_url in pairs(backends) do
       it("succeeds exactly once", function()
         issue()
         assert.equals("pending", code_of(ledger:consume(TOK, "user-42")))
-        assert(ledger:record_result(TOK, response(0, { attempt(true) })))
+        assert(ledger:record(TOK, response(0, { attempt(true) })))
         assert.equals("wrong_subject", code_of(ledger:consume(TOK, "user-43")))
         now = T0 + 99
         local rec = assert(ledger:consume(TOK, "user-42"))
@@ -245,7 +265,7 @@ for name, new_url in pairs(backends) do
       it("consumes a failed verdict too, and refuses expired tokens", function()
         issue("F1")
         issue("E1")
-        assert(ledger:record_result("F1", response(2006, { attempt(true) })))
+        assert(ledger:record("F1", response(2006, { attempt(true) })))
         assert.equals("consumed", ledger:consume("F1", "user-42").state)
         now = T0 + 600
         assert.equals("expired", code_of(ledger:consume("E1", "user-42")))
@@ -256,13 +276,13 @@ for name, new_url in pairs(backends) do
         issue("E2") -- Tencent's 15 before our TTL
         issue("E3") -- our TTL first, then the last pull says 15
         issue("E4") -- our TTL, and Tencent has no verdict
-        assert.equals("expired", ledger:record_result("E2", response(15)).state)
+        assert.equals("expired", ledger:record("E2", response(15)).state)
         now = T0 + 600
         assert.same({ expired = 2, abandoned = 0 }, ledger:expire())
         assert.is_nil(ledger:get("E3").ErrCode)
-        local rec = assert(ledger:record_result("E3", response(15)))
+        local rec = assert(ledger:record("E3", response(15)))
         assert.same({ "expired", 15 }, { rec.state, rec.ErrCode })
-        assert(ledger:record_result("E4", {}))
+        assert(ledger:record("E4", {}))
         assert.equals("wrong_subject", code_of(ledger:consume("E3", "user-43")))
         for _, tok in ipairs { "E2", "E3" } do
           rec = assert(ledger:consume(tok, "user-42"))
@@ -271,7 +291,7 @@ for name, new_url in pairs(backends) do
         end
         assert.equals("expired", code_of(ledger:consume("E4", "user-42")))
         -- a late 15 does not touch a settled verdict
-        assert.equals("consumed", ledger:record_result("E2", response(15)).state)
+        assert.equals("consumed", ledger:record("E2", response(15)).state)
       end)
     end)
 
@@ -281,8 +301,8 @@ for name, new_url in pairs(backends) do
           now = T0 + i
           issue("D" .. i)
         end
-        assert(ledger:record_result("D2", response(0, { attempt(true) })))
-        assert(ledger:record_result("D4", response(1001, { attempt(false) })))
+        assert(ledger:record("D2", response(0, { attempt(true) })))
+        assert(ledger:record("D4", response(1001, { attempt(false) })))
         local list = ledger:due(10)
         local toks = {}
         for i, r in ipairs(list) do toks[i] = r.EidToken end
@@ -305,13 +325,13 @@ for name, new_url in pairs(backends) do
         assert.same({ expired = 1, abandoned = 0 }, ledger:expire())
         assert.equals("expired", ledger:get("X1").state)
         assert.equals(2, #ledger:due(10))
-        assert(ledger:record_result("X1", {}))
+        assert(ledger:record("X1", {}))
         assert.equals(1, #ledger:due(10))
         now = T0 + 3 * 86400 + 1
         assert.same({ expired = 0, abandoned = 2 }, ledger:expire())
         assert.same({}, ledger:due(10))
         -- a late verdict still lands (reconciliation needs it)
-        assert.equals("passed", ledger:record_result("X2", response(0, { attempt(true) })).state)
+        assert.equals("passed", ledger:record("X2", response(0, { attempt(true) })).state)
       end)
     end)
 
@@ -321,8 +341,8 @@ for name, new_url in pairs(backends) do
           now = T0 + i * 3600
           issue("S" .. i)
         end
-        assert(ledger:record_result("S1", response(0, { attempt(true) })))
-        assert(ledger:record_result("S2", response(2006, { attempt(true), attempt(true) })))
+        assert(ledger:record("S1", response(0, { attempt(true) })))
+        assert(ledger:record("S2", response(2006, { attempt(true), attempt(true) })))
         assert(ledger:consume("S1", "user-42"))
         local s = ledger:stats()
         -- S2's failure is final (TTL over): due are S3 and S4
@@ -334,6 +354,12 @@ for name, new_url in pairs(backends) do
         assert.equals("S2", rows[2].EidToken)
         assert.equals(2006, rows[2].ErrCode)
         assert.equals(4, #ledger:export { from = 0 })
+        assert.equals(4, #ledger:export()) -- no range: every token
+        local later = ledger:export { from = T0 + 3 * 3600 } -- no 'to': open-ended
+        assert.same({ "S3", "S4" }, { later[1].EidToken, later[2].EidToken, later[3] })
+        local ok, err = pcall(ledger.export, ledger, { from = T0 + 1, to = T0 })
+        assert.is_false(ok)
+        assert.matches("from: after 'to'", err, 1, true)
       end)
     end)
 
@@ -342,14 +368,14 @@ for name, new_url in pairs(backends) do
         local l2 = open { payload_key = KEY }
         assert(l2:issue { EidToken = "P1", MerchantId = "m", subject = "s" })
         local body = '{"Text":{"ErrCode":0,"Name":"a name"}}'
-        local rec = assert(l2:record_result("P1", response(0), body))
+        local rec = assert(l2:record("P1", response(0), body))
         assert.is_true(rec.has_payload)
         assert.equals(body, l2:payload("P1"))
         assert(l2:issue { EidToken = "P2", MerchantId = "m", subject = "s" })
         assert.equals("pending", code_of(l2:payload("P2")))
         assert.equals("unknown_token", code_of(l2:payload("P3")))
         l2:close()
-        local ok, err = pcall(ledger.record_result, ledger, TOK, response(0), "x")
+        local ok, err = pcall(ledger.record, ledger, TOK, response(0), "x")
         assert.is_false(ok)
         assert.matches("payload: no payload key configured", err)
       end)
@@ -358,12 +384,12 @@ for name, new_url in pairs(backends) do
         local l3 = open { keep_payloads = true, payload_key_hex = ("ab"):rep(32) }
         assert(l3:issue { EidToken = "K1", MerchantId = "m", subject = "s" })
         local resp = response(2016)
-        assert(l3:record_result("K1", resp))
+        assert(l3:record("K1", resp))
         local cjson = require "cjson"
         assert.same(resp, cjson.decode((assert(l3:payload("K1")))))
         -- An explicit payload still wins.
         assert(l3:issue { EidToken = "K2", MerchantId = "m", subject = "s" })
-        assert(l3:record_result("K2", resp, "explicit"))
+        assert(l3:record("K2", resp, "explicit"))
         assert.equals("explicit", l3:payload("K2"))
         l3:close()
         local core = require "eidkit.core"

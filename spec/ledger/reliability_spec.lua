@@ -46,7 +46,7 @@ describe("consume racing in two processes", function()
       local pass = { Text = { ErrCode = 0 }, RequestId = "r" }
       for i = 1, 1000 do
         assert(l:issue { EidToken = "R" .. i, MerchantId = "m", subject = "u" })
-        assert(l:record_result("R" .. i, pass))
+        assert(l:record("R" .. i, pass))
       end
       local a, b = tmp .. "/" .. name .. "-a", tmp .. "/" .. name .. "-b"
       assert.is_true(sh(("%s & %s & wait"):format(worker("consume", url, 1000, a) .. " 2>" .. a .. ".err",

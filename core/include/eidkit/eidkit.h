@@ -63,6 +63,14 @@ typedef enum eid_status {
  * Thread-safe. */
 EID_API const char *eid_strerror(eid_status status);
 
+/* The short code for a status that the Lua bindings put in err.code:
+ * "ok", "invalid", "nomem", "buffer_too_small", "crypto", "internal",
+ * "unknown_token", "wrong_subject", "expired", "consumed", "exists",
+ * "pending", "unavailable", "storage", "transport", "remote"; "unknown" for
+ * a value outside the enum. A static string, never NULL; codes, like the
+ * values, are never changed once published. Thread-safe. */
+EID_API const char *eid_status_code(eid_status status);
+
 /* The library's version string, e.g. "0.1.0". Thread-safe. */
 EID_API const char *eid_version(void);
 

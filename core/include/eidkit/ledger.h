@@ -3,12 +3,12 @@
  *
  * States (docs/internals/ledger.md has the full transition table):
  *
- *   issued --record_result(verdict)--> passed | failed --consume--> consumed
- *   issued --expire (TTL over, no verdict) / ErrCode 15--> expired
+ *   issued --record(verdict)--> passed | failed --consume--> consumed
+ *   issued --expire (TTL over, no verdict) / EID_ERRCODE_EXPIRED--> expired
  *   issued | expired --expire (result window over)--> abandoned
  *
  * A verdict is Text.ErrCode from GetEidResult: 0 is passed, anything else
- * failed (17, "flow not finished", counts as no verdict). A passed verdict is
+ * failed (EID_ERRCODE_PENDING, "flow not finished", counts as no verdict). A passed verdict is
  * final. A failed one is final once the token's TTL is over; before that the
  * user may retry on the same token, so a later pull may turn it into passed.
  * Attempts and billable counts only ever grow.
@@ -22,6 +22,13 @@
  * Conventions are those of eidkit.h: eid_status results, caller-owned output
  * structs, an optional eid_error with a message that names the field at fault
  * and never contains a subject, token or key.
+ *
+ * Names: eid_ledger_<verb> for each operation, and the same verb for the Lua
+ * method (eid_ledger_issue is ledger:issue, eid_ledger_record is
+ * ledger:record, ...). The structs are named for what they hold:
+ * eid_ledger_issue_params (what issue stores), eid_ledger_outcome (what
+ * record applies), eid_ledger_entry (one stored token), eid_ledger_counts
+ * (what stats counts).
  */
 #ifndef EIDKIT_LEDGER_H
 #define EIDKIT_LEDGER_H
@@ -45,6 +52,11 @@ extern "C" {
 #define EID_LEDGER_RESULT_WINDOW   (3 * 86400) /* s; Tencent keeps results 3 days */
 #define EID_LEDGER_REDIS_RETENTION (7 * 86400) /* s kept in Redis after the window */
 #define EID_LEDGER_KEY_LEN         32          /* AES-256-GCM payload key */
+
+/* Tencent's Text.ErrCode values (GetEidResult) that are not plain verdicts.
+ * 0 is passed and any other value failed, except these two. */
+#define EID_ERRCODE_EXPIRED 15 /* the EidToken expired: the token settles as expired */
+#define EID_ERRCODE_PENDING 17 /* the flow is not finished: no verdict, only a pull */
 
 typedef enum eid_ledger_state {
     EID_LEDGER_ISSUED = 0,
@@ -73,18 +85,19 @@ typedef struct eid_ledger_options {
     size_t payload_key_len;
 } eid_ledger_options;
 
-/* What a merchant stores when GetEidToken returns. */
-typedef struct eid_ledger_issue {
+/* What a merchant stores when GetEidToken returns: the input of
+ * eid_ledger_issue. */
+typedef struct eid_ledger_issue_params {
     const char *token;       /* EidToken, required */
     const char *merchant_id; /* MerchantId, required */
     const char *subject;     /* the merchant's own user/order id, required */
     const char *extra;       /* Extra as sent to Tencent; NULL: "" */
     int64_t created_at;      /* 0: the ledger's clock */
     int64_t expires_at;      /* 0: created_at + token_ttl */
-} eid_ledger_issue;
+} eid_ledger_issue_params;
 
-/* A GetEidResult response, digested (the Lua binding builds it from the
- * response table; see eidkit.ledger). */
+/* A GetEidResult response, digested: the input of eid_ledger_record (the Lua
+ * binding builds it from the response table; see eidkit.ledger). */
 typedef struct eid_ledger_outcome {
     int has_verdict;        /* Text.ErrCode present; 0: still pending */
     int64_t err_code;       /* Text.ErrCode */
@@ -97,9 +110,9 @@ typedef struct eid_ledger_outcome {
     size_t payload_len;
 } eid_ledger_outcome;
 
-/* A stored token. No names or ID numbers: only what the merchant gave at
- * issue and what the ledger derived from results. */
-typedef struct eid_ledger_record {
+/* One ledger entry: a stored token. No names or ID numbers: only what the
+ * merchant gave at issue and what the ledger derived from results. */
+typedef struct eid_ledger_entry {
     char token[EID_LEDGER_TOKEN_MAX + 1];
     char merchant_id[EID_LEDGER_MERCHANT_MAX + 1];
     char subject[EID_LEDGER_SUBJECT_MAX + 1];
@@ -109,7 +122,7 @@ typedef struct eid_ledger_record {
     int64_t finished_at;  /* first verdict; 0: none */
     int64_t consumed_at;  /* 0: not consumed */
     int64_t last_pull_at; /* 0: never pulled */
-    int32_t pulls;        /* record_result calls */
+    int32_t pulls;        /* eid_ledger_record calls */
     int32_t attempts;     /* liveness+compare attempts seen */
     int32_t billable;     /* attempts with IsNeedCharge */
     int has_err_code;
@@ -117,13 +130,14 @@ typedef struct eid_ledger_record {
     int has_payload;
     /* Up to EID_LEDGER_REQUEST_IDS ids, oldest first, ',' separated. */
     char request_ids[EID_LEDGER_REQUEST_IDS * (EID_LEDGER_REQUEST_ID_MAX + 1)];
-} eid_ledger_record;
+} eid_ledger_entry;
 
-typedef struct eid_ledger_stats {
+/* What eid_ledger_stats counts. */
+typedef struct eid_ledger_counts {
     uint64_t count[EID_LEDGER_STATES]; /* tokens per state */
     uint64_t billable;                 /* sum of billable over all tokens */
     uint64_t due;                      /* tokens whose result must still be pulled */
-} eid_ledger_stats;
+} eid_ledger_counts;
 
 /* Open url. opts may be NULL. On success *out owns the ledger (free it with
  * eid_ledger_free). SQLite: creates or migrates the schema, WAL mode,
@@ -143,46 +157,47 @@ EID_API const char *eid_ledger_backend(const eid_ledger *ledger);
 
 /* Store a new token in state issued. EID_E_LEDGER_EXISTS if the token is
  * known (nothing changed). */
-EID_API eid_status eid_ledger_issue_token(eid_ledger *ledger, const eid_ledger_issue *rec,
-                                          eid_error *err);
+EID_API eid_status eid_ledger_issue(eid_ledger *ledger, const eid_ledger_issue_params *params,
+                                    eid_error *err);
 
 /* Check that token belongs to subject (constant-time compare) and may still
  * be used: refuses EID_E_LEDGER_UNKNOWN, _WRONG_SUBJECT, _EXPIRED (TTL over
  * with no verdict, expired or abandoned) and _CONSUMED. out may be NULL;
- * on success it receives the record. Changes nothing. */
+ * on success it receives the entry. Changes nothing. */
 EID_API eid_status eid_ledger_claim(eid_ledger *ledger, const char *token, const char *subject,
-                                    eid_ledger_record *out, eid_error *err);
+                                    eid_ledger_entry *out, eid_error *err);
 
 /* Apply one GetEidResult outcome, idempotently (see the header comment).
- * out may be NULL; on success it receives the updated record.
+ * out may be NULL; on success it receives the updated entry.
  * EID_E_LEDGER_UNKNOWN if the token was never issued. */
-EID_API eid_status eid_ledger_record_result(eid_ledger *ledger, const char *token,
-                                            const eid_ledger_outcome *outcome,
-                                            eid_ledger_record *out, eid_error *err);
+EID_API eid_status eid_ledger_record(eid_ledger *ledger, const char *token,
+                                     const eid_ledger_outcome *outcome, eid_ledger_entry *out,
+                                     eid_error *err);
 
 /* Mark a token with a verdict as consumed, exactly once even with many
  * processes racing: the first caller gets EID_OK, every later one
  * EID_E_LEDGER_CONSUMED. Refuses _UNKNOWN, _WRONG_SUBJECT, _EXPIRED and
  * EID_E_LEDGER_PENDING (no verdict yet). */
 EID_API eid_status eid_ledger_consume(eid_ledger *ledger, const char *token, const char *subject,
-                                      eid_ledger_record *out, eid_error *err);
+                                      eid_ledger_entry *out, eid_error *err);
 
-/* Read one record without any check (for operators and the CLI). */
-EID_API eid_status eid_ledger_get(eid_ledger *ledger, const char *token, eid_ledger_record *out,
+/* Read one entry without any check (for operators and the CLI). */
+EID_API eid_status eid_ledger_get(eid_ledger *ledger, const char *token, eid_ledger_entry *out,
                                   eid_error *err);
 
 /* Tokens whose result must still be pulled (issued, or failed before the
  * TTL, and within the result window), oldest first, at most cap, into out[];
  * *n receives the count. */
-EID_API eid_status eid_ledger_due(eid_ledger *ledger, eid_ledger_record *out, size_t cap, size_t *n,
+EID_API eid_status eid_ledger_due(eid_ledger *ledger, eid_ledger_entry *out, size_t cap, size_t *n,
                                   eid_error *err);
 
 /* Tokens created in [from, to), ordered by (created_at, token), at most cap,
  * starting after the cursor (after_token NULL or "": from the start; else the
- * last token of the previous page and its created_at). For reconciliation. */
+ * last token of the previous page and its created_at). from 0 and to 0 leave
+ * that end open, so (0, 0) is every token. For reconciliation. */
 EID_API eid_status eid_ledger_export(eid_ledger *ledger, int64_t from, int64_t to,
                                      int64_t after_created, const char *after_token,
-                                     eid_ledger_record *out, size_t cap, size_t *n, eid_error *err);
+                                     eid_ledger_entry *out, size_t cap, size_t *n, eid_error *err);
 
 /* Move issued tokens whose TTL is over to expired, and issued/expired ones
  * whose result window is over to abandoned, as of now (the ledger's clock
@@ -190,7 +205,9 @@ EID_API eid_status eid_ledger_export(eid_ledger *ledger, int64_t from, int64_t t
 EID_API eid_status eid_ledger_expire(eid_ledger *ledger, int64_t now, uint64_t *expired,
                                      uint64_t *abandoned, eid_error *err);
 
-EID_API eid_status eid_ledger_stats_get(eid_ledger *ledger, eid_ledger_stats *out, eid_error *err);
+/* Count the tokens per state, the billable attempts and the due tokens into
+ * *out. Reads every token: an operator's call, not a per-request one. */
+EID_API eid_status eid_ledger_stats(eid_ledger *ledger, eid_ledger_counts *out, eid_error *err);
 
 /* Decrypt the stored payload of token into buf (cap bytes); *len receives its
  * length (also on EID_E_BUFFER_TOO_SMALL). EID_E_LEDGER_PENDING when none is

@@ -1,5 +1,5 @@
 -- eidkit ledger, Redis backend: consume a token exactly once (atomic).
--- luacheck: std lua51, read globals redis KEYS ARGV
+-- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED ERR_PENDING
 -- The rules are those of eid__ledger_check_consume in core/src/ledger.c.
 -- KEYS[1]  the token's hash
 -- ARGV     now, subject, nonce
@@ -33,7 +33,7 @@ if state == ISSUED then
   if now >= tonumber(cur[3]) then return { "expired" } end
   return { "pending" }
 end
--- Expired with Tencent's ErrCode 15 is a verdict: consumed once, like the others.
+-- Expired with Tencent's ERR_EXPIRED is a verdict: consumed once, like the others.
 local settled_expiry = state == EXPIRED and cur[5]
 if state ~= PASSED and state ~= FAILED and not settled_expiry then return { "expired" } end
 redis.call("HSET", key, "state", CONSUMED, "consumed_at", now, "consume_nonce", nonce)

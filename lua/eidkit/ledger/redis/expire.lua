@@ -1,5 +1,5 @@
 -- eidkit ledger, Redis backend: expire or abandon one token (atomic).
--- luacheck: std lua51, read globals redis KEYS ARGV
+-- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED ERR_PENDING
 -- issued with its TTL over -> expired; issued or expired with its result
 -- window over -> abandoned.
 -- KEYS[1]  the token's hash

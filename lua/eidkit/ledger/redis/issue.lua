@@ -1,6 +1,7 @@
 -- eidkit ledger, Redis backend: issue a token (atomic; one hash slot).
--- luacheck: std lua51, read globals redis KEYS ARGV
--- Used by libeidkit (EVALSHA) and usable as is from OpenResty.
+-- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED ERR_PENDING
+-- Used by libeidkit (EVALSHA), after the prologue that defines ERR_EXPIRED
+-- and ERR_PENDING (core/src/ledger_redis.c); OpenResty must send the same.
 -- KEYS[1]  the token's hash, "<prefix>{<EidToken>}"
 -- ARGV     token, merchant_id, subject, extra, created_at, expires_at,
 --          result_deadline, nonce, key_ttl (seconds)

@@ -1,5 +1,5 @@
 -- eidkit ledger, Redis backend: apply one GetEidResult outcome (atomic).
--- luacheck: std lua51, read globals redis KEYS ARGV
+-- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED ERR_PENDING
 -- The rules are those of eid__ledger_apply in core/src/ledger.c:
 -- idempotent, attempts and billable only grow, passed is final, a failed
 -- verdict yields only to a response that saw at least as many attempts.
@@ -8,6 +8,9 @@
 --          ("" none), max_ids, [payload] (sealed bytes; absent: keep)
 -- Returns  {"ok", record...} or {"unknown_token"}; record is the field list
 --          of FIELDS below followed by the payload's length.
+-- ERR_EXPIRED, ERR_PENDING: Tencent's ErrCodes for "token expired" and "flow
+-- not finished", defined by the prologue the loader puts before every
+-- script (EID_ERRCODE_* in core/include/eidkit/ledger.h).
 local FIELDS = { "token", "merchant_id", "subject", "extra", "state", "created_at", "expires_at",
   "result_deadline", "finished_at", "consumed_at", "last_pull_at", "pulls", "attempts",
   "billable", "err_code", "request_ids" }
@@ -44,12 +47,12 @@ if billable > old_billable then
   set[#set + 1] = "billable"; set[#set + 1] = billable
 end
 
-if has_verdict and code ~= 17 then
-  if code == 15 then
+if has_verdict and code ~= ERR_PENDING then
+  if code == ERR_EXPIRED then
     -- Settled by Tencent (no last pull needed), also after our TTL expiry.
     if state == ISSUED or (state == EXPIRED and not cur[5]) then
       set[#set + 1] = "state"; set[#set + 1] = EXPIRED
-      set[#set + 1] = "err_code"; set[#set + 1] = 15
+      set[#set + 1] = "err_code"; set[#set + 1] = ERR_EXPIRED
     end
   else
     local free = state == ISSUED or state == EXPIRED or state == ABANDONED
