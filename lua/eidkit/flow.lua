@@ -38,6 +38,11 @@ local mt = { __index = {} }
 local methods = mt.__index
 
 local STATUSES = { passed = true, failed = true, pending = true, expired = true }
+-- The ledger's input limits and Tencent's flow-state ErrCodes, from C (core.limits, core.errcodes).
+local TOKEN_MAX, SUBJECT_MAX, EXTRA_MAX = core.limits.token_max, core.limits.subject_max,
+  core.limits.extra_max
+local ERRCODE_EXPIRED = core.errcodes.expired
+local SUBJECT_RULE = format("1-%d bytes without control characters", SUBJECT_MAX)
 -- Codes of the client that mean the answer never came (docs/internals/client.md).
 local TRANSPORT = { timeout = true, connect = true, reset = true, tls = true, bad_response = true }
 local EXPIRED_CODE = "InvalidParameterValue.BizTokenExpired"
@@ -98,7 +103,7 @@ end
 -- A token from outside (a redirect, a mini-program) goes into events only
 -- when it looks like a token.
 local function safe_token(tok)
-  if type(tok) == "string" and #tok > 0 and #tok <= 128 and not tok:find("[^%w%-_.]") then
+  if type(tok) == "string" and #tok > 0 and #tok <= TOKEN_MAX and not tok:find("[^%w%-_.]") then
     return tok
   end
   return nil
@@ -136,8 +141,8 @@ end
 
 local function check_subject(fname, s)
   if type(s) ~= "string" then argerr(fname, "subject: expected string, got " .. type(s), 3) end
-  if s == "" or #s > 128 or s:find("[%c]") then
-    argerr(fname, "subject: expected 1-128 bytes without control characters", 3)
+  if s == "" or #s > SUBJECT_MAX or s:find("[%c]") then
+    argerr(fname, "subject: expected " .. SUBJECT_RULE, 3)
   end
   return s
 end
@@ -342,8 +347,8 @@ function methods.start(self, p)
       argerr("start", format("%s: expected table, got %s", k, type(p[k])))
     end
   end
-  if p.Extra and (#p.Extra > 1024 or p.Extra:find("[%z\1-\8\10-\31\127]")) then
-    argerr("start", "Extra: expected at most 1024 bytes without control characters")
+  if p.Extra and (#p.Extra > EXTRA_MAX or p.Extra:find("[%z\1-\8\10-\31\127]")) then
+    argerr("start", format("Extra: expected at most %d bytes without control characters", EXTRA_MAX))
   end
   local res, err = api(self, "GetEidToken", "get_eid_token", {
     MerchantId = self.merchant_id, Name = p.Name, IdCard = p.IdCard, Extra = p.Extra,
@@ -462,7 +467,7 @@ local function settle(self, tok, subject, past_ttl)
   if not after then return nil, rerr end
   if forgotten then
     res = aligned({ RequestId = res.RequestId }, after.ErrCode ~= nil and after or
-      { ErrCode = 15, attempts = after.attempts })
+      { ErrCode = ERRCODE_EXPIRED, attempts = after.attempts })
   end
   local outcome, cerr = classify(self, tok, res)
   if not outcome then return nil, cerr end
@@ -674,14 +679,14 @@ end
 function methods.authorize(self, request)
   local ok, subject, reason = hook(self, "authorize", request)
   if not ok then return nil, subject end
-  if type(subject) == "string" and subject ~= "" and #subject <= 128 and not subject:find("%c") then
+  if type(subject) == "string" and subject ~= "" and #subject <= SUBJECT_MAX and not subject:find("%c") then
     return subject
   end
   if subject == false then
     return error_result("unauthorized", "refused by the authorize policy"
       .. (reason ~= nil and ": " .. describe(reason) or ""))
   end
-  return policy_error("authorize", "must return a subject (1-128 bytes) or false, reason; got "
+  return policy_error("authorize", "must return a subject (" .. SUBJECT_RULE .. ") or false, reason; got "
     .. type(subject))
 end
 

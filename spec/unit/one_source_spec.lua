@@ -224,3 +224,46 @@ describe("Tencent ErrCodes: core.errcodes (EID_ERRCODE_* in ledger.h)", function
     end)
   end
 end)
+
+describe("the flow's and the policy's copies: core.limits and core.errcodes", function()
+  local flow_mod = require "eidkit.flow"
+  local policy = require "eidkit.policy"
+  local L, E = core.limits, core.errcodes
+
+  -- A flow over a real ledger whose client is never reached: the checks
+  -- under test run before any call upstream.
+  local function flow()
+    local client = { get_eid_result = function() error("no call expected") end }
+    return flow_mod.new { client = client, ledger = open(), merchant_id = "m" }
+  end
+
+  it("take the subject limit from core.limits.subject_max", function()
+    local f = flow()
+    local ok = pcall(f.finish, f, { subject = ("s"):rep(L.subject_max), EidToken = "T-unknown" })
+    assert.is_true(ok)
+    local msg = raises(function()
+      f:finish { subject = ("s"):rep(L.subject_max + 1), EidToken = "T-unknown" }
+    end)
+    assert.equals(("subject: expected 1-%d bytes without control characters"):format(L.subject_max), msg)
+  end)
+
+  it("take the Extra limit from core.limits.extra_max", function()
+    local f = flow()
+    local msg = raises(function() f:start { subject = "u", Extra = ("x"):rep(L.extra_max + 1) } end)
+    assert.equals(("Extra: expected at most %d bytes without control characters"):format(L.extra_max), msg)
+  end)
+
+  it("treat a token of token_max bytes as a token and one byte more as none", function()
+    local f = flow()
+    local _, err = f:finish { subject = "u", EidToken = ("T"):rep(L.token_max) }
+    assert.equals("unknown_token", err.code) -- asked the ledger, which does not hold it
+    _, err = f:finish { subject = "u", EidToken = ("T"):rep(L.token_max + 1) }
+    assert.equals("unknown_token", err.code)
+  end)
+
+  it("classify the ledger's ErrCodes as the ledger reads them", function()
+    assert.same({ "expired", "token_expired" },
+      { policy.code_group(E.expired).status, policy.code_group(E.expired).reason })
+    assert.equals("pending", policy.code_group(E.pending).status)
+  end)
+end)
