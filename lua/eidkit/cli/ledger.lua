@@ -44,7 +44,8 @@ options:
 ]] .. args.help(spec) .. "\n"
 end
 
-local function fail(msg, code)
+-- The message on stderr; the exit status (default 2: the command line is wrong).
+local function exit_error(msg, code)
   stderr:write("eidkit ledger: ", msg, "\n")
   return code or 2
 end
@@ -77,20 +78,20 @@ local function row(rec)
 end
 
 local function export(ledger, opts, out)
-  if not opts.date then return fail("export needs --date YYYY-MM-DD") end
+  if not opts.date then return exit_error("export needs --date YYYY-MM-DD") end
   local fmt = opts.format or "csv"
   if fmt ~= "csv" and fmt ~= "jsonl" then
-    return fail(format("--format: expected csv or jsonl, got '%s'", fmt))
+    return exit_error(format("--format: expected csv or jsonl, got '%s'", fmt))
   end
   local from, to = ledger_mod.day_range(opts.date)
-  if not from then return fail(format("--date: %s, got '%s'", to, opts.date)) end
+  if not from then return exit_error(format("--date: %s, got '%s'", to, opts.date)) end
   local rows, err = ledger:export { from = from, to = to }
-  if not rows then return fail(tostring(err), 1) end
+  if not rows then return exit_error(tostring(err), 1) end
   local f = out
   if opts.output then
     local ferr
     f, ferr = io.open(opts.output, "w")
-    if not f then return fail("--output: " .. tostring(ferr), 1) end
+    if not f then return exit_error("--output: " .. tostring(ferr), 1) end
   end
   if fmt == "csv" then
     f:write(concat(COLUMNS, ","), "\n")
@@ -118,7 +119,7 @@ end
 
 local function stats(ledger, opts, out)
   local s, err = ledger:stats()
-  if not s then return fail(tostring(err), 1) end
+  if not s then return exit_error(tostring(err), 1) end
   if opts.json then
     s.backend = ledger:backend()
     out:write(require("cjson").encode(s), "\n")
@@ -133,7 +134,7 @@ end
 
 local function expire(ledger, opts, out)
   local r, err = ledger:expire()
-  if not r then return fail(tostring(err), 1) end
+  if not r then return exit_error(tostring(err), 1) end
   if opts.json then
     out:write(require("cjson").encode(r), "\n")
   else
@@ -167,25 +168,25 @@ local function sweep(ledger, opts, out)
   if opts.limit then
     limit = math.tointeger(tonumber(opts.limit))
     if not limit or limit < 1 or limit > 100000 or not opts.limit:match("^%d+$") then
-      return fail(format("--limit: expected 1..100000, got '%s'", opts.limit))
+      return exit_error(format("--limit: expected 1..100000, got '%s'", opts.limit))
     end
   end
   if opts.info_type and not opts.info_type:match("^[012356]+$") then
-    return fail(format("--info-type: expected digits of 0, 1, 2, 3, 5, 6, got '%s'", opts.info_type))
+    return exit_error(format("--info-type: expected digits of 0, 1, 2, 3, 5, 6, got '%s'", opts.info_type))
   end
   local pull, client = _M.puller(opts)
   if not pull then
     -- Do the ledger's part (expiry), then say plainly what is missing.
     local r, err = ledger:expire()
-    if not r then return fail(tostring(err), 1) end
+    if not r then return exit_error(tostring(err), 1) end
     local due = ledger:due(limit)
     out:write(format("expired %d, abandoned %d, due %d (not pulled)\n", r.expired, r.abandoned,
       due and #due or 0))
-    return fail(client, 3)
+    return exit_error(client, 3)
   end
   local report, err = ledger:sweep(pull, { limit = limit })
   client:close()
-  if not report then return fail(tostring(err), 1) end
+  if not report then return exit_error(tostring(err), 1) end
   out:write(format("expired %d, abandoned %d, due %d, recorded %d, failed %d\n", report.expired,
     report.abandoned, report.due, report.recorded, report.failed))
   for _, f in ipairs(report.failures) do
@@ -200,19 +201,19 @@ local actions = { stats = stats, export = export, expire = expire, sweep = sweep
 function _M.main(argv, out)
   out = out or stdout
   local opts, positional = args.parse(spec, argv)
-  if not opts then return fail(positional .. " (see eidkit help ledger)") end
+  if not opts then return exit_error(positional .. " (see eidkit help ledger)") end
   if opts.help then out:write(_M.help()) return 0 end
   local action = actions[positional[1] or ""]
   if not action then
-    return fail(positional[1] and format("unknown action '%s' (stats, export, sweep or expire)",
+    return exit_error(positional[1] and format("unknown action '%s' (stats, export, sweep or expire)",
       positional[1]) or "expected an action: stats, export, sweep or expire")
   end
-  if positional[2] then return fail(format("unexpected argument '%s'", positional[2])) end
+  if positional[2] then return exit_error(format("unexpected argument '%s'", positional[2])) end
   local url = opts.ledger or getenv("EIDKIT_LEDGER")
   if not url or url == "" then url = _M.DEFAULT_URL end
   local ok, ledger, err = pcall(ledger_mod.open, url)
-  if not ok then return fail("--ledger: " .. (tostring(ledger):match("%((.*)%)$") or tostring(ledger))) end
-  if not ledger then return fail(tostring(err), 1) end
+  if not ok then return exit_error("--ledger: " .. (tostring(ledger):match("%((.*)%)$") or tostring(ledger))) end
+  if not ledger then return exit_error(tostring(err), 1) end
   local code = action(ledger, opts, out)
   ledger:close()
   return code
