@@ -238,6 +238,31 @@ static eid_status check_field(eid_error *err, const char *field, const char *s, 
     return EID_OK;
 }
 
+/* The table index of a header name in any case, or -1. */
+static int header_index(const char *name) {
+    char lc[20];
+    size_t n = 0;
+    for (; name[n] && n < sizeof lc - 1; n++)
+        lc[n] = lower(name[n]);
+    lc[n] = '\0';
+    if (name[n] != '\0') return -1;
+    for (int h = 0; h < H_COUNT; h++)
+        if (strcmp(lc, header_lc[h]) == 0) return h;
+    return -1;
+}
+
+/* A name eidkit cannot sign: quoted when printable, else only its position. */
+static eid_status unknown_header(eid_error *err, const char *name, size_t i) {
+    for (size_t k = 0; name[k] && k < 40; k++)
+        if (!in_set((unsigned char)name[k], CS_VISIBLE))
+            return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
+                             "entry %zu is not a header name", i + 1);
+    return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
+                     "unknown header '%.40s' (allowed: content-type, host, x-tc-action, "
+                     "x-tc-language, x-tc-region, x-tc-timestamp, x-tc-token, x-tc-version)",
+                     name);
+}
+
 static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *mask,
                                        eid_error *err) {
     if (req->signed_headers == NULL || req->signed_headers_count == 0) {
@@ -252,32 +277,12 @@ static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *ma
         const char *name = req->signed_headers[i];
         if (name == NULL)
             return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "entry %zu is NULL", i + 1);
-        char lc[20];
-        size_t n = 0;
-        for (; name[n] && n < sizeof lc - 1; n++)
-            lc[n] = lower(name[n]);
-        lc[n] = '\0';
-        int found = -1;
-        if (name[n] == '\0')
-            for (int h = 0; h < H_COUNT && found < 0; h++)
-                if (strcmp(lc, header_lc[h]) == 0) found = h;
-        if (found < 0) {
-            bool printable = true;
-            for (size_t k = 0; name[k] && k < 40; k++)
-                if (!in_set((unsigned char)name[k], CS_VISIBLE)) printable = false;
-            if (printable)
-                return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
-                                 "unknown header '%.40s' (allowed: content-type, host, "
-                                 "x-tc-action, x-tc-language, x-tc-region, x-tc-timestamp, "
-                                 "x-tc-token, x-tc-version)",
-                                 name);
-            return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
-                             "entry %zu is not a header name", i + 1);
-        }
-        if (m & (1u << found))
+        int h = header_index(name);
+        if (h < 0) return unknown_header(err, name, i);
+        if (m & (1u << h))
             return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "'%s' is listed twice",
-                             header_lc[found]);
-        m |= 1u << found;
+                             header_lc[h]);
+        m |= 1u << h;
     }
     if ((m & MASK_DEFAULT) != MASK_DEFAULT)
         return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
@@ -286,16 +291,12 @@ static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *ma
     return EID_OK;
 }
 
-/* Apply defaults and validate everything; no crypto, no clock. */
-static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *err) {
-    eid_status st;
-    memset(r->v, 0, sizeof r->v);
-    if (req == NULL) return eid__fail(err, EID_E_INVALID_ARG, "request", "is NULL");
-
+/* SecretId, SecretKey and the body pointer. */
+static eid_status resolve_secrets(const eid_sign_request *req, resolved *r, eid_error *err) {
     if (req->secret_id == NULL) return eid__fail(err, EID_E_INVALID_ARG, "secret_id", "required");
-    if ((st = check_field(err, "secret_id", req->secret_id, EID_SECRET_ID_MAX, CS_SECRET_ID,
-                          &r->secret_id_len)))
-        return st;
+    eid_status st = check_field(err, "secret_id", req->secret_id, EID_SECRET_ID_MAX, CS_SECRET_ID,
+                                &r->secret_id_len);
+    if (st != EID_OK) return st;
     if (req->secret_key == NULL || req->secret_key_len == 0)
         return eid__fail(err, EID_E_INVALID_ARG, "secret_key", "required");
     if (req->secret_key_len > EID_SECRET_KEY_MAX)
@@ -303,39 +304,53 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
                          EID_SECRET_KEY_MAX);
     if (req->body == NULL && req->body_len != 0)
         return eid__fail(err, EID_E_INVALID_ARG, "body", "NULL with a non-zero length");
+    return EID_OK;
+}
 
-    const char *host = req->host ? req->host : DEFAULT_HOST;
-    if ((st = check_field(err, "host", host, EID_FIELD_MAX, CS_VISIBLE, &r->len[H_HOST])))
-        return st;
-    r->v[H_HOST] = host;
+/* Check header h's value and record it as sent; a NULL value is not sent. */
+static eid_status set_header(resolved *r, int h, const char *field, const char *value, size_t max,
+                             charset cs, eid_error *err) {
+    if (value == NULL) return EID_OK;
+    eid_status st = check_field(err, field, value, max, cs, &r->len[h]);
+    if (st == EID_OK) r->v[h] = value;
+    return st;
+}
 
+/* The service as given, or as the official SDKs derive it: the host's first
+ * label, lower-cased. */
+static eid_status resolve_service(const eid_sign_request *req, resolved *r, eid_error *err) {
     if (req->service) {
-        if ((st = check_field(err, "service", req->service, EID_SERVICE_MAX, CS_SERVICE,
-                              &r->service_len)))
-            return st;
-        memcpy(r->service, req->service, r->service_len + 1);
-    } else {
-        /* As the official SDKs do: the service is the endpoint's first label. */
-        size_t n = 0;
-        while (host[n] && host[n] != '.' && host[n] != ':')
-            n++;
-        if (n == 0 || n > EID_SERVICE_MAX)
-            return eid__fail(err, EID_E_INVALID_ARG, "service",
-                             "required (cannot derive it from host)");
-        for (size_t i = 0; i < n; i++) {
-            r->service[i] = lower(host[i]);
-            if (!in_set((unsigned char)r->service[i], CS_SERVICE))
-                return eid__fail(err, EID_E_INVALID_ARG, "service",
-                                 "required (the host's first label is not a service name)");
-        }
-        r->service[n] = '\0';
-        r->service_len = n;
+        eid_status st =
+            check_field(err, "service", req->service, EID_SERVICE_MAX, CS_SERVICE, &r->service_len);
+        if (st == EID_OK) memcpy(r->service, req->service, r->service_len + 1);
+        return st;
     }
+    const char *host = r->v[H_HOST];
+    size_t n = 0;
+    while (host[n] && host[n] != '.' && host[n] != ':')
+        n++;
+    if (n == 0 || n > EID_SERVICE_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "service",
+                         "required (cannot derive it from host)");
+    for (size_t i = 0; i < n; i++) {
+        r->service[i] = lower(host[i]);
+        if (!in_set((unsigned char)r->service[i], CS_SERVICE))
+            return eid__fail(err, EID_E_INVALID_ARG, "service",
+                             "required (the host's first label is not a service name)");
+    }
+    r->service[n] = '\0';
+    r->service_len = n;
+    return EID_OK;
+}
 
+/* Host, service, action and version: which API is called. */
+static eid_status resolve_endpoint(const eid_sign_request *req, resolved *r, eid_error *err) {
+    const char *host = req->host ? req->host : DEFAULT_HOST;
+    eid_status st = set_header(r, H_HOST, "host", host, EID_FIELD_MAX, CS_VISIBLE, err);
+    if (st == EID_OK) st = resolve_service(req, r, err);
+    if (st != EID_OK) return st;
     if (req->action == NULL) return eid__fail(err, EID_E_INVALID_ARG, "action", "required");
-    if ((st = check_field(err, "action", req->action, 128, CS_WORD, &r->len[H_ACTION]))) return st;
-    r->v[H_ACTION] = req->action;
-
+    if ((st = set_header(r, H_ACTION, "action", req->action, 128, CS_WORD, err))) return st;
     const char *version = req->version;
     if (version == NULL) {
         if (strcmp(r->service, "faceid") != 0)
@@ -343,34 +358,23 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
                              "required for service '%s' (defaults only for faceid)", r->service);
         version = FACEID_VERSION;
     }
-    if ((st = check_field(err, "version", version, 32, CS_VERSION, &r->len[H_VERSION]))) return st;
-    r->v[H_VERSION] = version;
+    return set_header(r, H_VERSION, "version", version, 32, CS_VERSION, err);
+}
 
+/* The content type and the optional headers. */
+static eid_status resolve_headers(const eid_sign_request *req, resolved *r, eid_error *err) {
     const char *ct = req->content_type ? req->content_type : DEFAULT_CONTENT_TYPE;
-    if ((st =
-             check_field(err, "content_type", ct, EID_FIELD_MAX, CS_TEXT, &r->len[H_CONTENT_TYPE])))
-        return st;
-    r->v[H_CONTENT_TYPE] = ct;
+    eid_status st = set_header(r, H_CONTENT_TYPE, "content_type", ct, EID_FIELD_MAX, CS_TEXT, err);
+    if (st == EID_OK) st = set_header(r, H_REGION, "region", req->region, 64, CS_REGION, err);
+    if (st == EID_OK)
+        st = set_header(r, H_LANGUAGE, "language", req->language, 16, CS_LANGUAGE, err);
+    if (st == EID_OK)
+        st = set_header(r, H_TOKEN, "token", req->token, EID_TOKEN_MAX, CS_VISIBLE, err);
+    return st;
+}
 
-    if (req->region) {
-        if ((st = check_field(err, "region", req->region, 64, CS_REGION, &r->len[H_REGION])))
-            return st;
-        r->v[H_REGION] = req->region;
-    }
-    if (req->language) {
-        if ((st =
-                 check_field(err, "language", req->language, 16, CS_LANGUAGE, &r->len[H_LANGUAGE])))
-            return st;
-        r->v[H_LANGUAGE] = req->language;
-    }
-    if (req->token) {
-        if ((st = check_field(err, "token", req->token, EID_TOKEN_MAX, CS_VISIBLE,
-                              &r->len[H_TOKEN])))
-            return st;
-        r->v[H_TOKEN] = req->token;
-    }
-
-    if ((st = parse_signed_headers(req, &r->mask, err))) return st;
+/* Every signed header must be sent; the timestamp always is. */
+static eid_status check_signed_sent(const resolved *r, eid_error *err) {
     for (int h = 0; h < H_COUNT; h++)
         if ((r->mask & (1u << h)) && h != H_TIMESTAMP && r->v[h] == NULL)
             return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
@@ -379,6 +383,18 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
                              : h == H_REGION ? "region"
                                              : "language");
     return EID_OK;
+}
+
+/* Apply defaults and validate everything; no crypto, no clock. */
+static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *err) {
+    memset(r->v, 0, sizeof r->v);
+    if (req == NULL) return eid__fail(err, EID_E_INVALID_ARG, "request", "is NULL");
+    eid_status st = resolve_secrets(req, r, err);
+    if (st == EID_OK) st = resolve_endpoint(req, r, err);
+    if (st == EID_OK) st = resolve_headers(req, r, err);
+    if (st == EID_OK) st = parse_signed_headers(req, &r->mask, err);
+    if (st == EID_OK) st = check_signed_sent(r, err);
+    return st;
 }
 
 static eid_status resolve_time(const eid_signer *s, const eid_sign_request *req, resolved *r,
