@@ -903,7 +903,7 @@ static size_t trim_value(const char **v) {
     return n;
 }
 
-/* Allocate the canonical request at its exact upper bound and fill it up to
+/* Allocate the canonical request, sized from its inputs, and fill it up to
  * the payload hash, which compute_finish appends under the lock. */
 static eid_status compute_build(const eid_canonical *c, const received *rx, char **out, size_t *len,
                                 eid_error *err) {
