@@ -21,12 +21,13 @@
 
 #include "eidkit/eidkit.h"
 
-#include <jansson.h>
+#include <cjson/cJSON.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,30 +300,49 @@ static void count_allocs(bench_ctx *c) {
 
 /* ----------------------------------------------------------------- input */
 
-static const char *jstr(json_t *v, const char *key) {
-    const char *s = json_string_value(json_object_get(v, key));
+static const char *jstr(const cJSON *v, const char *key) {
+    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(v, key));
     if (s == NULL) die("vector field missing", key);
     return s;
 }
 
-static json_t *find_vector(json_t *root, const char *name) {
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_object_get(root, "vectors"), i, v) {
-        const char *vn = json_string_value(json_object_get(v, "name"));
+static int64_t jint(const cJSON *v, const char *key) {
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(v, key);
+    if (!cJSON_IsNumber(n)) die("vector field missing", key);
+    return (int64_t)n->valuedouble;
+}
+
+static const cJSON *find_vector(const cJSON *root, const char *name) {
+    const cJSON *v;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(root, "vectors")) {
+        const char *vn = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(v, "name"));
         if (vn && strcmp(vn, name) == 0) return v;
     }
     die("no such vector", name);
     return NULL;
 }
 
+/* The JSON document in path; exits when it cannot be read or parsed. */
+static cJSON *load_json(const char *path) {
+    FILE *f = fopen(path, "rb");
+    long size = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    char *text = size >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)size + 1) : NULL;
+    cJSON *root = NULL;
+    if (text && fread(text, 1, (size_t)size, f) == (size_t)size)
+        root = cJSON_ParseWithLength(text, (size_t)size);
+    free(text);
+    if (f) fclose(f);
+    if (root == NULL) die("cannot read vectors", path);
+    return root;
+}
+
 /* Strings point into v, which must outlive c. */
-static void load_request(bench_ctx *c, json_t *v) {
-    json_t *sh = json_object_get(v, "signed_headers");
-    size_t nsh = json_array_size(sh);
+static void load_request(bench_ctx *c, const cJSON *v) {
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(v, "signed_headers");
+    size_t nsh = (size_t)cJSON_GetArraySize(sh);
     if (nsh > EID_SIGNED_HEADERS_MAX) die("too many signed headers", NULL);
     for (size_t k = 0; k < nsh; k++)
-        c->names[k] = json_string_value(json_array_get(sh, k));
+        c->names[k] = cJSON_GetStringValue(cJSON_GetArrayItem(sh, (int)k));
     const char *key = jstr(v, "secret_key");
     const char *body = jstr(v, "body");
     c->req[0] = (eid_sign_request){
@@ -334,7 +354,7 @@ static void load_request(bench_ctx *c, json_t *v) {
         .action = jstr(v, "action"),
         .version = jstr(v, "version"),
         .content_type = jstr(v, "content_type"),
-        .timestamp = json_integer_value(json_object_get(v, "timestamp")),
+        .timestamp = jint(v, "timestamp"),
         .body = body,
         .body_len = strlen(body),
         .signed_headers = c->names,
@@ -380,9 +400,7 @@ int main(int argc, char **argv) {
     if (wanted("allocs") && !CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free))
         die("cannot install the counting allocator", NULL);
 
-    json_error_t jerr;
-    json_t *root = json_load_file(argv[1], 0, &jerr);
-    if (root == NULL) die("cannot read vectors", jerr.text);
+    cJSON *root = load_json(argv[1]);
     static bench_ctx c;
     load_request(&c, find_vector(root, argv[2]));
     fprintf(stderr, "C: %s, body %zu bytes, want Signature=%s\n", argv[2], c.req[0].body_len,
@@ -396,6 +414,6 @@ int main(int argc, char **argv) {
         measure(bc, &c, reps, target_s);
         bc->finish(&c);
     }
-    json_decref(root);
+    cJSON_Delete(root);
     return 0;
 }

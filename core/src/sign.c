@@ -73,9 +73,15 @@ enum {
     H_VERSION,
     H_COUNT
 };
-static const char *const header_lc[H_COUNT] = {
-    "content-type", "host",           "x-tc-action", "x-tc-language",
-    "x-tc-region",  "x-tc-timestamp", "x-tc-token",  "x-tc-version",
+/* Each name with its length, so the hot path measures nothing per call. */
+#define HEADER_NAME(s) s, sizeof s - 1
+static const struct {
+    const char *name;
+    size_t len;
+} header_lc[H_COUNT] = {
+    {HEADER_NAME("content-type")},  {HEADER_NAME("host")},         {HEADER_NAME("x-tc-action")},
+    {HEADER_NAME("x-tc-language")}, {HEADER_NAME("x-tc-region")},  {HEADER_NAME("x-tc-timestamp")},
+    {HEADER_NAME("x-tc-token")},    {HEADER_NAME("x-tc-version")},
 };
 #define MASK_DEFAULT ((1u << H_CONTENT_TYPE) | (1u << H_HOST))
 
@@ -91,6 +97,26 @@ typedef struct resolved {
     char ts[24];
 } resolved;
 
+/* What the string to sign and the signing key cover, besides the canonical
+ * request; the same for the signer and the verifier. */
+typedef struct tc3_scope {
+    const char *timestamp; /* decimal, as signed */
+    size_t timestamp_len;
+    const char *date; /* "YYYY-MM-DD" */
+    const char *service;
+    size_t service_len;
+    const void *secret;
+    size_t secret_len;
+} tc3_scope;
+
+/* The intermediate strings of one signature, for the HMAC and the explain copy. */
+typedef struct tc3_trace {
+    char payload_hex[65]; /* HashedRequestPayload */
+    char cr_hex[65];      /* HashedCanonicalRequest */
+    char sts[256];        /* StringToSign */
+    size_t sts_len;
+} tc3_trace;
+
 /* ------------------------------------------------------------- utilities */
 
 static void hex32(const unsigned char in[32], char out[65]) {
@@ -103,6 +129,17 @@ static void hex32(const unsigned char in[32], char out[65]) {
 }
 
 static char lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
+
+static inline size_t put(char *dst, size_t off, const char *src, size_t n) {
+    memcpy(dst + off, src, n);
+    return off + n;
+}
+
+static inline size_t put_lower(char *dst, size_t off, const char *src, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dst[off + i] = lower(src[i]);
+    return off + n;
+}
 
 /* Days since 1970-01-01 to a civil date (proleptic Gregorian), after Howard
  * Hinnant's public-domain algorithm: exact for the whole accepted range and
@@ -207,6 +244,31 @@ static eid_status check_field(eid_error *err, const char *field, const char *s, 
     return EID_OK;
 }
 
+/* The table index of a header name in any case, or -1. */
+static int header_index(const char *name) {
+    char lc[20];
+    size_t n = 0;
+    for (; name[n] && n < sizeof lc - 1; n++)
+        lc[n] = lower(name[n]);
+    lc[n] = '\0';
+    if (name[n] != '\0') return -1;
+    for (int h = 0; h < H_COUNT; h++)
+        if (strcmp(lc, header_lc[h].name) == 0) return h;
+    return -1;
+}
+
+/* A name eidkit cannot sign: quoted when printable, else only its position. */
+static eid_status unknown_header(eid_error *err, const char *name, size_t i) {
+    for (size_t k = 0; name[k] && k < 40; k++)
+        if (!in_set((unsigned char)name[k], CS_VISIBLE))
+            return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
+                             "entry %zu is not a header name", i + 1);
+    return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
+                     "unknown header '%.40s' (allowed: content-type, host, x-tc-action, "
+                     "x-tc-language, x-tc-region, x-tc-timestamp, x-tc-token, x-tc-version)",
+                     name);
+}
+
 static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *mask,
                                        eid_error *err) {
     if (req->signed_headers == NULL || req->signed_headers_count == 0) {
@@ -221,32 +283,12 @@ static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *ma
         const char *name = req->signed_headers[i];
         if (name == NULL)
             return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "entry %zu is NULL", i + 1);
-        char lc[20];
-        size_t n = 0;
-        for (; name[n] && n < sizeof lc - 1; n++)
-            lc[n] = lower(name[n]);
-        lc[n] = '\0';
-        int found = -1;
-        if (name[n] == '\0')
-            for (int h = 0; h < H_COUNT && found < 0; h++)
-                if (strcmp(lc, header_lc[h]) == 0) found = h;
-        if (found < 0) {
-            bool printable = true;
-            for (size_t k = 0; name[k] && k < 40; k++)
-                if (!in_set((unsigned char)name[k], CS_VISIBLE)) printable = false;
-            if (printable)
-                return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
-                                 "unknown header '%.40s' (allowed: content-type, host, "
-                                 "x-tc-action, x-tc-language, x-tc-region, x-tc-timestamp, "
-                                 "x-tc-token, x-tc-version)",
-                                 name);
-            return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
-                             "entry %zu is not a header name", i + 1);
-        }
-        if (m & (1u << found))
+        int h = header_index(name);
+        if (h < 0) return unknown_header(err, name, i);
+        if (m & (1u << h))
             return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "'%s' is listed twice",
-                             header_lc[found]);
-        m |= 1u << found;
+                             header_lc[h].name);
+        m |= 1u << h;
     }
     if ((m & MASK_DEFAULT) != MASK_DEFAULT)
         return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
@@ -255,16 +297,12 @@ static eid_status parse_signed_headers(const eid_sign_request *req, unsigned *ma
     return EID_OK;
 }
 
-/* Apply defaults and validate everything; no crypto, no clock. */
-static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *err) {
-    eid_status st;
-    memset(r->v, 0, sizeof r->v);
-    if (req == NULL) return eid__fail(err, EID_E_INVALID_ARG, "request", "is NULL");
-
+/* SecretId, SecretKey and the body pointer. */
+static eid_status resolve_secrets(const eid_sign_request *req, resolved *r, eid_error *err) {
     if (req->secret_id == NULL) return eid__fail(err, EID_E_INVALID_ARG, "secret_id", "required");
-    if ((st = check_field(err, "secret_id", req->secret_id, EID_SECRET_ID_MAX, CS_SECRET_ID,
-                          &r->secret_id_len)))
-        return st;
+    eid_status st = check_field(err, "secret_id", req->secret_id, EID_SECRET_ID_MAX, CS_SECRET_ID,
+                                &r->secret_id_len);
+    if (st != EID_OK) return st;
     if (req->secret_key == NULL || req->secret_key_len == 0)
         return eid__fail(err, EID_E_INVALID_ARG, "secret_key", "required");
     if (req->secret_key_len > EID_SECRET_KEY_MAX)
@@ -272,39 +310,53 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
                          EID_SECRET_KEY_MAX);
     if (req->body == NULL && req->body_len != 0)
         return eid__fail(err, EID_E_INVALID_ARG, "body", "NULL with a non-zero length");
+    return EID_OK;
+}
 
-    const char *host = req->host ? req->host : DEFAULT_HOST;
-    if ((st = check_field(err, "host", host, EID_FIELD_MAX, CS_VISIBLE, &r->len[H_HOST])))
-        return st;
-    r->v[H_HOST] = host;
+/* Check header h's value and record it as sent; a NULL value is not sent. */
+static eid_status set_header(resolved *r, int h, const char *field, const char *value, size_t max,
+                             charset cs, eid_error *err) {
+    if (value == NULL) return EID_OK;
+    eid_status st = check_field(err, field, value, max, cs, &r->len[h]);
+    if (st == EID_OK) r->v[h] = value;
+    return st;
+}
 
+/* The service as given, or as the official SDKs derive it: the host's first
+ * label, lower-cased. */
+static eid_status resolve_service(const eid_sign_request *req, resolved *r, eid_error *err) {
     if (req->service) {
-        if ((st = check_field(err, "service", req->service, EID_SERVICE_MAX, CS_SERVICE,
-                              &r->service_len)))
-            return st;
-        memcpy(r->service, req->service, r->service_len + 1);
-    } else {
-        /* As the official SDKs do: the service is the endpoint's first label. */
-        size_t n = 0;
-        while (host[n] && host[n] != '.' && host[n] != ':')
-            n++;
-        if (n == 0 || n > EID_SERVICE_MAX)
-            return eid__fail(err, EID_E_INVALID_ARG, "service",
-                             "required (cannot derive it from host)");
-        for (size_t i = 0; i < n; i++) {
-            r->service[i] = lower(host[i]);
-            if (!in_set((unsigned char)r->service[i], CS_SERVICE))
-                return eid__fail(err, EID_E_INVALID_ARG, "service",
-                                 "required (the host's first label is not a service name)");
-        }
-        r->service[n] = '\0';
-        r->service_len = n;
+        eid_status st =
+            check_field(err, "service", req->service, EID_SERVICE_MAX, CS_SERVICE, &r->service_len);
+        if (st == EID_OK) memcpy(r->service, req->service, r->service_len + 1);
+        return st;
     }
+    const char *host = r->v[H_HOST];
+    size_t n = 0;
+    while (host[n] && host[n] != '.' && host[n] != ':')
+        n++;
+    if (n == 0 || n > EID_SERVICE_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "service",
+                         "required (cannot derive it from host)");
+    for (size_t i = 0; i < n; i++) {
+        r->service[i] = lower(host[i]);
+        if (!in_set((unsigned char)r->service[i], CS_SERVICE))
+            return eid__fail(err, EID_E_INVALID_ARG, "service",
+                             "required (the host's first label is not a service name)");
+    }
+    r->service[n] = '\0';
+    r->service_len = n;
+    return EID_OK;
+}
 
+/* Host, service, action and version: which API is called. */
+static eid_status resolve_endpoint(const eid_sign_request *req, resolved *r, eid_error *err) {
+    const char *host = req->host ? req->host : DEFAULT_HOST;
+    eid_status st = set_header(r, H_HOST, "host", host, EID_FIELD_MAX, CS_VISIBLE, err);
+    if (st == EID_OK) st = resolve_service(req, r, err);
+    if (st != EID_OK) return st;
     if (req->action == NULL) return eid__fail(err, EID_E_INVALID_ARG, "action", "required");
-    if ((st = check_field(err, "action", req->action, 128, CS_WORD, &r->len[H_ACTION]))) return st;
-    r->v[H_ACTION] = req->action;
-
+    if ((st = set_header(r, H_ACTION, "action", req->action, 128, CS_WORD, err))) return st;
     const char *version = req->version;
     if (version == NULL) {
         if (strcmp(r->service, "faceid") != 0)
@@ -312,42 +364,43 @@ static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *e
                              "required for service '%s' (defaults only for faceid)", r->service);
         version = FACEID_VERSION;
     }
-    if ((st = check_field(err, "version", version, 32, CS_VERSION, &r->len[H_VERSION]))) return st;
-    r->v[H_VERSION] = version;
+    return set_header(r, H_VERSION, "version", version, 32, CS_VERSION, err);
+}
 
+/* The content type and the optional headers. */
+static eid_status resolve_headers(const eid_sign_request *req, resolved *r, eid_error *err) {
     const char *ct = req->content_type ? req->content_type : DEFAULT_CONTENT_TYPE;
-    if ((st =
-             check_field(err, "content_type", ct, EID_FIELD_MAX, CS_TEXT, &r->len[H_CONTENT_TYPE])))
-        return st;
-    r->v[H_CONTENT_TYPE] = ct;
+    eid_status st = set_header(r, H_CONTENT_TYPE, "content_type", ct, EID_FIELD_MAX, CS_TEXT, err);
+    if (st == EID_OK) st = set_header(r, H_REGION, "region", req->region, 64, CS_REGION, err);
+    if (st == EID_OK)
+        st = set_header(r, H_LANGUAGE, "language", req->language, 16, CS_LANGUAGE, err);
+    if (st == EID_OK)
+        st = set_header(r, H_TOKEN, "token", req->token, EID_TOKEN_MAX, CS_VISIBLE, err);
+    return st;
+}
 
-    if (req->region) {
-        if ((st = check_field(err, "region", req->region, 64, CS_REGION, &r->len[H_REGION])))
-            return st;
-        r->v[H_REGION] = req->region;
-    }
-    if (req->language) {
-        if ((st =
-                 check_field(err, "language", req->language, 16, CS_LANGUAGE, &r->len[H_LANGUAGE])))
-            return st;
-        r->v[H_LANGUAGE] = req->language;
-    }
-    if (req->token) {
-        if ((st = check_field(err, "token", req->token, EID_TOKEN_MAX, CS_VISIBLE,
-                              &r->len[H_TOKEN])))
-            return st;
-        r->v[H_TOKEN] = req->token;
-    }
-
-    if ((st = parse_signed_headers(req, &r->mask, err))) return st;
+/* Every signed header must be sent; the timestamp always is. */
+static eid_status check_signed_sent(const resolved *r, eid_error *err) {
     for (int h = 0; h < H_COUNT; h++)
         if ((r->mask & (1u << h)) && h != H_TIMESTAMP && r->v[h] == NULL)
             return eid__fail(err, EID_E_INVALID_ARG, "signed_headers",
-                             "'%s' is signed but not sent (set %s)", header_lc[h],
+                             "'%s' is signed but not sent (set %s)", header_lc[h].name,
                              h == H_TOKEN    ? "token"
                              : h == H_REGION ? "region"
                                              : "language");
     return EID_OK;
+}
+
+/* Apply defaults and validate everything; no crypto, no clock. */
+static eid_status resolve(const eid_sign_request *req, resolved *r, eid_error *err) {
+    memset(r->v, 0, sizeof r->v);
+    if (req == NULL) return eid__fail(err, EID_E_INVALID_ARG, "request", "is NULL");
+    eid_status st = resolve_secrets(req, r, err);
+    if (st == EID_OK) st = resolve_endpoint(req, r, err);
+    if (st == EID_OK) st = resolve_headers(req, r, err);
+    if (st == EID_OK) st = parse_signed_headers(req, &r->mask, err);
+    if (st == EID_OK) st = check_signed_sent(r, err);
+    return st;
 }
 
 static eid_status resolve_time(const eid_signer *s, const eid_sign_request *req, resolved *r,
@@ -412,49 +465,182 @@ static void slot_wipe(key_slot *slot) {
     slot->last_used = 0;
 }
 
-/* Find or derive the keyed HMAC for (secret, date, service). Called under lock. */
-static EVP_MAC_CTX *signing_key(eid_signer *s, const void *secret, size_t secret_len,
-                                const char date[11], const char *service, size_t service_len,
-                                eid_error *err) {
-    key_slot *victim = &s->slots[0];
+static bool slot_matches(const key_slot *slot, const tc3_scope *sc) {
+    return slot->last_used != 0 && memcmp(slot->date, sc->date, 11) == 0 &&
+           strlen(slot->service) == sc->service_len &&
+           memcmp(slot->service, sc->service, sc->service_len) == 0 &&
+           slot->secret_len == sc->secret_len &&
+           CRYPTO_memcmp(slot->secret, sc->secret, sc->secret_len) == 0;
+}
+
+/* The slot holding sc's key, or NULL with *victim set to the least recently
+ * used slot. */
+static key_slot *slot_find(eid_signer *s, const tc3_scope *sc, key_slot **victim) {
+    *victim = &s->slots[0];
     for (size_t i = 0; i < s->nslots; i++) {
         key_slot *slot = &s->slots[i];
-        if (slot->last_used != 0 && memcmp(slot->date, date, 11) == 0 &&
-            strlen(slot->service) == service_len &&
-            memcmp(slot->service, service, service_len) == 0 && slot->secret_len == secret_len &&
-            CRYPTO_memcmp(slot->secret, secret, secret_len) == 0) {
-            slot->last_used = ++s->tick;
-            s->hits++;
-            return slot->mac;
-        }
-        if (slot->last_used < victim->last_used) victim = slot;
+        if (slot_matches(slot, sc)) return slot;
+        if (slot->last_used < (*victim)->last_used) *victim = slot;
     }
-    s->misses++;
+    return NULL;
+}
 
+/* Derive SecretSigning for sc into slot (TC3: three HMACs over date, service
+ * and "tc3_request"), wiping every intermediate. On failure the slot is left
+ * empty. */
+static bool slot_derive(eid_signer *s, key_slot *slot, const tc3_scope *sc) {
     unsigned char kdate[32], kservice[32], ksigning[32];
     unsigned char seed[3 + EID_SECRET_KEY_MAX];
     memcpy(seed, "TC3", 3);
-    memcpy(seed + 3, secret, secret_len);
-    slot_wipe(victim);
-    bool ok = hmac_once(s->derive, seed, 3 + secret_len, date, 10, kdate) &&
-              hmac_once(s->derive, kdate, 32, service, service_len, kservice) &&
+    memcpy(seed + 3, sc->secret, sc->secret_len);
+    slot_wipe(slot);
+    bool ok = hmac_once(s->derive, seed, 3 + sc->secret_len, sc->date, 10, kdate) &&
+              hmac_once(s->derive, kdate, 32, sc->service, sc->service_len, kservice) &&
               hmac_once(s->derive, kservice, 32, "tc3_request", 11, ksigning) &&
-              EVP_MAC_init(victim->mac, ksigning, 32, NULL) == 1;
+              EVP_MAC_init(slot->mac, ksigning, 32, NULL) == 1;
     OPENSSL_cleanse(seed, sizeof seed);
     OPENSSL_cleanse(kdate, sizeof kdate);
     OPENSSL_cleanse(kservice, sizeof kservice);
     OPENSSL_cleanse(ksigning, sizeof ksigning);
-    if (!ok) {
-        eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 key derivation failed");
-        return NULL;
+    if (!ok) return false;
+    memcpy(slot->date, sc->date, 11);
+    memcpy(slot->service, sc->service, sc->service_len);
+    slot->service[sc->service_len] = '\0';
+    memcpy(slot->secret, sc->secret, sc->secret_len);
+    slot->secret_len = sc->secret_len;
+    return true;
+}
+
+/* Find or derive the keyed HMAC for sc's (secret, date, service). Called
+ * under lock. */
+static EVP_MAC_CTX *signing_key(eid_signer *s, const tc3_scope *sc, eid_error *err) {
+    key_slot *victim;
+    key_slot *slot = slot_find(s, sc, &victim);
+    if (slot != NULL) {
+        s->hits++;
+    } else {
+        s->misses++;
+        if (!slot_derive(s, victim, sc)) {
+            eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 key derivation failed");
+            return NULL;
+        }
+        slot = victim;
     }
-    memcpy(victim->date, date, 11);
-    memcpy(victim->service, service, service_len);
-    victim->service[service_len] = '\0';
-    memcpy(victim->secret, secret, secret_len);
-    victim->secret_len = secret_len;
-    victim->last_used = ++s->tick;
-    return victim->mac;
+    slot->last_used = ++s->tick;
+    return slot->mac;
+}
+
+/* ------------------------------------------------------------- TC3 steps
+ * Each step after validation is one helper, called by both the signer
+ * (sign_locked) and the verifier (eid_signer_compute), so the two cannot
+ * drift: canonical request (cr_*), payload and request hashes, string to sign,
+ * signing key, HMAC, explain copy. The crypto steps run under the lock. */
+
+/* SHA-256 of data as lower-case hex. */
+static eid_status sha256_hex(eid_signer *s, const void *data, size_t len, char hex[65],
+                             eid_error *err) {
+    unsigned char digest[32];
+    if (!sha256(s, data, len, digest)) return eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
+    hex32(digest, hex);
+    return EID_OK;
+}
+
+/* HashedRequestPayload; body may be NULL when len is 0. */
+static eid_status hash_payload(eid_signer *s, const void *body, size_t len, tc3_trace *t,
+                               eid_error *err) {
+    return sha256_hex(s, len ? body : "", len, t->payload_hex, err);
+}
+
+/* "METHOD\nURI\nQUERY\n": the canonical request's first three lines. */
+static inline size_t cr_request_line(char *cr, const char *method, const char *uri,
+                                     const char *query) {
+    size_t n = put(cr, 0, method, strlen(method));
+    cr[n++] = '\n';
+    n = put(cr, n, uri, strlen(uri));
+    cr[n++] = '\n';
+    n = put(cr, n, query, strlen(query));
+    cr[n++] = '\n';
+    return n;
+}
+
+/* One "name:value\n" line of CanonicalHeaders; value lower-cased when asked. */
+static inline size_t cr_header(char *cr, size_t off, const char *name, size_t name_len,
+                               const char *v, size_t vlen, bool lower_value) {
+    off = put(cr, off, name, name_len);
+    cr[off++] = ':';
+    off = lower_value ? put_lower(cr, off, v, vlen) : put(cr, off, v, vlen);
+    cr[off++] = '\n';
+    return off;
+}
+
+/* The blank line that ends CanonicalHeaders, SignedHeaders and the payload
+ * hash: the canonical request's last lines. */
+static inline size_t cr_tail(char *cr, size_t off, const char *signed_headers, size_t sh_len,
+                             const char payload_hex[65]) {
+    cr[off++] = '\n';
+    off = put(cr, off, signed_headers, sh_len);
+    cr[off++] = '\n';
+    return put(cr, off, payload_hex, 64);
+}
+
+/* Algorithm, timestamp, credential scope and the canonical request's hash.
+ * Every part is bounded by validation (see the _Static_assert above), so the
+ * fixed buffer cannot overflow. */
+static void string_to_sign(const tc3_scope *sc, tc3_trace *t) {
+    char *sts = t->sts;
+    size_t n = put(sts, 0, "TC3-HMAC-SHA256\n", 16);
+    n = put(sts, n, sc->timestamp, sc->timestamp_len);
+    sts[n++] = '\n';
+    n = put(sts, n, sc->date, 10);
+    sts[n++] = '/';
+    n = put(sts, n, sc->service, sc->service_len);
+    n = put(sts, n, "/tc3_request\n", 13);
+    n = put(sts, n, t->cr_hex, 64);
+    sts[n] = '\0';
+    t->sts_len = n;
+}
+
+/* The final HMAC over the string to sign, as hex into signature. */
+static eid_status hmac_hex(EVP_MAC_CTX *mac, const tc3_trace *t, char signature[65],
+                           eid_error *err) {
+    unsigned char digest[32];
+    size_t outl = 0;
+    /* A NULL key re-initialises the HMAC with the key it already holds. */
+    if (EVP_MAC_init(mac, NULL, 0, NULL) != 1 ||
+        EVP_MAC_update(mac, (const unsigned char *)t->sts, t->sts_len) != 1 ||
+        EVP_MAC_final(mac, digest, &outl, 32) != 1 || outl != 32)
+        return eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 failed");
+    hex32(digest, signature);
+    return EID_OK;
+}
+
+/* From a finished canonical request of n bytes to the signature: hash it,
+ * build the string to sign, look up the key, run the HMAC. */
+static eid_status tc3_sign(eid_signer *s, const tc3_scope *sc, const char *cr, size_t n,
+                           tc3_trace *t, char signature[65], eid_error *err) {
+    eid_status st = sha256_hex(s, cr, n, t->cr_hex, err);
+    if (st != EID_OK) return st;
+    string_to_sign(sc, t);
+    EVP_MAC_CTX *mac = signing_key(s, sc, err);
+    if (mac == NULL) return EID_E_CRYPTO;
+    return hmac_hex(mac, t, signature, err);
+}
+
+/* Copy the intermediates into ex (nothing when ex is NULL). The fixed fields
+ * and the length are filled even when the canonical request does not fit. */
+static eid_status fill_explain(eid_sign_explain *ex, const tc3_trace *t, const char *cr, size_t n,
+                               eid_error *err) {
+    if (ex == NULL) return EID_OK;
+    memcpy(ex->string_to_sign, t->sts, t->sts_len + 1);
+    memcpy(ex->hashed_payload, t->payload_hex, 65);
+    memcpy(ex->hashed_canonical_request, t->cr_hex, 65);
+    ex->canonical_request_len = n;
+    if (ex->canonical_request == NULL || ex->canonical_request_cap < n + 1)
+        return eid__fail(err, EID_E_BUFFER_TOO_SMALL, "canonical_request", "needs %zu bytes",
+                         n + 1);
+    memcpy(ex->canonical_request, cr, n);
+    ex->canonical_request[n] = '\0';
+    return EID_OK;
 }
 
 /* ---------------------------------------------------------------- public */
@@ -520,107 +706,73 @@ void eid_signer_cache_stats(eid_signer *s, uint64_t *hits, uint64_t *misses) {
     pthread_mutex_unlock(&s->lock);
 }
 
-static size_t put(char *dst, size_t off, const char *src, size_t n) {
-    memcpy(dst + off, src, n);
-    return off + n;
+/* The SignedHeaders string of mask, in table (= sorted) order; its length. */
+static size_t signed_headers_str(unsigned mask, char out[EID_SIGNED_HEADERS_STR_MAX]) {
+    size_t n = 0;
+    for (int h = 0; h < H_COUNT; h++) {
+        if (!(mask & (1u << h))) continue;
+        if (n) out[n++] = ';';
+        n = put(out, n, header_lc[h].name, header_lc[h].len);
+    }
+    out[n] = '\0';
+    return n;
 }
 
-static size_t put_lower(char *dst, size_t off, const char *src, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        dst[off + i] = lower(src[i]);
-    return off + n;
+/* The signer's canonical request: POST to "/" with no query, the signed
+ * headers in table order. Values are lower-cased as the TC3 document
+ * specifies; that is also what makes x-tc-action match vector C. */
+static size_t sign_canonical(const resolved *r, const char *sh, size_t sh_len,
+                             const char payload_hex[65], char cr[CANONICAL_MAX]) {
+    size_t n = cr_request_line(cr, "POST", "/", "");
+    for (int h = 0; h < H_COUNT; h++)
+        if (r->mask & (1u << h))
+            n = cr_header(cr, n, header_lc[h].name, header_lc[h].len, r->v[h], r->len[h], true);
+    return cr_tail(cr, n, sh, sh_len, payload_hex);
+}
+
+/* The Authorization value, by length-known copies into a buffer sized for
+ * the longest valid input (see the _Static_assert above). */
+static void authorization(eid_signature *sig, const char *secret_id, size_t secret_id_len,
+                          const tc3_scope *sc, size_t sh_len) {
+    char *a = sig->authorization;
+    size_t n = put(a, 0, "TC3-HMAC-SHA256 Credential=", 27);
+    n = put(a, n, secret_id, secret_id_len);
+    a[n++] = '/';
+    n = put(a, n, sc->date, 10);
+    a[n++] = '/';
+    n = put(a, n, sc->service, sc->service_len);
+    n = put(a, n, "/tc3_request, SignedHeaders=", 28);
+    n = put(a, n, sig->signed_headers, sh_len);
+    n = put(a, n, ", Signature=", 12);
+    n = put(a, n, sig->signature, 64);
+    a[n] = '\0';
 }
 
 /* Everything after resolve, under the signer's lock. */
-static eid_status sign_locked(eid_signer *s, const eid_sign_request *req, resolved *r,
+static eid_status sign_locked(eid_signer *s, const eid_sign_request *req, const resolved *r,
                               const char date[11], eid_signature *sig, eid_sign_explain *ex,
                               eid_error *err) {
-    unsigned char digest[32];
-    char payload_hex[65], cr_hex[65];
-    if (!sha256(s, req->body_len ? req->body : "", req->body_len, digest))
-        return eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
-    hex32(digest, payload_hex);
-
-    /* SignedHeaders string, in table (= sorted) order. */
-    size_t sh = 0;
-    for (int h = 0; h < H_COUNT; h++) {
-        if (!(r->mask & (1u << h))) continue;
-        if (sh) sig->signed_headers[sh++] = ';';
-        size_t n = strlen(header_lc[h]);
-        sh = put(sig->signed_headers, sh, header_lc[h], n);
-    }
-    sig->signed_headers[sh] = '\0';
-
-    /* Canonical request. Header values are lower-cased as the TC3 document
-     * specifies; that is also what makes x-tc-action match vector C. */
+    tc3_trace t;
+    eid_status st = hash_payload(s, req->body, req->body_len, &t, err);
+    if (st != EID_OK) return st;
+    size_t sh_len = signed_headers_str(r->mask, sig->signed_headers);
     char cr[CANONICAL_MAX];
-    size_t n = put(cr, 0, "POST\n/\n\n", 8);
-    for (int h = 0; h < H_COUNT; h++) {
-        if (!(r->mask & (1u << h))) continue;
-        n = put(cr, n, header_lc[h], strlen(header_lc[h]));
-        cr[n++] = ':';
-        n = put_lower(cr, n, r->v[h], r->len[h]);
-        cr[n++] = '\n';
-    }
-    cr[n++] = '\n';
-    n = put(cr, n, sig->signed_headers, sh);
-    cr[n++] = '\n';
-    n = put(cr, n, payload_hex, 64);
-    if (!sha256(s, cr, n, digest)) return eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
-    hex32(digest, cr_hex);
-
-    /* Both strings are assembled by length-known copies; every part is
-     * bounded by validation, so the fixed buffers cannot overflow. */
-    char sts[256];
-    size_t stn = put(sts, 0, "TC3-HMAC-SHA256\n", 16);
-    stn = put(sts, stn, r->ts, r->len[H_TIMESTAMP]);
-    sts[stn++] = '\n';
-    stn = put(sts, stn, date, 10);
-    sts[stn++] = '/';
-    stn = put(sts, stn, r->service, r->service_len);
-    stn = put(sts, stn, "/tc3_request\n", 13);
-    stn = put(sts, stn, cr_hex, 64);
-    sts[stn] = '\0';
-
-    EVP_MAC_CTX *mac =
-        signing_key(s, req->secret_key, req->secret_key_len, date, r->service, r->service_len, err);
-    if (mac == NULL) return EID_E_CRYPTO;
-    size_t outl = 0;
-    /* A NULL key re-initialises the HMAC with the key it already holds. */
-    if (EVP_MAC_init(mac, NULL, 0, NULL) != 1 ||
-        EVP_MAC_update(mac, (unsigned char *)sts, stn) != 1 ||
-        EVP_MAC_final(mac, digest, &outl, 32) != 1 || outl != 32)
-        return eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 failed");
-    hex32(digest, sig->signature);
-
+    size_t n = sign_canonical(r, sig->signed_headers, sh_len, t.payload_hex, cr);
+    const tc3_scope sc = {
+        .timestamp = r->ts,
+        .timestamp_len = r->len[H_TIMESTAMP],
+        .date = date,
+        .service = r->service,
+        .service_len = r->service_len,
+        .secret = req->secret_key,
+        .secret_len = req->secret_key_len,
+    };
+    if ((st = tc3_sign(s, &sc, cr, n, &t, sig->signature, err))) return st;
     sig->timestamp = r->timestamp;
     memcpy(sig->timestamp_str, r->ts, r->len[H_TIMESTAMP] + 1);
     memcpy(sig->date, date, 11);
-    char *a = sig->authorization;
-    size_t an = put(a, 0, "TC3-HMAC-SHA256 Credential=", 27);
-    an = put(a, an, req->secret_id, r->secret_id_len);
-    a[an++] = '/';
-    an = put(a, an, date, 10);
-    a[an++] = '/';
-    an = put(a, an, r->service, r->service_len);
-    an = put(a, an, "/tc3_request, SignedHeaders=", 28);
-    an = put(a, an, sig->signed_headers, sh);
-    an = put(a, an, ", Signature=", 12);
-    an = put(a, an, sig->signature, 64);
-    a[an] = '\0';
-
-    if (ex) {
-        memcpy(ex->string_to_sign, sts, stn + 1);
-        memcpy(ex->hashed_payload, payload_hex, 65);
-        memcpy(ex->hashed_canonical_request, cr_hex, 65);
-        ex->canonical_request_len = n;
-        if (ex->canonical_request == NULL || ex->canonical_request_cap < n + 1)
-            return eid__fail(err, EID_E_BUFFER_TOO_SMALL, "canonical_request", "needs %zu bytes",
-                             n + 1);
-        memcpy(ex->canonical_request, cr, n);
-        ex->canonical_request[n] = '\0';
-    }
-    return EID_OK;
+    authorization(sig, req->secret_id, r->secret_id_len, &sc, sh_len);
+    return fill_explain(ex, &t, cr, n, err);
 }
 
 eid_status eid_signer_explain(eid_signer *s, const eid_sign_request *req, eid_signature *sig,
@@ -662,10 +814,21 @@ size_t eid_sign_headers(const eid_sign_request *req, const eid_signature *sig,
 
 /* ------------------------------------------------------------- verifier */
 
+/* A received request, checked and split: what compute_build assembles. */
+typedef struct received {
+    tc3_scope scope;
+    const char *method, *uri, *query;
+    const char *names[EID_VERIFY_HEADERS_MAX]; /* into c->signed_headers */
+    size_t name_len[EID_VERIFY_HEADERS_MAX];
+    size_t count;
+    size_t sh_len;
+} received;
+
 static bool is_blank(char c) { return c == ' ' || c == '\t'; }
 
-eid_status eid_signer_compute(eid_signer *s, const eid_canonical *c, char signature[65],
-                              eid_sign_explain *ex, eid_error *err) {
+/* The arguments and the key material. */
+static eid_status check_args(const eid_signer *s, const eid_canonical *c, const char *signature,
+                             eid_error *err) {
     if (s == NULL) return eid__fail(err, EID_E_INVALID_ARG, "signer", "is NULL");
     if (c == NULL) return eid__fail(err, EID_E_INVALID_ARG, "canonical", "is NULL");
     if (signature == NULL) return eid__fail(err, EID_E_INVALID_ARG, "signature", "is NULL");
@@ -676,123 +839,121 @@ eid_status eid_signer_compute(eid_signer *s, const eid_canonical *c, char signat
                          EID_SECRET_KEY_MAX);
     if (c->body == NULL && c->body_len != 0)
         return eid__fail(err, EID_E_INVALID_ARG, "body", "is NULL with a non-zero length");
-    size_t n = 0;
+    return EID_OK;
+}
+
+/* Date, service and timestamp: what the string to sign and the key cover. */
+static eid_status check_scope(const eid_canonical *c, tc3_scope *sc, eid_error *err) {
+    eid_status st;
     if (c->date == NULL || strlen(c->date) != 10)
         return eid__fail(err, EID_E_INVALID_ARG, "date", "must be YYYY-MM-DD");
-    if (c->service == NULL ||
-        check_field(err, "service", c->service, EID_SERVICE_MAX, CS_SECRET_ID, &n) != EID_OK)
-        return c->service ? EID_E_INVALID_ARG
-                          : eid__fail(err, EID_E_INVALID_ARG, "service", "is NULL");
-    size_t service_len = n;
-    if (c->timestamp == NULL ||
-        check_field(err, "timestamp", c->timestamp, 20, CS_VISIBLE, &n) != EID_OK)
-        return c->timestamp ? EID_E_INVALID_ARG
-                            : eid__fail(err, EID_E_INVALID_ARG, "timestamp", "is NULL");
-    size_t ts_len = n;
+    if (c->service == NULL) return eid__fail(err, EID_E_INVALID_ARG, "service", "is NULL");
+    if ((st = check_field(err, "service", c->service, EID_SERVICE_MAX, CS_SECRET_ID,
+                          &sc->service_len)))
+        return st;
+    if (c->timestamp == NULL) return eid__fail(err, EID_E_INVALID_ARG, "timestamp", "is NULL");
+    if ((st = check_field(err, "timestamp", c->timestamp, 20, CS_VISIBLE, &sc->timestamp_len)))
+        return st;
+    sc->date = c->date;
+    sc->service = c->service;
+    sc->timestamp = c->timestamp;
+    sc->secret = c->secret_key;
+    sc->secret_len = c->secret_key_len;
+    return EID_OK;
+}
+
+/* Split SignedHeaders into names; one value is needed per name. */
+static eid_status split_signed_headers(const eid_canonical *c, received *rx, eid_error *err) {
     if (c->signed_headers == NULL || c->signed_headers[0] == '\0')
         return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "must not be empty");
-    const char *method = c->method ? c->method : "POST";
-    const char *uri = c->uri ? c->uri : "/";
-    const char *query = c->query ? c->query : "";
-
-    /* Split SignedHeaders and size the canonical request exactly. */
-    const char *names[EID_VERIFY_HEADERS_MAX];
-    size_t name_len[EID_VERIFY_HEADERS_MAX], count = 0;
-    size_t sh_len = strlen(c->signed_headers);
+    rx->sh_len = strlen(c->signed_headers);
+    rx->count = 0;
     for (const char *p = c->signed_headers;;) {
         const char *semi = strchr(p, ';');
-        size_t len = semi ? (size_t)(semi - p) : strlen(p);
-        if (count == EID_VERIFY_HEADERS_MAX)
+        if (rx->count == EID_VERIFY_HEADERS_MAX)
             return eid__fail(err, EID_E_INVALID_ARG, "signed_headers", "more than %d names",
                              EID_VERIFY_HEADERS_MAX);
-        names[count] = p;
-        name_len[count++] = len;
+        rx->names[rx->count] = p;
+        rx->name_len[rx->count++] = semi ? (size_t)(semi - p) : strlen(p);
         if (semi == NULL) break;
         p = semi + 1;
     }
-    if (count != c->value_count || (count > 0 && c->values == NULL))
+    if (rx->count != c->value_count || (rx->count > 0 && c->values == NULL))
         return eid__fail(err, EID_E_INVALID_ARG, "values", "%zu values for %zu signed headers",
-                         c->value_count, count);
-    size_t cap = strlen(method) + strlen(uri) + strlen(query) + sh_len + 64 + 8;
-    for (size_t i = 0; i < count; i++)
-        cap += name_len[i] + 2 + (c->values[i] ? strlen(c->values[i]) : 0);
+                         c->value_count, rx->count);
+    return EID_OK;
+}
+
+/* Everything eid_signer_compute checks before it allocates or hashes. */
+static eid_status compute_check(const eid_signer *s, const eid_canonical *c, const char *signature,
+                                received *rx, eid_error *err) {
+    eid_status st = check_args(s, c, signature, err);
+    if (st == EID_OK) st = check_scope(c, &rx->scope, err);
+    if (st == EID_OK) st = split_signed_headers(c, rx, err);
+    if (st != EID_OK) return st;
+    rx->method = c->method ? c->method : "POST";
+    rx->uri = c->uri ? c->uri : "/";
+    rx->query = c->query ? c->query : "";
+    return EID_OK;
+}
+
+/* A received value as canonicalised: NULL is empty; spaces and tabs around it
+ * are trimmed. Returns its length; *v moves past the leading blanks. */
+static size_t trim_value(const char **v) {
+    const char *p = *v ? *v : "";
+    size_t n = strlen(p);
+    while (n > 0 && is_blank(p[0]))
+        p++, n--;
+    while (n > 0 && is_blank(p[n - 1]))
+        n--;
+    *v = p;
+    return n;
+}
+
+/* Allocate the canonical request, sized from its inputs, and fill it up to
+ * the payload hash, which compute_finish appends under the lock. */
+static eid_status compute_build(const eid_canonical *c, const received *rx, char **out, size_t *len,
+                                eid_error *err) {
+    size_t cap = strlen(rx->method) + strlen(rx->uri) + strlen(rx->query) + rx->sh_len + 64 + 8;
+    for (size_t i = 0; i < rx->count; i++)
+        cap += rx->name_len[i] + 2 + (c->values[i] ? strlen(c->values[i]) : 0);
     char *cr = malloc(cap);
     if (cr == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
-
-    size_t off = put(cr, 0, method, strlen(method));
-    cr[off++] = '\n';
-    off = put(cr, off, uri, strlen(uri));
-    cr[off++] = '\n';
-    off = put(cr, off, query, strlen(query));
-    cr[off++] = '\n';
-    for (size_t i = 0; i < count; i++) {
-        off = put(cr, off, names[i], name_len[i]);
-        cr[off++] = ':';
-        const char *v = c->values[i] ? c->values[i] : "";
-        size_t vl = strlen(v);
-        while (vl > 0 && is_blank(v[0]))
-            v++, vl--;
-        while (vl > 0 && is_blank(v[vl - 1]))
-            vl--;
-        off = c->lower_values ? put_lower(cr, off, v, vl) : put(cr, off, v, vl);
-        cr[off++] = '\n';
+    size_t n = cr_request_line(cr, rx->method, rx->uri, rx->query);
+    for (size_t i = 0; i < rx->count; i++) {
+        const char *v = c->values[i];
+        size_t vlen = trim_value(&v);
+        n = cr_header(cr, n, rx->names[i], rx->name_len[i], v, vlen, c->lower_values != 0);
     }
-    cr[off++] = '\n';
-    off = put(cr, off, c->signed_headers, sh_len);
-    cr[off++] = '\n';
+    *out = cr;
+    *len = n;
+    return EID_OK;
+}
 
-    eid_status st = EID_OK;
-    unsigned char digest[32];
-    char payload_hex[65], cr_hex[65], sts[256];
-    size_t stn = 0;
+/* Hash the payload, finish the canonical request and sign it under the lock;
+ * then the explain copy. */
+static eid_status compute_finish(eid_signer *s, const eid_canonical *c, const received *rx,
+                                 char *cr, size_t n, char signature[65], eid_sign_explain *ex,
+                                 eid_error *err) {
+    tc3_trace t;
     pthread_mutex_lock(&s->lock);
-    if (!sha256(s, c->body_len ? c->body : "", c->body_len, digest)) {
-        st = eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
-        goto unlock;
+    eid_status st = hash_payload(s, c->body, c->body_len, &t, err);
+    if (st == EID_OK) {
+        n = cr_tail(cr, n, c->signed_headers, rx->sh_len, t.payload_hex);
+        st = tc3_sign(s, &rx->scope, cr, n, &t, signature, err);
     }
-    hex32(digest, payload_hex);
-    off = put(cr, off, payload_hex, 64);
-    if (!sha256(s, cr, off, digest)) {
-        st = eid__fail(err, EID_E_CRYPTO, "", "SHA-256 failed");
-        goto unlock;
-    }
-    hex32(digest, cr_hex);
-    stn = put(sts, 0, "TC3-HMAC-SHA256\n", 16);
-    stn = put(sts, stn, c->timestamp, ts_len);
-    sts[stn++] = '\n';
-    stn = put(sts, stn, c->date, 10);
-    sts[stn++] = '/';
-    stn = put(sts, stn, c->service, service_len);
-    stn = put(sts, stn, "/tc3_request\n", 13);
-    stn = put(sts, stn, cr_hex, 64);
-    sts[stn] = '\0';
-    EVP_MAC_CTX *mac =
-        signing_key(s, c->secret_key, c->secret_key_len, c->date, c->service, service_len, err);
-    size_t outl = 0;
-    if (mac == NULL) {
-        st = EID_E_CRYPTO;
-    } else if (EVP_MAC_init(mac, NULL, 0, NULL) != 1 ||
-               EVP_MAC_update(mac, (unsigned char *)sts, stn) != 1 ||
-               EVP_MAC_final(mac, digest, &outl, 32) != 1 || outl != 32) {
-        st = eid__fail(err, EID_E_CRYPTO, "", "HMAC-SHA256 failed");
-    } else {
-        hex32(digest, signature);
-    }
-unlock:
     pthread_mutex_unlock(&s->lock);
-    if (st == EID_OK && ex) {
-        memcpy(ex->string_to_sign, sts, stn + 1);
-        memcpy(ex->hashed_payload, payload_hex, 65);
-        memcpy(ex->hashed_canonical_request, cr_hex, 65);
-        ex->canonical_request_len = off;
-        if (ex->canonical_request == NULL || ex->canonical_request_cap < off + 1) {
-            st = eid__fail(err, EID_E_BUFFER_TOO_SMALL, "canonical_request", "needs %zu bytes",
-                           off + 1);
-        } else {
-            memcpy(ex->canonical_request, cr, off);
-            ex->canonical_request[off] = '\0';
-        }
-    }
+    return st == EID_OK ? fill_explain(ex, &t, cr, n, err) : st;
+}
+
+eid_status eid_signer_compute(eid_signer *s, const eid_canonical *c, char signature[65],
+                              eid_sign_explain *ex, eid_error *err) {
+    received rx;
+    char *cr = NULL;
+    size_t n = 0;
+    eid_status st = compute_check(s, c, signature, &rx, err);
+    if (st == EID_OK) st = compute_build(c, &rx, &cr, &n, err);
+    if (st == EID_OK) st = compute_finish(s, c, &rx, cr, n, signature, ex, err);
     free(cr);
     return st;
 }

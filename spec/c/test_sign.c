@@ -6,8 +6,9 @@
 
 #include "check.h"
 
-#include <jansson.h>
+#include <cjson/cJSON.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #define FAKE_SECRET "FakeSecretKeyForTestVectors000000"
@@ -24,29 +25,43 @@ static eid_sign_request faceid_request(const char *body) {
     return r;
 }
 
-static const char *jstr(json_t *v, const char *key) {
-    return json_string_value(json_object_get(v, key));
+static const char *jstr(const cJSON *v, const char *key) {
+    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(v, key));
+}
+
+static int64_t jint(const cJSON *v, const char *key) {
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(v, key);
+    return cJSON_IsNumber(n) ? (int64_t)n->valuedouble : 0;
+}
+
+/* The JSON document in path, or NULL after saying so on stderr. */
+static cJSON *load_json(const char *path) {
+    cJSON *root = NULL;
+    FILE *f = fopen(path, "rb");
+    long size = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    char *text = size >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)size + 1) : NULL;
+    if (text && fread(text, 1, (size_t)size, f) == (size_t)size)
+        root = cJSON_ParseWithLength(text, (size_t)size);
+    if (root == NULL) fprintf(stderr, "cannot read %s as JSON\n", path);
+    free(text);
+    if (f) fclose(f);
+    return root;
 }
 
 static void test_vectors(eid_signer *s, const char *path) {
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (root == NULL) {
-        fprintf(stderr, "cannot read vectors %s: %s (line %d)\n", path, jerr.text, jerr.line);
-        CHECK(root != NULL);
-        return;
-    }
-    json_t *vectors = json_object_get(root, "vectors");
-    CHECK(json_array_size(vectors) >= 5);
-    size_t i;
-    json_t *v;
-    json_array_foreach(vectors, i, v) {
+    cJSON *root = load_json(path);
+    CHECK(root != NULL);
+    if (root == NULL) return;
+    const cJSON *vectors = cJSON_GetObjectItemCaseSensitive(root, "vectors");
+    CHECK(cJSON_GetArraySize(vectors) >= 5);
+    const cJSON *v;
+    cJSON_ArrayForEach(v, vectors) {
         const char *names[EID_SIGNED_HEADERS_MAX];
-        json_t *sh = json_object_get(v, "signed_headers");
-        size_t nsh = json_array_size(sh);
+        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(v, "signed_headers");
+        size_t nsh = (size_t)cJSON_GetArraySize(sh);
         CHECK(nsh <= EID_SIGNED_HEADERS_MAX);
         for (size_t k = 0; k < nsh && k < EID_SIGNED_HEADERS_MAX; k++)
-            names[k] = json_string_value(json_array_get(sh, k));
+            names[k] = cJSON_GetStringValue(cJSON_GetArrayItem(sh, (int)k));
         const char *body = jstr(v, "body");
         const char *key = jstr(v, "secret_key");
         eid_sign_request r = {
@@ -59,7 +74,7 @@ static void test_vectors(eid_signer *s, const char *path) {
             .version = jstr(v, "version"),
             .region = jstr(v, "region"),
             .content_type = jstr(v, "content_type"),
-            .timestamp = json_integer_value(json_object_get(v, "timestamp")),
+            .timestamp = jint(v, "timestamp"),
             .body = body,
             .body_len = strlen(body),
             .signed_headers = names,
@@ -83,7 +98,7 @@ static void test_vectors(eid_signer *s, const char *path) {
         if (nsh == 3) /* vector C: x-tc-action is signed with its value lower-cased */
             CHECK(strstr(cr, "\nx-tc-action:describeinstances\n") != NULL);
     }
-    json_decref(root);
+    cJSON_Delete(root);
 }
 
 static void test_dates(void) {
