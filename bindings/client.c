@@ -506,6 +506,14 @@ static int l_http_request(lua_State *L) {
     return http_common(L, method, 2);
 }
 
+/* core.is_transport_code(s) -> boolean (eid_client_is_transport_code). */
+static int l_is_transport_code(lua_State *L) {
+    size_t len = 0;
+    const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
+    lua_pushboolean(L, s && strlen(s) == len && eid_client_is_transport_code(s));
+    return 1;
+}
+
 static int l_set_skew(lua_State *L) {
     lclient *lc = check_client(L, 1);
     lua_Integer s = luaL_checkinteger(L, 2);
@@ -539,4 +547,17 @@ void eidkit_open_client(lua_State *L) {
     lua_setfield(L, -2, "http_get");
     lua_pushcfunction(L, l_http_request);
     lua_setfield(L, -2, "http_request");
+    /* The transport codes (eidkit/client.h): core.transport_codes maps each
+     * name to true; "http_NNN" codes are the others, core.transport_code_prefix
+     * followed by the status. core.is_transport_code(s) tells both apart. */
+    lua_newtable(L);
+    for (size_t i = 0; eid_client_transport_code(i) != NULL; i++) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, eid_client_transport_code(i));
+    }
+    lua_setfield(L, -2, "transport_codes");
+    lua_pushliteral(L, EID_HTTP_CODE_PREFIX);
+    lua_setfield(L, -2, "transport_code_prefix");
+    lua_pushcfunction(L, l_is_transport_code);
+    lua_setfield(L, -2, "is_transport_code");
 }

@@ -53,7 +53,8 @@ typedef enum eid_outcome {
 
 /* The code an outcome reports ("timeout", "bad_response", "transport", ...);
  * "" for EID_OUTCOME_OK, and for REMOTE and HTTP, whose codes depend on the
- * answer (see eid__retry_decide). */
+ * answer (see eid__retry_decide). The names come from the same table as
+ * eid_client_transport_code. */
 const char *eid__outcome_code(eid_outcome o);
 
 /* ------------------------------------------------------------ retries */

@@ -10,7 +10,7 @@
 #include <string.h>
 
 /* The codes an outcome can carry. The first N_TRANSPORT are the transport
- * codes; the rest are local failures. */
+ * codes eid_client_transport_code lists; the rest are local failures. */
 enum {
     C_TIMEOUT,
     C_CONNECT,
@@ -34,7 +34,7 @@ static const char *const code_names[] = {
     [C_TRANSPORT] = "transport",
 };
 
-#define HTTP_CODE_PREFIX "http_"
+#define HTTP_PREFIX_LEN (sizeof EID_HTTP_CODE_PREFIX - 1)
 
 enum { T_NO, T_YES, T_TENCENT, T_HTTP }; /* transient: never, always, by code, by status */
 
@@ -56,6 +56,20 @@ static const struct outcome_rule {
     [EID_OUTCOME_RECV_NOMEM] = {EID_E_CLIENT_TRANSPORT, C_NOMEM, T_NO, 0},
     [EID_OUTCOME_OTHER] = {EID_E_CLIENT_TRANSPORT, C_TRANSPORT, T_NO, 0},
 };
+
+const char *eid_client_transport_code(size_t i) { return i < N_TRANSPORT ? code_names[i] : NULL; }
+
+int eid_client_is_transport_code(const char *code) {
+    if (code == NULL) return 0;
+    for (size_t i = 0; i < N_TRANSPORT; i++)
+        if (strcmp(code, code_names[i]) == 0) return 1;
+    if (strncmp(code, EID_HTTP_CODE_PREFIX, HTTP_PREFIX_LEN) != 0) return 0;
+    const char *d = code + HTTP_PREFIX_LEN;
+    if (*d == '\0') return 0;
+    for (; *d; d++)
+        if (*d < '0' || *d > '9') return 0;
+    return 1;
+}
 
 const char *eid__outcome_code(eid_outcome o) {
     if ((unsigned)o >= EID_OUTCOME_COUNT) return "";
@@ -96,7 +110,9 @@ void eid__retry_decide(const eid_retry_rules *rules, const eid_attempt_facts *f,
     switch (o->code) {
     case C_NONE: v->code[0] = '\0'; break;
     case C_REMOTE: snprintf(v->code, sizeof v->code, "%s", remote); break;
-    case C_HTTP: snprintf(v->code, sizeof v->code, HTTP_CODE_PREFIX "%03ld", f->http_status); break;
+    case C_HTTP:
+        snprintf(v->code, sizeof v->code, EID_HTTP_CODE_PREFIX "%03ld", f->http_status);
+        break;
     default: snprintf(v->code, sizeof v->code, "%s", code_names[o->code]); break;
     }
     switch (o->transient) {

@@ -147,7 +147,7 @@ static void test_unsafe_and_ladder(void) {
     }
 }
 
-/* The codes each outcome names. */
+/* The outcome names are the transport codes' table. */
 static void test_outcome_codes(void) {
     static const struct {
         eid_outcome o;
@@ -170,6 +170,8 @@ static void test_outcome_codes(void) {
     };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         CHECK_STR(eid__outcome_code(names[i].o), names[i].code);
+    for (size_t i = 0; eid_client_transport_code(i) != NULL; i++)
+        CHECK(eid_client_is_transport_code(eid_client_transport_code(i)));
 }
 
 int main(void) {

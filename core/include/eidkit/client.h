@@ -37,7 +37,8 @@ typedef struct eid_client eid_client;
 typedef struct eid_result {
     /* EID_OK: Response without Error. EID_E_CLIENT_REMOTE: Tencent answered
      * with Error.Code. EID_E_CLIENT_TRANSPORT: no usable answer (code says
-     * which: timeout, connect, reset, tls, http_NNN, bad_response, ...).
+     * which: a transport code, see eid_client_transport_code, or
+     * "transport" for a libcurl failure none of them names, or "nomem").
      * EID_E_INVALID_ARG / EID_E_NOMEM / EID_E_CRYPTO: the call could not be
      * signed or sent at all. */
     eid_status status;
@@ -193,6 +194,27 @@ EID_API void eid_client_set_skew(eid_client *c, int64_t skew);
 
 /* Counters since creation: requests sent, connections opened. */
 EID_API void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connects);
+
+/* The transport codes: the eid_result.code values (and Lua err.code) that
+ * say no usable answer came from the server, whatever the action:
+ *   "timeout"       the attempt or the call's deadline ran out
+ *   "connect"       refused, DNS or proxy DNS; nothing was sent
+ *   "reset"         the connection broke before any answer
+ *   "tls"           certificate, CA file or handshake; nothing was sent
+ *   "bad_response"  an answer cut short, too large, or not Tencent's envelope
+ * and EID_HTTP_CODE_PREFIX with the status in three or more digits
+ * ("http_503"): an HTTP status other than 200.
+ * eid_client_transport_code(i) returns the i-th name of the list above, in
+ * that order, and NULL for i past its end; the strings are static. The same
+ * table names the codes of results, so the list and the client agree.
+ * Thread-safe. */
+#define EID_HTTP_CODE_PREFIX "http_"
+EID_API const char *eid_client_transport_code(size_t i);
+
+/* 1 when code (NUL-terminated) is a transport code: a name of the list above,
+ * or "http_" followed by decimal digits only. 0 otherwise, and for NULL.
+ * Thread-safe. */
+EID_API int eid_client_is_transport_code(const char *code);
 
 /* ---------------------------------------------------- the three E证通 calls
  * Typed forms of eid_client_call: the body is built with jansson (so values
