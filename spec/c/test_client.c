@@ -239,6 +239,22 @@ static void test_typed_calls(void) {
     CHECK(eid_client_get_eid_result(c, "", NULL, -1, &r, &err) == EID_E_INVALID_ARG);
     CHECK_STR(err.field, "EidToken");
     CHECK(eid_client_check_eid_token_status(c, NULL, &r, &err) == EID_E_INVALID_ARG);
+    /* Fields that are not UTF-8 are refused, named, and nothing is sent. */
+    p.id_card = "1120441654122024\xc0\xaf"; /* an overlong '/' */
+    CHECK(eid_client_get_eid_token(c, &p, &r, &err) == EID_E_INVALID_ARG && r == NULL);
+    CHECK_STR(err.field, "IdCard");
+    p.id_card = "11204416541220243X";
+    p.config_json = "{\"InputType\":\"\xed\xa0\x80\"}"; /* a surrogate */
+    CHECK(eid_client_get_eid_token(c, &p, &r, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "Config");
+    p.config_json = "{\"InputType\":\"4\"} x";
+    CHECK(eid_client_get_eid_token(c, &p, &r, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "Config");
+    CHECK(eid_client_get_eid_result(c, tok, "\xff", -1, &r, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "InfoType");
+    uint64_t reqs, conns;
+    eid_client_stats(c, &reqs, &conns);
+    CHECK(reqs == 3);
     eid_client_free(c);
 }
 

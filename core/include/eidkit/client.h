@@ -217,10 +217,12 @@ EID_API const char *eid_client_transport_code(size_t i);
 EID_API int eid_client_is_transport_code(const char *code);
 
 /* ---------------------------------------------------- the three E证通 calls
- * Typed forms of eid_client_call: the body is built with jansson (so values
+ * Typed forms of eid_client_call: the body is built with cJSON (so values
  * are escaped), fields left NULL are omitted, and the outcome is as for
- * eid_client_call. A missing required field is EID_E_INVALID_ARG naming it,
- * with *out left NULL. */
+ * eid_client_call. A missing required field, or a field that is not UTF-8,
+ * is EID_E_INVALID_ARG naming it (err->field), with *out left NULL; out of
+ * memory building the body is EID_E_NOMEM, except while parsing config_json,
+ * where cJSON cannot tell it from bad syntax: both are "Config". */
 
 typedef struct eid_get_eid_token_params {
     const char *merchant_id;  /* MerchantId, required */
