@@ -68,7 +68,7 @@ static int push_event(lua_State *L) {
     set_str(L, "event", ev->event);
     set_str(L, "action", ev->action);
     set_str(L, "trace_id", ev->trace_id);
-    set_int(L, "attempt", ev->attempt);
+    set_int(L, "attempts", ev->attempts);
     set_num(L, "duration", ev->duration);
     if (ev->code[0]) set_str(L, "code", ev->code);
     if (ev->http_status) set_int(L, "http_status", ev->http_status);
@@ -100,7 +100,7 @@ static int push_retry_info(lua_State *L) {
     set_str(L, "code", in->code);
     set_str(L, "action", in->action);
     set_int(L, "http_status", in->http_status);
-    set_int(L, "attempts", in->attempt);
+    set_int(L, "attempts", in->attempts);
     lua_pushboolean(L, in->retryable);
     lua_setfield(L, -2, "retryable");
     lua_pushboolean(L, in->sent);
@@ -122,7 +122,7 @@ static double on_retry(void *ud, const eid_retry_info *info) {
         lua_pop(L, 1);
         return -1;
     }
-    lua_pushinteger(L, info->attempt);
+    lua_pushinteger(L, info->attempts);
     if (!protected(lc, 2, 1)) return -1;
     double d = -1;
     if (lua_type(L, -1) == LUA_TNUMBER) {

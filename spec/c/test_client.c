@@ -75,7 +75,7 @@ static void on_log(void *ud, const eid_client_event *ev) {
     int n =
         snprintf(lc->all + lc->len, sizeof lc->all - lc->len,
                  "%s %s %s %s a=%d d=%.3f code=%s http=%ld rid=%s delay=%.3f skew=%lld\n",
-                 ev->level, ev->event, ev->action, ev->trace_id, ev->attempt, ev->duration,
+                 ev->level, ev->event, ev->action, ev->trace_id, ev->attempts, ev->duration,
                  ev->code, ev->http_status, ev->request_id, ev->retry_delay, (long long)ev->skew);
     if (n > 0 && lc->len + (size_t)n < sizeof lc->all) lc->len += (size_t)n;
 }
@@ -489,8 +489,8 @@ static void test_skew(void) {
 static double policy_delay(void *ud, const eid_retry_info *info) {
     int *seen = ud;
     (*seen)++;
-    CHECK(info->attempt >= 1 && info->code[0] != '\0' && info->remaining > 0);
-    return info->attempt < 2 ? 0.001 : -1; /* two attempts, whatever the error */
+    CHECK(info->attempts >= 1 && info->code[0] != '\0' && info->remaining > 0);
+    return info->attempts < 2 ? 0.001 : -1; /* two attempts, whatever the error */
 }
 
 static void test_policy_hook(void) {

@@ -47,7 +47,7 @@ typedef struct eid_result {
     char request_id[EID_REQUEST_ID_MAX]; /* Response.RequestId, "" when none */
     char trace_id[EID_TRACE_ID_MAX];     /* X-TC-TraceId sent with every attempt */
     long http_status;                    /* of the last attempt; 0 when none */
-    int attempts;                        /* requests started, >= 1 unless never sent */
+    int attempts;                        /* attempts made, >= 1 unless never sent */
     int retryable;                       /* the last failure was transient */
     double elapsed;                      /* seconds, all attempts and waits */
     /* The Response object as compact JSON text (NUL-terminated), for
@@ -71,7 +71,7 @@ typedef struct eid_client_event {
     const char *event;      /* "attempt", "skew" */
     const char *action;     /* e.g. "GetEidResult" */
     const char *trace_id;   /* X-TC-TraceId */
-    int attempt;            /* 1-based */
+    int attempts;           /* attempts made so far, this one included */
     double duration;        /* seconds, this attempt */
     const char *code;       /* "" on success */
     long http_status;       /* 0 when none */
@@ -86,7 +86,7 @@ typedef struct eid_retry_info {
     const char *action;
     const char *code; /* as in eid_result.code */
     long http_status;
-    int attempt;          /* the attempt that just failed, 1-based */
+    int attempts;         /* attempts made so far, the one that just failed included */
     int retryable;        /* the default classification (§4.4 and the action) */
     int sent;             /* 0 when the request provably never reached the server */
     double default_delay; /* seconds the default policy would wait; < 0: no retry */
