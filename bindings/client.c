@@ -68,7 +68,7 @@ static int push_event(lua_State *L) {
     set_str(L, "event", ev->event);
     set_str(L, "action", ev->action);
     set_str(L, "trace_id", ev->trace_id);
-    set_int(L, "attempt", ev->attempt);
+    set_int(L, "attempts", ev->attempts);
     set_num(L, "duration", ev->duration);
     if (ev->code[0]) set_str(L, "code", ev->code);
     if (ev->http_status) set_int(L, "http_status", ev->http_status);
@@ -100,7 +100,7 @@ static int push_retry_info(lua_State *L) {
     set_str(L, "code", in->code);
     set_str(L, "action", in->action);
     set_int(L, "http_status", in->http_status);
-    set_int(L, "attempts", in->attempt);
+    set_int(L, "attempts", in->attempts);
     lua_pushboolean(L, in->retryable);
     lua_setfield(L, -2, "retryable");
     lua_pushboolean(L, in->sent);
@@ -122,7 +122,7 @@ static double on_retry(void *ud, const eid_retry_info *info) {
         lua_pop(L, 1);
         return -1;
     }
-    lua_pushinteger(L, info->attempt);
+    lua_pushinteger(L, info->attempts);
     if (!protected(lc, 2, 1)) return -1;
     double d = -1;
     if (lua_type(L, -1) == LUA_TNUMBER) {
@@ -506,6 +506,14 @@ static int l_http_request(lua_State *L) {
     return http_common(L, method, 2);
 }
 
+/* core.is_transport_code(s) -> boolean (eid_client_is_transport_code). */
+static int l_is_transport_code(lua_State *L) {
+    size_t len = 0;
+    const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
+    lua_pushboolean(L, s && strlen(s) == len && eid_client_is_transport_code(s));
+    return 1;
+}
+
 static int l_set_skew(lua_State *L) {
     lclient *lc = check_client(L, 1);
     lua_Integer s = luaL_checkinteger(L, 2);
@@ -539,4 +547,17 @@ void eidkit_open_client(lua_State *L) {
     lua_setfield(L, -2, "http_get");
     lua_pushcfunction(L, l_http_request);
     lua_setfield(L, -2, "http_request");
+    /* The transport codes (eidkit/client.h): core.transport_codes maps each
+     * name to true; "http_NNN" codes are the others, core.transport_code_prefix
+     * followed by the status. core.is_transport_code(s) tells both apart. */
+    lua_newtable(L);
+    for (size_t i = 0; eid_client_transport_code(i) != NULL; i++) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, eid_client_transport_code(i));
+    }
+    lua_setfield(L, -2, "transport_codes");
+    lua_pushliteral(L, EID_HTTP_CODE_PREFIX);
+    lua_setfield(L, -2, "transport_code_prefix");
+    lua_pushcfunction(L, l_is_transport_code);
+    lua_setfield(L, -2, "is_transport_code");
 }

@@ -1,21 +1,18 @@
 /*
- * The FaceID API client: one curl multi handle per client drives every call,
- * synchronous or submitted, each with its own attempts, backoff and deadline.
- * Design notes (retry classes, clock skew, callbacks): docs/internals/client.md.
+ * The signed FaceID API client: one curl multi handle per client drives every
+ * call, synchronous or submitted, each with its own attempts, backoff and
+ * deadline. What an attempt came to and whether to retry is retry.c's; the
+ * answer envelope is envelope.c's. Design notes (retry classes, clock skew,
+ * callbacks): docs/internals/client.md.
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "eidkit/client.h"
+#include "client_internal.h"
 
-#include "internal.h"
-
-#include <cjson/cJSON.h>
 #include <curl/curl.h>
-#include <jansson.h>
 #include <openssl/crypto.h>
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,11 +27,6 @@
 #define DEFAULT_MAX_RESPONSE (16u << 20)
 #define REQUEST_CLIENT       "eidkit/" EIDKIT_VERSION
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf;
-
 typedef struct call call;
 struct call {
     eid_client *c;
@@ -48,11 +40,11 @@ struct call {
     char *body;
     size_t body_len;
     void *ud;
-    int sync, finished, in_multi, unsafe, skew_retried, too_big;
+    int sync, finished, in_multi, skew_retried, too_big;
     int delayed; /* waiting out a retry's backoff (counted in n_delayed) */
     double start, deadline, not_before, attempt_start;
     char date[64]; /* the last answer's Date header value; "" when none */
-    buf resp;
+    eid_buf resp;
     eid_result *res;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -68,8 +60,8 @@ struct eid_client {
     int has_trace;
     char fixed_trace[EID_TRACE_ID_MAX]; /* X-TC-TraceId given in headers */
     long connect_timeout_ms, timeout_ms, deadline_ms;
-    int insecure, max_attempts, retry_unsafe, defer_parse;
-    long backoff_base_ms, backoff_cap_ms;
+    int insecure, defer_parse;
+    eid_retry_rules rules;
     size_t max_response, max_in_flight;
     eid_clock clock;
     eid_client_retry_fn retry;
@@ -132,9 +124,7 @@ static void wipe_free(void *p, size_t n) {
     free(p);
 }
 
-/* Printf into a fixed field, truncating. */
-static void setf(char *dst, size_t cap, const char *fmt, ...) EID_PRINTF(3, 4);
-static void setf(char *dst, size_t cap, const char *fmt, ...) {
+void eid__setf(char *dst, size_t cap, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(dst, cap, fmt, ap);
@@ -269,10 +259,10 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 10000;
     c->deadline_ms = opts->deadline_ms ? opts->deadline_ms : 30000;
     c->insecure = opts->insecure;
-    c->max_attempts = opts->max_attempts ? opts->max_attempts : 4;
-    c->backoff_base_ms = opts->backoff_base_ms ? opts->backoff_base_ms : 100;
-    c->backoff_cap_ms = opts->backoff_cap_ms ? opts->backoff_cap_ms : 2000;
-    c->retry_unsafe = opts->retry_unsafe;
+    c->rules.max_attempts = opts->max_attempts ? opts->max_attempts : 4;
+    c->rules.backoff_base = (double)(opts->backoff_base_ms ? opts->backoff_base_ms : 100) / 1000.0;
+    c->rules.backoff_cap = (double)(opts->backoff_cap_ms ? opts->backoff_cap_ms : 2000) / 1000.0;
+    c->rules.retry_unsafe = opts->retry_unsafe;
     c->defer_parse = opts->defer_parse;
     c->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
     c->max_in_flight = opts->max_in_flight ? opts->max_in_flight : 256;
@@ -424,9 +414,7 @@ void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connect
 
 /* ------------------------------------------------------------ transfers */
 
-/* Append to b, keeping it NUL-terminated, unless that would pass max bytes
- * (then *too_big is set). 1 on success, 0 when refused or out of memory. */
-static int buf_append(buf *b, const char *data, size_t len, size_t max, int *too_big) {
+int eid__buf_append(eid_buf *b, const char *data, size_t len, size_t max, int *too_big) {
     if (len > max - b->len) {
         *too_big = 1;
         return 0;
@@ -450,7 +438,7 @@ static size_t on_write(char *data, size_t size, size_t n, void *ud) {
     call *k = ud;
     size_t len = size * n;
     /* 0 makes libcurl stop with CURLE_WRITE_ERROR */
-    return buf_append(&k->resp, data, len, k->c->max_response, &k->too_big) ? len : 0;
+    return eid__buf_append(&k->resp, data, len, k->c->max_response, &k->too_big) ? len : 0;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *ud) {
@@ -510,173 +498,42 @@ static void easy_put(eid_client *c, CURL *e) {
 
 /* ------------------------------------------------------------ classification */
 
-static int starts(const char *s, const char *prefix) {
-    return strncmp(s, prefix, strlen(prefix)) == 0;
+/* The libcurl results the retry rules tell apart (retry.c); any other
+ * failure is EID_OUTCOME_OTHER, code "transport". */
+static const struct curl_outcome {
+    CURLcode rc;
+    eid_outcome outcome;
+} curl_outcomes[] = {
+    {CURLE_OPERATION_TIMEDOUT, EID_OUTCOME_TIMEOUT},
+    {CURLE_COULDNT_CONNECT, EID_OUTCOME_CONNECT},
+    {CURLE_COULDNT_RESOLVE_HOST, EID_OUTCOME_CONNECT},
+    {CURLE_COULDNT_RESOLVE_PROXY, EID_OUTCOME_CONNECT},
+    {CURLE_SSL_CONNECT_ERROR, EID_OUTCOME_TLS},
+    {CURLE_PEER_FAILED_VERIFICATION, EID_OUTCOME_TLS},
+    {CURLE_SSL_CACERT_BADFILE, EID_OUTCOME_TLS},
+    {CURLE_SSL_CERTPROBLEM, EID_OUTCOME_TLS},
+    {CURLE_SSL_CIPHER, EID_OUTCOME_TLS},
+    {CURLE_SSL_ISSUER_ERROR, EID_OUTCOME_TLS},
+    {CURLE_SSL_PINNEDPUBKEYNOTMATCH, EID_OUTCOME_TLS},
+    {CURLE_SSL_INVALIDCERTSTATUS, EID_OUTCOME_TLS},
+    {CURLE_SSL_CRL_BADFILE, EID_OUTCOME_TLS},
+    {CURLE_SSL_ENGINE_INITFAILED, EID_OUTCOME_TLS},
+    {CURLE_WRITE_ERROR, EID_OUTCOME_RECV_NOMEM}, /* on_write refused: TOO_BIG if too_big */
+    {CURLE_PARTIAL_FILE, EID_OUTCOME_TRUNCATED},
+    {CURLE_RECV_ERROR, EID_OUTCOME_RESET},
+    {CURLE_SEND_ERROR, EID_OUTCOME_RESET},
+    {CURLE_GOT_NOTHING, EID_OUTCOME_RESET},
+};
+
+static eid_outcome outcome_of(CURLcode rc, int too_big) {
+    if (rc == CURLE_WRITE_ERROR && too_big) return EID_OUTCOME_TOO_BIG;
+    for (size_t i = 0; i < sizeof curl_outcomes / sizeof *curl_outcomes; i++)
+        if (curl_outcomes[i].rc == rc) return curl_outcomes[i].outcome;
+    return EID_OUTCOME_OTHER;
 }
 
-static int is_read(const char *action) {
-    return strcmp(action, "GetEidResult") == 0 || strcmp(action, "CheckEidTokenStatus") == 0 ||
-           strcmp(action, "GetWeChatBillDetails") == 0;
-}
-
-/* Tencent codes that mean "the service did not do it; try again". */
-static int code_transient(const char *code) {
-    return starts(code, "RequestLimitExceeded") || starts(code, "InternalError") ||
-           strcmp(code, "ServiceUnavailable") == 0 || starts(code, "ResourceUnavailable") ||
-           strcmp(code, "ResourceInsufficient") == 0 || strcmp(code, "ResourceInUse") == 0 ||
-           strcmp(code, "FailedOperation.UnKnown") == 0 ||
-           strcmp(code, "FailedOperation.DbError") == 0;
-}
-
-/* Copy at most EID_RECEIVED_MAX bytes of the body into the result. */
-static void keep_received(call *k) {
-    eid_result *r = k->res;
-    size_t n = k->resp.len < EID_RECEIVED_MAX ? k->resp.len : EID_RECEIVED_MAX;
-    r->received = malloc(n + 1);
-    if (r->received == NULL) return;
-    if (n) memcpy(r->received, k->resp.p, n);
-    r->received[n] = '\0';
-    r->received_len = n;
-}
-
-static int is_ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; }
-
-/* For a body already parsed as a one-member object whose member is
- * "Response": the offset and length of the member's value text. */
-static int response_span(const char *p, size_t n, size_t *off, size_t *len) {
-    size_t i = 0;
-    while (i < n && is_ws(p[i]))
-        i++;
-    if (i >= n || p[i++] != '{') return 0;
-    while (i < n && is_ws(p[i]))
-        i++;
-    if (n - i < 10 || memcmp(p + i, "\"Response\"", 10) != 0) return 0;
-    i += 10;
-    while (i < n && is_ws(p[i]))
-        i++;
-    if (i >= n || p[i++] != ':') return 0;
-    while (i < n && is_ws(p[i]))
-        i++;
-    size_t e = n;
-    while (e > i && is_ws(p[e - 1]))
-        e--;
-    if (e <= i || p[e - 1] != '}') return 0;
-    e--;
-    while (e > i && is_ws(p[e - 1]))
-        e--;
-    if (e <= i) return 0;
-    *off = i;
-    *len = e - i;
-    return 1;
-}
-
-/* Fill the result from a 200 body: OK, REMOTE, or bad_response. */
-/* memmem for the "Error" key text, without _GNU_SOURCE. */
-static int has_error_key(const char *p, size_t n) {
-    static const char key[] = "\"Error\"";
-    for (size_t i = 0; i + sizeof key - 1 <= n; i++) {
-        const char *q = memchr(p + i, '"', n - i);
-        if (q == NULL) return 0;
-        i = (size_t)(q - p);
-        if (n - i >= sizeof key - 1 && memcmp(q, key, sizeof key - 1) == 0) return 1;
-    }
-    return 0;
-}
-
-static void classify_body(call *k, int *transient) {
-    eid_result *r = k->res;
-    size_t off, len;
-    /* defer_parse: an answer without "Error" anywhere is a success whose
-     * Response the caller parses (the Lua binding, with lua-cjson). */
-    if (k->c->defer_parse && k->resp.p && !has_error_key(k->resp.p, k->resp.len) &&
-        response_span(k->resp.p, k->resp.len, &off, &len) && k->resp.p[off] == '{') {
-        r->status = EID_OK;
-        r->response = malloc(len + 1);
-        if (r->response == NULL) {
-            r->status = EID_E_NOMEM;
-            setf(r->code, sizeof r->code, "nomem");
-            setf(r->message, sizeof r->message, "out of memory keeping the response");
-            return;
-        }
-        memcpy(r->response, k->resp.p + off, len);
-        r->response[len] = '\0';
-        r->response_len = len;
-        return;
-    }
-    /* The envelope is read with cJSON: it parses a 1.2 KB GetEidResult in
-     * 2.7 us where jansson takes 14.6 us, which was most of the C path's
-     * overhead over a bare libcurl loop (bench/client). Trailing bytes
-     * after the JSON value are refused, as jansson refused them. */
-    const char *body = k->resp.p ? k->resp.p : "";
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, k->resp.len, &end, 0);
-    if (root && end) {
-        while (end < body + k->resp.len &&
-               (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
-            end++;
-        if (end != body + k->resp.len) {
-            cJSON_Delete(root);
-            root = NULL;
-        }
-    }
-    cJSON *resp = root ? cJSON_GetObjectItemCaseSensitive(root, "Response") : NULL;
-    if (root == NULL || !cJSON_IsObject(resp)) {
-        r->status = EID_E_CLIENT_TRANSPORT;
-        setf(r->code, sizeof r->code, "bad_response");
-        if (root == NULL)
-            setf(r->message, sizeof r->message,
-                 "the body is not JSON (invalid at byte %zu); %zu bytes received",
-                 end && end >= body ? (size_t)(end - body) : (size_t)0, k->resp.len);
-        else
-            setf(r->message, sizeof r->message,
-                 "the body has no Response object; %zu bytes received", k->resp.len);
-        keep_received(k);
-        cJSON_Delete(root);
-        return;
-    }
-    const char *rid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(resp, "RequestId"));
-    if (rid) setf(r->request_id, sizeof r->request_id, "%s", rid);
-    cJSON *e = cJSON_GetObjectItemCaseSensitive(resp, "Error");
-    if (e != NULL && !cJSON_IsNull(e)) {
-        const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "Code"));
-        if (!cJSON_IsObject(e) || code == NULL) {
-            r->status = EID_E_CLIENT_TRANSPORT;
-            setf(r->code, sizeof r->code, "bad_response");
-            setf(r->message, sizeof r->message, "Response.Error has no Code string");
-            keep_received(k);
-            cJSON_Delete(root);
-            return;
-        }
-        const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "Message"));
-        r->status = EID_E_CLIENT_REMOTE;
-        setf(r->code, sizeof r->code, "%s", code);
-        setf(r->message, sizeof r->message, "%s", msg ? msg : "");
-        *transient = code_transient(code);
-    } else {
-        r->status = EID_OK;
-    }
-    if (cJSON_GetArraySize(root) == 1 && response_span(k->resp.p, k->resp.len, &off, &len)) {
-        /* The envelope is exactly {"Response": X}: hand out X as received. */
-        r->response = malloc(len + 1);
-        if (r->response) {
-            memcpy(r->response, k->resp.p + off, len);
-            r->response[len] = '\0';
-        }
-    } else {
-        r->response = cJSON_PrintUnformatted(resp);
-    }
-    if (r->response == NULL) {
-        r->status = EID_E_NOMEM;
-        setf(r->code, sizeof r->code, "nomem");
-        setf(r->message, sizeof r->message, "out of memory keeping the response");
-    } else {
-        r->response_len = strlen(r->response);
-    }
-    cJSON_Delete(root);
-}
-
-/* After one attempt: fill k->res; *transient and *sent for the policy. */
-static void classify(call *k, CURLcode rc, int *transient, int *sent) {
+/* After one attempt: fill k->res, and *v with the retry rules' verdict. */
+static void classify(call *k, CURLcode rc, eid_attempt_verdict *v) {
     eid_result *r = k->res;
     long http = 0;
     long reqsize = 0;
@@ -685,77 +542,49 @@ static void classify(call *k, CURLcode rc, int *transient, int *sent) {
     r->http_status = http;
     r->code[0] = r->message[0] = r->request_id[0] = '\0';
     result_clear_bodies(r);
-    *transient = 0;
-    *sent = reqsize > 0;
-    if (rc == CURLE_OK && http == 200) {
-        classify_body(k, transient);
-        return;
-    }
-    r->status = EID_E_CLIENT_TRANSPORT;
-    if (rc == CURLE_OK) {
-        setf(r->code, sizeof r->code, "http_%03ld", http);
-        setf(r->message, sizeof r->message, "HTTP %ld; %zu bytes received", http, k->resp.len);
-        keep_received(k);
-        *transient = http >= 500 || http == 429;
-        return;
-    }
+    eid_attempt_facts f = {
+        .action = k->action,
+        .attempts = r->attempts,
+        .bytes_sent = reqsize > 0,
+        .http_status = http,
+        .remote_code = r->code,
+        .skew_retried = k->skew_retried,
+    };
+    if (rc == CURLE_OK && http == 200)
+        f.outcome = eid__envelope_read(k->resp.p, k->resp.len, k->c->defer_parse, r);
+    else if (rc == CURLE_OK)
+        f.outcome = EID_OUTCOME_HTTP;
+    else
+        f.outcome = outcome_of(rc, k->too_big);
+    eid__retry_decide(&k->c->rules, &f, v);
+    r->status = v->status;
+    memcpy(r->code, v->code, strlen(v->code) + 1);
+    if (rc == CURLE_OK && http == 200) return; /* the envelope said the rest */
     const char *detail = k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc);
-    switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        setf(r->code, sizeof r->code, "timeout");
-        setf(r->message, sizeof r->message, "%s%s", *sent ? "" : "before sending: ", detail);
-        *transient = 1;
+    switch (f.outcome) {
+    case EID_OUTCOME_HTTP:
+        eid__setf(r->message, sizeof r->message, "HTTP %ld; %zu bytes received", http, k->resp.len);
         break;
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        setf(r->code, sizeof r->code, "connect");
-        setf(r->message, sizeof r->message, "%s", detail);
-        *transient = 1;
-        *sent = 0;
+    case EID_OUTCOME_TIMEOUT:
+        eid__setf(r->message, sizeof r->message, "%s%s",
+                  f.bytes_sent ? "" : "before sending: ", detail);
         break;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_ENGINE_INITFAILED:
-        setf(r->code, sizeof r->code, "tls");
-        setf(r->message, sizeof r->message, "%s", detail);
-        *sent = 0;
+    case EID_OUTCOME_TOO_BIG:
+        eid__setf(r->message, sizeof r->message, "response larger than %zu bytes",
+                  k->c->max_response);
         break;
-    case CURLE_WRITE_ERROR:
-        setf(r->code, sizeof r->code, k->too_big ? "bad_response" : "nomem");
-        if (k->too_big)
-            setf(r->message, sizeof r->message, "response larger than %zu bytes",
-                 k->c->max_response);
-        else
-            setf(r->message, sizeof r->message, "out of memory receiving the response");
-        if (k->too_big) keep_received(k);
+    case EID_OUTCOME_RECV_NOMEM:
+        eid__setf(r->message, sizeof r->message, "out of memory receiving the response");
         break;
-    case CURLE_PARTIAL_FILE:
-        setf(r->code, sizeof r->code, "bad_response");
-        setf(r->message, sizeof r->message, "truncated body: %s; %zu bytes received", detail,
-             k->resp.len);
-        keep_received(k);
-        *transient = 1;
+    case EID_OUTCOME_TRUNCATED:
+        eid__setf(r->message, sizeof r->message, "truncated body: %s; %zu bytes received", detail,
+                  k->resp.len);
         break;
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_GOT_NOTHING:
-        setf(r->code, sizeof r->code, "reset");
-        setf(r->message, sizeof r->message, "%s", detail);
-        *transient = 1;
-        break;
-    default:
-        setf(r->code, sizeof r->code, "transport");
-        setf(r->message, sizeof r->message, "%s", detail);
-        break;
+    default: eid__setf(r->message, sizeof r->message, "%s", detail); break;
     }
+    if (f.outcome == EID_OUTCOME_HTTP || f.outcome == EID_OUTCOME_TOO_BIG ||
+        f.outcome == EID_OUTCOME_TRUNCATED)
+        eid__result_keep_received(r, k->resp.p, k->resp.len);
 }
 
 /* ------------------------------------------------------------ the loop */
@@ -777,7 +606,7 @@ static void log_event(eid_client *c, call *k, const char *level, const char *wha
         .event = what,
         .action = k->action,
         .trace_id = k->res->trace_id,
-        .attempt = k->res->attempts,
+        .attempts = k->res->attempts,
         .duration = dur,
         .code = k->res->code,
         .http_status = k->res->http_status,
@@ -822,8 +651,8 @@ static void finish(eid_client *c, call *k) {
 
 static void fail_local(eid_client *c, call *k, eid_status st, const char *code, const char *msg) {
     k->res->status = st;
-    setf(k->res->code, sizeof k->res->code, "%s", code);
-    setf(k->res->message, sizeof k->res->message, "%s", msg);
+    eid__setf(k->res->code, sizeof k->res->code, "%s", code);
+    eid__setf(k->res->message, sizeof k->res->message, "%s", msg);
     k->res->retryable = 0;
     finish(c, k);
 }
@@ -834,7 +663,8 @@ static void start_attempt(eid_client *c, call *k, double now) {
     double left = k->deadline - now;
     if (left <= 0.001) {
         if (k->res->attempts == 0)
-            fail_local(c, k, EID_E_CLIENT_TRANSPORT, "timeout", "deadline reached before sending");
+            fail_local(c, k, EID_E_CLIENT_TRANSPORT, eid__outcome_code(EID_OUTCOME_TIMEOUT),
+                       "deadline reached before sending");
         else
             finish(c, k);
         return;
@@ -949,17 +779,17 @@ static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
     curl_multi_remove_handle(c->multi, k->easy);
     k->in_multi = 0;
     c->n_active--;
-    int transient = 0, sent = 1;
-    classify(k, rc, &transient, &sent);
+    eid_attempt_verdict v;
+    classify(k, rc, &v);
     eid_result *r = k->res;
     double dur = now - k->attempt_start;
     double left = k->deadline - now;
+    time_t server;
 
     /* Clock skew: adopt the server's clock from Date, re-sign, once. */
-    if (r->status == EID_E_CLIENT_REMOTE && strcmp(r->code, "AuthFailure.SignatureExpire") == 0 &&
-        !k->skew_retried && k->date[0] && curl_getdate(k->date, NULL) > 0) {
+    if (v.adopt_skew && k->date[0] && (server = curl_getdate(k->date, NULL)) > 0) {
         k->skew_retried = 1;
-        c->skew = (int64_t)curl_getdate(k->date, NULL) - wall_now(c);
+        c->skew = (int64_t)server - wall_now(c);
         r->retryable = 1;
         log_event(c, k, "warn", "skew", dur, 0);
         if (left > 0.001) {
@@ -968,27 +798,18 @@ static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
         }
     }
 
-    int safe = !k->unsafe || c->retry_unsafe || !sent ||
-               (r->status == EID_E_CLIENT_REMOTE && starts(r->code, "RequestLimitExceeded"));
-    r->retryable = r->status != EID_OK && transient && safe;
+    r->retryable = v.retryable;
     double delay = -1;
     if (r->status != EID_OK && r->status != EID_E_NOMEM) {
-        double def = -1;
-        if (r->retryable && r->attempts < c->max_attempts) {
-            double cap = (double)c->backoff_base_ms / 1000.0;
-            for (int i = 1; i < r->attempts && cap < (double)c->backoff_cap_ms / 1000.0; i++)
-                cap *= 2;
-            if (cap > (double)c->backoff_cap_ms / 1000.0) cap = (double)c->backoff_cap_ms / 1000.0;
-            def = jitter(cap);
-        }
+        double def = v.backoff >= 0 ? jitter(v.backoff) : -1;
         if (c->retry) {
             eid_retry_info info = {
                 .action = k->action,
                 .code = r->code,
                 .http_status = r->http_status,
-                .attempt = r->attempts,
+                .attempts = r->attempts,
                 .retryable = r->retryable,
-                .sent = sent,
+                .sent = v.sent,
                 .default_delay = def,
                 .remaining = left,
             };
@@ -1064,8 +885,8 @@ static void stalled(eid_client *c, call *k) {
     c->n_active--;
     eid_result *r = k->res;
     r->status = EID_E_CLIENT_TRANSPORT;
-    setf(r->code, sizeof r->code, "timeout");
-    setf(r->message, sizeof r->message, "deadline reached: the transfer stalled");
+    eid__setf(r->code, sizeof r->code, "%s", eid__outcome_code(EID_OUTCOME_TIMEOUT));
+    eid__setf(r->message, sizeof r->message, "deadline reached: the transfer stalled");
     r->retryable = 1;
     finish(c, k);
 }
@@ -1204,7 +1025,6 @@ static eid_status new_call(eid_client *c, const char *action, const void *body, 
     k->c = c;
     k->ud = ud;
     k->sync = sync;
-    k->unsafe = !is_read(action);
     k->start = k->not_before = mono_now();
     k->deadline = k->start + (double)c->deadline_ms / 1000.0;
     k->next = c->calls;
@@ -1248,174 +1068,4 @@ int eid_client_next(eid_client *c, void **ud, eid_result **out) {
     }
     call_free(k);
     return 1;
-}
-
-/* ------------------------------------------------------------ plain GET */
-
-typedef struct get_buf {
-    buf b;
-    size_t max;
-    int too_big;
-} get_buf;
-
-static size_t on_get_write(char *data, size_t size, size_t n, void *ud) {
-    get_buf *g = ud;
-    size_t len = size * n;
-    return buf_append(&g->b, data, len, g->max, &g->too_big) ? len : 0;
-}
-
-eid_status eid_http_get(const char *url, long timeout_ms, size_t max, char **body, size_t *body_len,
-                        long *status, eid_error *err) {
-    return eid_http_request("GET", url, NULL, 0, timeout_ms, max, body, body_len, status, err);
-}
-
-eid_status eid_http_request(const char *method, const char *url, const void *req, size_t req_len,
-                            long timeout_ms, size_t max, char **body, size_t *body_len,
-                            long *status, eid_error *err) {
-    if (url == NULL || body == NULL || status == NULL || timeout_ms <= 0 || max == 0)
-        return eid__fail(err, EID_E_INVALID_ARG, "url",
-                         "url, body, status, timeout and max needed");
-    size_t ml = method ? strlen(method) : 0;
-    int method_ok = ml > 0 && ml <= 16;
-    for (size_t i = 0; i < ml && method_ok; i++)
-        method_ok = (method[i] >= 'A' && method[i] <= 'Z');
-    if (!method_ok) return eid__fail(err, EID_E_INVALID_ARG, "method", "must be 1..16 capitals");
-    if (req == NULL && req_len > 0)
-        return eid__fail(err, EID_E_INVALID_ARG, "body", "NULL with a non-zero length");
-    if (req_len > (size_t)LONG_MAX) return eid__fail(err, EID_E_INVALID_ARG, "body", "too large");
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-        return eid__fail(err, EID_E_INVALID_ARG, "url", "must start with http:// or https://");
-    *body = NULL;
-    if (eid_client_global_init() != EID_OK)
-        return eid__fail(err, EID_E_INTERNAL, "", "curl_global_init failed");
-    CURL *e = curl_easy_init();
-    if (e == NULL) return eid__fail(err, EID_E_NOMEM, "nomem", "out of memory");
-    get_buf g = {.max = max};
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* local services: never via a proxy */
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_get_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &g);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-    struct curl_slist *hdrs = NULL, *h;
-    if (strcmp(method, "GET") != 0) {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-        if (req_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
-            /* POSTFIELDS with an explicit size: a body of any bytes, even
-             * empty, and no Expect: 100-continue round trip. */
-            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req_len);
-            curl_easy_setopt(e, CURLOPT_POSTFIELDS, req_len ? (const char *)req : "");
-            h = curl_slist_append(NULL, "Content-Type: application/json");
-            if (h) hdrs = curl_slist_append(h, "Expect:");
-            if (h == NULL || hdrs == NULL) {
-                curl_slist_free_all(h);
-                curl_easy_cleanup(e);
-                return eid__fail(err, EID_E_NOMEM, "nomem", "out of memory");
-            }
-            curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-        }
-    }
-    CURLcode rc = curl_easy_perform(e);
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(hdrs);
-    if (rc != CURLE_OK) {
-        free(g.b.p);
-        const char *code = rc == CURLE_OPERATION_TIMEDOUT ? "timeout"
-                           : rc == CURLE_COULDNT_CONNECT  ? "connect"
-                           : g.too_big                    ? "bad_response"
-                                                          : "transport";
-        return eid__fail(err, EID_E_CLIENT_TRANSPORT, code, "%s",
-                         g.too_big   ? "response too large"
-                         : errbuf[0] ? errbuf
-                                     : curl_easy_strerror(rc));
-    }
-    if (g.b.p == NULL) {
-        g.b.p = calloc(1, 1);
-        if (g.b.p == NULL) return eid__fail(err, EID_E_NOMEM, "nomem", "out of memory");
-    }
-    *body = g.b.p;
-    if (body_len) *body_len = g.b.len;
-    return EID_OK;
-}
-
-/* ------------------------------------------------------------ typed calls */
-
-/* Serialise obj (stolen) and call action with it. */
-static eid_status call_json(eid_client *c, const char *action, json_t *obj, eid_result **out,
-                            eid_error *err) {
-    if (obj == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
-    char *body = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
-    if (body == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
-    eid_status st = eid_client_call(c, action, body, strlen(body), out, err);
-    free(body);
-    return st;
-}
-
-/* Set key to the string v when v is not NULL; 0 on failure. */
-static int put_str(json_t *o, const char *key, const char *v) {
-    return v == NULL || json_object_set_new(o, key, json_string(v)) == 0;
-}
-
-eid_status eid_client_get_eid_token(eid_client *c, const eid_get_eid_token_params *p,
-                                    eid_result **out, eid_error *err) {
-    if (out) *out = NULL;
-    if (p == NULL || p->merchant_id == NULL || *p->merchant_id == '\0')
-        return eid__fail(err, EID_E_INVALID_ARG, "MerchantId", "required");
-    if ((p->name == NULL) != (p->id_card == NULL))
-        return eid__fail(err, EID_E_INVALID_ARG, "Name", "Name and IdCard go together");
-    json_t *o = json_object();
-    if (o == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
-    int ok = put_str(o, "MerchantId", p->merchant_id) && put_str(o, "Name", p->name) &&
-             put_str(o, "IdCard", p->id_card) && put_str(o, "Extra", p->extra) &&
-             put_str(o, "RedirectUrl", p->redirect_url);
-    if (!ok) {
-        json_decref(o);
-        return eid__fail(err, EID_E_INVALID_ARG, "Name", "a field is not valid UTF-8");
-    }
-    if (p->config_json) {
-        json_error_t jerr;
-        json_t *cfg = json_loads(p->config_json, 0, &jerr);
-        if (!json_is_object(cfg)) {
-            json_decref(cfg);
-            json_decref(o);
-            return eid__fail(err, EID_E_INVALID_ARG, "Config", "must be a JSON object");
-        }
-        json_object_set_new(o, "Config", cfg);
-    }
-    return call_json(c, "GetEidToken", o, out, err);
-}
-
-eid_status eid_client_get_eid_result(eid_client *c, const char *eid_token, const char *info_type,
-                                     int best_frames_count, eid_result **out, eid_error *err) {
-    if (out) *out = NULL;
-    if (eid_token == NULL || *eid_token == '\0')
-        return eid__fail(err, EID_E_INVALID_ARG, "EidToken", "required");
-    json_t *o = json_object();
-    if (o == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
-    int ok = put_str(o, "EidToken", eid_token) && put_str(o, "InfoType", info_type) &&
-             (best_frames_count < 0 ||
-              json_object_set_new(o, "BestFramesCount", json_integer(best_frames_count)) == 0);
-    if (!ok) {
-        json_decref(o);
-        return eid__fail(err, EID_E_INVALID_ARG, "EidToken", "not valid UTF-8");
-    }
-    return call_json(c, "GetEidResult", o, out, err);
-}
-
-eid_status eid_client_check_eid_token_status(eid_client *c, const char *eid_token, eid_result **out,
-                                             eid_error *err) {
-    if (out) *out = NULL;
-    if (eid_token == NULL || *eid_token == '\0')
-        return eid__fail(err, EID_E_INVALID_ARG, "EidToken", "required");
-    json_t *o = json_object();
-    if (o == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
-    if (!put_str(o, "EidToken", eid_token)) {
-        json_decref(o);
-        return eid__fail(err, EID_E_INVALID_ARG, "EidToken", "not valid UTF-8");
-    }
-    return call_json(c, "CheckEidTokenStatus", o, out, err);
 }

@@ -71,7 +71,7 @@ local function retry_options(o, retry)
         tostring(k)), 4) end
     end
   else
-    error("bad option 'retry' (expected a table or function(err, attempt))", 4)
+    error("bad option 'retry' (expected a table or function(err, attempts))", 4)
   end
 end
 

@@ -75,7 +75,7 @@ static void on_log(void *ud, const eid_client_event *ev) {
     int n =
         snprintf(lc->all + lc->len, sizeof lc->all - lc->len,
                  "%s %s %s %s a=%d d=%.3f code=%s http=%ld rid=%s delay=%.3f skew=%lld\n",
-                 ev->level, ev->event, ev->action, ev->trace_id, ev->attempt, ev->duration,
+                 ev->level, ev->event, ev->action, ev->trace_id, ev->attempts, ev->duration,
                  ev->code, ev->http_status, ev->request_id, ev->retry_delay, (long long)ev->skew);
     if (n > 0 && lc->len + (size_t)n < sizeof lc->all) lc->len += (size_t)n;
 }
@@ -239,6 +239,22 @@ static void test_typed_calls(void) {
     CHECK(eid_client_get_eid_result(c, "", NULL, -1, &r, &err) == EID_E_INVALID_ARG);
     CHECK_STR(err.field, "EidToken");
     CHECK(eid_client_check_eid_token_status(c, NULL, &r, &err) == EID_E_INVALID_ARG);
+    /* Fields that are not UTF-8 are refused, named, and nothing is sent. */
+    p.id_card = "1120441654122024\xc0\xaf"; /* an overlong '/' */
+    CHECK(eid_client_get_eid_token(c, &p, &r, &err) == EID_E_INVALID_ARG && r == NULL);
+    CHECK_STR(err.field, "IdCard");
+    p.id_card = "11204416541220243X";
+    p.config_json = "{\"InputType\":\"\xed\xa0\x80\"}"; /* a surrogate */
+    CHECK(eid_client_get_eid_token(c, &p, &r, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "Config");
+    p.config_json = "{\"InputType\":\"4\"} x";
+    CHECK(eid_client_get_eid_token(c, &p, &r, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "Config");
+    CHECK(eid_client_get_eid_result(c, tok, "\xff", -1, &r, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "InfoType");
+    uint64_t reqs, conns;
+    eid_client_stats(c, &reqs, &conns);
+    CHECK(reqs == 3);
     eid_client_free(c);
 }
 
@@ -371,6 +387,71 @@ static void test_timeouts(void) {
     eid_client_free(c);
 }
 
+/* The transport codes: the list eid_client_transport_code gives, and the
+ * codes the client gives for each kind of failure on loopback. Every code
+ * produced is on the list (or http_NNN), and every name on the list is
+ * produced, so a code added to one side only fails here. */
+static void test_transport_codes(void) {
+    static const char *const names[] = {"timeout", "connect", "reset", "tls", "bad_response"};
+    enum { N = sizeof names / sizeof *names };
+    size_t n = 0;
+    while (eid_client_transport_code(n) != NULL)
+        n++;
+    CHECK(n == N);
+    for (size_t i = 0; i < N; i++) {
+        CHECK_STR(eid_client_transport_code(i), names[i]);
+        CHECK(eid_client_is_transport_code(names[i]));
+    }
+    CHECK(eid_client_transport_code((size_t)-1) == NULL);
+    static const struct {
+        const char *code;
+        int is;
+    } pred[] = {
+        {"http_503", 1}, {"http_000", 1},      {"http_", 0},    {"http_5x3", 0},
+        {"Timeout", 0},  {"transport", 0},     {"nomem", 0},    {"credentials", 0},
+        {"", 0},         {"InternalError", 0}, {"timeout_", 0}, {"http_503 ", 0},
+    };
+    for (size_t i = 0; i < sizeof pred / sizeof *pred; i++)
+        if (eid_client_is_transport_code(pred[i].code) != pred[i].is)
+            CHECK_STR(pred[i].code, pred[i].is ? "(a transport code)" : "(not one)");
+    CHECK(!eid_client_is_transport_code(NULL));
+
+    char closed[64], tls[128];
+    snprintf(closed, sizeof closed, "http://127.0.0.1:%d", closed_port());
+    /* https:// to the plain-HTTP simulator: the TLS handshake fails. */
+    snprintf(tls, sizeof tls, "https://%s", sim_url + strlen("http://"));
+    static const char *const latency = "[{\"Action\":\"*\",\"Kind\":\"latency\",\"Ms\":400}]";
+    const struct {
+        const char *endpoint, *faults, *want;
+    } cases[] = {
+        {NULL, latency, "timeout"},
+        {closed, NULL, "connect"},
+        {NULL, "[{\"Action\":\"*\",\"Kind\":\"reset\"}]", "reset"},
+        {tls, NULL, "tls"},
+        {NULL, "[{\"Action\":\"*\",\"Kind\":\"malformed\"}]", "bad_response"},
+        {NULL, "[{\"Action\":\"*\",\"Kind\":\"truncate\"}]", "bad_response"},
+        {NULL, "[{\"Action\":\"*\",\"Kind\":\"http\",\"Status\":503}]", "http_503"},
+    };
+    int produced[N] = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int t = strcmp(cases[i].want, "timeout") == 0;
+        eid_client_options o = {
+            .endpoint = cases[i].endpoint, .timeout_ms = t ? 150 : 5000, .max_attempts = 1};
+        eid_client *c = make(&o); /* a fresh client: libcurl resends on a reused connection */
+        if (cases[i].faults) faults(cases[i].faults);
+        eid_result *r = call(c, "GetEidToken", "{\"MerchantId\":\"" MERCHANT "\"}");
+        CHECK_STR(r->code, cases[i].want);
+        CHECK(r->status == EID_E_CLIENT_TRANSPORT && eid_client_is_transport_code(r->code));
+        for (size_t j = 0; j < N; j++)
+            produced[j] += strcmp(r->code, names[j]) == 0;
+        eid_result_free(r);
+        eid_client_free(c);
+        CHECK(control("DELETE", "/sim/faults", NULL) == 200);
+    }
+    for (size_t j = 0; j < N; j++)
+        if (!produced[j]) CHECK_STR("(not produced)", names[j]);
+}
+
 static int64_t fixed_clock(void *ud) { return *(int64_t *)ud; }
 
 static void test_skew(void) {
@@ -408,8 +489,8 @@ static void test_skew(void) {
 static double policy_delay(void *ud, const eid_retry_info *info) {
     int *seen = ud;
     (*seen)++;
-    CHECK(info->attempt >= 1 && info->code[0] != '\0' && info->remaining > 0);
-    return info->attempt < 2 ? 0.001 : -1; /* two attempts, whatever the error */
+    CHECK(info->attempts >= 1 && info->code[0] != '\0' && info->remaining > 0);
+    return info->attempts < 2 ? 0.001 : -1; /* two attempts, whatever the error */
 }
 
 static void test_policy_hook(void) {
@@ -503,6 +584,7 @@ int main(int argc, char **argv) {
     test_defer_parse();
     test_retries();
     test_timeouts();
+    test_transport_codes();
     test_skew();
     test_policy_hook();
     test_concurrent();

@@ -373,7 +373,7 @@ describe("eidkit.client", function()
       local level, ev = events[1][1], events[1][2]
       assert.equal("warn", level)
       assert.same({ "attempt", "CheckEidTokenStatus", 1, "InvalidParameterValue.BizTokenIllegal", 200 },
-        { ev.event, ev.action, ev.attempt, ev.code, ev.http_status })
+        { ev.event, ev.action, ev.attempts, ev.code, ev.http_status })
       assert.equal(36, #ev.trace_id)
       assert.is_number(ev.duration)
     end)

@@ -37,7 +37,8 @@ typedef struct eid_client eid_client;
 typedef struct eid_result {
     /* EID_OK: Response without Error. EID_E_CLIENT_REMOTE: Tencent answered
      * with Error.Code. EID_E_CLIENT_TRANSPORT: no usable answer (code says
-     * which: timeout, connect, reset, tls, http_NNN, bad_response, ...).
+     * which: a transport code, see eid_client_transport_code, or
+     * "transport" for a libcurl failure none of them names, or "nomem").
      * EID_E_INVALID_ARG / EID_E_NOMEM / EID_E_CRYPTO: the call could not be
      * signed or sent at all. */
     eid_status status;
@@ -46,7 +47,7 @@ typedef struct eid_result {
     char request_id[EID_REQUEST_ID_MAX]; /* Response.RequestId, "" when none */
     char trace_id[EID_TRACE_ID_MAX];     /* X-TC-TraceId sent with every attempt */
     long http_status;                    /* of the last attempt; 0 when none */
-    int attempts;                        /* requests started, >= 1 unless never sent */
+    int attempts;                        /* attempts made, >= 1 unless never sent */
     int retryable;                       /* the last failure was transient */
     double elapsed;                      /* seconds, all attempts and waits */
     /* The Response object as compact JSON text (NUL-terminated), for
@@ -70,7 +71,7 @@ typedef struct eid_client_event {
     const char *event;      /* "attempt", "skew" */
     const char *action;     /* e.g. "GetEidResult" */
     const char *trace_id;   /* X-TC-TraceId */
-    int attempt;            /* 1-based */
+    int attempts;           /* attempts made so far, this one included */
     double duration;        /* seconds, this attempt */
     const char *code;       /* "" on success */
     long http_status;       /* 0 when none */
@@ -85,7 +86,7 @@ typedef struct eid_retry_info {
     const char *action;
     const char *code; /* as in eid_result.code */
     long http_status;
-    int attempt;          /* the attempt that just failed, 1-based */
+    int attempts;         /* attempts made so far, the one that just failed included */
     int retryable;        /* the default classification (§4.4 and the action) */
     int sent;             /* 0 when the request provably never reached the server */
     double default_delay; /* seconds the default policy would wait; < 0: no retry */
@@ -194,11 +195,34 @@ EID_API void eid_client_set_skew(eid_client *c, int64_t skew);
 /* Counters since creation: requests sent, connections opened. */
 EID_API void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connects);
 
+/* The transport codes: the eid_result.code values (and Lua err.code) that
+ * say no usable answer came from the server, whatever the action:
+ *   "timeout"       the attempt or the call's deadline ran out
+ *   "connect"       refused, DNS or proxy DNS; nothing was sent
+ *   "reset"         the connection broke before any answer
+ *   "tls"           certificate, CA file or handshake; nothing was sent
+ *   "bad_response"  an answer cut short, too large, or not Tencent's envelope
+ * and EID_HTTP_CODE_PREFIX with the status in three or more digits
+ * ("http_503"): an HTTP status other than 200.
+ * eid_client_transport_code(i) returns the i-th name of the list above, in
+ * that order, and NULL for i past its end; the strings are static. The same
+ * table names the codes of results, so the list and the client agree.
+ * Thread-safe. */
+#define EID_HTTP_CODE_PREFIX "http_"
+EID_API const char *eid_client_transport_code(size_t i);
+
+/* 1 when code (NUL-terminated) is a transport code: a name of the list above,
+ * or "http_" followed by decimal digits only. 0 otherwise, and for NULL.
+ * Thread-safe. */
+EID_API int eid_client_is_transport_code(const char *code);
+
 /* ---------------------------------------------------- the three E证通 calls
- * Typed forms of eid_client_call: the body is built with jansson (so values
+ * Typed forms of eid_client_call: the body is built with cJSON (so values
  * are escaped), fields left NULL are omitted, and the outcome is as for
- * eid_client_call. A missing required field is EID_E_INVALID_ARG naming it,
- * with *out left NULL. */
+ * eid_client_call. A missing required field, or a field that is not UTF-8,
+ * is EID_E_INVALID_ARG naming it (err->field), with *out left NULL; out of
+ * memory building the body is EID_E_NOMEM, except while parsing config_json,
+ * where cJSON cannot tell it from bad syntax: both are "Config". */
 
 typedef struct eid_get_eid_token_params {
     const char *merchant_id;  /* MerchantId, required */

@@ -1,0 +1,142 @@
+/*
+ * What an attempt came to and whether to try again: one table from outcome to
+ * status, code, transience and "sent", the per-action safety rule and the
+ * default backoff. Pure, so any transport (libcurl here, a cosocket later)
+ * gets the same verdicts. Rules and reasons: docs/internals/client.md.
+ */
+#include "client_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The codes an outcome can carry. The first N_TRANSPORT are the transport
+ * codes eid_client_transport_code lists; the rest are local failures. */
+enum {
+    C_TIMEOUT,
+    C_CONNECT,
+    C_RESET,
+    C_TLS,
+    C_BAD_RESPONSE,
+    N_TRANSPORT,
+    C_NOMEM = N_TRANSPORT,
+    C_TRANSPORT,
+    C_NONE,   /* success: "" */
+    C_REMOTE, /* Tencent's Error.Code */
+    C_HTTP,   /* http_NNN */
+};
+static const char *const code_names[] = {
+    [C_TIMEOUT] = "timeout",
+    [C_CONNECT] = "connect",
+    [C_RESET] = "reset",
+    [C_TLS] = "tls",
+    [C_BAD_RESPONSE] = "bad_response",
+    [C_NOMEM] = "nomem",
+    [C_TRANSPORT] = "transport",
+};
+
+#define HTTP_PREFIX_LEN (sizeof EID_HTTP_CODE_PREFIX - 1)
+
+enum { T_NO, T_YES, T_TENCENT, T_HTTP }; /* transient: never, always, by code, by status */
+
+static const struct outcome_rule {
+    eid_status status;
+    unsigned char code, transient, never_sent;
+} rules_by_outcome[EID_OUTCOME_COUNT] = {
+    [EID_OUTCOME_OK] = {EID_OK, C_NONE, T_NO, 0},
+    [EID_OUTCOME_REMOTE] = {EID_E_CLIENT_REMOTE, C_REMOTE, T_TENCENT, 0},
+    [EID_OUTCOME_MALFORMED] = {EID_E_CLIENT_TRANSPORT, C_BAD_RESPONSE, T_NO, 0},
+    [EID_OUTCOME_NOMEM] = {EID_E_NOMEM, C_NOMEM, T_NO, 0},
+    [EID_OUTCOME_HTTP] = {EID_E_CLIENT_TRANSPORT, C_HTTP, T_HTTP, 0},
+    [EID_OUTCOME_TIMEOUT] = {EID_E_CLIENT_TRANSPORT, C_TIMEOUT, T_YES, 0},
+    [EID_OUTCOME_CONNECT] = {EID_E_CLIENT_TRANSPORT, C_CONNECT, T_YES, 1},
+    [EID_OUTCOME_RESET] = {EID_E_CLIENT_TRANSPORT, C_RESET, T_YES, 0},
+    [EID_OUTCOME_TLS] = {EID_E_CLIENT_TRANSPORT, C_TLS, T_NO, 1},
+    [EID_OUTCOME_TRUNCATED] = {EID_E_CLIENT_TRANSPORT, C_BAD_RESPONSE, T_YES, 0},
+    [EID_OUTCOME_TOO_BIG] = {EID_E_CLIENT_TRANSPORT, C_BAD_RESPONSE, T_NO, 0},
+    [EID_OUTCOME_RECV_NOMEM] = {EID_E_CLIENT_TRANSPORT, C_NOMEM, T_NO, 0},
+    [EID_OUTCOME_OTHER] = {EID_E_CLIENT_TRANSPORT, C_TRANSPORT, T_NO, 0},
+};
+
+const char *eid_client_transport_code(size_t i) { return i < N_TRANSPORT ? code_names[i] : NULL; }
+
+int eid_client_is_transport_code(const char *code) {
+    if (code == NULL) return 0;
+    for (size_t i = 0; i < N_TRANSPORT; i++)
+        if (strcmp(code, code_names[i]) == 0) return 1;
+    if (strncmp(code, EID_HTTP_CODE_PREFIX, HTTP_PREFIX_LEN) != 0) return 0;
+    const char *d = code + HTTP_PREFIX_LEN;
+    if (*d == '\0') return 0;
+    for (; *d; d++)
+        if (*d < '0' || *d > '9') return 0;
+    return 1;
+}
+
+const char *eid__outcome_code(eid_outcome o) {
+    if ((unsigned)o >= EID_OUTCOME_COUNT) return "";
+    unsigned char c = rules_by_outcome[o].code;
+    return c < C_NONE ? code_names[c] : "";
+}
+
+static int starts(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Reads change nothing, so any transient failure may be retried. */
+static int is_read(const char *action) {
+    return strcmp(action, "GetEidResult") == 0 || strcmp(action, "CheckEidTokenStatus") == 0 ||
+           strcmp(action, "GetWeChatBillDetails") == 0;
+}
+
+/* Tencent codes that mean "the service did not do it; try again" (§4.4). */
+static int code_transient(const char *code) {
+    return starts(code, "RequestLimitExceeded") || starts(code, "InternalError") ||
+           strcmp(code, "ServiceUnavailable") == 0 || starts(code, "ResourceUnavailable") ||
+           strcmp(code, "ResourceInsufficient") == 0 || strcmp(code, "ResourceInUse") == 0 ||
+           strcmp(code, "FailedOperation.UnKnown") == 0 ||
+           strcmp(code, "FailedOperation.DbError") == 0;
+}
+
+void eid__retry_decide(const eid_retry_rules *rules, const eid_attempt_facts *f,
+                       eid_attempt_verdict *v) {
+    const struct outcome_rule *o =
+        &rules_by_outcome[(unsigned)f->outcome < EID_OUTCOME_COUNT ? f->outcome
+                                                                   : EID_OUTCOME_OTHER];
+    const char *remote = f->remote_code ? f->remote_code : "";
+    v->status = o->status;
+    v->sent = f->bytes_sent && !o->never_sent;
+    v->adopt_skew = 0;
+    v->retryable = 0;
+    v->backoff = -1;
+    switch (o->code) {
+    case C_NONE: v->code[0] = '\0'; break;
+    case C_REMOTE: snprintf(v->code, sizeof v->code, "%s", remote); break;
+    case C_HTTP:
+        snprintf(v->code, sizeof v->code, EID_HTTP_CODE_PREFIX "%03ld", f->http_status);
+        break;
+    default: snprintf(v->code, sizeof v->code, "%s", code_names[o->code]); break;
+    }
+    switch (o->transient) {
+    case T_YES: v->transient = 1; break;
+    case T_TENCENT: v->transient = code_transient(remote); break;
+    case T_HTTP: v->transient = f->http_status >= 500 || f->http_status == 429; break;
+    default: v->transient = 0; break;
+    }
+    if (v->status == EID_OK) return;
+    /* The service refused the timestamp, so nothing was done: adopt its
+     * clock and re-sign, once per call (also for GetEidToken). */
+    v->adopt_skew = f->outcome == EID_OUTCOME_REMOTE && !f->skew_retried &&
+                    strcmp(remote, "AuthFailure.SignatureExpire") == 0;
+    /* Non-reads (GetEidToken mints a token and has no ClientToken) are
+     * repeated only when the request provably never arrived, or when the
+     * service refused it for throttling. */
+    int safe = rules->retry_unsafe || !v->sent || is_read(f->action ? f->action : "") ||
+               (f->outcome == EID_OUTCOME_REMOTE && starts(remote, "RequestLimitExceeded"));
+    v->retryable = v->transient && safe;
+    if (v->retryable && f->attempts < rules->max_attempts) {
+        /* Full jitter: uniform(0, min(cap, base * 2^(attempts-1))). */
+        double cap = rules->backoff_base;
+        for (int i = 1; i < f->attempts && cap < rules->backoff_cap; i++)
+            cap *= 2;
+        v->backoff = cap > rules->backoff_cap ? rules->backoff_cap : cap;
+    }
+}

@@ -1,0 +1,182 @@
+/* The client's retry rules (core/src/retry.c, compiled into this test): each
+ * outcome's status, code, transience and "sent", which actions may repeat
+ * what, the clock-skew retry and the backoff ladder, one table row per case.
+ * Pure: no simulator, no network. Usage: test_client_retry */
+#include "client_internal.h"
+
+#include "check.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const eid_retry_rules rules = {
+    .max_attempts = 4, .retry_unsafe = 0, .backoff_base = 0.1, .backoff_cap = 2.0};
+
+typedef struct want {
+    eid_status status;
+    const char *code;
+    int transient, sent, retryable, adopt_skew;
+    double backoff;
+} want;
+
+static const struct row {
+    const char *name;
+    eid_attempt_facts f;
+    want w;
+} rows[] = {
+    /* 200 answers */
+    {"success", {"GetEidResult", 1, EID_OUTCOME_OK, 1, 200, NULL, 0}, {EID_OK, "", 0, 1, 0, 0, -1}},
+    {"remote, permanent",
+     {"GetEidResult", 1, EID_OUTCOME_REMOTE, 1, 200, "InvalidParameter", 0},
+     {EID_E_CLIENT_REMOTE, "InvalidParameter", 0, 1, 0, 0, -1}},
+    {"remote transient, read",
+     {"GetEidResult", 1, EID_OUTCOME_REMOTE, 1, 200, "InternalError.Db", 0},
+     {EID_E_CLIENT_REMOTE, "InternalError.Db", 1, 1, 1, 0, 0.1}},
+    {"remote transient, GetEidToken sent",
+     {"GetEidToken", 1, EID_OUTCOME_REMOTE, 1, 200, "InternalError", 0},
+     {EID_E_CLIENT_REMOTE, "InternalError", 1, 1, 0, 0, -1}},
+    {"throttled GetEidToken",
+     {"GetEidToken", 2, EID_OUTCOME_REMOTE, 1, 200, "RequestLimitExceeded.UinLimitExceeded", 0},
+     {EID_E_CLIENT_REMOTE, "RequestLimitExceeded.UinLimitExceeded", 1, 1, 1, 0, 0.2}},
+    {"every §4.4 code",
+     {"CheckEidTokenStatus", 1, EID_OUTCOME_REMOTE, 1, 200, "FailedOperation.DbError", 0},
+     {EID_E_CLIENT_REMOTE, "FailedOperation.DbError", 1, 1, 1, 0, 0.1}},
+    {"SignatureExpire",
+     {"GetEidToken", 1, EID_OUTCOME_REMOTE, 1, 200, "AuthFailure.SignatureExpire", 0},
+     {EID_E_CLIENT_REMOTE, "AuthFailure.SignatureExpire", 0, 1, 0, 1, -1}},
+    {"SignatureExpire twice",
+     {"GetEidResult", 2, EID_OUTCOME_REMOTE, 1, 200, "AuthFailure.SignatureExpire", 1},
+     {EID_E_CLIENT_REMOTE, "AuthFailure.SignatureExpire", 0, 1, 0, 0, -1}},
+    {"malformed",
+     {"GetEidResult", 1, EID_OUTCOME_MALFORMED, 1, 200, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "bad_response", 0, 1, 0, 0, -1}},
+    {"no memory for the Response",
+     {"GetEidResult", 1, EID_OUTCOME_NOMEM, 1, 200, NULL, 0},
+     {EID_E_NOMEM, "nomem", 0, 1, 0, 0, -1}},
+    /* other HTTP statuses */
+    {"503, read",
+     {"GetEidResult", 1, EID_OUTCOME_HTTP, 1, 503, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "http_503", 1, 1, 1, 0, 0.1}},
+    {"429, read",
+     {"GetEidResult", 1, EID_OUTCOME_HTTP, 1, 429, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "http_429", 1, 1, 1, 0, 0.1}},
+    {"404",
+     {"GetEidResult", 1, EID_OUTCOME_HTTP, 1, 404, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "http_404", 0, 1, 0, 0, -1}},
+    {"502, GetEidToken",
+     {"GetEidToken", 1, EID_OUTCOME_HTTP, 1, 502, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "http_502", 1, 1, 0, 0, -1}},
+    /* transport failures */
+    {"timeout before sending, GetEidToken",
+     {"GetEidToken", 1, EID_OUTCOME_TIMEOUT, 0, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "timeout", 1, 0, 1, 0, 0.1}},
+    {"timeout after sending, GetEidToken",
+     {"GetEidToken", 1, EID_OUTCOME_TIMEOUT, 1, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "timeout", 1, 1, 0, 0, -1}},
+    {"timeout after sending, read",
+     {"GetEidResult", 3, EID_OUTCOME_TIMEOUT, 1, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "timeout", 1, 1, 1, 0, 0.4}},
+    {"connect: never sent",
+     {"GetEidToken", 1, EID_OUTCOME_CONNECT, 1, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "connect", 1, 0, 1, 0, 0.1}},
+    {"reset, GetEidToken",
+     {"GetEidToken", 1, EID_OUTCOME_RESET, 1, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "reset", 1, 1, 0, 0, -1}},
+    {"reset, unknown action",
+     {"Foo", 1, EID_OUTCOME_RESET, 1, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "reset", 1, 1, 0, 0, -1}},
+    {"reset, read",
+     {"GetWeChatBillDetails", 1, EID_OUTCOME_RESET, 1, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "reset", 1, 1, 1, 0, 0.1}},
+    {"tls",
+     {"GetEidResult", 1, EID_OUTCOME_TLS, 1, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "tls", 0, 0, 0, 0, -1}},
+    {"truncated, read",
+     {"GetEidResult", 1, EID_OUTCOME_TRUNCATED, 1, 200, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "bad_response", 1, 1, 1, 0, 0.1}},
+    {"too big",
+     {"GetEidResult", 1, EID_OUTCOME_TOO_BIG, 1, 200, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "bad_response", 0, 1, 0, 0, -1}},
+    {"no memory receiving",
+     {"GetEidResult", 1, EID_OUTCOME_RECV_NOMEM, 1, 200, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "nomem", 0, 1, 0, 0, -1}},
+    {"other",
+     {"GetEidResult", 1, EID_OUTCOME_OTHER, 1, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "transport", 0, 1, 0, 0, -1}},
+    /* the last attempt */
+    {"attempts used up",
+     {"GetEidResult", 4, EID_OUTCOME_TIMEOUT, 1, 0, NULL, 0},
+     {EID_E_CLIENT_TRANSPORT, "timeout", 1, 1, 1, 0, -1}},
+};
+
+static void test_rows(void) {
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+        const struct row *t = &rows[i];
+        eid_attempt_verdict v;
+        memset(&v, 0x5a, sizeof v); /* every field must be written */
+        eid__retry_decide(&rules, &t->f, &v);
+        int ok = v.status == t->w.status && strcmp(v.code, t->w.code) == 0 &&
+                 v.transient == t->w.transient && v.sent == t->w.sent &&
+                 v.retryable == t->w.retryable && v.adopt_skew == t->w.adopt_skew &&
+                 v.backoff == t->w.backoff;
+        CHECK(ok);
+        if (!ok)
+            fprintf(stderr,
+                    "  %s: got status %d code '%s' transient %d sent %d retryable %d skew %d "
+                    "backoff %g\n",
+                    t->name, (int)v.status, v.code, v.transient, v.sent, v.retryable, v.adopt_skew,
+                    v.backoff);
+    }
+}
+
+/* retry_unsafe repeats GetEidToken like a read; the ladder doubles to the cap. */
+static void test_unsafe_and_ladder(void) {
+    eid_retry_rules r = {
+        .max_attempts = 10, .retry_unsafe = 1, .backoff_base = 0.1, .backoff_cap = 0.5};
+    eid_attempt_facts f = {
+        .action = "GetEidToken", .outcome = EID_OUTCOME_HTTP, .bytes_sent = 1, .http_status = 502};
+    static const double ladder[] = {0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, -1};
+    for (int a = 1; a <= 10; a++) {
+        eid_attempt_verdict v;
+        f.attempts = a;
+        eid__retry_decide(&r, &f, &v);
+        CHECK(v.retryable == 1);
+        if (v.backoff != ladder[a - 1])
+            fprintf(stderr, "  attempt %d: backoff %g, want %g\n", a, v.backoff, ladder[a - 1]);
+        CHECK(v.backoff == ladder[a - 1]);
+    }
+}
+
+/* The outcome names are the transport codes' table. */
+static void test_outcome_codes(void) {
+    static const struct {
+        eid_outcome o;
+        const char *code;
+    } names[] = {
+        {EID_OUTCOME_OK, ""},
+        {EID_OUTCOME_REMOTE, ""},
+        {EID_OUTCOME_HTTP, ""},
+        {EID_OUTCOME_TIMEOUT, "timeout"},
+        {EID_OUTCOME_CONNECT, "connect"},
+        {EID_OUTCOME_RESET, "reset"},
+        {EID_OUTCOME_TLS, "tls"},
+        {EID_OUTCOME_MALFORMED, "bad_response"},
+        {EID_OUTCOME_TRUNCATED, "bad_response"},
+        {EID_OUTCOME_TOO_BIG, "bad_response"},
+        {EID_OUTCOME_NOMEM, "nomem"},
+        {EID_OUTCOME_RECV_NOMEM, "nomem"},
+        {EID_OUTCOME_OTHER, "transport"},
+        {EID_OUTCOME_COUNT, ""},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        CHECK_STR(eid__outcome_code(names[i].o), names[i].code);
+    for (size_t i = 0; eid_client_transport_code(i) != NULL; i++)
+        CHECK(eid_client_is_transport_code(eid_client_transport_code(i)));
+}
+
+int main(void) {
+    test_rows();
+    test_unsafe_and_ladder();
+    test_outcome_codes();
+    return check_report("test_client_retry");
+}
