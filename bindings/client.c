@@ -287,7 +287,7 @@ static int l_client_new(lua_State *L) {
     eid_status st = eid_client_new(&o, &lc->c, &err);
     if (st == EID_E_INVALID_ARG)
         return luaL_error(L, "bad option '%s' (%s)", err.field, err.message);
-    if (st != EID_OK) return eidkit_push_fail(L, "client", err.message);
+    if (st != EID_OK) return eidkit_push_status(L, st, err.message);
     return 1;
 }
 
@@ -360,7 +360,7 @@ static int l_call(lua_State *L) {
     if (r == NULL) {
         relay(lc);
         if (st == EID_E_INVALID_ARG) return luaL_error(L, "%s", err.message);
-        return eidkit_push_fail(L, "nomem", err.message);
+        return eidkit_push_status(L, st, err.message);
     }
     if (lc->failed) eid_result_free(r);
     relay(lc); /* raises a callback's error */
@@ -400,7 +400,7 @@ static int l_batch(lua_State *L) {
             eid_result fake;
             memset(&fake, 0, sizeof fake);
             fake.status = st;
-            snprintf(fake.code, sizeof fake.code, "%s", st == EID_E_NOMEM ? "nomem" : "invalid");
+            snprintf(fake.code, sizeof fake.code, "%s", eid_status_code(st));
             snprintf(fake.message, sizeof fake.message, "%s", err.message);
             push_err(L, &fake);
             lua_rawseti(L, out, i);

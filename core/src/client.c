@@ -671,7 +671,7 @@ static void start_attempt(eid_client *c, call *k, double now) {
     }
     if (k->easy == NULL) k->easy = easy_get(c);
     if (k->easy == NULL) {
-        fail_local(c, k, EID_E_NOMEM, "nomem", "cannot create a curl handle");
+        fail_local(c, k, EID_E_NOMEM, eid_status_code(EID_E_NOMEM), "cannot create a curl handle");
         return;
     }
     if (c->secret_id == NULL) {
@@ -697,7 +697,7 @@ static void start_attempt(eid_client *c, call *k, double now) {
     eid_error serr = {0};
     eid_status st = eid_signer_sign(c->signer, &req, &sig, &serr);
     if (st != EID_OK) {
-        fail_local(c, k, st, st == EID_E_NOMEM ? "nomem" : "invalid", serr.message);
+        fail_local(c, k, st, eid_status_code(st), serr.message);
         return;
     }
     /* The header list lives in the call: nodes and text in fixed arrays,
@@ -755,7 +755,7 @@ static void start_attempt(eid_client *c, call *k, double now) {
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, conn);
     if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
-        fail_local(c, k, EID_E_NOMEM, "nomem", "cannot add the transfer");
+        fail_local(c, k, EID_E_NOMEM, eid_status_code(EID_E_NOMEM), "cannot add the transfer");
         return;
     }
     k->in_multi = 1;

@@ -11,6 +11,7 @@
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local credentials = require "eidkit.credentials"
+local errors = require "eidkit.errors"
 
 local type, error, pairs, ipairs, setmetatable, tostring = type, error, pairs, ipairs, setmetatable,
   tostring
@@ -19,15 +20,14 @@ local math_type, sort, format = math.type, table.sort, string.format
 local json = cjson.new()
 json.encode_sparse_array(true)
 local encode, decode = json.encode, json.decode
-local error_mt = core.error_mt
 
 local _M = { _VERSION = core.version() }
 local mt = { __index = {} }
 local methods = mt.__index
 
-local function fail(code, message)
-  return nil, setmetatable({ code = code, message = message, retryable = false, attempts = 0 },
-    error_mt)
+-- nil, err for a call that failed before any attempt (no request was sent).
+local function unsent_error(code, message)
+  return errors.result(code, message, { attempts = 0 })
 end
 
 local function argerr(fname, msg)
@@ -140,9 +140,9 @@ end
 -- Hand the provider's current credentials to the C client when they change.
 local function refresh_credentials(self)
   local ok, creds, err = pcall(self.provider.get, self.provider)
-  if not ok then return fail("credentials", "the credential provider raised: " .. tostring(creds)) end
+  if not ok then return unsent_error("credentials", "the credential provider raised: " .. tostring(creds)) end
   if not creds then
-    return fail("credentials", type(err) == "table" and tostring(err.message) or tostring(err))
+    return unsent_error("credentials", type(err) == "table" and tostring(err.message) or tostring(err))
   end
   if creds ~= self.creds then
     self.c:set_credentials(creds.secret_id, creds.secret_key, creds.token)
@@ -156,9 +156,9 @@ end
 local function decode_response(text, attempts)
   local ok, res = pcall(decode, text)
   if ok and type(res) == "table" then return res end
-  return nil, setmetatable({ code = "bad_response", message = "the Response is not valid JSON: "
-    .. tostring(res):gsub("^.-: ", ""), attempts = attempts, retryable = false,
-    http_status = 200, received = text:sub(1, 512) }, error_mt)
+  return errors.result("bad_response", "the Response is not valid JSON: "
+    .. tostring(res):gsub("^.-: ", ""), { attempts = attempts, http_status = 200,
+    received = text:sub(1, 512) })
 end
 
 local function do_call(self, action, params)

@@ -43,8 +43,6 @@ local TOKEN_MAX, SUBJECT_MAX, EXTRA_MAX = core.limits.token_max, core.limits.sub
   core.limits.extra_max
 local ERRCODE_EXPIRED = core.errcodes.expired
 local SUBJECT_RULE = format("1-%d bytes without control characters", SUBJECT_MAX)
--- Codes of the client that mean the answer never came (docs/internals/client.md).
-local TRANSPORT = { timeout = true, connect = true, reset = true, tls = true, bad_response = true }
 local EXPIRED_CODE = "InvalidParameterValue.BizTokenExpired"
 -- Upper bound on the flow's own retries of one API call, whatever the policy says.
 local MAX_ATTEMPTS = 10
@@ -162,20 +160,21 @@ end
 local function is_network(err)
   local code = type(err) == "table" and err.code
   if type(code) ~= "string" then return false end
-  return TRANSPORT[code] or code:match("^http_%d+$") ~= nil or err.retryable == true
+  -- The client's transport codes (timeout, connect, ..., http_NNN) come from C: core.is_transport_code.
+  return core.is_transport_code(code) or err.retryable == true
 end
 
 -- One API call through the client, asking policy.retry after each failure:
 -- Response, or nil, err (the client's err, with action).
 local function api(self, action, method, params)
-  local attempt = 0
+  local attempts = 0
   while true do
-    attempt = attempt + 1
+    attempts = attempts + 1
     local res, err = self.client[method](self.client, params)
     if res then return res end
     if type(err) == "table" then err.action = action end
-    if attempt >= MAX_ATTEMPTS then return nil, err end
-    local ok, delay = hook(self, "retry", err, attempt)
+    if attempts >= MAX_ATTEMPTS then return nil, err end
+    local ok, delay = hook(self, "retry", err, attempts)
     if not ok then return nil, delay end
     if delay == nil or delay == false then return nil, err end
     if type(delay) ~= "number" or not (delay >= 0 and delay <= 3600) then

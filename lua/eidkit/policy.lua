@@ -14,7 +14,7 @@
 --   return P
 --
 -- Hooks (see docs/internals/flow.md for when the flow calls each one):
---   retry(err, attempt)          -> seconds | nil      after the client gave up on a call
+--   retry(err, attempts)          -> seconds | nil      after the client gave up on a call
 --   info_type                    string, or function(request) -> string: GetEidResult's InfoType
 --   classify(result, outcome)    -> outcome            result: GetEidResult's Response
 --   on_outcome(outcome)                                once per settled token

@@ -267,3 +267,30 @@ describe("the flow's and the policy's copies: core.limits and core.errcodes", fu
     assert.equals("pending", policy.code_group(E.pending).status)
   end)
 end)
+
+describe("transport codes: core.transport_codes (eid_client_transport_code in C)", function()
+  local function listed(text)
+    local set = {}
+    for code in text:gmatch("`([%w_]+)`") do set[code] = true end
+    return set
+  end
+
+  it("are the codes README's error table gives status 14", function()
+    local row = read("README.md"):match("\n| 14 | `EID_E_CLIENT_TRANSPORT` | ([^\n]*) |")
+    assert(row, "README.md has no row for status 14")
+    local want = { ["http_NNN"] = true }
+    for code in pairs(core.transport_codes) do want[code] = true end
+    local got = listed(row)
+    got.EID_E_CLIENT_TRANSPORT = nil
+    assert.same(want, got)
+  end)
+
+  it("cover http_ followed by digits only, as the C predicate does", function()
+    assert.equals("http_", core.transport_code_prefix)
+    assert.is_true(core.is_transport_code("http_502"))
+    assert.is_false(core.is_transport_code("http_"))
+    assert.is_false(core.is_transport_code("http_50x"))
+    for code in pairs(core.transport_codes) do assert.is_true(core.is_transport_code(code)) end
+    assert.is_false(core.is_transport_code("InternalError"))
+  end)
+end)
