@@ -214,10 +214,12 @@ local function bad_request(field, what)
   return problem("bad_request", field .. ": " .. what, { field = field })
 end
 
+-- Whole seconds, at least 1; a float a hair above an integer (1 / (5/600))
+-- is that integer.
 local function retry_after_header(s)
   if not finite(s) or s < 1 then s = 1 end
   if s > 86400 then s = 86400 end
-  return format("%d", ceil(s))
+  return format("%d", ceil(s - 1e-9))
 end
 
 -- The JSON error answer for a failure; ctx remembers the code for metrics
