@@ -28,6 +28,12 @@ _M.credentials = require "eidkit.credentials"
 _M.flow = require "eidkit.flow"
 _M.policy = require "eidkit.policy"
 _M.sandbox = require "eidkit.sandbox"
+-- eidkit.gateway{flow = flow, ...}: the merchant backend's routes as
+-- gw:handle(req) -> resp, for a host to mount (docs/internals/gateway.md);
+-- eidkit.metrics (its Prometheus registry) and eidkit.limiter (token buckets).
+_M.gateway = require "eidkit.gateway"
+_M.metrics = require "eidkit.metrics"
+_M.limiter = require "eidkit.limiter"
 -- eidkit.testing (the merchants' busted kit) is not loaded here: it starts
 -- processes, and production code should never pull it in.
 

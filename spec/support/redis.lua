@@ -27,8 +27,13 @@ function server:url(db, prefix)
   return u
 end
 
+-- Running, and not a zombie: where PID 1 does not reap orphans (some
+-- containers) a stopped server stays a zombie, which kill -0 still finds.
 function server:alive()
-  return self.pid ~= nil and sh("kill -0 " .. self.pid .. " 2>/dev/null")
+  if self.pid == nil then return false end
+  local status = proc.read("/proc/" .. self.pid .. "/stat")
+  if status then return status:match("^%d+ %b() (%a)") ~= "Z" end
+  return sh("kill -0 " .. self.pid .. " 2>/dev/null")
 end
 
 local function wait_ready(self)

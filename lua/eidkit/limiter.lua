@@ -1,0 +1,131 @@
+-- eidkit.limiter: token buckets for eidkit.gateway (docs/internals/gateway.md).
+--
+--   local limiter = require "eidkit.limiter"
+--   local lim = limiter.memory{ max_keys = 10000 }
+--   local ok, retry_after = lim:take("upstream:GetEidToken", 80, 20, now)
+--   -- true, or false and the seconds until one token is back
+--
+-- The interface a gateway needs is this one method:
+--
+--   limiter:take(key, rate_per_s, burst, now) -> true | false, retry_after_s | nil, err
+--
+-- key is a string, rate_per_s > 0 tokens a second, burst >= 1 the bucket's
+-- size, now Unix seconds (fractions allowed) from the caller's clock, so a
+-- test freezes time by passing it. A bucket starts full. `nil, err` means
+-- the limiter itself failed (a store that does not answer); the gateway
+-- then refuses the request (503) rather than letting it through unlimited.
+--
+-- memory{} keeps its buckets in this Lua state: one process, one worker.
+-- A Redis-backed limiter with the same interface will follow, so that every
+-- node (and every OpenResty worker) shares one bucket per key; until then,
+-- N processes each allow the full rate.
+--
+-- Loaded by OpenResty too: only what Lua 5.4 and LuaJIT both run.
+local type, error, pairs, setmetatable, tostring = type, error, pairs, setmetatable, tostring
+local format, sort, huge = string.format, table.sort, math.huge
+
+local _M = {}
+
+-- Default bound on the keys one memory limiter remembers.
+_M.MAX_KEYS = 10000
+
+local mt = { __index = {} }
+local methods = mt.__index
+
+local function is_integer(v)
+  return type(v) == "number" and v == v and v ~= huge and v ~= -huge and v % 1 == 0
+end
+
+local function finite(v)
+  return type(v) == "number" and v == v and v ~= huge and v ~= -huge
+end
+
+-- memory{max_keys = 10000} -> limiter
+function _M.memory(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'memory' (expected a table of options)", 2)
+  end
+  for k in pairs(opts) do
+    if k ~= "max_keys" then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
+  end
+  local max_keys = opts.max_keys
+  if max_keys == nil then max_keys = _M.MAX_KEYS end
+  if not is_integer(max_keys) or max_keys < 1 then
+    error("bad option 'max_keys' (expected a positive integer)", 2)
+  end
+  return setmetatable({ buckets = {}, count = 0, max_keys = max_keys }, mt)
+end
+
+-- The tokens a bucket holds at `now`.
+local function level(b, rate, burst, now)
+  local dt = now - b.last
+  if dt < 0 then dt = 0 end -- a clock that stepped back refills nothing
+  local t = b.tokens + dt * rate
+  if t > burst then t = burst end
+  return t
+end
+
+-- Make room for one more key. First forget the buckets that are full again
+-- (a full bucket and a missing one behave the same, so nothing is lost);
+-- if that frees nothing, forget the least recently used half, whose
+-- buckets have had the longest to refill.
+local function make_room(self, now)
+  local buckets = self.buckets
+  for k, b in pairs(buckets) do
+    if level(b, b.rate, b.burst, now) >= b.burst then
+      buckets[k] = nil
+      self.count = self.count - 1
+    end
+  end
+  if self.count < self.max_keys then return end
+  local keys = {}
+  for k in pairs(buckets) do keys[#keys + 1] = k end
+  sort(keys, function(a, b) return buckets[a].last < buckets[b].last end)
+  local drop = #keys - self.max_keys + 1
+  if drop < #keys / 2 then drop = #keys / 2 end
+  for i = 1, drop do buckets[keys[i]] = nil end
+  self.count = 0
+  for _ in pairs(buckets) do self.count = self.count + 1 end
+end
+
+-- limiter:take(key, rate_per_s, burst, now) -> true | false, retry_after_s
+function methods.take(self, key, rate, burst, now)
+  if type(key) ~= "string" then error("bad argument #1 to 'take' (key: expected string)", 2) end
+  if not finite(rate) or rate <= 0 then
+    error("bad argument #2 to 'take' (rate_per_s: expected a positive number)", 2)
+  end
+  if not finite(burst) or burst < 1 then
+    error("bad argument #3 to 'take' (burst: expected a number >= 1)", 2)
+  end
+  if not finite(now) then error("bad argument #4 to 'take' (now: expected seconds)", 2) end
+  local b = self.buckets[key]
+  if b == nil then
+    if self.count >= self.max_keys then make_room(self, now) end
+    b = { tokens = burst, last = now }
+    self.buckets[key] = b
+    self.count = self.count + 1
+  end
+  local t = level(b, rate, burst, now)
+  -- Remember the parameters for make_room; `last` only moves forward.
+  b.rate, b.burst = rate, burst
+  if now > b.last then b.last = now end
+  if t >= 1 then
+    b.tokens = t - 1
+    return true
+  end
+  b.tokens = t
+  return false, (1 - t) / rate
+end
+
+-- limiter:size() -> how many keys are remembered
+function methods.size(self)
+  return self.count
+end
+
+mt.__name = "eidkit.Limiter"
+mt.__tostring = function(self)
+  return format("eidkit.limiter memory (%d/%d keys)", self.count, self.max_keys)
+end
+
+return _M

@@ -1,0 +1,328 @@
+-- eidkit.metrics: a small metrics registry rendered in the Prometheus text
+-- exposition format 0.0.4 (docs/internals/gateway.md).
+--
+--   local metrics = require "eidkit.metrics"
+--   local reg = metrics.new()
+--   local req = reg:counter("eidkit_gateway_requests_total", "Requests answered.", { "route", "status" })
+--   req:inc({ route = "/eid/token", status = 200 })
+--   local lat = reg:histogram("eidkit_upstream_duration_seconds", "One attempt.", { "action" },
+--     { buckets = { 0.05, 0.1, 0.5, 1, 5 } })
+--   lat:observe({ action = "GetEidResult" }, 0.042)
+--   local up = reg:gauge("eidkit_ledger_up", "1 when the ledger answers.")
+--   up:set(nil, 1)
+--   reg:render() -- text/plain; version=0.0.4
+--
+-- Labels are a table keyed by label name; every declared label must be
+-- given (numbers and booleans are turned into strings), no other. Declaring
+-- a name again returns the same metric when the kind and labels match, and
+-- raises otherwise, so two gateways can share one registry. Each metric
+-- keeps at most max_series label sets (default 1000); a new set beyond that
+-- is dropped and counted in eidkit_metrics_series_dropped_total, so a
+-- label fed from outside cannot grow memory without bound.
+--
+-- Loaded by OpenResty too: only what Lua 5.4 and LuaJIT both run.
+local type, error, pairs, ipairs, tostring, tonumber, setmetatable =
+  type, error, pairs, ipairs, tostring, tonumber, setmetatable
+local format, concat, sort, huge = string.format, table.concat, table.sort, math.huge
+
+local _M = {}
+
+_M.CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+-- Seconds: from a fast local answer to a call that ran out its deadline.
+_M.DEFAULT_BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 }
+_M.MAX_SERIES = 1000
+
+local registry_mt = { __index = {} }
+local registry = registry_mt.__index
+local metric_mt = { __index = {} }
+local metric = metric_mt.__index
+
+local function finite(v)
+  return type(v) == "number" and v == v and v ~= huge and v ~= -huge
+end
+
+-- A sample value as Prometheus reads it: integers without a fraction,
+-- others with enough digits to read back the same double.
+local function number(v)
+  if v ~= v then return "NaN" end
+  if v == huge then return "+Inf" end
+  if v == -huge then return "-Inf" end
+  if v % 1 == 0 and v > -1e15 and v < 1e15 then return format("%.0f", v) end
+  local s = format("%.15g", v)
+  if tonumber(s) ~= v then s = format("%.17g", v) end
+  return s
+end
+_M.format_number = number
+
+-- Label values: backslash, double quote and line feed escaped (0.0.4).
+local function escape_value(s)
+  return (s:gsub("[\\\"\n]", { ["\\"] = "\\\\", ["\""] = "\\\"", ["\n"] = "\\n" }))
+end
+-- HELP text: backslash and line feed escaped.
+local function escape_help(s)
+  return (s:gsub("[\\\n]", { ["\\"] = "\\\\", ["\n"] = "\\n" }))
+end
+_M.escape_label_value, _M.escape_help = escape_value, escape_help
+
+local function label_string(v, name, fname)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return number(v) end
+  if t == "boolean" then return tostring(v) end
+  error(format("bad argument #1 to '%s' (label '%s': expected a string or number, got %s)",
+    fname, name, t), 3)
+end
+
+-- metrics.new{max_series = 1000} -> registry
+function _M.new(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then error("bad argument #1 to 'new' (expected a table of options)", 2) end
+  for k in pairs(opts) do
+    if k ~= "max_series" then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
+  end
+  local max = opts.max_series or _M.MAX_SERIES
+  if not finite(max) or max < 1 or max % 1 ~= 0 then
+    error("bad option 'max_series' (expected a positive integer)", 2)
+  end
+  return setmetatable({ list = {}, by_name = {}, max_series = max, dropped = 0 }, registry_mt)
+end
+
+local function check_name(name, fname)
+  if type(name) ~= "string" or not name:match("^[%a_:][%w_:]*$") then
+    error(format("bad argument #1 to '%s' (expected a metric name [a-zA-Z_:][a-zA-Z0-9_:]*)", fname), 3)
+  end
+end
+
+local DROPPED = "eidkit_metrics_series_dropped_total"
+
+local function new_series(m, key, values)
+  local s = { values = values, value = 0 }
+  if m.kind == "histogram" then
+    s.counts, s.sum, s.count = {}, 0, 0
+    for i = 1, #m.buckets do s.counts[i] = 0 end
+  end
+  m.series[key] = s
+  m.nseries = m.nseries + 1
+  return s
+end
+
+local function declare(self, kind, name, help, labels, opts, fname)
+  check_name(name, fname)
+  if name == DROPPED then error(format("bad argument #1 to '%s' (%s is the registry's own)", fname, name), 3) end
+  if type(help) ~= "string" then error(format("bad argument #2 to '%s' (help: expected string)", fname), 3) end
+  if labels == nil then labels = {} end
+  if type(labels) ~= "table" then
+    error(format("bad argument #3 to '%s' (labels: expected a list of names)", fname), 3)
+  end
+  local seen = {}
+  for i, l in ipairs(labels) do
+    if type(l) ~= "string" or not l:match("^[%a_][%w_]*$") or l:sub(1, 2) == "__"
+      or (kind == "histogram" and l == "le") or seen[l] then
+      error(format("bad argument #3 to '%s' (label %d: expected a distinct name "
+        .. "[a-zA-Z_][a-zA-Z0-9_]* not starting with __%s)", fname, i,
+        kind == "histogram" and ", not le" or ""), 3)
+    end
+    seen[l] = true
+  end
+  local buckets
+  if kind == "histogram" then
+    if opts ~= nil and type(opts) ~= "table" then
+      error(format("bad argument #4 to '%s' (expected a table of options)", fname), 3)
+    end
+    buckets = opts and opts.buckets or _M.DEFAULT_BUCKETS
+    local ok = type(buckets) == "table" and #buckets > 0
+    for i = 1, ok and #buckets or 0 do
+      if not finite(buckets[i]) or (i > 1 and buckets[i] <= buckets[i - 1]) then ok = false end
+    end
+    if not ok then
+      error(format("bad argument #4 to '%s' (buckets: expected increasing finite numbers)", fname), 3)
+    end
+  end
+  local old = self.by_name[name]
+  if old then
+    local same = old.kind == kind and #old.labels == #labels
+    for i = 1, #labels do same = same and old.labels[i] == labels[i] end
+    if not same then
+      error(format("bad argument #1 to '%s' (%s is already a %s with other labels)", fname, name,
+        old.kind), 3)
+    end
+    return old
+  end
+  local copy = {}
+  for i, l in ipairs(labels) do copy[i] = l end
+  local bcopy
+  if buckets then
+    bcopy = {}
+    for i, b in ipairs(buckets) do bcopy[i] = b end
+  end
+  local m = setmetatable({ kind = kind, name = name, help = help, labels = copy, buckets = bcopy,
+    series = {}, nseries = 0, registry = self }, metric_mt)
+  self.by_name[name] = m
+  self.list[#self.list + 1] = m
+  -- Without labels there is one series: exposed (at 0) from the start.
+  if #copy == 0 then new_series(m, "", {}) end
+  return m
+end
+
+-- reg:counter(name, help [, labels]) -> counter: inc(labels [, n]), set(labels, v)
+function registry.counter(self, name, help, labels)
+  return declare(self, "counter", name, help, labels, nil, "counter")
+end
+
+-- reg:gauge(name, help [, labels]) -> gauge: set(labels, v), inc(labels [, n]), dec(labels [, n])
+function registry.gauge(self, name, help, labels)
+  return declare(self, "gauge", name, help, labels, nil, "gauge")
+end
+
+-- reg:histogram(name, help [, labels [, {buckets = {...}}]]) -> histogram: observe(labels, v)
+function registry.histogram(self, name, help, labels, opts)
+  return declare(self, "histogram", name, help, labels, opts, "histogram")
+end
+
+-- reg:get(name) -> the metric declared with that name, or nil
+function registry.get(self, name)
+  return self.by_name[name]
+end
+
+-- The series for a label table: created on first use; nil when the metric
+-- already holds max_series sets (the sample is dropped and counted).
+local function series(self, labels, fname)
+  if labels ~= nil and type(labels) ~= "table" then
+    error(format("bad argument #1 to '%s' (labels: expected a table or nil)", fname), 3)
+  end
+  local names = self.labels
+  local values = {}
+  for i = 1, #names do
+    local v = labels and labels[names[i]]
+    if v == nil then error(format("bad argument #1 to '%s' (label '%s' missing)", fname, names[i]), 3) end
+    values[i] = label_string(v, names[i], fname)
+  end
+  if labels then
+    for k in pairs(labels) do
+      local known = false
+      for i = 1, #names do if names[i] == k then known = true end end
+      if not known then error(format("bad argument #1 to '%s' (unknown label '%s')", fname, tostring(k)), 3) end
+    end
+  end
+  local key = concat(values, "\0")
+  local s = self.series[key]
+  if s then return s end
+  if self.nseries >= self.registry.max_series then
+    self.registry.dropped = self.registry.dropped + 1
+    return nil
+  end
+  return new_series(self, key, values)
+end
+
+local function check_value(v, fname, what)
+  if not finite(v) then error(format("bad argument #2 to '%s' (%s: expected a finite number)", fname, what), 3) end
+end
+
+-- counter:inc(labels [, n = 1]) / gauge:inc(labels [, n = 1])
+function metric.inc(self, labels, n)
+  if n == nil then n = 1 end
+  check_value(n, "inc", "n")
+  if self.kind == "histogram" then error("bad self to 'inc' (a histogram: use observe)", 2) end
+  if self.kind == "counter" and n < 0 then error("bad argument #2 to 'inc' (a counter only goes up)", 2) end
+  local s = series(self, labels, "inc")
+  if s then s.value = s.value + n end
+end
+
+-- gauge:dec(labels [, n = 1])
+function metric.dec(self, labels, n)
+  if n == nil then n = 1 end
+  check_value(n, "dec", "n")
+  if self.kind ~= "gauge" then error("bad self to 'dec' (only a gauge goes down)", 2) end
+  local s = series(self, labels, "dec")
+  if s then s.value = s.value - n end
+end
+
+-- gauge:set(labels, v); counter:set(labels, v) mirrors a count kept
+-- elsewhere (it must never go down).
+function metric.set(self, labels, v)
+  check_value(v, "set", "v")
+  if self.kind == "histogram" then error("bad self to 'set' (a histogram: use observe)", 2) end
+  local s = series(self, labels, "set")
+  if s then s.value = v end
+end
+
+-- histogram:observe(labels, v)
+function metric.observe(self, labels, v)
+  check_value(v, "observe", "v")
+  if self.kind ~= "histogram" then error("bad self to 'observe' (not a histogram)", 2) end
+  local s = series(self, labels, "observe")
+  if not s then return end
+  local b = self.buckets
+  for i = 1, #b do
+    if v <= b[i] then s.counts[i] = s.counts[i] + 1 end
+  end
+  s.count = s.count + 1
+  s.sum = s.sum + v
+end
+
+-- metric:value(labels) -> the current value (a histogram: count, sum), or nil
+-- when the series was never written.
+function metric.value(self, labels)
+  local names = self.labels
+  local values = {}
+  for i = 1, #names do
+    local v = labels and labels[names[i]]
+    if v == nil then return nil end
+    values[i] = label_string(v, names[i], "value")
+  end
+  local s = self.series[concat(values, "\0")]
+  if not s then return nil end
+  if self.kind == "histogram" then return s.count, s.sum end
+  return s.value
+end
+
+-- '{a="x",b="y"}' (with an extra pair appended when given), or "".
+local function label_text(names, values, extra_name, extra_value)
+  local parts = {}
+  for i = 1, #names do
+    parts[#parts + 1] = names[i] .. "=\"" .. escape_value(values[i]) .. "\""
+  end
+  if extra_name then parts[#parts + 1] = extra_name .. "=\"" .. extra_value .. "\"" end
+  if #parts == 0 then return "" end
+  return "{" .. concat(parts, ",") .. "}"
+end
+
+local function render_metric(m, out)
+  out[#out + 1] = "# HELP " .. m.name .. " " .. escape_help(m.help)
+  out[#out + 1] = "# TYPE " .. m.name .. " " .. m.kind
+  local keys = {}
+  for k in pairs(m.series) do keys[#keys + 1] = k end
+  sort(keys)
+  for _, k in ipairs(keys) do
+    local s = m.series[k]
+    if m.kind == "histogram" then
+      for i, bound in ipairs(m.buckets) do
+        out[#out + 1] = m.name .. "_bucket" .. label_text(m.labels, s.values, "le", number(bound))
+          .. " " .. number(s.counts[i])
+      end
+      out[#out + 1] = m.name .. "_bucket" .. label_text(m.labels, s.values, "le", "+Inf")
+        .. " " .. number(s.count)
+      out[#out + 1] = m.name .. "_sum" .. label_text(m.labels, s.values) .. " " .. number(s.sum)
+      out[#out + 1] = m.name .. "_count" .. label_text(m.labels, s.values) .. " " .. number(s.count)
+    else
+      out[#out + 1] = m.name .. label_text(m.labels, s.values) .. " " .. number(s.value)
+    end
+  end
+end
+
+-- reg:render() -> the exposition text (Content-Type: metrics.CONTENT_TYPE)
+function registry.render(self)
+  local out = {}
+  for _, m in ipairs(self.list) do render_metric(m, out) end
+  out[#out + 1] = "# HELP " .. DROPPED .. " Samples dropped because a metric already held max_series "
+    .. "label sets."
+  out[#out + 1] = "# TYPE " .. DROPPED .. " counter"
+  out[#out + 1] = DROPPED .. " " .. number(self.dropped)
+  return concat(out, "\n") .. "\n"
+end
+
+registry_mt.__name = "eidkit.Metrics"
+metric_mt.__name = "eidkit.Metric"
+metric_mt.__tostring = function(self) return "eidkit.metrics " .. self.kind .. " " .. self.name end
+
+return _M
