@@ -310,10 +310,9 @@ function _M.client_logger(reg, nxt)
   end
 end
 
--- ledger stats under one name: the ledger's `stats` (`stats_get` on older
--- trees). -> counts | nil, err; never raises.
+-- ledger:stats() -> counts | nil, err; never raises.
 local function ledger_stats(ledger)
-  local ok, fn = pcall(function() return ledger.stats or ledger.stats_get end)
+  local ok, fn = pcall(function() return ledger.stats end)
   if not ok or type(fn) ~= "function" then return nil, "the ledger has no stats method" end
   local cok, s, err = pcall(fn, ledger)
   if not cok then return nil, s end
