@@ -19,12 +19,13 @@
 --
 -- Loaded by OpenResty too: only what Lua 5.4 and LuaJIT both run.
 local cjson = require "cjson.safe"
+local compat = require "eidkit.compat"
 local metrics_mod = require "eidkit.metrics"
 local limiter_mod = require "eidkit.limiter"
 
 local type, error, pairs, ipairs, tostring, tonumber, setmetatable, pcall, xpcall, next =
   type, error, pairs, ipairs, tostring, tonumber, setmetatable, pcall, xpcall, next
-local format, concat, sort, char, huge = string.format, table.concat, table.sort, string.char, math.huge
+local format, concat, sort, char = string.format, table.concat, table.sort, string.char
 local floor, ceil = math.floor, math.ceil
 local traceback = debug.traceback
 
@@ -101,13 +102,7 @@ local methods = mt.__index
 
 -- ------------------------------------------------------------ helpers
 
-local function is_integer(v)
-  return type(v) == "number" and v == v and v ~= huge and v ~= -huge and v % 1 == 0
-end
-
-local function finite(v)
-  return type(v) == "number" and v == v and v ~= huge and v ~= -huge
-end
+local is_integer, finite = compat.is_integer, compat.finite
 
 local function copy(t)
   if type(t) ~= "table" then return t end

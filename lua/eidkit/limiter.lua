@@ -21,8 +21,10 @@
 -- N processes each allow the full rate.
 --
 -- Loaded by OpenResty too: only what Lua 5.4 and LuaJIT both run.
+local compat = require "eidkit.compat"
+
 local type, error, pairs, setmetatable, tostring = type, error, pairs, setmetatable, tostring
-local format, sort, huge = string.format, table.sort, math.huge
+local format, sort = string.format, table.sort
 
 local _M = {}
 
@@ -32,13 +34,7 @@ _M.MAX_KEYS = 10000
 local mt = { __index = {} }
 local methods = mt.__index
 
-local function is_integer(v)
-  return type(v) == "number" and v == v and v ~= huge and v ~= -huge and v % 1 == 0
-end
-
-local function finite(v)
-  return type(v) == "number" and v == v and v ~= huge and v ~= -huge
-end
+local is_integer, finite = compat.is_integer, compat.finite
 
 -- memory{max_keys = 10000} -> limiter
 function _M.memory(opts)

@@ -5,6 +5,7 @@
 #include "eidkit/eidkit.h"
 
 #include "check.h"
+#include "json_file.h"
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -23,29 +24,6 @@ static eid_sign_request faceid_request(const char *body) {
     r.body = body;
     r.body_len = strlen(body);
     return r;
-}
-
-static const char *jstr(const cJSON *v, const char *key) {
-    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(v, key));
-}
-
-static int64_t jint(const cJSON *v, const char *key) {
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(v, key);
-    return cJSON_IsNumber(n) ? (int64_t)n->valuedouble : 0;
-}
-
-/* The JSON document in path, or NULL after saying so on stderr. */
-static cJSON *load_json(const char *path) {
-    cJSON *root = NULL;
-    FILE *f = fopen(path, "rb");
-    long size = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    char *text = size >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)size + 1) : NULL;
-    if (text && fread(text, 1, (size_t)size, f) == (size_t)size)
-        root = cJSON_ParseWithLength(text, (size_t)size);
-    if (root == NULL) fprintf(stderr, "cannot read %s as JSON\n", path);
-    free(text);
-    if (f) fclose(f);
-    return root;
 }
 
 static void test_vectors(eid_signer *s, const char *path) {

@@ -4,35 +4,13 @@
 #include "eidkit/eidkit.h"
 
 #include "check.h"
+#include "json_file.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *jstr(const cJSON *v, const char *key) {
-    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(v, key));
-}
-
-static int64_t jint(const cJSON *v, const char *key) {
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(v, key);
-    return cJSON_IsNumber(n) ? (int64_t)n->valuedouble : 0;
-}
-
-/* The JSON document in path, or NULL after saying so on stderr. */
-static cJSON *load_json(const char *path) {
-    cJSON *root = NULL;
-    FILE *f = fopen(path, "rb");
-    long size = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    char *text = size >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)size + 1) : NULL;
-    if (text && fread(text, 1, (size_t)size, f) == (size_t)size)
-        root = cJSON_ParseWithLength(text, (size_t)size);
-    if (root == NULL) fprintf(stderr, "cannot read %s as JSON\n", path);
-    free(text);
-    if (f) fclose(f);
-    return root;
-}
 
 /* The received value of a signed header, by name, for one vector. */
 static const char *vector_value(const cJSON *v, const char *name, const char *action) {
