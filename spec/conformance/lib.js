@@ -5,6 +5,7 @@
 "use strict";
 
 const { spawn } = require("node:child_process");
+const fs = require("node:fs");
 const http = require("node:http");
 const https = require("node:https");
 const path = require("node:path");
@@ -116,6 +117,21 @@ async function sdkError(promise) {
   }
 }
 
+// The browser: $CHROMIUM, else chromium (or chromium-browser) on PATH.
+function findChromium() {
+  if (process.env.CHROMIUM) return process.env.CHROMIUM;
+  for (const dir of (process.env.PATH || "").split(path.delimiter)) {
+    for (const name of ["chromium", "chromium-browser"]) {
+      const p = path.join(dir, name);
+      try {
+        fs.accessSync(p, fs.constants.X_OK);
+        return p;
+      } catch { /* not here */ }
+    }
+  }
+  return null;
+}
+
 // The repository's root and its eidkit program ($EIDKIT_BIN, as the driver sets it).
 const ROOT = path.resolve(__dirname, "..", "..");
 const EIDKIT_BIN = process.env.EIDKIT_BIN || path.join(ROOT, "build", "eidkit");
@@ -201,5 +217,5 @@ function request(url, opts = {}) {
   });
 }
 
-module.exports = { DEMO, FaceidClient, ROOT, EIDKIT_BIN, env, simPort, tempCredential, faceid, control,
+module.exports = { DEMO, FaceidClient, ROOT, EIDKIT_BIN, findChromium, env, simPort, tempCredential, faceid, control,
   playUser, tokenRequest, sdkError, start, request };
