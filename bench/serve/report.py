@@ -88,7 +88,8 @@ for s in order:
         per_rep.append((best, knee))
     if per_rep:
         sat[s] = {
-            "rps": med([b["rps"] if b else 0 for b, _ in per_rep]),
+            # A run with no count within the knee counts 0; none in any run: no figure.
+            "rps": med([b["rps"] if b else 0 for b, _ in per_rep]) if any(b for b, _ in per_rep) else None,
             "cpu": med([b["cpu"] for b, _ in per_rep if b]),
             "at": ", ".join(f"{b['clients']:,}" if b else "—" for b, _ in per_rep),
             "knee": ", ".join(f"{k:,}" if k else "none" for _, k in per_rep),
@@ -96,7 +97,8 @@ for s in order:
 
 print("\n".join(header))
 print()
-print(f"### + {latency_ms} ms on every GetEidResult: {conns:,} clients, then doubling to the knee\n")
+print(f"### + {latency_ms} ms on every GetEidResult: {conns:,} clients, then doubling up to the knee "
+      "(halving down to it when it is below)\n")
 print("| server | clients | req/s | p99 ms | CPU µs/req | peak RSS MiB | upstream calls/req | failed | runs (req/s) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for s in order:
@@ -122,7 +124,8 @@ for s in order:
           f"{num(stat('zero', s, conns, 'upstream'), 3)} | {sum(r['failed'] for r in g)} | {runs('zero', s, conns)} |")
 print()
 print(f"### Saturation (+ {latency_ms} ms): the highest req/s with p99 ≤ {knee_ms:g} ms and nothing failed\n")
-print("| server | median highest req/s | at clients (per run) | CPU µs/req there | knee at clients (per run) |")
+print("| server | median highest req/s (— : none within the knee) | at clients (per run) | CPU µs/req there | "
+      "knee at clients (per run) |")
 print("|---|---:|---|---:|---|")
 for s in order:
     if s in sat:
