@@ -13,6 +13,6 @@ if(EIDKIT_BUSTED AND NOT EIDKIT_SANITIZE)
   endif()
   add_test(NAME sim_conformance COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/spec/conformance/run
     WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
-  set_tests_properties(sim_conformance PROPERTIES ENVIRONMENT "${spec_env}" TIMEOUT 60
+  set_tests_properties(sim_conformance PROPERTIES ENVIRONMENT "${spec_env}" TIMEOUT 120
     LABELS conformance)
 endif()

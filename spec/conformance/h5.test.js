@@ -7,25 +7,8 @@
 
 const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
-const fs = require("node:fs");
 const http = require("node:http");
-const path = require("node:path");
-const { simPort, faceid, tokenRequest } = require("./lib.js");
-
-// The browser: $CHROMIUM, else chromium (or chromium-browser) on PATH.
-function findChromium() {
-  if (process.env.CHROMIUM) return process.env.CHROMIUM;
-  for (const dir of (process.env.PATH || "").split(path.delimiter)) {
-    for (const name of ["chromium", "chromium-browser"]) {
-      const p = path.join(dir, name);
-      try {
-        fs.accessSync(p, fs.constants.X_OK);
-        return p;
-      } catch { /* not here */ }
-    }
-  }
-  return null;
-}
+const { simPort, faceid, tokenRequest, findChromium } = require("./lib.js");
 
 const chromium = findChromium();
 const skip = chromium ? false : "chromium is not installed (scripts/setup-deps installs it)";
