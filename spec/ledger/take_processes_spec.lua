@@ -2,12 +2,19 @@
 -- started with core.spawn) hammer ledger:take on one key of one store: one
 -- SQLite file, one redis-server. Together they are allowed what one bucket
 -- allows, burst + rate x the window (+-1), never what two buckets would.
+--
+-- The window starts when the spec itself takes the first token, at a time
+-- it chooses (the start the takers wait for), so a taker held up between
+-- reading its clock and reaching the store cannot move the bucket's birth.
+-- The burst is a second of tokens, so only a stall of everything for a
+-- whole second could leave the bucket full and lose refill.
 local core = require "eidkit.core"
+local ledger_mod = require "eidkit.ledger"
 local redis = require "support.redis"
 local proc = require "support.proc"
 
 local TAKER = "spec/ledger/fixtures/taker.lua"
-local RATE, BURST = 100, 20 -- Tencent's 100/s, say, with a burst of 20
+local RATE, BURST = 100, 100 -- Tencent's 100/s, a second of burst
 local WINDOW = 2 -- s, on the real clock
 
 local tmp = proc.output("mktemp -d /tmp/eidkit-take2-XXXXXX"):gsub("%s+$", "")
@@ -20,11 +27,15 @@ end)
 local urls = { sqlite = "sqlite:" .. tmp .. "/shared.db" }
 if srv then urls.redis = srv:url(0, "two:") end
 
--- Start two takers on url and key, both waiting for the same moment; each
--- gets the arguments that follow START. Returns their reports
--- {allowed, refused, first_ms, last_ms}.
-local function pair(url, key, ...)
-  local start = string.format("%.3f", core.now() + 0.5)
+-- Take the bucket's first token at born (ms), then start two takers on url
+-- and key, both waiting for the same moment, start (Unix s); each gets the
+-- arguments that follow. Returns their reports {allowed, refused, first,
+-- last} (first and last: the times they passed to take, ms).
+local function pair(url, key, born, start, ...)
+  local ledger = assert(ledger_mod.open(url))
+  assert.is_true(ledger:take(key, RATE, BURST, born))
+  ledger:close()
+  start = string.format("%.3f", start)
   local ps = {}
   for i = 1, 2 do
     local out = ("%s/%s-%s-%d"):format(tmp, key, url:match("^%a+"), i)
@@ -46,26 +57,26 @@ end
 for name, url in pairs(urls) do
   describe("two processes taking from one bucket on " .. name, function()
     it("are allowed the burst once, on a frozen clock", function()
-      local r = pair(url, "frozen", "frozen", "1735660800000", "300")
+      local frozen = 1735660800000
+      local r = pair(url, "frozen", frozen, core.now() + 0.5, "frozen", tostring(frozen), "300")
       for i = 1, 2 do assert.equals(300, r[i].allowed + r[i].refused) end
-      -- One bucket: 20. Two buckets would have been 40.
-      assert.equals(BURST, r[1].allowed + r[2].allowed)
+      -- One bucket: 100, the spec's token included. Two would have been 200.
+      assert.equals(BURST, 1 + r[1].allowed + r[2].allowed)
     end)
 
     it("are allowed burst + rate x window between them, on the real clock", function()
-      local stop = string.format("%.3f", core.now() + 0.5 + WINDOW)
-      local r = pair(url, "real", "real", stop)
-      local first = math.min(r[1].first, r[2].first)
+      local start = math.floor((core.now() + 0.5) * 1000)
+      local r = pair(url, "real", start, start / 1000, "real", string.format("%.3f", start / 1000 + WINDOW))
       local last = math.max(r[1].last, r[2].last)
-      local one = BURST + RATE * (last - first) / 1000 -- what one bucket allows
-      local total = r[1].allowed + r[2].allowed
+      local one = BURST + RATE * (last - start) / 1000 -- what one bucket allows
+      local total = 1 + r[1].allowed + r[2].allowed
       for i = 1, 2 do
         -- Both hammered the bucket well past empty for the whole window.
         assert.is_true(r[i].refused > 10 * r[i].allowed, ("process %d: %d refused, %d allowed"):format(
           i, r[i].refused, r[i].allowed))
         assert.is_true(r[i].allowed > 0, "process " .. i .. " was never allowed")
       end
-      assert.is_true((last - first) / 1000 > WINDOW * 0.9, "the window was " .. (last - first) .. " ms")
+      assert.is_true((last - start) / 1000 > WINDOW * 0.9, "the window was " .. (last - start) .. " ms")
       assert.is_true(math.abs(total - one) <= 1, ("%d allowed, one bucket allows %.2f (two: %.2f)"):format(
         total, one, 2 * one))
     end)
