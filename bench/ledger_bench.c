@@ -1,13 +1,17 @@
 /* Ledger transitions per second: for each of n fresh tokens, issue -> claim
  * -> record (a passed verdict) -> consume, through the C API, one
  * thread, one connection. Prints "<backend> <runs> <median transitions/s>".
- * Usage: ledger_bench URL TOKENS RUNS */
+ * With MODE take: n eid_ledger_take calls on one bucket that always has a
+ * token (each one writes); refuse: on one that is always empty (each one
+ * only reads). Prints "<backend> <runs> <median takes/s>".
+ * Usage: ledger_bench URL N RUNS [transitions|take|refuse] */
 #define _POSIX_C_SOURCE 200809L
 
 #include "eidkit/ledger.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now_s(void) {
@@ -21,12 +25,25 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* n takes on one bucket; the rate of takes per second, or 0 on failure. */
+static double take_run(eid_ledger *l, const char *key, long n, int refuse, eid_error *err) {
+    /* A bucket that never runs dry, or one that is dry after its first take. */
+    double rate = refuse ? 0.001 : 1e9, burst = refuse ? 1 : 1e9;
+    int allowed;
+    double retry;
+    double t0 = now_s();
+    for (long i = 0; i < n; i++)
+        if (eid_ledger_take(l, key, rate, burst, 0, &allowed, &retry, err) != EID_OK) return 0;
+    return (double)n / (now_s() - t0);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: ledger_bench URL TOKENS RUNS\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: ledger_bench URL N RUNS [transitions|take|refuse]\n");
         return 2;
     }
     long n = atol(argv[2]), runs = atol(argv[3]);
+    const char *mode = argc == 5 ? argv[4] : "transitions";
     if (n < 1 || runs < 1 || runs > 99) return 2;
     eid_ledger *l = NULL;
     eid_error err = {0};
@@ -42,6 +59,26 @@ int main(int argc, char **argv) {
                                .request_id = "6f1c2b7e-0000-4000-8000-000000000000"};
     eid_ledger_entry rec;
     unsigned long tag = (unsigned long)time(NULL);
+    if (strcmp(mode, "take") == 0 || strcmp(mode, "refuse") == 0) {
+        for (long r = 0; r < runs; r++) {
+            char key[64];
+            snprintf(key, sizeof key, "bench:%s:%lx-%ld", mode, tag, r);
+            if ((rates[r] = take_run(l, key, n, mode[0] == 'r', &err)) == 0) {
+                fprintf(stderr, "ledger_bench: %s\n", err.message);
+                eid_ledger_free(l);
+                return 1;
+            }
+        }
+        qsort(rates, (size_t)runs, sizeof rates[0], cmp);
+        printf("%s %ld %.0f\n", eid_ledger_backend(l), runs, rates[runs / 2]);
+        eid_ledger_free(l);
+        return 0;
+    }
+    if (strcmp(mode, "transitions") != 0) {
+        fprintf(stderr, "ledger_bench: unknown mode %s\n", mode);
+        eid_ledger_free(l);
+        return 2;
+    }
     for (long r = 0; r < runs; r++) {
         double t0 = now_s();
         for (long i = 0; i < n; i++) {

@@ -413,6 +413,30 @@ static int l_payload(lua_State *L) {
     return 1;
 }
 
+/* ledger:take(key, rate, burst [, now_ms]) -> true | false, retry_after_s
+ * | nil, err: one token from the bucket key (eid_ledger_take); now_ms 0 or
+ * absent: the ledger's clock. */
+static int l_take(lua_State *L) {
+    lledger *ll = check_ledger(L, 1);
+    const char *key = check_cstring(L, 2);
+    double rate = (double)luaL_checknumber(L, 3);
+    double burst = (double)luaL_checknumber(L, 4);
+    lua_Integer now = luaL_optinteger(L, 5, 0);
+    luaL_argcheck(L, now >= 0 && now <= EID_TIMESTAMP_MAX * 1000, 5, "now_ms: out of range");
+    int allowed = 0;
+    double retry = 0;
+    eid_error err = {0};
+    eid_status st = eid_ledger_take(ll->l, key, rate, burst, (int64_t)now, &allowed, &retry, &err);
+    if (st) {
+        int arg = strcmp(err.field, "rate") == 0 ? 3 : strcmp(err.field, "burst") == 0 ? 4 : 2;
+        return fail(L, st, &err, arg, 0);
+    }
+    lua_pushboolean(L, allowed);
+    if (allowed) return 1;
+    lua_pushnumber(L, (lua_Number)retry);
+    return 2;
+}
+
 static int l_backend(lua_State *L) {
     lledger *ll = check_ledger(L, 1);
     lua_pushstring(L, eid_ledger_backend(ll->l));
@@ -504,7 +528,7 @@ void eidkit_open_ledger(lua_State *L) {
         {"issue", l_issue}, {"claim", l_claim},     {"record", l_record},   {"consume", l_consume},
         {"get", l_get},     {"due", l_due},         {"export", l_export},   {"expire", l_expire},
         {"stats", l_stats}, {"payload", l_payload}, {"backend", l_backend}, {"close", l_close},
-        {NULL, NULL},
+        {"take", l_take},   {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", l_close},

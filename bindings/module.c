@@ -185,6 +185,8 @@ static void push_rules(lua_State *L) {
         {"result_window", EID_LEDGER_RESULT_WINDOW},
         {"redis_retention", EID_LEDGER_REDIS_RETENTION},
         {"key_len", EID_LEDGER_KEY_LEN},
+        {"bucket_key_max", EID_LEDGER_BUCKET_KEY_MAX},
+        {"bucket_refill_max", EID_LEDGER_BUCKET_REFILL_MAX},
     };
     set_ints(L, limits, sizeof limits / sizeof limits[0]);
     lua_setfield(L, -2, "limits");

@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -59,6 +60,14 @@ bool eid__ledger_same(const char *a, const char *b) {
 
 static int64_t now_of(const eid_ledger *l) {
     return l->clock.now ? l->clock.now(l->clock.ud) : (int64_t)time(NULL);
+}
+
+/* Milliseconds: an injected clock's seconds, else the real-time clock's. */
+static int64_t now_ms_of(const eid_ledger *l) {
+    if (l->clock.now) return l->clock.now(l->clock.ud) * 1000;
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) return (int64_t)time(NULL) * 1000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 typedef enum text_kind {
@@ -231,6 +240,27 @@ bool eid__ledger_is_due(const eid_ledger_entry *r, int64_t now) {
 bool eid__ledger_is_open(const eid_ledger_entry *r, int64_t now) {
     return r->state == EID_LEDGER_ISSUED || r->state == EID_LEDGER_EXPIRED ||
            eid__ledger_is_due(r, now);
+}
+
+/* -------------------------------------------------------- token bucket */
+
+bool eid__ledger_bucket_take(double *tokens, int64_t *last_ms, int64_t now_ms, double rate,
+                             double burst, double *retry_after_s) {
+    double t = *tokens;
+    /* A clock behind the last refill (another node's, or one stepped back)
+     * refills nothing and does not move the bucket back in time. */
+    if (now_ms > *last_ms) {
+        t += (double)(now_ms - *last_ms) * rate / 1000.0;
+        *last_ms = now_ms;
+    }
+    if (t > burst) t = burst; /* also when the caller lowered burst */
+    if (t < 1.0) {
+        *retry_after_s = (1.0 - t) / rate;
+        return false;
+    }
+    *tokens = t - 1.0;
+    *retry_after_s = 0.0;
+    return true;
 }
 
 /* ------------------------------------------------------------- sealing */
@@ -536,5 +566,39 @@ eid_status eid_ledger_payload(eid_ledger *l, const char *token, void *buf, size_
     if (blob == NULL) return eid__fail(err, EID_E_LEDGER_PENDING, "payload", "none stored");
     st = unseal(l, token, blob, blen, buf, cap, len, err);
     OPENSSL_free(blob);
+    return st;
+}
+
+/* Kept past an idle bucket's longest refill, so a node whose clock is a
+ * little behind still finds it. */
+#define BUCKET_TTL_MARGIN_MS 1000
+
+eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double burst,
+                           int64_t now_ms, int *allowed, double *retry_after_s, eid_error *err) {
+    if (allowed) *allowed = 0;
+    if (retry_after_s) *retry_after_s = 0.0;
+    if (l == NULL || allowed == NULL)
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    eid_status st;
+    if ((st = check_text(err, "key", key, EID_LEDGER_BUCKET_KEY_MAX, T_TEXT, false))) return st;
+    if (!isfinite(rate) || rate <= 0)
+        return eid__fail(err, EID_E_INVALID_ARG, "rate", "must be a positive number per second");
+    if (!isfinite(burst) || burst < 1)
+        return eid__fail(err, EID_E_INVALID_ARG, "burst", "must be a number >= 1");
+    double refill = burst / rate; /* seconds for an empty bucket to fill */
+    if (!(refill <= EID_LEDGER_BUCKET_REFILL_MAX))
+        return eid__fail(err, EID_E_INVALID_ARG, "rate",
+                         "too slow: burst / rate must be at most %d seconds",
+                         EID_LEDGER_BUCKET_REFILL_MAX);
+    if (now_ms < 0 || now_ms > EID_TIMESTAMP_MAX * 1000)
+        return eid__fail(err, EID_E_INVALID_ARG, "now_ms", "out of range");
+    int64_t ttl_ms = (int64_t)(refill * 1000.0) + 1 + BUCKET_TTL_MARGIN_MS; /* rounded up */
+    double retry = 0.0;
+    pthread_mutex_lock(&l->lock);
+    int64_t now = now_ms ? now_ms : now_ms_of(l);
+    st = l->ops->take(l->be, key, rate, burst, now, ttl_ms, allowed, &retry, err);
+    pthread_mutex_unlock(&l->lock);
+    if (st) *allowed = 0;
+    if (retry_after_s && st == EID_OK && !*allowed) *retry_after_s = retry;
     return st;
 }

@@ -40,6 +40,10 @@ typedef struct ledger_ops {
     /* *blob is OPENSSL_malloc'd (caller frees); NULL with EID_OK: none. */
     eid_status (*payload)(void *be, const char *token, unsigned char **blob, size_t *len,
                           eid_error *err);
+    /* Arguments checked; now_ms resolved; ttl_ms: how long an idle bucket is
+     * kept (its longest refill and a margin). */
+    eid_status (*take)(void *be, const char *key, double rate, double burst, int64_t now_ms,
+                       int64_t ttl_ms, int *allowed, double *retry_after_s, eid_error *err);
 } ledger_ops;
 
 /* Open functions: location is what follows the scheme ("./x.db", or
@@ -70,6 +74,15 @@ bool eid__ledger_is_due(const eid_ledger_entry *r, int64_t now);
 bool eid__ledger_is_open(const eid_ledger_entry *r, int64_t now);
 /* Constant-time equality of two NUL-terminated strings (length leaks). */
 bool eid__ledger_same(const char *a, const char *b);
+
+/* The token bucket rule, shared by the front and the SQLite backend (the
+ * Redis script take.lua does the same arithmetic in the same order).
+ * *tokens and *last_ms are the stored state (for a bucket not stored: burst
+ * and now_ms). Refills up to burst, then takes one token and returns true,
+ * or returns false with *retry_after_s; the state is to be stored only when
+ * true (a refusal changes nothing). */
+bool eid__ledger_bucket_take(double *tokens, int64_t *last_ms, int64_t now_ms, double rate,
+                             double burst, double *retry_after_s);
 
 /* Bounded copy that always terminates; returns false if src was cut. */
 bool eid__ledger_copy(char *dst, size_t cap, const char *src, size_t len);

@@ -14,6 +14,9 @@
  * updated by separate commands, so they may hold stale members; readers
  * check each record and drop what no longer belongs. A token is added to the
  * indexes before its hash is written, so an index is never missing a token.
+ *
+ * Token buckets (eid_ledger_take) are one hash each, "<prefix>bucket:<key>",
+ * updated by take.lua and expired by Redis once they would be full again.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -34,8 +37,9 @@ extern const char eid__ledger_script_issue[];
 extern const char eid__ledger_script_record[];
 extern const char eid__ledger_script_consume[];
 extern const char eid__ledger_script_expire[];
+extern const char eid__ledger_script_take[];
 
-enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_COUNT };
+enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_TAKE, SC_COUNT };
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
@@ -44,10 +48,12 @@ enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_COUNT };
 static const char script_prologue[] =
     "local ERR_EXPIRED, ERR_PENDING = " STR(EID_ERRCODE_EXPIRED) ", " STR(EID_ERRCODE_PENDING) "\n";
 
-#define PREFIX_MAX 64
-#define KEY_MAX    (PREFIX_MAX + EID_LEDGER_TOKEN_MAX + 8)
-#define BATCH      256
-#define NFIELDS    16 /* as FIELDS in the scripts */
+#define PREFIX_MAX     64
+#define KEY_MAX        (PREFIX_MAX + EID_LEDGER_TOKEN_MAX + 8)
+#define BUCKET_TAG     "bucket:" /* "<prefix>bucket:<key>": a token bucket's hash */
+#define BUCKET_KEY_MAX (PREFIX_MAX + sizeof BUCKET_TAG + EID_LEDGER_BUCKET_KEY_MAX)
+#define BATCH          256
+#define NFIELDS        16 /* as FIELDS in the scripts */
 
 static const char *const fields[NFIELDS] = {
     "token",      "merchant_id",     "subject",     "extra",       "state",        "created_at",
@@ -379,10 +385,9 @@ eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg
     eid_status st = parse_location(b, location, err);
     if (st) goto fail;
     static const char *const files[SC_COUNT] = {
-        [SC_ISSUE] = eid__ledger_script_issue,
-        [SC_RECORD] = eid__ledger_script_record,
-        [SC_CONSUME] = eid__ledger_script_consume,
-        [SC_EXPIRE] = eid__ledger_script_expire,
+        [SC_ISSUE] = eid__ledger_script_issue,     [SC_RECORD] = eid__ledger_script_record,
+        [SC_CONSUME] = eid__ledger_script_consume, [SC_EXPIRE] = eid__ledger_script_expire,
+        [SC_TAKE] = eid__ledger_script_take,
     };
     for (int i = 0; i < SC_COUNT; i++) {
         size_t plen = sizeof script_prologue - 1, flen = strlen(files[i]);
@@ -738,6 +743,36 @@ static eid_status r_payload(void *p, const char *token, unsigned char **blob, si
     return st;
 }
 
+/* One run of take.lua: {1} or {0, "<retry_after>"}. */
+static eid_status r_take(void *p, const char *key, double rate, double burst, int64_t now_ms,
+                         int64_t ttl_ms, int *allowed, double *retry_after_s, eid_error *err) {
+    redis_be *b = p;
+    char bkey[BUCKET_KEY_MAX], snow[24], srate[32], sburst[32], sttl[24];
+    snprintf(bkey, sizeof bkey, "%s" BUCKET_TAG "%s", b->prefix, key);
+    i64(snow, now_ms);
+    snprintf(srate, sizeof srate, "%.17g", rate);
+    snprintf(sburst, sizeof sburst, "%.17g", burst);
+    i64(sttl, ttl_ms);
+    const char *args[] = {snow, srate, sburst, sttl};
+    redisReply *r;
+    eid_status st = run_script(b, SC_TAKE, bkey, 4, args, NULL, &r, err);
+    if (st) return st;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1) {
+        *allowed = 1;
+        *retry_after_s = 0.0;
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+               r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 0 &&
+               r->element[1]->type == REDIS_REPLY_STRING) {
+        *allowed = 0;
+        *retry_after_s = strtod(r->element[1]->str, NULL);
+    } else {
+        st = eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
+    }
+    freeReplyObject(r);
+    return st;
+}
+
 const ledger_ops eid__ledger_redis_ops = {
     .name = "redis",
     .close = close_be,
@@ -750,4 +785,5 @@ const ledger_ops eid__ledger_redis_ops = {
     .expire = r_expire,
     .stats = r_stats,
     .payload = r_payload,
+    .take = r_take,
 };

@@ -1,7 +1,8 @@
 /*
- * SQLite backend of the token ledger: one table keyed by EidToken, WAL
- * journal, synchronous=NORMAL, a busy timeout, a versioned schema and
- * prepared statements kept for the life of the handle. A transition that
+ * SQLite backend of the token ledger: one table keyed by EidToken (and one
+ * of token buckets keyed by name), WAL journal, synchronous=NORMAL, a busy
+ * timeout, a versioned schema and prepared statements kept for the life of
+ * the handle. A transition that
  * reads before it writes runs in one BEGIN IMMEDIATE transaction, so two
  * processes on one file serialise on it.
  */
@@ -12,7 +13,7 @@
 
 #include <string.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 /* Migration i takes the schema from version i to i + 1. */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -37,6 +38,14 @@ static const char *const migrations[SCHEMA_VERSION] = {
     ") WITHOUT ROWID;"
     "CREATE INDEX tokens_state_created ON tokens(state, created_at);"
     "CREATE INDEX tokens_created ON tokens(created_at, token);",
+    /* 2: token buckets (eid_ledger_take); full_at_ms: when the bucket is
+     * full again, after which expire may delete it. */
+    "CREATE TABLE buckets ("
+    " key TEXT PRIMARY KEY NOT NULL,"
+    " tokens REAL NOT NULL,"
+    " last_ms INTEGER NOT NULL,"
+    " full_at_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
 };
 
 #define COLUMNS                                                                                    \
@@ -56,6 +65,9 @@ enum stmt {
     S_STATS,
     S_DUE_COUNT,
     S_PAYLOAD,
+    S_BUCKET_GET,
+    S_BUCKET_PUT,
+    S_BUCKET_PURGE,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -90,6 +102,12 @@ static const char *const sql[S_COUNT] = {
                     " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND"
                     " last_pull_at < expires_at)",
     [S_PAYLOAD] = "SELECT payload FROM tokens WHERE token = ?1",
+    [S_BUCKET_GET] = "SELECT tokens, last_ms FROM buckets WHERE key = ?1",
+    [S_BUCKET_PUT] =
+        "INSERT INTO buckets (key, tokens, last_ms, full_at_ms) VALUES (?1, ?2, ?3, ?4)"
+        " ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens,"
+        " last_ms = excluded.last_ms, full_at_ms = excluded.full_at_ms",
+    [S_BUCKET_PURGE] = "DELETE FROM buckets WHERE full_at_ms <= ?1",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -396,6 +414,11 @@ static eid_status s_expire(void *p, int64_t now, uint64_t *expired, uint64_t *ab
     sqlite3_reset(b->st[S_ABANDON]);
     if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), err);
     *abandoned = (uint64_t)sqlite3_changes(b->db);
+    /* Token buckets that are full again are the same as none. */
+    sqlite3_bind_int64(stmt(b, S_BUCKET_PURGE), 1, now * 1000);
+    rc = sqlite3_step(b->st[S_BUCKET_PURGE]);
+    sqlite3_reset(b->st[S_BUCKET_PURGE]);
+    if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), err);
     return finish(b, EID_OK, err);
 }
 
@@ -443,6 +466,40 @@ static eid_status s_payload(void *p, const char *token, unsigned char **blob, si
     return st;
 }
 
+/* Read, decide (eid__ledger_bucket_take) and write in one IMMEDIATE
+ * transaction, so processes sharing the file share the bucket. */
+static eid_status s_take(void *p, const char *key, double rate, double burst, int64_t now_ms,
+                         int64_t ttl_ms, int *allowed, double *retry_after_s, eid_error *err) {
+    sqlite_be *b = p;
+    eid_status st = exec(b, S_BEGIN, "begin", err);
+    if (st) return st;
+    sqlite3_stmt *s = stmt(b, S_BUCKET_GET);
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    double tokens = burst;
+    int64_t last_ms = now_ms;
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        tokens = sqlite3_column_double(s, 0);
+        last_ms = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "take"), err);
+    *allowed = eid__ledger_bucket_take(&tokens, &last_ms, now_ms, rate, burst, retry_after_s);
+    if (*allowed) {
+        s = stmt(b, S_BUCKET_PUT);
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_double(s, 2, tokens);
+        sqlite3_bind_int64(s, 3, last_ms);
+        sqlite3_bind_int64(s, 4, last_ms + ttl_ms);
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) st = db_fail(err, rc, "take");
+    }
+    st = finish(b, st, err);
+    if (st) *allowed = 0;
+    return st;
+}
+
 const ledger_ops eid__ledger_sqlite_ops = {
     .name = "sqlite",
     .close = close_be,
@@ -455,4 +512,5 @@ const ledger_ops eid__ledger_sqlite_ops = {
     .expire = s_expire,
     .stats = s_stats,
     .payload = s_payload,
+    .take = s_take,
 };

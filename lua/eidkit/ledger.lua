@@ -169,4 +169,10 @@ function _M.day_range(date)
   return from, from + 86400
 end
 
+-- ledger:take(key, rate, burst [, now_ms]) -> true | false, retry_after_s | nil, err:
+-- one token from the token bucket `key` (Unix ms; absent: the ledger's
+-- clock), shared by every process on this ledger; eidkit.limiter.ledger
+-- gives the gateway its buckets here.
+function methods.take(self, ...) return self.c:take(...) end
+
 return _M

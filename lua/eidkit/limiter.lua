@@ -4,6 +4,7 @@
 --   local lim = limiter.memory{ max_keys = 10000 }
 --   local ok, retry_after = lim:take("upstream:GetEidToken", 80, 20, now)
 --   -- true, or false and the seconds until one token is back
+--   local shared = limiter.ledger(ledger)     -- buckets in an eidkit.ledger
 --
 -- The interface a gateway needs is this one method:
 --
@@ -15,16 +16,17 @@
 -- the limiter itself failed (a store that does not answer); the gateway
 -- then refuses the request (503) rather than letting it through unlimited.
 --
--- memory{} keeps its buckets in this Lua state: one process, one worker.
--- A Redis-backed limiter with the same interface will follow, so that every
--- node (and every OpenResty worker) shares one bucket per key; until then,
--- N processes each allow the full rate.
+-- memory{} keeps its buckets in this Lua state: one process, one worker, so
+-- N processes each allow the full rate. ledger(l) keeps them in a ledger
+-- (ledger:take, eid_ledger_take): every process on the same Redis server (or
+-- SQLite file) shares one bucket per key.
 --
 -- Loaded by OpenResty too: only what Lua 5.4 and LuaJIT both run.
 local compat = require "eidkit.compat"
 
 local type, error, pairs, setmetatable, tostring = type, error, pairs, setmetatable, tostring
-local format, sort = string.format, table.sort
+local format, sort, floor = string.format, table.sort, math.floor
+local pcall = pcall
 
 local _M = {}
 
@@ -85,16 +87,22 @@ local function make_room(self, now)
   for _ in pairs(buckets) do self.count = self.count + 1 end
 end
 
--- limiter:take(key, rate_per_s, burst, now) -> true | false, retry_after_s
-function methods.take(self, key, rate, burst, now)
-  if type(key) ~= "string" then error("bad argument #1 to 'take' (key: expected string)", 2) end
+-- The arguments of take, checked the same way for every limiter (raises at
+-- the caller of take).
+local function check_take(key, rate, burst, now)
+  if type(key) ~= "string" then error("bad argument #1 to 'take' (key: expected string)", 3) end
   if not finite(rate) or rate <= 0 then
-    error("bad argument #2 to 'take' (rate_per_s: expected a positive number)", 2)
+    error("bad argument #2 to 'take' (rate_per_s: expected a positive number)", 3)
   end
   if not finite(burst) or burst < 1 then
-    error("bad argument #3 to 'take' (burst: expected a number >= 1)", 2)
+    error("bad argument #3 to 'take' (burst: expected a number >= 1)", 3)
   end
-  if not finite(now) then error("bad argument #4 to 'take' (now: expected seconds)", 2) end
+  if not finite(now) then error("bad argument #4 to 'take' (now: expected seconds)", 3) end
+end
+
+-- limiter:take(key, rate_per_s, burst, now) -> true | false, retry_after_s
+function methods.take(self, key, rate, burst, now)
+  check_take(key, rate, burst, now)
   local b = self.buckets[key]
   if b == nil then
     if self.count >= self.max_keys then make_room(self, now) end
@@ -122,6 +130,36 @@ end
 mt.__name = "eidkit.Limiter"
 mt.__tostring = function(self)
   return format("eidkit.limiter memory (%d/%d keys)", self.count, self.max_keys)
+end
+
+-- ledger(l) -> limiter whose buckets live in l, an eidkit.ledger (or any
+-- object with take(key, rate, burst, now_ms)): ledger:take does each take
+-- in one atomic step in the ledger's store, so every process and node on
+-- the same Redis server (or SQLite file) shares one bucket per key.
+-- take's `now` (seconds, fractions allowed) becomes whole milliseconds;
+-- nodes should keep their clocks within a few ms (NTP): a node behind the
+-- bucket's last refill refills nothing. The ledger's failure (`nil, err`)
+-- is returned as is, so the gateway refuses (503).
+local ledger_mt = { __index = {} }
+
+function _M.ledger(ledger)
+  local ok, has = pcall(function() return type(ledger.take) == "function" end)
+  if not ok or not has then
+    error("bad argument #1 to 'ledger' (expected an eidkit.ledger, with take)", 2)
+  end
+  return setmetatable({ ledger = ledger }, ledger_mt)
+end
+
+-- limiter:take(key, rate_per_s, burst, now) -> true | false, retry_after_s | nil, err
+function ledger_mt.__index.take(self, key, rate, burst, now)
+  check_take(key, rate, burst, now)
+  -- Rounded, not truncated: 1700000000.001 * 1000 is a hair under ...001.
+  return self.ledger:take(key, rate, burst, floor(now * 1000 + 0.5))
+end
+
+ledger_mt.__name = "eidkit.Limiter"
+ledger_mt.__tostring = function(self)
+  return "eidkit.limiter ledger (" .. tostring(self.ledger) .. ")"
 end
 
 return _M

@@ -1,7 +1,8 @@
 /* The token ledger's C API on its SQLite backend: every transition and
  * refusal, input validation, persistence across reopen, sealed payloads,
- * and an allocation-failure sweep over a whole token life. Time comes from
- * a frozen clock the test moves by hand. */
+ * token buckets (eid_ledger_take), schema migration, and an
+ * allocation-failure sweep over a whole token life. Time comes from a frozen
+ * clock the test moves by hand. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "eidkit/ledger.h"
@@ -9,6 +10,7 @@
 #include "alloc_fail.h"
 #include "check.h"
 
+#include <math.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -346,7 +348,201 @@ static void test_schema_version(void) {
     eid_ledger *l = NULL;
     eid_error err = {0};
     CHECK(eid_ledger_open(u2, NULL, &l, &err) == EID_E_LEDGER_STORAGE);
-    CHECK_STR(err.message, "sqlite: schema version 99 is newer than this eidkit's (1)");
+    CHECK_STR(err.message, "sqlite: schema version 99 is newer than this eidkit's (2)");
+}
+
+/* A file of schema version 1 (no token buckets) is migrated on open and
+ * keeps its tokens. */
+static void test_migration(void) {
+    char p2[300], u2[310];
+    snprintf(p2, sizeof p2, "%s/v1.db", dir);
+    snprintf(u2, sizeof u2, "sqlite:%s", p2);
+    eid_ledger *l = open_ledger(u2, NULL);
+    CHECK(l && issue(l, "OLD-1", "u") == EID_OK);
+    eid_ledger_free(l);
+    sqlite3 *db;
+    CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "DROP TABLE buckets; PRAGMA user_version = 1", NULL, NULL, NULL) ==
+          SQLITE_OK);
+    sqlite3_close(db);
+    l = open_ledger(u2, NULL);
+    CHECK(l != NULL);
+    if (!l) return;
+    eid_error err = {0};
+    eid_ledger_entry r;
+    int allowed = 0;
+    CHECK(eid_ledger_get(l, "OLD-1", &r, &err) == EID_OK && r.state == EID_LEDGER_ISSUED);
+    CHECK(eid_ledger_take(l, "k", 1, 1, 0, &allowed, NULL, &err) == EID_OK && allowed);
+    eid_ledger_free(l);
+    CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
+    sqlite3_stmt *s = NULL;
+    CHECK(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 2);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
+/* ------------------------------------------------------- token buckets */
+
+/* The bucket on a frozen clock, step by step. The rates are powers of two
+ * (or small integers) so every expected value is exact in binary. */
+static void test_take(void) {
+    eid_ledger *l = open_ledger(url, NULL);
+    if (!l) return;
+    const int64_t t0 = INT64_C(1735660800000);
+    static const struct {
+        const char *key;
+        int64_t at; /* ms after t0 */
+        double rate, burst;
+        int allowed;
+        double retry;
+    } steps[] = {
+        /* A new bucket is full: burst takes, then the exact wait for one. */
+        {"b", 0, 2, 3, 1, 0},
+        {"b", 0, 2, 3, 1, 0},
+        {"b", 0, 2, 3, 1, 0},
+        {"b", 0, 2, 3, 0, 0.5},
+        {"b", 250, 2, 3, 0, 0.25}, /* half a token back */
+        {"b", 500, 2, 3, 1, 0},
+        {"b", 500, 2, 3, 0, 0.5},
+        /* A clock behind the last refill (another node's) refills nothing. */
+        {"b", 400, 2, 3, 0, 0.5},
+        {"b", 750, 2, 3, 0, 0.25},
+        /* Ten idle seconds refill to burst, not to 20. */
+        {"b", 10500, 2, 3, 1, 0},
+        {"b", 10500, 2, 3, 1, 0},
+        {"b", 10500, 2, 3, 1, 0},
+        {"b", 10500, 2, 3, 0, 0.5},
+        /* Another key is another bucket. */
+        {"c", 10500, 2, 3, 1, 0},
+        /* A lower burst caps what is stored (9 tokens become 2). */
+        {"d", 0, 1, 10, 1, 0},
+        {"d", 0, 1, 2, 1, 0},
+        {"d", 0, 1, 2, 1, 0},
+        {"d", 0, 1, 2, 0, 1},
+        /* Milliseconds count: 4 a second is half a token in 125 ms. */
+        {"e", 0, 4, 1, 1, 0},
+        {"e", 125, 4, 1, 0, 0.125},
+        {"e", 249, 4, 1, 0, 0.001},
+        {"e", 250, 4, 1, 1, 0},
+        /* Fractional burst: 2.5 tokens, so two takes and then half a token. */
+        {"f", 0, 1, 2.5, 1, 0},
+        {"f", 0, 1, 2.5, 1, 0},
+        {"f", 0, 1, 2.5, 0, 0.5},
+        /* UTF-8 and spaces are fine in a key. */
+        {"subject:é¦ å°å®", 0, 1, 1, 1, 0},
+        {"subject:é¦ å°å®", 0, 1, 1, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        int allowed = -1;
+        double retry = -1;
+        eid_error err = {0};
+        eid_status st = eid_ledger_take(l, steps[i].key, steps[i].rate, steps[i].burst,
+                                        t0 + steps[i].at, &allowed, &retry, &err);
+        CHECK(st == EID_OK);
+        if (allowed != steps[i].allowed || fabs(retry - steps[i].retry) > 1e-12)
+            fprintf(stderr, "take step %zu: allowed %d retry %.17g\n", i, allowed, retry);
+        CHECK(allowed == steps[i].allowed);
+        CHECK(fabs(retry - steps[i].retry) <= 1e-12);
+    }
+    /* The subject limit of the gateway: 5 per 600 s. */
+    int allowed = 0;
+    double retry = 0;
+    for (int i = 0; i < 5; i++)
+        CHECK(eid_ledger_take(l, "g", 5.0 / 600, 5, t0, &allowed, &retry, NULL) == EID_OK &&
+              allowed);
+    CHECK(eid_ledger_take(l, "g", 5.0 / 600, 5, t0, &allowed, &retry, NULL) == EID_OK && !allowed);
+    CHECK(fabs(retry - 120) < 1e-9);
+    CHECK(eid_ledger_take(l, "g", 5.0 / 600, 5, t0 + 119000, &allowed, &retry, NULL) == EID_OK);
+    CHECK(!allowed && fabs(retry - 1) < 1e-9);
+    CHECK(eid_ledger_take(l, "g", 5.0 / 600, 5, t0 + 120000, &allowed, &retry, NULL) == EID_OK);
+    CHECK(allowed && retry == 0);
+
+    /* now_ms 0 is the ledger's clock: its seconds, times 1000. */
+    CHECK(eid_ledger_take(l, "clock", 1, 1, 0, &allowed, &retry, NULL) == EID_OK && allowed);
+    CHECK(eid_ledger_take(l, "clock", 1, 1, 0, &allowed, &retry, NULL) == EID_OK && !allowed);
+    CHECK(retry == 1);
+    CHECK(eid_ledger_take(l, "clock", 1, 1, clock_now * 1000 + 500, &allowed, &retry, NULL) ==
+              EID_OK &&
+          !allowed && retry == 0.5);
+    clock_now += 1;
+    CHECK(eid_ledger_take(l, "clock", 1, 1, 0, &allowed, NULL, NULL) == EID_OK && allowed);
+
+    /* A second handle on the file (as another process would) shares it. */
+    eid_ledger *l2 = open_ledger(url, NULL);
+    CHECK(eid_ledger_take(l2, "b", 2, 3, t0 + 10500, &allowed, &retry, NULL) == EID_OK);
+    CHECK(!allowed && retry == 0.5);
+    CHECK(eid_ledger_take(l2, "b", 2, 3, t0 + 11000, &allowed, &retry, NULL) == EID_OK && allowed);
+    CHECK(eid_ledger_take(l, "b", 2, 3, t0 + 11000, &allowed, &retry, NULL) == EID_OK && !allowed);
+    eid_ledger_free(l2);
+
+    /* expire() deletes buckets that are full again (3 tokens at 2 a second:
+     * 1.5 s, and a 1 s margin); the next take finds a full bucket. */
+    sqlite3 *db;
+    sqlite3_stmt *s = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    const char *count = "SELECT count(*) FROM buckets WHERE key = 'b'";
+    CHECK(sqlite3_prepare_v2(db, count, -1, &s, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 1);
+    sqlite3_reset(s);
+    CHECK(eid_ledger_expire(l, (t0 + 11000 + 2500) / 1000 - 1, NULL, NULL, NULL) == EID_OK);
+    CHECK(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 1);
+    sqlite3_reset(s);
+    CHECK(eid_ledger_expire(l, (t0 + 11000 + 2501) / 1000 + 1, NULL, NULL, NULL) == EID_OK);
+    CHECK(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    eid_ledger_free(l);
+}
+
+static void test_take_errors(void) {
+    eid_ledger *l = open_ledger(url, NULL);
+    if (!l) return;
+    char long_key[EID_LEDGER_BUCKET_KEY_MAX + 2];
+    memset(long_key, 'k', sizeof long_key - 1);
+    long_key[sizeof long_key - 1] = '\0';
+    static const double nan_ = NAN, inf = INFINITY;
+    const struct {
+        const char *key;
+        double rate, burst;
+        int64_t now;
+        const char *msg;
+    } cases[] = {
+        {NULL, 1, 1, 0, "key: required"},
+        {"", 1, 1, 0, "key: must not be empty"},
+        {long_key, 1, 1, 0, "key: longer than 256 bytes"},
+        {"user\001x", 1, 1, 0, "key: byte 5 is not allowed (expected no control characters)"},
+        {"k", 0, 1, 0, "rate: must be a positive number per second"},
+        {"k", -1, 1, 0, "rate: must be a positive number per second"},
+        {"k", nan_, 1, 0, "rate: must be a positive number per second"},
+        {"k", inf, 1, 0, "rate: must be a positive number per second"},
+        {"k", 1, 0.5, 0, "burst: must be a number >= 1"},
+        {"k", 1, nan_, 0, "burst: must be a number >= 1"},
+        {"k", 1, inf, 0, "burst: must be a number >= 1"},
+        {"k", 1e-9, 1, 0, "rate: too slow: burst / rate must be at most 31622400 seconds"},
+        {"k", 1, 1, -1, "now_ms: out of range"},
+        {"k", 1, 1, EID_TIMESTAMP_MAX * 1000 + 1, "now_ms: out of range"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int allowed = 7;
+        double retry = 7;
+        eid_error err = {0};
+        CHECK(eid_ledger_take(l, cases[i].key, cases[i].rate, cases[i].burst, cases[i].now,
+                              &allowed, &retry, &err) == EID_E_INVALID_ARG);
+        CHECK_STR(err.message, cases[i].msg);
+        CHECK(allowed == 0 && retry == 0);
+    }
+    /* The longest key, and the slowest rate, are accepted. */
+    long_key[EID_LEDGER_BUCKET_KEY_MAX] = '\0';
+    int allowed = 0;
+    eid_error err = {0};
+    CHECK(eid_ledger_take(l, long_key, 1, 1, 0, &allowed, NULL, &err) == EID_OK && allowed);
+    CHECK(eid_ledger_take(l, "slow", 1.0 / EID_LEDGER_BUCKET_REFILL_MAX, 1, 0, &allowed, NULL,
+                          &err) == EID_OK &&
+          allowed);
+    CHECK(eid_ledger_take(NULL, "k", 1, 1, 0, &allowed, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_take(l, "k", 1, 1, 0, NULL, NULL, &err) == EID_E_INVALID_ARG);
+    eid_ledger_free(l);
 }
 
 /* ------------------------------------------------- allocation failures */
@@ -367,6 +563,9 @@ static void alloc_life(void) {
         CHECK(st == EID_OK || st == EID_E_NOMEM || st == EID_E_CRYPTO);
         eid_ledger_consume(l, "A1", "s", NULL, &err);
     }
+    int allowed = 0;
+    eid_status st = eid_ledger_take(l, "subject:s", 1, 2, 0, &allowed, NULL, &err);
+    CHECK(st == EID_OK || st == EID_E_NOMEM);
     eid_ledger_free(l);
 }
 
@@ -408,6 +607,9 @@ int main(void) {
     test_payload();
     test_bad_input();
     test_schema_version();
+    test_migration();
+    test_take();
+    test_take_errors();
     test_status_codes();
     char cmd[320];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

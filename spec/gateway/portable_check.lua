@@ -124,5 +124,15 @@ check(reg:get("eidkit_upstream_retries_total"):value({ action = "GetEidResult" }
 local lim = limiter.memory { max_keys = 2 }
 check(lim:take("a", 1, 1, 0) == true and lim:take("a", 1, 1, 0) == false, "limiter")
 
+-- limiter.ledger hands the ledger whole milliseconds, rounded.
+local got
+local shared = limiter.ledger { take = function(_, key, rate, burst, now_ms)
+  got = { key, rate, burst, now_ms }
+  return false, 0.25
+end }
+local ok, retry = shared:take("upstream:GetEidToken", 80, 20, 1700000000.001)
+check(ok == false and retry == 0.25 and got[1] == "upstream:GetEidToken" and got[4] == 1700000000001
+  and got[4] % 1 == 0, "limiter.ledger")
+
 local jit = rawget(_G, "jit") -- LuaJIT's, absent elsewhere
 print("ok " .. (jit and jit.version or _VERSION))

@@ -52,6 +52,9 @@ extern "C" {
 #define EID_LEDGER_RESULT_WINDOW   (3 * 86400) /* s; Tencent keeps results 3 days */
 #define EID_LEDGER_REDIS_RETENTION (7 * 86400) /* s kept in Redis after the window */
 #define EID_LEDGER_KEY_LEN         32          /* AES-256-GCM payload key */
+/* Token buckets (eid_ledger_take). */
+#define EID_LEDGER_BUCKET_KEY_MAX    256           /* no control bytes (UTF-8 allowed) */
+#define EID_LEDGER_BUCKET_REFILL_MAX (366 * 86400) /* s; burst / rate, an empty bucket's refill */
 
 /* Tencent's Text.ErrCode values (GetEidResult) that are not plain verdicts.
  * 0 is passed and any other value failed, except these two. */
@@ -214,6 +217,37 @@ EID_API eid_status eid_ledger_stats(eid_ledger *ledger, eid_ledger_counts *out, 
  * stored; EID_E_CRYPTO when the key is wrong or the data was altered. */
 EID_API eid_status eid_ledger_payload(eid_ledger *ledger, const char *token, void *buf, size_t cap,
                                       size_t *len, eid_error *err);
+
+/* Take one token from the token bucket named key, shared by every process
+ * that uses the same ledger (the same SQLite file or Redis server and
+ * prefix), for rate limits that hold across nodes. The bucket holds up to
+ * burst tokens and gains rate_per_s tokens a second; a bucket never seen (or
+ * idle long enough to be full again) starts full. With at least one token,
+ * one is taken and *allowed is 1; otherwise nothing changes, *allowed is 0
+ * and *retry_after_s (may be NULL) receives the exact seconds until one token
+ * is back (0 when allowed).
+ *
+ * now_ms is the caller's Unix time in milliseconds; 0 uses the ledger's
+ * clock (an eid_ledger_options.clock gives whole seconds, times 1000; none:
+ * CLOCK_REALTIME in milliseconds). A time earlier than the bucket's last
+ * refill refills nothing, so nodes whose clocks differ by d ms let at most
+ * rate_per_s * d / 1000 extra tokens through. Every take is one atomic step
+ * (SQLite: one IMMEDIATE transaction; Redis: one script on
+ * "<prefix>bucket:<key>", which expires once the bucket would be full).
+ * Redis: a command resent after a lost reply may take a second token (never
+ * one too few).
+ *
+ * key: 1..EID_LEDGER_BUCKET_KEY_MAX bytes without control characters;
+ * rate_per_s > 0 and burst >= 1, finite, with burst / rate_per_s at most
+ * EID_LEDGER_BUCKET_REFILL_MAX seconds; all else is EID_E_INVALID_ARG naming
+ * "key", "rate", "burst" or "now_ms" (the message never contains the key).
+ * NULL ledger or allowed: EID_E_INVALID_ARG. Backend failures as for the
+ * other calls (EID_E_LEDGER_UNAVAILABLE, EID_E_LEDGER_STORAGE, ...); then
+ * *allowed is 0 and a caller should refuse (fail closed). Thread-safe like
+ * every call (the ledger's mutex); nothing is allocated for the caller. */
+EID_API eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double rate_per_s,
+                                   double burst, int64_t now_ms, int *allowed,
+                                   double *retry_after_s, eid_error *err);
 
 #ifdef __cplusplus
 }
