@@ -43,5 +43,6 @@ void eidkit_open_ledger(lua_State *L);  /* eidkit.Ledger, core.ledger_open */
 void eidkit_open_client(lua_State *L);  /* eidkit.Client, core.client_new */
 void eidkit_open_sandbox(lua_State *L); /* core.sandbox_*: limits for merchant scripts */
 void eidkit_open_process(lua_State *L); /* core.spawn: child processes for eidkit.testing */
+void eidkit_open_poller(lua_State *L);  /* core.poller: one wait over fds and signals */
 
 #endif

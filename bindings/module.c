@@ -232,5 +232,6 @@ int luaopen_eidkit_core(lua_State *L) {
     eidkit_open_client(L);
     eidkit_open_sandbox(L);
     eidkit_open_process(L);
+    eidkit_open_poller(L);
     return 1;
 }
