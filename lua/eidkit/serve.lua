@@ -13,7 +13,7 @@
 --   local flow = eidkit.flow{ client = client, ledger = ledger, sleep = host.sleep, ... }
 --   local srv = host:mount(eidkit.gateway{ flow = flow }, { host = "127.0.0.1", port = 8080 })
 --   host:add_server(other_srv)            -- stepped too (the --sim simulator), never drained
---   host:every(60, function() flow:sweep() end)
+--   host:every(60, "the sweep", function() flow:sweep() end)
 --   host:run{ drain_timeout = 10, on_reload = function() end }  -- until SIGTERM/SIGINT, drained
 --
 -- Knows nothing of the command line (lua/eidkit/cli/serve.lua builds one).
@@ -254,7 +254,7 @@ function methods.every(self, seconds, name, fn)
   at(self, monotonic() + seconds, tick)
 end
 
--- host:at(seconds, fn): call fn once after `seconds`, on the loop.
+-- host:after(seconds, fn): call fn once after `seconds`, on the loop.
 function methods.after(self, seconds, fn)
   at(self, monotonic() + seconds, fn)
 end
