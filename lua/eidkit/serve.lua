@@ -75,7 +75,9 @@ local function finished(self, co, ok, result)
 end
 
 -- Resume co with the values; returns what finished returned when it ended.
+-- A coroutine the drain gave up on is never resumed again.
 local function step_co(self, co, ...)
+  if not self.managed[co] then return nil end
   local ok, result = resume(co, ...)
   if status(co) == "dead" then return finished(self, co, ok, result) end
   return nil
@@ -99,20 +101,18 @@ end
 
 -- ------------------------------------------------------------ sources
 
-local function watch_client(self, c)
-  if not self.clients[c] then
-    self.clients[c] = {}
-    self.poller:add(c:fd())
+-- Sources are kept in arrays (appended to while the loop walks them: a
+-- resumed coroutine may bring a new one) with a map to their waiting
+-- coroutines by call or job id.
+local function watch(self, list, obj)
+  local waiting = list.waiting[obj]
+  if not waiting then
+    waiting = {}
+    list.waiting[obj] = waiting
+    list[#list + 1] = obj
+    self.poller:add(obj:fd())
   end
-  return self.clients[c]
-end
-
-local function watch_pool(self, pool)
-  if not self.pools[pool] then
-    self.pools[pool] = {}
-    self.poller:add(pool:fd())
-  end
-  return self.pools[pool]
+  return waiting
 end
 
 -- Timers: a list kept sorted by due time (few: sleeps, the sweep, the drain).
@@ -147,7 +147,8 @@ function _M.new(opts)
   local poller, perr = core.poller()
   if not poller then return nil, perr end
   local self = setmetatable({
-    poller = poller, servers = {}, public = {}, clients = {}, pools = {}, timers = {},
+    poller = poller, servers = {}, public = {}, timers = {},
+    clients = { waiting = {} }, pools = { waiting = {} },
     managed = {}, in_flight = 0, tasks = 0, gone = 0,
     draining = false, stopped = false,
     on_error = opts.on_error or function(m) io.stderr:write("eidkit serve: ", m, "\n") end,
@@ -162,7 +163,7 @@ function _M.new(opts)
     if not co then return c:call(action, body) end
     local id, err = c:submit(action, body)
     if not id then return nil, err end
-    watch_client(self, c)[id] = co
+    watch(self, self.clients, c)[id] = co
     return yield()
   end
   -- eidkit.ledger's await (eidkit.ledger.pool): (pool, id) -> the job's results
@@ -172,7 +173,7 @@ function _M.new(opts)
       pool:wait(id)
       return select(2, pool:next(id))
     end
-    watch_pool(self, pool)[id] = co
+    watch(self, self.pools, pool)[id] = co
     return yield()
   end
   -- eidkit.flow's sleep (policy.retry's delays): a timer, not a nap
@@ -266,7 +267,7 @@ local function wait_ms(self, limit)
     if ms >= 0 and (t < 0 or ms < t) then t = ms end
   end
   for _, srv in ipairs(self.servers) do least(srv:timeout()) end
-  for c in pairs(self.clients) do least(c:timeout()) end
+  for _, c in ipairs(self.clients) do least(c:timeout()) end
   if self.timers[1] then least(floor(max(0, self.timers[1].due - monotonic()) * 1000 + 1)) end
   return t
 end
@@ -281,7 +282,10 @@ function methods.step(self, limit_ms)
     if self.on_signal then pcall(self.on_signal, sig) end
   end
   for _, srv in ipairs(self.servers) do srv:step(0) end
-  for c, waiting in pairs(self.clients) do
+  local clients, pools = self.clients, self.pools
+  for i = 1, #clients do
+    local c = clients[i]
+    local waiting = clients.waiting[c]
     local ok, err = pcall(c.perform, c, 0)
     if not ok then report(self, "the API client's logger or retry policy raised: " .. tostring(err)) end
     while true do
@@ -292,7 +296,9 @@ function methods.step(self, limit_ms)
       if co then step_co(self, co, a, b) end
     end
   end
-  for pool, waiting in pairs(self.pools) do
+  for i = 1, #pools do
+    local pool = pools[i]
+    local waiting = pools.waiting[pool]
     while true do
       local id, a, b = pool:next()
       if not id then break end
