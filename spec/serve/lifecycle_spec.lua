@@ -192,6 +192,25 @@ describe("eidkit serve", function()
     end)
   end)
 
+  describe("limits", function()
+    it("applies --token-limit per subject and --upstream-rate per action", function()
+      local url, cleanup = tmp_db()
+      local s = sp.start { "--sim", "--ledger", url, "--token-limit", "1/600", "--upstream-rate", "1" }
+      assert.equals(200, sp.request(s, "POST", "/eid/token", { user = "a" }).status)
+      local r = sp.request(s, "POST", "/eid/token", { user = "a" })
+      assert.same({ 429, "rate_limited" }, { r.status, r.json.error.code })
+      assert.matches("^%d+$", r.headers["retry-after"])
+      -- other users: their subject buckets are full, the upstream one (1/s: 0.8 a second, burst 1)
+      -- is shared and was spent by the first call
+      local statuses = {}
+      for i = 1, 5 do statuses[i] = sp.request(s, "POST", "/eid/token", { user = "b" .. i }).status end
+      table.sort(statuses)
+      assert.equals(429, statuses[5])
+      assert.equals(0, (sp.stop(s)))
+      cleanup()
+    end)
+  end)
+
   describe("help", function()
     it("lists exactly the flags the parser accepts", function()
       local r = proc.run { bin, "help", "serve" }

@@ -196,9 +196,9 @@ local function settings(o)
     if not n or n <= 0 or n > 100000 then
       return nil, format("--upstream-rate: expected calls per second > 0, or off; got '%s'", o.upstream_rate)
     end
-    -- A bucket lets burst + rate through in any one second: at most n.
-    local burst = math.max(1, n * 0.2)
-    local l = { rate = math.max(n - burst, n * 0.01), burst = burst }
+    -- A bucket lets burst + rate through in any one second: 0.8 n + 0.2 n,
+    -- as the gateway's default 80 + 20 (a burst is at least one call).
+    local l = { rate = n * 0.8, burst = math.max(1, n * 0.2) }
     s.upstream_limits = { GetEidToken = l, GetEidResult = l }
   end
   local checks = {
