@@ -569,7 +569,9 @@ static void test_concurrent(void) {
 }
 
 /* A host's own loop: wait on eid_client_fd for eid_client_timeout ms, then
- * eid_client_perform(c, 0) and eid_client_next. */
+ * eid_client_perform(c, 0) and eid_client_next. Pins a bug: perform(c, 0)
+ * used to return after its first step without reading the ready sockets,
+ * so a loop like this one never saw an answer. */
 static void test_outer_loop(void) {
     CHECK(eid_client_fd(NULL) == -1 && eid_client_timeout(NULL) == -1);
     eid_client_options o = {0};
