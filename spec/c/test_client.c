@@ -598,7 +598,10 @@ static void test_outer_loop(void) {
             eid_result_free(r);
         }
     }
-    CHECK(done == 3 && waits > 0);
+    /* Every wait ends because something happened: a perform(c, 0) that left
+     * the ready sockets unread made the descriptor stay readable, and the
+     * loop spun through thousands of waits. */
+    CHECK(done == 3 && waits > 0 && waits < 200);
     CHECK(eid_client_timeout(c) == -1);
     CHECK(control("DELETE", "/sim/faults", NULL) == 200);
     eid_client_free(c);
