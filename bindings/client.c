@@ -6,7 +6,12 @@
  * eid_client_call / eid_client_perform. They run under lua_pcall; an error is
  * stashed in the userdata, later callbacks are skipped (the policy answers
  * "stop"), and the error is re-raised once the C call has returned, so a Lua
- * error never unwinds through libcurl or the client's own state. */
+ * error never unwinds through libcurl or the client's own state.
+ *
+ * Besides the blocking call and batch, a host with its own event loop
+ * submits (c:submit), waits on c:fd() for at most c:timeout() ms, drives
+ * (c:perform(0)) and collects (c:next()); eidkit serve does, so a request
+ * waiting on Tencent never holds up another. */
 #include "eidkit/client.h"
 
 #include "eidkit_lua.h"
@@ -29,6 +34,8 @@ typedef struct lclient {
     int self;      /* stack index of the userdata while a call runs */
     int failed;    /* a callback raised; the error is in UV_ERROR */
     int busy;
+    lua_Integer last_id; /* c:submit ids: 1, 2, ... (the call's ud) */
+    lua_Integer pending; /* submitted, not yet taken by c:next */
 } lclient;
 
 static lclient *check_client(lua_State *L, int idx) {
@@ -372,6 +379,8 @@ static int l_call(lua_State *L) {
 static int l_batch(lua_State *L) {
     lclient *lc = check_client(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    if (lc->pending > 0) /* batch would take their results */
+        return luaL_error(L, "eidkit.Client: batch while submitted calls are pending");
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
     for (lua_Integer i = 1; i <= n; i++) {
         if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
@@ -426,6 +435,65 @@ static int l_batch(lua_State *L) {
     }
     relay(lc);
     lua_settop(L, out);
+    return 1;
+}
+
+/* c:submit(action, body) -> id: start a call and return at once; its
+ * outcome comes from c:next. */
+static int l_submit(lua_State *L) {
+    lclient *lc = check_client(L, 1);
+    const char *action = check_action(L, 2);
+    size_t blen;
+    const char *body = luaL_checklstring(L, 3, &blen);
+    eid_error err = {0};
+    lua_Integer id = lc->last_id + 1;
+    eid_status st = eid_client_submit(lc->c, action, body, blen, (void *)(intptr_t)id, &err);
+    if (st == EID_E_INVALID_ARG) return luaL_error(L, "%s", err.message);
+    if (st != EID_OK) return eidkit_push_status(L, st, err.message);
+    lc->last_id = id;
+    lc->pending++;
+    lua_pushinteger(L, id);
+    return 1;
+}
+
+/* c:perform([timeout_ms]) -> calls still unfinished: drive the submitted
+ * calls (0, the default: handle what is ready and return). The logger and
+ * the retry policy run here; an error of theirs is raised here. */
+static int l_perform(lua_State *L) {
+    lclient *lc = check_client(L, 1);
+    lua_Integer t = luaL_optinteger(L, 2, 0);
+    luaL_argcheck(L, t >= 0 && t <= 86400000, 2, "timeout_ms: expected 0..86400000");
+    enter(lc, L, 1);
+    size_t left = eid_client_perform(lc->c, (long)t);
+    relay(lc);
+    lua_pushinteger(L, (lua_Integer)left);
+    return 1;
+}
+
+/* c:next() -> id, response_json, attempts | id, nil, err | nil: one
+ * finished submitted call, with what c:call would have returned. */
+static int l_next(lua_State *L) {
+    lclient *lc = check_client(L, 1);
+    void *ud;
+    eid_result *r;
+    if (!eid_client_next(lc->c, &ud, &r)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lc->pending--;
+    lua_pushinteger(L, (lua_Integer)(intptr_t)ud);
+    return 1 + push_result(L, r);
+}
+
+/* c:fd() -> the client's epoll descriptor (readable when a socket is). */
+static int l_fd(lua_State *L) {
+    lua_pushinteger(L, eid_client_fd(check_client(L, 1)->c));
+    return 1;
+}
+
+/* c:timeout() -> ms until c:perform(0) is due anyway; -1: nothing submitted. */
+static int l_timeout(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)eid_client_timeout(check_client(L, 1)->c));
     return 1;
 }
 
@@ -527,6 +595,11 @@ void eidkit_open_client(lua_State *L) {
         {"set_credentials", l_set_credentials},
         {"call", l_call},
         {"batch", l_batch},
+        {"submit", l_submit},
+        {"perform", l_perform},
+        {"next", l_next},
+        {"fd", l_fd},
+        {"timeout", l_timeout},
         {"skew", l_skew},
         {"set_skew", l_set_skew},
         {"stats", l_stats},

@@ -5,14 +5,16 @@
  * fd and calls MHD_run(), so every handler call happens on the thread that
  * owns the lua_State: no locks. A delayed or slow response suspends its
  * connection and puts it on a timer heap; the loop resumes it when due, so
- * one waiting response never holds up another. docs/internals/httpd.md has
- * the details.
+ * one waiting response never holds up another. A handler may also return
+ * false to defer: the connection is suspended until srv:respond(id, resp),
+ * which is how `eidkit serve` answers from a coroutine that waited on the
+ * network. docs/internals/httpd.md has the details.
  *
  * No Lua error ever longjmps through MHD: the handler, the request table
  * and the response conversion all run inside one lua_pcall (the Lua-cURLv3
  * rule), and the MHD callbacks themselves make no raising Lua calls.
  */
-#define _GNU_SOURCE /* ppoll */
+#define _GNU_SOURCE /* epoll_pwait */
 
 #include "eidkit_lua.h"
 
@@ -22,13 +24,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -52,7 +54,9 @@
 
 typedef struct httpd httpd;
 
-enum phase { P_BODY, P_DELAYED, P_DONE };
+/* P_DEFERRED: the handler returned false; the connection is suspended until
+ * srv:respond(id, resp) (then P_DELAYED) or the client hangs up (P_GONE). */
+enum phase { P_BODY, P_DEFERRED, P_DELAYED, P_GONE, P_DONE };
 enum fault { F_NONE, F_RESET, F_TRUNCATE, F_SLOW };
 
 /* One request: created by the URI callback, freed when MHD says it is done. */
@@ -77,18 +81,36 @@ typedef struct req {
 
     uint64_t due; /* timer, valid while heap_idx != NOT_QUEUED */
     size_t heap_idx;
+
+    uint64_t id;  /* req.id in Lua: never 0, never reused */
+    int deferred; /* in the id map, awaiting srv:respond */
+    int watched;  /* its socket is in the server's epoll set (hang-up) */
+    int fd;
 } req;
+
+/* The deferred requests by id: open addressing, linear probing, backward
+ * shift on removal. Ids are sequential, so id & mask spreads them well. */
+typedef struct id_map {
+    req **slots;
+    size_t cap, n; /* cap: 0 or a power of two */
+} id_map;
 
 struct httpd {
     struct MHD_Daemon *d; /* NULL once closed */
     lua_State *L;         /* the thread inside step()/run(), for handler calls */
-    int epfd;
+    int epfd;             /* ours: MHD's epoll fd plus deferred sockets (hang-ups) */
+    int mhd_epfd;
     unsigned port;
     size_t max_body;
     int stop, dispatching, closing;
     req **heap; /* timers: a binary min-heap on due */
     size_t heap_len, heap_cap;
-    lua_Integer suspended, requests;
+    lua_Integer suspended, requests, deferred_n, active;
+    id_map deferred;
+    uint64_t next_id;
+    int kick;      /* a connection was resumed outside MHD_run: step at once */
+    int quiesced;  /* the listening socket is closed */
+    char *body413; /* the 413 body (too_large_body), or NULL for the default */
     char log[256]; /* MHD's last message while starting */
     int capture_log;
 };
@@ -168,6 +190,98 @@ static void heap_remove(httpd *s, req *r) {
     heap_down(s, last->heap_idx);
 }
 
+/* ------------------------------------------------------------- id map */
+
+static size_t map_home(const id_map *m, uint64_t id) { return (size_t)id & (m->cap - 1); }
+
+static int map_put(id_map *m, req *r) {
+    if (2 * (m->n + 1) > m->cap) {
+        size_t cap = m->cap ? 2 * m->cap : 64;
+        req **slots = calloc(cap, sizeof *slots);
+        if (slots == NULL) return -1;
+        id_map grown = {slots, cap, 0};
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i]) {
+                size_t j = map_home(&grown, m->slots[i]->id);
+                while (slots[j])
+                    j = (j + 1) & (cap - 1);
+                slots[j] = m->slots[i];
+                grown.n++;
+            }
+        free(m->slots);
+        *m = grown;
+    }
+    size_t i = map_home(m, r->id);
+    while (m->slots[i])
+        i = (i + 1) & (m->cap - 1);
+    m->slots[i] = r;
+    m->n++;
+    return 0;
+}
+
+static size_t map_slot(const id_map *m, uint64_t id) {
+    if (m->cap == 0) return SIZE_MAX;
+    for (size_t i = map_home(m, id); m->slots[i]; i = (i + 1) & (m->cap - 1))
+        if (m->slots[i]->id == id) return i;
+    return SIZE_MAX;
+}
+
+static void map_remove(id_map *m, uint64_t id) {
+    size_t i = map_slot(m, id), mask = m->cap - 1;
+    if (i == SIZE_MAX) return;
+    m->slots[i] = NULL;
+    m->n--;
+    for (size_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
+        size_t k = map_home(m, m->slots[j]->id);
+        /* Move the entry back into the hole unless its home lies in (i, j]. */
+        int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (!stays) {
+            m->slots[i] = m->slots[j];
+            m->slots[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+/* ------------------------------------------------------ deferred requests */
+
+/* While deferred, MHD does not look at the socket (a suspended connection is
+ * neither read nor timed out), so we watch it for a hang-up ourselves. */
+static void watch(httpd *s, req *r) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci == NULL) return;
+    struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = r};
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, ci->connect_fd, &ev) == 0) {
+        r->watched = 1;
+        r->fd = ci->connect_fd;
+    }
+}
+
+static void unwatch(httpd *s, req *r) {
+    if (!r->watched) return;
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, r->fd, NULL);
+    r->watched = 0;
+}
+
+/* Take r out of the deferred set (its id is then unknown to respond). */
+static void undefer(httpd *s, req *r) {
+    if (!r->deferred) return;
+    map_remove(&s->deferred, r->id);
+    unwatch(s, r);
+    r->deferred = 0;
+    s->deferred_n--;
+}
+
+/* Wake a deferred connection: MHD calls the access handler again, which
+ * answers by r->phase (P_DELAYED: the response; P_GONE: close). */
+static void wake(httpd *s, req *r, enum phase phase) {
+    undefer(s, r);
+    r->phase = phase;
+    MHD_resume_connection(r->conn);
+    s->kick = 1;
+}
+
 /* Suspend the connection until due; 0 on success. Without memory for the
  * timer the caller answers at once instead of waiting. */
 static int suspend_until(req *r, uint64_t due) {
@@ -192,6 +306,8 @@ static void fire_timers(httpd *s, uint64_t now) {
 
 static void req_free(req *r) {
     if (r == NULL) return;
+    r->srv->active--;
+    undefer(r->srv, r);
     if (r->heap_idx != NOT_QUEUED) {
         heap_remove(r->srv, r);
         r->srv->suspended--;
@@ -211,6 +327,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
     if (r == NULL) return NULL;
     r->srv = cls;
     r->heap_idx = NOT_QUEUED;
+    r->fd = -1;
     const char *q = strchr(uri, '?');
     q = q ? q + 1 : "";
     size_t n = strlen(q);
@@ -223,6 +340,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
     }
     memcpy(r->query, q, n);
     r->query[n] = '\0';
+    r->srv->active++;
     return r;
 }
 
@@ -408,6 +526,8 @@ static void push_request(lua_State *L, req *r, const char *method, const char *u
     lua_setfield(L, -2, "body");
     push_remote(L, c);
     lua_setfield(L, -2, "remote");
+    lua_pushinteger(L, (lua_Integer)r->id);
+    lua_setfield(L, -2, "id");
 }
 
 /* A non-negative number field of the response table at t, or def. */
@@ -514,16 +634,31 @@ static void read_response(lua_State *L, int t, req *r) {
     if (!has_date) add_date(r->resp);
 }
 
-/* Runs under lua_pcall: (req lightuserdata, server userdata, method, url). */
+/* Runs under lua_pcall: (req lightuserdata, server userdata, method, url).
+ * A handler that returns false defers: r->deferred is set and no response
+ * is read (srv:respond brings it later). */
 static int call_handler(lua_State *L) {
     req *r = lua_touserdata(L, 1);
     lua_getiuservalue(L, 2, UV_HANDLER);
     push_request(L, r, lua_touserdata(L, 3), lua_touserdata(L, 4));
     lua_call(L, 1, 1);
+    if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+        r->deferred = 1;
+        return 0;
+    }
     if (!lua_istable(L, -1))
-        return luaL_error(L, "handler returned %s, expected a response table",
+        return luaL_error(L, "handler returned %s, expected a response table or false",
                           luaL_typename(L, -1));
     read_response(L, lua_gettop(L), r);
+    return 0;
+}
+
+/* Runs under lua_pcall: (req lightuserdata, response table), for respond. */
+static int call_read_response(lua_State *L) {
+    req *r = lua_touserdata(L, 1);
+    if (!lua_istable(L, 2))
+        return luaL_error(L, "respond: expected a response table, got %s", luaL_typename(L, 2));
+    read_response(L, 2, r);
     return 0;
 }
 
@@ -573,12 +708,14 @@ static int run_handler(httpd *s, req *r, const char *method, const char *url) {
     lua_pushvalue(L, 1);
     lua_pushlightuserdata(L, (void *)method); /* strings are made inside the pcall */
     lua_pushlightuserdata(L, (void *)url);
+    r->id = ++s->next_id;
     int rc = lua_pcall(L, 4, 0, top + 1);
     if (rc != LUA_OK) {
         if (r->resp) MHD_destroy_response(r->resp);
         r->resp = NULL;
         free(r->out);
         r->out = NULL;
+        r->deferred = 0;
         report(L, 1);
     }
     lua_settop(L, top);
@@ -586,6 +723,8 @@ static int run_handler(httpd *s, req *r, const char *method, const char *url) {
 }
 
 /* ------------------------------------------------------ MHD access handler */
+
+static const char *body_413(const httpd *s) { return s->body413 ? s->body413 : BODY_ERROR_413; }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
@@ -600,7 +739,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
             s->requests++;
             r->phase = P_DONE;
-            return queue_fixed(c, MHD_HTTP_CONTENT_TOO_LARGE, BODY_ERROR_413);
+            return queue_fixed(c, MHD_HTTP_CONTENT_TOO_LARGE, body_413(s));
         }
         return MHD_YES; /* MHD sends 100 Continue if the client asked */
     }
@@ -629,18 +768,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         s->requests++;
         if (r->too_large) {
             r->phase = P_DONE;
-            return queue_fixed(c, MHD_HTTP_CONTENT_TOO_LARGE, BODY_ERROR_413);
+            return queue_fixed(c, MHD_HTTP_CONTENT_TOO_LARGE, body_413(s));
         }
         if (run_handler(s, r, method, url) != 0) {
             r->phase = P_DONE;
             return queue_fixed(c, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_ERROR_500);
+        }
+        if (r->deferred) {
+            r->deferred = 0;
+            if (map_put(&s->deferred, r) != 0) {
+                r->phase = P_DONE;
+                return queue_fixed(c, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_ERROR_500);
+            }
+            r->deferred = 1;
+            r->phase = P_DEFERRED;
+            s->deferred_n++;
+            MHD_suspend_connection(c);
+            watch(s, r);
+            return MHD_YES;
         }
         if (r->delay_ms > 0) {
             r->phase = P_DELAYED;
             if (suspend_until(r, now_ms() + r->delay_ms) == 0) return MHD_YES;
         }
         return respond(r);
-    case P_DELAYED: return respond(r); /* resumed by the timer */
+    case P_DELAYED: return respond(r); /* resumed by the timer or by srv:respond */
+    case P_GONE: return MHD_NO;        /* the client hung up while deferred */
+    case P_DEFERRED: break;            /* not resumed yet */
     case P_DONE: *upload_size = 0; break;
     }
     return MHD_YES;
@@ -655,28 +809,39 @@ static void on_signal(int sig) {
     got_signal = 1;
 }
 
-/* Wait at most timeout_ms (-1: no limit beyond MHD's and the timers'), then
- * resume what is due and let MHD do its work. With mask, the wait is a
- * ppoll that lets SIGINT/SIGTERM in. */
-static void iterate(lua_State *L, httpd *s, int64_t timeout_ms, const sigset_t *mask) {
-    int64_t t = timeout_ms;
+/* Milliseconds until the server needs a step: 0 after a resume outside
+ * MHD_run, else the least of MHD's timeout and the next timer; -1 when only
+ * its epoll fd becoming readable matters. */
+static int64_t next_timeout(httpd *s) {
+    if (s->kick) return 0;
+    int64_t t = -1;
     MHD_UNSIGNED_LONG_LONG mt;
-    if (MHD_get_timeout(s->d, &mt) == MHD_YES && (t < 0 || (uint64_t)t > mt)) t = (int64_t)mt;
+    if (MHD_get_timeout(s->d, &mt) == MHD_YES) t = mt > INT32_MAX ? INT32_MAX : (int64_t)mt;
     if (s->heap_len > 0) {
         uint64_t now = now_ms(), due = s->heap[0]->due;
         int64_t d = due > now ? (int64_t)(due - now) : 0;
         if (t < 0 || t > d) t = d;
     }
-    struct pollfd p = {.fd = s->epfd, .events = POLLIN};
-    if (mask) {
-        struct timespec ts = {.tv_sec = t / 1000, .tv_nsec = (long)(t % 1000) * 1000000L};
-        ppoll(&p, 1, t < 0 ? NULL : &ts, mask);
-    } else {
-        poll(&p, 1, t > INT32_MAX ? INT32_MAX : (int)t);
+    return t;
+}
+
+/* Wait at most timeout_ms (-1: no limit beyond MHD's and the timers'), then
+ * close what hung up while deferred, resume what is due and let MHD do its
+ * work. With mask, the wait is an epoll_pwait that lets SIGINT/SIGTERM in. */
+static void iterate(lua_State *L, httpd *s, int64_t timeout_ms, const sigset_t *mask) {
+    int64_t t = timeout_ms, mt = next_timeout(s);
+    if (mt >= 0 && (t < 0 || t > mt)) t = mt;
+    if (t > INT32_MAX) t = INT32_MAX;
+    struct epoll_event evs[64];
+    int n = epoll_pwait(s->epfd, evs, 64, (int)t, mask);
+    for (int i = 0; i < n; i++) {
+        req *r = evs[i].data.ptr;
+        if (r != NULL && r->phase == P_DEFERRED) wake(s, r, P_GONE);
     }
+    s->kick = 0;
     fire_timers(s, now_ms());
     /* Under run(), SIGINT/SIGTERM are blocked everywhere except inside
-     * ppoll (which unblocks them atomically) and here: handlers run with
+     * epoll_pwait (which unblocks them atomically) and here: handlers run with
      * the caller's mask so that processes they start inherit it. A signal
      * taken here sets the flag run() tests before its next wait. */
     sigset_t blocked;
@@ -705,17 +870,27 @@ static httpd *check_idle(lua_State *L, const char *what) {
 
 static void do_close(httpd *s) {
     if (s->d == NULL) return;
-    /* Wake every suspended connection; with closing set, the callbacks
-     * answer MHD_NO without touching Lua, so this is safe from __gc. */
+    /* Wake every suspended connection (MHD must not be stopped with one);
+     * with closing set, the callbacks answer MHD_NO without touching Lua, so
+     * this is safe from __gc. */
     s->closing = 1;
     while (s->heap_len > 0)
         resume(s, s->heap[0]);
+    for (size_t i = 0; i < s->deferred.cap; i++)
+        while (s->deferred.slots[i]) /* wake() moves entries down: look again */
+            wake(s, s->deferred.slots[i], P_GONE);
     MHD_run(s->d);
     MHD_stop_daemon(s->d);
     s->d = NULL;
     free(s->heap);
     s->heap = NULL;
     s->heap_len = s->heap_cap = 0;
+    free(s->deferred.slots);
+    s->deferred = (id_map){NULL, 0, 0};
+    if (s->epfd >= 0) close(s->epfd);
+    s->epfd = -1;
+    free(s->body413);
+    s->body413 = NULL;
 }
 
 static int srv_close(lua_State *L) {
@@ -737,6 +912,89 @@ static int srv_port(lua_State *L) {
 
 static int srv_stop(lua_State *L) {
     check_open(L)->stop = 1;
+    return 0;
+}
+
+/* srv:respond(id, resp) -> true, or false when the request is not waiting
+ * (already answered, unknown, or its client hung up). The response table is
+ * a handler's; a malformed one answers 500 and goes to on_error, as a
+ * handler error does. Allowed from inside a handler. */
+static int srv_respond(lua_State *L) {
+    httpd *s = check_open(L);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    luaL_checkany(L, 3);
+    size_t slot = id > 0 ? map_slot(&s->deferred, (uint64_t)id) : SIZE_MAX;
+    if (slot == SIZE_MAX || s->closing) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    req *r = s->deferred.slots[slot];
+    lua_settop(L, 3);
+    lua_pushcfunction(L, traceback);
+    lua_pushcfunction(L, call_read_response);
+    lua_pushlightuserdata(L, r);
+    lua_pushvalue(L, 3);
+    if (lua_pcall(L, 2, 0, 4) != LUA_OK) {
+        if (r->resp) MHD_destroy_response(r->resp);
+        free(r->out);
+        r->out = NULL;
+        r->fault = F_NONE;
+        r->delay_ms = 0;
+        r->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        r->resp = MHD_create_response_from_buffer(strlen(BODY_ERROR_500), (void *)BODY_ERROR_500,
+                                                  MHD_RESPMEM_PERSISTENT);
+        if (r->resp) {
+            MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+            add_date(r->resp);
+        }
+        report(L, 1);
+        if (r->resp == NULL) { /* no memory even for that: close the connection */
+            wake(s, r, P_GONE);
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+    }
+    if (r->delay_ms > 0) { /* still suspended, now on the timer heap */
+        undefer(s, r);
+        r->phase = P_DELAYED;
+        if (heap_push(s, r, now_ms() + r->delay_ms) == 0) {
+            s->suspended++;
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        MHD_resume_connection(r->conn); /* no memory for the timer: answer now */
+        s->kick = 1;
+    } else {
+        wake(s, r, P_DELAYED);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* srv:fd() -> a descriptor that becomes readable when the server has work:
+ * its own epoll set, holding MHD's and the deferred connections' sockets. */
+static int srv_fd(lua_State *L) {
+    lua_pushinteger(L, check_open(L)->epfd);
+    return 1;
+}
+
+/* srv:timeout() -> milliseconds until the server needs srv:step(0) even if
+ * its fd stays quiet (MHD's timeout, the delay timers, a resume); -1: none. */
+static int srv_timeout(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)next_timeout(check_open(L)));
+    return 1;
+}
+
+/* srv:quiesce(): stop accepting connections (the listening socket is
+ * closed, so new connections are refused); open connections are served on.
+ * Idempotent. */
+static int srv_quiesce(lua_State *L) {
+    httpd *s = check_open(L);
+    if (!s->quiesced) {
+        MHD_socket fd = MHD_quiesce_daemon(s->d);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+        s->quiesced = 1;
+    }
     return 0;
 }
 
@@ -765,11 +1023,11 @@ static int srv_run(lua_State *L) {
     s->stop = 0;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    /* Signals stay blocked except inside ppoll and MHD_run (see iterate),
+    /* Signals stay blocked except inside epoll_pwait and MHD_run (see iterate),
      * so one that arrives between the flag test and the wait stays pending
      * and ends the wait: there is no window in which it is lost. (An earlier
      * version unblocked them around the whole iteration, and a SIGTERM just
-     * before ppoll left it waiting forever.) */
+     * before the wait left it waiting forever.) */
     pthread_sigmask(SIG_BLOCK, &block, &orig);
     while (!s->stop && !got_signal)
         iterate(L, s, -1, &orig);
@@ -789,13 +1047,17 @@ static int srv_run(lua_State *L) {
 static int srv_stats(lua_State *L) {
     httpd *s = check_open(L);
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 5);
     lua_pushinteger(L, di ? (lua_Integer)di->num_connections : 0);
     lua_setfield(L, -2, "connections");
     lua_pushinteger(L, s->suspended);
     lua_setfield(L, -2, "suspended");
     lua_pushinteger(L, s->requests);
     lua_setfield(L, -2, "requests");
+    lua_pushinteger(L, s->deferred_n);
+    lua_setfield(L, -2, "deferred");
+    lua_pushinteger(L, s->active);
+    lua_setfield(L, -2, "active");
     return 1;
 }
 
@@ -811,7 +1073,7 @@ static int srv_tostring(lua_State *L) {
 /* ------------------------------------------------------------- creation */
 
 typedef struct options {
-    const char *host, *cert, *key;
+    const char *host, *cert, *key, *body413;
     lua_Integer port, max_conn, max_body, timeout;
 } options;
 
@@ -852,10 +1114,10 @@ static const char *str_field(lua_State *L, const char *field, const char *def) {
 
 static void read_options(lua_State *L, options *o) {
     static const char *const known[] = {
-        "host",     "port",     "handler",
-        "tls_cert", "tls_key",  "max_connections",
-        "max_body", "on_error", "connection_timeout",
-        NULL,
+        "host",           "port",     "handler",
+        "tls_cert",       "tls_key",  "max_connections",
+        "max_body",       "on_error", "connection_timeout",
+        "too_large_body", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_pushnil(L);
@@ -878,6 +1140,7 @@ static void read_options(lua_State *L, options *o) {
     o->host = str_field(L, "host", "127.0.0.1");
     o->cert = str_field(L, "tls_cert", NULL);
     o->key = str_field(L, "tls_key", NULL);
+    o->body413 = str_field(L, "too_large_body", NULL);
     if ((o->cert == NULL) != (o->key == NULL))
         bad_field(L, o->cert ? "tls_key" : "tls_cert", "required with the other TLS field");
     o->port = int_field(L, "port", 0, 0, 65535);
@@ -957,6 +1220,7 @@ static int http_server_new(lua_State *L) {
     httpd *s = lua_newuserdatauv(L, sizeof *s, 2);
     memset(s, 0, sizeof *s);
     s->epfd = -1;
+    s->mhd_epfd = -1;
     luaL_setmetatable(L, HTTPD_MT);
     lua_getfield(L, 1, "handler");
     lua_setiuservalue(L, -2, UV_HANDLER);
@@ -997,18 +1261,32 @@ static int http_server_new(lua_State *L) {
         return luaL_error(L, "http_server: %s", why);
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
-    s->epfd = di ? di->epoll_fd : -1;
-    if (s->epfd < 0) {
+    s->mhd_epfd = di ? di->epoll_fd : -1;
+    if (s->mhd_epfd < 0) {
         do_close(s);
         return luaL_error(L, "http_server: libmicrohttpd has no epoll descriptor");
+    }
+    if (o.body413 && (s->body413 = strdup(o.body413)) == NULL) {
+        do_close(s);
+        return luaL_error(L, "not enough memory");
+    }
+    /* Our epoll set: MHD's (data.ptr NULL), and deferred sockets later. */
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (s->epfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->mhd_epfd, &ev) != 0) {
+        int e = errno;
+        do_close(s);
+        return luaL_error(L, "http_server: epoll: %s", strerror(e));
     }
     return 1;
 }
 
 void eidkit_open_httpd(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"port", srv_port},   {"run", srv_run},     {"step", srv_step}, {"stop", srv_stop},
-        {"stats", srv_stats}, {"close", srv_close}, {NULL, NULL},
+        {"port", srv_port},       {"run", srv_run},     {"step", srv_step},
+        {"stop", srv_stop},       {"stats", srv_stats}, {"close", srv_close},
+        {"respond", srv_respond}, {"fd", srv_fd},       {"timeout", srv_timeout},
+        {"quiesce", srv_quiesce}, {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", srv_gc},

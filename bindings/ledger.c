@@ -1,10 +1,16 @@
-/* eidkit.Ledger: the token ledger (core/include/eidkit/ledger.h) for Lua. */
+/* eidkit.Ledger: the token ledger (core/include/eidkit/ledger.h) for Lua.
+ *
+ * Every operation is a job in three steps (eidkit_lua.h): read the Lua
+ * arguments into C inputs, run the C call, push the C results as Lua
+ * values. A method here does the three at once; eidkit.LedgerPool
+ * (ledger_pool.c) runs the middle one on a worker thread. */
 #include "eidkit/ledger.h"
 
 #include "eidkit_lua.h"
 
 #define EIDKIT_LEDGER_MT "eidkit.Ledger"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define PAGE 256
@@ -16,32 +22,26 @@ typedef struct lledger {
 
 static int64_t lua_clock(void *ud) { return ((lledger *)ud)->now; }
 
-static lledger *check_ledger(lua_State *L, int idx) {
-    lledger *ll = luaL_checkudata(L, idx, EIDKIT_LEDGER_MT);
-    if (ll->l == NULL) luaL_error(L, "attempt to use a closed eidkit.Ledger");
-    /* A Lua clock is read here, never from inside the C call (an error in it
-     * would longjmp past the ledger's lock). */
+/* A Lua clock is read on the Lua thread before the C call, never from inside
+ * it (an error in it would longjmp past the ledger's lock, or happen on a
+ * pool's worker thread). */
+void eidkit_ledger_read_clock(lua_State *L, int idx, int64_t *now) {
     if (lua_getiuservalue(L, idx, 1) == LUA_TFUNCTION) {
         lua_call(L, 0, 1);
         int isnum = 0;
-        lua_Integer now = lua_tointegerx(L, -1, &isnum);
-        if (!isnum || lua_type(L, -1) != LUA_TNUMBER || now < 0 || now > EID_TIMESTAMP_MAX)
+        lua_Integer t = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || lua_type(L, -1) != LUA_TNUMBER || t < 0 || t > EID_TIMESTAMP_MAX)
             luaL_error(L, "eidkit.Ledger clock must return integer Unix seconds");
-        ll->now = (int64_t)now;
+        *now = (int64_t)t;
     }
     lua_pop(L, 1);
-    return ll;
 }
 
-/* A failed call: misuse raises naming the argument; a malformed token given
- * to a lookup is simply not in the ledger (it usually comes from a user). */
-static int fail(lua_State *L, eid_status st, const eid_error *err, int arg, int lookup) {
-    if (st == EID_E_INVALID_ARG) {
-        if (lookup && strcmp(err->field, "token") == 0)
-            return eidkit_push_status(L, EID_E_LEDGER_UNKNOWN, err->message);
-        return luaL_argerror(L, arg, err->message);
-    }
-    return eidkit_push_status(L, st, err->message);
+static lledger *check_ledger(lua_State *L, int idx) {
+    lledger *ll = luaL_checkudata(L, idx, EIDKIT_LEDGER_MT);
+    if (ll->l == NULL) luaL_error(L, "attempt to use a closed eidkit.Ledger");
+    eidkit_ledger_read_clock(L, idx, &ll->now);
+    return ll;
 }
 
 static void set_int(lua_State *L, const char *k, int64_t v) {
@@ -53,7 +53,7 @@ static void set_time(lua_State *L, const char *k, int64_t v) {
     if (v) set_int(L, k, v);
 }
 
-static void push_record(lua_State *L, const eid_ledger_entry *r) {
+static void push_entry(lua_State *L, const eid_ledger_entry *r) {
     lua_createtable(L, 0, 18);
     lua_pushstring(L, r->token);
     lua_setfield(L, -2, "EidToken");
@@ -131,82 +131,6 @@ static int64_t field_integer(lua_State *L, int t, const char *field, int arg) {
     return v;
 }
 
-/* --------------------------------------------------------------- methods */
-
-/* ledger:issue{EidToken=, MerchantId=, subject=, Extra=, created_at=, expires_at=} */
-static int l_issue(lua_State *L) {
-    lledger *ll = check_ledger(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    static const char *const known[] = {"EidToken",   "MerchantId", "subject", "Extra",
-                                        "created_at", "expires_at", NULL};
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {
-        int ok = 0;
-        if (lua_type(L, -2) == LUA_TSTRING)
-            for (int i = 0; known[i] && !ok; i++)
-                ok = strcmp(lua_tostring(L, -2), known[i]) == 0;
-        if (!ok) {
-            lua_pushfstring(L, "unknown field '%s'", luaL_tolstring(L, -2, NULL));
-            luaL_argerror(L, 2, lua_tostring(L, -1));
-        }
-        lua_pop(L, 1);
-    }
-    eid_ledger_issue_params in = {
-        .token = field_string(L, 2, "EidToken", 2),
-        .merchant_id = field_string(L, 2, "MerchantId", 2),
-        .subject = field_string(L, 2, "subject", 2),
-        .extra = field_string(L, 2, "Extra", 2),
-        .created_at = field_integer(L, 2, "created_at", 2),
-        .expires_at = field_integer(L, 2, "expires_at", 2),
-    };
-    eid_error err = {0};
-    eid_status st = eid_ledger_issue(ll->l, &in, &err);
-    if (st == EID_E_INVALID_ARG) {
-        /* Name the field as the caller spelt it. */
-        static const char *const names[][2] = {
-            {"token", "EidToken"}, {"merchant_id", "MerchantId"}, {"extra", "Extra"}};
-        for (size_t i = 0; i < 3; i++) {
-            size_t n = strlen(names[i][0]);
-            if (strcmp(err.field, names[i][0]) == 0) {
-                lua_pushfstring(L, "%s%s", names[i][1], err.message + n);
-                return luaL_argerror(L, 2, lua_tostring(L, -1));
-            }
-        }
-    }
-    if (st) return fail(L, st, &err, 2, 0);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-typedef eid_status (*lookup_fn)(eid_ledger *, const char *, const char *, eid_ledger_entry *,
-                                eid_error *);
-
-static int token_subject_call(lua_State *L, lookup_fn fn) {
-    lledger *ll = check_ledger(L, 1);
-    const char *token = check_cstring(L, 2);
-    const char *subject = check_cstring(L, 3);
-    eid_ledger_entry r;
-    eid_error err = {0};
-    eid_status st = fn(ll->l, token, subject, &r, &err);
-    if (st) return fail(L, st, &err, strcmp(err.field, "subject") == 0 ? 3 : 2, 1);
-    push_record(L, &r);
-    return 1;
-}
-
-static int l_claim(lua_State *L) { return token_subject_call(L, eid_ledger_claim); }
-static int l_consume(lua_State *L) { return token_subject_call(L, eid_ledger_consume); }
-
-static int l_get(lua_State *L) {
-    lledger *ll = check_ledger(L, 1);
-    const char *token = check_cstring(L, 2);
-    eid_ledger_entry r;
-    eid_error err = {0};
-    eid_status st = eid_ledger_get(ll->l, token, &r, &err);
-    if (st) return fail(L, st, &err, 2, 1);
-    push_record(L, &r);
-    return 1;
-}
-
 /* Digest a GetEidResult response (the Response object, or the whole body
  * with a Response member) into an outcome. JSON null (cjson.null, a light
  * userdata) counts as absent. */
@@ -273,10 +197,42 @@ static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
     lua_pop(L, 1);
 }
 
+/* ------------------------------------------------------------ the jobs */
+
+static const char *const op_names[] = {"issue",  "claim",  "consume", "get",     "record", "due",
+                                       "export", "expire", "stats",   "payload", "take"};
+
+const char *eidkit_ledger_op_name(eidkit_ledger_op op) { return op_names[op]; }
+
+static void read_issue(lua_State *L, eidkit_ledger_job *j) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const known[] = {"EidToken",   "MerchantId", "subject", "Extra",
+                                        "created_at", "expires_at", NULL};
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        int ok = 0;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            for (int i = 0; known[i] && !ok; i++)
+                ok = strcmp(lua_tostring(L, -2), known[i]) == 0;
+        if (!ok) {
+            lua_pushfstring(L, "unknown field '%s'", luaL_tolstring(L, -2, NULL));
+            luaL_argerror(L, 2, lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    j->issue = (eid_ledger_issue_params){
+        .token = field_string(L, 2, "EidToken", 2),
+        .merchant_id = field_string(L, 2, "MerchantId", 2),
+        .subject = field_string(L, 2, "subject", 2),
+        .extra = field_string(L, 2, "Extra", 2),
+        .created_at = field_integer(L, 2, "created_at", 2),
+        .expires_at = field_integer(L, 2, "expires_at", 2),
+    };
+}
+
 /* ledger:record(token, response [, payload]) */
-static int l_record(lua_State *L) {
-    lledger *ll = check_ledger(L, 1);
-    const char *token = check_cstring(L, 2);
+static void read_record(lua_State *L, eidkit_ledger_job *j) {
+    j->token = check_cstring(L, 2);
     const char *payload = NULL;
     size_t payload_len = 0;
     if (!lua_isnoneornil(L, 4)) {
@@ -290,152 +246,316 @@ static int l_record(lua_State *L) {
             lua_pushvalue(L, 3);
             lua_call(L, 1, 1);
             if (lua_type(L, 4) != LUA_TSTRING)
-                return luaL_error(L, "payload_encoder must return a string, got %s",
-                                  luaL_typename(L, 4));
+                luaL_error(L, "payload_encoder must return a string, got %s", luaL_typename(L, 4));
             payload = lua_tolstring(L, 4, &payload_len);
         }
     }
-    eid_ledger_outcome o;
-    read_outcome(L, 3, &o);
-    o.payload = payload;
-    o.payload_len = payload_len;
-    eid_ledger_entry r;
-    eid_error err = {0};
-    eid_status st = eid_ledger_record(ll->l, token, &o, &r, &err);
-    if (st) {
-        int arg = strcmp(err.field, "payload") == 0 ? 4 : strcmp(err.field, "token") == 0 ? 2 : 3;
-        return fail(L, st, &err, arg, 1);
-    }
-    push_record(L, &r);
-    return 1;
+    read_outcome(L, 3, &j->outcome);
+    j->outcome.payload = payload;
+    j->outcome.payload_len = payload_len;
 }
 
-static int push_list(lua_State *L, const eid_ledger_entry *recs, size_t n, int t, int *count) {
-    for (size_t i = 0; i < n; i++) {
-        push_record(L, &recs[i]);
-        lua_rawseti(L, t, ++*count);
+void eidkit_ledger_job_read(lua_State *L, eidkit_ledger_op op, eidkit_ledger_job *j) {
+    int64_t now = j->now;
+    memset(j, 0, sizeof *j);
+    j->op = op;
+    j->now = now;
+    switch (op) {
+    case EIDKIT_LEDGER_ISSUE: read_issue(L, j); break;
+    case EIDKIT_LEDGER_CLAIM:
+    case EIDKIT_LEDGER_CONSUME:
+        j->token = check_cstring(L, 2);
+        j->subject = check_cstring(L, 3);
+        break;
+    case EIDKIT_LEDGER_GET:
+    case EIDKIT_LEDGER_PAYLOAD: j->token = check_cstring(L, 2); break;
+    case EIDKIT_LEDGER_RECORD: read_record(L, j); break;
+    case EIDKIT_LEDGER_DUE: {
+        lua_Integer limit = luaL_optinteger(L, 2, 100);
+        luaL_argcheck(L, limit >= 1 && limit <= 100000, 2, "limit must be 1..100000");
+        j->limit = (size_t)limit;
+        break;
     }
-    return 1;
+    case EIDKIT_LEDGER_EXPORT:
+        /* As in C, an end that is absent or 0 is open: no table at all
+         * exports every token. eid_ledger_export refuses from > to. */
+        if (!lua_isnoneornil(L, 2)) {
+            luaL_checktype(L, 2, LUA_TTABLE);
+            j->from = field_integer(L, 2, "from", 2);
+            j->to = field_integer(L, 2, "to", 2);
+        }
+        break;
+    case EIDKIT_LEDGER_EXPIRE: {
+        lua_Integer at = luaL_optinteger(L, 2, 0);
+        luaL_argcheck(L, at >= 0 && at <= EID_TIMESTAMP_MAX, 2, "now: out of range");
+        j->at = (int64_t)at;
+        break;
+    }
+    case EIDKIT_LEDGER_STATS: break;
+    case EIDKIT_LEDGER_TAKE: {
+        j->key = check_cstring(L, 2);
+        j->rate = (double)luaL_checknumber(L, 3);
+        j->burst = (double)luaL_checknumber(L, 4);
+        lua_Integer at = luaL_optinteger(L, 5, 0);
+        luaL_argcheck(L, at >= 0 && at <= EID_TIMESTAMP_MAX * 1000, 5, "now_ms: out of range");
+        j->now_ms = (int64_t)at;
+        break;
+    }
+    }
 }
 
-/* ledger:due(limit) -> {record...} */
-static int l_due(lua_State *L) {
-    lledger *ll = check_ledger(L, 1);
-    lua_Integer limit = luaL_optinteger(L, 2, 100);
-    luaL_argcheck(L, limit >= 1 && limit <= 100000, 2, "limit must be 1..100000");
-    /* Buffers are userdata, so an error while pushing leaks nothing. */
-    eid_ledger_entry *recs = lua_newuserdatauv(L, sizeof *recs * (size_t)limit, 0);
-    size_t n = 0;
-    eid_error err = {0};
-    eid_status st = eid_ledger_due(ll->l, recs, (size_t)limit, &n, &err);
-    if (st) return fail(L, st, &err, 2, 0);
-    lua_createtable(L, (int)n, 0);
-    int count = 0;
-    push_list(L, recs, n, lua_gettop(L), &count);
-    return 1;
+/* Copies of the strings in one block: n strings, lengths in len[]. */
+int eidkit_ledger_job_own(eidkit_ledger_job *j) {
+    const char **str[] = {
+        &j->token,         &j->subject,     &j->issue.token,        &j->issue.merchant_id,
+        &j->issue.subject, &j->issue.extra, &j->outcome.request_id, &j->key};
+    enum { N = sizeof str / sizeof str[0] };
+    size_t len[N], total = j->outcome.payload_len;
+    for (size_t i = 0; i < N; i++) {
+        len[i] = *str[i] ? strlen(*str[i]) + 1 : 0;
+        total += len[i];
+    }
+    char *block = malloc(total ? total : 1), *p = block;
+    if (block == NULL) return -1;
+    for (size_t i = 0; i < N; i++)
+        if (*str[i]) {
+            memcpy(p, *str[i], len[i]);
+            *str[i] = p;
+            p += len[i];
+        }
+    if (j->outcome.payload) {
+        memcpy(p, j->outcome.payload, j->outcome.payload_len);
+        j->outcome.payload = p;
+    }
+    free(j->owned);
+    j->owned = block;
+    return 0;
 }
 
-/* ledger:export([{from = t0, to = t1}]) -> {record...}, created in
- * [from, to). As in C, an end that is absent or 0 is open: no table at all
- * exports every token. eid_ledger_export refuses from > to. */
-static int l_export(lua_State *L) {
-    lledger *ll = check_ledger(L, 1);
-    int64_t from = 0, to = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        from = field_integer(L, 2, "from", 2);
-        to = field_integer(L, 2, "to", 2);
-    }
-    eid_ledger_entry *page = lua_newuserdatauv(L, sizeof *page * PAGE, 0);
-    lua_newtable(L);
-    int t = lua_gettop(L), count = 0;
+static void run_export(eid_ledger *l, eidkit_ledger_job *j) {
+    size_t cap = 0;
     int64_t after = 0;
     char last[EID_LEDGER_TOKEN_MAX + 1] = "";
     size_t n;
     do {
-        eid_error err = {0};
-        eid_status st = eid_ledger_export(ll->l, from, to, after, last, page, PAGE, &n, &err);
-        if (st) return fail(L, st, &err, 2, 0);
-        push_list(L, page, n, t, &count);
+        if (j->n + PAGE > cap) {
+            size_t ncap = cap ? 2 * cap : PAGE;
+            eid_ledger_entry *grown = realloc(j->list, ncap * sizeof *grown);
+            if (grown == NULL) {
+                j->st = EID_E_NOMEM;
+                snprintf(j->err.message, sizeof j->err.message, "out of memory");
+                return;
+            }
+            j->list = grown;
+            cap = ncap;
+        }
+        j->st =
+            eid_ledger_export(l, j->from, j->to, after, last, j->list + j->n, PAGE, &n, &j->err);
+        if (j->st) return;
+        j->n += n;
         if (n) {
-            after = page[n - 1].created_at;
-            memcpy(last, page[n - 1].token, sizeof last);
+            after = j->list[j->n - 1].created_at;
+            memcpy(last, j->list[j->n - 1].token, sizeof last);
         }
     } while (n == PAGE);
-    return 1;
 }
 
-/* ledger:expire([now]) -> {expired = n, abandoned = n} */
-static int l_expire(lua_State *L) {
-    lledger *ll = check_ledger(L, 1);
-    lua_Integer now = luaL_optinteger(L, 2, 0);
-    luaL_argcheck(L, now >= 0 && now <= EID_TIMESTAMP_MAX, 2, "now: out of range");
-    uint64_t e = 0, a = 0;
-    eid_error err = {0};
-    eid_status st = eid_ledger_expire(ll->l, (int64_t)now, &e, &a, &err);
-    if (st) return fail(L, st, &err, 2, 0);
-    lua_createtable(L, 0, 2);
-    set_int(L, "expired", (int64_t)e);
-    set_int(L, "abandoned", (int64_t)a);
-    return 1;
+static void run_payload(eid_ledger *l, eidkit_ledger_job *j) {
+    size_t len = 0;
+    j->st = eid_ledger_payload(l, j->token, NULL, 0, &len, &j->err);
+    if (j->st != EID_E_BUFFER_TOO_SMALL && j->st != EID_OK) return;
+    j->bytes = malloc(len ? len : 1);
+    if (j->bytes == NULL) {
+        j->st = EID_E_NOMEM;
+        snprintf(j->err.message, sizeof j->err.message, "out of memory");
+        return;
+    }
+    j->st = eid_ledger_payload(l, j->token, j->bytes, len, &j->len, &j->err);
 }
 
-static int l_stats(lua_State *L) {
-    lledger *ll = check_ledger(L, 1);
-    eid_ledger_counts s;
-    eid_error err = {0};
-    eid_status st = eid_ledger_stats(ll->l, &s, &err);
-    if (st) return fail(L, st, &err, 1, 0);
+void eidkit_ledger_job_run(eid_ledger *l, eidkit_ledger_job *j) {
+    memset(&j->err, 0, sizeof j->err);
+    switch (j->op) {
+    case EIDKIT_LEDGER_ISSUE: j->st = eid_ledger_issue(l, &j->issue, &j->err); break;
+    case EIDKIT_LEDGER_CLAIM:
+        j->st = eid_ledger_claim(l, j->token, j->subject, &j->entry, &j->err);
+        break;
+    case EIDKIT_LEDGER_CONSUME:
+        j->st = eid_ledger_consume(l, j->token, j->subject, &j->entry, &j->err);
+        break;
+    case EIDKIT_LEDGER_GET: j->st = eid_ledger_get(l, j->token, &j->entry, &j->err); break;
+    case EIDKIT_LEDGER_RECORD:
+        j->st = eid_ledger_record(l, j->token, &j->outcome, &j->entry, &j->err);
+        break;
+    case EIDKIT_LEDGER_DUE:
+        j->list = malloc(j->limit * sizeof *j->list);
+        if (j->list == NULL) {
+            j->st = EID_E_NOMEM;
+            snprintf(j->err.message, sizeof j->err.message, "out of memory");
+            break;
+        }
+        j->st = eid_ledger_due(l, j->list, j->limit, &j->n, &j->err);
+        break;
+    case EIDKIT_LEDGER_EXPORT: run_export(l, j); break;
+    case EIDKIT_LEDGER_EXPIRE:
+        j->st = eid_ledger_expire(l, j->at, &j->expired, &j->abandoned, &j->err);
+        break;
+    case EIDKIT_LEDGER_STATS: j->st = eid_ledger_stats(l, &j->counts, &j->err); break;
+    case EIDKIT_LEDGER_PAYLOAD: run_payload(l, j); break;
+    case EIDKIT_LEDGER_TAKE:
+        j->st = eid_ledger_take(l, j->key, j->rate, j->burst, j->now_ms, &j->allowed,
+                                &j->retry_after, &j->err);
+        break;
+    }
+}
+
+/* A malformed token given to a lookup is simply not in the ledger (it
+ * usually comes from a user): not misuse. */
+static int is_lookup(eidkit_ledger_op op) {
+    return op == EIDKIT_LEDGER_CLAIM || op == EIDKIT_LEDGER_CONSUME || op == EIDKIT_LEDGER_GET ||
+           op == EIDKIT_LEDGER_RECORD || op == EIDKIT_LEDGER_PAYLOAD;
+}
+
+int eidkit_ledger_job_misuse(const eidkit_ledger_job *j, char *msg, size_t cap) {
+    if (j->st != EID_E_INVALID_ARG) return 0;
+    const char *field = j->err.field;
+    if (is_lookup(j->op) && strcmp(field, "token") == 0) return 0;
+    snprintf(msg, cap, "%s", j->err.message);
+    switch (j->op) {
+    case EIDKIT_LEDGER_ISSUE: {
+        /* Name the field as the caller spelt it. */
+        static const char *const names[][2] = {
+            {"token", "EidToken"}, {"merchant_id", "MerchantId"}, {"extra", "Extra"}};
+        for (size_t i = 0; i < 3; i++)
+            if (strcmp(field, names[i][0]) == 0)
+                snprintf(msg, cap, "%s%s", names[i][1], j->err.message + strlen(names[i][0]));
+        return 2;
+    }
+    case EIDKIT_LEDGER_CLAIM:
+    case EIDKIT_LEDGER_CONSUME: return strcmp(field, "subject") == 0 ? 3 : 2;
+    case EIDKIT_LEDGER_RECORD:
+        return strcmp(field, "payload") == 0 ? 4 : strcmp(field, "token") == 0 ? 2 : 3;
+    case EIDKIT_LEDGER_STATS: return 1;
+    case EIDKIT_LEDGER_TAKE:
+        return strcmp(field, "rate") == 0 ? 3 : strcmp(field, "burst") == 0 ? 4 : 2;
+    default: return 2;
+    }
+}
+
+static int push_counts(lua_State *L, const eid_ledger_counts *s) {
     lua_createtable(L, 0, EID_LEDGER_STATES + 3);
     uint64_t total = 0;
     for (int i = 0; i < EID_LEDGER_STATES; i++) {
-        set_int(L, eid_ledger_state_name((eid_ledger_state)i), (int64_t)s.count[i]);
-        total += s.count[i];
+        set_int(L, eid_ledger_state_name((eid_ledger_state)i), (int64_t)s->count[i]);
+        total += s->count[i];
     }
     set_int(L, "total", (int64_t)total);
-    set_int(L, "billable", (int64_t)s.billable);
-    set_int(L, "due", (int64_t)s.due);
+    set_int(L, "billable", (int64_t)s->billable);
+    set_int(L, "due", (int64_t)s->due);
     return 1;
 }
 
-static int l_payload(lua_State *L) {
-    lledger *ll = check_ledger(L, 1);
-    const char *token = check_cstring(L, 2);
-    size_t len = 0;
-    eid_error err = {0};
-    eid_status st = eid_ledger_payload(ll->l, token, NULL, 0, &len, &err);
-    if (st != EID_E_BUFFER_TOO_SMALL && st != EID_OK) return fail(L, st, &err, 2, 1);
-    luaL_Buffer b;
-    char *buf = luaL_buffinitsize(L, &b, len);
-    st = eid_ledger_payload(ll->l, token, buf, len, &len, &err);
-    if (st) return fail(L, st, &err, 2, 1);
-    luaL_pushresultsize(&b, len);
-    return 1;
-}
-
-/* ledger:take(key, rate, burst [, now_ms]) -> true | false, retry_after_s
- * | nil, err: one token from the bucket key (eid_ledger_take); now_ms 0 or
- * absent: the ledger's clock. */
-static int l_take(lua_State *L) {
-    lledger *ll = check_ledger(L, 1);
-    const char *key = check_cstring(L, 2);
-    double rate = (double)luaL_checknumber(L, 3);
-    double burst = (double)luaL_checknumber(L, 4);
-    lua_Integer now = luaL_optinteger(L, 5, 0);
-    luaL_argcheck(L, now >= 0 && now <= EID_TIMESTAMP_MAX * 1000, 5, "now_ms: out of range");
-    int allowed = 0;
-    double retry = 0;
-    eid_error err = {0};
-    eid_status st = eid_ledger_take(ll->l, key, rate, burst, (int64_t)now, &allowed, &retry, &err);
-    if (st) {
-        int arg = strcmp(err.field, "rate") == 0 ? 3 : strcmp(err.field, "burst") == 0 ? 4 : 2;
-        return fail(L, st, &err, arg, 0);
+/* Under lua_pcall: (job). Pushes the results. */
+static int push_results(lua_State *L) {
+    eidkit_ledger_job *j = lua_touserdata(L, 1);
+    if (j->st != EID_OK) {
+        eid_status st = j->st == EID_E_INVALID_ARG ? EID_E_LEDGER_UNKNOWN : j->st;
+        return eidkit_push_status(L, st, j->err.message);
     }
-    lua_pushboolean(L, allowed);
-    if (allowed) return 1;
-    lua_pushnumber(L, (lua_Number)retry);
-    return 2;
+    switch (j->op) {
+    case EIDKIT_LEDGER_ISSUE: lua_pushboolean(L, 1); break;
+    case EIDKIT_LEDGER_DUE:
+    case EIDKIT_LEDGER_EXPORT:
+        lua_createtable(L, (int)j->n, 0);
+        for (size_t i = 0; i < j->n; i++) {
+            push_entry(L, &j->list[i]);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        break;
+    case EIDKIT_LEDGER_EXPIRE:
+        lua_createtable(L, 0, 2);
+        set_int(L, "expired", (int64_t)j->expired);
+        set_int(L, "abandoned", (int64_t)j->abandoned);
+        break;
+    case EIDKIT_LEDGER_STATS: push_counts(L, &j->counts); break;
+    case EIDKIT_LEDGER_PAYLOAD: lua_pushlstring(L, j->bytes, j->len); break;
+    case EIDKIT_LEDGER_TAKE:
+        lua_pushboolean(L, j->allowed);
+        if (j->allowed) break;
+        lua_pushnumber(L, (lua_Number)j->retry_after);
+        return 2;
+    default: push_entry(L, &j->entry); break;
+    }
+    return 1;
 }
+
+static void clear_outputs(eidkit_ledger_job *j) {
+    free(j->list);
+    j->list = NULL;
+    j->n = 0;
+    free(j->bytes);
+    j->bytes = NULL;
+}
+
+void eidkit_ledger_job_clear(eidkit_ledger_job *j) {
+    clear_outputs(j);
+    free(j->owned);
+    j->owned = NULL;
+}
+
+int eidkit_ledger_job_push(lua_State *L, eidkit_ledger_job *j) {
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, push_results);
+    lua_pushlightuserdata(L, j);
+    int rc = lua_pcall(L, 1, LUA_MULTRET, 0);
+    clear_outputs(j);
+    if (rc != LUA_OK) lua_error(L);
+    return lua_gettop(L) - top;
+}
+
+/* --------------------------------------------------------------- methods */
+
+/* Read, run and push one job on the Lua thread. */
+static int call(lua_State *L, eidkit_ledger_op op) {
+    lledger *ll = check_ledger(L, 1);
+    eidkit_ledger_job j;
+    j.now = 0;
+    eidkit_ledger_job_read(L, op, &j);
+    eidkit_ledger_job_run(ll->l, &j);
+    char msg[sizeof j.err.message + 32];
+    int arg = eidkit_ledger_job_misuse(&j, msg, sizeof msg);
+    if (arg) {
+        clear_outputs(&j);
+        return luaL_argerror(L, arg, msg);
+    }
+    return eidkit_ledger_job_push(L, &j);
+}
+
+/* ledger:issue{EidToken=, MerchantId=, subject=, Extra=, created_at=, expires_at=} -> true */
+static int l_issue(lua_State *L) { return call(L, EIDKIT_LEDGER_ISSUE); }
+/* ledger:claim(token, subject), ledger:consume(token, subject) -> entry */
+static int l_claim(lua_State *L) { return call(L, EIDKIT_LEDGER_CLAIM); }
+static int l_consume(lua_State *L) { return call(L, EIDKIT_LEDGER_CONSUME); }
+/* ledger:get(token) -> entry */
+static int l_get(lua_State *L) { return call(L, EIDKIT_LEDGER_GET); }
+/* ledger:record(token, response [, payload]) -> entry. The response (the
+ * Response object, or the whole body with a Response member) is digested
+ * into an outcome; JSON null counts as absent. */
+static int l_record(lua_State *L) { return call(L, EIDKIT_LEDGER_RECORD); }
+/* ledger:due(limit) -> {entry...} */
+static int l_due(lua_State *L) { return call(L, EIDKIT_LEDGER_DUE); }
+/* ledger:export([{from = t0, to = t1}]) -> {entry...}, created in [from, to) */
+static int l_export(lua_State *L) { return call(L, EIDKIT_LEDGER_EXPORT); }
+/* ledger:expire([now]) -> {expired = n, abandoned = n} */
+static int l_expire(lua_State *L) { return call(L, EIDKIT_LEDGER_EXPIRE); }
+/* ledger:stats() -> {issued =, ..., total =, billable =, due =} */
+static int l_stats(lua_State *L) { return call(L, EIDKIT_LEDGER_STATS); }
+/* ledger:payload(token) -> the decrypted payload */
+static int l_payload(lua_State *L) { return call(L, EIDKIT_LEDGER_PAYLOAD); }
+/* ledger:take(key, rate, burst [, now_ms]) -> true | false, retry_after_s:
+ * one token from the bucket key (eid_ledger_take); now_ms 0 or absent: the
+ * ledger's clock. */
+static int l_take(lua_State *L) { return call(L, EIDKIT_LEDGER_TAKE); }
 
 static int l_backend(lua_State *L) {
     lledger *ll = check_ledger(L, 1);
@@ -459,52 +579,66 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
+void eidkit_ledger_read_options(lua_State *L, int idx, eid_ledger_options *o, int *has_clock,
+                                int *has_encoder) {
+    memset(o, 0, sizeof *o);
+    *has_clock = *has_encoder = 0;
+    if (lua_isnoneornil(L, idx)) return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    o->token_ttl = field_integer(L, idx, "token_ttl", idx);
+    o->result_window = field_integer(L, idx, "result_window", idx);
+    o->retention = field_integer(L, idx, "retention", idx);
+    int64_t t = field_integer(L, idx, "timeout_ms", idx);
+    luaL_argcheck(L, t <= 600000, idx, "timeout_ms: must be 1..600000");
+    o->timeout_ms = (int)t;
+    if (lua_getfield(L, idx, "payload_key") != LUA_TNIL) {
+        size_t len;
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_argerror(L, idx, "payload_key: expected a 32-byte string");
+        o->payload_key = (const unsigned char *)lua_tolstring(L, -1, &len);
+        o->payload_key_len = len; /* kept alive by the options table */
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "clock") != LUA_TNIL) {
+        luaL_argcheck(L, lua_isfunction(L, -1), idx, "clock: expected function");
+        *has_clock = 1;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "payload_encoder") != LUA_TNIL) {
+        luaL_argcheck(L, lua_isfunction(L, -1), idx, "payload_encoder: expected function");
+        luaL_argcheck(L, o->payload_key != NULL, idx, "payload_encoder: needs payload_key");
+        *has_encoder = 1;
+    }
+    lua_pop(L, 1);
+}
+
+int eidkit_ledger_open_failed(lua_State *L, eid_status st, const eid_error *err) {
+    if (st == EID_E_INVALID_ARG)
+        return luaL_argerror(L, strcmp(err->field, "url") == 0 ? 1 : 2, err->message);
+    return eidkit_push_status(L, st, err->message);
+}
+
 /* core.ledger_open(url [, {token_ttl=, result_window=, retention=,
  *   timeout_ms=, payload_key=, payload_encoder=, clock=}]) -> ledger | nil, err
  * payload_encoder(response) -> string: with it, record stores every
  * response it is given (encrypted) when no payload is passed. */
 static int l_open(lua_State *L) {
     const char *url = check_cstring(L, 1);
-    eid_ledger_options o = {0};
-    int has_clock = 0, has_encoder = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        o.token_ttl = field_integer(L, 2, "token_ttl", 2);
-        o.result_window = field_integer(L, 2, "result_window", 2);
-        o.retention = field_integer(L, 2, "retention", 2);
-        int64_t t = field_integer(L, 2, "timeout_ms", 2);
-        luaL_argcheck(L, t <= 600000, 2, "timeout_ms: must be 1..600000");
-        o.timeout_ms = (int)t;
-        if (lua_getfield(L, 2, "payload_key") != LUA_TNIL) {
-            size_t len;
-            if (lua_type(L, -1) != LUA_TSTRING)
-                luaL_argerror(L, 2, "payload_key: expected a 32-byte string");
-            o.payload_key = (const unsigned char *)lua_tolstring(L, -1, &len);
-            o.payload_key_len = len;
-        }
-        if (lua_getfield(L, 2, "clock") != LUA_TNIL) {
-            luaL_argcheck(L, lua_isfunction(L, -1), 2, "clock: expected function");
-            has_clock = 1;
-        }
-        lua_pop(L, 1); /* the clock; payload_key stays until the ledger is open */
-        if (lua_getfield(L, 2, "payload_encoder") != LUA_TNIL) {
-            luaL_argcheck(L, lua_isfunction(L, -1), 2, "payload_encoder: expected function");
-            luaL_argcheck(L, o.payload_key != NULL, 2, "payload_encoder: needs payload_key");
-            has_encoder = 1;
-        }
-        lua_pop(L, 1);
-    }
+    eid_ledger_options o;
+    int has_clock, has_encoder;
+    eidkit_ledger_read_options(L, 2, &o, &has_clock, &has_encoder);
     /* Uservalues: 1 the clock, 2 the payload encoder. */
     lledger *ll = lua_newuserdatauv(L, sizeof *ll, 2);
     ll->l = NULL;
     ll->now = 0;
     luaL_setmetatable(L, EIDKIT_LEDGER_MT);
+    int self = lua_gettop(L);
     if (has_clock) {
         lua_getfield(L, 2, "clock");
-        lua_setiuservalue(L, -2, 1);
+        lua_setiuservalue(L, self, 1);
+        int isnum = 0;
         lua_getfield(L, 2, "clock");
         lua_call(L, 0, 1);
-        int isnum = 0;
         ll->now = (int64_t)lua_tointegerx(L, -1, &isnum);
         lua_pop(L, 1);
         if (!isnum) luaL_argerror(L, 2, "clock: must return integer Unix seconds");
@@ -513,13 +647,11 @@ static int l_open(lua_State *L) {
     }
     if (has_encoder) {
         lua_getfield(L, 2, "payload_encoder");
-        lua_setiuservalue(L, -2, 2);
+        lua_setiuservalue(L, self, 2);
     }
     eid_error err = {0};
     eid_status st = eid_ledger_open(url, &o, &ll->l, &err);
-    if (st == EID_E_INVALID_ARG)
-        return luaL_argerror(L, strcmp(err.field, "url") == 0 ? 1 : 2, err.message);
-    if (st) return fail(L, st, &err, 1, 0);
+    if (st) return eidkit_ledger_open_failed(L, st, &err);
     return 1;
 }
 

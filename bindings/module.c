@@ -231,8 +231,10 @@ int luaopen_eidkit_core(lua_State *L) {
     eidkit_open_signer(L);
     eidkit_open_httpd(L);
     eidkit_open_ledger(L);
+    eidkit_open_ledger_pool(L);
     eidkit_open_client(L);
     eidkit_open_sandbox(L);
     eidkit_open_process(L);
+    eidkit_open_poller(L);
     return 1;
 }

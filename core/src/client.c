@@ -89,6 +89,7 @@ struct eid_client {
 
 static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp);
 static int on_timer(CURLM *m, long timeout_ms, void *ud);
+static long wait_ms_at(const eid_client *c, double now);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -406,6 +407,14 @@ void eid_client_set_skew(eid_client *c, int64_t skew) {
 }
 
 int64_t eid_client_skew(const eid_client *c) { return c ? c->skew : 0; }
+
+int eid_client_fd(const eid_client *c) { return c ? c->epfd : -1; }
+
+long eid_client_timeout(const eid_client *c) {
+    if (c == NULL || (c->n_unfinished == 0 && c->done_head == NULL)) return -1;
+    if (c->done_head != NULL) return 0;
+    return wait_ms_at(c, mono_now());
+}
 
 void eid_client_stats(const eid_client *c, uint64_t *requests, uint64_t *connects) {
     if (requests) *requests = c ? c->requests : 0;
@@ -891,6 +900,28 @@ static void stalled(eid_client *c, call *k) {
     finish(c, k);
 }
 
+/* How long the loop may sleep from now (ms): until curl's timer, a waiting
+ * call's start, or the safety net below, whichever is first. */
+static long wait_ms_at(const eid_client *c, double now) {
+    long w = c->n_active > 0 ? 250 : 1000;
+    if (c->timer_at >= 0) {
+        double d = (c->timer_at - now) * 1000;
+        if (d < (double)w) w = d <= 0 ? 0 : (long)d + 1;
+    }
+    /* With every slot taken only a retry waiting out its backoff can make
+     * the wait shorter: without one, skip the walk over the queued calls
+     * (it made each wake-up O(calls) in a batch of thousands). */
+    if (c->n_unfinished > c->n_active && (c->n_active < c->max_in_flight || c->n_delayed > 0)) {
+        int can_start = c->n_active < c->max_in_flight;
+        for (const call *k = c->calls; k; k = k->next)
+            if (!k->in_multi && (can_start || k->not_before > now)) {
+                double d = (k->not_before - now) * 1000;
+                if (d < w) w = d <= 0 ? 0 : (long)d + 1;
+            }
+    }
+    return w;
+}
+
 /* Start what is due, fire curl's timer, handle completions. Returns the
  * number of calls that finished; *wait_ms gets how long the loop may sleep. */
 static unsigned long step(eid_client *c, long *wait_ms) {
@@ -923,23 +954,7 @@ static unsigned long step(eid_client *c, long *wait_ms) {
         }
         now = mono_now();
     }
-    long w = c->n_active > 0 ? 250 : 1000;
-    if (c->timer_at >= 0) {
-        double d = (c->timer_at - now) * 1000;
-        if (d < (double)w) w = d <= 0 ? 0 : (long)d + 1;
-    }
-    /* With every slot taken only a retry waiting out its backoff can make
-     * the wait shorter: without one, skip the walk over the queued calls
-     * (it made each wake-up O(calls) in a batch of thousands). */
-    if (c->n_unfinished > c->n_active && (c->n_active < c->max_in_flight || c->n_delayed > 0)) {
-        int can_start = c->n_active < c->max_in_flight;
-        for (call *k = c->calls; k; k = k->next)
-            if (!k->in_multi && (can_start || k->not_before > now)) {
-                double d = (k->not_before - now) * 1000;
-                if (d < w) w = d <= 0 ? 0 : (long)d + 1;
-            }
-    }
-    *wait_ms = w;
+    *wait_ms = wait_ms_at(c, now);
     return c->finished_count - before;
 }
 
@@ -947,11 +962,13 @@ size_t eid_client_perform(eid_client *c, long timeout_ms) {
     if (c == NULL) return 0;
     double end = mono_now() + (double)(timeout_ms > 0 ? timeout_ms : 0) / 1000.0;
     struct epoll_event evs[256];
+    int polled = 0; /* the sockets were looked at once: perform(0) reads what is ready */
     for (;;) {
         long w;
         if (step(c, &w) > 0 || c->n_unfinished == 0) break;
         double left = (end - mono_now()) * 1000;
-        if (left <= 0 && w > 0) break;
+        if (left <= 0 && w > 0 && polled) break;
+        polled = 1;
         if (w > left) w = left > 0 ? (long)left + 1 : 0;
         int n = epoll_wait(c->epfd, evs, (int)(sizeof evs / sizeof *evs), (int)w);
         int running = 0;

@@ -8,6 +8,10 @@
 -- (core/src/client.c); see docs/internals/client.md.
 -- client.provider is the credential provider in use (provider:get() ->
 -- creds | nil, why); `eidkit ledger sweep` asks it before pulling.
+-- A host with its own event loop gives `await = function(c, action, body)`:
+-- every call then goes through it instead of the blocking c:call, and it
+-- returns what c:call would (text, attempts | nil, err), e.g. after
+-- c:submit and a coroutine yield (lua/eidkit/serve.lua).
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local credentials = require "eidkit.credentials"
@@ -85,7 +89,7 @@ function _M.new(opts)
   end
   opts = opts or {}
   local known = { secret_id = 1, secret_key = 1, token = 1, credentials = 1, headers = 1,
-    retry = 1, logger = 1 }
+    retry = 1, logger = 1, await = 1 }
   for _, k in ipairs(passthrough) do known[k] = 1 end
   for k in pairs(opts) do
     if not known[k] then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
@@ -113,6 +117,9 @@ function _M.new(opts)
     error("bad option 'logger' (expected function(level, event))", 2)
   end
   o.logger = logger
+  if opts.await ~= nil and type(opts.await) ~= "function" then
+    error("bad option 'await' (expected function(c, action, body))", 2)
+  end
 
   local provider
   if opts.secret_id ~= nil or opts.secret_key ~= nil then
@@ -134,7 +141,7 @@ function _M.new(opts)
 
   local ok, c = pcall(core.client_new, o)
   if not ok then error(c, 2) end
-  return setmetatable({ c = c, provider = provider, creds = nil }, mt)
+  return setmetatable({ c = c, provider = provider, creds = nil, await = opts.await }, mt)
 end
 
 -- Hand the provider's current credentials to the C client when they change.
@@ -161,10 +168,16 @@ local function decode_response(text, attempts)
     received = text:sub(1, 512) })
 end
 
+-- The one place a call waits: the blocking c:call, or the host's await.
 local function do_call(self, action, params)
   local ok, err = refresh_credentials(self)
   if not ok then return nil, err end
-  local text, attempts = self.c:call(action, encode(params))
+  local text, attempts
+  if self.await then
+    text, attempts = self.await(self.c, action, encode(params))
+  else
+    text, attempts = self.c:call(action, encode(params))
+  end
   if not text then return nil, attempts end
   return decode_response(text, attempts)
 end

@@ -689,6 +689,22 @@ function methods.authorize(self, request)
     .. type(subject))
 end
 
+-- flow:set_policy(policy): replace the policy (a table, or a path run in an
+-- eidkit.sandbox, as the `policy` option). Misuse raises and changes
+-- nothing; a script that does not load returns nil, err and changes
+-- nothing. Calls in progress see the new hooks from their next hook call.
+function methods.set_policy(self, policy)
+  if type(policy) == "string" then
+    local loaded, lerr = policy_mod.load(policy)
+    if not loaded then return nil, lerr end
+    policy = loaded
+  end
+  local ok, p = pcall(policy_mod.merge, policy)
+  if not ok then error("bad argument #1 to 'set_policy' (" .. tostring(p):gsub("^.-%((.*)%)$", "%1") .. ")", 2) end
+  self.policy = p
+  return true
+end
+
 -- flow:log_failures() -> how many events were dropped because policy.redact
 -- or the logger failed, and the last reason (never an event's content).
 function methods.log_failures(self)

@@ -10,12 +10,13 @@
 --   local rec, err = ledger:consume(tok, "user-42")       -- once; then err.code == "consumed"
 --   local list = ledger:due(100)
 local core = require "eidkit.core"
+local pool_backend = require "eidkit.ledger.pool"
 
 local type, pcall, tostring, getenv = type, pcall, tostring, os.getenv
 local setmetatable, ipairs = setmetatable, ipairs
 local format, char, tonumber = string.format, string.char, tonumber
 
-local ledger_open = core.ledger_open
+local ledger_open, ledger_pool = core.ledger_open, core.ledger_pool
 local json_encode = require("cjson").new().encode
 
 local _M = {}
@@ -24,8 +25,10 @@ local _M = {}
 -- is set and no key is given: 64 hex digits (32 bytes).
 _M.PAYLOAD_KEY_ENV = "EIDKIT_LEDGER_KEY"
 
--- A ledger is { c = <the backend object> }: today the C object from
--- core.ledger_open; under OpenResty a Lua backend with the same methods.
+-- A ledger is { c = <the backend object> }: the C object from
+-- core.ledger_open; or, with `workers`/`await`, eidkit.ledger.pool over
+-- core.ledger_pool (worker threads); under OpenResty a Lua backend with the
+-- same methods.
 local mt = { __index = {} }
 local methods = mt.__index
 
@@ -40,6 +43,9 @@ end
 -- clock (function returning Unix seconds), keep_payloads (record and
 -- sweep store each response, JSON-encoded and encrypted), payload_key (32 bytes) or payload_key_hex (64 hex
 -- digits); with keep_payloads and neither, $EIDKIT_LEDGER_KEY (hex).
+-- workers (1..64) and/or await (function(pool, id), see eidkit.ledger.pool):
+-- run every call on worker threads, each with its own connection, so an
+-- event loop can wait for them without blocking (eidkit serve).
 function _M.open(url, opts)
   if type(url) ~= "string" then error("bad argument #1 to 'open' (url: expected string)", 2) end
   if opts ~= nil and type(opts) ~= "table" then
@@ -60,12 +66,24 @@ function _M.open(url, opts)
     key = from_hex(env)
     if not key then error(format("bad argument #2 to 'open' (%s: expected 64 hex digits)", _M.PAYLOAD_KEY_ENV), 2) end
   end
-  local c, err = ledger_open(url, {
+  local copts = {
     token_ttl = opts.token_ttl, result_window = opts.result_window, retention = opts.retention,
     timeout_ms = opts.timeout_ms, clock = opts.clock, payload_key = key,
     -- record then stores each response it is given, JSON-encoded.
     payload_encoder = opts.keep_payloads and key and json_encode or nil,
-  })
+  }
+  if opts.workers ~= nil or opts.await ~= nil then
+    if opts.await ~= nil and type(opts.await) ~= "function" then
+      error("bad argument #2 to 'open' (await: expected function(pool, id))", 2)
+    end
+    if opts.workers ~= nil and (math.type(opts.workers) ~= "integer" or opts.workers < 1 or opts.workers > 64) then
+      error("bad argument #2 to 'open' (workers: expected an integer 1..64)", 2)
+    end
+    local pool, err = ledger_pool(url, copts, opts.workers)
+    if not pool then return nil, err end
+    return setmetatable({ c = pool_backend.new(pool, opts.await) }, mt)
+  end
+  local c, err = ledger_open(url, copts)
   if not c then return nil, err end
   return setmetatable({ c = c }, mt)
 end

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -567,6 +568,45 @@ static void test_concurrent(void) {
     eid_client_free(c);
 }
 
+/* A host's own loop: wait on eid_client_fd for eid_client_timeout ms, then
+ * eid_client_perform(c, 0) and eid_client_next. Pins a bug: perform(c, 0)
+ * used to return after its first step without reading the ready sockets,
+ * so a loop like this one never saw an answer. */
+static void test_outer_loop(void) {
+    CHECK(eid_client_fd(NULL) == -1 && eid_client_timeout(NULL) == -1);
+    eid_client_options o = {0};
+    eid_client *c = make(&o);
+    CHECK(eid_client_fd(c) >= 0);
+    CHECK(eid_client_timeout(c) == -1); /* nothing submitted */
+    faults("[{\"Action\":\"*\",\"Kind\":\"latency\",\"Ms\":100}]");
+    eid_error err = {0};
+    for (long i = 1; i <= 3; i++)
+        CHECK(eid_client_submit(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}", 17, (void *)i,
+                                &err) == EID_OK);
+    CHECK(eid_client_timeout(c) == 0); /* calls to start */
+    int done = 0, waits = 0;
+    time_t start = time(NULL);
+    while (done < 3 && time(NULL) - start < 10) {
+        long t = eid_client_timeout(c);
+        CHECK(t >= 0 && t <= 1000);
+        struct pollfd p = {.fd = eid_client_fd(c), .events = POLLIN};
+        waits += poll(&p, 1, (int)t) >= 0;
+        eid_client_perform(c, 0);
+        eid_result *r;
+        while (eid_client_next(c, NULL, &r)) {
+            done++;
+            eid_result_free(r);
+        }
+    }
+    /* Every wait ends because something happened: a perform(c, 0) that left
+     * the ready sockets unread made the descriptor stay readable, and the
+     * loop spun through thousands of waits. */
+    CHECK(done == 3 && waits > 0 && waits < 200);
+    CHECK(eid_client_timeout(c) == -1);
+    CHECK(control("DELETE", "/sim/faults", NULL) == 200);
+    eid_client_free(c);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_client /path/to/eidkit\n");
@@ -588,6 +628,7 @@ int main(int argc, char **argv) {
     test_skew();
     test_policy_hook();
     test_concurrent();
+    test_outer_loop();
     CHECK(sim_stop() == 0); /* a stop that needs SIGKILL is a server bug */
     return check_report("test_client");
 }

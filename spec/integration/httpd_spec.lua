@@ -225,7 +225,7 @@ describe("core.http_server", function()
       assert.matches(DATE_PATTERN, r.headers.date)
     end)
 
-    it("counts requests and suspended connections in stats()", function()
+    it("counts requests, suspended, deferred and active requests in stats()", function()
       local srv, seen
       srv = server(function(req)
         if req.path == "/stats" then seen = srv:stats() end
@@ -237,7 +237,7 @@ describe("core.http_server", function()
       while srv:stats().suspended == 0 and os.time() <= limit do srv:step(5) end
       local rs = client.serve_until_done(srv, { client.spawn { base .. "/stats" }, slow })
       assert.same({ 200, 200 }, { rs[1].status, rs[2].status })
-      assert.same({ connections = 2, suspended = 1, requests = 2 }, seen)
+      assert.same({ connections = 2, suspended = 1, requests = 2, deferred = 0, active = 2 }, seen)
       local after = srv:stats()
       assert.same({ 0, 2 }, { after.suspended, after.requests })
       srv:close()

@@ -1,6 +1,8 @@
 -- One conformance spec for every ledger backend: SQLite on a temporary file
 -- and Redis on a redis-server this spec starts on a free loopback port. Both
--- must give the same answers to the same calls; the clock is frozen.
+-- must give the same answers to the same calls; the clock is frozen. Each
+-- runs twice: on the C object, and on worker threads (open with `workers`,
+-- eidkit.LedgerPool behind eidkit.ledger.pool), which must answer alike.
 local ledger_mod = require "eidkit.ledger"
 local redis = require "support.redis"
 
@@ -40,14 +42,22 @@ teardown(function()
   os.execute("rm -rf " .. tmpdir)
 end)
 
+local variants = {}
 for name, new_url in pairs(backends) do
-  describe("ledger on " .. name, function()
+  variants[#variants + 1] = { name = name, new_url = new_url, class = "eidkit.Ledger" }
+  variants[#variants + 1] = { name = name, new_url = new_url, class = "eidkit.LedgerPool", workers = 2 }
+end
+
+for _, variant in ipairs(variants) do
+  local name, new_url, class = variant.name, variant.new_url, variant.class
+  describe("ledger on " .. name .. (variant.workers and " (worker pool)" or ""), function()
     local now, ledger
 
     local function open(opts)
       opts = opts or {}
       opts.clock = function() return now end
       opts.token_ttl = opts.token_ttl or 600
+      opts.workers = variant.workers
       return assert(ledger_mod.open(new_url(), opts))
     end
 
@@ -70,21 +80,21 @@ for name, new_url in pairs(backends) do
 
     it("reports its backend", function()
       assert.equals(name, ledger:backend())
-      assert.matches("^eidkit%.Ledger %(" .. name, tostring(ledger))
+      assert.matches("^" .. class:gsub("%.", "%%.") .. " %(" .. name, tostring(ledger))
     end)
 
     it("closes once, by close() or <close>, and refuses calls after", function()
       local l = open()
       l:close()
       l:close()
-      assert.equals("eidkit.Ledger (closed)", tostring(l))
-      assert.has_error(function() l:get(TOK) end, "attempt to use a closed eidkit.Ledger")
+      assert.equals(class .. " (closed)", tostring(l))
+      assert.has_error(function() l:get(TOK) end, "attempt to use a closed " .. class)
       do
         local scoped <close> = open()
         l = scoped
         assert.is_true(issue())
       end
-      assert.equals("eidkit.Ledger (closed)", tostring(l))
+      assert.equals(class .. " (closed)", tostring(l))
     end)
 
     it("raises on a missing argument, naming the method and the position", function()

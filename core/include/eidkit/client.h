@@ -174,13 +174,29 @@ EID_API eid_status eid_client_call(eid_client *c, const char *action, const void
 EID_API eid_status eid_client_submit(eid_client *c, const char *action, const void *body,
                                      size_t body_len, void *ud, eid_error *err);
 
-/* Drive submitted calls for at most timeout_ms (0: do not wait) or until a
- * call has finished. Returns the number of calls still unfinished (not
- * counting those waiting in eid_client_next). */
+/* Drive submitted calls for at most timeout_ms (0: do not wait, but handle
+ * every socket that is ready) or until a call has finished. Returns the
+ * number of calls still unfinished (not counting those waiting in
+ * eid_client_next). */
 EID_API size_t eid_client_perform(eid_client *c, long timeout_ms);
 
 /* Take one finished call: 1 with *ud and *out (caller frees), or 0 if none. */
 EID_API int eid_client_next(eid_client *c, void **ud, eid_result **out);
+
+/* For a host's own event loop: the client's epoll descriptor, readable when
+ * one of its sockets is. Wait on it (with poll/epoll, or add it to your own
+ * epoll set) for at most eid_client_timeout() ms, then call
+ * eid_client_perform(c, 0) and take results with eid_client_next. The
+ * descriptor belongs to the client: never read or close it. -1 for NULL.
+ * Not thread-safe with calls on c. */
+EID_API int eid_client_fd(const eid_client *c);
+
+/* Milliseconds until the client needs eid_client_perform(c, 0) even if its
+ * descriptor stays quiet (curl's timer, a retry's backoff, a call not yet
+ * started, a safety net four times a second while transfers run); 0 when a
+ * finished call waits in eid_client_next; -1 when nothing is submitted.
+ * NULL: -1. Not thread-safe with calls on c. */
+EID_API long eid_client_timeout(const eid_client *c);
 
 /* The server clock's offset from ours (seconds, server minus local) that the
  * client adopted after AuthFailure.SignatureExpire; 0 until then. */

@@ -30,6 +30,10 @@ An uncaught error prints its message and a traceback and exits with 1.]],
     summary = "serve a local E证通 simulator (signed API, control API, H5 page)",
     module = "eidkit.cli.sim",
   },
+  serve = {
+    summary = "serve the merchant backend routes (eidkit.gateway), non-blocking",
+    module = "eidkit.cli.serve",
+  },
   version = {
     summary = "print eidkit's, Lua's and OpenSSL's versions",
     usage = "eidkit version",
@@ -41,7 +45,7 @@ An uncaught error prints its message and a traceback and exits with 1.]],
     help = "Without COMMAND, lists the commands; with it, describes that command.",
   },
 }
-local order = { "run", "sign", "sim", "ledger", "version", "help" }
+local order = { "run", "sign", "serve", "sim", "ledger", "version", "help" }
 
 local function usage(out)
   out:write("usage: eidkit <command> [arguments]\n\ncommands:\n")

@@ -1,0 +1,413 @@
+/*
+ * eidkit.LedgerPool: the token ledger off the Lua thread. A few worker
+ * threads each own an eid_ledger opened from the same URL and options; the
+ * Lua thread reads a call's arguments into a job (bindings/ledger.c, the
+ * same code eidkit.Ledger uses), copies its inputs, and queues it; a worker
+ * runs the blocking C call (a Redis round trip, an SQLite transaction and
+ * its fsync); the finished job goes on a done list and an eventfd wakes the
+ * Lua thread's loop, which pushes the results as eidkit.Ledger would.
+ * No Lua ever runs on a worker.
+ *
+ *   local pool = core.ledger_pool(url [, opts [, workers]])  -- opts as core.ledger_open
+ *   local id = pool:claim(token, subject)   -- any eidkit.Ledger operation -> job id
+ *   pool:fd()                    -- readable when a job finished
+ *   local id, a, b = pool:next() -- a finished job: its results (a, b as the
+ *                                -- method returns them), or false, message
+ *                                -- for misuse to raise; nil when none
+ *   pool:next(id)                -- that job only, when finished
+ *   pool:wait(id [, timeout_ms]) -- block until job id finished -> true | false
+ *   pool:close()                 -- finishes every queued job, joins the workers
+ *
+ * docs/internals/serve.md says why threads rather than hiredis's async API.
+ */
+#define _GNU_SOURCE
+
+#include "eidkit_lua.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EIDKIT_POOL_MT  "eidkit.LedgerPool"
+#define DEFAULT_WORKERS 4
+#define MAX_WORKERS     64
+
+typedef struct job {
+    struct job *next;
+    lua_Integer id;
+    eidkit_ledger_job j;
+} job;
+
+typedef struct pool pool;
+
+typedef struct worker {
+    pool *p;
+    eid_ledger *l;
+    pthread_t thread;
+    int started;
+    int64_t now; /* the job's Lua clock, for the ledger's clock callback */
+} worker;
+
+struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a job was queued, or stop */
+    pthread_cond_t done; /* a job finished */
+    job *queue_head, *queue_tail;
+    job *done_head, *done_tail;
+    int stop;
+    int efd;
+    int closed;
+    int has_clock;
+    int n_workers;
+    worker workers[MAX_WORKERS];
+    lua_Integer last_id, pending; /* pending: queued or running or not yet taken */
+    char backend[16];
+};
+
+static int64_t worker_clock(void *ud) { return ((worker *)ud)->now; }
+
+static pool *check_pool(lua_State *L) {
+    pool *p = luaL_checkudata(L, 1, EIDKIT_POOL_MT);
+    if (p->closed) luaL_error(L, "attempt to use a closed " EIDKIT_POOL_MT);
+    return p;
+}
+
+static void append(job **head, job **tail, job *k) {
+    k->next = NULL;
+    if (*tail)
+        (*tail)->next = k;
+    else
+        *head = k;
+    *tail = k;
+}
+
+static void *work(void *arg) {
+    worker *w = arg;
+    pool *p = w->p;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->queue_head == NULL && !p->stop)
+            pthread_cond_wait(&p->work, &p->mu);
+        job *k = p->queue_head;
+        if (k == NULL) break; /* stop, and nothing left to run */
+        p->queue_head = k->next;
+        if (p->queue_head == NULL) p->queue_tail = NULL;
+        pthread_mutex_unlock(&p->mu);
+        w->now = k->j.now;
+        eidkit_ledger_job_run(w->l, &k->j);
+        pthread_mutex_lock(&p->mu);
+        append(&p->done_head, &p->done_tail, k);
+        pthread_cond_broadcast(&p->done);
+        uint64_t one = 1;
+        ssize_t n = write(p->efd, &one, sizeof one); /* only fails when the counter is huge */
+        (void)n;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void free_list(job *k) {
+    while (k) {
+        job *nx = k->next;
+        eidkit_ledger_job_clear(&k->j);
+        free(k);
+        k = nx;
+    }
+}
+
+/* Let the workers finish every queued job (a write must never be lost),
+ * join them, and free everything. */
+static void do_close(pool *p) {
+    if (p->closed) return;
+    p->closed = 1;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_workers; i++) {
+        if (p->workers[i].started) pthread_join(p->workers[i].thread, NULL);
+        eid_ledger_free(p->workers[i].l);
+        p->workers[i].l = NULL;
+    }
+    free_list(p->queue_head);
+    free_list(p->done_head);
+    p->queue_head = p->queue_tail = p->done_head = p->done_tail = NULL;
+    if (p->efd >= 0) close(p->efd);
+    p->efd = -1;
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->done);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* Read op's arguments on this thread (misuse raises here, naming the
+ * method), copy them, queue the job; returns its id. */
+static int post(lua_State *L, eidkit_ledger_op op) {
+    pool *p = check_pool(L);
+    eidkit_ledger_job j; /* reading allocates nothing: a raise leaks nothing */
+    j.now = 0;
+    if (p->has_clock) eidkit_ledger_read_clock(L, 1, &j.now);
+    eidkit_ledger_job_read(L, op, &j);
+    job *owned = malloc(sizeof *owned);
+    if (owned == NULL) return luaL_error(L, "not enough memory");
+    owned->j = j;
+    if (eidkit_ledger_job_own(&owned->j) != 0) {
+        free(owned);
+        return luaL_error(L, "not enough memory");
+    }
+    owned->id = ++p->last_id;
+    pthread_mutex_lock(&p->mu);
+    append(&p->queue_head, &p->queue_tail, owned);
+    p->pending++;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    lua_pushinteger(L, owned->id);
+    return 1;
+}
+
+static int l_issue(lua_State *L) { return post(L, EIDKIT_LEDGER_ISSUE); }
+static int l_claim(lua_State *L) { return post(L, EIDKIT_LEDGER_CLAIM); }
+static int l_consume(lua_State *L) { return post(L, EIDKIT_LEDGER_CONSUME); }
+static int l_get(lua_State *L) { return post(L, EIDKIT_LEDGER_GET); }
+static int l_record(lua_State *L) { return post(L, EIDKIT_LEDGER_RECORD); }
+static int l_due(lua_State *L) { return post(L, EIDKIT_LEDGER_DUE); }
+static int l_export(lua_State *L) { return post(L, EIDKIT_LEDGER_EXPORT); }
+static int l_expire(lua_State *L) { return post(L, EIDKIT_LEDGER_EXPIRE); }
+static int l_stats(lua_State *L) { return post(L, EIDKIT_LEDGER_STATS); }
+static int l_payload(lua_State *L) { return post(L, EIDKIT_LEDGER_PAYLOAD); }
+static int l_take(lua_State *L) { return post(L, EIDKIT_LEDGER_TAKE); }
+
+/* Unlink the finished job id (any when id is 0) from the done list. */
+static job *take_done(pool *p, lua_Integer id) {
+    job *prev = NULL;
+    for (job *k = p->done_head; k; prev = k, k = k->next) {
+        if (id && k->id != id) continue;
+        if (prev)
+            prev->next = k->next;
+        else
+            p->done_head = k->next;
+        if (p->done_tail == k) p->done_tail = prev;
+        p->pending--;
+        return k;
+    }
+    return NULL;
+}
+
+/* pool:next([id]) -> id, results... | nil */
+static int l_next(lua_State *L) {
+    pool *p = check_pool(L);
+    lua_Integer id = luaL_optinteger(L, 2, 0);
+    pthread_mutex_lock(&p->mu);
+    job *k = take_done(p, id);
+    if (k == NULL) {
+        /* Seen empty: clear the eventfd, then look once more, so a job that
+         * finished in between is taken now or signals again. */
+        uint64_t v;
+        ssize_t n = read(p->efd, &v, sizeof v);
+        (void)n;
+        k = take_done(p, id);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (k == NULL) return 0;
+    /* A userdata holds the job while its results are pushed, so nothing
+     * leaks if pushing raises. */
+    job *held = lua_newuserdatauv(L, sizeof *held, 0);
+    *held = *k;
+    free(k);
+    lua_pushinteger(L, held->id);
+    char msg[sizeof held->j.err.message + 32];
+    int arg = eidkit_ledger_job_misuse(&held->j, msg, sizeof msg);
+    if (arg) {
+        /* Raised by the caller as the method would have: the method is
+         * called with ':', so the position excludes the object. */
+        lua_pushboolean(L, 0);
+        lua_pushfstring(L, "bad argument #%d to '%s' (%s)", arg - 1,
+                        eidkit_ledger_op_name(held->j.op), msg);
+        eidkit_ledger_job_clear(&held->j);
+        return 3;
+    }
+    int n = eidkit_ledger_job_push(L, &held->j);
+    eidkit_ledger_job_clear(&held->j);
+    return 1 + n;
+}
+
+static double mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* pool:wait(id [, timeout_ms]) -> true once job id has finished (it stays
+ * for pool:next(id)), false after timeout_ms (default: no limit). */
+static int l_wait(lua_State *L) {
+    pool *p = check_pool(L);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    lua_Integer t = luaL_optinteger(L, 3, -1);
+    luaL_argcheck(L, t >= -1 && t <= 86400000, 3, "timeout_ms: expected -1..86400000");
+    double end = mono() + (double)t / 1000.0;
+    int found = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        for (job *k = p->done_head; k && !found; k = k->next)
+            found = k->id == id;
+        if (found) break;
+        if (t < 0) {
+            pthread_cond_wait(&p->done, &p->mu);
+            continue;
+        }
+        double left = end - mono();
+        if (left <= 0) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + left;
+        ts.tv_sec = (time_t)at;
+        ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&p->done, &p->mu, &ts);
+    }
+    pthread_mutex_unlock(&p->mu);
+    lua_pushboolean(L, found);
+    return 1;
+}
+
+static int l_fd(lua_State *L) {
+    lua_pushinteger(L, check_pool(L)->efd);
+    return 1;
+}
+
+/* pool:pending() -> jobs posted and not yet taken by next. */
+static int l_pending(lua_State *L) {
+    pool *p = check_pool(L);
+    pthread_mutex_lock(&p->mu);
+    lua_Integer n = p->pending;
+    pthread_mutex_unlock(&p->mu);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int l_backend(lua_State *L) {
+    lua_pushstring(L, check_pool(L)->backend);
+    return 1;
+}
+
+static int l_workers(lua_State *L) {
+    lua_pushinteger(L, check_pool(L)->n_workers);
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    do_close(luaL_checkudata(L, 1, EIDKIT_POOL_MT));
+    return 0;
+}
+
+static int l_tostring(lua_State *L) {
+    pool *p = luaL_checkudata(L, 1, EIDKIT_POOL_MT);
+    if (p->closed)
+        lua_pushliteral(L, EIDKIT_POOL_MT " (closed)");
+    else
+        lua_pushfstring(L, EIDKIT_POOL_MT " (%s, %d workers, %p)", p->backend, p->n_workers,
+                        (void *)p);
+    return 1;
+}
+
+/* core.ledger_pool(url [, opts [, workers]]) -> pool | nil, err. Every
+ * worker's ledger is opened here, on this thread, so a ledger that cannot be
+ * reached fails now. An in-memory SQLite database is one per handle: it
+ * gets one worker. */
+static int l_pool(lua_State *L) {
+    size_t ulen;
+    const char *url = luaL_checklstring(L, 1, &ulen);
+    luaL_argcheck(L, strlen(url) == ulen, 1, "contains a NUL byte");
+    eid_ledger_options o;
+    int has_clock, has_encoder;
+    eidkit_ledger_read_options(L, 2, &o, &has_clock, &has_encoder);
+    lua_Integer n = luaL_optinteger(L, 3, DEFAULT_WORKERS);
+    luaL_argcheck(L, n >= 1 && n <= MAX_WORKERS, 3, "workers: expected 1..64");
+    if (strcmp(url, "sqlite::memory:") == 0) n = 1;
+
+    /* Created closed, then opened: __gc is safe at every failure below. */
+    pool *p = lua_newuserdatauv(L, sizeof *p, 2);
+    memset(p, 0, sizeof *p);
+    p->closed = 1;
+    p->efd = -1;
+    luaL_setmetatable(L, EIDKIT_POOL_MT);
+    int self = lua_gettop(L);
+    if (has_clock) {
+        lua_getfield(L, 2, "clock");
+        lua_setiuservalue(L, self, 1);
+    }
+    if (has_encoder) {
+        lua_getfield(L, 2, "payload_encoder");
+        lua_setiuservalue(L, self, 2);
+    }
+    p->has_clock = has_clock;
+    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->efd < 0) return eidkit_push_fail(L, "internal", strerror(errno));
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+    /* Timed waits in l_wait use CLOCK_REALTIME, the default. */
+    pthread_cond_init(&p->done, NULL);
+    p->closed = 0;
+
+    for (int i = 0; i < (int)n; i++) {
+        worker *w = &p->workers[i];
+        w->p = p;
+        eid_ledger_options wo = o;
+        if (has_clock) {
+            eidkit_ledger_read_clock(L, self, &w->now);
+            wo.clock.now = worker_clock;
+            wo.clock.ud = w;
+        }
+        eid_error err = {0};
+        eid_status st = eid_ledger_open(url, &wo, &w->l, &err);
+        p->n_workers = i + (w->l != NULL);
+        if (st) {
+            do_close(p);
+            return eidkit_ledger_open_failed(L, st, &err);
+        }
+    }
+    snprintf(p->backend, sizeof p->backend, "%s", eid_ledger_backend(p->workers[0].l));
+
+    /* Workers start with every signal blocked: a host reading signals
+     * through a signalfd (core.poller) must never see one delivered here. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int failed = 0;
+    for (int i = 0; i < p->n_workers && !failed; i++) {
+        failed = pthread_create(&p->workers[i].thread, NULL, work, &p->workers[i]) != 0;
+        p->workers[i].started = !failed;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (failed) {
+        do_close(p);
+        return eidkit_push_fail(L, "internal", "cannot start the ledger's worker threads");
+    }
+    return 1;
+}
+
+void eidkit_open_ledger_pool(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"issue", l_issue},     {"claim", l_claim},     {"consume", l_consume},
+        {"get", l_get},         {"record", l_record},   {"due", l_due},
+        {"export", l_export},   {"expire", l_expire},   {"stats", l_stats},
+        {"payload", l_payload}, {"take", l_take},       {"next", l_next},
+        {"wait", l_wait},       {"fd", l_fd},           {"pending", l_pending},
+        {"backend", l_backend}, {"workers", l_workers}, {"close", l_close},
+        {NULL, NULL},
+    };
+    static const luaL_Reg meta[] = {
+        {"__gc", l_close},
+        {"__close", l_close},
+        {"__tostring", l_tostring},
+        {NULL, NULL},
+    };
+    eidkit_new_class(L, EIDKIT_POOL_MT, meta, methods);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_pool);
+    lua_setfield(L, -2, "ledger_pool");
+}

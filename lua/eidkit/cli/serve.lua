@@ -1,0 +1,421 @@
+-- eidkit serve: the merchant backend (eidkit.gateway) on the embedded
+-- non-blocking host (eidkit.serve), optionally with the simulator in the
+-- same process (--sim). docs/internals/serve.md has the design.
+local core = require "eidkit.core"
+local args = require "eidkit.cli.args"
+
+local stdout, stderr = io.stdout, io.stderr
+local format = string.format
+local type, pairs, ipairs, tostring, tonumber, pcall = type, pairs, ipairs, tostring, tonumber, pcall
+
+local _M = {}
+
+local spec = {
+  { name = "config", arg = "FILE", help = "a Lua file returning a table of these options (keys with _ for -)" },
+  { name = "listen", arg = "HOST:PORT", help = "address to serve on (default 127.0.0.1:8080; port 0 picks one)" },
+  { name = "merchant-id", arg = "ID", help = "your MerchantId (required unless --sim)" },
+  { name = "ledger", arg = "URL", help = "the token ledger: sqlite:PATH or redis://HOST:PORT[/DB] (default sqlite:./eidkit.db)" },
+  { name = "ledger-workers", arg = "N", help = "threads (each with its own connection) running ledger calls (default 4)" },
+  { name = "policy", arg = "FILE", help = "the merchant policy script, run sandboxed; SIGHUP reloads it" },
+  { name = "endpoint", arg = "URL", help = "the API endpoint (default https://faceid.tencentcloudapi.com)" },
+  { name = "h5-return-url", arg = "URL", help = "where GET /eid/h5/return redirects (enables that route)" },
+  { name = "token-limit", arg = "COUNT/SECONDS", help = "tokens per subject (default 5/600; 'off' for none)" },
+  { name = "upstream-rate", arg = "N", help = "calls per second per API action, at most (default 100; 'off' for none)" },
+  { name = "upstream-timeout", arg = "SECONDS", help = "one API attempt's timeout (default 10)" },
+  { name = "upstream-deadline", arg = "SECONDS", help = "one API call's deadline, retries included (default 30)" },
+  { name = "sweep-interval", arg = "SECONDS", help = "pull results the front end never reported this often (default 60; 0: off)" },
+  { name = "access-log", arg = "FILE", help = "append the JSON access log to FILE ('-': stdout; default: stderr)" },
+  { name = "drain-timeout", arg = "SECONDS", help = "on SIGTERM/SIGINT, wait this long for requests in flight (default 10)" },
+  { name = "check", help = "validate the configuration and the policy, then exit (0 ok, 2 not)" },
+  { name = "sim", help = "run the simulator in this process and use it as the endpoint (development only)" },
+  { name = "sim-listen", arg = "HOST:PORT", help = "the simulator's address (default 127.0.0.1:0)" },
+  { name = "sim-seed", arg = "N", help = "the simulator's seed (default: random)" },
+  { name = "sim-token-ttl", arg = "SECONDS", help = "the simulator's EidToken lifetime (default 7200)" },
+  { name = "sim-fault", arg = "SPEC", list = true, help = "a simulator fault, as eidkit sim --fault; repeatable" },
+  { name = "help", help = "show this help" },
+}
+_M.spec = spec
+
+-- Keys a --config file may set besides the flags: gateway options that
+-- need a table.
+local CONFIG_ONLY = { token_params = "table", token_fields = "table", result_fields = "table" }
+
+function _M.help()
+  return "usage: eidkit serve [options]\n\n" .. [[
+Serves the merchant backend routes of eidkit.gateway (POST /eid/token,
+POST /eid/result, GET /eid/h5/return, GET /healthz, GET /metrics) on one
+non-blocking loop: a request waiting on Tencent or on the ledger never holds
+up another. The first line on stdout is "listening on URL"; with --sim the
+second is "simulator on URL" (its control API is in docs/SIMULATOR.md).
+Credentials come from the client's chain (TENCENTCLOUD_SECRET_ID/_KEY,
+~/.tencentcloud/credentials, CVM role); they are never printed. With --sim
+and no --policy, a demo authorize takes the subject from the
+X-Eidkit-Demo-User header: never use it in production.
+The access log is one JSON object per request, without bodies, names, ID
+numbers or secrets, EidTokens shortened. SIGTERM/SIGINT stop accepting,
+let requests in flight finish (up to --drain-timeout), answer the rest 503
+and exit 0; SIGHUP reloads --policy (a broken one keeps the old). Exit
+status: 0 stopped by a signal, 2 bad usage or configuration, 1 failure.
+
+options:
+]] .. args.help(spec) .. [[
+
+
+A --config file is Lua run in an empty environment, e.g.
+  return { listen = "0.0.0.0:8080", merchant_id = "0NSJ...", ledger = "redis://10.0.0.5:6379/0",
+           policy = "/etc/eidkit/policy.lua", token_params = { Config = { InputType = "1" } } }
+Besides the options it may set token_params, token_fields and result_fields
+(docs/internals/gateway.md). Flags win over the file.
+]]
+end
+
+local function usage_error(msg)
+  stderr:write("eidkit serve: ", msg, "\n")
+  return 2
+end
+
+local function failure(msg)
+  stderr:write("eidkit serve: ", msg, "\n")
+  return 1
+end
+
+-- ------------------------------------------------------------ options
+
+local by_key = {}
+for _, f in ipairs(spec) do by_key[(f.name:gsub("%-", "_"))] = f end
+
+-- The --config file: a table of option keys; nil, message when it is wrong.
+local function read_config(path)
+  local text, err = args.read_file(path)
+  if not text then return nil, format("--config: %s", tostring(err)) end
+  local chunk, lerr = load(text, "@" .. path, "t", {})
+  if not chunk then return nil, format("--config %s: %s", path, lerr) end
+  local ok, cfg = pcall(chunk)
+  if not ok then return nil, format("--config %s: %s", path, tostring(cfg)) end
+  if type(cfg) ~= "table" then return nil, format("--config %s: must return a table, got %s", path, type(cfg)) end
+  local out = {}
+  for k, v in pairs(cfg) do
+    local f = type(k) == "string" and by_key[k]
+    if CONFIG_ONLY[k] then
+      if type(v) ~= CONFIG_ONLY[k] then return nil, format("--config %s: %s: expected a table", path, k) end
+      out[k] = v
+    elseif not f or k == "config" or k == "help" or k == "check" then
+      return nil, format("--config %s: unknown key '%s'", path, tostring(k))
+    elseif f.list then
+      if type(v) == "string" then v = { v } end
+      if type(v) ~= "table" then return nil, format("--config %s: %s: expected a list of strings", path, k) end
+      local list = {}
+      for i, x in ipairs(v) do
+        if type(x) ~= "string" then return nil, format("--config %s: %s[%d]: expected a string", path, k, i) end
+        list[i] = x
+      end
+      out[k] = list
+    elseif f.arg then
+      if type(v) ~= "string" and type(v) ~= "number" then
+        return nil, format("--config %s: %s: expected a string or a number", path, k)
+      end
+      out[k] = tostring(math.tointeger(v) or v)
+    else
+      if type(v) ~= "boolean" then return nil, format("--config %s: %s: expected true or false", path, k) end
+      out[k] = v or nil
+    end
+  end
+  return out
+end
+
+local function host_port(v, name)
+  local host, port = v:match("^%[?([^%]]*)%]?:(%d+)$")
+  port = port and math.tointeger(tonumber(port))
+  if not host or not port or port > 65535 then
+    return nil, format("--%s: expected HOST:PORT, got '%s'", name, v)
+  end
+  if host == "localhost" then host = "127.0.0.1" end
+  if not (host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true)) then
+    return nil, format("--%s: expected an IP address, got '%s'", name, host)
+  end
+  return { host = host, port = port }
+end
+
+local function seconds(v, name, min, default)
+  if v == nil then return default end
+  local n = tonumber(v)
+  if not n or n ~= n or n < min or n > 86400 then
+    return nil, format("--%s: expected seconds %s%g, got '%s'", name, min > 0 and "> " or ">= ",
+      min > 0 and 0 or min, v)
+  end
+  return n
+end
+
+-- Everything the run needs, from flags over the config file; nil, message.
+local function settings(o)
+  local s = {}
+  local err
+  s.listen, err = host_port(o.listen or "127.0.0.1:8080", "listen")
+  if not s.listen then return nil, err end
+  s.sim = o.sim == true
+  for _, k in ipairs { "sim_listen", "sim_seed", "sim_token_ttl", "sim_fault" } do
+    if o[k] ~= nil and not s.sim then return nil, format("--%s needs --sim", (k:gsub("_", "-"))) end
+  end
+  if s.sim and o.endpoint then return nil, "--endpoint and --sim exclude each other" end
+  s.merchant_id = o.merchant_id
+  if s.merchant_id ~= nil and (s.merchant_id == "" or s.merchant_id:find("%s")) then
+    return nil, "--merchant-id: expected your MerchantId"
+  end
+  if not s.sim and not s.merchant_id then
+    return nil, "--merchant-id is required (or --sim for a local simulator)"
+  end
+  s.ledger = o.ledger or "sqlite:./eidkit.db"
+  if not (s.ledger:find("^sqlite:.") or s.ledger:find("^redis://")) then
+    return nil, format("--ledger: expected sqlite:PATH or redis://HOST:PORT[/DB], got '%s'", s.ledger)
+  end
+  local w = o.ledger_workers and math.tointeger(tonumber(o.ledger_workers))
+  if o.ledger_workers and (not w or w < 1 or w > 64) then
+    return nil, format("--ledger-workers: expected 1..64, got '%s'", o.ledger_workers)
+  end
+  s.ledger_workers = w or 4
+  s.endpoint = o.endpoint
+  if s.endpoint and not s.endpoint:find("^https?://[^/]") then
+    return nil, format("--endpoint: expected an http(s) URL, got '%s'", s.endpoint)
+  end
+  s.policy = o.policy
+  s.h5_return_url = o.h5_return_url
+  if o.token_limit == "off" then
+    s.token_limit = false
+  elseif o.token_limit then
+    local count, per = o.token_limit:match("^(%d+)/(%d+%.?%d*)$")
+    count, per = math.tointeger(tonumber(count)), tonumber(per)
+    if not count or count < 1 or not per or per <= 0 then
+      return nil, format("--token-limit: expected COUNT/SECONDS such as 5/600, or off; got '%s'", o.token_limit)
+    end
+    s.token_limit = { count = count, per = per }
+  end
+  if o.upstream_rate == "off" then
+    s.upstream_limits = { GetEidToken = false, GetEidResult = false }
+  elseif o.upstream_rate then
+    local n = tonumber(o.upstream_rate)
+    if not n or n <= 0 or n > 100000 then
+      return nil, format("--upstream-rate: expected calls per second > 0, or off; got '%s'", o.upstream_rate)
+    end
+    -- A bucket lets burst + rate through in any one second: 0.8 n + 0.2 n,
+    -- as the gateway's default 80 + 20 (a burst is at least one call).
+    local l = { rate = n * 0.8, burst = math.max(1, n * 0.2) }
+    s.upstream_limits = { GetEidToken = l, GetEidResult = l }
+  end
+  local checks = {
+    { "upstream_timeout", "upstream-timeout", 0.001, 10 },
+    { "upstream_deadline", "upstream-deadline", 0.001, 30 },
+    { "sweep_interval", "sweep-interval", 0, 60 },
+    { "drain_timeout", "drain-timeout", 0, 10 },
+    { "sim_token_ttl", "sim-token-ttl", 1, nil },
+  }
+  for _, c in ipairs(checks) do
+    s[c[1]], err = seconds(o[c[1]], c[2], c[3], c[4])
+    if err then return nil, err end
+  end
+  s.access_log = o.access_log
+  if s.sim then
+    s.sim_listen, err = host_port(o.sim_listen or "127.0.0.1:0", "sim-listen")
+    if not s.sim_listen then return nil, err end
+    if o.sim_seed then
+      s.sim_seed = math.tointeger(tonumber(o.sim_seed))
+      if not s.sim_seed then return nil, format("--sim-seed: expected an integer, got '%s'", o.sim_seed) end
+    end
+    s.sim_faults = {}
+    local faults = require "eidkit.sim.faults"
+    for _, spec_text in ipairs(o.sim_fault or {}) do
+      local rule, ferr = faults.parse(spec_text)
+      if not rule then return nil, "--sim-fault: " .. tostring(ferr) end
+      s.sim_faults[#s.sim_faults + 1] = rule
+    end
+  end
+  s.token_params, s.token_fields, s.result_fields = o.token_params, o.token_fields, o.result_fields
+  return s
+end
+
+-- ------------------------------------------------------------ the parts
+
+-- The demo authorize of --sim without --policy: whoever sends the header is
+-- that user. Loud on purpose.
+local DEMO_HEADER = "x-eidkit-demo-user"
+local DEMO_POLICY = {
+  authorize = function(req)
+    local u = req.headers and req.headers[DEMO_HEADER]
+    if type(u) == "string" and u ~= "" then return u end
+    return false, "no X-Eidkit-Demo-User header"
+  end,
+}
+
+local function load_policy(path)
+  local policy = require "eidkit.policy"
+  local p, err = policy.load(path)
+  if not p then return nil, format("--policy: %s", tostring(err)) end
+  return p
+end
+
+-- The gateway and everything under it. For --check, ledger is a stand-in
+-- and nothing connects anywhere; errors come back as nil, message.
+local function build(s, host, ledger, policy, log)
+  local eidkit_client = require "eidkit.client"
+  local flow_mod = require "eidkit.flow"
+  local gateway = require "eidkit.gateway"
+  local metrics = require "eidkit.metrics"
+  local registry = metrics.new()
+  local copts = { endpoint = s.endpoint, timeout = s.upstream_timeout, deadline = s.upstream_deadline,
+    logger = gateway.client_logger(registry), await = host and host.client_await or nil }
+  if s.sim then
+    local sim_mod = require "eidkit.sim"
+    copts.secret_id, copts.secret_key = sim_mod.demo.SecretId, sim_mod.demo.SecretKey
+  end
+  local ok, client = pcall(eidkit_client.new, copts)
+  if not ok then return nil, tostring(client) end
+  local fok, flow = pcall(flow_mod.new, { client = client, ledger = ledger, merchant_id = s.merchant_id,
+    policy = policy, sleep = host and host.sleep or nil })
+  if not fok then return nil, tostring(flow) end
+  local gok, gw = pcall(gateway.new, { flow = flow, metrics = registry, h5_return_url = s.h5_return_url,
+    token_limit = s.token_limit, upstream_limits = s.upstream_limits, token_params = s.token_params,
+    token_fields = s.token_fields, result_fields = s.result_fields, access_log = log,
+    on_error = function(m) stderr:write("eidkit serve: ", m, "\n") end })
+  if not gok then return nil, (tostring(gw):gsub("^bad option", "configuration: bad option")) end
+  return gw, flow, client
+end
+
+-- The access log's writer: a function(line) that never raises.
+local function access_log(path)
+  local out
+  if path == nil then
+    out = stderr
+  elseif path == "-" then
+    out = stdout
+  else
+    local f, err = io.open(path, "a")
+    if not f then return nil, format("--access-log: %s", tostring(err)) end
+    f:setvbuf("line")
+    out = f
+  end
+  return function(line) out:write(line, "\n") end, out
+end
+
+-- The simulator on its own http_server, stepped by the host.
+local function start_sim(s, host)
+  local sim_mod = require "eidkit.sim"
+  local sim = sim_mod.new { seed = s.sim_seed, faults = s.sim_faults, token_ttl = s.sim_token_ttl and math.floor(s.sim_token_ttl),
+    merchants = s.merchant_id and { s.merchant_id } or nil,
+    log = function(line)
+      if line:match("^internal error") then stderr:write("eidkit serve: simulator: ", line, "\n") end
+    end }
+  local ok, srv = pcall(core.http_server, { host = s.sim_listen.host, port = s.sim_listen.port,
+    max_body = sim_mod.MAX_BODY + 1024 * 1024,
+    handler = function(req) return sim:handle(req) end,
+    on_error = function(m) stderr:write("eidkit serve: simulator handler error: ", m, "\n") end })
+  if not ok then return nil, "--sim-listen: " .. tostring(srv):gsub("^bad argument #1 to '[%w_.]+' ", "") end
+  local url = format("http://%s:%d", s.sim_listen.host, srv:port())
+  sim.base_url = url
+  host:add_server(srv)
+  return url, sim
+end
+
+function _M.main(argv)
+  local o, positional = args.parse(spec, argv)
+  if not o then return usage_error(positional .. " (see eidkit serve --help)") end
+  if o.help then stdout:write(_M.help()) return 0 end
+  if #positional > 0 then return usage_error("unexpected argument '" .. positional[1] .. "'") end
+  if o.config then
+    local cfg, err = read_config(o.config)
+    if not cfg then return usage_error(err) end
+    for k, v in pairs(o) do cfg[k] = v end
+    o = cfg
+  end
+  local s, err = settings(o)
+  if not s then return usage_error(err) end
+  if s.sim and not s.merchant_id then s.merchant_id = require("eidkit.sim").demo.MerchantId end
+
+  local policy
+  if s.policy then
+    policy, err = load_policy(s.policy)
+    if not policy then return usage_error(err) end
+  elseif s.sim then
+    policy = DEMO_POLICY
+  end
+
+  if o.check then
+    local ok, berr = build(s, nil, { claim = function() end }, policy, function() end)
+    if not ok then return usage_error(berr) end
+    stdout:write("eidkit serve: configuration ok\n")
+    return 0
+  end
+
+  local log, lerr = access_log(s.access_log)
+  if not log then return usage_error(lerr) end
+
+  local serve = require "eidkit.serve"
+  local host = assert(serve.new { on_error = function(m) stderr:write("eidkit serve: ", m, "\n") end })
+  local sim_url
+  if s.sim then
+    sim_url, err = start_sim(s, host)
+    if not sim_url then host:close() return failure(err) end
+    s.endpoint = sim_url
+  end
+  if not s.policy and s.sim then
+    stderr:write("eidkit serve: warning: demo authorize: the subject is whatever the X-Eidkit-Demo-User ",
+      "header says; for the simulator only, never use in production (give --policy FILE)\n")
+  end
+
+  local ledger_mod = require "eidkit.ledger"
+  local ledger, lderr = ledger_mod.open(s.ledger, { workers = s.ledger_workers, await = host.ledger_await })
+  if not ledger then host:close() return failure("cannot open the ledger: " .. tostring(lderr)) end
+
+  local gw, flow, client = build(s, host, ledger, policy, log)
+  if not gw then ledger:close() host:close() return usage_error(flow) end
+  if not s.sim then
+    -- Credentials now, not at the first request; the reason never holds a secret.
+    local creds, why = client.provider:get()
+    if not creds then
+      ledger:close() host:close()
+      return failure("cannot sign API calls: " .. tostring(type(why) == "table" and why.message or why))
+    end
+  end
+
+  local ok, srv = pcall(host.mount, host, gw, { host = s.listen.host, port = s.listen.port })
+  if not ok then
+    ledger:close() host:close()
+    return failure("--listen: " .. tostring(srv):gsub("^bad argument #1 to '[%w_.]+' ", ""))
+  end
+  stdout:setvbuf("line")
+  stdout:write(format("listening on http://%s:%d\n", s.listen.host:find(":", 1, true)
+    and "[" .. s.listen.host .. "]" or s.listen.host, srv:port()))
+  if sim_url then stdout:write("simulator on ", sim_url, "\n") end
+  stdout:flush()
+
+  if s.sweep_interval > 0 then
+    host:every(s.sweep_interval, "the sweep", function()
+      local n, report = flow:sweep { limit = 100 }
+      if not n then
+        stderr:write("eidkit serve: sweep failed: ", tostring(report), "\n")
+      elseif #report.failures > 0 then
+        stderr:write(format("eidkit serve: sweep: %d recorded, %d failed\n", n, #report.failures))
+      end
+    end)
+  end
+
+  local why, cut = host:run { drain_timeout = s.drain_timeout, on_reload = function()
+    if not s.policy then
+      stderr:write("eidkit serve: SIGHUP: no --policy file to reload\n")
+      return
+    end
+    local p, perr = load_policy(s.policy)
+    if not p then
+      stderr:write("eidkit serve: SIGHUP: policy not reloaded, keeping the old one: ", perr, "\n")
+      return
+    end
+    flow:set_policy(p)
+    stderr:write("eidkit serve: SIGHUP: policy reloaded from ", s.policy, "\n")
+  end }
+  host:close()
+  client:close()
+  ledger:close()
+  stderr:write(format("eidkit serve: stopped (%s)%s\n", why,
+    cut > 0 and format("; %d request%s answered 503 at the drain deadline", cut, cut == 1 and "" or "s") or ""))
+  return 0
+end
+
+return _M

@@ -1,0 +1,201 @@
+-- core.ledger_pool (bindings/ledger_pool.c) and eidkit.ledger.open{workers,
+-- await}: the ledger on worker threads, waited for on an eventfd. The
+-- answers themselves are held to the C object's by conformance_spec.lua;
+-- here: the Lua thread never waits, queued writes survive close, and a
+-- coroutine can wait for a job while a loop runs.
+local core = require "eidkit.core"
+local ledger_mod = require "eidkit.ledger"
+local redis = require "support.redis"
+
+local tmpdir = os.tmpname()
+os.remove(tmpdir)
+assert(os.execute("mkdir -p " .. tmpdir))
+local serial = 0
+local function sqlite_url()
+  serial = serial + 1
+  return ("sqlite:%s/pool-%d.db"):format(tmpdir, serial)
+end
+
+local function issue_params(tok)
+  return { EidToken = tok, MerchantId = "0NSJ2023", subject = "user-42" }
+end
+
+-- Take every finished job from pool until want ids came back: {[id] = {a, b}}.
+local function drain(pool, want, limit)
+  local p <close> = core.poller()
+  p:add(pool:fd())
+  local out, got, t0 = {}, 0, core.monotonic()
+  while got < want do
+    assert(core.monotonic() - t0 < (limit or 10), "the jobs did not finish in time")
+    p:wait(100)
+    while true do
+      local id, a, b = pool:next()
+      if not id then break end
+      out[id] = { a, b }
+      got = got + 1
+    end
+  end
+  return out
+end
+
+teardown(function() os.execute("rm -rf " .. tmpdir) end)
+
+-- An error message without the position luaL_where or error() put before it.
+local function bare(msg) return (tostring(msg):gsub("^[^:]*:%d+: ", "")) end
+
+describe("core.ledger_pool", function()
+
+  it("runs jobs on its workers and hands back the results the C object would", function()
+    local pool = assert(core.ledger_pool(sqlite_url(), nil, 3))
+    assert.equals(3, pool:workers())
+    assert.equals("sqlite", pool:backend())
+    local a = pool:issue(issue_params("T1"))
+    local b = pool:claim("T1", "user-42")
+    assert.same({ 1, 2 }, { a, b })
+    local out = drain(pool, 2)
+    assert.is_true(out[a][1])
+    -- b may run before a on another worker: unknown, or the entry
+    assert.is_true(out[b][1] ~= nil and out[b][1].EidToken == "T1" or out[b][2].code == "unknown_token")
+    local c = pool:claim("T1", "someone-else")
+    out = drain(pool, 1)
+    assert.same({ nil, "wrong_subject" }, { out[c][1], out[c][2].code })
+    assert.equals(0, pool:pending())
+    assert.is_nil(pool:next())
+    pool:close()
+    pool:close()
+    assert.equals("eidkit.LedgerPool (closed)", tostring(pool))
+    assert.has_error(function() pool:get("T1") end, "attempt to use a closed eidkit.LedgerPool")
+  end)
+
+  it("returns misuse the C ledger finds as false and the message the C object raises", function()
+    local pool = assert(core.ledger_pool(sqlite_url()))
+    local id = pool:issue { EidToken = "bad token!", MerchantId = "m", subject = "s" }
+    assert.is_true(pool:wait(id, 5000))
+    local got, flag, msg = pool:next(id)
+    assert.same({ id, false }, { got, flag })
+    local sync = assert(ledger_mod.open(sqlite_url()))
+    local ok, err = pcall(sync.issue, sync, { EidToken = "bad token!", MerchantId = "m", subject = "s" })
+    assert.is_false(ok)
+    assert.equals(bare(err), msg)
+    assert.matches("^bad argument #1 to 'issue' %(EidToken", msg)
+    -- arguments are checked before a job is made
+    assert.has_error(function() pool:claim("T1") end, "bad argument #2 to 'claim' (string expected, got no value)")
+    sync:close()
+    pool:close()
+  end)
+
+  it("finishes every queued write on close", function()
+    local url = sqlite_url()
+    local pool = assert(core.ledger_pool(url, nil, 2))
+    for i = 1, 50 do pool:issue(issue_params("Q" .. i)) end
+    pool:close() -- without taking a single result
+    local l = assert(ledger_mod.open(url))
+    assert.equals(50, l:stats().total)
+    l:close()
+  end)
+
+  it("gives an in-memory SQLite database one worker (each handle would be its own database)", function()
+    local pool = assert(core.ledger_pool("sqlite::memory:", nil, 8))
+    assert.equals(1, pool:workers())
+    pool:close()
+  end)
+
+  it("fails to open as ledger_open does", function()
+    local pool, err = core.ledger_pool("redis://127.0.0.1:1/0", { timeout_ms = 200 })
+    assert.is_nil(pool)
+    assert.equals("unavailable", err.code)
+    assert.has_error(function() core.ledger_pool("ftp://x") end)
+    assert.has_error(function() core.ledger_pool(sqlite_url(), nil, 0) end)
+  end)
+
+  it("reads the Lua clock on the Lua thread, when the job is made", function()
+    local now = 1735660800
+    local pool = assert(core.ledger_pool(sqlite_url(), { clock = function() return now end }, 2))
+    local id = pool:issue(issue_params("C1"))
+    now = now + 1000 -- after posting: the job keeps the time it was made with
+    assert.is_true(pool:wait(id))
+    pool:next(id)
+    id = pool:get("C1")
+    pool:wait(id)
+    local _, rec = pool:next(id)
+    assert.equals(1735660800, rec.created_at)
+    pool:close()
+  end)
+
+  describe("with a slow Redis", function()
+    local srv
+    lazy_setup(function() srv = redis.available and redis.start() or nil end)
+    lazy_teardown(function() if srv then srv:destroy() end end)
+
+    it("never makes the Lua thread wait: posting returns at once, the job lands later", function()
+      if not srv then pending("redis-server is not installed") return end
+      local l = assert(ledger_mod.open(srv:url(0, "pool:"), { workers = 2 }))
+      local pool = l.c.pool
+      assert(l:issue(issue_params("R1")))
+      srv:cli("CLIENT", "PAUSE", "1500", "ALL") -- every client but this one waits 1.5 s
+      -- Wait until Redis is asleep: a PING cut off after 0.2 s goes unanswered.
+      local asleep = ("timeout 0.2 redis-cli -h 127.0.0.1 -p %d PING 2>/dev/null | grep -q PONG"):format(srv.port)
+      local t0 = core.monotonic()
+      while os.execute(asleep) and core.monotonic() - t0 < 3 do end
+      local posted = core.monotonic()
+      local id = pool:claim("R1", "user-42")
+      assert.is_true(core.monotonic() - posted < 0.05)
+      assert.is_false(pool:wait(id, 100)) -- still in Redis
+      local out = drain(pool, 1)
+      assert.equals("R1", out[id][1].EidToken)
+      l:close()
+    end)
+  end)
+end)
+
+describe("eidkit.ledger.open{workers = n, await = f}", function()
+  it("wraps the pool in the ledger class, blocking by default", function()
+    local l = assert(ledger_mod.open(sqlite_url(), { workers = 2 }))
+    assert.is_true(l:issue(issue_params("W1")))
+    assert.equals("W1", l:claim("W1", "user-42").EidToken)
+    assert.same({ nil, "unknown_token" }, { l:get("nope"), select(2, l:get("nope")).code })
+    assert.matches("^eidkit%.LedgerPool %(sqlite, 2 workers", tostring(l))
+    assert.equals("sqlite", l:backend())
+    l:close()
+    assert.has_error(function() ledger_mod.open(sqlite_url(), { workers = 0 }) end,
+      "bad argument #2 to 'open' (workers: expected an integer 1..64)")
+    assert.has_error(function() ledger_mod.open(sqlite_url(), { await = 1 }) end,
+      "bad argument #2 to 'open' (await: expected function(pool, id))")
+  end)
+
+  it("lets coroutines wait through await while a loop hands out the results", function()
+    local waiting = {}
+    local l = assert(ledger_mod.open(sqlite_url(), { workers = 2, await = function(_, id)
+      waiting[id] = coroutine.running()
+      return coroutine.yield()
+    end }))
+    local results = {}
+    for i = 1, 10 do
+      local co = coroutine.create(function()
+        assert(l:issue(issue_params("K" .. i)))
+        results[i] = l:claim("K" .. i, "user-42").EidToken
+        -- misuse still raises in the caller
+        local ok, err = pcall(l.issue, l, { EidToken = "bad token!", MerchantId = "m", subject = "s" })
+        results[i] = not ok and err:match("^bad argument #1 to 'issue'") and results[i]
+      end)
+      assert(coroutine.resume(co))
+    end
+    local pool = l.c.pool
+    local p <close> = core.poller()
+    p:add(pool:fd())
+    local t0 = core.monotonic()
+    while next(waiting) do
+      assert(core.monotonic() - t0 < 10)
+      p:wait(100)
+      while true do
+        local id, a, b = pool:next()
+        if not id then break end
+        local co = waiting[id]
+        waiting[id] = nil
+        assert(coroutine.resume(co, a, b))
+      end
+    end
+    for i = 1, 10 do assert.equals("K" .. i, results[i]) end
+    l:close()
+  end)
+end)

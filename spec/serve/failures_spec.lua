@@ -1,0 +1,67 @@
+-- What `eidkit serve` answers when what it depends on fails: the ledger
+-- down (503), Tencent unreachable (502) or too slow (504). It never
+-- crashes, and it serves again once the dependency is back.
+local sp = require "support.serveproc"
+local simproc = require "support.simproc"
+local redis = require "support.redis"
+local sim_mod = require "eidkit.sim"
+
+local demo = sim_mod.demo
+local CREDS = { TENCENTCLOUD_SECRET_ID = demo.SecretId, TENCENTCLOUD_SECRET_KEY = demo.SecretKey }
+
+local function policy_file()
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write([[return { authorize = function(req) return req.headers["x-user"] or false end }]])
+  f:close()
+  return path
+end
+
+describe("eidkit serve when a dependency fails", function()
+  it("answers 503 while the Redis ledger is down, and 200 once it is back", function()
+    if not redis.available then pending("redis-server is not installed") return end
+    local srv = redis.start()
+    local s = sp.start { "--sim", "--ledger", srv:url(0, "down:"), "--sweep-interval", "0" }
+    local tok = sp.token(s, "alice")
+    srv:stop()
+    for _, c in ipairs {
+      { "POST", "/eid/token", { user = "alice" } },
+      { "POST", "/eid/result", { user = "alice", body = { EidToken = tok } } },
+      { "GET", "/healthz", {} },
+    } do
+      local r = sp.request(s, c[1], c[2], c[3])
+      assert.equals(503, r.status, c[2] .. ": " .. r.body)
+      assert.equals("unavailable", r.json.error.code)
+    end
+    assert(srv:launch())
+    local r = sp.request(s, "POST", "/eid/result", { user = "alice", body = { EidToken = tok } })
+    assert.same({ 200, "pending" }, { r.status, r.json and r.json.status })
+    assert.equals(0, (sp.stop(s)))
+    srv:destroy()
+  end)
+
+  it("answers 502 when Tencent cannot be reached, 504 when it does not answer in time", function()
+    local policy = policy_file()
+    local db = os.tmpname()
+    -- Nothing listens on port 1: connection refused.
+    local s = sp.start({ "--endpoint", "http://127.0.0.1:1", "--merchant-id", demo.MerchantId,
+      "--policy", policy, "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0" }, { env = CREDS })
+    local r = sp.request(s, "POST", "/eid/token", { headers = { ["X-User"] = "u" } })
+    assert.same({ 502, "connect" }, { r.status, r.json and r.json.error.code })
+    assert.equals(0, (sp.stop(s)))
+
+    local sim = simproc.start { "--seed", "3" }
+    s = sp.start({ "--endpoint", sim.url, "--merchant-id", demo.MerchantId, "--policy", policy,
+      "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0", "--upstream-timeout", "0.3",
+      "--upstream-deadline", "1" }, { env = CREDS })
+    sp.sim_faults(s, { { Action = "GetEidToken", Kind = "latency", Ms = 3000 } }, sim.url)
+    r = sp.request(s, "POST", "/eid/token", { headers = { ["X-User"] = "u" } })
+    assert.same({ 504, "timeout" }, { r.status, r.json and r.json.error.code })
+    -- still serving
+    assert.equals(200, sp.request(s, "GET", "/healthz").status)
+    assert.equals(0, (sp.stop(s)))
+    simproc.stop(sim)
+    os.remove(policy)
+    for _, ext in ipairs { "", ".db", ".db-wal", ".db-shm" } do os.remove(db .. ext) end
+  end)
+end)

@@ -1,0 +1,236 @@
+-- `eidkit serve` as a process: signals (SIGTERM drains, SIGHUP reloads the
+-- policy), --check, the exit codes, and its help against its flag parser.
+local core = require "eidkit.core"
+local cjson = require "cjson"
+local sp = require "support.serveproc"
+local proc = require "support.proc"
+local args = require "eidkit.cli.args"
+local serve_cli = require "eidkit.cli.serve"
+
+local bin = proc.bin()
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+local function tmp_db()
+  local base = os.tmpname()
+  return "sqlite:" .. base .. ".db", function()
+    for _, ext in ipairs { "", ".db", ".db-wal", ".db-shm" } do os.remove(base .. ext) end
+  end
+end
+
+-- The simulator's request count, through its control API.
+local function sim_requests(s)
+  local status, body = core.http_request("GET", s.sim_url .. "/sim/health", nil, 5)
+  assert(status == 200)
+  return math.tointeger(cjson.decode(body).Requests)
+end
+
+-- A passed token for user, then a background /eid/result that the
+-- simulator holds for latency_ms; returns once the simulator has it.
+local function slow_result(s, user, latency_ms)
+  local tok = sp.token(s, user)
+  sp.sim_finish(s, tok, 0)
+  sp.sim_faults(s, { { Action = "GetEidResult", Kind = "latency", Ms = latency_ms } })
+  local before, polls = sim_requests(s), 0
+  local h = sp.spawn(s, "POST", "/eid/result", { user = user, body = { EidToken = tok } })
+  sp.wait_for(function()
+    polls = polls + 1
+    return sim_requests(s) > before + polls
+  end, 10, "the GetEidResult to reach the simulator")
+  return h
+end
+
+describe("eidkit serve", function()
+  describe("on SIGTERM", function()
+    it("stops accepting, lets the request in flight finish, and exits 0", function()
+      local url, cleanup = tmp_db()
+      local s = sp.start { "--sim", "--ledger", url, "--sweep-interval", "0" }
+      local h = slow_result(s, "alice", 1500)
+      assert(s.process:kill("TERM"))
+      -- new connections are refused while the old request drains
+      sp.wait_for(function()
+        return sp.request(s, "GET", "/healthz", { max_time = 1 }).code == 7
+      end, 5, "the listener to close")
+      assert.is_false(h.done())
+      local r = sp.wait_all({ h })[1]
+      assert.same({ 200, "passed" }, { r.status, r.json and r.json.status })
+      local code, _, err = sp.stop(s, false)
+      assert.equals(0, code)
+      assert.matches("stopped %(signal%)\n$", err)
+      cleanup()
+    end)
+
+    it("answers 503 to what is still waiting at --drain-timeout, and exits 0", function()
+      local url, cleanup = tmp_db()
+      local s = sp.start { "--sim", "--ledger", url, "--sweep-interval", "0", "--drain-timeout", "0.3" }
+      local h = slow_result(s, "bob", 5000)
+      local t0 = core.monotonic()
+      assert(s.process:kill("TERM"))
+      local r = sp.wait_all({ h })[1]
+      assert.is_true(core.monotonic() - t0 < 3)
+      assert.same({ 503, "shutting_down" }, { r.status, r.json and r.json.error.code })
+      local code, _, err = sp.stop(s, false)
+      assert.equals(0, code)
+      assert.matches("1 request answered 503 at the drain deadline", err, 1, true)
+      cleanup()
+    end)
+  end)
+
+  describe("on SIGHUP", function()
+    it("reloads the policy; a broken one keeps the old and says why", function()
+      local url, cleanup = tmp_db()
+      local policy = os.tmpname() .. ".lua"
+      write(policy, [[return { authorize = function(req) return req.headers["x-user"] or false end }]])
+      local s = sp.start { "--sim", "--policy", policy, "--ledger", url, "--sweep-interval", "0" }
+      local function token_status(headers)
+        return sp.request(s, "POST", "/eid/token", { headers = headers }).status
+      end
+      assert.equals(200, token_status { ["X-User"] = "u1" })
+      assert.equals(401, token_status { ["X-Other"] = "u1" })
+      local _, err0 = sp.output(s)
+      assert.is_nil(err0:find("demo authorize", 1, true)) -- a real policy: no demo
+
+      write(policy, [[return { authorize = function(req) return req.headers["x-other"] or false end ]]) -- broken
+      assert(s.process:kill("HUP"))
+      sp.wait_for(function() return select(2, sp.output(s)):find("policy not reloaded", 1, true) end, 5,
+        "the reload failure")
+      local _, err1 = sp.output(s)
+      assert.matches("SIGHUP: policy not reloaded, keeping the old one: %-%-policy: .*" .. policy:gsub("%p", "%%%0"), err1)
+      assert.equals(200, token_status { ["X-User"] = "u2" })
+
+      write(policy, [[return { authorize = function(req) return req.headers["x-other"] or false end }]])
+      assert(s.process:kill("HUP"))
+      sp.wait_for(function() return select(2, sp.output(s)):find("policy reloaded from", 1, true) end, 5,
+        "the reload")
+      assert.equals(200, token_status { ["X-Other"] = "u3" })
+      assert.equals(401, token_status { ["X-User"] = "u3" })
+      assert.equals(0, (sp.stop(s)))
+      os.remove(policy)
+      cleanup()
+    end)
+  end)
+
+  describe("--check", function()
+    local dir
+    lazy_setup(function() dir = os.tmpname() end)
+    lazy_teardown(function() os.execute("rm -f " .. dir .. "*") end)
+
+    local function check(...)
+      local argv = { bin, "serve", "--check", ... }
+      return proc.run(argv, { env = { TENCENTCLOUD_SECRET_ID = "", TENCENTCLOUD_SECRET_KEY = "" } })
+    end
+
+    it("exits 0 for a good configuration, without listening or opening the ledger", function()
+      local good = dir .. ".good.lua"
+      write(good, [[return { authorize = function() return "x" end }]])
+      local conf = dir .. ".conf.lua"
+      write(conf, [[return { merchant_id = "0NSJ2023", listen = "127.0.0.1:0", upstream_rate = 50,
+        ledger = "sqlite:]] .. dir .. [[.never.db", token_params = { Config = { InputType = "1" } } }]])
+      local r = check("--config", conf, "--policy", good)
+      assert.same({ 0, "eidkit serve: configuration ok\n", "" }, { r.code, r.stdout, r.stderr })
+      assert.is_nil(io.open(dir .. ".never.db"))
+      assert.equals(0, check("--sim").code)
+    end)
+
+    it("exits 2 naming what is wrong", function()
+      local broken = dir .. ".broken.lua"
+      write(broken, "return {")
+      local bad_conf = dir .. ".bad.lua"
+      write(bad_conf, [[return { merchant = "x" }]])
+      local cases = {
+        { { "--merchant-id", "M", "--policy", broken }, "%-%-policy: .*broken" },
+        { {}, "%-%-merchant%-id is required" },
+        { { "--sim", "--listen", "nowhere" }, "%-%-listen: expected HOST:PORT" },
+        { { "--sim", "--token-limit", "5" }, "%-%-token%-limit: expected COUNT/SECONDS" },
+        { { "--sim", "--upstream-rate", "-1" }, "%-%-upstream%-rate" },
+        { { "--sim", "--ledger", "mysql://x" }, "%-%-ledger: expected sqlite:PATH or redis://" },
+        { { "--sim", "--endpoint", "http://x" }, "%-%-endpoint and %-%-sim exclude each other" },
+        { { "--merchant-id", "M", "--sim-seed", "1" }, "%-%-sim%-seed needs %-%-sim" },
+        { { "--sim", "--h5-return-url", "javascript:x" }, "h5_return_url" },
+        { { "--config", bad_conf }, "unknown key 'merchant'" },
+        { { "--sim", "--nope" }, "unknown option '%-%-nope'" },
+      }
+      for _, c in ipairs(cases) do
+        local r = check(table.unpack(c[1]))
+        assert.equals(2, r.code, table.concat(c[1], " ") .. ": " .. r.stderr)
+        assert.matches("^eidkit serve: " .. ".*" .. c[2], r.stderr)
+        assert.equals("", r.stdout)
+      end
+    end)
+  end)
+
+  describe("runtime failures", function()
+    it("exits 1 when the ledger cannot be reached or the port is taken", function()
+      local r = proc.run { bin, "serve", "--sim", "--listen", "127.0.0.1:0", "--ledger", "redis://127.0.0.1:1/0" }
+      assert.equals(1, r.code)
+      assert.matches("cannot open the ledger: .*unavailable", r.stderr)
+      local url, cleanup = tmp_db()
+      local s = sp.start { "--sim", "--ledger", url }
+      local port = s.url:match(":(%d+)$")
+      r = proc.run { bin, "serve", "--sim", "--listen", "127.0.0.1:" .. port, "--ledger", url }
+      assert.equals(1, r.code)
+      assert.matches("%-%-listen: .*address already in use", r.stderr)
+      sp.stop(s)
+      cleanup()
+    end)
+
+    it("exits 1 without credentials, and never prints a secret it has", function()
+      local home = os.tmpname()
+      os.remove(home)
+      local url, cleanup = tmp_db()
+      local r = proc.run({ bin, "serve", "--merchant-id", "M", "--listen", "127.0.0.1:0", "--ledger", url,
+        "--endpoint", "http://127.0.0.1:1" },
+        { env = { HOME = home, TENCENTCLOUD_SECRET_ID = "", TENCENTCLOUD_SECRET_KEY = "",
+          TENCENTCLOUD_CREDENTIALS_FILE = home .. "/none" } })
+      assert.equals(1, r.code)
+      assert.matches("cannot sign API calls: no credentials", r.stderr)
+      cleanup()
+    end)
+  end)
+
+  describe("limits", function()
+    it("applies --token-limit per subject and --upstream-rate per action", function()
+      local url, cleanup = tmp_db()
+      local s = sp.start { "--sim", "--ledger", url, "--token-limit", "1/600", "--upstream-rate", "1" }
+      assert.equals(200, sp.request(s, "POST", "/eid/token", { user = "a" }).status)
+      local r = sp.request(s, "POST", "/eid/token", { user = "a" })
+      assert.same({ 429, "rate_limited" }, { r.status, r.json.error.code })
+      assert.matches("^%d+$", r.headers["retry-after"])
+      -- other users: their subject buckets are full, the upstream one (1/s: 0.8 a second, burst 1)
+      -- is shared and was spent by the first call
+      local statuses = {}
+      for i = 1, 5 do statuses[i] = sp.request(s, "POST", "/eid/token", { user = "b" .. i }).status end
+      table.sort(statuses)
+      assert.equals(429, statuses[5])
+      assert.equals(0, (sp.stop(s)))
+      cleanup()
+    end)
+  end)
+
+  describe("help", function()
+    it("lists exactly the flags the parser accepts", function()
+      local r = proc.run { bin, "help", "serve" }
+      assert.equals(0, r.code)
+      local listed = {}
+      for name, rest in r.stdout:gmatch("\n  %-%-([%w%-]+)([^\n]*)") do listed[name] = rest end
+      local accepted = {}
+      for _, f in ipairs(serve_cli.spec) do
+        accepted[f.name] = true
+        assert.is_not_nil(listed[f.name], "--" .. f.name .. " is not in the help")
+        local argv = { "--" .. f.name }
+        if f.arg then
+          assert.matches("^ " .. f.arg:gsub("%p", "%%%0") .. " ", listed[f.name])
+          argv[2] = "x"
+        end
+        assert.is_not_nil(args.parse(serve_cli.spec, argv), "--" .. f.name .. " is refused by the parser")
+      end
+      for name in pairs(listed) do assert.is_true(accepted[name], "--" .. name .. " is in the help only") end
+      assert.equals(r.stdout, proc.run({ bin, "serve", "--help" }).stdout)
+      assert.matches("serve +serve the merchant backend routes", proc.run({ bin, "help" }).stdout)
+    end)
+  end)
+end)
