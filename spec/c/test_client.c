@@ -29,6 +29,32 @@
 #define MERCHANT   SIM_MERCHANT_ID
 
 /* A loopback port nothing listens on: bound, then closed. */
+/* A loopback server that answers its first connection with plain HTTP and
+ * closes: a TLS client reads that as a bad handshake at once (curl: "wrong
+ * version number"). Deterministic, unlike https:// to the simulator, where
+ * MHD's answer to a ClientHello depends on its random bytes (and a slow run
+ * saw no answer at all, so a timeout). The child's pid goes to *pid. */
+static int not_tls_port(pid_t *pid) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 1) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0) close(fd);
+        return 0;
+    }
+    *pid = fork();
+    if (*pid == 0) {
+        static const char answer[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+        int c = accept(fd, NULL, NULL);
+        if (c >= 0 && write(c, answer, sizeof answer - 1) < 0) _exit(1);
+        if (c >= 0) close(c);
+        _exit(0);
+    }
+    close(fd);
+    return *pid > 0 ? ntohs(a.sin_port) : 0;
+}
+
 static int closed_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -417,10 +443,10 @@ static void test_transport_codes(void) {
             CHECK_STR(pred[i].code, pred[i].is ? "(a transport code)" : "(not one)");
     CHECK(!eid_client_is_transport_code(NULL));
 
-    char closed[64], tls[128];
+    char closed[64], tls[64];
     snprintf(closed, sizeof closed, "http://127.0.0.1:%d", closed_port());
-    /* https:// to the plain-HTTP simulator: the TLS handshake fails. */
-    snprintf(tls, sizeof tls, "https://%s", sim_url + strlen("http://"));
+    pid_t not_tls = -1;
+    snprintf(tls, sizeof tls, "https://127.0.0.1:%d", not_tls_port(&not_tls));
     static const char *const latency = "[{\"Action\":\"*\",\"Kind\":\"latency\",\"Ms\":400}]";
     const struct {
         const char *endpoint, *faults, *want;
@@ -451,6 +477,7 @@ static void test_transport_codes(void) {
     }
     for (size_t j = 0; j < N; j++)
         if (!produced[j]) CHECK_STR("(not produced)", names[j]);
+    if (not_tls > 0) waitpid(not_tls, NULL, 0);
 }
 
 static int64_t fixed_clock(void *ud) { return *(int64_t *)ud; }

@@ -21,6 +21,9 @@ local spec = {
   { name = "h5-return-url", arg = "URL", help = "where GET /eid/h5/return redirects (enables that route)" },
   { name = "token-limit", arg = "COUNT/SECONDS", help = "tokens per subject (default 5/600; 'off' for none)" },
   { name = "upstream-rate", arg = "N", help = "calls per second per API action, at most (default 100; 'off' for none)" },
+  { name = "upstream-concurrency", arg = "N", help = "API calls in flight at once, at most (default 1024)" },
+  { name = "limits", arg = "WHERE", help = "where the buckets of --token-limit and --upstream-rate live: ledger (shared by every process on the ledger) or memory (this process); default ledger for redis://, memory for sqlite:" },
+  { name = "token-fields", arg = "LIST", help = "body fields POST /eid/token accepts, comma-separated, of Name,IdCard,Extra,RedirectUrl,Config (default none)" },
   { name = "upstream-timeout", arg = "SECONDS", help = "one API attempt's timeout (default 10)" },
   { name = "upstream-deadline", arg = "SECONDS", help = "one API call's deadline, retries included (default 30)" },
   { name = "sweep-interval", arg = "SECONDS", help = "pull results the front end never reported this often (default 60; 0: off)" },
@@ -64,7 +67,7 @@ options:
 A --config file is Lua run in an empty environment, e.g.
   return { listen = "0.0.0.0:8080", merchant_id = "0NSJ...", ledger = "redis://10.0.0.5:6379/0",
            policy = "/etc/eidkit/policy.lua", token_params = { Config = { InputType = "1" } } }
-Besides the options it may set token_params, token_fields and result_fields
+Besides the options it may set token_params, token_fields (a list) and result_fields
 (docs/internals/gateway.md). Flags win over the file.
 ]]
 end
@@ -201,6 +204,23 @@ local function settings(o)
     local l = { rate = n * 0.8, burst = math.max(1, n * 0.2) }
     s.upstream_limits = { GetEidToken = l, GetEidResult = l }
   end
+  local conc = o.upstream_concurrency and math.tointeger(tonumber(o.upstream_concurrency))
+  if o.upstream_concurrency and (not conc or conc < 1 or conc > 10000) then
+    return nil, format("--upstream-concurrency: expected 1..10000, got '%s'", o.upstream_concurrency)
+  end
+  s.upstream_concurrency = conc or 1024
+  s.limits = o.limits or (s.ledger:find("^redis://") and "ledger" or "memory")
+  if s.limits ~= "ledger" and s.limits ~= "memory" then
+    return nil, format("--limits: expected ledger or memory, got '%s'", o.limits)
+  end
+  if o.token_fields ~= nil then
+    if type(o.token_fields) == "table" then
+      s.token_fields = o.token_fields
+    else
+      s.token_fields = {}
+      for f in tostring(o.token_fields):gmatch("[^,%s]+") do s.token_fields[#s.token_fields + 1] = f end
+    end
+  end
   local checks = {
     { "upstream_timeout", "upstream-timeout", 0.001, 10 },
     { "upstream_deadline", "upstream-deadline", 0.001, 30 },
@@ -228,7 +248,7 @@ local function settings(o)
       s.sim_faults[#s.sim_faults + 1] = rule
     end
   end
-  s.token_params, s.token_fields, s.result_fields = o.token_params, o.token_fields, o.result_fields
+  s.token_params, s.result_fields = o.token_params, o.result_fields
   return s
 end
 
@@ -261,6 +281,7 @@ local function build(s, host, ledger, policy, log)
   local metrics = require "eidkit.metrics"
   local registry = metrics.new()
   local copts = { endpoint = s.endpoint, timeout = s.upstream_timeout, deadline = s.upstream_deadline,
+    max_in_flight = s.upstream_concurrency,
     logger = gateway.client_logger(registry), await = host and host.client_await or nil }
   if s.sim then
     local sim_mod = require "eidkit.sim"
@@ -271,7 +292,10 @@ local function build(s, host, ledger, policy, log)
   local fok, flow = pcall(flow_mod.new, { client = client, ledger = ledger, merchant_id = s.merchant_id,
     policy = policy, sleep = host and host.sleep or nil })
   if not fok then return nil, tostring(flow) end
+  local limiter = require "eidkit.limiter"
+  local lim = s.limits == "ledger" and host and limiter.ledger(ledger) or nil
   local gok, gw = pcall(gateway.new, { flow = flow, metrics = registry, h5_return_url = s.h5_return_url,
+    limiter = lim,
     token_limit = s.token_limit, upstream_limits = s.upstream_limits, token_params = s.token_params,
     token_fields = s.token_fields, result_fields = s.result_fields, access_log = log,
     on_error = function(m) stderr:write("eidkit serve: ", m, "\n") end })
