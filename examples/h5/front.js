@@ -13,7 +13,8 @@
 // `authorize(request)` reads the session cookie the proxy passes through.
 //
 //   node examples/h5/front.js --serve http://127.0.0.1:8080 [--listen 127.0.0.1:8000]
-//   eidkit serve --sim --listen 127.0.0.1:8080 --h5-return-url http://127.0.0.1:8000/done.html
+//   eidkit serve --sim --listen 127.0.0.1:8080 --h5-return-url http://127.0.0.1:8000/done.html \
+//     --token-fields RedirectUrl
 //
 // require("./front.js").createFront({ serve }) -> an http.Server (not yet
 // listening) with server.setServe(url), for spec/conformance/h5_serve.test.js.

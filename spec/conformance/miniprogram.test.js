@@ -7,23 +7,26 @@
 // leaves for the eID mini-program (here: plays the user through the
 // simulator's control API) and WeChat brings the app back with scene 1038
 // and the eID appId, which fires App.onShow and the SDK's listener, which
-// calls verifyDoneCallback. wx.request is real HTTP, to
-// $EIDKIT_SERVE_URL (`eidkit serve --sim`: its first stdout line) with the
-// simulator at $EIDKIT_SIM_URL (its second line). Without EIDKIT_SERVE_URL
-// the flow tests are skipped; the onShow rule and the files are checked
-// regardless, the rule against lua/eidkit/policy.lua's own when build/eidkit
-// exists.
+// calls verifyDoneCallback. wx.request is real HTTP, to `eidkit serve --sim`
+// which the flow tests start here (on a port of its own, with a temporary
+// sqlite ledger) and stop at the end: its first stdout line is the server's
+// URL, its second the simulator's. EIDKIT_SERVE_URL with EIDKIT_SIM_URL
+// point them at a server already running instead. The onShow rule and the
+// files are checked without a server, the rule against
+// lua/eidkit/policy.lua's own when build/eidkit exists. Run by
+// spec/conformance/run.
 "use strict";
 
-const { describe, it, before } = require("node:test");
+const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const { execFileSync } = require("node:child_process");
 const fs = require("node:fs");
 const http = require("node:http");
+const os = require("node:os");
 const https = require("node:https");
 const path = require("node:path");
 const vm = require("node:vm");
-const { ROOT, EIDKIT_BIN, request } = require("./lib.js");
+const { ROOT, EIDKIT_BIN, request, start } = require("./lib.js");
 
 const MP = path.join(ROOT, "examples", "miniprogram");
 const EID_APPID = "wx0e2cb0b052a91c92";
@@ -278,15 +281,25 @@ describe("examples/miniprogram without a server", () => {
 
 // ------------------------------------------------------------ against a server
 
-const serveUrl = process.env.EIDKIT_SERVE_URL;
-const skip = serveUrl ? false
-  : "EIDKIT_SERVE_URL is not set: start `eidkit serve --sim` and set EIDKIT_SERVE_URL and EIDKIT_SIM_URL to its two URLs";
+describe("examples/miniprogram against eidkit serve", () => {
+  let serveUrl, simUrl, serve, tmp;
+  before(async () => {
+    if (process.env.EIDKIT_SERVE_URL) {
+      serveUrl = process.env.EIDKIT_SERVE_URL;
+      simUrl = process.env.EIDKIT_SIM_URL;
+      assert.ok(simUrl, "EIDKIT_SIM_URL (the simulator of `eidkit serve --sim`) must be set with EIDKIT_SERVE_URL");
+      return;
+    }
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "eidkit-miniprogram-"));
+    serve = await start(EIDKIT_BIN, ["serve", "--sim", "--listen", "127.0.0.1:0",
+      "--ledger", `sqlite:${path.join(tmp, "eidkit.db")}`], { lines: 2 });
+    [serveUrl, simUrl] = serve.urls;
+  });
 
-describe("examples/miniprogram against eidkit serve", { skip }, () => {
-  let simUrl;
-  before(() => {
-    simUrl = process.env.EIDKIT_SIM_URL;
-    assert.ok(simUrl, "EIDKIT_SIM_URL (the simulator of `eidkit serve --sim`) must be set with EIDKIT_SERVE_URL");
+  after(async () => {
+    const code = serve ? await serve.stop() : 0;
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    assert.equal(code, 0, `eidkit serve exited ${code}: ${serve && serve.stderr()}`);
   });
 
   // Launch, open the page, press the button; resolves with the finished page.
