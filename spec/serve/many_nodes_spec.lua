@@ -260,6 +260,7 @@ describe("two eidkit serve processes on one redis-server", function()
     print(("\n  kill: %d requests, %d acknowledged, %d cut (%d in flight at the kill)"):format(#results,
       #tokens, failed, in_flight))
     assert.is_true(#tokens >= 30)
+    assert.is_true(in_flight > 0, "no request was in flight when A was killed")
     -- Every acknowledged token is in the ledger, bound to its user ...
     local l = assert(ledger_mod.open(srv:url(0, "x4:")))
     for _, t in ipairs(tokens) do
