@@ -224,7 +224,7 @@ describe("two eidkit serve processes on one redis-server", function()
     -- Each GetEidToken takes 20-60 ms upstream, so requests are in flight
     -- (waiting on the simulator or on Redis) when A dies.
     simctl.faults(sim, { { Action = "GetEidToken", Kind = "latency", Ms = 20, Jitter = 40 } })
-    local handles, acked = {}, 0
+    local handles = {}
     local function done_ok()
       local n = 0
       for _, h in ipairs(handles) do if h.done() then n = n + 1 end end
