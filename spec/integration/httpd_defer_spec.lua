@@ -75,11 +75,16 @@ describe("core.http_server deferred responses", function()
   end)
 
   it("honours delay_ms and faults in a deferred response", function()
-    local a = client.spawn { url("/later") }
-    local b = client.spawn { url("/later") }
-    step_until(srv, function() return #pending == 2 end)
-    assert.is_true(srv:respond(pending[1], { body = "slowly", delay_ms = 300 }))
-    assert.is_true(srv:respond(pending[2], { fault = "reset" }))
+    -- Two curl processes race to connect: tell their requests apart by path,
+    -- never by arrival order.
+    local by_path = {}
+    srv:close()
+    srv = core.http_server { handler = function(req) by_path[req.path] = req.id return false end }
+    local a = client.spawn { url("/later-a") }
+    local b = client.spawn { url("/later-b") }
+    step_until(srv, function() return by_path["/later-a"] and by_path["/later-b"] end)
+    assert.is_true(srv:respond(by_path["/later-a"], { body = "slowly", delay_ms = 300 }))
+    assert.is_true(srv:respond(by_path["/later-b"], { fault = "reset" }))
     local t0 = core.monotonic()
     local rs = client.serve_until_done(srv, { a, b })
     assert.same({ 200, "slowly" }, { rs[1].status, rs[1].body })
