@@ -272,6 +272,18 @@ local function wait_ms(self, limit)
   return t
 end
 
+-- Every finished call of source (a client or a ledger pool): resume the
+-- coroutine that waits for it with the call's results.
+local function resume_done(self, source, waiting)
+  while true do
+    local id, a, b = source:next()
+    if not id then return end
+    local co = waiting[id]
+    waiting[id] = nil
+    if co then step_co(self, co, a, b) end
+  end
+end
+
 -- One turn of the loop: wait (at most limit_ms), then let every source do
 -- its work and resume the coroutines whose wait is over.
 function methods.step(self, limit_ms)
@@ -285,28 +297,11 @@ function methods.step(self, limit_ms)
   local clients, pools = self.clients, self.pools
   for i = 1, #clients do
     local c = clients[i]
-    local waiting = clients.waiting[c]
     local ok, err = pcall(c.perform, c, 0)
     if not ok then report(self, "the API client's logger or retry policy raised: " .. tostring(err)) end
-    while true do
-      local id, a, b = c:next()
-      if not id then break end
-      local co = waiting[id]
-      waiting[id] = nil
-      if co then step_co(self, co, a, b) end
-    end
+    resume_done(self, c, clients.waiting[c])
   end
-  for i = 1, #pools do
-    local pool = pools[i]
-    local waiting = pools.waiting[pool]
-    while true do
-      local id, a, b = pool:next()
-      if not id then break end
-      local co = waiting[id]
-      waiting[id] = nil
-      if co then step_co(self, co, a, b) end
-    end
-  end
+  for i = 1, #pools do resume_done(self, pools[i], pools.waiting[pools[i]]) end
   fire_timers(self)
 end
 
