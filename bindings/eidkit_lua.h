@@ -92,6 +92,7 @@ typedef struct eidkit_ledger_job {
     char *bytes; /* payload: malloc'd */
     size_t len;
     char *owned;
+    int omit_request_ids; /* the ledger was opened with request_ids = false */
 } eidkit_ledger_job;
 
 /* The Lua method name of op ("claim"). */
@@ -104,6 +105,9 @@ void eidkit_ledger_read_clock(lua_State *L, int idx, int64_t *now);
 /* Check op's arguments (index 2 on, the object at 1) and fill j's inputs;
  * misuse raises naming the argument. record calls the object's payload
  * encoder (its second user value) here. */
+/* opts.request_ids at idx: 0 when the option is false (entries then come
+ * without their RequestIds list), else 1. */
+int eidkit_ledger_read_request_ids(lua_State *L, int idx);
 void eidkit_ledger_job_read(lua_State *L, eidkit_ledger_op op, eidkit_ledger_job *j);
 
 /* Copy j's inputs into one allocation of its own, so the job outlives the

@@ -16,8 +16,9 @@
 #define PAGE 256
 
 typedef struct lledger {
-    eid_ledger *l; /* NULL once closed */
-    int64_t now;   /* read from the Lua clock before each call */
+    eid_ledger *l;        /* NULL once closed */
+    int64_t now;          /* read from the Lua clock before each call */
+    int omit_request_ids; /* opened with request_ids = false */
 } lledger;
 
 static int64_t lua_clock(void *ud) { return ((lledger *)ud)->now; }
@@ -53,7 +54,7 @@ static void set_time(lua_State *L, const char *k, int64_t v) {
     if (v) set_int(L, k, v);
 }
 
-static void push_entry(lua_State *L, const eid_ledger_entry *r) {
+static void push_entry(lua_State *L, const eid_ledger_entry *r, int omit_request_ids) {
     lua_createtable(L, 0, 18);
     lua_pushstring(L, r->token);
     lua_setfield(L, -2, "EidToken");
@@ -77,7 +78,14 @@ static void push_entry(lua_State *L, const eid_ledger_entry *r) {
     if (r->has_err_code) set_int(L, "ErrCode", r->err_code);
     lua_pushboolean(L, r->has_payload);
     lua_setfield(L, -2, "has_payload");
-    lua_newtable(L);
+    /* Up to 32 strings per entry, on every claim and record of a host that
+     * never reads them (the flow): the largest part of eidkit serve's
+     * per-request work once a polled token had collected its 32. */
+    if (omit_request_ids) return;
+    int n = *r->request_ids ? 1 : 0;
+    for (const char *p = r->request_ids; *p; p++)
+        n += *p == ',';
+    lua_createtable(L, n, 0); /* sized once: this runs for every claim and record */
     int i = 0;
     for (const char *p = r->request_ids; *p;) {
         size_t len = strcspn(p, ",");
@@ -468,7 +476,7 @@ static int push_results(lua_State *L) {
     case EIDKIT_LEDGER_EXPORT:
         lua_createtable(L, (int)j->n, 0);
         for (size_t i = 0; i < j->n; i++) {
-            push_entry(L, &j->list[i]);
+            push_entry(L, &j->list[i], j->omit_request_ids);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         break;
@@ -484,7 +492,7 @@ static int push_results(lua_State *L) {
         if (j->allowed) break;
         lua_pushnumber(L, (lua_Number)j->retry_after);
         return 2;
-    default: push_entry(L, &j->entry); break;
+    default: push_entry(L, &j->entry, j->omit_request_ids); break;
     }
     return 1;
 }
@@ -521,6 +529,7 @@ static int call(lua_State *L, eidkit_ledger_op op) {
     eidkit_ledger_job j;
     j.now = 0;
     eidkit_ledger_job_read(L, op, &j);
+    j.omit_request_ids = ll->omit_request_ids;
     eidkit_ledger_job_run(ll->l, &j);
     char msg[sizeof j.err.message + 32];
     int arg = eidkit_ledger_job_misuse(&j, msg, sizeof msg);
@@ -579,6 +588,15 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
+int eidkit_ledger_read_request_ids(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return 1;
+    int t = lua_getfield(L, idx, "request_ids");
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    luaL_argcheck(L, t == LUA_TNIL || t == LUA_TBOOLEAN, idx, "request_ids: expected a boolean");
+    return t == LUA_TNIL || v;
+}
+
 void eidkit_ledger_read_options(lua_State *L, int idx, eid_ledger_options *o, int *has_clock,
                                 int *has_encoder) {
     memset(o, 0, sizeof *o);
@@ -628,9 +646,11 @@ static int l_open(lua_State *L) {
     int has_clock, has_encoder;
     eidkit_ledger_read_options(L, 2, &o, &has_clock, &has_encoder);
     /* Uservalues: 1 the clock, 2 the payload encoder. */
+    int request_ids = eidkit_ledger_read_request_ids(L, 2);
     lledger *ll = lua_newuserdatauv(L, sizeof *ll, 2);
     ll->l = NULL;
     ll->now = 0;
+    ll->omit_request_ids = !request_ids;
     luaL_setmetatable(L, EIDKIT_LEDGER_MT);
     int self = lua_gettop(L);
     if (has_clock) {

@@ -37,6 +37,7 @@
 #define EIDKIT_POOL_MT  "eidkit.LedgerPool"
 #define DEFAULT_WORKERS 4
 #define MAX_WORKERS     64
+#define MAX_SPARE       64 /* jobs kept for reuse: 4 KiB each */
 
 typedef struct job {
     struct job *next;
@@ -64,9 +65,13 @@ struct pool {
     int efd;
     int closed;
     int has_clock;
+    int omit_request_ids; /* opened with request_ids = false */
     int n_workers;
     worker workers[MAX_WORKERS];
     lua_Integer last_id, pending; /* pending: queued or running or not yet taken */
+    job *held;                    /* the job whose results l_next is pushing; see release_held */
+    job *spare;                   /* finished jobs kept for reuse (Lua thread only) */
+    int n_spare;
     char backend[16];
 };
 
@@ -121,6 +126,26 @@ static void free_list(job *k) {
     }
 }
 
+/* A job taken by l_next stays here while its results are pushed: if
+ * pushing raises, the next l_next or the close frees it. Holding it in a
+ * userdata instead cost a 4 KiB Lua allocation per finished job, the
+ * largest share of `eidkit serve`'s garbage. */
+static void release_held(pool *p) {
+    job *k = p->held;
+    p->held = NULL;
+    if (k == NULL) return;
+    eidkit_ledger_job_clear(&k->j);
+    /* Kept for the next post: a 4 KiB malloc and free per job was most of
+     * the C side's allocator time under load. */
+    if (p->n_spare < MAX_SPARE && !p->closed) {
+        k->next = p->spare;
+        p->spare = k;
+        p->n_spare++;
+    } else {
+        free(k);
+    }
+}
+
 /* Let the workers finish every queued job (a write must never be lost),
  * join them, and free everything. */
 static void do_close(pool *p) {
@@ -135,6 +160,13 @@ static void do_close(pool *p) {
         eid_ledger_free(p->workers[i].l);
         p->workers[i].l = NULL;
     }
+    release_held(p);
+    while (p->spare) { /* cleared when they were released */
+        job *nx = p->spare->next;
+        free(p->spare);
+        p->spare = nx;
+    }
+    p->n_spare = 0;
     free_list(p->queue_head);
     free_list(p->done_head);
     p->queue_head = p->queue_tail = p->done_head = p->done_tail = NULL;
@@ -153,8 +185,14 @@ static int post(lua_State *L, eidkit_ledger_op op) {
     j.now = 0;
     if (p->has_clock) eidkit_ledger_read_clock(L, 1, &j.now);
     eidkit_ledger_job_read(L, op, &j);
-    job *owned = malloc(sizeof *owned);
-    if (owned == NULL) return luaL_error(L, "not enough memory");
+    j.omit_request_ids = p->omit_request_ids;
+    job *owned = p->spare;
+    if (owned != NULL) {
+        p->spare = owned->next;
+        p->n_spare--;
+    } else if ((owned = malloc(sizeof *owned)) == NULL) {
+        return luaL_error(L, "not enough memory");
+    }
     owned->j = j;
     if (eidkit_ledger_job_own(&owned->j) != 0) {
         free(owned);
@@ -214,25 +252,23 @@ static int l_next(lua_State *L) {
     }
     pthread_mutex_unlock(&p->mu);
     if (k == NULL) return 0;
-    /* A userdata holds the job while its results are pushed, so nothing
-     * leaks if pushing raises. */
-    job *held = lua_newuserdatauv(L, sizeof *held, 0);
-    *held = *k;
-    free(k);
-    lua_pushinteger(L, held->id);
-    char msg[sizeof held->j.err.message + 32];
-    int arg = eidkit_ledger_job_misuse(&held->j, msg, sizeof msg);
+    release_held(p);
+    p->held = k;
+    lua_pushinteger(L, k->id);
+    char msg[sizeof k->j.err.message + 32];
+    int arg = eidkit_ledger_job_misuse(&k->j, msg, sizeof msg);
+    int n;
     if (arg) {
         /* Raised by the caller as the method would have: the method is
          * called with ':', so the position excludes the object. */
         lua_pushboolean(L, 0);
-        lua_pushfstring(L, "bad argument #%d to '%s' (%s)", arg - 1,
-                        eidkit_ledger_op_name(held->j.op), msg);
-        eidkit_ledger_job_clear(&held->j);
-        return 3;
+        lua_pushfstring(L, "bad argument #%d to '%s' (%s)", arg - 1, eidkit_ledger_op_name(k->j.op),
+                        msg);
+        n = 2;
+    } else {
+        n = eidkit_ledger_job_push(L, &k->j);
     }
-    int n = eidkit_ledger_job_push(L, &held->j);
-    eidkit_ledger_job_clear(&held->j);
+    release_held(p);
     return 1 + n;
 }
 
@@ -330,8 +366,10 @@ static int l_pool(lua_State *L) {
     if (strcmp(url, "sqlite::memory:") == 0) n = 1;
 
     /* Created closed, then opened: __gc is safe at every failure below. */
+    int request_ids = eidkit_ledger_read_request_ids(L, 2);
     pool *p = lua_newuserdatauv(L, sizeof *p, 2);
     memset(p, 0, sizeof *p);
+    p->omit_request_ids = !request_ids;
     p->closed = 1;
     p->efd = -1;
     luaL_setmetatable(L, EIDKIT_POOL_MT);

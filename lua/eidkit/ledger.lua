@@ -43,6 +43,9 @@ end
 -- clock (function returning Unix seconds), keep_payloads (record and
 -- sweep store each response, JSON-encoded and encrypted), payload_key (32 bytes) or payload_key_hex (64 hex
 -- digits); with keep_payloads and neither, $EIDKIT_LEDGER_KEY (hex).
+-- request_ids = false: records come back without their request_ids list
+-- (the ledger still keeps it; for hosts that never read it, such as the
+-- flow, which saves building up to 32 strings per record on every pull).
 -- workers (1..64) and/or await (function(pool, id), see eidkit.ledger.pool):
 -- run every call on worker threads, each with its own connection, so an
 -- event loop can wait for them without blocking (eidkit serve).
@@ -68,7 +71,7 @@ function _M.open(url, opts)
   end
   local copts = {
     token_ttl = opts.token_ttl, result_window = opts.result_window, retention = opts.retention,
-    timeout_ms = opts.timeout_ms, clock = opts.clock, payload_key = key,
+    timeout_ms = opts.timeout_ms, clock = opts.clock, payload_key = key, request_ids = opts.request_ids,
     -- record then stores each response it is given, JSON-encoded.
     payload_encoder = opts.keep_payloads and key and json_encode or nil,
   }

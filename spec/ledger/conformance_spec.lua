@@ -177,6 +177,26 @@ for _, variant in ipairs(variants) do
         assert.same({ "r1", "r2", "r3" }, rec.request_ids)
       end)
 
+      it("leaves request_ids out of records opened with request_ids = false, and still keeps them", function()
+        local url = new_url()
+        local function at(opts)
+          opts.clock, opts.token_ttl, opts.workers = function() return now end, 600, variant.workers
+          return assert(ledger_mod.open(url, opts))
+        end
+        local lean, full = at { request_ids = false }, at {}
+        assert.is_true(lean:issue { EidToken = TOK, MerchantId = "0NSJ2023", subject = "user-42" })
+        assert.is_nil(assert(lean:claim(TOK, "user-42")).request_ids)
+        local rec = assert(lean:record(TOK, { RequestId = "r1" }))
+        assert.is_nil(rec.request_ids)
+        assert.equals(1, rec.pulls)
+        assert.is_nil(assert(lean:get(TOK)).request_ids)
+        assert.same({ "r1" }, assert(full:get(TOK)).request_ids)
+        lean:close()
+        full:close()
+        assert.has_error(function() ledger_mod.open(url, { request_ids = "no", workers = variant.workers }) end,
+          "bad argument #2 to 'ledger_" .. (variant.workers and "pool" or "open") .. "' (request_ids: expected a boolean)")
+      end)
+
       it("extracts the verdict, attempts and billable count", function()
         issue()
         now = T0 + 60
