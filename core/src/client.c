@@ -27,6 +27,20 @@
 #define DEFAULT_MAX_RESPONSE (16u << 20)
 #define REQUEST_CLIENT       "eidkit/" EIDKIT_VERSION
 
+/* Transfers are spread over lanes, each its own multi handle and so its own
+ * connection cache: libcurl 7.88 looks for a reusable connection by walking
+ * every connection to the host, and at 1,000 on the wire that walk was the
+ * largest single cost of a call in `eidkit serve` (docs/BENCHMARKS.md). */
+#define LANE_CONNS 64
+#define MAX_LANES  16
+
+typedef struct lane {
+    eid_client *c;
+    CURLM *multi;
+    double timer_at; /* when curl wants CURL_SOCKET_TIMEOUT; < 0: never */
+    size_t active;   /* transfers in this lane */
+} lane;
+
 typedef struct call call;
 struct call {
     eid_client *c;
@@ -41,6 +55,7 @@ struct call {
     size_t body_len;
     void *ud;
     int sync, finished, in_multi, skew_retried, too_big;
+    int lane;    /* the lane of the attempt on the wire (in_multi) */
     int delayed; /* waiting out a retry's backoff (counted in n_delayed) */
     double start, deadline, not_before, attempt_start;
     char date[64]; /* the last answer's Date header value; "" when none */
@@ -50,7 +65,8 @@ struct call {
 };
 
 struct eid_client {
-    CURLM *multi;
+    lane lanes[MAX_LANES];
+    int n_lanes;
     CURLSH *share;
     eid_signer *signer;
     char *url, *host, *service, *version, *region, *language, *proxy, *ca_file;
@@ -72,11 +88,12 @@ struct eid_client {
     unsigned char *secret_key;
     size_t secret_key_len;
     call *calls; /* unfinished */
+    call *spare; /* released calls for reuse (call_release) */
+    size_t n_spare;
     call *done_head, *done_tail;
     size_t n_unfinished, n_active;
     size_t n_delayed;  /* unfinished calls given a backoff delay, not yet restarted */
-    int epfd;          /* the sockets curl asked us to watch */
-    double timer_at;   /* when curl wants CURL_SOCKET_TIMEOUT; < 0: never */
+    int epfd;          /* the sockets curl asked us to watch, every lane's */
     double last_watch; /* the last safety-net pass (step) */
     unsigned long finished_count;
     CURL **pool;
@@ -283,24 +300,33 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
         st = eid__fail(err, EID_E_CRYPTO, "", "the random generator failed");
         goto fail;
     }
-    c->multi = curl_multi_init();
     c->share = curl_share_init();
     c->epfd = epoll_create1(EPOLL_CLOEXEC);
-    c->timer_at = -1;
-    if (c->multi == NULL || c->share == NULL || c->epfd < 0) {
+    size_t lanes = (c->max_in_flight + LANE_CONNS - 1) / LANE_CONNS;
+    c->n_lanes = lanes < 1 ? 1 : lanes > MAX_LANES ? MAX_LANES : (int)lanes;
+    for (int i = 0; i < c->n_lanes; i++) {
+        lane *ln = &c->lanes[i];
+        ln->c = c;
+        ln->timer_at = -1;
+        ln->multi = curl_multi_init();
+        if (ln->multi == NULL) break;
+        curl_multi_setopt(ln->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(ln->multi, CURLMOPT_SOCKETDATA, ln);
+        curl_multi_setopt(ln->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+        curl_multi_setopt(ln->multi, CURLMOPT_TIMERDATA, ln);
+        /* Idle connections kept: the lane's share of max_in_flight. */
+        curl_multi_setopt(ln->multi, CURLMOPT_MAXCONNECTS,
+                          (long)((c->max_in_flight + (size_t)c->n_lanes - 1) / (size_t)c->n_lanes));
+    }
+    if (c->lanes[c->n_lanes - 1].multi == NULL || c->share == NULL || c->epfd < 0) {
         st = eid__fail(err, EID_E_NOMEM, "", "cannot create curl handles or epoll");
         goto fail;
     }
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
     /* One client is used by one thread, so the share needs no locks. DNS and
-     * TLS sessions are shared; connections live in the multi handle's cache,
-     * which every call (synchronous or not) goes through. */
+     * TLS sessions are shared by the lanes; connections live in each lane's
+     * multi handle, which every call (synchronous or not) goes through. */
     curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->max_in_flight);
     *out = c;
     return EID_OK;
 fail:
@@ -330,13 +356,31 @@ static void call_free(call *k) {
     free(k);
 }
 
+/* A finished call's 9 KiB kept for the next (a malloc and free of that size
+ * per call showed in `eidkit serve`'s profile); its contents are freed or
+ * wiped as call_free would. */
+#define MAX_SPARE_CALLS 32
+static void call_release(eid_client *c, call *k) {
+    if (c->n_spare >= MAX_SPARE_CALLS) {
+        call_free(k);
+        return;
+    }
+    OPENSSL_cleanse(k->hdrtext, k->hdr_used);
+    free(k->body);
+    free(k->resp.p);
+    eid_result_free(k->res);
+    k->next = c->spare;
+    c->spare = k;
+    c->n_spare++;
+}
+
 void eid_client_free(eid_client *c) {
     if (c == NULL) return;
     while (c->calls) {
         call *k = c->calls;
         c->calls = k->next;
         if (k->easy) {
-            if (k->in_multi) curl_multi_remove_handle(c->multi, k->easy);
+            if (k->in_multi) curl_multi_remove_handle(c->lanes[k->lane].multi, k->easy);
             curl_easy_cleanup(k->easy);
         }
         call_free(k);
@@ -346,10 +390,16 @@ void eid_client_free(eid_client *c) {
         c->done_head = k->done_next;
         call_free(k);
     }
+    while (c->spare) {
+        call *k = c->spare;
+        c->spare = k->next;
+        free(k);
+    }
     for (size_t i = 0; i < c->pool_n; i++)
         curl_easy_cleanup(c->pool[i]);
     free(c->pool);
-    if (c->multi) curl_multi_cleanup(c->multi);
+    for (int i = 0; i < c->n_lanes; i++)
+        if (c->lanes[i].multi) curl_multi_cleanup(c->lanes[i].multi);
     if (c->epfd >= 0) close(c->epfd);
     if (c->share) curl_share_cleanup(c->share);
     eid_signer_free(c->signer);
@@ -763,10 +813,16 @@ static void start_attempt(eid_client *c, call *k, double now) {
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, k->errbuf);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, conn);
-    if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
+    /* The least busy lane: it is the likeliest to hold an idle connection. */
+    int best = 0;
+    for (int i = 1; i < c->n_lanes; i++)
+        if (c->lanes[i].active < c->lanes[best].active) best = i;
+    if (curl_multi_add_handle(c->lanes[best].multi, e) != CURLM_OK) {
         fail_local(c, k, EID_E_NOMEM, eid_status_code(EID_E_NOMEM), "cannot add the transfer");
         return;
     }
+    k->lane = best;
+    c->lanes[best].active++;
     k->in_multi = 1;
     k->attempt_start = now;
     k->res->attempts++;
@@ -785,7 +841,8 @@ static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
     long nc = 0;
     curl_easy_getinfo(k->easy, CURLINFO_NUM_CONNECTS, &nc);
     c->connects += (uint64_t)(nc > 0 ? nc : 0);
-    curl_multi_remove_handle(c->multi, k->easy);
+    curl_multi_remove_handle(c->lanes[k->lane].multi, k->easy);
+    c->lanes[k->lane].active--;
     k->in_multi = 0;
     c->n_active--;
     eid_attempt_verdict v;
@@ -846,20 +903,22 @@ static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
  * curl_multi_perform would walk every transfer on each wake-up, which is
  * quadratic with 1,000 calls in flight. */
 static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp) {
-    eid_client *c = ud;
+    lane *ln = ud;
+    eid_client *c = ln->c;
     (void)e;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(c->epfd, EPOLL_CTL_DEL, s, NULL);
-        curl_multi_assign(c->multi, s, NULL);
+        curl_multi_assign(ln->multi, s, NULL);
         return 0;
     }
     struct epoll_event ev = {0};
     ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
-    ev.data.fd = s;
+    /* The lane in the high half: its multi is the one to tell. */
+    ev.data.u64 = (uint64_t)(ln - c->lanes) << 32 | (uint32_t)s;
     if (sockp == NULL) {
         if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
             epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev);
-        curl_multi_assign(c->multi, s, c);
+        curl_multi_assign(ln->multi, s, ln);
     } else if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
         epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev);
     }
@@ -867,16 +926,16 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp) 
 }
 
 static int on_timer(CURLM *m, long timeout_ms, void *ud) {
-    eid_client *c = ud;
+    lane *ln = ud;
     (void)m;
-    c->timer_at = timeout_ms < 0 ? -1 : mono_now() + (double)timeout_ms / 1000.0;
+    ln->timer_at = timeout_ms < 0 ? -1 : mono_now() + (double)timeout_ms / 1000.0;
     return 0;
 }
 
-static void drain(eid_client *c) {
+static void drain_lane(eid_client *c, lane *ln) {
     CURLMsg *m;
     int left;
-    while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
+    while ((m = curl_multi_info_read(ln->multi, &left)) != NULL) {
         if (m->msg != CURLMSG_DONE) continue;
         call *k = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&k);
@@ -885,9 +944,27 @@ static void drain(eid_client *c) {
     }
 }
 
+static void drain(eid_client *c) {
+    for (int i = 0; i < c->n_lanes; i++)
+        drain_lane(c, &c->lanes[i]);
+}
+
+/* CURL_SOCKET_TIMEOUT to every lane whose timer is due (all: force). */
+static void fire_timers(eid_client *c, int force) {
+    int running = 0;
+    for (int i = 0; i < c->n_lanes; i++) {
+        lane *ln = &c->lanes[i];
+        if (force || (ln->timer_at >= 0 && ln->timer_at <= mono_now())) {
+            ln->timer_at = -1;
+            curl_multi_socket_action(ln->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+    }
+}
+
 /* End an attempt that libcurl never finished, past its call's deadline. */
 static void stalled(eid_client *c, call *k) {
-    curl_multi_remove_handle(c->multi, k->easy);
+    curl_multi_remove_handle(c->lanes[k->lane].multi, k->easy);
+    c->lanes[k->lane].active--;
     curl_easy_cleanup(k->easy); /* its state is unknown: not back to the pool */
     k->easy = NULL;
     k->in_multi = 0;
@@ -904,8 +981,9 @@ static void stalled(eid_client *c, call *k) {
  * call's start, or the safety net below, whichever is first. */
 static long wait_ms_at(const eid_client *c, double now) {
     long w = c->n_active > 0 ? 250 : 1000;
-    if (c->timer_at >= 0) {
-        double d = (c->timer_at - now) * 1000;
+    for (int i = 0; i < c->n_lanes; i++) {
+        if (c->lanes[i].timer_at < 0) continue;
+        double d = (c->lanes[i].timer_at - now) * 1000;
         if (d < (double)w) w = d <= 0 ? 0 : (long)d + 1;
     }
     /* With every slot taken only a retry waiting out its backoff can make
@@ -927,17 +1005,13 @@ static long wait_ms_at(const eid_client *c, double now) {
 static unsigned long step(eid_client *c, long *wait_ms) {
     unsigned long before = c->finished_count;
     double now = mono_now();
-    int running = 0;
     if (c->n_unfinished > c->n_active) {
         for (call *k = c->calls, *nx; k && c->n_active < c->max_in_flight; k = nx) {
             nx = k->next;
             if (!k->in_multi && k->not_before <= now) start_attempt(c, k, now);
         }
     }
-    if (c->timer_at >= 0 && c->timer_at <= mono_now()) {
-        c->timer_at = -1;
-        curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    }
+    fire_timers(c, 0);
     drain(c);
     now = mono_now();
     /* A safety net under libcurl's timers, four times a second while
@@ -946,7 +1020,7 @@ static unsigned long step(eid_client *c, long *wait_ms) {
      * fails inside libcurl; the allocation-failure sweep found it). */
     if (c->n_active > 0 && now - c->last_watch >= 0.25) {
         c->last_watch = now;
-        curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        fire_timers(c, 1);
         drain(c);
         for (call *k = c->calls, *nx; k; k = nx) {
             nx = k->next;
@@ -976,7 +1050,9 @@ size_t eid_client_perform(eid_client *c, long timeout_ms) {
             int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
                         (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                         (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-            curl_multi_socket_action(c->multi, evs[i].data.fd, flags, &running);
+            lane *ln = &c->lanes[evs[i].data.u64 >> 32];
+            curl_multi_socket_action(ln->multi, (curl_socket_t)(uint32_t)evs[i].data.u64, flags,
+                                     &running);
         }
         if (n > 0) drain(c);
     }
@@ -1023,8 +1099,14 @@ static eid_status new_call(eid_client *c, const char *action, const void *body, 
         return eid__fail(err, EID_E_INVALID_ARG, "body", "NULL with a non-zero length");
     if (body_len > (size_t)10 << 20)
         return eid__fail(err, EID_E_INVALID_ARG, "body", "larger than 10 MB");
-    call *k = calloc(1, sizeof *k);
-    if (k == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    call *k = c->spare;
+    if (k != NULL) {
+        c->spare = k->next;
+        c->n_spare--;
+        memset(k, 0, sizeof *k);
+    } else if ((k = calloc(1, sizeof *k)) == NULL) {
+        return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    }
     k->res = calloc(1, sizeof *k->res);
     k->body = malloc(body_len + 1);
     if (k->res == NULL || k->body == NULL) {
@@ -1069,7 +1151,7 @@ eid_status eid_client_call(eid_client *c, const char *action, const void *body, 
         eid_client_perform(c, 1000);
     *out = k->res;
     k->res = NULL;
-    call_free(k);
+    call_release(c, k);
     return (*out)->status;
 }
 
@@ -1083,6 +1165,6 @@ int eid_client_next(eid_client *c, void **ud, eid_result **out) {
         *out = k->res;
         k->res = NULL;
     }
-    call_free(k);
+    call_release(c, k);
     return 1;
 }
