@@ -74,20 +74,48 @@ local function finished(self, co, ok, result)
   return nil
 end
 
+-- Coroutines are reused: one that finished its function yields DONE and
+-- waits for the next. A fresh coroutine per request grew its stack and call
+-- list from nothing every time, and that garbage was a large part of a
+-- request's cost (docs/BENCHMARKS.md, "Serve"). One whose function raised
+-- is dead and dropped; one the drain gave up on is never resumed again.
+local DONE = {}
+local IDLE_MAX = 1024 -- idle coroutines kept for reuse
+
+local function call(fn, ...)
+  return fn(...)
+end
+
+local function run_reused(...)
+  local result = call(...)
+  while true do result = call(yield(DONE, result)) end
+end
+
 -- Resume co with the values; returns what finished returned when it ended.
--- A coroutine the drain gave up on is never resumed again.
 local function step_co(self, co, ...)
   if not self.managed[co] then return nil end
-  local ok, result = resume(co, ...)
-  if status(co) == "dead" then return finished(self, co, ok, result) end
+  local ok, a, b = resume(co, ...)
+  if ok and a == DONE then
+    local r = finished(self, co, true, b)
+    local idle = self.idle
+    if #idle < IDLE_MAX then idle[#idle + 1] = co end
+    return r
+  end
+  if status(co) == "dead" then return finished(self, co, ok, a) end
   return nil
 end
 
--- Run fn(...) in a new coroutine the host manages (its awaits yield).
+-- Run fn(...) in a coroutine the host manages (its awaits yield).
 local function spawn(self, info, fn, ...)
-  local co = create(fn)
+  local idle = self.idle
+  local co = idle[#idle]
+  if co then
+    idle[#idle] = nil
+  else
+    co = create(run_reused)
+  end
   self.managed[co] = info
-  return co, step_co(self, co, ...)
+  return co, step_co(self, co, fn, ...)
 end
 
 -- The coroutine to park, or nil when the caller is not one of ours (the
@@ -149,7 +177,7 @@ function _M.new(opts)
   local self = setmetatable({
     poller = poller, servers = {}, public = {}, timers = {},
     clients = { waiting = {} }, pools = { waiting = {} },
-    managed = {}, in_flight = 0, tasks = 0, gone = 0,
+    managed = {}, idle = {}, step_hooks = {}, in_flight = 0, tasks = 0, gone = 0,
     draining = false, stopped = false,
     on_error = opts.on_error or function(m) io.stderr:write("eidkit serve: ", m, "\n") end,
   }, mt)
@@ -198,12 +226,15 @@ end
 function methods.mount(self, gw, o)
   o = o or {}
   local srv
+  local function handle(req)
+    return gw:handle(req)
+  end
   local function handler(req)
     if self.draining then return _M.SHUTTING_DOWN end
     local info = { kind = "request", what = "the request", id = req.id, srv = srv }
     self.in_flight = self.in_flight + 1
-    local co, resp = spawn(self, info, function(r) return gw:handle(r) end, req)
-    if status(co) == "dead" then return resp end
+    local co, resp = spawn(self, info, handle, req)
+    if not self.managed[co] then return resp end
     info.deferred = true
     return false
   end
@@ -303,6 +334,18 @@ function methods.step(self, limit_ms)
   end
   for i = 1, #pools do resume_done(self, pools[i], pools.waiting[pools[i]]) end
   fire_timers(self)
+  local hooks = self.step_hooks
+  for i = 1, #hooks do
+    local ok, err = pcall(hooks[i])
+    if not ok then report(self, "a step hook failed: " .. tostring(err)) end
+  end
+end
+
+-- host:on_step(fn): call fn after every turn of the loop (the access log
+-- flushes there: one write per turn, not one per line).
+function methods.on_step(self, fn)
+  if type(fn) ~= "function" then error("bad argument #1 to 'on_step' (expected a function)", 2) end
+  self.step_hooks[#self.step_hooks + 1] = fn
 end
 
 -- host:stats() -> {in_flight, tasks, gone (answers whose client had left), deferred}

@@ -79,6 +79,32 @@ describe("eidkit.serve", function()
     assert.equals(200, serve_all { client.spawn { base .. "/" } }[1].status)
   end)
 
+  it("reuses a finished coroutine for the next request, fresh each time, never one that raised", function()
+    local seen, locals = {}, {}
+    local function task(i)
+      seen[#seen + 1] = coroutine.running()
+      local mine = { i = i } -- a fresh local per run, not left over from the last
+      locals[#locals + 1] = mine
+      if i == 3 then error("third broke") end
+      host.sleep(0.01)
+      return mine
+    end
+    for i = 1, 4 do
+      local finished = false
+      host:spawn("run " .. i, function() task(i) finished = true end)
+      step_until(host, function() return finished or i == 3 end)
+    end
+    -- 1 and 2 ran on one coroutine; 3 raised and its coroutine is dropped,
+    -- so 4 runs on another than 3.
+    assert.equals(seen[1], seen[2])
+    assert.equals(seen[2], seen[3])
+    assert.are_not.equal(seen[3], seen[4])
+    assert.equals("dead", coroutine.status(seen[3]))
+    for i = 1, 4 do assert.equals(i, locals[i].i) end
+    assert.matches("run 3 failed: .*third broke", errors[#errors])
+    assert.same({ in_flight = 0, tasks = 0, gone = 0, deferred = 0 }, host:stats())
+  end)
+
   it("refuses a body over 16 KiB with the gateway's 413, before the handler", function()
     local r = serve_all { client.spawn { "--data-binary", ("x"):rep(16385), base .. "/" } }[1]
     assert.same({ 413, "too_large" }, { r.status, require("cjson").decode(r.body).error.code })

@@ -15,7 +15,7 @@ local spec = {
   { name = "listen", arg = "HOST:PORT", help = "address to serve on (default 127.0.0.1:8080; port 0 picks one)" },
   { name = "merchant-id", arg = "ID", help = "your MerchantId (required unless --sim)" },
   { name = "ledger", arg = "URL", help = "the token ledger: sqlite:PATH or redis://HOST:PORT[/DB] (default sqlite:./eidkit.db)" },
-  { name = "ledger-workers", arg = "N", help = "threads (each with its own connection) running ledger calls (default 4)" },
+  { name = "ledger-workers", arg = "N", help = "threads (each with its own connection) running ledger calls (default 1 for sqlite:, 4 for redis://)" },
   { name = "policy", arg = "FILE", help = "the merchant policy script, run sandboxed; SIGHUP reloads it" },
   { name = "endpoint", arg = "URL", help = "the API endpoint (default https://faceid.tencentcloudapi.com)" },
   { name = "h5-return-url", arg = "URL", help = "where GET /eid/h5/return redirects (enables that route)" },
@@ -175,7 +175,10 @@ local function settings(o)
   if o.ledger_workers and (not w or w < 1 or w > 64) then
     return nil, format("--ledger-workers: expected 1..64, got '%s'", o.ledger_workers)
   end
-  s.ledger_workers = w or 4
+  -- SQLite takes one writer at a time, and with several connections its
+  -- WAL never got checkpointed back to the start under load (it grew past
+  -- 100 MB in bench/serve); Redis answers several connections at once.
+  s.ledger_workers = w or (s.ledger:find("^sqlite:") and 1 or 4)
   s.endpoint = o.endpoint
   if s.endpoint and not s.endpoint:find("^https?://[^/]") then
     return nil, format("--endpoint: expected an http(s) URL, got '%s'", s.endpoint)
@@ -303,7 +306,9 @@ local function build(s, host, ledger, policy, log)
   return gw, flow, client
 end
 
--- The access log's writer: a function(line) that never raises.
+-- The access log's writer: a function(line) that never raises, and a
+-- flush the host calls after every turn of its loop: the lines of one turn
+-- go out in one write instead of one write each.
 local function access_log(path)
   local out
   if path == nil then
@@ -313,10 +318,21 @@ local function access_log(path)
   else
     local f, err = io.open(path, "a")
     if not f then return nil, format("--access-log: %s", tostring(err)) end
-    f:setvbuf("line")
     out = f
   end
-  return function(line) out:write(line, "\n") end, out
+  local lines, n = {}, 0
+  local function write(line)
+    n = n + 1
+    lines[n] = line
+  end
+  local function flush()
+    if n == 0 then return end
+    lines[n + 1] = ""
+    out:write(table.concat(lines, "\n", 1, n + 1))
+    n = 0
+    out:flush()
+  end
+  return write, flush
 end
 
 -- The simulator on its own http_server, stepped by the host.
@@ -368,8 +384,8 @@ function _M.main(argv)
     return 0
   end
 
-  local log, lerr = access_log(s.access_log)
-  if not log then return usage_error(lerr) end
+  local log, flush_log = access_log(s.access_log)
+  if not log then return usage_error(flush_log) end
 
   local serve = require "eidkit.serve"
   local host = assert(serve.new { on_error = function(m) stderr:write("eidkit serve: ", m, "\n") end })
@@ -385,7 +401,10 @@ function _M.main(argv)
   end
 
   local ledger_mod = require "eidkit.ledger"
-  local ledger, lderr = ledger_mod.open(s.ledger, { workers = s.ledger_workers, await = host.ledger_await })
+  -- request_ids = false: nothing here reads a record's RequestIds (they
+  -- stay in the ledger for `eidkit ledger export`).
+  local ledger, lderr = ledger_mod.open(s.ledger, { workers = s.ledger_workers, await = host.ledger_await,
+    request_ids = false })
   if not ledger then host:close() return failure("cannot open the ledger: " .. tostring(lderr)) end
 
   local gw, flow, client = build(s, host, ledger, policy, log)
@@ -421,6 +440,7 @@ function _M.main(argv)
     end)
   end
 
+  host:on_step(flush_log)
   local why, cut = host:run { drain_timeout = s.drain_timeout, on_reload = function()
     if not s.policy then
       stderr:write("eidkit serve: SIGHUP: no --policy file to reload\n")
@@ -434,6 +454,7 @@ function _M.main(argv)
     flow:set_policy(p)
     stderr:write("eidkit serve: SIGHUP: policy reloaded from ", s.policy, "\n")
   end }
+  flush_log()
   host:close()
   client:close()
   ledger:close()
