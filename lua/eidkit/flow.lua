@@ -60,12 +60,20 @@ end
 -- hands back a cyclic outcome cannot send this into endless recursion.
 local function deep_copy(v, seen)
   if type(v) ~= "table" then return v end
-  seen = seen or {}
-  local c = seen[v]
+  local c = seen and seen[v]
   if c then return c end
   c = {}
-  seen[v] = c
-  for k, x in pairs(v) do c[deep_copy(k, seen)] = deep_copy(x, seen) end
+  -- `seen` only once a table is inside: outcomes are flat, and copied on
+  -- every finish.
+  if seen then seen[v] = c end
+  for k, x in pairs(v) do
+    if type(k) == "table" or type(x) == "table" then
+      seen = seen or { [v] = c }
+      c[deep_copy(k, seen)] = deep_copy(x, seen)
+    else
+      c[k] = x
+    end
+  end
   return c
 end
 
@@ -88,14 +96,15 @@ end
 
 -- Call a policy hook under pcall: ok, results... or nil, err (code "policy").
 -- A raise, or nil plus an error (eidkit.sandbox's wrapped hooks), is failure.
+local function hook_result(name, ok, a, b)
+  if not ok then return policy_error(name, "raised: " .. describe(a), a) end
+  if a == nil and b ~= nil then return policy_error(name, "failed: " .. describe(b), b) end
+  return true, a, b
+end
+
+-- No table per call: hooks run several times on every finish.
 local function hook(self, name, ...)
-  local fn = self.policy[name]
-  local res = { pcall(fn, ...) }
-  if not res[1] then return policy_error(name, "raised: " .. describe(res[2]), res[2]) end
-  if res[2] == nil and res[3] ~= nil then
-    return policy_error(name, "failed: " .. describe(res[3]), res[3])
-  end
-  return true, res[2], res[3]
+  return hook_result(name, pcall(self.policy[name], ...))
 end
 
 -- A token from outside (a redirect, a mini-program) goes into events only
@@ -387,7 +396,7 @@ end
 local function conclude(self, tok, subject, outcome, settled)
   if outcome.status ~= "pending" then remember(self, tok, subject, outcome) end
   local level = (outcome.status == "passed" or outcome.status == "pending") and "info" or "warn"
-  emit(self, level, outcome_event(tok, subject, outcome))
+  if self.logger then emit(self, level, outcome_event(tok, subject, outcome)) end
   if settled then
     local hok, herr = report_settled(self, outcome)
     if not hok then return nil, herr end

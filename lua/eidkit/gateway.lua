@@ -353,7 +353,7 @@ local function view_of(req)
   end
   local q = {}
   if type(query) == "string" then
-    q = parse_query(query)
+    if query ~= "" then q = parse_query(query) end
   elseif type(query) == "table" then
     for k, v in pairs(query) do
       if type(v) == "table" then v = v[1] end

@@ -185,32 +185,42 @@ function registry.get(self, name)
 end
 
 -- The series for a label table: created on first use; nil when the metric
--- already holds max_series sets (the sample is dropped and counted).
+-- already holds max_series sets (the sample is dropped and counted). The
+-- key is the label values joined by NUL, built without a table: this runs
+-- for every sample of every request.
 local function series(self, labels, fname)
   if labels ~= nil and type(labels) ~= "table" then
     error(format("bad argument #1 to '%s' (labels: expected a table or nil)", fname), 3)
   end
   local names = self.labels
-  local values = {}
-  for i = 1, #names do
+  local n = #names
+  local key = ""
+  for i = 1, n do
     local v = labels and labels[names[i]]
     if v == nil then error(format("bad argument #1 to '%s' (label '%s' missing)", fname, names[i]), 3) end
-    values[i] = label_string(v, names[i], fname)
+    v = label_string(v, names[i], fname)
+    key = i == 1 and v or key .. "\0" .. v
   end
   if labels then
-    for k in pairs(labels) do
-      local known = false
-      for i = 1, #names do if names[i] == k then known = true end end
-      if not known then error(format("bad argument #1 to '%s' (unknown label '%s')", fname, tostring(k)), 3) end
+    -- Every name was found: any key beyond n is one the metric lacks.
+    local count = 0
+    for _ in next, labels do count = count + 1 end
+    if count > n then
+      for k in next, labels do
+        local known = false
+        for i = 1, n do if names[i] == k then known = true end end
+        if not known then error(format("bad argument #1 to '%s' (unknown label '%s')", fname, tostring(k)), 3) end
+      end
     end
   end
-  local key = concat(values, "\0")
   local s = self.series[key]
   if s then return s end
   if self.nseries >= self.registry.max_series then
     self.registry.dropped = self.registry.dropped + 1
     return nil
   end
+  local values = {}
+  for i = 1, n do values[i] = label_string(labels[names[i]], names[i], fname) end
   return new_series(self, key, values)
 end
 

@@ -182,15 +182,22 @@ end
 -- the host's tables); functions and other values pass as they are.
 local function copy_in(v, seen)
   if type(v) ~= "table" then return v end
-  seen = seen or {}
-  local c = seen[v]
+  local c = seen and seen[v]
   if c then return c end
   c = {}
-  seen[v] = c
+  -- `seen` (cycles, shared tables) only once there is a table inside: most
+  -- values crossing in are flat, and this runs on every call.
+  if seen then seen[v] = c end
   -- Most keys and values are not tables: test inline, recurse only for tables.
   for k, x in next, v do
-    if type(k) == "table" then k = copy_in(k, seen) end
-    if type(x) == "table" then x = copy_in(x, seen) end
+    if type(k) == "table" then
+      seen = seen or { [v] = c }
+      k = copy_in(k, seen)
+    end
+    if type(x) == "table" then
+      seen = seen or { [v] = c }
+      x = copy_in(x, seen)
+    end
     rawset(c, k, x)
   end
   return c
