@@ -45,7 +45,7 @@ extern "C" {
 #define EID_LEDGER_SUBJECT_MAX     128  /* no control bytes */
 #define EID_LEDGER_EXTRA_MAX       1024 /* no control bytes except tab */
 #define EID_LEDGER_REQUEST_ID_MAX  64   /* printable ASCII, no spaces or ',' */
-#define EID_LEDGER_REQUEST_IDS     32   /* the most recent ids kept per token */
+#define EID_LEDGER_REQUEST_IDS     16   /* the most recent ids kept per token */
 #define EID_LEDGER_PAYLOAD_MAX     (1024 * 1024)
 #define EID_LEDGER_URL_MAX         1024
 #define EID_LEDGER_DEFAULT_TTL     7200        /* s; the integration guide's EidToken TTL */
