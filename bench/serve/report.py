@@ -46,6 +46,7 @@ serves = [s for s in ("sqlite", "redis") if s in order]
 
 
 def med(values):
+    values = [v for v in values if v is not None]  # mhd_trivial has no upstream count
     return statistics.median(values) if values else None
 
 
