@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -41,11 +42,13 @@
 #define UV_HANDLER  1
 #define UV_ON_ERROR 2
 
-#define NOT_QUEUED       SIZE_MAX
-#define SLOW_CHUNKS      10
-#define SLOW_DEFAULT_MS  2000
-#define BODY_ERROR_500   "{\"error\":\"internal handler error\"}"
-#define BODY_ERROR_413   "{\"error\":\"request body too large\"}"
+#define NOT_QUEUED      SIZE_MAX
+#define SLOW_CHUNKS     10
+#define SLOW_DEFAULT_MS 2000
+#define BODY_ERROR_500  "{\"error\":\"internal handler error\"}"
+#define BODY_ERROR_413  "{\"error\":\"request body too large\"}"
+#define BODY_ERROR_400                                                                             \
+    "{\"error\":{\"code\":\"bad_request\",\"message\":\"the request is malformed\"}}"
 #define READER_BLOCK     4096
 #define LISTEN_BACKLOG   4096
 #define DEFAULT_MAX_CONN 4096
@@ -68,6 +71,7 @@ typedef struct req {
     char *body;
     size_t body_len, body_cap;
     int too_large;
+    int malformed; /* refused with 400 once its head is in (see framing_ok) */
 
     /* The response, built by the handler call. */
     struct MHD_Response *resp;
@@ -329,6 +333,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
     r->heap_idx = NOT_QUEUED;
     r->fd = -1;
     const char *q = strchr(uri, '?');
+    /* MHD decodes the path and a %00 would cut it short: "/a%00/b" must not
+     * reach a handler as "/a". */
+    for (const char *p = uri; *p && (q == NULL || p < q); p++)
+        if (p[0] == '%' && p[1] == '0' && p[2] == '0') r->malformed = 1;
     q = q ? q + 1 : "";
     size_t n = strlen(q);
     const char *hash = memchr(q, '#', n);
@@ -373,6 +381,21 @@ static enum MHD_Result queue_fixed(struct MHD_Connection *c, unsigned status, co
         MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
     if (resp == NULL) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    add_date(resp);
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* As queue_fixed, and the connection closes after it: after a request whose
+ * framing is in doubt, nothing more on that connection can be trusted. */
+static enum MHD_Result queue_fixed_close(struct MHD_Connection *c, unsigned status,
+                                         const char *body) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     add_date(resp);
     enum MHD_Result ret = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
@@ -726,6 +749,35 @@ static int run_handler(httpd *s, req *r, const char *method, const char *url) {
 
 static const char *body_413(const httpd *s) { return s->body413 ? s->body413 : BODY_ERROR_413; }
 
+typedef struct framing {
+    int content_length, transfer_encoding, bad_length;
+} framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value) {
+    (void)kind;
+    framing *f = cls;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        f->content_length++;
+        if (value == NULL || *value == '\0' || strspn(value, "0123456789") != strlen(value))
+            f->bad_length = 1;
+    } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        f->transfer_encoding++;
+    }
+    return MHD_YES;
+}
+
+/* RFC 9112 6.3: a message with Transfer-Encoding and Content-Length, or
+ * with Content-Length fields that disagree (or a list such as "5, 5"), must
+ * be refused: a proxy in front may frame it the other way (request
+ * smuggling). One Content-Length field of digits is all we take. */
+static int framing_ok(struct MHD_Connection *c) {
+    framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    if (f.transfer_encoding > 0 && f.content_length > 0) return 0;
+    return f.content_length <= 1 && !f.bad_length;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **ctx) {
@@ -735,6 +787,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (r == NULL || s->closing) return MHD_NO;
     if (r->conn == NULL) { /* first call: headers are in */
         r->conn = c;
+        if (r->malformed || !framing_ok(c)) {
+            s->requests++;
+            r->phase = P_DONE;
+            r->malformed = 1;
+            return queue_fixed_close(c, MHD_HTTP_BAD_REQUEST, BODY_ERROR_400);
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
             s->requests++;
