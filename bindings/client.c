@@ -323,6 +323,8 @@ static void push_err(lua_State *L, const eid_result *r) {
     set_int(L, "attempts", r->attempts);
     lua_pushboolean(L, r->retryable);
     lua_setfield(L, -2, "retryable");
+    lua_pushboolean(L, r->sent);
+    lua_setfield(L, -2, "sent");
     set_num(L, "elapsed", r->elapsed);
     if (r->received) {
         lua_pushlstring(L, r->received, r->received_len);

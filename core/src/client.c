@@ -813,6 +813,12 @@ static void start_attempt(eid_client *c, call *k, double now) {
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, k->errbuf);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, conn);
+    /* libcurl resends a request on its own when a reused keep-alive
+     * connection dies before any reply; for GetEidToken that would mint a
+     * token behind the attempt count (and the ledger's back). A call that is
+     * not a read gets a connection of its own, which curl never resends on:
+     * one handshake (TLS sessions are resumed from the share) per token. */
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, eid__is_read(k->action) ? 0L : 1L);
     /* The least busy lane: it is the likeliest to hold an idle connection. */
     int best = 0;
     for (int i = 1; i < c->n_lanes; i++)
@@ -848,6 +854,7 @@ static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
     eid_attempt_verdict v;
     classify(k, rc, &v);
     eid_result *r = k->res;
+    if (v.sent) r->sent = 1;
     double dur = now - k->attempt_start;
     double left = k->deadline - now;
     time_t server;

@@ -93,6 +93,10 @@ typedef struct eid_attempt_verdict {
 
 /* Classify an attempt and decide the default retry. Pure: no I/O, no
  * clock, no randomness, no allocation; v is filled in whole. Thread-safe. */
+/* Actions that change nothing on the server (any transient failure may be
+ * retried, and a connection may be reused for them). */
+int eid__is_read(const char *action);
+
 void eid__retry_decide(const eid_retry_rules *rules, const eid_attempt_facts *f,
                        eid_attempt_verdict *v);
 

@@ -82,7 +82,7 @@ static int starts(const char *s, const char *prefix) {
 }
 
 /* Reads change nothing, so any transient failure may be retried. */
-static int is_read(const char *action) {
+int eid__is_read(const char *action) {
     return strcmp(action, "GetEidResult") == 0 || strcmp(action, "CheckEidTokenStatus") == 0 ||
            strcmp(action, "GetWeChatBillDetails") == 0;
 }
@@ -129,7 +129,7 @@ void eid__retry_decide(const eid_retry_rules *rules, const eid_attempt_facts *f,
     /* Non-reads (GetEidToken mints a token and has no ClientToken) are
      * repeated only when the request provably never arrived, or when the
      * service refused it for throttling. */
-    int safe = rules->retry_unsafe || !v->sent || is_read(f->action ? f->action : "") ||
+    int safe = rules->retry_unsafe || !v->sent || eid__is_read(f->action ? f->action : "") ||
                (f->outcome == EID_OUTCOME_REMOTE && starts(remote, "RequestLimitExceeded"));
     v->retryable = v->transient && safe;
     if (v->retryable && f->attempts < rules->max_attempts) {

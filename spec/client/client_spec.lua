@@ -113,6 +113,34 @@ describe("eidkit.client", function()
       assert.is_nil(err)
       assert.truthy(res.EidToken)
     end)
+
+    it("goes out once per attempt it counts under connection resets, and says it may have been sent", function()
+      local c = new(s, { retry = { base = 0.01 } })
+      local function received() -- every request the simulator has read, this one included
+        local status, h = simctl.request(s, "GET", "/sim/health")
+        assert.equals(200, status)
+        return h.Requests
+      end
+      c:check_eid_token_status { EidToken = "x" } -- a keep-alive connection a retry could reuse
+      simctl.faults(s, { { Action = "GetEidToken", Kind = "reset", Rate = 0.5 } })
+      local sent0, before = c:stats().requests, received()
+      local failed = 0
+      for _ = 1, 50 do
+        local res, err = c:get_eid_token { MerchantId = demo.MerchantId }
+        if not res then
+          failed = failed + 1
+          -- the reset came after the request went out: a token may exist
+          assert.same({ "reset", 1, true }, { err.code, err.attempts, err.sent })
+        end
+        -- reads between tokens keep a connection for curl to resend on, were it allowed
+        c:check_eid_token_status { EidToken = "x" }
+      end
+      local attempts = c:stats().requests - sent0
+      assert.is_true(failed >= 10, "the fault fired " .. failed .. " times")
+      -- the simulator read each counted attempt and nothing else (the second
+      -- health request counts itself)
+      assert.equals(attempts + 1, received() - before)
+    end)
   end)
 
   describe("get_eid_result", function()

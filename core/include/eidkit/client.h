@@ -58,6 +58,10 @@ typedef struct eid_result {
      * EID_RECEIVED_MAX), NUL-terminated; NULL otherwise. */
     char *received;
     size_t received_len;
+    /* 1 when an attempt may have reached the server: for a call that is not
+     * a read (GetEidToken), its effect may have happened even though the
+     * call failed. 0 when no attempt provably got there. */
+    int sent;
 } eid_result;
 
 /* Frees r and what it owns. NULL is a no-op. Thread-safe. */
