@@ -47,6 +47,8 @@
 #define SLOW_DEFAULT_MS 2000
 #define BODY_ERROR_500  "{\"error\":\"internal handler error\"}"
 #define BODY_ERROR_413  "{\"error\":\"request body too large\"}"
+#define BODY_ERROR_503                                                                             \
+    "{\"error\":{\"code\":\"overloaded\",\"message\":\"the server is busy; try again\"}}"
 #define BODY_ERROR_400                                                                             \
     "{\"error\":{\"code\":\"bad_request\",\"message\":\"the request is malformed\"}}"
 #define READER_BLOCK     4096
@@ -54,6 +56,14 @@
 #define DEFAULT_MAX_CONN 4096
 #define DEFAULT_MAX_BODY (10 * 1024 * 1024)
 #define DEFAULT_TIMEOUT  60
+/* A request's head and body must arrive within this from the connection's
+ * start or the end of its last answer (slowloris: a line every few seconds
+ * reset the idle timeout forever). */
+#define DEFAULT_REQUEST_TIMEOUT 20
+/* Bodies buffered at once, all connections together (a body is refused 503
+ * past it): 200 unfinished 10 MB bodies took 2.4 GB. */
+#define DEFAULT_MAX_BUFFERED ((lua_Integer)64 * 1024 * 1024)
+#define SWEEP_MS             250 /* how often the deadlines and the reserve are checked */
 
 typedef struct httpd httpd;
 
@@ -99,10 +109,25 @@ typedef struct id_map {
     size_t cap, n; /* cap: 0 or a power of two */
 } id_map;
 
+/* One accepted connection, in order of the start of the request it is
+ * waiting for (a keep-alive connection moves to the end after each answer). */
+typedef struct conn_t {
+    struct conn_t *prev, *next;
+    int fd;
+    uint64_t since; /* the connection opened, or its last answer went out */
+    int busy;       /* its request is in: the handler has it, or it is answered */
+    int shut;       /* shut down by the sweep; MHD closes it */
+} conn_t;
+
 struct httpd {
     struct MHD_Daemon *d; /* NULL once closed */
-    lua_State *L;         /* the thread inside step()/run(), for handler calls */
-    int epfd;             /* ours: MHD's epoll fd plus deferred sockets (hang-ups) */
+    conn_t *c_head, *c_tail;
+    size_t n_conns, n_shut;
+    uint64_t last_sweep, request_timeout_ms;
+    size_t max_conn, reserve;
+    size_t buffered, max_buffered; /* body bytes held by every request */
+    lua_State *L;                  /* the thread inside step()/run(), for handler calls */
+    int epfd;                      /* ours: MHD's epoll fd plus deferred sockets (hang-ups) */
     int mhd_epfd;
     unsigned port;
     size_t max_body;
@@ -318,6 +343,7 @@ static void req_free(req *r) {
     }
     if (r->resp) MHD_destroy_response(r->resp);
     free(r->query);
+    r->srv->buffered -= r->body_cap;
     free(r->body);
     free(r->out);
     free(r);
@@ -352,11 +378,101 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
     return r;
 }
 
+/* ------------------------------------------------- connections, deadlines */
+
+static void conn_unlink(httpd *s, conn_t *k) {
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        s->c_head = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    else
+        s->c_tail = k->prev;
+    k->prev = k->next = NULL;
+}
+
+static void conn_append(httpd *s, conn_t *k) {
+    k->prev = s->c_tail;
+    k->next = NULL;
+    if (s->c_tail)
+        s->c_tail->next = k;
+    else
+        s->c_head = k;
+    s->c_tail = k;
+}
+
+static conn_t *conn_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Its request is in: no deadline while the handler works or it is answered. */
+static void conn_busy(struct MHD_Connection *c) {
+    conn_t *k = conn_of(c);
+    if (k) k->busy = 1;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    httpd *s = cls;
+    conn_t *k = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        k = calloc(1, sizeof *k);
+        if (k == NULL) return; /* untracked: MHD's idle timeout still applies */
+        k->fd = ci ? ci->connect_fd : -1;
+        k->since = now_ms();
+        conn_append(s, k);
+        s->n_conns++;
+        *socket_context = k;
+    } else if (k != NULL) {
+        conn_unlink(s, k);
+        s->n_conns--;
+        if (k->shut) s->n_shut--;
+        free(k);
+        *socket_context = NULL;
+    }
+}
+
+/* Shut down (MHD then closes) every connection whose request has not come
+ * in within the request timeout, and, while fewer than `reserve` slots are
+ * free, the ones that have waited longest for theirs: a trickle of bytes
+ * no longer holds a slot, and there is always room for a new client. At
+ * most every SWEEP_MS. */
+static void sweep_connections(httpd *s, uint64_t now) {
+    /* Crowded, it runs at once and frees twice the reserve: connections
+     * accepted from the listen queue take freed slots first, and a new
+     * client waits behind them. */
+    int crowded = s->n_conns - s->n_shut + s->reserve > s->max_conn;
+    if (!crowded && now - s->last_sweep < SWEEP_MS) return;
+    s->last_sweep = now;
+    for (conn_t *k = s->c_head; k; k = k->next) {
+        if (k->busy || k->shut) continue;
+        int late = now - k->since > s->request_timeout_ms;
+        crowded = s->n_conns - s->n_shut + 2 * s->reserve > s->max_conn;
+        if (!late && !crowded) break; /* the rest came later */
+        if (k->fd >= 0) shutdown(k->fd, SHUT_RDWR);
+        k->shut = 1;
+        s->n_shut++;
+    }
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)c, (void)toe;
+    httpd *s = cls;
+    (void)toe;
     req_free(*ctx);
     *ctx = NULL;
+    conn_t *k = conn_of(c);
+    if (k != NULL && !k->shut) { /* waiting for its next request from now */
+        k->busy = 0;
+        k->since = now_ms();
+        conn_unlink(s, k);
+        conn_append(s, k);
+    }
 }
 
 __attribute__((format(printf, 2, 0))) static void on_log(void *cls, const char *fmt, va_list ap) {
@@ -789,6 +905,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->conn = c;
         if (r->malformed || !framing_ok(c)) {
             s->requests++;
+            conn_busy(c);
             r->phase = P_DONE;
             r->malformed = 1;
             return queue_fixed_close(c, MHD_HTTP_BAD_REQUEST, BODY_ERROR_400);
@@ -796,6 +913,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
             s->requests++;
+            conn_busy(c);
             r->phase = P_DONE;
             return queue_fixed(c, MHD_HTTP_CONTENT_TOO_LARGE, body_413(s));
         }
@@ -814,8 +932,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 size_t cap = r->body_cap ? r->body_cap : 1024;
                 while (cap < r->body_len + n)
                     cap *= 2;
+                if (s->buffered - r->body_cap + cap > s->max_buffered) {
+                    /* Refused now rather than read: the memory is what is short. */
+                    s->requests++;
+                    r->phase = P_DONE;
+                    conn_busy(c);
+                    return queue_fixed_close(c, MHD_HTTP_SERVICE_UNAVAILABLE, BODY_ERROR_503);
+                }
                 char *b = realloc(r->body, cap);
                 if (b == NULL) return MHD_NO;
+                s->buffered = s->buffered - r->body_cap + cap;
                 r->body = b;
                 r->body_cap = cap;
             }
@@ -824,11 +950,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_YES;
         }
         s->requests++;
+        conn_busy(c);
         if (r->too_large) {
             r->phase = P_DONE;
             return queue_fixed(c, MHD_HTTP_CONTENT_TOO_LARGE, body_413(s));
         }
-        if (run_handler(s, r, method, url) != 0) {
+        int hrc = run_handler(s, r, method, url);
+        /* The handler has the body as a Lua string now. */
+        s->buffered -= r->body_cap;
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
+        if (hrc != 0) {
             r->phase = P_DONE;
             return queue_fixed(c, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_ERROR_500);
         }
@@ -872,7 +1005,7 @@ static void on_signal(int sig) {
  * its epoll fd becoming readable matters. */
 static int64_t next_timeout(httpd *s) {
     if (s->kick) return 0;
-    int64_t t = -1;
+    int64_t t = s->n_conns > s->n_shut ? SWEEP_MS : -1; /* the deadlines need a look */
     MHD_UNSIGNED_LONG_LONG mt;
     if (MHD_get_timeout(s->d, &mt) == MHD_YES) t = mt > INT32_MAX ? INT32_MAX : (int64_t)mt;
     if (s->heap_len > 0) {
@@ -897,7 +1030,9 @@ static void iterate(lua_State *L, httpd *s, int64_t timeout_ms, const sigset_t *
         if (r != NULL && r->phase == P_DEFERRED) wake(s, r, P_GONE);
     }
     s->kick = 0;
-    fire_timers(s, now_ms());
+    uint64_t now = now_ms();
+    fire_timers(s, now);
+    sweep_connections(s, now);
     /* Under run(), SIGINT/SIGTERM are blocked everywhere except inside
      * epoll_pwait (which unblocks them atomically) and here: handlers run with
      * the caller's mask so that processes they start inherit it. A signal
@@ -909,6 +1044,7 @@ static void iterate(lua_State *L, httpd *s, int64_t timeout_ms, const sigset_t *
     MHD_run(s->d);
     s->dispatching = 0;
     s->L = NULL;
+    sweep_connections(s, now_ms()); /* what MHD_run accepted may crowd it */
     if (mask) pthread_sigmask(SIG_SETMASK, &blocked, NULL);
 }
 
@@ -1132,7 +1268,7 @@ static int srv_tostring(lua_State *L) {
 
 typedef struct options {
     const char *host, *cert, *key, *body413;
-    lua_Integer port, max_conn, max_body, timeout;
+    lua_Integer port, max_conn, max_body, timeout, request_timeout, max_per_address, max_buffered;
 } options;
 
 static void bad_field(lua_State *L, const char *field, const char *what) {
@@ -1172,10 +1308,20 @@ static const char *str_field(lua_State *L, const char *field, const char *def) {
 
 static void read_options(lua_State *L, options *o) {
     static const char *const known[] = {
-        "host",           "port",     "handler",
-        "tls_cert",       "tls_key",  "max_connections",
-        "max_body",       "on_error", "connection_timeout",
-        "too_large_body", NULL,
+        "host",
+        "port",
+        "handler",
+        "tls_cert",
+        "tls_key",
+        "max_connections",
+        "max_body",
+        "on_error",
+        "connection_timeout",
+        "too_large_body",
+        "request_timeout",
+        "max_per_address",
+        "max_buffered",
+        NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_pushnil(L);
@@ -1205,6 +1351,12 @@ static void read_options(lua_State *L, options *o) {
     o->max_conn = int_field(L, "max_connections", DEFAULT_MAX_CONN, 1, 1000000);
     o->max_body = int_field(L, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
     o->timeout = int_field(L, "connection_timeout", DEFAULT_TIMEOUT, 0, 86400);
+    o->request_timeout = int_field(L, "request_timeout", DEFAULT_REQUEST_TIMEOUT, 1, 86400);
+    /* One address may take a quarter of the slots by default (a proxy in
+     * front is one address: raise it there). */
+    o->max_per_address =
+        int_field(L, "max_per_address", o->max_conn / 4 > 0 ? o->max_conn / 4 : 1, 1, 1000000);
+    o->max_buffered = int_field(L, "max_buffered", DEFAULT_MAX_BUFFERED, 0, (lua_Integer)1 << 40);
 }
 
 /* 1,000+ connections need more descriptors than the usual soft limit. */
@@ -1285,6 +1437,10 @@ static int http_server_new(lua_State *L) {
     lua_getfield(L, 1, "on_error");
     lua_setiuservalue(L, -2, UV_ON_ERROR);
     s->max_body = (size_t)o.max_body;
+    s->max_conn = (size_t)o.max_conn;
+    s->reserve = o.max_conn >= 64 ? (size_t)o.max_conn / 16 : 0; /* kept free for new clients */
+    s->request_timeout_ms = (uint64_t)o.request_timeout * 1000u;
+    s->max_buffered = (size_t)o.max_buffered;
 
     raise_nofile();
     int ipv6 = 0;
@@ -1302,12 +1458,13 @@ static int http_server_new(lua_State *L) {
     };
     if (!o.cert) tls[0].option = MHD_OPTION_END;
     s->capture_log = 1;
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)o.max_conn,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o.timeout,
-                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED,
-                            on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
-                            MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    s->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o.max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)o.timeout, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o.max_per_address,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
+        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     s->capture_log = 0;
     if (s->d == NULL) {
         if (fcntl(fd, F_GETFD) != -1) close(fd); /* MHD may or may not have closed it */

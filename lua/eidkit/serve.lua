@@ -221,7 +221,8 @@ function methods.add_server(self, srv)
   return srv
 end
 
--- host:mount(gw, {host =, port =, max_connections =, connection_timeout =})
+-- host:mount(gw, {host =, port =, max_connections =, connection_timeout =,
+--   request_timeout =, max_per_address =})
 --   -> the core.http_server serving gw, one coroutine per request
 function methods.mount(self, gw, o)
   o = o or {}
@@ -240,7 +241,8 @@ function methods.mount(self, gw, o)
   end
   srv = core.http_server {
     host = o.host, port = o.port, max_connections = o.max_connections,
-    connection_timeout = o.connection_timeout,
+    connection_timeout = o.connection_timeout, request_timeout = o.request_timeout,
+    max_per_address = o.max_per_address,
     -- 16 KiB: refused before buffering, in the gateway's own format
     max_body = gw.max_body or gateway.MAX_BODY,
     too_large_body = gateway.error_response("too_large").body,

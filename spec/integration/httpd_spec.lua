@@ -17,7 +17,8 @@ local function sleep(s) os.execute("sleep " .. s) end
 
 -- The fixture server as a child process: { port =, pid =, base = }.
 local function start_server(...)
-  local s = child.start({ bin, FIXTURE, ... }, { ready = "port (%d+)" })
+  local opts = type((...)) == "table" and (...) or nil
+  local s = child.start(opts and { bin, FIXTURE } or { bin, FIXTURE, ... }, { ready = "port (%d+)", env = opts and opts.env })
   s.port = tonumber(s.ready)
   return s
 end
@@ -30,6 +31,89 @@ local function url(s, path, scheme)
 end
 
 describe("core.http_server", function()
+  describe("under slow clients", function()
+    local trickle = bin:gsub("[^/]*$", "") .. "trickle"
+
+    -- Slow clients in the background from address `from`: a handle whose
+    -- wait() returns {connected =, closed_by_server =}.
+    local function spawn_trickle(mode, port, from, n, arg, seconds)
+      local p = assert(io.popen(("%s %s 127.0.0.1 %d %s %d %d %d"):format(trickle, mode, port, from, n, arg, seconds)))
+      local first = p:read("l")
+      assert(first and first:match("^started %d+$"), "trickle did not start: " .. tostring(first))
+      return { started = tonumber(first:match("%d+")), wait = function()
+        local line = p:read("l") or ""
+        p:close()
+        local c, sh = line:match("^connected (%d+) closed_by_server (%d+)$")
+        assert(c, "trickle said: " .. line)
+        return { connected = tonumber(c), closed_by_server = tonumber(sh) }
+      end }
+    end
+
+    local function timed_get(port)
+      local t0 = core.monotonic()
+      local r = client.run { "--max-time", "5", "http://127.0.0.1:" .. port .. "/echo" }
+      return r, core.monotonic() - t0
+    end
+
+    it("serves a new client at once while 5,000 connections trickle their heads, and closes them at the deadline", function()
+      local s = start_server { env = { HTTPD_FIXTURE_OPTS = '{"request_timeout": 3}' } }
+      -- Five addresses of 1,000 each: under the per-address limit (1,024 of
+      -- 4,096), over the connection limit together.
+      local t = {}
+      for i = 1, 5 do t[i] = spawn_trickle("head", s.port, "127.0.0." .. (i + 1), 1000, 1000, 6) end
+      for _ = 1, 3 do
+        local r, took = timed_get(s.port)
+        assert.equals(201, r.status)
+        assert.is_true(took < 1, ("a normal client took %.2f s"):format(took))
+        sleep(0.5)
+      end
+      local connected, closed = 0, 0
+      for i = 1, 5 do
+        local res = t[i].wait()
+        connected, closed = connected + res.connected, closed + res.closed_by_server
+      end
+      assert.is_true(connected >= 4000, "connected " .. connected)
+      -- 6 s of trickling against a 3 s deadline for the whole head: every one cut
+      assert.equals(connected, closed)
+      os.execute("kill -TERM " .. s.pid)
+      assert.equals(0, (wait_server(s)))
+    end)
+
+    it("limits the connections of one address", function()
+      local s = start_server { env = { HTTPD_FIXTURE_OPTS = '{"max_connections": 400}' } }
+      local t = spawn_trickle("head", s.port, "127.0.0.2", 300, 1000, 2)
+      local r, took = timed_get(s.port)
+      assert.equals(201, r.status)
+      assert.is_true(took < 1)
+      local res = t.wait()
+      -- a quarter of 400 held; the server hung up on the rest at once
+      assert.equals(300, res.connected)
+      assert.equals(200, res.closed_by_server)
+      os.execute("kill -TERM " .. s.pid)
+      assert.equals(0, (wait_server(s)))
+    end)
+
+    it("caps the body bytes buffered across connections with 503, and cuts unfinished bodies", function()
+      local s = start_server { env = { HTTPD_FIXTURE_OPTS = '{"max_buffered": 8388608, "request_timeout": 3}' } }
+      -- 20 bodies stopping at 1 MB of their 10: 8 MiB admits about 8 of them
+      local t = spawn_trickle("body", s.port, "127.0.0.2", 20, 1048576, 5)
+      local pid_rss = function()
+        local f = io.open("/proc/" .. s.pid .. "/status")
+        local rss = f:read("a"):match("VmRSS:%s*(%d+)")
+        f:close()
+        return tonumber(rss)
+      end
+      local r = timed_get(s.port)
+      assert.equals(201, r.status)
+      assert.is_true(pid_rss() < 200 * 1024, "RSS " .. pid_rss() .. " KiB")
+      local res = t.wait()
+      assert.equals(20, res.connected)
+      assert.equals(20, res.closed_by_server) -- refused (503) or cut at the deadline
+      os.execute("kill -TERM " .. s.pid)
+      assert.equals(0, (wait_server(s)))
+    end)
+  end)
+
   describe("serving requests", function()
     local s
     lazy_setup(function() s = start_server() end)

@@ -28,6 +28,8 @@ local spec = {
   { name = "upstream-deadline", arg = "SECONDS", help = "one API call's deadline, retries included (default 30)" },
   { name = "sweep-interval", arg = "SECONDS", help = "pull results the front end never reported this often (default 60; 0: off)" },
   { name = "access-log", arg = "FILE", help = "append the JSON access log to FILE ('-': stdout; default: stderr)" },
+  { name = "request-timeout", arg = "SECONDS", help = "a request's head and body must arrive within this (default 20)" },
+  { name = "max-per-address", arg = "N", help = "connections one client address may hold (default 1024; raise it behind a proxy)" },
   { name = "drain-timeout", arg = "SECONDS", help = "on SIGTERM/SIGINT, wait this long for requests in flight (default 10)" },
   { name = "check", help = "validate the configuration and the policy, then exit (0 ok, 2 not)" },
   { name = "sim", help = "run the simulator in this process and use it as the endpoint (development only)" },
@@ -229,12 +231,19 @@ local function settings(o)
     { "upstream_deadline", "upstream-deadline", 0.001, 30 },
     { "sweep_interval", "sweep-interval", 0, 60 },
     { "drain_timeout", "drain-timeout", 0, 10 },
+    { "request_timeout", "request-timeout", 1, 20 },
     { "sim_token_ttl", "sim-token-ttl", 1, nil },
   }
   for _, c in ipairs(checks) do
     s[c[1]], err = seconds(o[c[1]], c[2], c[3], c[4])
     if err then return nil, err end
   end
+  s.request_timeout = math.max(1, math.floor(s.request_timeout))
+  local mpa = o.max_per_address and math.tointeger(tonumber(o.max_per_address))
+  if o.max_per_address and (not mpa or mpa < 1 or mpa > 1000000) then
+    return nil, format("--max-per-address: expected 1..1000000, got '%s'", tostring(o.max_per_address))
+  end
+  s.max_per_address = mpa
   s.access_log = o.access_log
   if s.sim then
     s.sim_listen, err = host_port(o.sim_listen or "127.0.0.1:0", "sim-listen")
@@ -418,7 +427,8 @@ function _M.main(argv)
     end
   end
 
-  local ok, srv = pcall(host.mount, host, gw, { host = s.listen.host, port = s.listen.port })
+  local ok, srv = pcall(host.mount, host, gw, { host = s.listen.host, port = s.listen.port,
+    request_timeout = s.request_timeout, max_per_address = s.max_per_address })
   if not ok then
     ledger:close() host:close()
     return failure("--listen: " .. tostring(srv):gsub("^bad argument #1 to '[%w_.]+' ", ""))
