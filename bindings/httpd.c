@@ -1352,10 +1352,9 @@ static void read_options(lua_State *L, options *o) {
     o->max_body = int_field(L, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
     o->timeout = int_field(L, "connection_timeout", DEFAULT_TIMEOUT, 0, 86400);
     o->request_timeout = int_field(L, "request_timeout", DEFAULT_REQUEST_TIMEOUT, 1, 86400);
-    /* One address may take a quarter of the slots by default (a proxy in
-     * front is one address: raise it there). */
-    o->max_per_address =
-        int_field(L, "max_per_address", o->max_conn / 4 > 0 ? o->max_conn / 4 : 1, 1, 1000000);
+    /* 0: no limit per address (the simulator, a server behind a proxy);
+     * eidkit serve sets one. */
+    o->max_per_address = int_field(L, "max_per_address", 0, 0, 1000000);
     o->max_buffered = int_field(L, "max_buffered", DEFAULT_MAX_BUFFERED, 0, (lua_Integer)1 << 40);
 }
 

@@ -243,7 +243,7 @@ local function settings(o)
   if o.max_per_address and (not mpa or mpa < 1 or mpa > 1000000) then
     return nil, format("--max-per-address: expected 1..1000000, got '%s'", tostring(o.max_per_address))
   end
-  s.max_per_address = mpa
+  s.max_per_address = mpa or 1024
   s.access_log = o.access_log
   if s.sim then
     s.sim_listen, err = host_port(o.sim_listen or "127.0.0.1:0", "sim-listen")
