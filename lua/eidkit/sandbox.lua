@@ -20,6 +20,7 @@ local assert, pcall, xpcall, load = assert, pcall, xpcall, load
 local raw_getmetatable, getinfo = debug.getmetatable, debug.getinfo
 local byte, find, sub, format, match, gsub = string.byte, string.find, string.sub, string.format,
   string.match, string.gsub
+local pattern = require "eidkit.sandbox.pattern"
 local concat, pack, unpack = table.concat, table.pack, table.unpack
 local floor, huge, mtype = math.floor, math.huge, math.type
 local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
@@ -74,14 +75,23 @@ local function bytes_text(n)
   return format("%d bytes", n)
 end
 
--- Pattern matching is one C call that no hook can interrupt; subjects over
--- the cap are refused so the worst case stays short (see the design note).
+-- Pattern matching in C is one call that no hook can interrupt, and it
+-- backtracks without bound. When a bound on its work (pattern.cost) is
+-- small the C function runs; otherwise eidkit.sandbox.pattern, the same
+-- matcher in Lua, which the instruction and time limits stop like any code.
+-- Subjects over the cap are still refused, as before.
+local PATTERN_C_MAX = 1e6 -- steps: a few milliseconds in C
 local function guard_pattern(name, fn, cap)
+  local lua_fn = pattern[name]
   return function(s, p, init, plain)
-    if type(s) == "string" and #s > cap and not (name == "find" and plain)
-      and (type(p) ~= "string" or find(p, "[%^%$%*%+%?%.%(%)%[%]%%%-]")) then
-      error(format("string.%s: a subject of %d bytes is over the sandbox's pattern limit of %d bytes",
-        name, #s, cap), 2)
+    if type(s) == "string" and not (name == "find" and plain) then
+      if cap and #s > cap and (type(p) ~= "string" or find(p, "[%^%$%*%+%?%.%(%)%[%]%%%-]")) then
+        error(format("string.%s: a subject of %d bytes is over the sandbox's pattern limit of %d bytes",
+          name, #s, cap), 2)
+      end
+      if type(p) == "string" and pattern.cost(#s, p, name ~= "gmatch" and byte(p, 1) == 94) > PATTERN_C_MAX then
+        return lua_fn(s, p, init, plain)
+      end
     end
     return fn(s, p, init, plain)
   end
@@ -103,9 +113,7 @@ end
 
 local function string_lib(cap)
   local lib = shallow(LIB.string)
-  if cap then
-    for name in pairs(PATTERN_FUNCS) do lib[name] = guard_pattern(name, LIB.string[name], cap) end
-  end
+  for name in pairs(PATTERN_FUNCS) do lib[name] = guard_pattern(name, LIB.string[name], cap) end
   return lib
 end
 
