@@ -354,8 +354,8 @@ local function find_aux(fname, s, p, init, plain, is_find)
   return nil
 end
 
-local function find(s, p, init, plain) return find_aux("find", s, p, init, plain, true) end
-local function match(s, p, init) return find_aux("match", s, p, init, nil, false) end
+local function p_find(s, p, init, plain) return find_aux("find", s, p, init, plain, true) end
+local function p_match(s, p, init) return find_aux("match", s, p, init, nil, false) end
 
 local function gmatch(s, p, init)
   s = check_string(s, 1, "gmatch")
@@ -467,7 +467,7 @@ local function public(f)
   return function(...) return raised(pack(pcall(f, ...))) end
 end
 
-_M.find, _M.match, _M.gsub = public(find), public(match), public(gsub)
+_M.find, _M.match, _M.gsub = public(p_find), public(p_match), public(gsub)
 
 -- gmatch's iterator raises its errors where it is called, too.
 function _M.gmatch(...)
