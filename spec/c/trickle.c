@@ -118,5 +118,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++)
         if (fds[i] >= 0 && (closed[i] || gone(fds[i]))) by_server++;
     printf("connected %d closed_by_server %d\n", connected, by_server);
+    fflush(stdout);
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    free(fds);
+    free(closed);
     return 0;
 }
