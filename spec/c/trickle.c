@@ -8,6 +8,9 @@
  *   trickle body HOST PORT FROM N BYTES SECONDS
  *     N connections from FROM, each announcing a 10 MB body and sending BYTES
  *     of it, then nothing
+ *   trickle abandon HOST PORT FROM N BYTES SECONDS
+ *     as body, then each client closes its end at once (the server's sockets
+ *     are left to close theirs)
  *
  * Holds them for SECONDS, then prints "connected C closed_by_server S" and
  * exits 0. A connection counts as closed by the server when a read returns
@@ -64,7 +67,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: trickle head|body HOST PORT FROM N EVERY_MS|BYTES SECONDS\n");
         return 2;
     }
-    int body = strcmp(argv[1], "body") == 0;
+    int abandon = strcmp(argv[1], "abandon") == 0;
+    int body = abandon || strcmp(argv[1], "body") == 0;
     const char *host = argv[2], *from = argv[4];
     int port = atoi(argv[3]), n = atoi(argv[5]), arg = atoi(argv[6]), seconds = atoi(argv[7]);
     struct rlimit rl;
@@ -102,6 +106,12 @@ int main(int argc, char **argv) {
             }
         }
     }
+    if (abandon)
+        for (int i = 0; i < n; i++)
+            if (fds[i] >= 0) {
+                close(fds[i]);
+                fds[i] = -1;
+            }
     printf("started %d\n", connected);
     fflush(stdout);
     long long end = now_ms() + (long long)seconds * 1000, next = now_ms();

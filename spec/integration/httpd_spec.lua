@@ -93,6 +93,26 @@ describe("core.http_server", function()
       assert.equals(0, (wait_server(s)))
     end)
 
+    it("closes its side of connections whose client left mid-body, with no new traffic", function()
+      local s = start_server()
+      local t = spawn_trickle("abandon", s.port, "127.0.0.2", 50, 1048576, 1)
+      local function close_wait()
+        local p = io.popen(("ss -Htan state close-wait '( sport = :%d )' | wc -l"):format(s.port))
+        local n = tonumber(p:read("a"))
+        p:close()
+        return n
+      end
+      local t0, n = core.monotonic(), close_wait()
+      while n > 0 and core.monotonic() - t0 < 3 do
+        sleep(0.2)
+        n = close_wait()
+      end
+      assert.equals(0, n)
+      t.wait()
+      os.execute("kill -TERM " .. s.pid)
+      assert.equals(0, (wait_server(s)))
+    end)
+
     it("caps the body bytes buffered across connections with 503, and cuts unfinished bodies", function()
       local s = start_server { env = { HTTPD_FIXTURE_OPTS = '{"max_buffered": 8388608, "request_timeout": 3}' } }
       -- 20 bodies stopping at 1 MB of their 10: 8 MiB admits about 8 of them
