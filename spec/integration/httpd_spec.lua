@@ -57,6 +57,7 @@ describe("core.http_server", function()
 
     it("serves a new client at once while 5,000 connections trickle their heads, and closes them at the deadline", function()
       local s = start_server { env = { HTTPD_FIXTURE_OPTS = '{"request_timeout": 3, "max_per_address": 1024}' } }
+      finally(function() os.execute("kill -TERM " .. s.pid .. " 2>/dev/null") end)
       -- Five addresses of 1,000 each: under the per-address limit (1,024 of
       -- 4,096), over the connection limit together.
       local t = {}
@@ -81,6 +82,7 @@ describe("core.http_server", function()
 
     it("limits the connections of one address", function()
       local s = start_server { env = { HTTPD_FIXTURE_OPTS = '{"max_per_address": 100}' } }
+      finally(function() os.execute("kill -TERM " .. s.pid .. " 2>/dev/null") end)
       local t = spawn_trickle("head", s.port, "127.0.0.2", 300, 1000, 2)
       local r, took = timed_get(s.port)
       assert.equals(201, r.status)
@@ -95,6 +97,7 @@ describe("core.http_server", function()
 
     it("closes its side of connections whose client left mid-body, with no new traffic", function()
       local s = start_server()
+      finally(function() os.execute("kill -TERM " .. s.pid .. " 2>/dev/null") end)
       local t = spawn_trickle("abandon", s.port, "127.0.0.2", 50, 1048576, 1)
       local function close_wait()
         local p = io.popen(("ss -Htan state close-wait '( sport = :%d )' | wc -l"):format(s.port))
@@ -115,6 +118,7 @@ describe("core.http_server", function()
 
     it("caps the body bytes buffered across connections with 503, and cuts unfinished bodies", function()
       local s = start_server { env = { HTTPD_FIXTURE_OPTS = '{"max_buffered": 8388608, "request_timeout": 3}' } }
+      finally(function() os.execute("kill -TERM " .. s.pid .. " 2>/dev/null") end)
       -- 20 bodies stopping at 1 MB of their 10: 8 MiB admits about 8 of them
       local t = spawn_trickle("body", s.port, "127.0.0.2", 20, 1048576, 5)
       local pid_rss = function()
