@@ -260,6 +260,8 @@ local function declare_metrics(reg)
     ledger_up = reg:gauge("eidkit_ledger_up", "1 when the token ledger answered the last stats call, else 0."),
     ledger_tokens = reg:gauge("eidkit_ledger_tokens", "Tokens in the ledger, by state.", { "state" }),
     ledger_due = reg:gauge("eidkit_ledger_due_tokens", "Tokens the sweep would pull now."),
+    lua_memory = reg:gauge("eidkit_lua_memory_bytes",
+      "Memory the Lua state holds (collectgarbage count), next to the process's RSS."),
     skew = reg:gauge("eidkit_upstream_clock_skew_seconds",
       "The API client's clock skew: the server's clock minus ours."),
     upstream = reg:histogram("eidkit_upstream_duration_seconds",
@@ -335,6 +337,7 @@ local function refresh(self)
   if ok and finite(skew) then m.skew:set(nil, skew) end
   local lok, n = pcall(function() return self.flow:log_failures() end)
   if lok and finite(n) then m.flow_log_failures:set(nil, n) end
+  m.lua_memory:set(nil, collectgarbage("count") * 1024)
   return s ~= nil
 end
 
