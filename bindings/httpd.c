@@ -492,30 +492,28 @@ static void add_date(struct MHD_Response *resp) {
     MHD_add_response_header(resp, MHD_HTTP_HEADER_DATE, date);
 }
 
-static enum MHD_Result queue_fixed(struct MHD_Connection *c, unsigned status, const char *body) {
+/* A fixed JSON answer; with close, the connection closes after it (after
+ * a request whose framing is in doubt, nothing more on it can be trusted). */
+static enum MHD_Result queue_json(struct MHD_Connection *c, unsigned status, const char *body,
+                                  int close) {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
     if (resp == NULL) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (close) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     add_date(resp);
     enum MHD_Result ret = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return ret;
 }
 
-/* As queue_fixed, and the connection closes after it: after a request whose
- * framing is in doubt, nothing more on that connection can be trusted. */
+static enum MHD_Result queue_fixed(struct MHD_Connection *c, unsigned status, const char *body) {
+    return queue_json(c, status, body, 0);
+}
+
 static enum MHD_Result queue_fixed_close(struct MHD_Connection *c, unsigned status,
                                          const char *body) {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
-    if (resp == NULL) return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    add_date(resp);
-    enum MHD_Result ret = MHD_queue_response(c, status, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return queue_json(c, status, body, 1);
 }
 
 /* Body source for fault = "truncate" and "slow". */

@@ -347,28 +347,29 @@ void eid_result_free(eid_result *r) {
     free(r);
 }
 
-static void call_free(call *k) {
-    if (k == NULL) return;
+/* Wipe the signed headers and free what a call owns, not the call itself. */
+static void call_clear(call *k) {
     OPENSSL_cleanse(k->hdrtext, k->hdr_used);
     free(k->body);
     free(k->resp.p);
     eid_result_free(k->res);
+}
+
+static void call_free(call *k) {
+    if (k == NULL) return;
+    call_clear(k);
     free(k);
 }
 
 /* A finished call's 9 KiB kept for the next (a malloc and free of that size
- * per call showed in `eidkit serve`'s profile); its contents are freed or
- * wiped as call_free would. */
+ * per call showed in `eidkit serve`'s profile). */
 #define MAX_SPARE_CALLS 32
 static void call_release(eid_client *c, call *k) {
     if (c->n_spare >= MAX_SPARE_CALLS) {
         call_free(k);
         return;
     }
-    OPENSSL_cleanse(k->hdrtext, k->hdr_used);
-    free(k->body);
-    free(k->resp.p);
-    eid_result_free(k->res);
+    call_clear(k);
     k->next = c->spare;
     c->spare = k;
     c->n_spare++;
