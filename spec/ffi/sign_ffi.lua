@@ -1,76 +1,126 @@
--- LuaJIT FFI calls libeidkit directly, the way an OpenResty binding will:
--- proves the signer's ABI (status codes, caller-owned structs, no callbacks)
--- is usable without a C module. Run: luajit spec/ffi/sign_ffi.lua LIB VECTORS
-local ffi = require "ffi"
+-- eidkit.ffi under LuaJIT, the way OpenResty calls it: libeidkit's C signer
+-- through the FFI, with no C module. Run (ctest ffi_luajit):
+--   LUA_PATH='lua/?.lua;;' LUA_CPATH='build/lua/?.so;;' luajit spec/ffi/sign_ffi.lua VECTORS LIB
+-- LIB is the libeidkit the documented search must find from LUA_CPATH (the
+-- build tree's), compared by real path.
 local cjson = require "cjson"
+local eidffi = require "eidkit.ffi"
 
-local libpath, vectors_path = arg[1], arg[2]
-assert(libpath and vectors_path, "usage: luajit sign_ffi.lua path/to/libeidkit.so vectors.json")
+local vectors_path, want_lib = arg[1], arg[2]
+assert(vectors_path and want_lib, "usage: luajit sign_ffi.lua vectors.json path/to/libeidkit.so")
 
--- Mirrors core/include/eidkit/eidkit.h (the parts used here).
-ffi.cdef [[
-typedef int eid_status;
-typedef int64_t (*eid_clock_fn)(void *ud);
-typedef struct eid_clock { eid_clock_fn now; void *ud; } eid_clock;
-typedef struct eid_error { eid_status status; char field[32]; char message[224]; } eid_error;
-typedef struct eid_signer eid_signer;
-typedef struct eid_signer_options { size_t cache_slots; eid_clock clock; } eid_signer_options;
-typedef struct eid_sign_request {
-  const char *secret_id; const void *secret_key; size_t secret_key_len; const char *token;
-  const char *host; const char *service; const char *action; const char *version;
-  const char *region; const char *language; const char *content_type;
-  int64_t timestamp; const void *body; size_t body_len;
-  const char *const *signed_headers; size_t signed_headers_count;
-} eid_sign_request;
-typedef struct eid_signature {
-  int64_t timestamp; char timestamp_str[24]; char date[11]; char signature[65];
-  char signed_headers[128]; char authorization[512];
-} eid_signature;
-eid_status eid_signer_new(const eid_signer_options *opts, eid_signer **out);
-void eid_signer_free(eid_signer *signer);
-eid_status eid_signer_sign(eid_signer *signer, const eid_sign_request *req,
-                           eid_signature *sig, eid_error *err);
-const char *eid_version(void);
-]]
-
-local lib = ffi.load(libpath)
 local f = assert(io.open(vectors_path, "rb"))
 local doc = cjson.decode(f:read("*a"))
 f:close()
 
-local out = ffi.new("eid_signer *[1]")
-assert(lib.eid_signer_new(nil, out) == 0)
-local signer = ffi.gc(out[0], lib.eid_signer_free)
-
 local failures, count = 0, 0
-for _, v in ipairs(doc.vectors) do
-  local names = ffi.new("const char *[?]", #v.signed_headers)
-  for i, n in ipairs(v.signed_headers) do names[i - 1] = n end
-  local req = ffi.new("eid_sign_request", {
-    secret_id = v.secret_id, secret_key = v.secret_key, secret_key_len = #v.secret_key,
-    host = v.host, service = v.service, action = v.action, version = v.version, region = v.region,
-    content_type = v.content_type, timestamp = v.timestamp, body = v.body, body_len = #v.body,
-    signed_headers = names, signed_headers_count = #v.signed_headers,
-  })
-  local sig, err = ffi.new("eid_signature"), ffi.new("eid_error")
-  local st = lib.eid_signer_sign(signer, req, sig, err)
+local function check(name, ok, detail)
   count = count + 1
-  if st ~= 0 or ffi.string(sig.signature) ~= v.signature then
+  if not ok then
     failures = failures + 1
-    io.stderr:write(v.name, ": status ", tostring(st), " ", ffi.string(err.message), "\n")
+    io.stderr:write(name, ": ", tostring(detail), "\n")
   end
 end
 
--- Bad input comes back as a status and a message, not a crash.
-local bad = ffi.new("eid_sign_request", { secret_id = "AKID", action = "GetEidToken", timestamp = 1 })
-local err = ffi.new("eid_error")
-count = count + 1
-if lib.eid_signer_sign(signer, bad, ffi.new("eid_signature"), err) ~= 1
-    or ffi.string(err.field) ~= "secret_key" then
-  failures = failures + 1
-  io.stderr:write("bad input: expected EID_E_INVALID_ARG for secret_key, got ", ffi.string(err.message), "\n")
+local function realpath(p)
+  local h = assert(io.popen("readlink -f '" .. p:gsub("'", "'\\''") .. "'"))
+  local out = h:read("*l")
+  h:close()
+  return out
 end
 
-print(("ffi (libeidkit %s): %d passed, %d failed"):format(ffi.string(lib.eid_version()),
-  count - failures, failures))
+local function request(v)
+  return {
+    secret_id = v.secret_id, secret_key = v.secret_key, service = v.service, host = v.host,
+    action = v.action, version = v.version, region = v.region, timestamp = v.timestamp,
+    content_type = v.content_type, body = v.body, signed_headers = v.signed_headers,
+  }
+end
+
+local function authorization(v)
+  return v.authorization or
+    ("TC3-HMAC-SHA256 Credential=%s/%s/%s/tc3_request, SignedHeaders=%s, Signature=%s"):format(
+      v.secret_id, os.date("!%Y-%m-%d", v.timestamp), v.service,
+      table.concat(v.signed_headers, ";"), v.signature)
+end
+
+-- The library the search found (LUA_CPATH's build/lua/ -> build/).
+eidffi.lib()
+check("library search", realpath(eidffi.library_path) == realpath(want_lib),
+  ("found %s, want %s"):format(tostring(eidffi.library_path), want_lib))
+
+-- Every official vector, through the module-level signer.
+for _, v in ipairs(doc.vectors) do
+  local headers, err = eidffi.sign(request(v))
+  check(v.name, headers and headers.Authorization == authorization(v),
+    headers and headers.Authorization or tostring(err))
+end
+
+-- The headers to send, exactly (spec/unit/sign_spec.lua has the same case
+-- for the Lua 5.4 binding).
+local SECRET = "FakeSecretKeyForTestVectors000000"
+local function base()
+  return {
+    secret_id = "AKIDEXAMPLEFAKEFAKEFAKEFAKEFAKE00000", secret_key = SECRET,
+    action = "GetEidResult", timestamp = 1735660800,
+    body = '{"EidToken":"CE661F1A-0F1E-45BD-BE13-34C05CEA7681","InfoType":"0","BestFramesCount":1}',
+  }
+end
+local want = {
+  Authorization = "TC3-HMAC-SHA256 Credential=AKIDEXAMPLEFAKEFAKEFAKEFAKEFAKE00000/2024-12-31/faceid/tc3_request, SignedHeaders=content-type;host, Signature=9d0bc3c64ade52127bed12c509c1285cbe63f648e9a6fec46d1adf5836364b78",
+  ["Content-Type"] = "application/json",
+  Host = "faceid.tencentcloudapi.com",
+  ["X-TC-Action"] = "GetEidResult",
+  ["X-TC-Version"] = "2018-03-01",
+  ["X-TC-Timestamp"] = "1735660800",
+}
+local got = eidffi.sign(base())
+local same = got ~= nil
+for k, v in pairs(want) do same = same and got[k] == v end
+for k in pairs(got or {}) do same = same and want[k] ~= nil end
+check("headers", same, cjson.encode(got or {}))
+
+-- Misuse raises naming the field, never echoing the secret.
+local function raises(name, req, pattern)
+  local ok, msg = pcall(eidffi.sign, req)
+  msg = tostring(msg)
+  check(name, not ok and msg:find(pattern, 1, true) and not msg:find(SECRET, 1, true), msg)
+end
+local r = base(); r.secret_key = nil
+raises("missing secret_key", r, "secret_key")
+r = base(); r.secretKey = SECRET
+raises("unknown field", r, "unknown field 'secretKey'")
+r = base(); r.body = nil
+raises("missing body", r, "body: required")
+r = base(); r.timestamp = 1.5
+raises("fractional timestamp", r, "timestamp: expected integer")
+r = base(); r.action = "Get\0EidResult"
+raises("NUL byte", r, "action: contains a NUL byte")
+r = base(); r.timestamp = -(2 ^ 63)
+raises("the C sentinel is not a timestamp", r, "timestamp")
+-- The message names the caller's line, as luaL_argerror would.
+local _, where = pcall(function() local h = eidffi.sign({ body = "" }); return h end)
+check("error level", tostring(where):find("sign_ffi.lua", 1, true), where)
+
+-- A signer of its own: its clock, its key cache.
+local s = eidffi.signer { cache_slots = 2, clock = function() return 1735660800 end }
+r = base(); r.timestamp = nil
+local h1 = s:sign(r)
+check("clock", h1 and h1.Authorization == want.Authorization, h1 and h1.Authorization)
+s:sign(base())
+r = base(); r.secret_key = "AnotherFakeSecretKey000000000000"
+s:sign(r)
+local stats = s:cache_stats()
+check("cache stats", stats.hits == 1 and stats.misses == 2, cjson.encode(stats))
+s:close()
+s:close() -- idempotent
+check("closed", not pcall(s.sign, s, base()), "sign on a closed signer did not raise")
+check("bad option", not pcall(eidffi.signer, { slots = 1 }), "unknown option accepted")
+
+-- A check only the C signer makes (EID_TOKEN_MAX) raises like the others.
+r = base(); r.token = ("t"):rep(5000)
+raises("token too long", r, "token")
+
+print(("ffi (libeidkit %s at %s): %d passed, %d failed"):format(eidffi.version(),
+  eidffi.library_path, count - failures, failures))
 os.exit(failures == 0 and 0 or 1)

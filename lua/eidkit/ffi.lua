@@ -1,0 +1,373 @@
+-- eidkit.ffi: libeidkit's signing API through the LuaJIT FFI, for OpenResty
+-- (and any LuaJIT host), without the Lua 5.4 C module.
+--
+--   local eidffi = require "eidkit.ffi"
+--   local headers, err = eidffi.sign{ secret_id = id, secret_key = key,
+--     action = "GetEidToken", body = json }           -- timestamp: now
+--   local s = eidffi.signer{ cache_slots = 16, clock = ngx.time }
+--   s:sign{...}; s:cache_stats() --> { hits = n, misses = n }; s:close()
+--
+-- The same contract as eidkit.sign on the Lua 5.4 host: the headers to send
+-- (Authorization, Content-Type, Host, X-TC-*), nil and an error table
+-- ({code, message, retryable = false}, printing "code: message") for a
+-- runtime failure, and misuse (an unknown or mistyped field, a request the
+-- signer refuses as invalid) raised naming the field, never its value.
+--
+-- This file owns the FFI declarations of core/include/eidkit/eidkit.h that
+-- it uses: nothing else may ffi.cdef them. spec/ffi/cdef_drift.lua fails when
+-- they drift from the header.
+--
+-- Finding libeidkit (the first rule that applies):
+--   1. EIDKIT_LIB, an explicit path: used as given, an error if it fails to
+--      load (no silent fallback to another copy).
+--   2. For each package.cpath entry DIR/?.so: DIR/libeidkit.so, then
+--      DIR/../libeidkit.so (the build tree: build/lua/?.so -> build/), then
+--      DIR/../../libeidkit.so (an install: <libdir>/lua/5.1/?.so -> <libdir>);
+--      the first file that exists.
+--   3. The system's: dlopen of libeidkit.so, then libeidkit.so.0.
+-- _M.library_path says which one was loaded.
+--
+-- LuaJIT only (it needs `ffi`), but kept to syntax Lua 5.4 also parses.
+local ffi = require "ffi"
+
+local error, type, pairs, tostring, tonumber, setmetatable = error, type, pairs, tostring, tonumber, setmetatable
+local io_open, os_getenv, floor = io.open, os.getenv, math.floor
+local ffi_new, ffi_string, ffi_fill, ffi_gc, ffi_typeof = ffi.new, ffi.string, ffi.fill, ffi.gc, ffi.typeof
+
+local _M = { _VERSION = "0.1.0" }
+
+-- Same spellings as the header, so spec/ffi/cdef_drift.lua can compare each
+-- struct field by field (names, order, types) as well as by layout.
+_M.cdefs = [[
+typedef enum eid_status {
+    EID_OK = 0,
+    EID_E_INVALID_ARG = 1,
+    EID_E_NOMEM = 2,
+    EID_E_BUFFER_TOO_SMALL = 3,
+    EID_E_CRYPTO = 4,
+    EID_E_INTERNAL = 5,
+    EID_E_LEDGER_UNKNOWN = 6,
+    EID_E_LEDGER_WRONG_SUBJECT = 7,
+    EID_E_LEDGER_EXPIRED = 8,
+    EID_E_LEDGER_CONSUMED = 9,
+    EID_E_LEDGER_EXISTS = 10,
+    EID_E_LEDGER_PENDING = 11,
+    EID_E_LEDGER_UNAVAILABLE = 12,
+    EID_E_LEDGER_STORAGE = 13,
+    EID_E_CLIENT_TRANSPORT = 14,
+    EID_E_CLIENT_REMOTE = 15
+} eid_status;
+typedef struct eid_error {
+    eid_status status;
+    char field[32];
+    char message[224];
+} eid_error;
+typedef int64_t (*eid_clock_fn)(void *ud);
+typedef struct eid_clock {
+    eid_clock_fn now;
+    void *ud;
+} eid_clock;
+typedef struct eid_signer eid_signer;
+typedef struct eid_signer_options {
+    size_t cache_slots;
+    eid_clock clock;
+} eid_signer_options;
+typedef struct eid_sign_request {
+    const char *secret_id;
+    const void *secret_key;
+    size_t secret_key_len;
+    const char *token;
+    const char *host;
+    const char *service;
+    const char *action;
+    const char *version;
+    const char *region;
+    const char *language;
+    const char *content_type;
+    int64_t timestamp;
+    const void *body;
+    size_t body_len;
+    const char *const *signed_headers;
+    size_t signed_headers_count;
+} eid_sign_request;
+typedef struct eid_signature {
+    int64_t timestamp;
+    char timestamp_str[24];
+    char date[11];
+    char signature[65];
+    char signed_headers[128];
+    char authorization[512];
+} eid_signature;
+typedef struct eid_header {
+    const char *name;
+    const char *value;
+} eid_header;
+const char *eid_strerror(eid_status status);
+const char *eid_status_code(eid_status status);
+const char *eid_version(void);
+eid_status eid_signer_new(const eid_signer_options *opts, eid_signer **out);
+void eid_signer_free(eid_signer *signer);
+eid_status eid_signer_sign(eid_signer *signer, const eid_sign_request *req,
+                           eid_signature *sig, eid_error *err);
+void eid_signer_cache_stats(eid_signer *signer, uint64_t *hits, uint64_t *misses);
+size_t eid_sign_headers(const eid_sign_request *req, const eid_signature *sig,
+                        eid_header out[9]);
+]]
+-- The structs declared above, in order (the drift spec walks these).
+_M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
+  "eid_header" }
+
+-- A module reloaded in the same VM (specs clear package.loaded) must not
+-- declare the types again: LuaJIT refuses a second definition.
+if not pcall(ffi_typeof, "eid_sign_request") then ffi.cdef(_M.cdefs) end
+
+local EID_OK, EID_E_INVALID_ARG = 0, 1
+local HEADERS_MAX, SIGNED_HEADERS_MAX = 9, 8
+-- EID_TIMESTAMP_NOW (INT64_MIN): exactly representable as a double.
+local TIMESTAMP_NOW = -2 ^ 63
+local MAX_EXACT = 2 ^ 53
+
+-- ------------------------------------------------------------- the library
+
+local function exists(path)
+  local f = io_open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function candidates()
+  local list = {}
+  for template in (package.cpath or ""):gmatch("[^;]+") do
+    local dir = template:match("^(.*)/%?%.so$")
+    if dir then
+      list[#list + 1] = dir .. "/libeidkit.so"
+      list[#list + 1] = dir .. "/../libeidkit.so"
+      list[#list + 1] = dir .. "/../../libeidkit.so"
+    end
+  end
+  return list
+end
+
+local lib
+-- The loaded library (loading it on first use); raises when none is found.
+function _M.lib()
+  if lib then return lib end
+  local explicit = os_getenv("EIDKIT_LIB")
+  if explicit and explicit ~= "" then
+    local ok, l = pcall(ffi.load, explicit)
+    if not ok then error("eidkit.ffi: EIDKIT_LIB=" .. explicit .. " does not load: " .. tostring(l), 2) end
+    lib, _M.library_path = l, explicit
+    return lib
+  end
+  for _, path in pairs(candidates()) do
+    if exists(path) then
+      local ok, l = pcall(ffi.load, path)
+      if ok then
+        lib, _M.library_path = l, path
+        return lib
+      end
+    end
+  end
+  for _, name in pairs { "libeidkit.so", "libeidkit.so.0" } do
+    local ok, l = pcall(ffi.load, name)
+    if ok then
+      lib, _M.library_path = l, name
+      return lib
+    end
+  end
+  error("eidkit.ffi: libeidkit not found (set EIDKIT_LIB, put it beside a package.cpath"
+    .. " directory, or install it where the dynamic linker looks)", 2)
+end
+
+function _M.version()
+  return ffi_string(_M.lib().eid_version())
+end
+
+-- ---------------------------------------------------------------- errors
+
+local error_mt = { __tostring = function(e) return e.code .. ": " .. e.message end }
+
+local function fail(C, st, err)
+  local message = ffi_string(err.message)
+  if message == "" then message = ffi_string(C.eid_strerror(st)) end
+  return nil, setmetatable({ code = ffi_string(C.eid_status_code(st)), message = message,
+    retryable = false }, error_mt)
+end
+
+-- ------------------------------------------------------------- requests
+
+-- Scratch space reused by every call on this VM (one per nginx worker): a
+-- call never yields, so no two calls share it at once.
+local req = ffi_new("eid_sign_request")
+local sig = ffi_new("eid_signature")
+local err = ffi_new("eid_error")
+local names = ffi_new("const char *[?]", SIGNED_HEADERS_MAX)
+local headers = ffi_new("eid_header[?]", HEADERS_MAX)
+
+local STRING_FIELDS = {
+  secret_id = true, token = true, host = true, service = true, action = true, version = true,
+  region = true, language = true, content_type = true,
+}
+
+-- Levels count from the function that raises to the caller of sign, so the
+-- message points at the merchant's line (as luaL_argerror does).
+local function misuse(msg, level) error("bad argument #1 to 'sign' (" .. msg .. ")", level) end
+
+local function check_string(k, v, level)
+  if type(v) ~= "string" then misuse(k .. ": expected string, got " .. type(v), level + 1) end
+  -- The C core reads these up to a NUL: a truncated value would be signed.
+  if v:find("\0", 1, true) then misuse(k .. ": contains a NUL byte", level + 1) end
+end
+
+-- Fill the scratch request from t. The C struct keeps pointers into t's
+-- strings: t is alive on the caller's stack for the whole call.
+local function fill(t, now, level)
+  if type(t) ~= "table" then misuse("table expected, got " .. type(t), level + 1) end
+  ffi_fill(req, ffi.sizeof(req))
+  local have_body, have_timestamp = false, false
+  req.timestamp = TIMESTAMP_NOW
+  for k, v in pairs(t) do
+    if STRING_FIELDS[k] then
+      check_string(k, v, level + 1)
+      req[k] = v
+    elseif k == "secret_key" then
+      if type(v) ~= "string" then misuse("secret_key: expected string, got " .. type(v), level + 1) end
+      req.secret_key, req.secret_key_len = v, #v
+    elseif k == "body" then
+      if type(v) ~= "string" then misuse("body: expected string, got " .. type(v), level + 1) end
+      req.body, req.body_len = v, #v
+      have_body = true
+    elseif k == "timestamp" then
+      -- Out of 0..9999-12-31 is the C signer's to refuse; only the sentinel
+      -- (and what a double cannot carry exactly) must not reach it.
+      if type(v) ~= "number" or v ~= floor(v) or v < -MAX_EXACT or v > MAX_EXACT then
+        misuse("timestamp: expected integer Unix seconds", level + 1)
+      end
+      req.timestamp, have_timestamp = v, true
+    elseif k == "signed_headers" then
+      if type(v) ~= "table" then
+        misuse("signed_headers: expected table of header names, got " .. type(v), level + 1)
+      end
+      local n = #v
+      if n > SIGNED_HEADERS_MAX then misuse("signed_headers: more than 8 names", level + 1) end
+      for i = 1, n do
+        if type(v[i]) ~= "string" then
+          misuse("signed_headers[" .. i .. "]: expected string, got " .. type(v[i]), level + 1)
+        end
+        names[i - 1] = v[i]
+      end
+      req.signed_headers, req.signed_headers_count = names, n
+    else
+      misuse("unknown field '" .. tostring(k) .. "'", level + 1)
+    end
+  end
+  if not have_body then misuse("body: required (the exact bytes to send)", level + 1) end
+  if not have_timestamp and now then
+    local ts = now()
+    if type(ts) ~= "number" or ts ~= floor(ts) or ts < -MAX_EXACT or ts > MAX_EXACT then
+      error("eidkit.ffi signer clock must return integer Unix seconds, got " .. type(ts), level)
+    end
+    req.timestamp = ts
+  end
+end
+
+local function sign_with(C, s, t, now, level)
+  fill(t, now, level + 1)
+  ffi_fill(err, ffi.sizeof(err)) -- "best effort" detail: never a stale message
+  local st = C.eid_signer_sign(s, req, sig, err)
+  local out
+  if st == EID_OK then
+    out = {}
+    for i = 0, tonumber(C.eid_sign_headers(req, sig, headers)) - 1 do
+      out[ffi_string(headers[i].name)] = ffi_string(headers[i].value)
+    end
+  end
+  -- Leave no pointer into the caller's strings (the secret among them).
+  ffi_fill(req, ffi.sizeof(req))
+  if st == EID_E_INVALID_ARG then misuse(ffi_string(err.message), level + 1) end
+  if st ~= EID_OK then return fail(C, st, err) end
+  return out
+end
+
+-- --------------------------------------------------------------- signers
+
+local Signer = {}
+Signer.__index = Signer
+
+local function check_open(self)
+  if self.s == nil then error("attempt to use a closed eidkit.ffi signer", 3) end
+  return self.s
+end
+
+-- opts.cache_slots: derived keys kept (1..4096, default 8); opts.clock: a
+-- function returning integer Unix seconds (ngx.time), read when a request
+-- has no timestamp (default: the C signer's system clock).
+function _M.signer(opts)
+  local C = _M.lib()
+  local o = ffi_new("eid_signer_options")
+  local clock
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("bad argument #1 to 'signer' (table expected)", 2) end
+    for k, v in pairs(opts) do
+      if k == "cache_slots" then
+        if type(v) ~= "number" or v ~= floor(v) or v < 1 or v > 4096 then
+          error("bad argument #1 to 'signer' (cache_slots: expected an integer 1..4096)", 2)
+        end
+        o.cache_slots = v
+      elseif k == "clock" then
+        if type(v) ~= "function" then error("bad argument #1 to 'signer' (clock: expected function)", 2) end
+        clock = v
+      else
+        error("bad argument #1 to 'signer' (unknown option '" .. tostring(k) .. "')", 2)
+      end
+    end
+  end
+  local out = ffi_new("eid_signer *[1]")
+  local st = C.eid_signer_new(o, out)
+  if st ~= EID_OK then
+    ffi_fill(err, ffi.sizeof(err))
+    return fail(C, st, err)
+  end
+  -- The key cache holds secret copies: freed (and wiped) by close or GC.
+  return setmetatable({ s = ffi_gc(out[0], C.eid_signer_free), clock = clock, C = C }, Signer)
+end
+
+-- Not tail calls: the caller's frame must stay for the error level.
+function Signer:sign(t)
+  local headers_out, e = sign_with(self.C, check_open(self), t, self.clock, 3)
+  return headers_out, e
+end
+
+function Signer:cache_stats()
+  local s = check_open(self)
+  local hits, misses = ffi_new("uint64_t[1]"), ffi_new("uint64_t[1]")
+  self.C.eid_signer_cache_stats(s, hits, misses)
+  return { hits = tonumber(hits[0]), misses = tonumber(misses[0]) }
+end
+
+-- Idempotent: wipes and frees the key cache now rather than at GC.
+function Signer:close()
+  if self.s ~= nil then
+    self.C.eid_signer_free(ffi_gc(self.s, nil))
+    self.s = nil
+  end
+end
+
+-- The module-level signer: one per VM (per nginx worker), made on first use.
+local default
+local function default_signer()
+  if not default then default = assert(_M.signer()) end
+  return default
+end
+
+function _M.sign(t)
+  local s = default_signer()
+  local headers_out, e = sign_with(s.C, s.s, t, nil, 3)
+  return headers_out, e
+end
+
+function _M.cache_stats()
+  return default_signer():cache_stats()
+end
+
+return _M
