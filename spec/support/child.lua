@@ -26,8 +26,12 @@ function _M.start(argv, opts)
     .. " >/dev/null 2>&1 &"):format(table.concat(words, " "), base, base, base, base, base, base))
   for _ = 1, 300 do
     local pid = (slurp(base .. ".pid") or ""):match("%d+")
-    local found = opts.ready == nil and pid
-      or ((slurp(base .. ".out") or ""):match(opts.ready) or (slurp(base .. ".err") or ""):match(opts.ready))
+    -- Without opts.ready, the pid is enough (and there is no pattern to
+    -- match: before the pid file is written, that raised).
+    local found = pid
+    if opts.ready ~= nil then
+      found = (slurp(base .. ".out") or ""):match(opts.ready) or (slurp(base .. ".err") or ""):match(opts.ready)
+    end
     if pid and found then return { pid = pid, base = base, ready = found } end
     if slurp(base .. ".rc") then break end
     sleep(0.02)
