@@ -8,3 +8,5 @@ for _, f in ipairs { "lua/eidkit/gateway.lua", "lua/eidkit/metrics.lua", "lua/ei
     "lua/eidkit/compat.lua", "lua/eidkit/ffi.lua" } do
   files[f] = { std = "min" }
 end
+-- Served by nginx (content_by_lua_file) in bench/openresty/sign.
+files["bench/openresty/sign_worker.lua"] = { std = "min", read_globals = { "ngx", "jit" } }
