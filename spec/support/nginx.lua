@@ -6,6 +6,7 @@
 --   local srv = nginx.start{ server = "location = /x { content_by_lua_block { ngx.say(1) } }" }
 --   srv.url, srv.port, srv:error_log(), srv:stop()
 local child = require "support.child"
+local libeidkit = require "support.libeidkit"
 local proc = require "support.proc"
 
 local _M = {}
@@ -28,28 +29,6 @@ function _M.binary()
     assert(exists(MODULES .. "/" .. m), MODULES .. "/" .. m .. " is missing: " .. SETUP)
   end
   return path
-end
-
--- The build's Lua module directory, from this process's package.cpath (the
--- ctest and README commands put build/lua/?.so there): nginx gets the same
--- entry, so eidkit.ffi finds build/libeidkit.so beside it.
-local function build_cpath()
-  for template in package.cpath:gmatch("[^;]+") do
-    local dir = template:match("^(.*)/%?%.so$")
-    if dir and exists(dir .. "/eidkit/core.so") then return template end
-  end
-  error("no package.cpath entry holds eidkit/core.so (set LUA_CPATH to build/lua/?.so)")
-end
-
--- A sanitizer build's libeidkit needs the ASan runtime loaded first, which
--- an uninstrumented nginx does not do: preload it, so the same spec runs the
--- C signer under ASan inside the worker. Leak checking stays off (nginx and
--- LuaJIT keep their memory until exit by design).
-local function sanitizer_env(template)
-  local lib = template:gsub("%?%.so$", "../libeidkit.so")
-  local asan = proc.output("ldd " .. proc.quote(lib) .. " 2>/dev/null"):match("=>%s*(%S*libasan%.so[%.%d]*)")
-  if not asan then return nil end
-  return { LD_PRELOAD = asan, ASAN_OPTIONS = "detect_leaks=0:abort_on_error=1" }
 end
 
 local server = {}
@@ -113,7 +92,9 @@ end
 function _M.start(opts)
   opts = opts or {}
   local bin = _M.binary()
-  local cpath = build_cpath()
+  -- The same cpath entry as this process: eidkit.ffi then finds the build's
+  -- libeidkit beside it.
+  local cpath = libeidkit.cpath()
   local last_log = ""
   -- A free port can be taken between the probe and nginx's bind: try again.
   for _ = 1, 5 do
@@ -130,7 +111,7 @@ function _M.start(opts)
     f:close()
     local self = setmetatable({ prefix = prefix, port = port, url = "http://127.0.0.1:" .. port }, server)
     local ok, ch = pcall(child.start, { bin, "-p", prefix, "-c", prefix .. "/nginx.conf", "-g", "daemon off;" },
-      { env = sanitizer_env(cpath) })
+      { env = libeidkit.preload_env() })
     if ok then
       self.child = ch
       if ready(self) then return self end
