@@ -301,7 +301,8 @@ end
 
 -- opts.cache_slots: derived keys kept (1..4096, default 8); opts.clock: a
 -- function returning integer Unix seconds (ngx.time), read when a request
--- has no timestamp (default: the C signer's system clock).
+-- has no timestamp (default: the C signer's system clock). The clock must not
+-- yield: it runs while this VM's scratch request is being filled.
 function _M.signer(opts)
   local C = _M.lib()
   local o = ffi_new("eid_signer_options")
