@@ -6,6 +6,8 @@
 -- request_id, http_status, attempts, retryable, trace_id and a __tostring.
 -- Parameter mistakes raise. Transport, retries and clock skew are in C
 -- (core/src/client.c); see docs/internals/client.md.
+-- encryption = {...} (see _M.encryption_options) applies to get_eid_token;
+-- call() and batch() send what they are given.
 -- client.provider is the credential provider in use (provider:get() ->
 -- creds | nil, why); `eidkit ledger sweep` asks it before pulling.
 -- A host with its own event loop gives `await = function(c, action, body)`:
