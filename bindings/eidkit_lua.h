@@ -46,6 +46,7 @@ void eidkit_open_client(lua_State *L);  /* eidkit.Client, core.client_new */
 void eidkit_open_sandbox(lua_State *L); /* core.sandbox_*: limits for merchant scripts */
 void eidkit_open_process(lua_State *L); /* core.spawn: child processes for eidkit.testing */
 void eidkit_open_poller(lua_State *L);  /* core.poller: one wait over fds and signals */
+void eidkit_open_crypto(lua_State *L);  /* eidkit.Key, core.key_load, ciphers, base64 */
 
 /* ---------------------------------------------------------- ledger jobs
  * One ledger operation in three steps, shared by eidkit.Ledger (all three at

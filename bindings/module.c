@@ -236,5 +236,6 @@ int luaopen_eidkit_core(lua_State *L) {
     eidkit_open_sandbox(L);
     eidkit_open_process(L);
     eidkit_open_poller(L);
+    eidkit_open_crypto(L);
     return 1;
 }

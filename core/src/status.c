@@ -28,6 +28,9 @@ static const struct status_row {
     [EID_E_LEDGER_STORAGE] = {"storage", "ledger storage failure"},
     [EID_E_CLIENT_TRANSPORT] = {"transport", "API call failed in transport"},
     [EID_E_CLIENT_REMOTE] = {"remote", "API returned an error"},
+    [EID_E_KEY] = {"key", "unusable key"},
+    [EID_E_DECRYPT] = {"decrypt", "decryption failed (wrong key or tampered ciphertext)"},
+    [EID_E_FORMAT] = {"format", "malformed encrypted input"},
 };
 
 static const struct status_row *row_of(eid_status status) {

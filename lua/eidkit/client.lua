@@ -6,6 +6,8 @@
 -- request_id, http_status, attempts, retryable, trace_id and a __tostring.
 -- Parameter mistakes raise. Transport, retries and clock skew are in C
 -- (core/src/client.c); see docs/internals/client.md.
+-- encryption = {...} (see _M.encryption_options) applies to get_eid_token;
+-- call() and batch() send what they are given.
 -- client.provider is the credential provider in use (provider:get() ->
 -- creds | nil, why); `eidkit ledger sweep` asks it before pulling.
 -- A host with its own event loop gives `await = function(c, action, body)`:
@@ -15,6 +17,7 @@
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local credentials = require "eidkit.credentials"
+local crypto = require "eidkit.crypto"
 local errors = require "eidkit.errors"
 
 local type, error, pairs, ipairs, setmetatable, tostring = type, error, pairs, ipairs, setmetatable,
@@ -89,7 +92,7 @@ function _M.new(opts)
   end
   opts = opts or {}
   local known = { secret_id = 1, secret_key = 1, token = 1, credentials = 1, headers = 1,
-    retry = 1, logger = 1, await = 1 }
+    retry = 1, logger = 1, await = 1, encryption = 1 }
   for _, k in ipairs(passthrough) do known[k] = 1 end
   for k in pairs(opts) do
     if not known[k] then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
@@ -139,9 +142,57 @@ function _M.new(opts)
     provider = credentials.default()
   end
 
+  local encryption = _M.encryption_options(opts.encryption)
+
   local ok, c = pcall(core.client_new, o)
   if not ok then error(c, 2) end
-  return setmetatable({ c = c, provider = provider, creds = nil, await = opts.await }, mt)
+  return setmetatable({ c = c, provider = provider, creds = nil, await = opts.await,
+    encryption = encryption }, mt)
+end
+
+-- encryption = { algorithm = "SM4-GCM"|"AES-256-CBC", public_key = PEM|path|Key,
+-- fields = {"Name", "IdCard"}, key_ttl = seconds (0: a fresh key per call) }:
+-- GetEidToken's fields are encrypted (Tencent's field encryption) and an
+-- answer's Response.Encryption decrypted, transparently. Misuse raises.
+function _M.encryption_options(e)
+  if e == nil then return nil end
+  if type(e) ~= "table" then error("bad option 'encryption' (expected a table)", 3) end
+  for k in pairs(e) do
+    if k ~= "algorithm" and k ~= "public_key" and k ~= "fields" and k ~= "key_ttl" then
+      error(format("bad option 'encryption' (unknown key '%s')", tostring(k)), 3)
+    end
+  end
+  local alg = e.algorithm or "AES-256-CBC"
+  if not crypto.ALGORITHMS[alg] then
+    error("bad option 'encryption' (algorithm: \"AES-256-CBC\" or \"SM4-GCM\")", 3)
+  end
+  if e.public_key == nil then error("bad option 'encryption' (public_key: PEM text or a path)", 3) end
+  local key, err = crypto.load_key(e.public_key)
+  if not key then error("bad option 'encryption' (public_key: " .. err.message .. ")", 3) end
+  if key:type() ~= crypto.ALGORITHMS[alg].wrap then
+    error(format("bad option 'encryption' (%s needs an %s public key)", alg,
+      crypto.ALGORITHMS[alg].wrap:upper()), 3)
+  end
+  local fields = e.fields or { "Name", "IdCard" }
+  if type(fields) ~= "table" or #fields == 0 then
+    error("bad option 'encryption' (fields: a list of request field names)", 3)
+  end
+  local ttl = e.key_ttl or 0
+  if type(ttl) ~= "number" or ttl < 0 then
+    error("bad option 'encryption' (key_ttl: seconds >= 0)", 3)
+  end
+  return { algorithm = alg, public_key = key, fields = fields, key_ttl = ttl }
+end
+
+-- The session key for this call: a fresh one, or the cached one while it
+-- is younger than key_ttl (the official SDK's keyExpireTime).
+local function encryption_session(e)
+  local now = core.monotonic()
+  if e.key_ttl > 0 and e.session and now - e.born < e.key_ttl then return e.session end
+  local s, err = crypto.session { algorithm = e.algorithm, public_key = e.public_key }
+  if not s then return nil, err end
+  e.session, e.born = s, now
+  return s
 end
 
 -- Hand the provider's current credentials to the C client when they change.
@@ -195,7 +246,18 @@ end
 function methods.get_eid_token(self, p)
   check_params("get_eid_token", p, { "MerchantId" }, { Name = "string", IdCard = "string",
     Extra = "string", RedirectUrl = "string", Config = "table", Encryption = "table" })
-  return do_call(self, "GetEidToken", p)
+  local e = self.encryption
+  if not e or p.Encryption ~= nil then return do_call(self, "GetEidToken", p) end
+  local s, serr = encryption_session(e)
+  if not s then return unsent_error(serr.code, serr.message) end
+  local res, err = do_call(self, "GetEidToken", crypto.encrypt_fields(s, p, e.fields))
+  if not res then return nil, err end
+  local plain, derr = crypto.decrypt_response(s, res)
+  if not plain then
+    return nil, errors.new(derr.code, "Response.Encryption: " .. derr.message,
+      { request_id = res.RequestId })
+  end
+  return plain
 end
 
 function methods.get_eid_result(self, p)

@@ -55,7 +55,10 @@ typedef enum eid_status {
     EID_E_LEDGER_UNAVAILABLE = 12,
     EID_E_LEDGER_STORAGE = 13,
     EID_E_CLIENT_TRANSPORT = 14,
-    EID_E_CLIENT_REMOTE = 15
+    EID_E_CLIENT_REMOTE = 15,
+    EID_E_KEY = 16,
+    EID_E_DECRYPT = 17,
+    EID_E_FORMAT = 18
 } eid_status;
 typedef struct eid_error {
     eid_status status;

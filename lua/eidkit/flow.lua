@@ -23,6 +23,7 @@
 -- logger events.
 local core = require "eidkit.core"
 local cjson = require "cjson"
+local crypto = require "eidkit.crypto"
 local errors = require "eidkit.errors"
 local policy_mod = require "eidkit.policy"
 
@@ -243,10 +244,35 @@ local function aligned(res, rec)
   return r
 end
 
--- The outcome of a Response: the default classification, then policy.classify.
-local function classify(self, tok, res)
+-- The identity in a passed Response's EidInfo, decrypted with the flow's
+-- eidinfo_key: {name, idtype, idnum, EidCode, EidSign}, or nil (no key, no
+-- EidInfo, or it does not decrypt: the error code, never the data, is kept).
+local function identity_of(self, res)
+  if not self.eidinfo_key or type(res) ~= "table" or type(res.EidInfo) ~= "table" then return nil end
+  local id, err = crypto.decrypt_eidinfo(res.EidInfo, self.eidinfo_key)
+  return id, not id and err.code or nil
+end
+
+-- A passed default outcome turned failed when finish was told which
+-- identity to expect and EidInfo holds another one (or none could be read).
+local function check_expected(outcome, id, expect)
+  if not expect or outcome.status ~= "passed" then return end
+  if not id then
+    outcome.status, outcome.reason, outcome.retry_with_new_token = "failed", "identity_unverified", false
+  elseif (expect.name ~= nil and expect.name ~= id.name)
+    or (expect.idnum ~= nil and tostring(expect.idnum):upper() ~= id.idnum:upper()) then
+    outcome.status, outcome.reason, outcome.retry_with_new_token = "failed", "identity_mismatch", false
+  end
+end
+
+-- The outcome of a Response: the default classification, then
+-- policy.classify(res, default, identity). Returns outcome, identity (the
+-- decrypted EidInfo, for on_outcome only) | nil, err.
+local function classify(self, tok, res, expect)
   local default = policy_mod.default_outcome(res)
-  local ok, out = hook(self, "classify", res, deep_copy(default))
+  local id = identity_of(self, res)
+  check_expected(default, id, expect)
+  local ok, out = hook(self, "classify", res, deep_copy(default), id and deep_copy(id) or nil)
   if not ok then return nil, out end
   if type(out) ~= "table" or not STATUSES[out.status] then
     return policy_error("classify", "must return an outcome table with status passed, failed, "
@@ -256,7 +282,7 @@ local function classify(self, tok, res)
   local rid = type(res) == "table" and res.RequestId
   out.request_id = type(rid) == "string" and rid or nil
   if self.policy.keep_result then out.result = res end
-  return out
+  return out, id
 end
 
 local function remember(self, tok, subject, outcome)
@@ -280,6 +306,7 @@ end
 function _M.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'flow' (expected a table of options)", 2) end
   local known = { client = 1, ledger = 1, merchant_id = 1, policy = 1, logger = 1, clock = 1,
+    eidinfo_key = 1,
     sleep = 1, on_log_failure = 1, poll_interval = 1, poll_max_wait = 1, poll_max_errors = 1, memo_size = 1 }
   for k in pairs(opts) do
     if not known[k] then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
@@ -324,10 +351,20 @@ function _M.new(opts)
     if not loaded then error("bad option 'policy' (" .. tostring(lerr) .. ")", 2) end
     policy = loaded
   end
+  local eidinfo_key
+  if opts.eidinfo_key ~= nil then
+    local kerr
+    eidinfo_key, kerr = crypto.load_key(opts.eidinfo_key)
+    if not eidinfo_key then error("bad option 'eidinfo_key' (" .. kerr.message .. ")", 2) end
+    if eidinfo_key:type() ~= "sm2" or not eidinfo_key:is_private() then
+      error("bad option 'eidinfo_key' (expected the merchant's SM2 private key)", 2)
+    end
+  end
   local pok, p = pcall(policy_mod.merge, policy)
   if not pok then error("bad option 'policy' (" .. tostring(p):gsub("^.-%((.*)%)$", "%1") .. ")", 2) end
   return setmetatable({
     client = c, ledger = l, merchant_id = mid, policy = p, logger = opts.logger,
+    eidinfo_key = eidinfo_key,
     clock = opts.clock or core.now, sleep = opts.sleep or core.sleep,
     poll_interval = seconds("poll_interval", 1, 0, 60),
     poll_max_wait = seconds("poll_max_wait", 600, 0, 86400),
@@ -385,20 +422,22 @@ end
 
 -- policy.on_outcome for a token this call settled (consumed): true, or
 -- nil, err. The outcome is recorded either way, and a replay returns it.
-local function report_settled(self, outcome)
-  local ok, err = hook(self, "on_outcome", deep_copy(outcome))
+local function report_settled(self, outcome, identity)
+  local copy = deep_copy(outcome)
+  copy.identity = identity -- on_outcome alone sees who was verified
+  local ok, err = hook(self, "on_outcome", copy)
   if ok then return true end
   err.message = err.message .. " (the outcome is recorded: finish returns it again)"
   return nil, err
 end
 
 -- Report a final outcome: memo, event, then on_outcome when this call settled the token.
-local function conclude(self, tok, subject, outcome, settled)
+local function conclude(self, tok, subject, outcome, settled, identity)
   if outcome.status ~= "pending" then remember(self, tok, subject, outcome) end
   local level = (outcome.status == "passed" or outcome.status == "pending") and "info" or "warn"
   if self.logger then emit(self, level, outcome_event(tok, subject, outcome)) end
   if settled then
-    local hok, herr = report_settled(self, outcome)
+    local hok, herr = report_settled(self, outcome, identity)
     if not hok then return nil, herr end
   end
   return outcome
@@ -407,7 +446,7 @@ end
 -- The outcome of a token already settled (consumed, or expired with
 -- Tencent's code): rebuilt from the ledger and the result, never consumed
 -- again, on_outcome not called again.
-local function replay(self, tok, subject, rec)
+local function replay(self, tok, subject, rec, expect)
   if not rec then
     local err
     rec, err = self.ledger:get(tok)
@@ -435,7 +474,7 @@ local function replay(self, tok, subject, rec)
     end
   end
   res = aligned(res, rec)
-  local outcome, cerr = classify(self, tok, res)
+  local outcome, cerr = classify(self, tok, res, expect)
   if not outcome then return nil, cerr end
   remember(self, tok, subject, outcome)
   emit(self, "info", outcome_event(tok, subject, outcome, true))
@@ -460,7 +499,7 @@ end
 
 -- Pull, record, classify and settle a claimed token (past_ttl: the
 -- ledger's lifetime is over).
-local function settle(self, tok, subject, past_ttl)
+local function settle(self, tok, subject, past_ttl, expect)
   local it, ierr = info_type(self, { EidToken = tok, subject = subject })
   if not it then return nil, ierr end
   local res, err = pull(self, tok, it)
@@ -477,8 +516,9 @@ local function settle(self, tok, subject, past_ttl)
     res = aligned({ RequestId = res.RequestId }, after.ErrCode ~= nil and after or
       { ErrCode = ERRCODE_EXPIRED, attempts = after.attempts })
   end
-  local outcome, cerr = classify(self, tok, res)
+  local outcome, cerr = classify(self, tok, res, expect)
   if not outcome then return nil, cerr end
+  local identity = cerr
   local status = outcome.status
   if past_ttl and status == "pending" then
     -- The ledger's lifetime is over and Tencent has no verdict: expired.
@@ -507,18 +547,27 @@ local function settle(self, tok, subject, past_ttl)
     end
     settled = true
   end
-  local done, derr = conclude(self, tok, subject, outcome, settled)
+  local done, derr = conclude(self, tok, subject, outcome, settled, identity)
   if not done then return nil, derr end
   return deep_copy(outcome)
 end
 
-local finish_fields = { subject = true, EidToken = true }
+local finish_fields = { subject = true, EidToken = true, expect = true }
 
--- flow:finish{subject, EidToken} -> outcome | nil, err
+-- flow:finish{subject, EidToken[, expect = {name =, idnum =}]} -> outcome | nil, err.
+-- With eidinfo_key, a pass whose EidInfo names someone else than expect is
+-- failed with reason identity_mismatch (identity_unverified when EidInfo
+-- cannot be read); the decrypted identity goes to policy.classify (third
+-- argument) and on_outcome (outcome.identity), never into the outcome
+-- returned, events or errors.
 function methods.finish(self, p)
   check_fields("finish", p, finish_fields)
   local subject = check_subject("finish", p.subject)
   local tok = check_token("finish", p.EidToken)
+  local expect = p.expect
+  if expect ~= nil and (type(expect) ~= "table" or (expect.name == nil and expect.idnum == nil)) then
+    argerr("finish", "expect: expected a table with name and/or idnum", 2)
+  end
   local m = self.memo[tok]
   if m and equal(m.subject, subject) then
     emit(self, "info", outcome_event(tok, subject, m.outcome, true))
@@ -527,20 +576,20 @@ function methods.finish(self, p)
   local rec, err
   if safe_token(tok) then
     rec, err = self.ledger:claim(tok, subject)
-    if rec then return settle(self, tok, subject, false) end
+    if rec then return settle(self, tok, subject, false, expect) end
   else
     -- Not even token-shaped (a redirect's query string is anyone's): unknown.
     err = errors.new("unknown_token", "EidToken: no such token in the ledger")
   end
   local code = err.code
-  if code == "consumed" then return replay(self, tok, subject) end
+  if code == "consumed" then return replay(self, tok, subject, nil, expect) end
   if code == "expired" then
     local r, gerr = self.ledger:get(tok)
     if not r then return nil, gerr end
     if r.ErrCode ~= nil and r.state == "expired" then return close_expired(self, tok, subject) end
     if r.ErrCode ~= nil then return replay(self, tok, subject, r) end
     -- Past the ledger's lifetime with no verdict: one pull lets a late result land.
-    return settle(self, tok, subject, true)
+    return settle(self, tok, subject, true, expect)
   end
   if code == "wrong_subject" or code == "unknown_token" then
     emit(self, "warn", { event = "refused", subject = subject,
@@ -563,7 +612,7 @@ local function settle_pulled(self, pulled, report)
       local outcome, err
       if c then
         outcome, err = classify(self, p.tok, aligned(p.res, c))
-        if outcome then outcome, err = conclude(self, p.tok, rec.subject, outcome, true) end
+        if outcome then outcome, err = conclude(self, p.tok, rec.subject, outcome, true, err) end
       elseif cerr.code ~= "consumed" then -- consumed: a finish settled it meanwhile
         err = cerr
       end

@@ -21,6 +21,8 @@ _M.ledger = require "eidkit.ledger"
 -- eidkit.credentials: its providers (static, env, profile, cvm_role, chain).
 _M.client = require "eidkit.client"
 _M.credentials = require "eidkit.credentials"
+-- eidkit.crypto: decrypt_eidinfo, keys, field encryption (docs/internals/crypto.md).
+_M.crypto = require "eidkit.crypto"
 -- eidkit.flow{client, ledger, merchant_id, policy}: start, finish, sweep,
 -- poll_h5 (docs/internals/flow.md); eidkit.policy: the hooks' defaults, the
 -- classification, the onShow rule (is_eid_return), load(path) of a policy

@@ -16,8 +16,11 @@
 -- Hooks (see docs/internals/flow.md for when the flow calls each one):
 --   retry(err, attempts)          -> seconds | nil      after the client gave up on a call
 --   info_type                    string, or function(request) -> string: GetEidResult's InfoType
---   classify(result, outcome)    -> outcome            result: GetEidResult's Response
---   on_outcome(outcome)                                once per settled token
+--   classify(result, outcome[, identity]) -> outcome   result: GetEidResult's Response;
+--                                                      identity: the decrypted EidInfo when the
+--                                                      flow has eidinfo_key (name, idtype, idnum)
+--   on_outcome(outcome)                                once per settled token (outcome.identity:
+--                                                      the decrypted EidInfo, with eidinfo_key)
 --   authorize(request)           -> subject | false, reason   (for a gateway)
 --   redact(event)                -> event | false      before the flow's logger sees an event
 --   on_show(options)             -> boolean            a mini-program onShow: the return from eID?

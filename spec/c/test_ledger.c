@@ -591,7 +591,7 @@ static void test_status_codes(void) {
     CHECK(strcmp(eid_status_code(EID_E_LEDGER_UNAVAILABLE), "unavailable") == 0);
     CHECK(strcmp(eid_status_code(EID_E_CLIENT_REMOTE), "remote") == 0);
     CHECK(strcmp(eid_status_code((eid_status)-1), "unknown") == 0);
-    CHECK(strcmp(eid_status_code((eid_status)16), "unknown") == 0);
+    CHECK(strcmp(eid_status_code((eid_status)(EID_E_FORMAT + 1)), "unknown") == 0);
     CHECK(strcmp(eid_strerror(EID_E_LEDGER_PENDING), "no result recorded yet") == 0);
     CHECK(strcmp(eid_strerror((eid_status)-1), "unknown status") == 0);
 }

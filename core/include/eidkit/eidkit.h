@@ -56,7 +56,11 @@ typedef enum eid_status {
     EID_E_LEDGER_STORAGE = 13,      /* the backend refused a write (disk full, read-only) */
     /* API client failures (eidkit/client.h); eid_result.code says which. */
     EID_E_CLIENT_TRANSPORT = 14, /* no usable answer: timeout, connection, TLS, HTTP, body */
-    EID_E_CLIENT_REMOTE = 15     /* the service answered with Response.Error */
+    EID_E_CLIENT_REMOTE = 15,    /* the service answered with Response.Error */
+    /* Identity crypto (eidkit/crypto.h). */
+    EID_E_KEY = 16,     /* a key that cannot be read, or of the wrong type or half */
+    EID_E_DECRYPT = 17, /* authentication failed: wrong key, bad tag, tampered ciphertext */
+    EID_E_FORMAT = 18   /* encrypted input of the wrong shape: base64, length, layout, JSON */
 } eid_status;
 
 /* Static English text for a status; never NULL, also for unknown values.
@@ -66,7 +70,8 @@ EID_API const char *eid_strerror(eid_status status);
 /* The short code for a status that the Lua bindings put in err.code:
  * "ok", "invalid", "nomem", "buffer_too_small", "crypto", "internal",
  * "unknown_token", "wrong_subject", "expired", "consumed", "exists",
- * "pending", "unavailable", "storage", "transport", "remote"; "unknown" for
+ * "pending", "unavailable", "storage", "transport", "remote", "key",
+ * "decrypt", "format"; "unknown" for
  * a value outside the enum. A static string, never NULL; codes, like the
  * values, are never changed once published. Thread-safe. */
 EID_API const char *eid_status_code(eid_status status);

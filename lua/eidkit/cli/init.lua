@@ -34,6 +34,10 @@ An uncaught error prints its message and a traceback and exits with 1.]],
     summary = "serve the merchant backend routes (eidkit.gateway), non-blocking",
     module = "eidkit.cli.serve",
   },
+  crypto = {
+    summary = "SM2 key pair and CSR for EidInfo (keygen); decrypt an EidInfo (decrypt-eidinfo)",
+    module = "eidkit.cli.crypto",
+  },
   version = {
     summary = "print eidkit's, Lua's and OpenSSL's versions",
     usage = "eidkit version",
@@ -45,7 +49,7 @@ An uncaught error prints its message and a traceback and exits with 1.]],
     help = "Without COMMAND, lists the commands; with it, describes that command.",
   },
 }
-local order = { "run", "sign", "serve", "sim", "ledger", "version", "help" }
+local order = { "run", "sign", "serve", "sim", "ledger", "crypto", "version", "help" }
 
 local function usage(out)
   out:write("usage: eidkit <command> [arguments]\n\ncommands:\n")

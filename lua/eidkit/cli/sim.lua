@@ -29,6 +29,13 @@ local spec = {
     help = "inject a fault: ACTION:KIND[:key=value,...]; repeatable (see below)" },
   { name = "tencent-limits", help = "answer RequestLimitExceeded above Tencent's per-action QPS" },
   { name = "clock-offset", arg = "SECONDS", help = "run the simulated clock this far from real time" },
+  { name = "encryption-key", arg = "FILE", list = true,
+    help = "PEM private key standing in for Tencent's (RSA for AES-256-CBC, SM2 for SM4-GCM): "
+      .. "decrypt GetEidToken's Encryption; repeatable" },
+  { name = "eidinfo-public-key", arg = "FILE",
+    help = "the merchant's SM2 public key (PEM): GetEidResult returns EidInfo encrypted to it after a pass" },
+  { name = "ocr-identity", arg = "NAME:IDNUM",
+    help = "identity in EidInfo for tokens issued without Name/IdCard (default a fictional one)" },
   { name = "public-url", arg = "URL", help = "base of the H5 Url returned by GetEidToken (default: the listen URL)" },
   { name = "verbose", help = "log one line per request to stderr" },
   { name = "help", help = "show this help" },
@@ -118,6 +125,13 @@ local function options(o)
     insert(opts.credentials, { SecretId = id, SecretKey = key, Token = token ~= "" and token or nil })
   end
   for _, m in ipairs(o.merchant or {}) do insert(opts.merchants, m) end
+  opts.encryption_keys = o.encryption_key
+  opts.eidinfo_public_key = o.eidinfo_public_key
+  if o.ocr_identity then
+    local name, idnum = o.ocr_identity:match("^(.+):([%w]+)$")
+    if not name then return nil, "--ocr-identity: expected NAME:IDNUM" end
+    opts.ocr_identity = { name = name, idnum = idnum }
+  end
   for _, s in ipairs(o.fault or {}) do
     local rule, err = faults.parse(s)
     if not rule then return nil, err end

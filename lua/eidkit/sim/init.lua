@@ -8,6 +8,7 @@ local util = require "eidkit.sim.util"
 local validate = require "eidkit.sim.validate"
 local results = require "eidkit.sim.results"
 local faults = require "eidkit.sim.faults"
+local identity = require "eidkit.sim.identity"
 
 local format, type, pairs, ipairs, tonumber, pcall = string.format, type, pairs, ipairs, tonumber, pcall
 local json_encode, json_decode, null = util.json_encode, util.json_decode, util.null
@@ -36,7 +37,8 @@ local methods = mt.__index
 
 -- opts: credentials = { {SecretId=, SecretKey=, Token=}, ... }, merchants = { id, ... },
 -- token_ttl, result_window, max_tokens, seed, faults = {rules}, tencent_limits,
--- clock_offset, base_url, log = function(line).
+-- clock_offset, base_url, log = function(line), encryption_keys = {key, ...},
+-- eidinfo_public_key, ocr_identity = {name, idnum} (lua/eidkit/sim/identity.lua).
 function _M.new(opts)
   opts = opts or {}
   local self = setmetatable({}, mt)
@@ -75,6 +77,7 @@ function _M.new(opts)
   self.log = opts.log
   self.signer = core.signer { cache_slots = 64 }
   self.values, self.canonical = {}, {} -- scratch for authenticate
+  identity.setup(self, opts)
   self:reset()
   return self
 end
@@ -160,6 +163,8 @@ function methods:summary(tok)
     CreatedAt = tok.created, ExpiresAt = tok.expires,
     ResultDeadline = tok.created + self.result_window, Attempts = attempts,
     UseIntentionVerify = tok.intention, RedirectUrl = tok.redirect or null,
+    -- The identity the token was issued for, decrypted: for tests only.
+    Identity = tok.identity and { Name = tok.identity.name, IdCard = tok.identity.idnum } or null,
   }
 end
 
@@ -169,6 +174,8 @@ local handlers = {}
 
 function handlers.GetEidToken(self, p, now, cred)
   local v = validate.get_eid_token(p, self.merchants)
+  local session = identity.decrypt_request(self, p)
+  if session then v = validate.get_eid_token(p, self.merchants) end -- the plain values
   self:prune(now)
   if self.live >= self.max_tokens then
     validate.raise_api_error("LimitExceeded", "The simulator holds %d unexpired tokens (--max-tokens).",
@@ -181,11 +188,21 @@ function handlers.GetEidToken(self, p, now, cred)
     expires = now + self.token_ttl, state = "init", attempts = {}, input_type = v.input_type,
     extra = p.Extra, redirect = p.RedirectUrl, intention = cfg.UseIntentionVerify == true,
     intention_mode = cfg.IntentionMode or "1", intention_text = cfg.IntentionVerifyText,
+    identity = (p.Encryption == nil and p.Name) and { name = p.Name, idnum = p.IdCard } or nil,
   }
   self.tokens[id] = tok
   self.order[#self.order + 1] = id
   self.live = self.live + 1
-  return { EidToken = id, Url = format("%s/sim/h5?token=%s", self.base_url, id) }
+  local res = { EidToken = id, Url = format("%s/sim/h5?token=%s", self.base_url, id) }
+  if session then identity.encrypt_response(session, res, p) end
+  return res
+end
+
+function methods.passed(_, tok)
+  for _, a in ipairs(tok.attempts) do
+    if a.ErrCode == 0 then return true end
+  end
+  return false
 end
 
 function methods:lookup(id, now)
@@ -209,7 +226,9 @@ function handlers.GetEidResult(self, p, now)
     opts.cut, opts.avatar, #tok.attempts, now >= tok.expires)
   local cache = tok.cache
   if not cache or cache.key ~= key then
-    cache = { key = key, json = json_encode(results.build(tok, opts, now)) }
+    local r = results.build(tok, opts, now)
+    if opts.parts["1"] and self:passed(tok) then r.EidInfo = identity.eidinfo(self, tok) or null end
+    cache = { key = key, json = json_encode(r) }
     tok.cache = cache
   end
   return { [JSON] = cache.json }
