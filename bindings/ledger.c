@@ -55,7 +55,7 @@ static void set_time(lua_State *L, const char *k, int64_t v) {
 }
 
 static void push_entry(lua_State *L, const eid_ledger_entry *r, int omit_request_ids) {
-    lua_createtable(L, 0, 18);
+    lua_createtable(L, 0, 21);
     lua_pushstring(L, r->token);
     lua_setfield(L, -2, "EidToken");
     lua_pushstring(L, r->merchant_id);
@@ -76,6 +76,12 @@ static void push_entry(lua_State *L, const eid_ledger_entry *r, int omit_request
     set_int(L, "attempts", r->attempts);
     set_int(L, "billable", r->billable);
     if (r->has_err_code) set_int(L, "ErrCode", r->err_code);
+    if (r->has_late_err_code) set_int(L, "late_ErrCode", r->late_err_code);
+    if (r->state == EID_LEDGER_CONSUMED) set_int(L, "settled_billable", r->settled_billable);
+    if (r->late_pass) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "late");
+    }
     lua_pushboolean(L, r->has_payload);
     lua_setfield(L, -2, "has_payload");
     /* Up to 32 strings per entry, on every claim and record of a host that

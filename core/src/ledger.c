@@ -161,8 +161,27 @@ static void add_request_id(char *ids, size_t cap, const char *id) {
     memcpy(ids + n, id, idlen + 1);
 }
 
+/* A consumed failure whose verdict may still change: the user can retry on
+ * the same token until its lifetime ends, and each retry may be billed. */
+static bool consumed_open(const eid_ledger_entry *r) {
+    return r->state == EID_LEDGER_CONSUMED && r->has_err_code && r->err_code != 0 &&
+           r->err_code != EID_ERRCODE_EXPIRED && !(r->has_late_err_code && r->late_err_code == 0);
+}
+
+/* A later verdict on a consumed token: kept beside the consumed one, which
+ * the merchant was told and which replays return. */
+static void apply_late(eid_ledger_entry *r, const eid_ledger_outcome *o, int32_t old_attempts) {
+    if (!consumed_open(r) || o->attempts < old_attempts) return;
+    int64_t current = r->has_late_err_code ? r->late_err_code : r->err_code;
+    if (o->err_code == current) return;
+    r->has_late_err_code = 1;
+    r->late_err_code = o->err_code;
+    r->late_pass = o->err_code == 0;
+}
+
 void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t now) {
     int32_t old_attempts = r->attempts;
+    r->late_pass = 0;
     r->pulls++;
     r->last_pull_at = now;
     if (o->request_id && *o->request_id)
@@ -179,6 +198,10 @@ void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t
             r->has_err_code = 1; /* settled: no last pull needed */
             r->err_code = EID_ERRCODE_EXPIRED;
         }
+        return;
+    }
+    if (r->state == EID_LEDGER_CONSUMED) {
+        apply_late(r, o, old_attempts);
         return;
     }
     bool verdict_free = r->state == EID_LEDGER_ISSUED || r->state == EID_LEDGER_EXPIRED ||
@@ -226,10 +249,23 @@ eid_status eid__ledger_check_consume(const eid_ledger_entry *r, const char *subj
     return EID_OK;
 }
 
+void eid__ledger_apply_consume(eid_ledger_entry *r, int64_t now) {
+    r->state = EID_LEDGER_CONSUMED;
+    r->consumed_at = now;
+    r->settled_billable = r->billable;
+}
+
+/* A failure may turn into a pass until the TTL; one pull after the TTL sees
+ * the attempts made just before it. */
+static bool failure_due(const eid_ledger_entry *r, int64_t now) {
+    return now < r->result_deadline && (now < r->expires_at || r->last_pull_at < r->expires_at);
+}
+
 bool eid__ledger_is_due(const eid_ledger_entry *r, int64_t now) {
     switch (r->state) {
     case EID_LEDGER_ISSUED: return now < r->result_deadline;
-    case EID_LEDGER_FAILED: return now < r->expires_at;
+    case EID_LEDGER_FAILED: return failure_due(r, now);
+    case EID_LEDGER_CONSUMED: return consumed_open(r) && failure_due(r, now);
     /* One last pull after the TTL catches a flow finished just before it. */
     case EID_LEDGER_EXPIRED:
         return now < r->result_deadline && !r->has_err_code && r->last_pull_at < r->expires_at;

@@ -61,6 +61,8 @@ extern const ledger_ops eid__ledger_redis_ops;
 
 /* Apply outcome o at now to r (idempotent; never erases a final verdict). */
 void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t now);
+/* The consume transition itself (after eid__ledger_check_consume). */
+void eid__ledger_apply_consume(eid_ledger_entry *r, int64_t now);
 /* May subject consume r at now? EID_OK or the refusal. */
 eid_status eid__ledger_check_consume(const eid_ledger_entry *r, const char *subject, int64_t now,
                                      eid_error *err);

@@ -5,8 +5,8 @@
  * plain files (lua/eidkit/ledger/redis/NAME.lua) compiled in at build time;
  * they are run by EVALSHA and sent with EVAL only when the server answers
  * NOSCRIPT (after a restart or SCRIPT FLUSH). Each is sent after a one-line
- * prologue that defines the constants the scripts share with ledger.c
- * (ERR_EXPIRED, ERR_PENDING), so their values are written once, in ledger.h.
+ * prologue that defines what the scripts share with ledger.c and this file
+ * (ERR_EXPIRED, ERR_PENDING, FIELDS), so each is written once.
  *
  * Two sorted sets, scored by created_at, index the tokens: "<prefix>due"
  * holds the open ones (they may still need a pull, expire or be abandoned)
@@ -41,25 +41,37 @@ extern const char eid__ledger_script_take[];
 
 enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_TAKE, SC_COUNT };
 
-#define STR_(x) #x
-#define STR(x)  STR_(x)
-/* Put before every script: Redis scripts cannot require anything, and a
- * global would be refused, so the shared constants arrive as locals. */
-static const char script_prologue[] =
-    "local ERR_EXPIRED, ERR_PENDING = " STR(EID_ERRCODE_EXPIRED) ", " STR(EID_ERRCODE_PENDING) "\n";
-
 #define PREFIX_MAX     64
 #define KEY_MAX        (PREFIX_MAX + EID_LEDGER_TOKEN_MAX + 8)
 #define BUCKET_TAG     "bucket:" /* "<prefix>bucket:<key>": a token bucket's hash */
 #define BUCKET_KEY_MAX (PREFIX_MAX + sizeof BUCKET_TAG + EID_LEDGER_BUCKET_KEY_MAX)
 #define BATCH          256
-#define NFIELDS        16 /* as FIELDS in the scripts */
+#define NFIELDS        18
+#define STR_(x)        #x
+#define STR(x)         STR_(x)
+#define PROLOGUE_MAX   1024
 
+/* A record's hash fields in the order parse_record reads them; the scripts
+ * get the same list as FIELDS in their prologue. */
 static const char *const fields[NFIELDS] = {
-    "token",      "merchant_id",     "subject",     "extra",       "state",        "created_at",
-    "expires_at", "result_deadline", "finished_at", "consumed_at", "last_pull_at", "pulls",
-    "attempts",   "billable",        "err_code",    "request_ids",
+    "token",        "merchant_id",   "subject",          "extra",       "state",
+    "created_at",   "expires_at",    "result_deadline",  "finished_at", "consumed_at",
+    "last_pull_at", "pulls",         "attempts",         "billable",    "err_code",
+    "request_ids",  "late_err_code", "settled_billable",
 };
+
+/* Put before every script: Redis scripts cannot require anything, and a
+ * global would be refused, so what they share with this file and ledger.c
+ * arrives as locals. */
+static size_t make_prologue(char *buf, size_t cap) {
+    size_t n =
+        (size_t)snprintf(buf, cap, "local ERR_EXPIRED, ERR_PENDING = %d, %d\nlocal FIELDS = {",
+                         EID_ERRCODE_EXPIRED, EID_ERRCODE_PENDING);
+    for (int i = 0; i < NFIELDS && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s\"%s\"", i ? ", " : "", fields[i]);
+    if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "}\n");
+    return n;
+}
 
 typedef struct redis_be {
     redisContext *c;
@@ -68,7 +80,7 @@ typedef struct redis_be {
     char prefix[PREFIX_MAX + 1];
     char due_key[PREFIX_MAX + 8], created_key[PREFIX_MAX + 8];
     ledger_config cfg;
-    char *script[SC_COUNT]; /* script_prologue + the file's text, OPENSSL_malloc'd */
+    char *script[SC_COUNT]; /* the prologue + the file's text, OPENSSL_malloc'd */
     char sha[SC_COUNT][41];
 } redis_be;
 
@@ -206,7 +218,15 @@ static bool parse_record(redisReply **el, eid_ledger_entry *r) {
     r->has_err_code = el[14]->type == REDIS_REPLY_STRING;
     r->err_code = reply_int(el[14]);
     reply_text(el[15], r->request_ids, sizeof r->request_ids);
-    r->has_payload = reply_int(el[16]) > 0;
+    r->has_late_err_code = el[16]->type == REDIS_REPLY_STRING;
+    r->late_err_code = reply_int(el[16]);
+    /* A token consumed before settled_billable existed had all its charges
+     * then: read so, the hash needs no rewrite. */
+    if (el[17]->type == REDIS_REPLY_STRING)
+        r->settled_billable = (int32_t)reply_int(el[17]);
+    else if (r->state == EID_LEDGER_CONSUMED)
+        r->settled_billable = r->billable;
+    r->has_payload = reply_int(el[NFIELDS]) > 0;
     return true;
 }
 
@@ -230,7 +250,8 @@ static eid_status refusal(const char *code, eid_error *err) {
     return eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
 }
 
-/* A script's answer: {"ok", record...} or {code}. */
+/* A script's answer: {"ok", record..., payload length [, late pass]} or
+ * {code}. */
 static eid_status script_answer(redisReply *r, eid_ledger_entry *out, eid_error *err) {
     eid_status st;
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
@@ -238,10 +259,13 @@ static eid_status script_answer(redisReply *r, eid_ledger_entry *out, eid_error 
         st = eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
     else if (strcmp(r->element[0]->str, "ok") != 0)
         st = refusal(r->element[0]->str, err);
-    else if (out && (r->elements != 2 + NFIELDS || !parse_record(r->element + 1, out)))
+    else if (out && ((r->elements != 2 + NFIELDS && r->elements != 3 + NFIELDS) ||
+                     !parse_record(r->element + 1, out)))
         st = eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
     else
         st = EID_OK;
+    if (st == EID_OK && out && r->elements == 3 + NFIELDS)
+        out->late_pass = reply_int(r->element[2 + NFIELDS]) == 1;
     freeReplyObject(r);
     return st;
 }
@@ -302,6 +326,8 @@ static eid_status fetch(redis_be *b, const char *const *tokens, size_t n, eid_le
 }
 
 /* ------------------------------------------------------------------- open */
+
+static eid_status migrate(redis_be *b, eid_error *err);
 
 static void close_be(void *p) {
     redis_be *b = p;
@@ -389,20 +415,26 @@ eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg
         [SC_CONSUME] = eid__ledger_script_consume, [SC_EXPIRE] = eid__ledger_script_expire,
         [SC_TAKE] = eid__ledger_script_take,
     };
+    char prologue[PROLOGUE_MAX];
+    size_t plen = make_prologue(prologue, sizeof prologue);
+    if (plen >= sizeof prologue) {
+        st = eid__fail(err, EID_E_INTERNAL, "", "script prologue too long");
+        goto fail;
+    }
     for (int i = 0; i < SC_COUNT; i++) {
-        size_t plen = sizeof script_prologue - 1, flen = strlen(files[i]);
+        size_t flen = strlen(files[i]);
         if ((b->script[i] = OPENSSL_malloc(plen + flen + 1)) == NULL) {
             st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
             goto fail;
         }
-        memcpy(b->script[i], script_prologue, plen);
+        memcpy(b->script[i], prologue, plen);
         memcpy(b->script[i] + plen, files[i], flen + 1);
         if (!sha1_hex(b->script[i], b->sha[i])) {
             st = eid__fail(err, EID_E_CRYPTO, "", "SHA-1 of a script failed");
             goto fail;
         }
     }
-    if ((st = connect_be(b, err))) goto fail;
+    if ((st = connect_be(b, err)) || (st = migrate(b, err))) goto fail;
     *out = b;
     return EID_OK;
 fail:
@@ -505,7 +537,8 @@ static eid_status r_consume(void *p, const char *token, const char *subject, int
     eid_status st = run_script(b, SC_CONSUME, key, 3, args, NULL, &r, err);
     if (st) return st;
     st = script_answer(r, out, err);
-    if (st == EID_OK) zrem(b, b->due_key, token);
+    /* A consumed failure stays due: the user may still retry on the token. */
+    if (st == EID_OK && !eid__ledger_is_open(out, now)) zrem(b, b->due_key, token);
     return st;
 }
 
@@ -716,6 +749,46 @@ static eid_status r_stats(void *p, int64_t now, eid_ledger_counts *out, eid_erro
     redis_be *b = p;
     list_ctx c = {.now = now, .stats = out};
     return walk(b, b->created_key, 0, stats_visit, &c, err);
+}
+
+/* ------------------------------------------------------------- migration */
+
+/* Data version, in "<prefix>schema". 2: consumed failures stay in the due
+ * index (before, consume removed every token from it). */
+#define REDIS_SCHEMA 2
+
+static int migrate_visit(redis_be *b, eid_ledger_entry *rec, const char *token, int64_t score,
+                         void *p, eid_error *err) {
+    (void)p;
+    /* Every consumed token: the due walk drops those that can no longer change. */
+    if (rec && rec->state == EID_LEDGER_CONSUMED) {
+        eid_status st = zadd(b, b->due_key, score, token, err);
+        if (st) return -(int)st;
+    }
+    return V_NEXT;
+}
+
+/* Bring data written by an older eidkit up to REDIS_SCHEMA. Idempotent, so
+ * processes opening at once may all run it; an empty ledger gets no marker. */
+static eid_status migrate(redis_be *b, eid_error *err) {
+    char key[PREFIX_MAX + 8];
+    snprintf(key, sizeof key, "%sschema", b->prefix);
+    const char *get[] = {"GET", key};
+    redisReply *r;
+    eid_status st = command(b, 2, get, NULL, &r, err);
+    if (st) return st;
+    long long version = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    if (version >= REDIS_SCHEMA) return EID_OK;
+    long long tokens;
+    const char *card[] = {"ZCARD", b->created_key};
+    if ((st = integer_command(b, 2, card, &tokens, err))) return st;
+    if (tokens <= 0) return EID_OK;
+    if ((st = walk(b, b->created_key, 0, migrate_visit, NULL, err))) return st;
+    const char *set[] = {"SET", key, STR(REDIS_SCHEMA)};
+    st = command(b, 3, set, NULL, &r, err);
+    if (st == EID_OK) freeReplyObject(r);
+    return st;
 }
 
 static eid_status r_payload(void *p, const char *token, unsigned char **blob, size_t *len,

@@ -13,7 +13,7 @@
 
 #include <string.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 /* Migration i takes the schema from version i to i + 1. */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -46,12 +46,31 @@ static const char *const migrations[SCHEMA_VERSION] = {
     " last_ms INTEGER NOT NULL,"
     " full_at_ms INTEGER NOT NULL"
     ") WITHOUT ROWID;",
+    /* 3: the verdict after a consumed failure, and the charges counted when
+     * consumed (a token consumed before this version: all it had). */
+    "ALTER TABLE tokens ADD COLUMN late_err_code INTEGER;"
+    "ALTER TABLE tokens ADD COLUMN settled_billable INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE tokens SET settled_billable = billable WHERE state = 3;",
 };
 
 #define COLUMNS                                                                                    \
     "token, merchant_id, subject, extra, state, created_at, expires_at, result_deadline, "         \
     "finished_at, consumed_at, last_pull_at, pulls, attempts, billable, err_code, request_ids, "   \
-    "payload IS NOT NULL"
+    "payload IS NOT NULL, late_err_code, settled_billable"
+
+#define STR_(x) #x
+#define STR(x)  STR_(x)
+/* eid__ledger_is_due as SQL, ?1 being now: issued within the window;
+ * failed, or consumed with a failure and no late pass, before the TTL or
+ * not pulled since; expired by the TTL alone and not pulled since. */
+#define DUE_RULE                                                                                   \
+    "((state = 0 AND result_deadline > ?1) OR"                                                     \
+    " ((state = 2 OR (state = 3 AND err_code NOT IN (0, " STR(                                     \
+        EID_ERRCODE_EXPIRED) ") AND"                                                               \
+                             "   coalesce(late_err_code, -1) <> 0)) AND result_deadline > ?1 AND"  \
+                             "   (expires_at > ?1 OR last_pull_at < expires_at)) OR"               \
+                             " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND "      \
+                             "last_pull_at < expires_at))"
 
 enum stmt {
     S_INSERT,
@@ -81,13 +100,10 @@ static const char *const sql[S_COUNT] = {
     [S_GET] = "SELECT " COLUMNS " FROM tokens WHERE token = ?1",
     [S_UPDATE] = "UPDATE tokens SET state = ?2, finished_at = ?3, consumed_at = ?4,"
                  " last_pull_at = ?5, pulls = ?6, attempts = ?7, billable = ?8, err_code = ?9,"
-                 " request_ids = ?10, payload = COALESCE(?11, payload) WHERE token = ?1",
-    /* The same rule as eid__ledger_is_due. */
-    [S_DUE] = "SELECT " COLUMNS " FROM tokens WHERE"
-              " (state = 0 AND result_deadline > ?1) OR (state = 2 AND expires_at > ?1) OR"
-              " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND"
-              " last_pull_at < expires_at)"
-              " ORDER BY created_at, token LIMIT ?2",
+                 " request_ids = ?10, payload = COALESCE(?11, payload), late_err_code = ?12,"
+                 " settled_billable = ?13 WHERE token = ?1",
+    [S_DUE] =
+        "SELECT " COLUMNS " FROM tokens WHERE " DUE_RULE " ORDER BY created_at, token LIMIT ?2",
     [S_EXPORT_FIRST] = "SELECT " COLUMNS " FROM tokens WHERE created_at >= ?1 AND created_at < ?2"
                        " ORDER BY created_at, token LIMIT ?3",
     [S_EXPORT_AFTER] = "SELECT " COLUMNS " FROM tokens WHERE created_at < ?2 AND"
@@ -97,10 +113,7 @@ static const char *const sql[S_COUNT] = {
                  " AND result_deadline > ?1",
     [S_ABANDON] = "UPDATE tokens SET state = 5 WHERE state IN (0, 4) AND result_deadline <= ?1",
     [S_STATS] = "SELECT state, count(*), total(billable) FROM tokens GROUP BY state",
-    [S_DUE_COUNT] = "SELECT count(*) FROM tokens WHERE"
-                    " (state = 0 AND result_deadline > ?1) OR (state = 2 AND expires_at > ?1) OR"
-                    " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND"
-                    " last_pull_at < expires_at)",
+    [S_DUE_COUNT] = "SELECT count(*) FROM tokens WHERE " DUE_RULE,
     [S_PAYLOAD] = "SELECT payload FROM tokens WHERE token = ?1",
     [S_BUCKET_GET] = "SELECT tokens, last_ms FROM buckets WHERE key = ?1",
     [S_BUCKET_PUT] =
@@ -169,6 +182,9 @@ static void row_to_record(sqlite3_stmt *s, eid_ledger_entry *r) {
         eid__ledger_copy(r->request_ids, sizeof r->request_ids, ids,
                          (size_t)sqlite3_column_bytes(s, 15));
     r->has_payload = sqlite3_column_int(s, 16);
+    r->has_late_err_code = sqlite3_column_type(s, 17) != SQLITE_NULL;
+    r->late_err_code = sqlite3_column_int64(s, 17);
+    r->settled_billable = sqlite3_column_int(s, 18);
 }
 
 static sqlite3_stmt *stmt(sqlite_be *b, enum stmt which) {
@@ -323,6 +339,8 @@ static eid_status save(sqlite_be *b, const eid_ledger_entry *r, const unsigned c
     if (r->has_err_code) sqlite3_bind_int64(s, 9, r->err_code);
     sqlite3_bind_text(s, 10, r->request_ids, -1, SQLITE_STATIC);
     if (blob) sqlite3_bind_blob(s, 11, blob, (int)blen, SQLITE_STATIC);
+    if (r->has_late_err_code) sqlite3_bind_int64(s, 12, r->late_err_code);
+    sqlite3_bind_int(s, 13, r->settled_billable);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? EID_OK : db_fail(err, rc, "write");
@@ -361,8 +379,7 @@ static eid_status s_consume(void *p, const char *token, const char *subject, int
     st = load(b, token, out, err);
     if (st == EID_OK) st = eid__ledger_check_consume(out, subject, now, err);
     if (st == EID_OK) {
-        out->state = EID_LEDGER_CONSUMED;
-        out->consumed_at = now;
+        eid__ledger_apply_consume(out, now);
         st = save(b, out, NULL, 0, err);
     }
     return finish(b, st, err);

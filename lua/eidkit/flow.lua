@@ -269,7 +269,7 @@ end
 
 local function outcome_event(tok, subject, o, replay)
   return { event = "outcome", EidToken = tok, subject = subject, status = o.status, code = o.code,
-    reason = o.reason, billable = o.billable, replay = replay or nil }
+    reason = o.reason, billable = o.billable, replay = replay or nil, late = o.late }
 end
 
 -- ------------------------------------------------------------ the module
@@ -404,6 +404,18 @@ local function conclude(self, tok, subject, outcome, settled)
   return outcome
 end
 
+-- A pass the ledger recorded after the token was consumed with a failure
+-- (rec.late: this record call stored it, which happens once per token):
+-- the outcome event and on_outcome with outcome.late = true. Never a
+-- consume, never the memo: finish keeps returning the consumed verdict.
+local function report_late(self, tok, subject, res)
+  local outcome, err = classify(self, tok, res)
+  if not outcome then return nil, err end
+  outcome.late = true
+  emit(self, "info", outcome_event(tok, subject, outcome))
+  return report_settled(self, outcome)
+end
+
 -- The outcome of a token already settled (consumed, or expired with
 -- Tencent's code): rebuilt from the ledger and the result, never consumed
 -- again, on_outcome not called again.
@@ -432,6 +444,15 @@ local function replay(self, tok, subject, rec)
     if not res then
       if not (err and err.code == EXPIRED_CODE) then return nil, err end
       res = {} -- Tencent forgot it: the ledger's verdict stands alone
+    else
+      -- Every result is billing evidence: a retry after the consumed
+      -- failure is recorded, and a late pass told once.
+      local after, rerr = record(self, tok, res)
+      if not after then return nil, rerr end
+      if after.late then
+        local ok, lerr = report_late(self, tok, subject, res)
+        if not ok then return nil, lerr end
+      end
     end
   end
   res = aligned(res, rec)
@@ -556,9 +577,18 @@ end
 -- settled; failures go into report.failures.
 local function settle_pulled(self, pulled, report)
   local settled = 0
+  report.late = 0
   for _, p in ipairs(pulled) do
     local rec = report.records[p.tok] -- as recorded by this sweep: no second read
-    if rec and (rec.state == "passed" or (rec.state == "expired" and rec.ErrCode ~= nil)) then
+    if rec and rec.late then
+      local ok, err = report_late(self, p.tok, rec.subject, p.res)
+      if ok then
+        report.late = report.late + 1
+      else
+        report.failures[#report.failures + 1] = { EidToken = p.tok,
+          message = "reporting a late pass: " .. describe(err) }
+      end
+    elseif rec and (rec.state == "passed" or (rec.state == "expired" and rec.ErrCode ~= nil)) then
       local c, cerr = self.ledger:consume(p.tok, rec.subject)
       local outcome, err
       if c then

@@ -348,7 +348,7 @@ static void test_schema_version(void) {
     eid_ledger *l = NULL;
     eid_error err = {0};
     CHECK(eid_ledger_open(u2, NULL, &l, &err) == EID_E_LEDGER_STORAGE);
-    CHECK_STR(err.message, "sqlite: schema version 99 is newer than this eidkit's (2)");
+    CHECK_STR(err.message, "sqlite: schema version 99 is newer than this eidkit's (3)");
 }
 
 /* A file of schema version 1 (no token buckets) is migrated on open and
@@ -362,8 +362,10 @@ static void test_migration(void) {
     eid_ledger_free(l);
     sqlite3 *db;
     CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
-    CHECK(sqlite3_exec(db, "DROP TABLE buckets; PRAGMA user_version = 1", NULL, NULL, NULL) ==
-          SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "DROP TABLE buckets; ALTER TABLE tokens DROP COLUMN late_err_code;"
+                       " ALTER TABLE tokens DROP COLUMN settled_billable; PRAGMA user_version = 1",
+                       NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
     l = open_ledger(u2, NULL);
     CHECK(l != NULL);
@@ -377,9 +379,49 @@ static void test_migration(void) {
     CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
     sqlite3_stmt *s = NULL;
     CHECK(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 2);
+    CHECK(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 3);
     sqlite3_finalize(s);
     sqlite3_close(db);
+}
+
+/* A file of schema version 2 (before late verdicts) is migrated on open: a
+ * token consumed then keeps its charges as settled, and a consumed failure
+ * is due again, so a retry the old version never pulled is still billed. */
+static void test_migration_v2(void) {
+    char p2[300], u2[310];
+    snprintf(p2, sizeof p2, "%s/v2.db", dir);
+    snprintf(u2, sizeof u2, "sqlite:%s", p2);
+    eid_ledger *l = open_ledger(u2, NULL);
+    eid_error err = {0};
+    eid_ledger_outcome o = {.has_verdict = 1, .err_code = 2016, .attempts = 1, .billable = 1};
+    CHECK(l && issue(l, "OLD-2", "u") == EID_OK);
+    CHECK(eid_ledger_record(l, "OLD-2", &o, NULL, &err) == EID_OK);
+    CHECK(eid_ledger_consume(l, "OLD-2", "u", NULL, &err) == EID_OK);
+    eid_ledger_free(l);
+    sqlite3 *db;
+    CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "ALTER TABLE tokens DROP COLUMN late_err_code;"
+                       " ALTER TABLE tokens DROP COLUMN settled_billable; PRAGMA user_version = 2",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    l = open_ledger(u2, NULL);
+    CHECK(l != NULL);
+    if (!l) return;
+    eid_ledger_entry r, due[4];
+    size_t n = 0;
+    CHECK(eid_ledger_get(l, "OLD-2", &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_CONSUMED && r.err_code == 2016 && r.billable == 1);
+    CHECK(r.settled_billable == 1 && !r.has_late_err_code);
+    CHECK(eid_ledger_due(l, due, 4, &n, &err) == EID_OK && n == 1);
+    /* The retry the old version missed: a late pass, once. */
+    eid_ledger_outcome pass = {.has_verdict = 1, .err_code = 0, .attempts = 2, .billable = 2};
+    CHECK(eid_ledger_record(l, "OLD-2", &pass, &r, &err) == EID_OK);
+    CHECK(r.late_pass && r.has_late_err_code && r.late_err_code == 0 && r.billable == 2);
+    CHECK(r.err_code == 2016 && r.settled_billable == 1);
+    CHECK(eid_ledger_record(l, "OLD-2", &pass, &r, &err) == EID_OK && !r.late_pass);
+    CHECK(eid_ledger_due(l, due, 4, &n, &err) == EID_OK && n == 0);
+    eid_ledger_free(l);
 }
 
 /* ------------------------------------------------------- token buckets */
@@ -608,6 +650,7 @@ int main(void) {
     test_bad_input();
     test_schema_version();
     test_migration();
+    test_migration_v2();
     test_take();
     test_take_errors();
     test_status_codes();

@@ -338,11 +338,67 @@ for _, variant in ipairs(variants) do
         for i, r in ipairs(list) do toks[i] = r.EidToken end
         assert.same({ "D1", "D3", "D4", "D5" }, toks)
         assert.equals(2, #ledger:due(2))
-        -- a failed verdict is final once the TTL is over
+        -- a failed verdict gets one pull after the TTL (the attempts made
+        -- just before it), then it is final
         now = T0 + 4 + 600
         toks = {}
         for i, r in ipairs(ledger:due(10)) do toks[i] = r.EidToken end
+        assert.same({ "D1", "D3", "D4", "D5" }, toks)
+        assert(ledger:record("D4", response(1001, { attempt(false) })))
+        toks = {}
+        for i, r in ipairs(ledger:due(10)) do toks[i] = r.EidToken end
         assert.same({ "D1", "D3", "D5" }, toks)
+      end)
+
+      it("keeps a consumed failure due and records what follows: late verdicts, charges", function()
+        -- Issue 14: a user may retry on a token whose failure was consumed.
+        assert(issue())
+        assert(ledger:record(TOK, response(2016, { attempt(true) })))
+        local rec = assert(ledger:consume(TOK, "user-42"))
+        assert.same({ "consumed", 2016, 1, 1 }, { rec.state, rec.ErrCode, rec.billable, rec.settled_billable })
+        assert.equals(1, #ledger:due(10))
+        assert.equals(1, ledger:stats().due)
+        -- an older response arriving late changes nothing
+        rec = assert(ledger:record(TOK, response(1001, {})))
+        assert.same({ 2016, 1 }, { rec.ErrCode, rec.billable })
+        assert.is_nil(rec.late_ErrCode)
+        -- a second failure with another code: a late verdict, not a pass
+        rec = assert(ledger:record(TOK, response(2006, { attempt(true), attempt(true) })))
+        assert.same({ "consumed", 2016, 2006, 2, 1 },
+          { rec.state, rec.ErrCode, rec.late_ErrCode, rec.billable, rec.settled_billable })
+        assert.is_nil(rec.late)
+        -- the pass: stored once as late, flagged only on the call that stored it
+        local details = { attempt(true), attempt(true), attempt(true) }
+        rec = assert(ledger:record(TOK, response(0, details)))
+        assert.same({ 2016, 0, 3, true }, { rec.ErrCode, rec.late_ErrCode, rec.billable, rec.late })
+        rec = assert(ledger:record(TOK, response(0, details)))
+        assert.is_nil(rec.late)
+        assert.is_nil(ledger:get(TOK).late)
+        -- a pass is final: no longer due, and a later failure cannot undo it
+        assert.equals(0, #ledger:due(10))
+        rec = assert(ledger:record(TOK, response(2016, { attempt(true), attempt(true), attempt(true), attempt(true) })))
+        assert.same({ 0, 4 }, { rec.late_ErrCode, rec.billable })
+        assert.equals("consumed", code_of(ledger:consume(TOK, "user-42")))
+      end)
+
+      it("gives a consumed failure one pull after the TTL, then closes it", function()
+        assert(issue())
+        assert(ledger:record(TOK, response(2016, { attempt(true) })))
+        assert(ledger:consume(TOK, "user-42"))
+        now = T0 + 600
+        assert.equals(1, #ledger:due(10))
+        assert(ledger:expire())
+        local rec = assert(ledger:record(TOK, response(2016, { attempt(true), attempt(true) })))
+        assert.same({ 2, 2016 }, { rec.billable, rec.ErrCode })
+        assert.equals(0, #ledger:due(10))
+        -- a consumed pass or Tencent's expiry is never due
+        assert(issue("P-1"))
+        assert(ledger:record("P-1", response(0, { attempt(true) })))
+        assert(ledger:consume("P-1", "user-42"))
+        assert(issue("X-1"))
+        assert(ledger:record("X-1", response(15, {})))
+        assert(ledger:consume("X-1", "user-42"))
+        assert.equals(0, #ledger:due(10))
       end)
     end)
 

@@ -11,6 +11,9 @@
  * failed (EID_ERRCODE_PENDING, "flow not finished", counts as no verdict). A passed verdict is
  * final. A failed one is final once the token's TTL is over; before that the
  * user may retry on the same token, so a later pull may turn it into passed.
+ * Consuming a failed verdict freezes what the merchant was told, not what
+ * Tencent bills: such a token stays due until its TTL is over (and one pull
+ * after it), and a later verdict lands as the entry's late verdict.
  * Attempts and billable counts only ever grow.
  *
  * Backends, chosen by URL:
@@ -130,6 +133,15 @@ typedef struct eid_ledger_entry {
     int32_t billable;     /* attempts with IsNeedCharge */
     int has_err_code;
     int64_t err_code; /* the verdict's Text.ErrCode when has_err_code */
+    /* Tencent's verdict recorded after the token was consumed with a failure
+     * (the user retried on the same token), when it differs from err_code:
+     * err_code stays what the merchant was told. A late 0 is final. */
+    int has_late_err_code;
+    int64_t late_err_code;
+    int32_t settled_billable; /* billable when consumed; 0 before */
+    /* Set only in what eid_ledger_record returns: this call stored a late
+     * pass (late_err_code became 0), which happens once per token. */
+    int late_pass;
     int has_payload;
     /* Up to EID_LEDGER_REQUEST_IDS ids, oldest first, ',' separated. */
     char request_ids[EID_LEDGER_REQUEST_IDS * (EID_LEDGER_REQUEST_ID_MAX + 1)];
@@ -188,9 +200,10 @@ EID_API eid_status eid_ledger_consume(eid_ledger *ledger, const char *token, con
 EID_API eid_status eid_ledger_get(eid_ledger *ledger, const char *token, eid_ledger_entry *out,
                                   eid_error *err);
 
-/* Tokens whose result must still be pulled (issued, or failed before the
- * TTL, and within the result window), oldest first, at most cap, into out[];
- * *n receives the count. */
+/* Tokens whose result must still be pulled, oldest first, at most cap, into
+ * out[]; *n receives the count. Within the result window: issued; failed or
+ * consumed with a failed verdict (and no late pass) before the TTL, or not
+ * pulled since the TTL; expired by the TTL alone and not pulled since. */
 EID_API eid_status eid_ledger_due(eid_ledger *ledger, eid_ledger_entry *out, size_t cap, size_t *n,
                                   eid_error *err);
 

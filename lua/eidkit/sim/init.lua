@@ -153,7 +153,8 @@ function methods:summary(tok)
   local now = self:now()
   local attempts = {}
   for i, a in ipairs(tok.attempts) do
-    attempts[i] = { ErrCode = a.ErrCode, IntentionErrCode = a.IntentionErrCode, Time = a.time }
+    attempts[i] = { ErrCode = a.ErrCode, IntentionErrCode = a.IntentionErrCode, Time = a.time,
+      IsNeedCharge = results.billable[a.ErrCode] == true }
   end
   return {
     EidToken = tok.EidToken, MerchantId = tok.merchant, Status = self:status_of(tok, now),
