@@ -161,6 +161,11 @@ static void add_request_id(char *ids, size_t cap, const char *id) {
     memcpy(ids + n, id, idlen + 1);
 }
 
+bool eid__ledger_settles(int64_t code) {
+    const eid_errcode_info *e = eid_errcode_lookup(code);
+    return e == NULL || e->verdict != EID_VERDICT_NONE;
+}
+
 /* A consumed failure whose verdict may still change: the user can retry on
  * the same token until its lifetime ends, and each retry may be billed. */
 static bool consumed_open(const eid_ledger_entry *r) {
@@ -188,8 +193,8 @@ void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t
         add_request_id(r->request_ids, sizeof r->request_ids, o->request_id);
     if (o->attempts > r->attempts) r->attempts = o->attempts;
     if (o->billable > r->billable) r->billable = o->billable;
-    /* "Flow not finished" is no verdict. */
-    if (!o->has_verdict || o->err_code == EID_ERRCODE_PENDING) return;
+    /* "Flow not finished", "already completed", a service-side hiccup: no verdict. */
+    if (!o->has_verdict || !eid__ledger_settles(o->err_code)) return;
     if (o->err_code == EID_ERRCODE_EXPIRED) { /* Tencent says the token expired */
         /* Also after our own TTL expiry: Tencent's word settles the token,
          * so it can be consumed (closed) exactly once. */

@@ -59,6 +59,9 @@ extern const ledger_ops eid__ledger_redis_ops;
  * scripts (lua/eidkit/ledger/redis/) implement the same rules and the
  * conformance spec holds both to them. */
 
+/* Does Text.ErrCode code give a verdict (eid_errcode_lookup: anything but
+ * EID_VERDICT_NONE; an unknown code is a failure)? */
+bool eid__ledger_settles(int64_t code);
 /* Apply outcome o at now to r (idempotent; never erases a final verdict). */
 void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t now);
 /* The consume transition itself (after eid__ledger_check_consume). */

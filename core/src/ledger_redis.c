@@ -6,7 +6,8 @@
  * they are run by EVALSHA and sent with EVAL only when the server answers
  * NOSCRIPT (after a restart or SCRIPT FLUSH). Each is sent after a one-line
  * prologue that defines what the scripts share with ledger.c and this file
- * (ERR_EXPIRED, ERR_PENDING, FIELDS), so each is written once.
+ * (ERR_EXPIRED, ERR_PENDING, FIELDS, NO_VERDICT: the codes that give no
+ * verdict, from eid_errcode_table), so each is written once.
  *
  * Two sorted sets, scored by created_at, index the tokens: "<prefix>due"
  * holds the open ones (they may still need a pull, expire or be abandoned)
@@ -69,6 +70,12 @@ static size_t make_prologue(char *buf, size_t cap) {
                          EID_ERRCODE_EXPIRED, EID_ERRCODE_PENDING);
     for (int i = 0; i < NFIELDS && n < cap; i++)
         n += (size_t)snprintf(buf + n, cap - n, "%s\"%s\"", i ? ", " : "", fields[i]);
+    if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "}\nlocal NO_VERDICT = {");
+    size_t count;
+    const eid_errcode_info *t = eid_errcode_table(&count);
+    for (size_t i = 0; i < count && n < cap; i++)
+        if (t[i].verdict == EID_VERDICT_NONE)
+            n += (size_t)snprintf(buf + n, cap - n, "[%lld] = true, ", (long long)t[i].code);
     if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "}\n");
     return n;
 }

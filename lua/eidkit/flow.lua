@@ -208,7 +208,10 @@ local function info_type(self, request)
 end
 
 local function pull(self, tok, it)
-  return api(self, "GetEidResult", "get_eid_result", { EidToken = tok, InfoType = it })
+  local rp = self.policy.result_params
+  return api(self, "GetEidResult", "get_eid_result", { EidToken = tok, InfoType = it,
+    BestFramesCount = rp.BestFramesCount, IsCutIdCardImage = rp.IsCutIdCardImage,
+    IsNeedIdCardAvatar = rp.IsNeedIdCardAvatar })
 end
 
 -- ledger:record, where a Response the ledger cannot read is the
@@ -243,9 +246,30 @@ local function aligned(res, rec)
   return r
 end
 
+-- Distinct unknown ErrCodes counted one by one; any more share "other", so
+-- a service that invents codes cannot grow the table without bound.
+local UNCLASSIFIED_MAX = 100
+
+-- A Text.ErrCode the table (core/src/errcode.c) does not know: counted
+-- (flow:unclassified_codes(), a metric in eidkit.gateway) and logged once
+-- per code, so a new Tencent code is noticed without flooding the log.
+local function note_unclassified(self, code)
+  local key = code
+  if self.unclassified[key] == nil and self.unclassified_n >= UNCLASSIFIED_MAX then key = "other" end
+  local n = self.unclassified[key]
+  if n == nil then
+    if key ~= "other" then self.unclassified_n = self.unclassified_n + 1 end
+    emit(self, "warn", { event = "unclassified_code", code = code })
+  end
+  self.unclassified[key] = (n or 0) + 1
+end
+
 -- The outcome of a Response: the default classification, then policy.classify.
 local function classify(self, tok, res)
   local default = policy_mod.default_outcome(res)
+  if default.code ~= nil and not policy_mod.is_known_code(default.code) then
+    note_unclassified(self, default.code)
+  end
   local ok, out = hook(self, "classify", res, deep_copy(default))
   if not ok then return nil, out end
   if type(out) ~= "table" or not STATUSES[out.status] then
@@ -334,6 +358,7 @@ function _M.new(opts)
     poll_max_errors = max_errors,
     memo = {}, memo_count = 0, memo_size = memo_size,
     log_failure_count = 0, log_failure_last = nil, on_log_failure = opts.on_log_failure or to_stderr,
+    unclassified = {}, unclassified_n = 0,
   }, mt)
 end
 
@@ -748,6 +773,15 @@ end
 -- or the logger failed, and the last reason (never an event's content).
 function methods.log_failures(self)
   return self.log_failure_count, self.log_failure_last
+end
+
+-- flow:unclassified_codes() -> {[ErrCode] = times seen}: the Text.ErrCodes
+-- this flow classified as "unclassified" (not in core.errcode_table); past
+-- 100 distinct codes the rest are counted under "other".
+function methods.unclassified_codes(self)
+  local c = {}
+  for k, v in pairs(self.unclassified) do c[k] = v end
+  return c
 end
 
 -- flow:on_show(options) -> true when the onShow is the return from eID | nil, err

@@ -8,7 +8,9 @@
  *   issued | expired --expire (result window over)--> abandoned
  *
  * A verdict is Text.ErrCode from GetEidResult: 0 is passed, anything else
- * failed (EID_ERRCODE_PENDING, "flow not finished", counts as no verdict). A passed verdict is
+ * failed, except the codes eidkit/errcode.h calls EID_VERDICT_NONE ("flow
+ * not finished", "already completed", service-side and transient), which
+ * count as no verdict: only a pull. A passed verdict is
  * final. A failed one is final once the token's TTL is over; before that the
  * user may retry on the same token, so a later pull may turn it into passed.
  * Consuming a failed verdict freezes what the merchant was told, not what
@@ -37,6 +39,7 @@
 #define EIDKIT_LEDGER_H
 
 #include "eidkit.h"
+#include "errcode.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -59,8 +62,8 @@ extern "C" {
 #define EID_LEDGER_BUCKET_KEY_MAX    256           /* no control bytes (UTF-8 allowed) */
 #define EID_LEDGER_BUCKET_REFILL_MAX (366 * 86400) /* s; burst / rate, an empty bucket's refill */
 
-/* Tencent's Text.ErrCode values (GetEidResult) that are not plain verdicts.
- * 0 is passed and any other value failed, except these two. */
+/* Two of Tencent's Text.ErrCode values the ledger names (eid_errcode_lookup
+ * has them all). */
 #define EID_ERRCODE_EXPIRED 15 /* the EidToken expired: the token settles as expired */
 #define EID_ERRCODE_PENDING 17 /* the flow is not finished: no verdict, only a pull */
 

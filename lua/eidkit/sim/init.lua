@@ -73,6 +73,7 @@ function _M.new(opts)
   self.clock_offset = opts.clock_offset or 0
   self.base_url = opts.base_url or "http://127.0.0.1"
   self.log = opts.log
+  self.attempt_log = opts.attempt_log
   self.signer = core.signer { cache_slots = 64 }
   self.values, self.canonical = {}, {} -- scratch for authenticate
   self:reset()
@@ -154,7 +155,7 @@ function methods:summary(tok)
   local attempts = {}
   for i, a in ipairs(tok.attempts) do
     attempts[i] = { ErrCode = a.ErrCode, IntentionErrCode = a.IntentionErrCode, Time = a.time,
-      IsNeedCharge = results.billable[a.ErrCode] == true }
+      IsNeedCharge = results.charged(a), FlowState = a.flow_state or nil, Seq = a.seq }
   end
   return {
     EidToken = tok.EidToken, MerchantId = tok.merchant, Status = self:status_of(tok, now),
@@ -182,6 +183,7 @@ function handlers.GetEidToken(self, p, now, cred)
     expires = now + self.token_ttl, state = "init", attempts = {}, input_type = v.input_type,
     extra = p.Extra, redirect = p.RedirectUrl, intention = cfg.UseIntentionVerify == true,
     intention_mode = cfg.IntentionMode or "1", intention_text = cfg.IntentionVerifyText,
+    questions = type(cfg.IntentionQuestions) == "table" and #cfg.IntentionQuestions or 0,
   }
   self.tokens[id] = tok
   self.order[#self.order + 1] = id

@@ -1,5 +1,5 @@
 -- eidkit ledger, Redis backend: consume a token exactly once (atomic).
--- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED ERR_PENDING FIELDS
+-- luacheck: std lua51, read globals redis KEYS ARGV FIELDS
 -- The rules are those of eid__ledger_check_consume and
 -- eid__ledger_apply_consume in core/src/ledger.c.
 -- KEYS[1]  the token's hash

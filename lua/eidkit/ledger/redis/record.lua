@@ -1,5 +1,5 @@
 -- eidkit ledger, Redis backend: apply one GetEidResult outcome (atomic).
--- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED ERR_PENDING FIELDS
+-- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED FIELDS NO_VERDICT
 -- The rules are those of eid__ledger_apply in core/src/ledger.c:
 -- idempotent, attempts and billable only grow, passed is final, a failed
 -- verdict yields only to a response that saw at least as many attempts; on a
@@ -10,8 +10,9 @@
 -- Returns  {"ok", record..., late} or {"unknown_token"}; record is the
 --          values of FIELDS followed by the payload's length; late is 1 when
 --          this call stored a late pass, else 0.
--- ERR_EXPIRED, ERR_PENDING: Tencent's ErrCodes for "token expired" and "flow
--- not finished"; FIELDS: a record's fields. The prologue the loader puts
+-- ERR_EXPIRED: Tencent's ErrCode for "token expired"; NO_VERDICT: the
+-- ErrCodes that are no verdict (only a pull), from eid_errcode_table;
+-- FIELDS: a record's fields. The prologue the loader puts
 -- before every script defines them (EID_ERRCODE_* in
 -- core/include/eidkit/ledger.h, the field list in core/src/ledger_redis.c).
 local ISSUED, PASSED, FAILED, CONSUMED, EXPIRED, ABANDONED = 0, 1, 2, 3, 4, 5
@@ -53,7 +54,7 @@ if billable > old_billable then
 end
 
 local late_pass = 0
-if has_verdict and code ~= ERR_PENDING then
+if has_verdict and not NO_VERDICT[code] then
   if code == ERR_EXPIRED then
     -- Settled by Tencent (no last pull needed), also after our TTL expiry.
     if state == ISSUED or (state == EXPIRED and not cur[5]) then
