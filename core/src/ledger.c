@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -184,9 +185,28 @@ static void apply_late(eid_ledger_entry *r, const eid_ledger_outcome *o, int32_t
     r->late_pass = o->err_code == 0;
 }
 
+bool eid__ledger_attempt_ok(const eid_ledger_attempt *a) {
+    size_t n = strnlen(a->seq, sizeof a->seq);
+    if (n == 0 || n > EID_LEDGER_SEQ_MAX) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!byte_ok((unsigned char)a->seq[i], T_TEXT)) return false;
+    return true;
+}
+
+const eid_ledger_attempt *eid__ledger_details(const eid_ledger_outcome *o, size_t *n) {
+    if (o->details == NULL) {
+        *n = 0;
+        return NULL;
+    }
+    size_t skip = o->n_details > EID_LEDGER_DETAILS_MAX ? o->n_details - EID_LEDGER_DETAILS_MAX : 0;
+    *n = o->n_details - skip;
+    return o->details + skip;
+}
+
 void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t now) {
     int32_t old_attempts = r->attempts;
     r->late_pass = 0;
+    if (o->intention) r->intention = 1;
     r->pulls++;
     r->last_pull_at = now;
     if (o->request_id && *o->request_id)
@@ -470,6 +490,7 @@ eid_status eid_ledger_issue(eid_ledger *l, const eid_ledger_issue_params *in, ei
     if (r.expires_at <= r.created_at || r.expires_at > EID_TIMESTAMP_MAX)
         return eid__fail(err, EID_E_INVALID_ARG, "expires_at", "must be after created_at");
     r.result_deadline = r.created_at + l->cfg.result_window;
+    r.intention = in->intention != 0;
     strcpy(r.token, in->token);
     strcpy(r.merchant_id, in->merchant_id);
     strcpy(r.subject, in->subject);
@@ -516,6 +537,8 @@ eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_
         return st;
     if (o->payload == NULL && o->payload_len)
         return eid__fail(err, EID_E_INVALID_ARG, "payload", "NULL with a non-zero length");
+    if (o->details == NULL && o->n_details)
+        return eid__fail(err, EID_E_INVALID_ARG, "details", "NULL with a non-zero count");
     unsigned char *blob = NULL;
     size_t blen = 0;
     if (o->payload) {
@@ -532,6 +555,34 @@ eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_
     OPENSSL_free(blob);
     if (st == EID_OK && out) *out = r;
     return st;
+}
+
+/* Attempts in reconciliation order: by ReqTime, then Seq. */
+static int attempt_order(const void *pa, const void *pb) {
+    const eid_ledger_attempt *a = pa, *b = pb;
+    if (a->req_time_ms != b->req_time_ms) return a->req_time_ms < b->req_time_ms ? -1 : 1;
+    return strcmp(a->seq, b->seq);
+}
+
+eid_status eid_ledger_attempts(eid_ledger *l, const char *token, eid_ledger_attempt *out,
+                               size_t cap, size_t *n, eid_error *err) {
+    if (l == NULL || n == NULL || (out == NULL && cap))
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    *n = 0;
+    eid_status st;
+    if ((st = check_token(err, token))) return st;
+    eid_ledger_attempt *all = NULL;
+    size_t count = 0;
+    LOCKED(l, l->ops->attempts(l->be, token, &all, &count, err));
+    if (st) return st;
+    if (count > 1) qsort(all, count, sizeof *all, attempt_order);
+    if (count) memcpy(out, all, (count < cap ? count : cap) * sizeof *all);
+    OPENSSL_free(all);
+    *n = count;
+    if (count > cap)
+        return eid__fail(err, EID_E_BUFFER_TOO_SMALL, "attempts", "%zu stored, room for %zu", count,
+                         cap);
+    return EID_OK;
 }
 
 eid_status eid_ledger_consume(eid_ledger *l, const char *token, const char *subject,

@@ -27,6 +27,10 @@ typedef struct ledger_ops {
     eid_status (*record)(void *be, const char *token, const eid_ledger_outcome *o,
                          const unsigned char *blob, size_t blob_len, int64_t now,
                          eid_ledger_entry *out, eid_error *err);
+    /* Every stored attempt of token into *out (OPENSSL_malloc'd, caller
+     * frees; NULL with *n 0: none), in any order; _UNKNOWN if no token. */
+    eid_status (*attempts)(void *be, const char *token, eid_ledger_attempt **out, size_t *n,
+                           eid_error *err);
     eid_status (*consume)(void *be, const char *token, const char *subject, int64_t now,
                           eid_ledger_entry *out, eid_error *err);
     eid_status (*due)(void *be, int64_t now, eid_ledger_entry *out, size_t cap, size_t *n,
@@ -88,6 +92,11 @@ bool eid__ledger_same(const char *a, const char *b);
  * true (a refusal changes nothing). */
 bool eid__ledger_bucket_take(double *tokens, int64_t *last_ms, int64_t now_ms, double rate,
                              double burst, double *retry_after_s);
+
+/* May attempt a be stored (its Seq usable as a key)? */
+bool eid__ledger_attempt_ok(const eid_ledger_attempt *a);
+/* The details of o that are stored: the last EID_LEDGER_DETAILS_MAX. */
+const eid_ledger_attempt *eid__ledger_details(const eid_ledger_outcome *o, size_t *n);
 
 /* Bounded copy that always terminates; returns false if src was cut. */
 bool eid__ledger_copy(char *dst, size_t cap, const char *src, size_t len);

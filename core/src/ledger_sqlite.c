@@ -6,6 +6,8 @@
  * reads before it writes runs in one BEGIN IMMEDIATE transaction, so two
  * processes on one file serialise on it.
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include "ledger_internal.h"
 
 #include <openssl/crypto.h>
@@ -50,13 +52,27 @@ static const char *const migrations[SCHEMA_VERSION] = {
      * consumed (a token consumed before this version: all it had). */
     "ALTER TABLE tokens ADD COLUMN late_err_code INTEGER;"
     "ALTER TABLE tokens ADD COLUMN settled_billable INTEGER NOT NULL DEFAULT 0;"
-    "UPDATE tokens SET settled_billable = billable WHERE state = 3;",
+    "UPDATE tokens SET settled_billable = billable WHERE state = 3;"
+    /* ... whether intention verification was on (priced differently), and
+     * every LivenessDetail entry once per Seq. */
+    "ALTER TABLE tokens ADD COLUMN intention INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE attempts ("
+    " token TEXT NOT NULL,"
+    " seq TEXT NOT NULL,"
+    " req_time INTEGER NOT NULL,"
+    " err_code INTEGER,"
+    " charged INTEGER NOT NULL,"
+    " sim TEXT NOT NULL,"
+    " liveness_mode INTEGER,"
+    " compare_lib_type TEXT NOT NULL,"
+    " PRIMARY KEY (token, seq)"
+    ") WITHOUT ROWID;",
 };
 
 #define COLUMNS                                                                                    \
     "token, merchant_id, subject, extra, state, created_at, expires_at, result_deadline, "         \
     "finished_at, consumed_at, last_pull_at, pulls, attempts, billable, err_code, request_ids, "   \
-    "payload IS NOT NULL, late_err_code, settled_billable"
+    "payload IS NOT NULL, late_err_code, settled_billable, intention"
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
@@ -74,6 +90,9 @@ static const char *const migrations[SCHEMA_VERSION] = {
 
 enum stmt {
     S_INSERT,
+    S_ATTEMPT_PUT,
+    S_ATTEMPTS,
+    S_EXISTS,
     S_GET,
     S_UPDATE,
     S_DUE,
@@ -95,13 +114,19 @@ enum stmt {
 
 static const char *const sql[S_COUNT] = {
     [S_INSERT] = "INSERT INTO tokens (token, merchant_id, subject, extra, state, created_at,"
-                 " expires_at, result_deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                 " ON CONFLICT (token) DO NOTHING",
+                 " expires_at, result_deadline, intention) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+                 " ?9) ON CONFLICT (token) DO NOTHING",
+    [S_ATTEMPT_PUT] = "INSERT INTO attempts (token, seq, req_time, err_code, charged, sim,"
+                      " liveness_mode, compare_lib_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                      " ON CONFLICT (token, seq) DO NOTHING",
+    [S_ATTEMPTS] = "SELECT seq, req_time, err_code, charged, sim, liveness_mode, compare_lib_type"
+                   " FROM attempts WHERE token = ?1",
+    [S_EXISTS] = "SELECT 1 FROM tokens WHERE token = ?1",
     [S_GET] = "SELECT " COLUMNS " FROM tokens WHERE token = ?1",
     [S_UPDATE] = "UPDATE tokens SET state = ?2, finished_at = ?3, consumed_at = ?4,"
                  " last_pull_at = ?5, pulls = ?6, attempts = ?7, billable = ?8, err_code = ?9,"
                  " request_ids = ?10, payload = COALESCE(?11, payload), late_err_code = ?12,"
-                 " settled_billable = ?13 WHERE token = ?1",
+                 " settled_billable = ?13, intention = ?14 WHERE token = ?1",
     [S_DUE] =
         "SELECT " COLUMNS " FROM tokens WHERE " DUE_RULE " ORDER BY created_at, token LIMIT ?2",
     [S_EXPORT_FIRST] = "SELECT " COLUMNS " FROM tokens WHERE created_at >= ?1 AND created_at < ?2"
@@ -185,6 +210,7 @@ static void row_to_record(sqlite3_stmt *s, eid_ledger_entry *r) {
     r->has_late_err_code = sqlite3_column_type(s, 17) != SQLITE_NULL;
     r->late_err_code = sqlite3_column_int64(s, 17);
     r->settled_billable = sqlite3_column_int(s, 18);
+    r->intention = sqlite3_column_int(s, 19);
 }
 
 static sqlite3_stmt *stmt(sqlite_be *b, enum stmt which) {
@@ -302,6 +328,7 @@ static eid_status s_issue(void *p, const eid_ledger_entry *r, eid_error *err) {
     sqlite3_bind_int64(s, 6, r->created_at);
     sqlite3_bind_int64(s, 7, r->expires_at);
     sqlite3_bind_int64(s, 8, r->result_deadline);
+    sqlite3_bind_int(s, 9, r->intention);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) return db_fail(err, rc, "issue");
@@ -341,6 +368,25 @@ static eid_status save(sqlite_be *b, const eid_ledger_entry *r, const unsigned c
     if (blob) sqlite3_bind_blob(s, 11, blob, (int)blen, SQLITE_STATIC);
     if (r->has_late_err_code) sqlite3_bind_int64(s, 12, r->late_err_code);
     sqlite3_bind_int(s, 13, r->settled_billable);
+    sqlite3_bind_int(s, 14, r->intention);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? EID_OK : db_fail(err, rc, "write");
+}
+
+/* Store one attempt unless its Seq is stored already (a re-pull). */
+static eid_status save_attempt(sqlite_be *b, const char *token, const eid_ledger_attempt *a,
+                               eid_error *err) {
+    sqlite3_stmt *s = stmt(b, S_ATTEMPT_PUT);
+    sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, a->seq, (int)strnlen(a->seq, sizeof a->seq), SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, a->req_time_ms);
+    if (a->has_err_code) sqlite3_bind_int64(s, 4, a->err_code);
+    sqlite3_bind_int(s, 5, a->is_need_charge != 0);
+    sqlite3_bind_text(s, 6, a->sim, (int)strnlen(a->sim, sizeof a->sim), SQLITE_STATIC);
+    if (a->has_liveness_mode) sqlite3_bind_int64(s, 7, a->liveness_mode);
+    sqlite3_bind_text(s, 8, a->compare_lib_type,
+                      (int)strnlen(a->compare_lib_type, sizeof a->compare_lib_type), SQLITE_STATIC);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? EID_OK : db_fail(err, rc, "write");
@@ -368,7 +414,63 @@ static eid_status s_record(void *p, const char *token, const eid_ledger_outcome 
         if (blob) out->has_payload = 1;
         st = save(b, out, blob, blen, err);
     }
+    size_t n;
+    const eid_ledger_attempt *d = eid__ledger_details(o, &n);
+    for (size_t i = 0; st == EID_OK && i < n; i++)
+        if (eid__ledger_attempt_ok(&d[i])) st = save_attempt(b, token, &d[i], err);
     return finish(b, st, err);
+}
+
+static eid_status s_attempts(void *p, const char *token, eid_ledger_attempt **out, size_t *n,
+                             eid_error *err) {
+    sqlite_be *b = p;
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s = stmt(b, S_EXISTS);
+    sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) return eid__fail(err, EID_E_LEDGER_UNKNOWN, "token", "unknown");
+    if (rc != SQLITE_ROW) return db_fail(err, rc, "read");
+    s = stmt(b, S_ATTEMPTS);
+    sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+    size_t cap = 0;
+    eid_status st = EID_OK;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t ncap = cap ? 2 * cap : 8;
+            eid_ledger_attempt *grown = OPENSSL_realloc(*out, ncap * sizeof **out);
+            if (grown == NULL) {
+                st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+                break;
+            }
+            *out = grown;
+            cap = ncap;
+        }
+        eid_ledger_attempt *a = &(*out)[(*n)++];
+        memset(a, 0, sizeof *a);
+        eid__ledger_copy(a->seq, sizeof a->seq, (const char *)sqlite3_column_text(s, 0),
+                         (size_t)sqlite3_column_bytes(s, 0));
+        a->req_time_ms = sqlite3_column_int64(s, 1);
+        a->has_err_code = sqlite3_column_type(s, 2) != SQLITE_NULL;
+        a->err_code = sqlite3_column_int64(s, 2);
+        a->is_need_charge = sqlite3_column_int(s, 3);
+        eid__ledger_copy(a->sim, sizeof a->sim, (const char *)sqlite3_column_text(s, 4),
+                         (size_t)sqlite3_column_bytes(s, 4));
+        a->has_liveness_mode = sqlite3_column_type(s, 5) != SQLITE_NULL;
+        a->liveness_mode = sqlite3_column_int64(s, 5);
+        eid__ledger_copy(a->compare_lib_type, sizeof a->compare_lib_type,
+                         (const char *)sqlite3_column_text(s, 6),
+                         (size_t)sqlite3_column_bytes(s, 6));
+    }
+    if (st == EID_OK && rc != SQLITE_DONE) st = db_fail(err, rc, "read");
+    sqlite3_reset(s);
+    if (st) {
+        OPENSSL_free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return st;
 }
 
 static eid_status s_consume(void *p, const char *token, const char *subject, int64_t now,
@@ -529,6 +631,7 @@ const ledger_ops eid__ledger_sqlite_ops = {
     .issue = s_issue,
     .get = s_get,
     .record = s_record,
+    .attempts = s_attempts,
     .consume = s_consume,
     .due = s_due,
     .export = s_export,

@@ -397,8 +397,11 @@ function methods.start(self, p)
       { request_id = type(res.RequestId) == "string" and res.RequestId or nil })
   end
   -- Stored before it is handed out: a token the ledger does not hold is never given to a user.
+  -- Intention verification is priced differently: the ledger keeps whether it was on.
+  local intention = type(p.Config) == "table" and p.Config.UseIntentionVerify == true
   local iok, issued, ierr = pcall(self.ledger.issue, self.ledger,
-    { EidToken = tok, MerchantId = self.merchant_id, subject = subject, Extra = p.Extra })
+    { EidToken = tok, MerchantId = self.merchant_id, subject = subject, Extra = p.Extra,
+      intention = intention })
   if not iok then return error_result("internal", "the ledger refused the token: " .. describe(issued)) end
   if not issued then return nil, ierr end
   local rec, gerr = self.ledger:get(tok)

@@ -351,6 +351,11 @@ static void test_schema_version(void) {
     CHECK_STR(err.message, "sqlite: schema version 99 is newer than this eidkit's (3)");
 }
 
+/* What schema version 3 added, taken out again to make an older file. */
+#define V2_UNDO                                                                                    \
+    "DROP TABLE attempts; ALTER TABLE tokens DROP COLUMN late_err_code;"                           \
+    " ALTER TABLE tokens DROP COLUMN settled_billable; ALTER TABLE tokens DROP COLUMN intention;"
+
 /* A file of schema version 1 (no token buckets) is migrated on open and
  * keeps its tokens. */
 static void test_migration(void) {
@@ -362,10 +367,8 @@ static void test_migration(void) {
     eid_ledger_free(l);
     sqlite3 *db;
     CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
-    CHECK(sqlite3_exec(db,
-                       "DROP TABLE buckets; ALTER TABLE tokens DROP COLUMN late_err_code;"
-                       " ALTER TABLE tokens DROP COLUMN settled_billable; PRAGMA user_version = 1",
-                       NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "DROP TABLE buckets; " V2_UNDO " PRAGMA user_version = 1", NULL, NULL,
+                       NULL) == SQLITE_OK);
     sqlite3_close(db);
     l = open_ledger(u2, NULL);
     CHECK(l != NULL);
@@ -400,10 +403,7 @@ static void test_migration_v2(void) {
     eid_ledger_free(l);
     sqlite3 *db;
     CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
-    CHECK(sqlite3_exec(db,
-                       "ALTER TABLE tokens DROP COLUMN late_err_code;"
-                       " ALTER TABLE tokens DROP COLUMN settled_billable; PRAGMA user_version = 2",
-                       NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, V2_UNDO " PRAGMA user_version = 2", NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
     l = open_ledger(u2, NULL);
     CHECK(l != NULL);

@@ -141,7 +141,7 @@ for _, variant in ipairs(variants) do
         assert.same({
           EidToken = TOK, MerchantId = "0NSJ2023", subject = "user-42", Extra = "order-9",
           state = "issued", created_at = T0, expires_at = T0 + 600, result_deadline = T0 + 3 * 86400,
-          pulls = 0, attempts = 0, billable = 0, has_payload = false, request_ids = {},
+          pulls = 0, attempts = 0, billable = 0, has_payload = false, request_ids = {}, intention = false,
         }, rec)
       end)
 
@@ -399,6 +399,50 @@ for _, variant in ipairs(variants) do
         assert(ledger:record("X-1", response(15, {})))
         assert(ledger:consume("X-1", "user-42"))
         assert.equals(0, #ledger:due(10))
+      end)
+    end)
+
+    describe("attempts", function()
+      local function detail(seq, ms, code, charged)
+        return { Seq = seq, ReqTime = tostring(ms), Errcode = code, IsNeedCharge = charged,
+          Sim = "41.08", LivenessMode = 3, CompareLibType = "公安库", Name = "a name", Idcard = "an id" }
+      end
+
+      it("stores every LivenessDetail entry once per Seq, ordered by ReqTime", function()
+        assert(issue())
+        local d1 = detail("s-1", T0 * 1000 + 5, 2016, true)
+        assert(ledger:record(TOK, response(2016, { d1 })))
+        -- a re-pull with the same entry and a new one; the first is not doubled
+        local d2 = detail("s-2", T0 * 1000 + 90000, 0, true)
+        local rec = assert(ledger:record(TOK, response(0, { d1, d2 })))
+        assert.equals(2, rec.billable)
+        local got = assert(ledger:attempts(TOK))
+        assert.same({
+          { Seq = "s-1", ReqTime = T0 * 1000 + 5, Errcode = 2016, IsNeedCharge = true, Sim = "41.08",
+            LivenessMode = 3, CompareLibType = "公安库" },
+          { Seq = "s-2", ReqTime = T0 * 1000 + 90000, Errcode = 0, IsNeedCharge = true, Sim = "41.08",
+            LivenessMode = 3, CompareLibType = "公安库" },
+        }, got)
+        -- an entry re-sent with other values keeps the first (Seq is the key)
+        local changed = detail("s-1", T0 * 1000 + 5, 1001, false)
+        assert(ledger:record(TOK, response(0, { changed, d2 })))
+        assert.same({ 2016, true }, { ledger:attempts(TOK)[1].Errcode, ledger:attempts(TOK)[1].IsNeedCharge })
+        assert.equals("unknown_token", code_of(ledger:attempts("never")))
+      end)
+
+      it("keeps no entry without a usable Seq, and marks intention", function()
+        assert(ledger:issue { EidToken = "I-1", MerchantId = "m", subject = "u", intention = true })
+        assert.is_true(ledger:get("I-1").intention)
+        assert(issue("I-2"))
+        assert.is_false(ledger:get("I-2").intention)
+        local bad = detail(nil, T0 * 1000, 2016, true)
+        local ctl = detail("a\nb", T0 * 1000, 2016, true)
+        local rec = assert(ledger:record("I-2", { Text = { ErrCode = 2016, LivenessDetail = { bad, ctl } },
+          IsVerifyIntention = true }))
+        assert.same({ 2, 2, true }, { rec.attempts, rec.billable, rec.intention })
+        assert.same({}, assert(ledger:attempts("I-2")))
+        assert.has_error(function() ledger:issue { EidToken = "I-3", MerchantId = "m", subject = "u", intention = 1 } end,
+          "bad argument #1 to 'issue' (intention: expected boolean)")
       end)
     end)
 

@@ -58,6 +58,11 @@ extern "C" {
 #define EID_LEDGER_RESULT_WINDOW   (3 * 86400) /* s; Tencent keeps results 3 days */
 #define EID_LEDGER_REDIS_RETENTION (7 * 86400) /* s kept in Redis after the window */
 #define EID_LEDGER_KEY_LEN         32          /* AES-256-GCM payload key */
+/* Per-attempt records (eid_ledger_attempt): LivenessDetail fields kept. */
+#define EID_LEDGER_SEQ_MAX     64  /* Seq: no control bytes */
+#define EID_LEDGER_SIM_MAX     16  /* Sim, as Tencent's string ("95.27") */
+#define EID_LEDGER_LIBTYPE_MAX 64  /* CompareLibType (UTF-8) */
+#define EID_LEDGER_DETAILS_MAX 100 /* LivenessDetail entries one record call stores */
 /* Token buckets (eid_ledger_take). */
 #define EID_LEDGER_BUCKET_KEY_MAX    256           /* no control bytes (UTF-8 allowed) */
 #define EID_LEDGER_BUCKET_REFILL_MAX (366 * 86400) /* s; burst / rate, an empty bucket's refill */
@@ -82,6 +87,22 @@ EID_API const char *eid_ledger_state_name(eid_ledger_state state);
 
 typedef struct eid_ledger eid_ledger;
 
+/* One liveness+compare attempt: a Text.LivenessDetail entry, stored once per
+ * (token, seq) however often it is pulled. Never a name or ID number (the
+ * entry's Idcard and Name are not kept). Strings longer than their field are
+ * cut; a Seq that is empty, too long or has control bytes is not stored. */
+typedef struct eid_ledger_attempt {
+    char seq[EID_LEDGER_SEQ_MAX + 1];
+    int64_t req_time_ms; /* ReqTime: Unix milliseconds; 0 when absent or not a number */
+    int has_err_code;
+    int64_t err_code; /* Errcode */
+    int is_need_charge;
+    char sim[EID_LEDGER_SIM_MAX + 1];
+    int has_liveness_mode;
+    int64_t liveness_mode;
+    char compare_lib_type[EID_LEDGER_LIBTYPE_MAX + 1];
+} eid_ledger_attempt;
+
 typedef struct eid_ledger_options {
     eid_clock clock;       /* NULL now: time(2) */
     int64_t token_ttl;     /* s; 0: EID_LEDGER_DEFAULT_TTL */
@@ -103,6 +124,7 @@ typedef struct eid_ledger_issue_params {
     const char *extra;       /* Extra as sent to Tencent; NULL: "" */
     int64_t created_at;      /* 0: the ledger's clock */
     int64_t expires_at;      /* 0: created_at + token_ttl */
+    int intention;           /* Config.UseIntentionVerify: priced differently */
 } eid_ledger_issue_params;
 
 /* A GetEidResult response, digested: the input of eid_ledger_record (the Lua
@@ -113,6 +135,11 @@ typedef struct eid_ledger_outcome {
     int32_t attempts;       /* #Text.LivenessDetail */
     int32_t billable;       /* entries with IsNeedCharge == true */
     const char *request_id; /* RequestId; NULL or "": none */
+    /* The LivenessDetail entries (at most EID_LEDGER_DETAILS_MAX are
+     * stored, the last ones); NULL with 0: none. */
+    const eid_ledger_attempt *details;
+    size_t n_details;
+    int intention; /* IsVerifyIntention was true: marks the token (never unmarks) */
     /* Optional result payload (e.g. the response JSON), stored encrypted
      * with AES-256-GCM; needs payload_key. NULL: keep the stored one. */
     const void *payload;
@@ -142,6 +169,7 @@ typedef struct eid_ledger_entry {
     int has_late_err_code;
     int64_t late_err_code;
     int32_t settled_billable; /* billable when consumed; 0 before */
+    int intention;            /* issued with intention verification, or a result said so */
     /* Set only in what eid_ledger_record returns: this call stored a late
      * pass (late_err_code became 0), which happens once per token. */
     int late_pass;
@@ -202,6 +230,14 @@ EID_API eid_status eid_ledger_consume(eid_ledger *ledger, const char *token, con
 /* Read one entry without any check (for operators and the CLI). */
 EID_API eid_status eid_ledger_get(eid_ledger *ledger, const char *token, eid_ledger_entry *out,
                                   eid_error *err);
+
+/* The stored attempts of token, ordered by (ReqTime, Seq), at most cap into
+ * out[]; *n receives how many are stored in all (more than cap: out holds the
+ * first cap and the call returns EID_E_BUFFER_TOO_SMALL). EID_E_LEDGER_UNKNOWN
+ * for a token never issued. Thread-safe (the ledger's mutex). */
+EID_API eid_status eid_ledger_attempts(eid_ledger *ledger, const char *token,
+                                       eid_ledger_attempt *out, size_t cap, size_t *n,
+                                       eid_error *err);
 
 /* Tokens whose result must still be pulled, oldest first, at most cap, into
  * out[]; *n receives the count. Within the result window: issued; failed or

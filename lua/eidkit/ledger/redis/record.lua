@@ -4,9 +4,12 @@
 -- idempotent, attempts and billable only grow, passed is final, a failed
 -- verdict yields only to a response that saw at least as many attempts; on a
 -- consumed failure such a verdict is kept as late_err_code.
--- KEYS[1]  the token's hash
+-- KEYS[1]  the token's hash; KEYS[2] its attempts hash (one field per Seq,
+--          in the same slot: "<prefix>{<EidToken>}:attempts")
 -- ARGV     now, has_verdict (0|1), err_code, attempts, billable, request_id
---          ("" none), max_ids, [payload] (sealed bytes; absent: keep)
+--          ("" none), max_ids, intention (0|1), n, then n pairs Seq, value
+--          (ledger_redis.c encodes the value), [payload] (sealed bytes;
+--          absent: keep)
 -- Returns  {"ok", record..., late} or {"unknown_token"}; record is the
 --          values of FIELDS followed by the payload's length; late is 1 when
 --          this call stored a late pass, else 0.
@@ -81,8 +84,17 @@ if has_verdict and not NO_VERDICT[code] then
     end
   end
 end
-if ARGV[8] then set[#set + 1] = "payload"; set[#set + 1] = ARGV[8] end
+if ARGV[8] == "1" then set[#set + 1] = "intention"; set[#set + 1] = 1 end
+local n = tonumber(ARGV[9])
+local payload = ARGV[10 + 2 * n]
+if payload then set[#set + 1] = "payload"; set[#set + 1] = payload end
 redis.call("HSET", key, unpack(set))
+-- Each attempt once per Seq, however often it is pulled; kept as long as the token.
+if n > 0 then
+  for i = 0, n - 1 do redis.call("HSETNX", KEYS[2], ARGV[10 + 2 * i], ARGV[11 + 2 * i]) end
+  local ttl = redis.call("PTTL", key)
+  if ttl > 0 then redis.call("PEXPIRE", KEYS[2], ttl) end
+end
 
 local out = redis.call("HMGET", key, unpack(FIELDS))
 table.insert(out, 1, "ok")
