@@ -505,6 +505,7 @@ eid_status eid_ledger_get(eid_ledger *l, const char *token, eid_ledger_entry *ou
     eid_status st;
     if ((st = check_token(err, token))) return st;
     LOCKED(l, l->ops->get(l->be, token, out, err));
+    if (st == EID_OK) out->open = eid__ledger_is_open(out, now_of(l));
     return st;
 }
 
@@ -620,6 +621,9 @@ eid_status eid_ledger_export(eid_ledger *l, int64_t from, int64_t to, int64_t af
     if (cap == 0) return EID_OK;
     LOCKED(l, l->ops->export(l->be, from, to, after_created,
                              after_token && *after_token ? after_token : NULL, out, cap, n, err));
+    int64_t now = now_of(l);
+    for (size_t i = 0; st == EID_OK && i < *n; i++)
+        out[i].open = eid__ledger_is_open(&out[i], now);
     return st;
 }
 

@@ -170,6 +170,10 @@ typedef struct eid_ledger_entry {
     int64_t late_err_code;
     int32_t settled_billable; /* billable when consumed; 0 before */
     int intention;            /* issued with intention verification, or a result said so */
+    /* Set only by eid_ledger_get and eid_ledger_export: the token may still
+     * change (be pulled, retried on, expired), as of the ledger's clock;
+     * while it may, its billable count may still grow. */
+    int open;
     /* Set only in what eid_ledger_record returns: this call stored a late
      * pass (late_err_code became 0), which happens once per token. */
     int late_pass;
