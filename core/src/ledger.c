@@ -577,7 +577,7 @@ eid_status eid_ledger_attempts(eid_ledger *l, const char *token, eid_ledger_atte
     LOCKED(l, l->ops->attempts(l->be, token, &all, &count, err));
     if (st) return st;
     if (count > 1) qsort(all, count, sizeof *all, attempt_order);
-    if (count) memcpy(out, all, (count < cap ? count : cap) * sizeof *all);
+    if (count && cap) memcpy(out, all, (count < cap ? count : cap) * sizeof *all);
     OPENSSL_free(all);
     *n = count;
     if (count > cap)

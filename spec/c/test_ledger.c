@@ -351,6 +351,47 @@ static void test_schema_version(void) {
     CHECK_STR(err.message, "sqlite: schema version 99 is newer than this eidkit's (3)");
 }
 
+/* Attempts: stored once per Seq, listed by ReqTime; a count without a
+ * buffer; too small a buffer says how many there are. */
+static void test_attempts(void) {
+    eid_ledger *l = open_ledger(url, NULL);
+    if (!l) return;
+    eid_error err = {0};
+    eid_ledger_attempt d[3];
+    memset(d, 0, sizeof d);
+    snprintf(d[0].seq, sizeof d[0].seq, "b");
+    d[0].req_time_ms = 2000;
+    d[0].is_need_charge = 1;
+    snprintf(d[1].seq, sizeof d[1].seq, "a");
+    d[1].req_time_ms = 1000;
+    d[1].has_err_code = 1;
+    d[1].err_code = 2016;
+    /* d[2] has no Seq: counted by the caller, not stored */
+    eid_ledger_outcome o = {.has_verdict = 1,
+                            .err_code = 2016,
+                            .attempts = 3,
+                            .billable = 1,
+                            .details = d,
+                            .n_details = 3};
+    CHECK(issue(l, "ATT-1", "u") == EID_OK);
+    CHECK(eid_ledger_record(l, "ATT-1", &o, NULL, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, "ATT-1", &o, NULL, &err) == EID_OK);
+    size_t n = 9;
+    CHECK(eid_ledger_attempts(l, "ATT-1", NULL, 0, &n, &err) == EID_E_BUFFER_TOO_SMALL && n == 2);
+    eid_ledger_attempt out[2];
+    CHECK(eid_ledger_attempts(l, "ATT-1", out, 1, &n, &err) == EID_E_BUFFER_TOO_SMALL && n == 2);
+    CHECK_STR(out[0].seq, "a");
+    CHECK(eid_ledger_attempts(l, "ATT-1", out, 2, &n, &err) == EID_OK && n == 2);
+    CHECK_STR(out[0].seq, "a");
+    CHECK(out[0].req_time_ms == 1000 && out[0].has_err_code && out[0].err_code == 2016);
+    CHECK_STR(out[1].seq, "b");
+    CHECK(out[1].is_need_charge && !out[1].has_err_code);
+    CHECK(eid_ledger_attempts(l, "ATT-none", out, 2, &n, &err) == EID_E_LEDGER_UNKNOWN);
+    o.details = NULL;
+    CHECK(eid_ledger_record(l, "ATT-1", &o, NULL, &err) == EID_E_INVALID_ARG);
+    eid_ledger_free(l);
+}
+
 /* What schema version 3 added, taken out again to make an older file. */
 #define V2_UNDO                                                                                    \
     "DROP TABLE attempts; ALTER TABLE tokens DROP COLUMN late_err_code;"                           \
@@ -651,6 +692,7 @@ int main(void) {
     test_schema_version();
     test_migration();
     test_migration_v2();
+    test_attempts();
     test_take();
     test_take_errors();
     test_status_codes();

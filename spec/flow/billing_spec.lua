@@ -75,6 +75,33 @@ describe("billing", function()
         assert.equals(2, sim_charges(env, st.EidToken))
       end)
 
+      it("a finish replaying a consumed failure records the late pass it pulls and tells it once", function()
+        local told = {}
+        local f = flow(told)
+        local st = env:start(f, "late-2")
+        env:finish_user(st.EidToken, { ErrCode = 2016 })
+        assert.equals("failed", assert(f.flow:finish { subject = "late-2", EidToken = st.EidToken }).status)
+        env:finish_user(st.EidToken, { ErrCode = 0 })
+        -- another process (no memo): its replay pulls the pass
+        local g = env:flow { ledger = f.ledger, policy = { on_outcome = function(o)
+          told[#told + 1] = { EidToken = o.EidToken, status = o.status, code = o.code, late = o.late }
+        end } }
+        local o = assert(g.flow:finish { subject = "late-2", EidToken = st.EidToken })
+        assert.same({ "failed", 2016 }, { o.status, o.code }) -- the consumed verdict stands
+        o = assert(env:flow { ledger = f.ledger }.flow:finish { subject = "late-2", EidToken = st.EidToken })
+        assert.same({ "failed", 2016 }, { o.status, o.code })
+        local rec = f.ledger:get(st.EidToken)
+        assert.same({ 2016, 0, 2 }, { rec.ErrCode, rec.late_ErrCode, rec.billable })
+        assert.same({ { EidToken = st.EidToken, status = "failed", code = 2016 },
+          { EidToken = st.EidToken, status = "passed", code = 0, late = true } }, told)
+        assert.same({ 1, 0 }, { f.counts.consume, g.counts.consume }) -- never a second consume
+        local late_events = 0
+        for _, e in ipairs(g.events) do
+          if e.event.event == "outcome" and e.event.late then late_events = late_events + 1 end
+        end
+        assert.equals(1, late_events)
+      end)
+
       it("counts every charge Tencent counts once the windows close", function()
         local told = {}
         local f = flow(told)

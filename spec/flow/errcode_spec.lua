@@ -102,8 +102,14 @@ describe("Text.ErrCode classes", function()
           LivenessDetail = { { IsNeedCharge = row[5] } } } }))
         assert.equals(want[row[2]], rec.state, "ErrCode " .. row[1])
         assert.equals(row[5] and 1 or 0, rec.billable, "ErrCode " .. row[1])
-        -- no verdict: still due; a pending code leaves no ErrCode behind
+        -- no verdict: a pending code leaves no ErrCode behind
         if row[2] == "pending" then assert.is_nil(rec.ErrCode) end
+      end
+      -- look again later on the same token: every pending code's token is due
+      local due = {}
+      for _, r in ipairs(assert(l:due(1000))) do due[r.EidToken] = true end
+      for _, row in ipairs(TABLE) do
+        assert.equals(row[2] == "pending" or row[2] == "failed", due["EC-" .. row[1]] == true, "ErrCode " .. row[1])
       end
       -- an unknown code is a failure
       assert(l:issue { EidToken = "EC-unknown", MerchantId = "m", subject = "u" })

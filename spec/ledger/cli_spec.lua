@@ -86,6 +86,57 @@ describe("eidkit ledger", function()
     assert.equals("2024-12-31T00:00:20Z", rows[2].created)
   end)
 
+  it("reconciles by the Beijing day of each attempt's ReqTime", function()
+    local u = "sqlite:" .. dir .. "/rc.db"
+    local l = assert(ledger_mod.open(u))
+    assert(l:issue { EidToken = "R1", MerchantId = "0NSJ2023", subject = "u", created_at = DAY, Extra = "order-1" })
+    -- 2024-12-31 08:00 and 2025-01-01 00:00 in Beijing; both 2024-12-31 in UTC
+    local d1 = { Seq = "s1", ReqTime = tostring(DAY * 1000), Errcode = 2016, IsNeedCharge = true }
+    local d2 = { Seq = "s2", ReqTime = tostring((DAY + 16 * 3600) * 1000), Errcode = 0, IsNeedCharge = true }
+    assert(l:record("R1", { Text = { ErrCode = 2016, LivenessDetail = { d1 } } }))
+    assert(l:consume("R1", "u"))
+    assert(l:record("R1", { Text = { ErrCode = 0, LivenessDetail = { d1, d2 } } }))
+    l:close()
+    local r = ledger_cli("reconcile", "--ledger", u, "--date", "2025-01-01")
+    assert.equals("", r.stderr)
+    assert.equals(table.concat({
+      "date              2025-01-01 (Asia/Shanghai, +08:00)",
+      "tokens issued     0",
+      "attempts          1",
+      "billable          1",
+      "  ErrCode 0       1",
+      "  ErrCode 2006    0",
+      "  ErrCode 2016    0",
+      "  other ErrCode   0",
+      "  intention on    0",
+      "  intention off   1",
+      "open              0",
+      "changed           1",
+      "  R1 billable 2, 1 when consumed",
+      "" }, "\n"), r.stdout)
+    local cjson = require "cjson"
+    local t = cjson.decode(ledger_cli("reconcile", "--ledger", u, "--date", "2024-12-31", "--json").stdout)
+    assert.same({ 1, 1, 1, 1 }, { t.tokens_issued, t.attempts, t.billable, t.billable_by_code["2016"] })
+    t = cjson.decode(ledger_cli("reconcile", "--ledger", u, "--date", "2024-12-31", "--json", "--tz", "UTC").stdout)
+    assert.same({ 2, 2 }, { t.attempts, t.billable })
+    r = ledger_cli("export", "--ledger", u, "--date", "2025-01-01", "--per", "attempt")
+    assert.equals("EidToken,MerchantId,Extra,intention,Seq,ReqTime,ReqTime_ms,Errcode,IsNeedCharge,Sim,"
+      .. "LivenessMode,CompareLibType,ErrCode,late_ErrCode,state\n"
+      .. "R1,0NSJ2023,order-1,false,s2,2025-01-01T00:00:00.000+08:00," .. (DAY + 16 * 3600) * 1000
+      .. ",0,true,,,,2016,0,consumed\n", r.stdout)
+  end)
+
+  it("lists in --help every action and option it takes", function()
+    local help = ledger_cli("--help").stdout
+    for _, action in ipairs { "stats", "export", "reconcile", "expire", "sweep" } do
+      assert.matches("\n  " .. action .. "%s", help)
+    end
+    for _, opt in ipairs { "ledger", "date", "tz", "per", "format", "output", "limit", "endpoint", "ca%-file",
+      "info%-type", "json", "help" } do
+      assert.matches("\n  %-%-" .. opt .. "[ \n]", help)
+    end
+  end)
+
   it("prints stats", function()
     local r = ledger_cli("stats", "--ledger", url)
     assert.equals(0, r.code)

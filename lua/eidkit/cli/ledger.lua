@@ -19,7 +19,7 @@ local spec = {
   { name = "date", arg = "YYYY-MM-DD", help = "export, reconcile: the day (required), in --tz" },
   { name = "tz", arg = "ZONE",
     help = "export, reconcile: Asia/Shanghai (default: Tencent bills by Beijing day), UTC or +HH:MM" },
-  { name = "per", arg = "WHAT", help = "export: one row per token (default) or per attempt" },
+  { name = "per", arg = "WHAT", help = "export: token (default) or attempt, what one row is" },
   { name = "format", arg = "FMT", help = "export: csv (default) or jsonl" },
   { name = "output", arg = "FILE", help = "export: write to FILE instead of standard output" },
   { name = "limit", arg = "N", help = "sweep: at most N tokens (default 100)" },
@@ -39,7 +39,8 @@ function _M.help()
            issued that day or with an attempt whose ReqTime is in it, with the
            day's attempts and charges; --per attempt, each LivenessDetail
            entry of the day (--format csv|jsonl)
-  reconcile  the day's totals: tokens issued, attempts, billable attempts by
+  reconcile
+           the day's totals: tokens issued, attempts, billable attempts by
            verdict (0, 2006, 2016) and by intention on/off, tokens still open
            (their count can change), tokens whose count grew after they were
            consumed (--date YYYY-MM-DD, --tz, --json)
@@ -172,7 +173,7 @@ local function reconcile_day(ledger, opts, out)
   out:write(format("tokens issued     %d\nattempts          %d\nbillable          %d\n", t.tokens_issued,
     t.attempts, t.billable))
   for _, c in ipairs(reconcile.BILLED_CODES) do
-    out:write(format("  ErrCode %-8d %d\n", c, t.billable_by_code[tostring(c)]))
+    out:write(format("  ErrCode %-7d %d\n", c, t.billable_by_code[tostring(c)]))
   end
   out:write(format("  other ErrCode   %d\n", t.billable_by_code.other))
   out:write(format("  intention on    %d\n  intention off   %d\n", t.billable_by_intention.on,
