@@ -646,6 +646,16 @@ static void alloc_life(void) {
         CHECK(st == EID_OK || st == EID_E_NOMEM || st == EID_E_CRYPTO);
         eid_ledger_consume(l, "A1", "s", NULL, &err);
     }
+    /* Attempts: stored with a record, listed back (the list is allocated). */
+    eid_ledger_attempt d = {.seq = "q1", .req_time_ms = 1, .is_need_charge = 1}, got[1];
+    eid_ledger_outcome od = verdict(2016, 1, 1, NULL);
+    od.details = &d;
+    od.n_details = 1;
+    if (issue(l, "A2", "s") == EID_OK && eid_ledger_record(l, "A2", &od, NULL, &err) == EID_OK) {
+        size_t n = 0;
+        eid_status sa = eid_ledger_attempts(l, "A2", got, 1, &n, &err);
+        CHECK(sa == EID_E_NOMEM || (sa == EID_OK && n == 1 && strcmp(got[0].seq, "q1") == 0));
+    }
     int allowed = 0;
     eid_status st = eid_ledger_take(l, "subject:s", 1, 2, 0, &allowed, NULL, &err);
     CHECK(st == EID_OK || st == EID_E_NOMEM);
