@@ -132,14 +132,27 @@ describe("reconciliation by Beijing day", function()
       local day1, day2 = beijing_date(start), beijing_date(midnight)
       assert.are_not.equal(day1, day2)
 
+      local issued_on = {}
+      for tok in pairs(mine) do
+        local _, s = simctl.request(env.sim, "GET", "/sim/tokens/" .. tok)
+        local d = beijing_date(math.tointeger(s.CreatedAt))
+        issued_on[d] = (issued_on[d] or 0) + 1
+      end
       for _, day in ipairs { day1, day2 } do
         local truth = sim_day(mine, day)
-        local got = cjson.decode(cli("reconcile", "--ledger", url, "--date", day, "--json"))
+        local text = cli("reconcile", "--ledger", url, "--date", day, "--json")
+        local got = cjson.decode(text)
+        assert.equals(issued_on[day], got.tokens_issued, day)
         assert.same({ truth.attempts, truth.billable, truth.by_code, truth.by_intention },
           { got.attempts, got.billable, got.billable_by_code, got.billable_by_intention }, day)
         local rows = {}
-        for line in cli("export", "--ledger", url, "--date", day, "--per", "attempt", "--format", "jsonl")
-          :gmatch("[^\n]+") do
+        local exported = cli("export", "--ledger", url, "--date", day, "--per", "attempt", "--format", "jsonl")
+        -- the identity the users verified with is in no output
+        for _, out in ipairs { text, exported, cli("export", "--ledger", url, "--date", day) } do
+          assert.is_nil(out:find(flowenv.NAME, 1, true))
+          assert.is_nil(out:find(flowenv.IDCARD, 1, true))
+        end
+        for line in exported:gmatch("[^\n]+") do
           local r = cjson.decode(line)
           rows[#rows + 1] = r.EidToken .. "/" .. r.Seq
         end
