@@ -79,6 +79,7 @@ local function warn_arg(v, name)
     if not util.is_integer(w) then return false, name .. " must be an array of integers" end
     out[i] = math.tointeger(w)
   end
+  if #out == 0 then return nil end -- none: null, as JSON cannot tell {} from []
   return out
 end
 
