@@ -80,6 +80,10 @@ static void push_entry(lua_State *L, const eid_ledger_entry *r, int omit_request
     lua_setfield(L, -2, "intention");
     if (r->has_late_err_code) set_int(L, "late_ErrCode", r->late_err_code);
     if (r->state == EID_LEDGER_CONSUMED) set_int(L, "settled_billable", r->settled_billable);
+    if (r->retry_later) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "retry_later");
+    }
     if (r->open) {
         lua_pushboolean(L, 1);
         lua_setfield(L, -2, "open");

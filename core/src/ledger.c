@@ -207,6 +207,8 @@ void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t
     int32_t old_attempts = r->attempts;
     r->late_pass = 0;
     if (o->intention) r->intention = 1;
+    /* "Look again later": kept until an answer with a verdict, or none. */
+    r->retry_later = o->has_verdict && !eid__ledger_settles(o->err_code);
     r->pulls++;
     r->last_pull_at = now;
     if (o->request_id && *o->request_id)
@@ -283,7 +285,8 @@ void eid__ledger_apply_consume(eid_ledger_entry *r, int64_t now) {
 /* A failure may turn into a pass until the TTL; one pull after the TTL sees
  * the attempts made just before it. */
 static bool failure_due(const eid_ledger_entry *r, int64_t now) {
-    return now < r->result_deadline && (now < r->expires_at || r->last_pull_at < r->expires_at);
+    return now < r->result_deadline &&
+           (now < r->expires_at || r->last_pull_at < r->expires_at || r->retry_later);
 }
 
 bool eid__ledger_is_due(const eid_ledger_entry *r, int64_t now) {
@@ -293,7 +296,8 @@ bool eid__ledger_is_due(const eid_ledger_entry *r, int64_t now) {
     case EID_LEDGER_CONSUMED: return consumed_open(r) && failure_due(r, now);
     /* One last pull after the TTL catches a flow finished just before it. */
     case EID_LEDGER_EXPIRED:
-        return now < r->result_deadline && !r->has_err_code && r->last_pull_at < r->expires_at;
+        return now < r->result_deadline && !r->has_err_code &&
+               (r->last_pull_at < r->expires_at || r->retry_later);
     default: return false;
     }
 }

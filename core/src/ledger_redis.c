@@ -47,7 +47,7 @@ enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_TAKE, SC_COUNT };
 #define BUCKET_TAG     "bucket:" /* "<prefix>bucket:<key>": a token bucket's hash */
 #define BUCKET_KEY_MAX (PREFIX_MAX + sizeof BUCKET_TAG + EID_LEDGER_BUCKET_KEY_MAX)
 #define BATCH          256
-#define NFIELDS        19
+#define NFIELDS        20
 #define ATTEMPTS_TAG   ":attempts" /* "<prefix>{<EidToken>}:attempts": one field per Seq */
 #define US             "\x1f"      /* separates an attempt's values (never in them) */
 #define STR_(x)        #x
@@ -60,7 +60,7 @@ static const char *const fields[NFIELDS] = {
     "token",        "merchant_id",   "subject",          "extra",       "state",
     "created_at",   "expires_at",    "result_deadline",  "finished_at", "consumed_at",
     "last_pull_at", "pulls",         "attempts",         "billable",    "err_code",
-    "request_ids",  "late_err_code", "settled_billable", "intention",
+    "request_ids",  "late_err_code", "settled_billable", "intention",   "retry_later",
 };
 
 /* Put before every script: Redis scripts cannot require anything, and a
@@ -255,6 +255,7 @@ static bool parse_record(redisReply **el, eid_ledger_entry *r) {
     else if (r->state == EID_LEDGER_CONSUMED)
         r->settled_billable = r->billable;
     r->intention = reply_int(el[18]) != 0;
+    r->retry_later = reply_int(el[19]) != 0;
     r->has_payload = reply_int(el[NFIELDS]) > 0;
     return true;
 }

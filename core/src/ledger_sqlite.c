@@ -56,6 +56,7 @@ static const char *const migrations[SCHEMA_VERSION] = {
     /* ... whether intention verification was on (priced differently), and
      * every LivenessDetail entry once per Seq. */
     "ALTER TABLE tokens ADD COLUMN intention INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE tokens ADD COLUMN retry_later INTEGER NOT NULL DEFAULT 0;"
     "CREATE TABLE attempts ("
     " token TEXT NOT NULL,"
     " seq TEXT NOT NULL,"
@@ -72,21 +73,23 @@ static const char *const migrations[SCHEMA_VERSION] = {
 #define COLUMNS                                                                                    \
     "token, merchant_id, subject, extra, state, created_at, expires_at, result_deadline, "         \
     "finished_at, consumed_at, last_pull_at, pulls, attempts, billable, err_code, request_ids, "   \
-    "payload IS NOT NULL, late_err_code, settled_billable, intention"
+    "payload IS NOT NULL, late_err_code, settled_billable, intention, retry_later"
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
 /* eid__ledger_is_due as SQL, ?1 being now: issued within the window;
  * failed, or consumed with a failure and no late pass, before the TTL or
- * not pulled since; expired by the TTL alone and not pulled since. */
+ * not pulled since; expired by the TTL alone and not pulled since; the
+ * last two also while the last pull had no verdict (retry_later). */
 #define DUE_RULE                                                                                   \
     "((state = 0 AND result_deadline > ?1) OR"                                                     \
     " ((state = 2 OR (state = 3 AND err_code NOT IN (0, " STR(                                     \
         EID_ERRCODE_EXPIRED) ") AND"                                                               \
                              "   coalesce(late_err_code, -1) <> 0)) AND result_deadline > ?1 AND"  \
-                             "   (expires_at > ?1 OR last_pull_at < expires_at)) OR"               \
-                             " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND "      \
-                             "last_pull_at < expires_at))"
+                             "   (expires_at > ?1 OR last_pull_at < expires_at OR retry_later = "  \
+                             "1)) OR"                                                              \
+                             " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND"       \
+                             "   (last_pull_at < expires_at OR retry_later = 1)))"
 
 enum stmt {
     S_INSERT,
@@ -126,7 +129,7 @@ static const char *const sql[S_COUNT] = {
     [S_UPDATE] = "UPDATE tokens SET state = ?2, finished_at = ?3, consumed_at = ?4,"
                  " last_pull_at = ?5, pulls = ?6, attempts = ?7, billable = ?8, err_code = ?9,"
                  " request_ids = ?10, payload = COALESCE(?11, payload), late_err_code = ?12,"
-                 " settled_billable = ?13, intention = ?14 WHERE token = ?1",
+                 " settled_billable = ?13, intention = ?14, retry_later = ?15 WHERE token = ?1",
     [S_DUE] =
         "SELECT " COLUMNS " FROM tokens WHERE " DUE_RULE " ORDER BY created_at, token LIMIT ?2",
     [S_EXPORT_FIRST] = "SELECT " COLUMNS " FROM tokens WHERE created_at >= ?1 AND created_at < ?2"
@@ -211,6 +214,7 @@ static void row_to_record(sqlite3_stmt *s, eid_ledger_entry *r) {
     r->late_err_code = sqlite3_column_int64(s, 17);
     r->settled_billable = sqlite3_column_int(s, 18);
     r->intention = sqlite3_column_int(s, 19);
+    r->retry_later = sqlite3_column_int(s, 20);
 }
 
 static sqlite3_stmt *stmt(sqlite_be *b, enum stmt which) {
@@ -369,6 +373,7 @@ static eid_status save(sqlite_be *b, const eid_ledger_entry *r, const unsigned c
     if (r->has_late_err_code) sqlite3_bind_int64(s, 12, r->late_err_code);
     sqlite3_bind_int(s, 13, r->settled_billable);
     sqlite3_bind_int(s, 14, r->intention);
+    sqlite3_bind_int(s, 15, r->retry_later);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? EID_OK : db_fail(err, rc, "write");

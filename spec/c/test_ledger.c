@@ -395,7 +395,8 @@ static void test_attempts(void) {
 /* What schema version 3 added, taken out again to make an older file. */
 #define V2_UNDO                                                                                    \
     "DROP TABLE attempts; ALTER TABLE tokens DROP COLUMN late_err_code;"                           \
-    " ALTER TABLE tokens DROP COLUMN settled_billable; ALTER TABLE tokens DROP COLUMN intention;"
+    " ALTER TABLE tokens DROP COLUMN settled_billable; ALTER TABLE tokens DROP COLUMN intention;"  \
+    " ALTER TABLE tokens DROP COLUMN retry_later;"
 
 /* A file of schema version 1 (no token buckets) is migrated on open and
  * keeps its tokens. */

@@ -381,6 +381,28 @@ for _, variant in ipairs(variants) do
         assert.equals("consumed", code_of(ledger:consume(TOK, "user-42")))
       end)
 
+      it("keeps a token due while its last answer had no verdict, to the end of the window", function()
+        -- 2017 (service-side, transient): look again later on the same token.
+        assert(issue())
+        local rec = assert(ledger:record(TOK, response(2017, { attempt(false) })))
+        assert.same({ "issued", true }, { rec.state, rec.retry_later })
+        now = T0 + 600
+        assert(ledger:expire())
+        assert(ledger:record(TOK, response(2017, { attempt(false) })))
+        now = T0 + 86400 -- a day later, pulled since the TTL, still no verdict: still due
+        assert.equals(1, #ledger:due(10))
+        rec = assert(ledger:record(TOK, response(2016, { attempt(false), attempt(true) })))
+        assert.same({ "failed", 2016, 1 }, { rec.state, rec.ErrCode, rec.billable })
+        assert.is_nil(rec.retry_later)
+        assert.equals(0, #ledger:due(10))
+        -- the window closes whatever the answers
+        assert(issue("W-1"))
+        assert(ledger:record("W-1", response(1006, {})))
+        assert.equals(1, #ledger:due(10))
+        now = now + 3 * 86400
+        assert.equals(0, #ledger:due(10))
+      end)
+
       it("gives a consumed failure one pull after the TTL, then closes it", function()
         assert(issue())
         assert(ledger:record(TOK, response(2016, { attempt(true) })))

@@ -170,6 +170,10 @@ typedef struct eid_ledger_entry {
     int64_t late_err_code;
     int32_t settled_billable; /* billable when consumed; 0 before */
     int intention;            /* issued with intention verification, or a result said so */
+    /* The last pull answered an ErrCode that is no verdict (EID_VERDICT_NONE:
+     * 14, 17, the service-side 1006/1007/2017): Tencent may still answer,
+     * so the token stays due until its result window. */
+    int retry_later;
     /* Set only by eid_ledger_get and eid_ledger_export: the token may still
      * change (be pulled, retried on, expired), as of the ledger's clock;
      * while it may, its billable count may still grow. */
@@ -246,7 +250,8 @@ EID_API eid_status eid_ledger_attempts(eid_ledger *ledger, const char *token,
 /* Tokens whose result must still be pulled, oldest first, at most cap, into
  * out[]; *n receives the count. Within the result window: issued; failed or
  * consumed with a failed verdict (and no late pass) before the TTL, or not
- * pulled since the TTL; expired by the TTL alone and not pulled since. */
+ * pulled since the TTL; expired by the TTL alone and not pulled since; and
+ * any of these whose last pull had no verdict (retry_later). */
 EID_API eid_status eid_ledger_due(eid_ledger *ledger, eid_ledger_entry *out, size_t cap, size_t *n,
                                   eid_error *err);
 

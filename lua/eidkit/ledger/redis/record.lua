@@ -85,6 +85,8 @@ if has_verdict and not NO_VERDICT[code] then
   end
 end
 if ARGV[8] == "1" then set[#set + 1] = "intention"; set[#set + 1] = 1 end
+-- "Look again later": an answer without a verdict keeps the token due.
+set[#set + 1] = "retry_later"; set[#set + 1] = (has_verdict and NO_VERDICT[code]) and 1 or 0
 local n = tonumber(ARGV[9])
 local payload = ARGV[10 + 2 * n]
 if payload then set[#set + 1] = "payload"; set[#set + 1] = payload end
