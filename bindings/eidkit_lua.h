@@ -64,7 +64,8 @@ typedef enum eidkit_ledger_op {
     EIDKIT_LEDGER_EXPIRE,
     EIDKIT_LEDGER_STATS,
     EIDKIT_LEDGER_PAYLOAD,
-    EIDKIT_LEDGER_TAKE
+    EIDKIT_LEDGER_TAKE,
+    EIDKIT_LEDGER_ATTEMPTS
 } eidkit_ledger_op;
 
 typedef struct eidkit_ledger_job {
@@ -90,7 +91,8 @@ typedef struct eidkit_ledger_job {
     uint64_t expired, abandoned;
     int allowed; /* take */
     double retry_after;
-    char *bytes; /* payload: malloc'd */
+    char *bytes;                  /* payload: malloc'd */
+    eid_ledger_attempt *attempts; /* attempts: malloc'd, n of them */
     size_t len;
     char *owned;
     int omit_request_ids; /* the ledger was opened with request_ids = false */

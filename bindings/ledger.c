@@ -55,7 +55,7 @@ static void set_time(lua_State *L, const char *k, int64_t v) {
 }
 
 static void push_entry(lua_State *L, const eid_ledger_entry *r, int omit_request_ids) {
-    lua_createtable(L, 0, 18);
+    lua_createtable(L, 0, 22);
     lua_pushstring(L, r->token);
     lua_setfield(L, -2, "EidToken");
     lua_pushstring(L, r->merchant_id);
@@ -76,6 +76,22 @@ static void push_entry(lua_State *L, const eid_ledger_entry *r, int omit_request
     set_int(L, "attempts", r->attempts);
     set_int(L, "billable", r->billable);
     if (r->has_err_code) set_int(L, "ErrCode", r->err_code);
+    lua_pushboolean(L, r->intention);
+    lua_setfield(L, -2, "intention");
+    if (r->has_late_err_code) set_int(L, "late_ErrCode", r->late_err_code);
+    if (r->state == EID_LEDGER_CONSUMED) set_int(L, "settled_billable", r->settled_billable);
+    if (r->retry_later) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "retry_later");
+    }
+    if (r->open) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "open");
+    }
+    if (r->late_pass) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "late");
+    }
     lua_pushboolean(L, r->has_payload);
     lua_setfield(L, -2, "has_payload");
     /* Up to 32 strings per entry, on every claim and record of a host that
@@ -147,6 +163,57 @@ static int is_absent(lua_State *L, int idx) {
     return t == LUA_TNIL || t == LUA_TLIGHTUSERDATA;
 }
 
+/* t[field] as text cut to cap - 1 bytes, control bytes dropped ("" when
+ * not a string). */
+static void detail_text(lua_State *L, int t, const char *field, char *dst, size_t cap) {
+    size_t len = 0, n = 0;
+    const char *s = lua_getfield(L, t, field) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
+    for (size_t i = 0; i < len && n + 1 < cap; i++)
+        if ((unsigned char)s[i] >= 0x20 && s[i] != 0x7f) dst[n++] = s[i];
+    dst[n] = '\0';
+    lua_pop(L, 1);
+}
+
+/* t[field] as an integer: a number, or a string of digits (Tencent sends
+ * ReqTime as one). */
+static int detail_integer(lua_State *L, int t, const char *field, int64_t *v) {
+    int ok = 0;
+    lua_getfield(L, t, field);
+    if (lua_type(L, -1) == LUA_TNUMBER || lua_type(L, -1) == LUA_TSTRING) {
+        int isnum = 0;
+        lua_Integer i = lua_tointegerx(L, -1, &isnum);
+        if (isnum) {
+            *v = (int64_t)i;
+            ok = 1;
+        }
+    }
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* One LivenessDetail entry (the table at -1) into a; its Name and Idcard
+ * are never read. A Seq that is not text leaves a->seq empty: not stored. */
+static void read_detail(lua_State *L, eid_ledger_attempt *a) {
+    int t = lua_gettop(L);
+    memset(a, 0, sizeof *a);
+    if (lua_getfield(L, t, "Seq") == LUA_TSTRING) {
+        size_t len;
+        const char *seq = lua_tolstring(L, -1, &len);
+        if (len <= EID_LEDGER_SEQ_MAX && strlen(seq) == len) memcpy(a->seq, seq, len + 1);
+    }
+    lua_pop(L, 1);
+    if (!detail_integer(L, t, "ReqTime", &a->req_time_ms) || a->req_time_ms < 0) a->req_time_ms = 0;
+    a->has_err_code = detail_integer(L, t, "Errcode", &a->err_code);
+    a->has_liveness_mode = detail_integer(L, t, "LivenessMode", &a->liveness_mode);
+    lua_getfield(L, t, "IsNeedCharge");
+    a->is_need_charge = lua_type(L, -1) == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    detail_text(L, t, "Sim", a->sim, sizeof a->sim);
+    detail_text(L, t, "CompareLibType", a->compare_lib_type, sizeof a->compare_lib_type);
+}
+
+/* Leaves a userdata holding the details on the stack (it must live as long
+ * as the outcome that points into it). */
 static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
     luaL_checktype(L, arg, LUA_TTABLE);
     int resp = arg;
@@ -170,6 +237,10 @@ static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
     }
     lua_pop(L, 1);
     o->request_id = field_string(L, resp, "RequestId", arg);
+    lua_getfield(L, resp, "IsVerifyIntention");
+    o->intention = lua_type(L, -1) == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    eid_ledger_attempt *details = NULL;
     int t = lua_getfield(L, resp, "Text");
     if (t == LUA_TTABLE) {
         int text = lua_gettop(L);
@@ -188,13 +259,24 @@ static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
             lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
             if (n > INT32_MAX) luaL_argerror(L, arg, "Text.LivenessDetail: too long");
             o->attempts = (int32_t)n;
+            /* The last EID_LEDGER_DETAILS_MAX entries are the ones stored. */
+            lua_Integer first = n > EID_LEDGER_DETAILS_MAX ? n - EID_LEDGER_DETAILS_MAX + 1 : 1;
+            if (n) {
+                details = lua_newuserdatauv(L, sizeof *details * (size_t)(n - first + 1), 0);
+                lua_insert(L, text); /* below Text: stays on the stack when this returns */
+                text++;
+            }
             for (lua_Integer i = 1; i <= n; i++) {
                 if (lua_rawgeti(L, -1, i) != LUA_TTABLE)
                     luaL_argerror(L, arg, "Text.LivenessDetail: expected a list of objects");
                 lua_getfield(L, -1, "IsNeedCharge");
                 if (lua_toboolean(L, -1) && lua_type(L, -1) == LUA_TBOOLEAN) o->billable++;
-                lua_pop(L, 2);
+                lua_pop(L, 1);
+                if (i >= first) read_detail(L, &details[i - first]);
+                lua_pop(L, 1);
             }
+            o->details = details;
+            o->n_details = n ? (size_t)(n - first + 1) : 0;
         } else if (!is_absent(L, -1)) {
             luaL_argerror(L, arg, "Text.LivenessDetail: expected array");
         }
@@ -207,15 +289,16 @@ static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
 
 /* ------------------------------------------------------------ the jobs */
 
-static const char *const op_names[] = {"issue",  "claim",  "consume", "get",     "record", "due",
-                                       "export", "expire", "stats",   "payload", "take"};
+static const char *const op_names[] = {"issue",  "claim",   "consume", "get",
+                                       "record", "due",     "export",  "expire",
+                                       "stats",  "payload", "take",    "attempts"};
 
 const char *eidkit_ledger_op_name(eidkit_ledger_op op) { return op_names[op]; }
 
 static void read_issue(lua_State *L, eidkit_ledger_job *j) {
     luaL_checktype(L, 2, LUA_TTABLE);
-    static const char *const known[] = {"EidToken",   "MerchantId", "subject", "Extra",
-                                        "created_at", "expires_at", NULL};
+    static const char *const known[] = {"EidToken",   "MerchantId", "subject",   "Extra",
+                                        "created_at", "expires_at", "intention", NULL};
     lua_pushnil(L);
     while (lua_next(L, 2)) {
         int ok = 0;
@@ -236,6 +319,10 @@ static void read_issue(lua_State *L, eidkit_ledger_job *j) {
         .created_at = field_integer(L, 2, "created_at", 2),
         .expires_at = field_integer(L, 2, "expires_at", 2),
     };
+    int t = lua_getfield(L, 2, "intention");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) luaL_argerror(L, 2, "intention: expected boolean");
+    j->issue.intention = lua_toboolean(L, -1);
+    lua_pop(L, 1);
 }
 
 /* ledger:record(token, response [, payload]) */
@@ -276,6 +363,7 @@ void eidkit_ledger_job_read(lua_State *L, eidkit_ledger_op op, eidkit_ledger_job
         j->subject = check_cstring(L, 3);
         break;
     case EIDKIT_LEDGER_GET:
+    case EIDKIT_LEDGER_ATTEMPTS:
     case EIDKIT_LEDGER_PAYLOAD: j->token = check_cstring(L, 2); break;
     case EIDKIT_LEDGER_RECORD: read_record(L, j); break;
     case EIDKIT_LEDGER_DUE: {
@@ -318,13 +406,20 @@ int eidkit_ledger_job_own(eidkit_ledger_job *j) {
         &j->token,         &j->subject,     &j->issue.token,        &j->issue.merchant_id,
         &j->issue.subject, &j->issue.extra, &j->outcome.request_id, &j->key};
     enum { N = sizeof str / sizeof str[0] };
-    size_t len[N], total = j->outcome.payload_len;
+    /* The details first: the block's start is aligned for them. */
+    size_t dlen = j->outcome.n_details * sizeof *j->outcome.details;
+    size_t len[N], total = dlen + j->outcome.payload_len;
     for (size_t i = 0; i < N; i++) {
         len[i] = *str[i] ? strlen(*str[i]) + 1 : 0;
         total += len[i];
     }
     char *block = malloc(total ? total : 1), *p = block;
     if (block == NULL) return -1;
+    if (dlen) {
+        memcpy(p, j->outcome.details, dlen);
+        j->outcome.details = (const eid_ledger_attempt *)(void *)p;
+        p += dlen;
+    }
     for (size_t i = 0; i < N; i++)
         if (*str[i]) {
             memcpy(p, *str[i], len[i]);
@@ -381,6 +476,23 @@ static void run_payload(eid_ledger *l, eidkit_ledger_job *j) {
     j->st = eid_ledger_payload(l, j->token, j->bytes, len, &j->len, &j->err);
 }
 
+static void run_attempts(eid_ledger *l, eidkit_ledger_job *j) {
+    size_t n = 0;
+    j->st = eid_ledger_attempts(l, j->token, NULL, 0, &n, &j->err);
+    if (j->st != EID_E_BUFFER_TOO_SMALL) return; /* an error, or none stored */
+    j->attempts = malloc(n * sizeof *j->attempts);
+    if (j->attempts == NULL) {
+        j->st = EID_E_NOMEM;
+        snprintf(j->err.message, sizeof j->err.message, "out of memory");
+        return;
+    }
+    /* Attempts only grow: one more arriving in between is left for next time. */
+    size_t got = 0;
+    j->st = eid_ledger_attempts(l, j->token, j->attempts, n, &got, &j->err);
+    if (j->st == EID_E_BUFFER_TOO_SMALL) j->st = EID_OK;
+    j->n = got < n ? got : n;
+}
+
 void eidkit_ledger_job_run(eid_ledger *l, eidkit_ledger_job *j) {
     memset(&j->err, 0, sizeof j->err);
     switch (j->op) {
@@ -410,6 +522,7 @@ void eidkit_ledger_job_run(eid_ledger *l, eidkit_ledger_job *j) {
         break;
     case EIDKIT_LEDGER_STATS: j->st = eid_ledger_stats(l, &j->counts, &j->err); break;
     case EIDKIT_LEDGER_PAYLOAD: run_payload(l, j); break;
+    case EIDKIT_LEDGER_ATTEMPTS: run_attempts(l, j); break;
     case EIDKIT_LEDGER_TAKE:
         j->st = eid_ledger_take(l, j->key, j->rate, j->burst, j->now_ms, &j->allowed,
                                 &j->retry_after, &j->err);
@@ -421,7 +534,8 @@ void eidkit_ledger_job_run(eid_ledger *l, eidkit_ledger_job *j) {
  * usually comes from a user): not misuse. */
 static int is_lookup(eidkit_ledger_op op) {
     return op == EIDKIT_LEDGER_CLAIM || op == EIDKIT_LEDGER_CONSUME || op == EIDKIT_LEDGER_GET ||
-           op == EIDKIT_LEDGER_RECORD || op == EIDKIT_LEDGER_PAYLOAD;
+           op == EIDKIT_LEDGER_RECORD || op == EIDKIT_LEDGER_PAYLOAD ||
+           op == EIDKIT_LEDGER_ATTEMPTS;
 }
 
 int eidkit_ledger_job_misuse(const eidkit_ledger_job *j, char *msg, size_t cap) {
@@ -463,6 +577,22 @@ static int push_counts(lua_State *L, const eid_ledger_counts *s) {
     return 1;
 }
 
+/* One stored attempt, with Tencent's LivenessDetail names. */
+static void push_attempt(lua_State *L, const eid_ledger_attempt *a) {
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, a->seq);
+    lua_setfield(L, -2, "Seq");
+    set_int(L, "ReqTime", a->req_time_ms);
+    if (a->has_err_code) set_int(L, "Errcode", a->err_code);
+    lua_pushboolean(L, a->is_need_charge);
+    lua_setfield(L, -2, "IsNeedCharge");
+    lua_pushstring(L, a->sim);
+    lua_setfield(L, -2, "Sim");
+    if (a->has_liveness_mode) set_int(L, "LivenessMode", a->liveness_mode);
+    lua_pushstring(L, a->compare_lib_type);
+    lua_setfield(L, -2, "CompareLibType");
+}
+
 /* Under lua_pcall: (job). Pushes the results. */
 static int push_results(lua_State *L) {
     eidkit_ledger_job *j = lua_touserdata(L, 1);
@@ -487,6 +617,13 @@ static int push_results(lua_State *L) {
         break;
     case EIDKIT_LEDGER_STATS: push_counts(L, &j->counts); break;
     case EIDKIT_LEDGER_PAYLOAD: lua_pushlstring(L, j->bytes, j->len); break;
+    case EIDKIT_LEDGER_ATTEMPTS:
+        lua_createtable(L, (int)j->n, 0);
+        for (size_t i = 0; i < j->n; i++) {
+            push_attempt(L, &j->attempts[i]);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        break;
     case EIDKIT_LEDGER_TAKE:
         lua_pushboolean(L, j->allowed);
         if (j->allowed) break;
@@ -503,6 +640,8 @@ static void clear_outputs(eidkit_ledger_job *j) {
     j->n = 0;
     free(j->bytes);
     j->bytes = NULL;
+    free(j->attempts);
+    j->attempts = NULL;
 }
 
 void eidkit_ledger_job_clear(eidkit_ledger_job *j) {
@@ -565,6 +704,10 @@ static int l_payload(lua_State *L) { return call(L, EIDKIT_LEDGER_PAYLOAD); }
  * one token from the bucket key (eid_ledger_take); now_ms 0 or absent: the
  * ledger's clock. */
 static int l_take(lua_State *L) { return call(L, EIDKIT_LEDGER_TAKE); }
+/* ledger:attempts(token) -> {attempt...}: the stored LivenessDetail entries,
+ * by ReqTime then Seq ({Seq, ReqTime (ms), Errcode, IsNeedCharge, Sim,
+ * LivenessMode, CompareLibType}) */
+static int l_attempts(lua_State *L) { return call(L, EIDKIT_LEDGER_ATTEMPTS); }
 
 static int l_backend(lua_State *L) {
     lledger *ll = check_ledger(L, 1);
@@ -677,10 +820,11 @@ static int l_open(lua_State *L) {
 
 void eidkit_open_ledger(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"issue", l_issue}, {"claim", l_claim},     {"record", l_record},   {"consume", l_consume},
-        {"get", l_get},     {"due", l_due},         {"export", l_export},   {"expire", l_expire},
-        {"stats", l_stats}, {"payload", l_payload}, {"backend", l_backend}, {"close", l_close},
-        {"take", l_take},   {NULL, NULL},
+        {"issue", l_issue},     {"claim", l_claim},       {"record", l_record},
+        {"consume", l_consume}, {"get", l_get},           {"due", l_due},
+        {"export", l_export},   {"expire", l_expire},     {"stats", l_stats},
+        {"payload", l_payload}, {"backend", l_backend},   {"close", l_close},
+        {"take", l_take},       {"attempts", l_attempts}, {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", l_close},

@@ -196,6 +196,33 @@ static void push_rules(lua_State *L) {
     };
     set_ints(L, errcodes, sizeof errcodes / sizeof errcodes[0]);
     lua_setfield(L, -2, "errcodes");
+    /* core.errcode_table: every Text.ErrCode eidkit gives a meaning to
+     * (eidkit/errcode.h), as {code, status, reason, retry_with_new_token,
+     * billed}; status is eidkit.flow's word for the verdict. */
+    static const char *const status_names[] = {
+        [EID_VERDICT_PASSED] = "passed",
+        [EID_VERDICT_FAILED] = "failed",
+        [EID_VERDICT_NONE] = "pending",
+        [EID_VERDICT_EXPIRED] = "expired",
+    };
+    size_t n;
+    const eid_errcode_info *t = eid_errcode_table(&n);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 5);
+        lua_pushinteger(L, (lua_Integer)t[i].code);
+        lua_setfield(L, -2, "code");
+        lua_pushstring(L, status_names[t[i].verdict]);
+        lua_setfield(L, -2, "status");
+        lua_pushstring(L, t[i].reason);
+        lua_setfield(L, -2, "reason");
+        lua_pushboolean(L, t[i].retry_with_new_token);
+        lua_setfield(L, -2, "retry_with_new_token");
+        lua_pushboolean(L, t[i].billed);
+        lua_setfield(L, -2, "billed");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "errcode_table");
 }
 
 int luaopen_eidkit_core(lua_State *L) {

@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -161,16 +162,61 @@ static void add_request_id(char *ids, size_t cap, const char *id) {
     memcpy(ids + n, id, idlen + 1);
 }
 
+bool eid__ledger_settles(int64_t code) {
+    const eid_errcode_info *e = eid_errcode_lookup(code);
+    return e == NULL || e->verdict != EID_VERDICT_NONE;
+}
+
+/* A consumed failure whose verdict may still change: the user can retry on
+ * the same token until its lifetime ends, and each retry may be billed. */
+static bool consumed_open(const eid_ledger_entry *r) {
+    return r->state == EID_LEDGER_CONSUMED && r->has_err_code && r->err_code != 0 &&
+           r->err_code != EID_ERRCODE_EXPIRED && !(r->has_late_err_code && r->late_err_code == 0);
+}
+
+/* A later verdict on a consumed token: kept beside the consumed one, which
+ * the merchant was told and which replays return. */
+static void apply_late(eid_ledger_entry *r, const eid_ledger_outcome *o, int32_t old_attempts) {
+    if (!consumed_open(r) || o->attempts < old_attempts) return;
+    int64_t current = r->has_late_err_code ? r->late_err_code : r->err_code;
+    if (o->err_code == current) return;
+    r->has_late_err_code = 1;
+    r->late_err_code = o->err_code;
+    r->late_pass = o->err_code == 0;
+}
+
+bool eid__ledger_attempt_ok(const eid_ledger_attempt *a) {
+    size_t n = strnlen(a->seq, sizeof a->seq);
+    if (n == 0 || n > EID_LEDGER_SEQ_MAX) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!byte_ok((unsigned char)a->seq[i], T_TEXT)) return false;
+    return true;
+}
+
+const eid_ledger_attempt *eid__ledger_details(const eid_ledger_outcome *o, size_t *n) {
+    if (o->details == NULL) {
+        *n = 0;
+        return NULL;
+    }
+    size_t skip = o->n_details > EID_LEDGER_DETAILS_MAX ? o->n_details - EID_LEDGER_DETAILS_MAX : 0;
+    *n = o->n_details - skip;
+    return o->details + skip;
+}
+
 void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t now) {
     int32_t old_attempts = r->attempts;
+    r->late_pass = 0;
+    if (o->intention) r->intention = 1;
+    /* "Look again later": kept until an answer with a verdict, or none. */
+    r->retry_later = o->has_verdict && !eid__ledger_settles(o->err_code);
     r->pulls++;
     r->last_pull_at = now;
     if (o->request_id && *o->request_id)
         add_request_id(r->request_ids, sizeof r->request_ids, o->request_id);
     if (o->attempts > r->attempts) r->attempts = o->attempts;
     if (o->billable > r->billable) r->billable = o->billable;
-    /* "Flow not finished" is no verdict. */
-    if (!o->has_verdict || o->err_code == EID_ERRCODE_PENDING) return;
+    /* "Flow not finished", "already completed", a service-side hiccup: no verdict. */
+    if (!o->has_verdict || !eid__ledger_settles(o->err_code)) return;
     if (o->err_code == EID_ERRCODE_EXPIRED) { /* Tencent says the token expired */
         /* Also after our own TTL expiry: Tencent's word settles the token,
          * so it can be consumed (closed) exactly once. */
@@ -179,6 +225,10 @@ void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t
             r->has_err_code = 1; /* settled: no last pull needed */
             r->err_code = EID_ERRCODE_EXPIRED;
         }
+        return;
+    }
+    if (r->state == EID_LEDGER_CONSUMED) {
+        apply_late(r, o, old_attempts);
         return;
     }
     bool verdict_free = r->state == EID_LEDGER_ISSUED || r->state == EID_LEDGER_EXPIRED ||
@@ -226,13 +276,28 @@ eid_status eid__ledger_check_consume(const eid_ledger_entry *r, const char *subj
     return EID_OK;
 }
 
+void eid__ledger_apply_consume(eid_ledger_entry *r, int64_t now) {
+    r->state = EID_LEDGER_CONSUMED;
+    r->consumed_at = now;
+    r->settled_billable = r->billable;
+}
+
+/* A failure may turn into a pass until the TTL; one pull after the TTL sees
+ * the attempts made just before it. */
+static bool failure_due(const eid_ledger_entry *r, int64_t now) {
+    return now < r->result_deadline &&
+           (now < r->expires_at || r->last_pull_at < r->expires_at || r->retry_later);
+}
+
 bool eid__ledger_is_due(const eid_ledger_entry *r, int64_t now) {
     switch (r->state) {
     case EID_LEDGER_ISSUED: return now < r->result_deadline;
-    case EID_LEDGER_FAILED: return now < r->expires_at;
+    case EID_LEDGER_FAILED: return failure_due(r, now);
+    case EID_LEDGER_CONSUMED: return consumed_open(r) && failure_due(r, now);
     /* One last pull after the TTL catches a flow finished just before it. */
     case EID_LEDGER_EXPIRED:
-        return now < r->result_deadline && !r->has_err_code && r->last_pull_at < r->expires_at;
+        return now < r->result_deadline && !r->has_err_code &&
+               (r->last_pull_at < r->expires_at || r->retry_later);
     default: return false;
     }
 }
@@ -429,6 +494,7 @@ eid_status eid_ledger_issue(eid_ledger *l, const eid_ledger_issue_params *in, ei
     if (r.expires_at <= r.created_at || r.expires_at > EID_TIMESTAMP_MAX)
         return eid__fail(err, EID_E_INVALID_ARG, "expires_at", "must be after created_at");
     r.result_deadline = r.created_at + l->cfg.result_window;
+    r.intention = in->intention != 0;
     strcpy(r.token, in->token);
     strcpy(r.merchant_id, in->merchant_id);
     strcpy(r.subject, in->subject);
@@ -443,6 +509,7 @@ eid_status eid_ledger_get(eid_ledger *l, const char *token, eid_ledger_entry *ou
     eid_status st;
     if ((st = check_token(err, token))) return st;
     LOCKED(l, l->ops->get(l->be, token, out, err));
+    if (st == EID_OK) out->open = eid__ledger_is_open(out, now_of(l));
     return st;
 }
 
@@ -475,6 +542,8 @@ eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_
         return st;
     if (o->payload == NULL && o->payload_len)
         return eid__fail(err, EID_E_INVALID_ARG, "payload", "NULL with a non-zero length");
+    if (o->details == NULL && o->n_details)
+        return eid__fail(err, EID_E_INVALID_ARG, "details", "NULL with a non-zero count");
     unsigned char *blob = NULL;
     size_t blen = 0;
     if (o->payload) {
@@ -491,6 +560,34 @@ eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_
     OPENSSL_free(blob);
     if (st == EID_OK && out) *out = r;
     return st;
+}
+
+/* Attempts in reconciliation order: by ReqTime, then Seq. */
+static int attempt_order(const void *pa, const void *pb) {
+    const eid_ledger_attempt *a = pa, *b = pb;
+    if (a->req_time_ms != b->req_time_ms) return a->req_time_ms < b->req_time_ms ? -1 : 1;
+    return strcmp(a->seq, b->seq);
+}
+
+eid_status eid_ledger_attempts(eid_ledger *l, const char *token, eid_ledger_attempt *out,
+                               size_t cap, size_t *n, eid_error *err) {
+    if (l == NULL || n == NULL || (out == NULL && cap))
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    *n = 0;
+    eid_status st;
+    if ((st = check_token(err, token))) return st;
+    eid_ledger_attempt *all = NULL;
+    size_t count = 0;
+    LOCKED(l, l->ops->attempts(l->be, token, &all, &count, err));
+    if (st) return st;
+    if (count > 1) qsort(all, count, sizeof *all, attempt_order);
+    if (count && cap) memcpy(out, all, (count < cap ? count : cap) * sizeof *all);
+    OPENSSL_free(all);
+    *n = count;
+    if (count > cap)
+        return eid__fail(err, EID_E_BUFFER_TOO_SMALL, "attempts", "%zu stored, room for %zu", count,
+                         cap);
+    return EID_OK;
 }
 
 eid_status eid_ledger_consume(eid_ledger *l, const char *token, const char *subject,
@@ -528,6 +625,9 @@ eid_status eid_ledger_export(eid_ledger *l, int64_t from, int64_t to, int64_t af
     if (cap == 0) return EID_OK;
     LOCKED(l, l->ops->export(l->be, from, to, after_created,
                              after_token && *after_token ? after_token : NULL, out, cap, n, err));
+    int64_t now = now_of(l);
+    for (size_t i = 0; st == EID_OK && i < *n; i++)
+        out[i].open = eid__ledger_is_open(&out[i], now);
     return st;
 }
 

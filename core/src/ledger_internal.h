@@ -27,6 +27,10 @@ typedef struct ledger_ops {
     eid_status (*record)(void *be, const char *token, const eid_ledger_outcome *o,
                          const unsigned char *blob, size_t blob_len, int64_t now,
                          eid_ledger_entry *out, eid_error *err);
+    /* Every stored attempt of token into *out (OPENSSL_malloc'd, caller
+     * frees; NULL with *n 0: none), in any order; _UNKNOWN if no token. */
+    eid_status (*attempts)(void *be, const char *token, eid_ledger_attempt **out, size_t *n,
+                           eid_error *err);
     eid_status (*consume)(void *be, const char *token, const char *subject, int64_t now,
                           eid_ledger_entry *out, eid_error *err);
     eid_status (*due)(void *be, int64_t now, eid_ledger_entry *out, size_t cap, size_t *n,
@@ -59,8 +63,13 @@ extern const ledger_ops eid__ledger_redis_ops;
  * scripts (lua/eidkit/ledger/redis/) implement the same rules and the
  * conformance spec holds both to them. */
 
+/* Does Text.ErrCode code give a verdict (eid_errcode_lookup: anything but
+ * EID_VERDICT_NONE; an unknown code is a failure)? */
+bool eid__ledger_settles(int64_t code);
 /* Apply outcome o at now to r (idempotent; never erases a final verdict). */
 void eid__ledger_apply(eid_ledger_entry *r, const eid_ledger_outcome *o, int64_t now);
+/* The consume transition itself (after eid__ledger_check_consume). */
+void eid__ledger_apply_consume(eid_ledger_entry *r, int64_t now);
 /* May subject consume r at now? EID_OK or the refusal. */
 eid_status eid__ledger_check_consume(const eid_ledger_entry *r, const char *subject, int64_t now,
                                      eid_error *err);
@@ -83,6 +92,11 @@ bool eid__ledger_same(const char *a, const char *b);
  * true (a refusal changes nothing). */
 bool eid__ledger_bucket_take(double *tokens, int64_t *last_ms, int64_t now_ms, double rate,
                              double burst, double *retry_after_s);
+
+/* May attempt a be stored (its Seq usable as a key)? */
+bool eid__ledger_attempt_ok(const eid_ledger_attempt *a);
+/* The details of o that are stored: the last EID_LEDGER_DETAILS_MAX. */
+const eid_ledger_attempt *eid__ledger_details(const eid_ledger_outcome *o, size_t *n);
 
 /* Bounded copy that always terminates; returns false if src was cut. */
 bool eid__ledger_copy(char *dst, size_t cap, const char *src, size_t len);

@@ -5,8 +5,9 @@
  * plain files (lua/eidkit/ledger/redis/NAME.lua) compiled in at build time;
  * they are run by EVALSHA and sent with EVAL only when the server answers
  * NOSCRIPT (after a restart or SCRIPT FLUSH). Each is sent after a one-line
- * prologue that defines the constants the scripts share with ledger.c
- * (ERR_EXPIRED, ERR_PENDING), so their values are written once, in ledger.h.
+ * prologue that defines what the scripts share with ledger.c and this file
+ * (ERR_EXPIRED, ERR_PENDING, FIELDS, NO_VERDICT: the codes that give no
+ * verdict, from eid_errcode_table), so each is written once.
  *
  * Two sorted sets, scored by created_at, index the tokens: "<prefix>due"
  * holds the open ones (they may still need a pull, expire or be abandoned)
@@ -41,25 +42,45 @@ extern const char eid__ledger_script_take[];
 
 enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_TAKE, SC_COUNT };
 
-#define STR_(x) #x
-#define STR(x)  STR_(x)
-/* Put before every script: Redis scripts cannot require anything, and a
- * global would be refused, so the shared constants arrive as locals. */
-static const char script_prologue[] =
-    "local ERR_EXPIRED, ERR_PENDING = " STR(EID_ERRCODE_EXPIRED) ", " STR(EID_ERRCODE_PENDING) "\n";
-
 #define PREFIX_MAX     64
 #define KEY_MAX        (PREFIX_MAX + EID_LEDGER_TOKEN_MAX + 8)
 #define BUCKET_TAG     "bucket:" /* "<prefix>bucket:<key>": a token bucket's hash */
 #define BUCKET_KEY_MAX (PREFIX_MAX + sizeof BUCKET_TAG + EID_LEDGER_BUCKET_KEY_MAX)
 #define BATCH          256
-#define NFIELDS        16 /* as FIELDS in the scripts */
+#define NFIELDS        20
+#define ATTEMPTS_TAG   ":attempts" /* "<prefix>{<EidToken>}:attempts": one field per Seq */
+#define US             "\x1f"      /* separates an attempt's values (never in them) */
+#define STR_(x)        #x
+#define STR(x)         STR_(x)
+#define PROLOGUE_MAX   1024
 
+/* A record's hash fields in the order parse_record reads them; the scripts
+ * get the same list as FIELDS in their prologue. */
 static const char *const fields[NFIELDS] = {
-    "token",      "merchant_id",     "subject",     "extra",       "state",        "created_at",
-    "expires_at", "result_deadline", "finished_at", "consumed_at", "last_pull_at", "pulls",
-    "attempts",   "billable",        "err_code",    "request_ids",
+    "token",        "merchant_id",   "subject",          "extra",       "state",
+    "created_at",   "expires_at",    "result_deadline",  "finished_at", "consumed_at",
+    "last_pull_at", "pulls",         "attempts",         "billable",    "err_code",
+    "request_ids",  "late_err_code", "settled_billable", "intention",   "retry_later",
 };
+
+/* Put before every script: Redis scripts cannot require anything, and a
+ * global would be refused, so what they share with this file and ledger.c
+ * arrives as locals. */
+static size_t make_prologue(char *buf, size_t cap) {
+    size_t n =
+        (size_t)snprintf(buf, cap, "local ERR_EXPIRED, ERR_PENDING = %d, %d\nlocal FIELDS = {",
+                         EID_ERRCODE_EXPIRED, EID_ERRCODE_PENDING);
+    for (int i = 0; i < NFIELDS && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s\"%s\"", i ? ", " : "", fields[i]);
+    if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "}\nlocal NO_VERDICT = {");
+    size_t count;
+    const eid_errcode_info *t = eid_errcode_table(&count);
+    for (size_t i = 0; i < count && n < cap; i++)
+        if (t[i].verdict == EID_VERDICT_NONE)
+            n += (size_t)snprintf(buf + n, cap - n, "[%lld] = true, ", (long long)t[i].code);
+    if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "}\n");
+    return n;
+}
 
 typedef struct redis_be {
     redisContext *c;
@@ -68,7 +89,7 @@ typedef struct redis_be {
     char prefix[PREFIX_MAX + 1];
     char due_key[PREFIX_MAX + 8], created_key[PREFIX_MAX + 8];
     ledger_config cfg;
-    char *script[SC_COUNT]; /* script_prologue + the file's text, OPENSSL_malloc'd */
+    char *script[SC_COUNT]; /* the prologue + the file's text, OPENSSL_malloc'd */
     char sha[SC_COUNT][41];
 } redis_be;
 
@@ -137,33 +158,52 @@ static eid_status command(redis_be *b, int argc, const char **argv, const size_t
                      b->host, b->port, b->c ? b->c->errstr : "not connected");
 }
 
-/* EVALSHA the script on key with args; EVAL it on NOSCRIPT. */
-static eid_status run_script(redis_be *b, enum script sc, const char *key, int nargs,
-                             const char **args, const size_t *lens, redisReply **out,
-                             eid_error *err) {
-    const char *argv[16];
-    size_t alen[16];
+/* EVALSHA the script on nkeys keys with args; EVAL it on NOSCRIPT. */
+static eid_status run_script_keys(redis_be *b, enum script sc, int nkeys, const char *const *keys,
+                                  int nargs, const char **args, const size_t *lens,
+                                  redisReply **out, eid_error *err) {
+    int argc = 3 + nkeys + nargs;
+    const char **argv = OPENSSL_malloc(sizeof *argv * (size_t)argc);
+    size_t *alen = OPENSSL_malloc(sizeof *alen * (size_t)argc);
+    char numkeys[12];
+    eid_status st;
+    if (argv == NULL || alen == NULL) {
+        st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+        goto done;
+    }
+    snprintf(numkeys, sizeof numkeys, "%d", nkeys);
     argv[0] = "EVALSHA";
     argv[1] = b->sha[sc];
-    argv[2] = "1";
-    argv[3] = key;
-    for (int i = 0; i < 4; i++)
+    argv[2] = numkeys;
+    for (int i = 0; i < nkeys; i++)
+        argv[3 + i] = keys[i];
+    for (int i = 0; i < 3 + nkeys; i++)
         alen[i] = strlen(argv[i]);
     for (int i = 0; i < nargs; i++) {
-        argv[4 + i] = args[i];
-        alen[4 + i] = lens ? lens[i] : strlen(args[i]);
+        argv[3 + nkeys + i] = args[i];
+        alen[3 + nkeys + i] = lens ? lens[i] : strlen(args[i]);
     }
     eid_error e2 = {0};
-    eid_status st = command(b, 4 + nargs, argv, alen, out, &e2);
+    st = command(b, argc, argv, alen, out, &e2);
     if (st == EID_E_LEDGER_PENDING) { /* NOSCRIPT: send the text, which caches it */
         argv[0] = "EVAL";
         argv[1] = b->script[sc];
         alen[0] = 4;
         alen[1] = strlen(b->script[sc]);
-        return command(b, 4 + nargs, argv, alen, out, err);
+        st = command(b, argc, argv, alen, out, err);
+    } else if (st && err) {
+        *err = e2;
     }
-    if (st && err) *err = e2;
+done:
+    OPENSSL_free(argv);
+    OPENSSL_free(alen);
     return st;
+}
+
+static eid_status run_script(redis_be *b, enum script sc, const char *key, int nargs,
+                             const char **args, const size_t *lens, redisReply **out,
+                             eid_error *err) {
+    return run_script_keys(b, sc, 1, &key, nargs, args, lens, out, err);
 }
 
 static void token_key(const redis_be *b, const char *token, char key[KEY_MAX]) {
@@ -206,7 +246,17 @@ static bool parse_record(redisReply **el, eid_ledger_entry *r) {
     r->has_err_code = el[14]->type == REDIS_REPLY_STRING;
     r->err_code = reply_int(el[14]);
     reply_text(el[15], r->request_ids, sizeof r->request_ids);
-    r->has_payload = reply_int(el[16]) > 0;
+    r->has_late_err_code = el[16]->type == REDIS_REPLY_STRING;
+    r->late_err_code = reply_int(el[16]);
+    /* A token consumed before settled_billable existed had all its charges
+     * then: read so, the hash needs no rewrite. */
+    if (el[17]->type == REDIS_REPLY_STRING)
+        r->settled_billable = (int32_t)reply_int(el[17]);
+    else if (r->state == EID_LEDGER_CONSUMED)
+        r->settled_billable = r->billable;
+    r->intention = reply_int(el[18]) != 0;
+    r->retry_later = reply_int(el[19]) != 0;
+    r->has_payload = reply_int(el[NFIELDS]) > 0;
     return true;
 }
 
@@ -230,7 +280,8 @@ static eid_status refusal(const char *code, eid_error *err) {
     return eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
 }
 
-/* A script's answer: {"ok", record...} or {code}. */
+/* A script's answer: {"ok", record..., payload length [, late pass]} or
+ * {code}. */
 static eid_status script_answer(redisReply *r, eid_ledger_entry *out, eid_error *err) {
     eid_status st;
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
@@ -238,10 +289,13 @@ static eid_status script_answer(redisReply *r, eid_ledger_entry *out, eid_error 
         st = eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
     else if (strcmp(r->element[0]->str, "ok") != 0)
         st = refusal(r->element[0]->str, err);
-    else if (out && (r->elements != 2 + NFIELDS || !parse_record(r->element + 1, out)))
+    else if (out && ((r->elements != 2 + NFIELDS && r->elements != 3 + NFIELDS) ||
+                     !parse_record(r->element + 1, out)))
         st = eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
     else
         st = EID_OK;
+    if (st == EID_OK && out && r->elements == 3 + NFIELDS)
+        out->late_pass = reply_int(r->element[2 + NFIELDS]) == 1;
     freeReplyObject(r);
     return st;
 }
@@ -302,6 +356,8 @@ static eid_status fetch(redis_be *b, const char *const *tokens, size_t n, eid_le
 }
 
 /* ------------------------------------------------------------------- open */
+
+static eid_status migrate(redis_be *b, eid_error *err);
 
 static void close_be(void *p) {
     redis_be *b = p;
@@ -389,20 +445,26 @@ eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg
         [SC_CONSUME] = eid__ledger_script_consume, [SC_EXPIRE] = eid__ledger_script_expire,
         [SC_TAKE] = eid__ledger_script_take,
     };
+    char prologue[PROLOGUE_MAX];
+    size_t plen = make_prologue(prologue, sizeof prologue);
+    if (plen >= sizeof prologue) {
+        st = eid__fail(err, EID_E_INTERNAL, "", "script prologue too long");
+        goto fail;
+    }
     for (int i = 0; i < SC_COUNT; i++) {
-        size_t plen = sizeof script_prologue - 1, flen = strlen(files[i]);
+        size_t flen = strlen(files[i]);
         if ((b->script[i] = OPENSSL_malloc(plen + flen + 1)) == NULL) {
             st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
             goto fail;
         }
-        memcpy(b->script[i], script_prologue, plen);
+        memcpy(b->script[i], prologue, plen);
         memcpy(b->script[i] + plen, files[i], flen + 1);
         if (!sha1_hex(b->script[i], b->sha[i])) {
             st = eid__fail(err, EID_E_CRYPTO, "", "SHA-1 of a script failed");
             goto fail;
         }
     }
-    if ((st = connect_be(b, err))) goto fail;
+    if ((st = connect_be(b, err)) || (st = migrate(b, err))) goto fail;
     *out = b;
     return EID_OK;
 fail:
@@ -450,10 +512,11 @@ static eid_status r_issue(void *p, const eid_ledger_entry *rec, eid_error *err) 
     if ((st = zadd(b, b->created_key, rec->created_at, rec->token, err)) ||
         (st = zadd(b, b->due_key, rec->created_at, rec->token, err)))
         return st;
-    const char *args[] = {rec->token, rec->merchant_id, rec->subject, rec->extra, created,
-                          expires,    deadline,         nonce,        ttl};
+    const char *args[] = {
+        rec->token, rec->merchant_id, rec->subject, rec->extra, created,
+        expires,    deadline,         nonce,        ttl,        rec->intention ? "1" : "0"};
     redisReply *r;
-    if ((st = run_script(b, SC_ISSUE, key, 9, args, NULL, &r, err))) return st;
+    if ((st = run_script(b, SC_ISSUE, key, 10, args, NULL, &r, err))) return st;
     return script_answer(r, NULL, err);
 }
 
@@ -464,29 +527,140 @@ static eid_status r_get(void *p, const char *token, eid_ledger_entry *out, eid_e
     return found ? EID_OK : eid__fail(err, EID_E_LEDGER_UNKNOWN, "token", "unknown");
 }
 
+static eid_status integer_command(redis_be *b, int argc, const char **argv, long long *v,
+                                  eid_error *err);
+
+/* One attempt as its hash value: req_time, err_code, charged, liveness_mode,
+ * sim, compare_lib_type, separated by US ("" for an absent number). The text
+ * fields are last: they are cut to their limits, never split. */
+#define ATTEMPT_VALUE_MAX (4 * 24 + EID_LEDGER_SIM_MAX + EID_LEDGER_LIBTYPE_MAX + 8)
+
+static void encode_attempt(const eid_ledger_attempt *a, char *buf, size_t cap) {
+    char code[24] = "", mode[24] = "";
+    if (a->has_err_code) i64(code, a->err_code);
+    if (a->has_liveness_mode) i64(mode, a->liveness_mode);
+    snprintf(buf, cap, "%lld" US "%s" US "%d" US "%s" US "%.*s" US "%.*s",
+             (long long)a->req_time_ms, code, a->is_need_charge != 0, mode, (int)EID_LEDGER_SIM_MAX,
+             a->sim, (int)EID_LEDGER_LIBTYPE_MAX, a->compare_lib_type);
+}
+
 static eid_status r_record(void *p, const char *token, const eid_ledger_outcome *o,
                            const unsigned char *blob, size_t blen, int64_t now,
                            eid_ledger_entry *out, eid_error *err) {
     redis_be *b = p;
-    char key[KEY_MAX], snow[24], code[24], att[24], bill[24], maxids[24];
+    char key[KEY_MAX], akey[KEY_MAX + sizeof ATTEMPTS_TAG], snow[24], code[24], att[24], bill[24],
+        maxids[24], ndet[24];
     token_key(b, token, key);
+    snprintf(akey, sizeof akey, "%s" ATTEMPTS_TAG, key);
+    size_t nd = 0, kept = 0;
+    const eid_ledger_attempt *d = eid__ledger_details(o, &nd);
+    /* Fixed args, then a Seq and a value per stored attempt, then the payload. */
+    const char **args = OPENSSL_malloc(sizeof *args * (10 + 2 * nd));
+    size_t *lens = OPENSSL_malloc(sizeof *lens * (10 + 2 * nd));
+    char *values = OPENSSL_malloc(nd ? nd * ATTEMPT_VALUE_MAX : 1);
+    eid_status st;
+    if (args == NULL || lens == NULL || values == NULL) {
+        st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+        goto done;
+    }
     i64(snow, now);
     i64(code, o->err_code);
     i64(att, o->attempts);
     i64(bill, o->billable);
     i64(maxids, EID_LEDGER_REQUEST_IDS);
-    const char *args[] = {snow, o->has_verdict ? "1" : "0",         code,   att,
-                          bill, o->request_id ? o->request_id : "", maxids, (const char *)blob};
-    size_t lens[8];
-    for (int i = 0; i < 7; i++)
+    int n = 0;
+    args[n++] = snow;
+    args[n++] = o->has_verdict ? "1" : "0";
+    args[n++] = code;
+    args[n++] = att;
+    args[n++] = bill;
+    args[n++] = o->request_id ? o->request_id : "";
+    args[n++] = maxids;
+    args[n++] = o->intention ? "1" : "0";
+    args[n++] = ndet; /* the count, filled in below */
+    for (size_t i = 0; i < nd; i++) {
+        if (!eid__ledger_attempt_ok(&d[i])) continue;
+        char *v = values + kept * ATTEMPT_VALUE_MAX;
+        encode_attempt(&d[i], v, ATTEMPT_VALUE_MAX);
+        args[n++] = d[i].seq;
+        args[n++] = v;
+        kept++;
+    }
+    i64(ndet, (int64_t)kept);
+    for (int i = 0; i < n; i++)
         lens[i] = strlen(args[i]);
-    lens[7] = blen;
+    if (blob) {
+        args[n] = (const char *)blob;
+        lens[n++] = blen;
+    }
+    const char *keys[] = {key, akey};
     redisReply *r;
-    eid_status st = run_script(b, SC_RECORD, key, blob ? 8 : 7, args, lens, &r, err);
-    if (st) return st;
+    st = run_script_keys(b, SC_RECORD, 2, keys, n, args, lens, &r, err);
+    if (st) goto done;
     st = script_answer(r, out, err);
     if (st == EID_OK && !eid__ledger_is_open(out, now)) zrem(b, b->due_key, token);
+done:
+    OPENSSL_free(args);
+    OPENSSL_free(lens);
+    OPENSSL_free(values);
     return st;
+}
+
+/* An attempts hash field and value, decoded; false if malformed. */
+static bool decode_attempt(const redisReply *seq, const redisReply *val, eid_ledger_attempt *a) {
+    memset(a, 0, sizeof *a);
+    if (seq->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING) return false;
+    eid__ledger_copy(a->seq, sizeof a->seq, seq->str, seq->len);
+    const char *f[6];
+    size_t flen[6];
+    const char *p = val->str, *end = val->str + val->len;
+    for (int i = 0; i < 6; i++) {
+        const char *sep = i < 5 ? memchr(p, 0x1f, (size_t)(end - p)) : end;
+        if (sep == NULL) return false;
+        f[i] = p;
+        flen[i] = (size_t)(sep - p);
+        p = i < 5 ? sep + 1 : sep;
+    }
+    a->req_time_ms = strtoll(f[0], NULL, 10);
+    a->has_err_code = flen[1] > 0;
+    a->err_code = strtoll(f[1], NULL, 10);
+    a->is_need_charge = flen[2] == 1 && f[2][0] == '1';
+    a->has_liveness_mode = flen[3] > 0;
+    a->liveness_mode = strtoll(f[3], NULL, 10);
+    eid__ledger_copy(a->sim, sizeof a->sim, f[4], flen[4]);
+    eid__ledger_copy(a->compare_lib_type, sizeof a->compare_lib_type, f[5], flen[5]);
+    return true;
+}
+
+static eid_status r_attempts(void *p, const char *token, eid_ledger_attempt **out, size_t *n,
+                             eid_error *err) {
+    redis_be *b = p;
+    char key[KEY_MAX], akey[KEY_MAX + sizeof ATTEMPTS_TAG];
+    *out = NULL;
+    *n = 0;
+    token_key(b, token, key);
+    snprintf(akey, sizeof akey, "%s" ATTEMPTS_TAG, key);
+    long long exists;
+    const char *ex[] = {"EXISTS", key};
+    eid_status st = integer_command(b, 2, ex, &exists, err);
+    if (st) return st;
+    if (exists != 1) return eid__fail(err, EID_E_LEDGER_UNKNOWN, "token", "unknown");
+    const char *argv[] = {"HGETALL", akey};
+    redisReply *r;
+    if ((st = command(b, 2, argv, NULL, &r, err))) return st;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return eid__fail(err, EID_E_INTERNAL, "redis", "unexpected HGETALL reply");
+    }
+    size_t pairs = r->elements / 2;
+    if (pairs && (*out = OPENSSL_malloc(pairs * sizeof **out)) == NULL) {
+        freeReplyObject(r);
+        return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    }
+    for (size_t i = 0; i < pairs; i++)
+        if (decode_attempt(r->element[2 * i], r->element[2 * i + 1], &(*out)[*n])) (*n)++;
+    freeReplyObject(r);
+    return EID_OK;
 }
 
 static eid_status r_consume(void *p, const char *token, const char *subject, int64_t now,
@@ -505,7 +679,8 @@ static eid_status r_consume(void *p, const char *token, const char *subject, int
     eid_status st = run_script(b, SC_CONSUME, key, 3, args, NULL, &r, err);
     if (st) return st;
     st = script_answer(r, out, err);
-    if (st == EID_OK) zrem(b, b->due_key, token);
+    /* A consumed failure stays due: the user may still retry on the token. */
+    if (st == EID_OK && !eid__ledger_is_open(out, now)) zrem(b, b->due_key, token);
     return st;
 }
 
@@ -718,6 +893,46 @@ static eid_status r_stats(void *p, int64_t now, eid_ledger_counts *out, eid_erro
     return walk(b, b->created_key, 0, stats_visit, &c, err);
 }
 
+/* ------------------------------------------------------------- migration */
+
+/* Data version, in "<prefix>schema". 2: consumed failures stay in the due
+ * index (before, consume removed every token from it). */
+#define REDIS_SCHEMA 2
+
+static int migrate_visit(redis_be *b, eid_ledger_entry *rec, const char *token, int64_t score,
+                         void *p, eid_error *err) {
+    (void)p;
+    /* Every consumed token: the due walk drops those that can no longer change. */
+    if (rec && rec->state == EID_LEDGER_CONSUMED) {
+        eid_status st = zadd(b, b->due_key, score, token, err);
+        if (st) return -(int)st;
+    }
+    return V_NEXT;
+}
+
+/* Bring data written by an older eidkit up to REDIS_SCHEMA. Idempotent, so
+ * processes opening at once may all run it; an empty ledger gets no marker. */
+static eid_status migrate(redis_be *b, eid_error *err) {
+    char key[PREFIX_MAX + 8];
+    snprintf(key, sizeof key, "%sschema", b->prefix);
+    const char *get[] = {"GET", key};
+    redisReply *r;
+    eid_status st = command(b, 2, get, NULL, &r, err);
+    if (st) return st;
+    long long version = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    if (version >= REDIS_SCHEMA) return EID_OK;
+    long long tokens;
+    const char *card[] = {"ZCARD", b->created_key};
+    if ((st = integer_command(b, 2, card, &tokens, err))) return st;
+    if (tokens <= 0) return EID_OK;
+    if ((st = walk(b, b->created_key, 0, migrate_visit, NULL, err))) return st;
+    const char *set[] = {"SET", key, STR(REDIS_SCHEMA)};
+    st = command(b, 3, set, NULL, &r, err);
+    if (st == EID_OK) freeReplyObject(r);
+    return st;
+}
+
 static eid_status r_payload(void *p, const char *token, unsigned char **blob, size_t *len,
                             eid_error *err) {
     redis_be *b = p;
@@ -779,6 +994,7 @@ const ledger_ops eid__ledger_redis_ops = {
     .issue = r_issue,
     .get = r_get,
     .record = r_record,
+    .attempts = r_attempts,
     .consume = r_consume,
     .due = r_due,
     .export = r_export,

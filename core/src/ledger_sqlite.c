@@ -6,6 +6,8 @@
  * reads before it writes runs in one BEGIN IMMEDIATE transaction, so two
  * processes on one file serialise on it.
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include "ledger_internal.h"
 
 #include <openssl/crypto.h>
@@ -13,7 +15,7 @@
 
 #include <string.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 /* Migration i takes the schema from version i to i + 1. */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -46,15 +48,54 @@ static const char *const migrations[SCHEMA_VERSION] = {
     " last_ms INTEGER NOT NULL,"
     " full_at_ms INTEGER NOT NULL"
     ") WITHOUT ROWID;",
+    /* 3: the verdict after a consumed failure, and the charges counted when
+     * consumed (a token consumed before this version: all it had). */
+    "ALTER TABLE tokens ADD COLUMN late_err_code INTEGER;"
+    "ALTER TABLE tokens ADD COLUMN settled_billable INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE tokens SET settled_billable = billable WHERE state = 3;"
+    /* ... whether intention verification was on (priced differently), and
+     * every LivenessDetail entry once per Seq. */
+    "ALTER TABLE tokens ADD COLUMN intention INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE tokens ADD COLUMN retry_later INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE attempts ("
+    " token TEXT NOT NULL,"
+    " seq TEXT NOT NULL,"
+    " req_time INTEGER NOT NULL,"
+    " err_code INTEGER,"
+    " charged INTEGER NOT NULL,"
+    " sim TEXT NOT NULL,"
+    " liveness_mode INTEGER,"
+    " compare_lib_type TEXT NOT NULL,"
+    " PRIMARY KEY (token, seq)"
+    ") WITHOUT ROWID;",
 };
 
 #define COLUMNS                                                                                    \
     "token, merchant_id, subject, extra, state, created_at, expires_at, result_deadline, "         \
     "finished_at, consumed_at, last_pull_at, pulls, attempts, billable, err_code, request_ids, "   \
-    "payload IS NOT NULL"
+    "payload IS NOT NULL, late_err_code, settled_billable, intention, retry_later"
+
+#define STR_(x) #x
+#define STR(x)  STR_(x)
+/* eid__ledger_is_due as SQL, ?1 being now: issued within the window;
+ * failed, or consumed with a failure and no late pass, before the TTL or
+ * not pulled since; expired by the TTL alone and not pulled since; the
+ * last two also while the last pull had no verdict (retry_later). */
+#define DUE_RULE                                                                                   \
+    "((state = 0 AND result_deadline > ?1) OR"                                                     \
+    " ((state = 2 OR (state = 3 AND err_code NOT IN (0, " STR(                                     \
+        EID_ERRCODE_EXPIRED) ") AND"                                                               \
+                             "   coalesce(late_err_code, -1) <> 0)) AND result_deadline > ?1 AND"  \
+                             "   (expires_at > ?1 OR last_pull_at < expires_at OR retry_later = "  \
+                             "1)) OR"                                                              \
+                             " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND"       \
+                             "   (last_pull_at < expires_at OR retry_later = 1)))"
 
 enum stmt {
     S_INSERT,
+    S_ATTEMPT_PUT,
+    S_ATTEMPTS,
+    S_EXISTS,
     S_GET,
     S_UPDATE,
     S_DUE,
@@ -76,18 +117,21 @@ enum stmt {
 
 static const char *const sql[S_COUNT] = {
     [S_INSERT] = "INSERT INTO tokens (token, merchant_id, subject, extra, state, created_at,"
-                 " expires_at, result_deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                 " ON CONFLICT (token) DO NOTHING",
+                 " expires_at, result_deadline, intention) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+                 " ?9) ON CONFLICT (token) DO NOTHING",
+    [S_ATTEMPT_PUT] = "INSERT INTO attempts (token, seq, req_time, err_code, charged, sim,"
+                      " liveness_mode, compare_lib_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                      " ON CONFLICT (token, seq) DO NOTHING",
+    [S_ATTEMPTS] = "SELECT seq, req_time, err_code, charged, sim, liveness_mode, compare_lib_type"
+                   " FROM attempts WHERE token = ?1",
+    [S_EXISTS] = "SELECT 1 FROM tokens WHERE token = ?1",
     [S_GET] = "SELECT " COLUMNS " FROM tokens WHERE token = ?1",
     [S_UPDATE] = "UPDATE tokens SET state = ?2, finished_at = ?3, consumed_at = ?4,"
                  " last_pull_at = ?5, pulls = ?6, attempts = ?7, billable = ?8, err_code = ?9,"
-                 " request_ids = ?10, payload = COALESCE(?11, payload) WHERE token = ?1",
-    /* The same rule as eid__ledger_is_due. */
-    [S_DUE] = "SELECT " COLUMNS " FROM tokens WHERE"
-              " (state = 0 AND result_deadline > ?1) OR (state = 2 AND expires_at > ?1) OR"
-              " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND"
-              " last_pull_at < expires_at)"
-              " ORDER BY created_at, token LIMIT ?2",
+                 " request_ids = ?10, payload = COALESCE(?11, payload), late_err_code = ?12,"
+                 " settled_billable = ?13, intention = ?14, retry_later = ?15 WHERE token = ?1",
+    [S_DUE] =
+        "SELECT " COLUMNS " FROM tokens WHERE " DUE_RULE " ORDER BY created_at, token LIMIT ?2",
     [S_EXPORT_FIRST] = "SELECT " COLUMNS " FROM tokens WHERE created_at >= ?1 AND created_at < ?2"
                        " ORDER BY created_at, token LIMIT ?3",
     [S_EXPORT_AFTER] = "SELECT " COLUMNS " FROM tokens WHERE created_at < ?2 AND"
@@ -97,10 +141,7 @@ static const char *const sql[S_COUNT] = {
                  " AND result_deadline > ?1",
     [S_ABANDON] = "UPDATE tokens SET state = 5 WHERE state IN (0, 4) AND result_deadline <= ?1",
     [S_STATS] = "SELECT state, count(*), total(billable) FROM tokens GROUP BY state",
-    [S_DUE_COUNT] = "SELECT count(*) FROM tokens WHERE"
-                    " (state = 0 AND result_deadline > ?1) OR (state = 2 AND expires_at > ?1) OR"
-                    " (state = 4 AND err_code IS NULL AND result_deadline > ?1 AND"
-                    " last_pull_at < expires_at)",
+    [S_DUE_COUNT] = "SELECT count(*) FROM tokens WHERE " DUE_RULE,
     [S_PAYLOAD] = "SELECT payload FROM tokens WHERE token = ?1",
     [S_BUCKET_GET] = "SELECT tokens, last_ms FROM buckets WHERE key = ?1",
     [S_BUCKET_PUT] =
@@ -169,6 +210,11 @@ static void row_to_record(sqlite3_stmt *s, eid_ledger_entry *r) {
         eid__ledger_copy(r->request_ids, sizeof r->request_ids, ids,
                          (size_t)sqlite3_column_bytes(s, 15));
     r->has_payload = sqlite3_column_int(s, 16);
+    r->has_late_err_code = sqlite3_column_type(s, 17) != SQLITE_NULL;
+    r->late_err_code = sqlite3_column_int64(s, 17);
+    r->settled_billable = sqlite3_column_int(s, 18);
+    r->intention = sqlite3_column_int(s, 19);
+    r->retry_later = sqlite3_column_int(s, 20);
 }
 
 static sqlite3_stmt *stmt(sqlite_be *b, enum stmt which) {
@@ -286,6 +332,7 @@ static eid_status s_issue(void *p, const eid_ledger_entry *r, eid_error *err) {
     sqlite3_bind_int64(s, 6, r->created_at);
     sqlite3_bind_int64(s, 7, r->expires_at);
     sqlite3_bind_int64(s, 8, r->result_deadline);
+    sqlite3_bind_int(s, 9, r->intention);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) return db_fail(err, rc, "issue");
@@ -323,6 +370,28 @@ static eid_status save(sqlite_be *b, const eid_ledger_entry *r, const unsigned c
     if (r->has_err_code) sqlite3_bind_int64(s, 9, r->err_code);
     sqlite3_bind_text(s, 10, r->request_ids, -1, SQLITE_STATIC);
     if (blob) sqlite3_bind_blob(s, 11, blob, (int)blen, SQLITE_STATIC);
+    if (r->has_late_err_code) sqlite3_bind_int64(s, 12, r->late_err_code);
+    sqlite3_bind_int(s, 13, r->settled_billable);
+    sqlite3_bind_int(s, 14, r->intention);
+    sqlite3_bind_int(s, 15, r->retry_later);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? EID_OK : db_fail(err, rc, "write");
+}
+
+/* Store one attempt unless its Seq is stored already (a re-pull). */
+static eid_status save_attempt(sqlite_be *b, const char *token, const eid_ledger_attempt *a,
+                               eid_error *err) {
+    sqlite3_stmt *s = stmt(b, S_ATTEMPT_PUT);
+    sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, a->seq, (int)strnlen(a->seq, sizeof a->seq), SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, a->req_time_ms);
+    if (a->has_err_code) sqlite3_bind_int64(s, 4, a->err_code);
+    sqlite3_bind_int(s, 5, a->is_need_charge != 0);
+    sqlite3_bind_text(s, 6, a->sim, (int)strnlen(a->sim, sizeof a->sim), SQLITE_STATIC);
+    if (a->has_liveness_mode) sqlite3_bind_int64(s, 7, a->liveness_mode);
+    sqlite3_bind_text(s, 8, a->compare_lib_type,
+                      (int)strnlen(a->compare_lib_type, sizeof a->compare_lib_type), SQLITE_STATIC);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? EID_OK : db_fail(err, rc, "write");
@@ -350,7 +419,63 @@ static eid_status s_record(void *p, const char *token, const eid_ledger_outcome 
         if (blob) out->has_payload = 1;
         st = save(b, out, blob, blen, err);
     }
+    size_t n;
+    const eid_ledger_attempt *d = eid__ledger_details(o, &n);
+    for (size_t i = 0; st == EID_OK && i < n; i++)
+        if (eid__ledger_attempt_ok(&d[i])) st = save_attempt(b, token, &d[i], err);
     return finish(b, st, err);
+}
+
+static eid_status s_attempts(void *p, const char *token, eid_ledger_attempt **out, size_t *n,
+                             eid_error *err) {
+    sqlite_be *b = p;
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s = stmt(b, S_EXISTS);
+    sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) return eid__fail(err, EID_E_LEDGER_UNKNOWN, "token", "unknown");
+    if (rc != SQLITE_ROW) return db_fail(err, rc, "read");
+    s = stmt(b, S_ATTEMPTS);
+    sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+    size_t cap = 0;
+    eid_status st = EID_OK;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t ncap = cap ? 2 * cap : 8;
+            eid_ledger_attempt *grown = OPENSSL_realloc(*out, ncap * sizeof **out);
+            if (grown == NULL) {
+                st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
+                break;
+            }
+            *out = grown;
+            cap = ncap;
+        }
+        eid_ledger_attempt *a = &(*out)[(*n)++];
+        memset(a, 0, sizeof *a);
+        eid__ledger_copy(a->seq, sizeof a->seq, (const char *)sqlite3_column_text(s, 0),
+                         (size_t)sqlite3_column_bytes(s, 0));
+        a->req_time_ms = sqlite3_column_int64(s, 1);
+        a->has_err_code = sqlite3_column_type(s, 2) != SQLITE_NULL;
+        a->err_code = sqlite3_column_int64(s, 2);
+        a->is_need_charge = sqlite3_column_int(s, 3);
+        eid__ledger_copy(a->sim, sizeof a->sim, (const char *)sqlite3_column_text(s, 4),
+                         (size_t)sqlite3_column_bytes(s, 4));
+        a->has_liveness_mode = sqlite3_column_type(s, 5) != SQLITE_NULL;
+        a->liveness_mode = sqlite3_column_int64(s, 5);
+        eid__ledger_copy(a->compare_lib_type, sizeof a->compare_lib_type,
+                         (const char *)sqlite3_column_text(s, 6),
+                         (size_t)sqlite3_column_bytes(s, 6));
+    }
+    if (st == EID_OK && rc != SQLITE_DONE) st = db_fail(err, rc, "read");
+    sqlite3_reset(s);
+    if (st) {
+        OPENSSL_free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return st;
 }
 
 static eid_status s_consume(void *p, const char *token, const char *subject, int64_t now,
@@ -361,8 +486,7 @@ static eid_status s_consume(void *p, const char *token, const char *subject, int
     st = load(b, token, out, err);
     if (st == EID_OK) st = eid__ledger_check_consume(out, subject, now, err);
     if (st == EID_OK) {
-        out->state = EID_LEDGER_CONSUMED;
-        out->consumed_at = now;
+        eid__ledger_apply_consume(out, now);
         st = save(b, out, NULL, 0, err);
     }
     return finish(b, st, err);
@@ -512,6 +636,7 @@ const ledger_ops eid__ledger_sqlite_ops = {
     .issue = s_issue,
     .get = s_get,
     .record = s_record,
+    .attempts = s_attempts,
     .consume = s_consume,
     .due = s_due,
     .export = s_export,

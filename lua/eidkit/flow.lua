@@ -209,7 +209,10 @@ local function info_type(self, request)
 end
 
 local function pull(self, tok, it)
-  return api(self, "GetEidResult", "get_eid_result", { EidToken = tok, InfoType = it })
+  local rp = self.policy.result_params
+  return api(self, "GetEidResult", "get_eid_result", { EidToken = tok, InfoType = it,
+    BestFramesCount = rp.BestFramesCount, IsCutIdCardImage = rp.IsCutIdCardImage,
+    IsNeedIdCardAvatar = rp.IsNeedIdCardAvatar })
 end
 
 -- ledger:record, where a Response the ledger cannot read is the
@@ -244,6 +247,24 @@ local function aligned(res, rec)
   return r
 end
 
+-- Distinct unknown ErrCodes counted one by one; any more share "other", so
+-- a service that invents codes cannot grow the table without bound.
+local UNCLASSIFIED_MAX = 100
+
+-- A Text.ErrCode the table (core/src/errcode.c) does not know: counted
+-- (flow:unclassified_codes(), a metric in eidkit.gateway) and logged once
+-- per code, so a new Tencent code is noticed without flooding the log.
+local function note_unclassified(self, code)
+  local key = code
+  if self.unclassified[key] == nil and self.unclassified_n >= UNCLASSIFIED_MAX then key = "other" end
+  local n = self.unclassified[key]
+  if n == nil then
+    if key ~= "other" then self.unclassified_n = self.unclassified_n + 1 end
+    emit(self, "warn", { event = "unclassified_code", code = code })
+  end
+  self.unclassified[key] = (n or 0) + 1
+end
+
 -- The identity in a passed Response's EidInfo, decrypted with the flow's
 -- eidinfo_key: {name, idtype, idnum, EidCode, EidSign}, or nil (no key, no
 -- EidInfo, or it does not decrypt: the error code, never the data, is kept).
@@ -270,6 +291,9 @@ end
 -- decrypted EidInfo, for on_outcome only) | nil, err.
 local function classify(self, tok, res, expect)
   local default = policy_mod.default_outcome(res)
+  if default.code ~= nil and not policy_mod.is_known_code(default.code) then
+    note_unclassified(self, default.code)
+  end
   local id = identity_of(self, res)
   check_expected(default, id, expect)
   local ok, out = hook(self, "classify", res, deep_copy(default), id and deep_copy(id) or nil)
@@ -295,7 +319,7 @@ end
 
 local function outcome_event(tok, subject, o, replay)
   return { event = "outcome", EidToken = tok, subject = subject, status = o.status, code = o.code,
-    reason = o.reason, billable = o.billable, replay = replay or nil }
+    reason = o.reason, billable = o.billable, replay = replay or nil, late = o.late }
 end
 
 -- ------------------------------------------------------------ the module
@@ -371,6 +395,7 @@ function _M.new(opts)
     poll_max_errors = max_errors,
     memo = {}, memo_count = 0, memo_size = memo_size,
     log_failure_count = 0, log_failure_last = nil, on_log_failure = opts.on_log_failure or to_stderr,
+    unclassified = {}, unclassified_n = 0,
   }, mt)
 end
 
@@ -409,8 +434,11 @@ function methods.start(self, p)
       { request_id = type(res.RequestId) == "string" and res.RequestId or nil })
   end
   -- Stored before it is handed out: a token the ledger does not hold is never given to a user.
+  -- Intention verification is priced differently: the ledger keeps whether it was on.
+  local intention = type(p.Config) == "table" and p.Config.UseIntentionVerify == true
   local iok, issued, ierr = pcall(self.ledger.issue, self.ledger,
-    { EidToken = tok, MerchantId = self.merchant_id, subject = subject, Extra = p.Extra })
+    { EidToken = tok, MerchantId = self.merchant_id, subject = subject, Extra = p.Extra,
+      intention = intention })
   if not iok then return error_result("internal", "the ledger refused the token: " .. describe(issued)) end
   if not issued then return nil, ierr end
   local rec, gerr = self.ledger:get(tok)
@@ -443,6 +471,18 @@ local function conclude(self, tok, subject, outcome, settled, identity)
   return outcome
 end
 
+-- A pass the ledger recorded after the token was consumed with a failure
+-- (rec.late: this record call stored it, which happens once per token):
+-- the outcome event and on_outcome with outcome.late = true. Never a
+-- consume, never the memo: finish keeps returning the consumed verdict.
+local function report_late(self, tok, subject, res)
+  local outcome, identity = classify(self, tok, res)
+  if not outcome then return nil, identity end
+  outcome.late = true
+  emit(self, "info", outcome_event(tok, subject, outcome))
+  return report_settled(self, outcome, identity) -- a late pass names who passed, as any pass does
+end
+
 -- The outcome of a token already settled (consumed, or expired with
 -- Tencent's code): rebuilt from the ledger and the result, never consumed
 -- again, on_outcome not called again.
@@ -471,6 +511,15 @@ local function replay(self, tok, subject, rec, expect)
     if not res then
       if not (err and err.code == EXPIRED_CODE) then return nil, err end
       res = {} -- Tencent forgot it: the ledger's verdict stands alone
+    else
+      -- Every result is billing evidence: a retry after the consumed
+      -- failure is recorded, and a late pass told once.
+      local after, rerr = record(self, tok, res)
+      if not after then return nil, rerr end
+      if after.late then
+        local ok, lerr = report_late(self, tok, subject, res)
+        if not ok then return nil, lerr end
+      end
     end
   end
   res = aligned(res, rec)
@@ -605,9 +654,18 @@ end
 -- settled; failures go into report.failures.
 local function settle_pulled(self, pulled, report)
   local settled = 0
+  report.late = 0
   for _, p in ipairs(pulled) do
     local rec = report.records[p.tok] -- as recorded by this sweep: no second read
-    if rec and (rec.state == "passed" or (rec.state == "expired" and rec.ErrCode ~= nil)) then
+    if rec and rec.late then
+      local ok, err = report_late(self, p.tok, rec.subject, p.res)
+      if ok then
+        report.late = report.late + 1
+      else
+        report.failures[#report.failures + 1] = { EidToken = p.tok,
+          message = "reporting a late pass: " .. describe(err) }
+      end
+    elseif rec and (rec.state == "passed" or (rec.state == "expired" and rec.ErrCode ~= nil)) then
       local c, cerr = self.ledger:consume(p.tok, rec.subject)
       local outcome, err
       if c then
@@ -767,6 +825,15 @@ end
 -- or the logger failed, and the last reason (never an event's content).
 function methods.log_failures(self)
   return self.log_failure_count, self.log_failure_last
+end
+
+-- flow:unclassified_codes() -> {[ErrCode] = times seen}: the Text.ErrCodes
+-- this flow classified as "unclassified" (not in core.errcode_table); past
+-- 100 distinct codes the rest are counted under "other".
+function methods.unclassified_codes(self)
+  local c = {}
+  for k, v in pairs(self.unclassified) do c[k] = v end
+  return c
 end
 
 -- flow:on_show(options) -> true when the onShow is the return from eID | nil, err

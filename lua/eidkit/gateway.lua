@@ -257,6 +257,9 @@ local function declare_metrics(reg)
       "Access log lines lost because the access logger raised."),
     flow_log_failures = reg:counter("eidkit_flow_log_failures_total",
       "Flow events dropped because the policy's redact hook or the flow's logger failed."),
+    flow_unclassified = reg:counter("eidkit_flow_unclassified_errcodes_total",
+      "Results whose Text.ErrCode eidkit does not know (classified failed/unclassified), by code.",
+      { "code" }),
     ledger_up = reg:gauge("eidkit_ledger_up", "1 when the token ledger answered the last stats call, else 0."),
     ledger_tokens = reg:gauge("eidkit_ledger_tokens", "Tokens in the ledger, by state.", { "state" }),
     ledger_due = reg:gauge("eidkit_ledger_due_tokens", "Tokens the sweep would pull now."),
@@ -337,6 +340,12 @@ local function refresh(self)
   if ok and finite(skew) then m.skew:set(nil, skew) end
   local lok, n = pcall(function() return self.flow:log_failures() end)
   if lok and finite(n) then m.flow_log_failures:set(nil, n) end
+  local uok, codes = pcall(function() return self.flow:unclassified_codes() end)
+  if uok and type(codes) == "table" then
+    for code, count in pairs(codes) do
+      if finite(count) then m.flow_unclassified:set({ code = code }, count) end
+    end
+  end
   m.lua_memory:set(nil, collectgarbage("count") * 1024)
   return s ~= nil
 end

@@ -94,7 +94,7 @@ end
 -- The backend's operations, one call each (core/include/eidkit/ledger.h has
 -- the rules). Arguments pass through untouched, so the backend's argument
 -- errors name the method and the position the caller wrote.
--- ledger:issue{EidToken=, MerchantId=, subject= [, Extra=, created_at=, expires_at=]}
+-- ledger:issue{EidToken=, MerchantId=, subject= [, Extra=, created_at=, expires_at=, intention=]}
 --   -> true | nil, err
 function methods.issue(self, ...) return self.c:issue(...) end
 -- ledger:claim(EidToken, subject) -> record | nil, err; changes nothing
@@ -113,6 +113,10 @@ function methods.export(self, ...) return self.c:export(...) end
 function methods.expire(self, ...) return self.c:expire(...) end
 -- ledger:stats() -> {issued =, passed =, ..., total =, billable =, due =}
 function methods.stats(self) return self.c:stats() end
+-- ledger:attempts(EidToken) -> {attempt...} | nil, err: every LivenessDetail
+-- entry recorded, once per Seq, by ReqTime then Seq: {Seq, ReqTime (Unix ms),
+-- Errcode, IsNeedCharge, Sim, LivenessMode, CompareLibType}
+function methods.attempts(self, ...) return self.c:attempts(...) end
 -- ledger:payload(EidToken) -> the decrypted payload | nil, err
 function methods.payload(self, ...) return self.c:payload(...) end
 -- ledger:backend() -> "sqlite" | "redis"

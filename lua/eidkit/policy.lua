@@ -25,12 +25,15 @@
 --   redact(event)                -> event | false      before the flow's logger sees an event
 --   on_show(options)             -> boolean            a mini-program onShow: the return from eID?
 --   keep_result                  boolean: put the Response in outcome.result
+--   result_params                {BestFramesCount = 0..3, IsCutIdCardImage =, IsNeedIdCardAvatar =}:
+--                                sent with every GetEidResult (they need 3 or 2 in info_type)
 -- A hook that raises, or returns nil plus an error (as eidkit.sandbox's
 -- wrapped hooks do), has failed: the flow call returns nil, err with
 -- err.code == "policy" and err.hook naming it.
 local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, error =
   type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, error
 local math_tointeger, format = math.tointeger, string.format
+local core = require "eidkit.core"
 
 local _M = {}
 
@@ -39,28 +42,21 @@ local _M = {}
 _M.EID_APPID = "wx0e2cb0b052a91c92"
 _M.EID_SCENE = 1038
 
--- Text.ErrCode groups (eid-api.md §4.3-4.4). Each entry: status, reason,
--- retry_with_new_token. Codes not listed (14, 1002-1007, 2002-2004,
--- 2010-2015, 2017, anything new) get UNCLASSIFIED: failed, and not worth a
--- blind retry.
+-- Text.ErrCode groups (eid-api.md §4.3-4.4): the C table in
+-- core/src/errcode.c (core.errcode_table), which the ledger reads too. Each
+-- entry: status, reason, retry_with_new_token. A code not in it gets
+-- UNCLASSIFIED: failed, and not worth a blind retry.
 local groups = {}
-local function group(codes, status, reason, retry)
-  for _, c in ipairs(codes) do
-    groups[c] = { status = status, reason = reason, retry_with_new_token = retry }
-  end
+for _, e in ipairs(core.errcode_table) do
+  groups[e.code] = { status = e.status, reason = e.reason, retry_with_new_token = e.retry_with_new_token }
 end
-group({ 0 }, "passed", "passed", false)
--- Final for this identity: wrong name/ID, another person, ID expired, no record.
-group({ 2006, 2016, 301, 302, 2005, 2007, 2008, 2009 }, "failed", "identity_rejected", false)
--- Transient on the user's side (service, network, capture): a new token may work.
-group({ 1001, 2001, 4, 8, 10, 12, 13, 1008, 201, 202, 303 }, "failed", "user_retry", true)
--- Flow state.
-group({ 15 }, "expired", "token_expired", true)
-group({ 16 }, "failed", "retry_limit", false)
-group({ 17 }, "pending", "unfinished", false)
--- The merchant's integration is wrong (call style, permissions): no user can pass.
-group({ 1, 2, 3, 203, 204 }, "failed", "merchant_config", false)
 _M.UNCLASSIFIED = { status = "failed", reason = "unclassified", retry_with_new_token = false }
+
+-- Is code one the table knows? (An unknown one is classified UNCLASSIFIED,
+-- and eidkit.flow counts and logs it.)
+function _M.is_known_code(code)
+  return groups[math_tointeger(code) or code] ~= nil
+end
 
 -- A copy of the group a Text.ErrCode falls in: {status, reason, retry_with_new_token}.
 function _M.code_group(code)
@@ -173,7 +169,29 @@ _M.defaults = {
   redact = function(event) return copy_without(event, "subject") end,
   on_show = function(options) return _M.is_eid_return(options) end,
   keep_result = false,
+  -- GetEidResult's other options: none (no frames, whole ID-card images).
+  result_params = {},
 }
+
+-- What result_params may hold: GetEidResult's fields, as Tencent names
+-- them, and a check for each (eid-api.md §3.2).
+local result_param_kinds = {
+  BestFramesCount = function(v) return math_tointeger(v) ~= nil and v >= 0 and v <= 3, "an integer 0..3" end,
+  IsCutIdCardImage = function(v) return type(v) == "boolean", "a boolean" end,
+  IsNeedIdCardAvatar = function(v) return type(v) == "boolean", "a boolean" end,
+}
+
+local function check_result_params(v)
+  if type(v) ~= "table" then return "expected a table, got " .. type(v) end
+  for k, x in pairs(v) do
+    local check = result_param_kinds[k]
+    if not check then
+      return format("unknown field '%s' (BestFramesCount, IsCutIdCardImage or IsNeedIdCardAvatar)", tostring(k))
+    end
+    local ok, want = check(x)
+    if not ok then return format("%s: expected %s", k, want) end
+  end
+end
 
 local function callable(v)
   if type(v) == "function" then return true end
@@ -184,6 +202,7 @@ end
 local kinds = {
   retry = "hook", classify = "hook", on_outcome = "hook", authorize = "hook",
   redact = "hook", on_show = "hook", info_type = "info_type", keep_result = "boolean",
+  result_params = "result_params",
 }
 
 -- merge(overrides) -> a complete policy: the defaults with the given fields
@@ -201,8 +220,13 @@ function _M.merge(overrides)
     if not kind then
       error(format("bad argument #1 to 'merge' (unknown policy key '%s')", tostring(k)), 2)
     end
+    if kind == "result_params" then
+      local why = check_result_params(v)
+      if why then error(format("bad argument #1 to 'merge' (result_params: %s)", why), 2) end
+    end
     local ok
-    if kind == "hook" then ok = callable(v)
+    if kind == "result_params" then ok = true
+    elseif kind == "hook" then ok = callable(v)
     elseif kind == "info_type" then ok = callable(v) or (type(v) == "string" and v:match("^%d+$") ~= nil)
     else ok = type(v) == "boolean" end
     if not ok then

@@ -346,7 +346,17 @@ function methods.start(self, tok)
   return self:control("POST", token_path(tok, "start"))
 end
 
--- sim:finish(tok, {ErrCode = n, IntentionErrCode = n}): one attempt.
+local function integer_list(v)
+  if type(v) ~= "table" then return false end
+  for i, w in pairs(v) do
+    if math_type(i) ~= "integer" or math_type(w) ~= "integer" then return false end
+  end
+  return true
+end
+
+-- sim:finish(tok, {ErrCode = n, IntentionErrCode = n, WarnInfos = {n...},
+-- BackWarnInfos = {n...}}): one attempt (ErrCode 14-17: a flow state, no
+-- attempt), with the ID-card warnings it saw.
 function methods.finish(self, tok, attempt)
   check_token(tok, "finish")
   attempt = attempt or {}
@@ -354,13 +364,20 @@ function methods.finish(self, tok, attempt)
     error("bad argument #2 to 'finish' (expected {ErrCode = n, IntentionErrCode = n})", 2)
   end
   for k, v in pairs(attempt) do
-    if (k ~= "ErrCode" and k ~= "IntentionErrCode") or math_type(v) ~= "integer" then
-      error(format("bad argument #2 to 'finish' (%s: expected ErrCode or IntentionErrCode, integers)",
-        tostring(k)), 2)
+    local ok
+    if k == "ErrCode" or k == "IntentionErrCode" then
+      ok = math_type(v) == "integer"
+    elseif k == "WarnInfos" or k == "BackWarnInfos" then
+      ok = integer_list(v)
+    end
+    if not ok then
+      error(format("bad argument #2 to 'finish' (%s: expected ErrCode or IntentionErrCode, integers, "
+        .. "or WarnInfos or BackWarnInfos, lists of integers)", tostring(k)), 2)
     end
   end
   return self:control("POST", token_path(tok, "finish"), { ErrCode = attempt.ErrCode or 0,
-    IntentionErrCode = attempt.IntentionErrCode })
+    IntentionErrCode = attempt.IntentionErrCode, WarnInfos = attempt.WarnInfos,
+    BackWarnInfos = attempt.BackWarnInfos })
 end
 
 -- sim:pass(tok [, intention_code]): the user passes (ErrCode 0).

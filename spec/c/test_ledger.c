@@ -348,8 +348,55 @@ static void test_schema_version(void) {
     eid_ledger *l = NULL;
     eid_error err = {0};
     CHECK(eid_ledger_open(u2, NULL, &l, &err) == EID_E_LEDGER_STORAGE);
-    CHECK_STR(err.message, "sqlite: schema version 99 is newer than this eidkit's (2)");
+    CHECK_STR(err.message, "sqlite: schema version 99 is newer than this eidkit's (3)");
 }
+
+/* Attempts: stored once per Seq, listed by ReqTime; a count without a
+ * buffer; too small a buffer says how many there are. */
+static void test_attempts(void) {
+    eid_ledger *l = open_ledger(url, NULL);
+    if (!l) return;
+    eid_error err = {0};
+    eid_ledger_attempt d[3];
+    memset(d, 0, sizeof d);
+    snprintf(d[0].seq, sizeof d[0].seq, "b");
+    d[0].req_time_ms = 2000;
+    d[0].is_need_charge = 1;
+    snprintf(d[1].seq, sizeof d[1].seq, "a");
+    d[1].req_time_ms = 1000;
+    d[1].has_err_code = 1;
+    d[1].err_code = 2016;
+    /* d[2] has no Seq: counted by the caller, not stored */
+    eid_ledger_outcome o = {.has_verdict = 1,
+                            .err_code = 2016,
+                            .attempts = 3,
+                            .billable = 1,
+                            .details = d,
+                            .n_details = 3};
+    CHECK(issue(l, "ATT-1", "u") == EID_OK);
+    CHECK(eid_ledger_record(l, "ATT-1", &o, NULL, &err) == EID_OK);
+    CHECK(eid_ledger_record(l, "ATT-1", &o, NULL, &err) == EID_OK);
+    size_t n = 9;
+    CHECK(eid_ledger_attempts(l, "ATT-1", NULL, 0, &n, &err) == EID_E_BUFFER_TOO_SMALL && n == 2);
+    eid_ledger_attempt out[2];
+    CHECK(eid_ledger_attempts(l, "ATT-1", out, 1, &n, &err) == EID_E_BUFFER_TOO_SMALL && n == 2);
+    CHECK_STR(out[0].seq, "a");
+    CHECK(eid_ledger_attempts(l, "ATT-1", out, 2, &n, &err) == EID_OK && n == 2);
+    CHECK_STR(out[0].seq, "a");
+    CHECK(out[0].req_time_ms == 1000 && out[0].has_err_code && out[0].err_code == 2016);
+    CHECK_STR(out[1].seq, "b");
+    CHECK(out[1].is_need_charge && !out[1].has_err_code);
+    CHECK(eid_ledger_attempts(l, "ATT-none", out, 2, &n, &err) == EID_E_LEDGER_UNKNOWN);
+    o.details = NULL;
+    CHECK(eid_ledger_record(l, "ATT-1", &o, NULL, &err) == EID_E_INVALID_ARG);
+    eid_ledger_free(l);
+}
+
+/* What schema version 3 added, taken out again to make an older file. */
+#define V2_UNDO                                                                                    \
+    "DROP TABLE attempts; ALTER TABLE tokens DROP COLUMN late_err_code;"                           \
+    " ALTER TABLE tokens DROP COLUMN settled_billable; ALTER TABLE tokens DROP COLUMN intention;"  \
+    " ALTER TABLE tokens DROP COLUMN retry_later;"
 
 /* A file of schema version 1 (no token buckets) is migrated on open and
  * keeps its tokens. */
@@ -362,8 +409,8 @@ static void test_migration(void) {
     eid_ledger_free(l);
     sqlite3 *db;
     CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
-    CHECK(sqlite3_exec(db, "DROP TABLE buckets; PRAGMA user_version = 1", NULL, NULL, NULL) ==
-          SQLITE_OK);
+    CHECK(sqlite3_exec(db, "DROP TABLE buckets; " V2_UNDO " PRAGMA user_version = 1", NULL, NULL,
+                       NULL) == SQLITE_OK);
     sqlite3_close(db);
     l = open_ledger(u2, NULL);
     CHECK(l != NULL);
@@ -377,9 +424,46 @@ static void test_migration(void) {
     CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
     sqlite3_stmt *s = NULL;
     CHECK(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 2);
+    CHECK(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 3);
     sqlite3_finalize(s);
     sqlite3_close(db);
+}
+
+/* A file of schema version 2 (before late verdicts) is migrated on open: a
+ * token consumed then keeps its charges as settled, and a consumed failure
+ * is due again, so a retry the old version never pulled is still billed. */
+static void test_migration_v2(void) {
+    char p2[300], u2[310];
+    snprintf(p2, sizeof p2, "%s/v2.db", dir);
+    snprintf(u2, sizeof u2, "sqlite:%s", p2);
+    eid_ledger *l = open_ledger(u2, NULL);
+    eid_error err = {0};
+    eid_ledger_outcome o = {.has_verdict = 1, .err_code = 2016, .attempts = 1, .billable = 1};
+    CHECK(l && issue(l, "OLD-2", "u") == EID_OK);
+    CHECK(eid_ledger_record(l, "OLD-2", &o, NULL, &err) == EID_OK);
+    CHECK(eid_ledger_consume(l, "OLD-2", "u", NULL, &err) == EID_OK);
+    eid_ledger_free(l);
+    sqlite3 *db;
+    CHECK(sqlite3_open(p2, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, V2_UNDO " PRAGMA user_version = 2", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    l = open_ledger(u2, NULL);
+    CHECK(l != NULL);
+    if (!l) return;
+    eid_ledger_entry r, due[4];
+    size_t n = 0;
+    CHECK(eid_ledger_get(l, "OLD-2", &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_CONSUMED && r.err_code == 2016 && r.billable == 1);
+    CHECK(r.settled_billable == 1 && !r.has_late_err_code);
+    CHECK(eid_ledger_due(l, due, 4, &n, &err) == EID_OK && n == 1);
+    /* The retry the old version missed: a late pass, once. */
+    eid_ledger_outcome pass = {.has_verdict = 1, .err_code = 0, .attempts = 2, .billable = 2};
+    CHECK(eid_ledger_record(l, "OLD-2", &pass, &r, &err) == EID_OK);
+    CHECK(r.late_pass && r.has_late_err_code && r.late_err_code == 0 && r.billable == 2);
+    CHECK(r.err_code == 2016 && r.settled_billable == 1);
+    CHECK(eid_ledger_record(l, "OLD-2", &pass, &r, &err) == EID_OK && !r.late_pass);
+    CHECK(eid_ledger_due(l, due, 4, &n, &err) == EID_OK && n == 0);
+    eid_ledger_free(l);
 }
 
 /* ------------------------------------------------------- token buckets */
@@ -563,6 +647,16 @@ static void alloc_life(void) {
         CHECK(st == EID_OK || st == EID_E_NOMEM || st == EID_E_CRYPTO);
         eid_ledger_consume(l, "A1", "s", NULL, &err);
     }
+    /* Attempts: stored with a record, listed back (the list is allocated). */
+    eid_ledger_attempt d = {.seq = "q1", .req_time_ms = 1, .is_need_charge = 1}, got[1];
+    eid_ledger_outcome od = verdict(2016, 1, 1, NULL);
+    od.details = &d;
+    od.n_details = 1;
+    if (issue(l, "A2", "s") == EID_OK && eid_ledger_record(l, "A2", &od, NULL, &err) == EID_OK) {
+        size_t n = 0;
+        eid_status sa = eid_ledger_attempts(l, "A2", got, 1, &n, &err);
+        CHECK(sa == EID_E_NOMEM || (sa == EID_OK && n == 1 && strcmp(got[0].seq, "q1") == 0));
+    }
     int allowed = 0;
     eid_status st = eid_ledger_take(l, "subject:s", 1, 2, 0, &allowed, NULL, &err);
     CHECK(st == EID_OK || st == EID_E_NOMEM);
@@ -608,6 +702,8 @@ int main(void) {
     test_bad_input();
     test_schema_version();
     test_migration();
+    test_migration_v2();
+    test_attempts();
     test_take();
     test_take_errors();
     test_status_codes();

@@ -341,8 +341,9 @@ describe("eidkit.flow", function()
       { 3, "failed", "merchant_config", false, false },
       { 203, "failed", "merchant_config", false, false },
       { 204, "failed", "merchant_config", false, false },
-      { 1002, "failed", "unclassified", false, false },
-      { 2017, "failed", "unclassified", false, false },
+      { 1002, "failed", "liveness_rejected", false, false },
+      { 2017, "pending", "service_retry", false, false },
+      { 14, "pending", "completed", false, false },
       { 9999, "failed", "unclassified", false, false },
     }
     it("maps every code group from Text.ErrCode and consumes only final verdicts", function()

@@ -58,7 +58,7 @@ describe("eidkit.policy", function()
     end)
 
     it("is failed and not retryable for unknown codes", function()
-      for _, code in ipairs { 14, 1003, 2010, 2017, 4242, -1 } do
+      for _, code in ipairs { 4242, -1, 18, 2018 } do
         local o = policy.default_outcome { Text = { ErrCode = code } }
         assert.same({ "failed", "unclassified", false }, { o.status, o.reason, o.retry_with_new_token })
       end

@@ -508,6 +508,17 @@ describe("eidkit.gateway", function()
       assert.is_true(n >= 2)
       assert.equals(n, promtext.value(f, "eidkit_flow_log_failures_total"))
     end)
+
+    it("counts results whose ErrCode eidkit does not know, by code", function()
+      local g = make()
+      for i = 1, 2 do
+        local tok = token_for(g, "user-u" .. i)
+        sim:fail(tok, 4242)
+        post(g, "/eid/result", { EidToken = tok }, "user-u" .. i)
+      end
+      local f = scrape(g)
+      assert.equals(2, promtext.value(f, "eidkit_flow_unclassified_errcodes_total", { code = "4242" }))
+    end)
   end)
 
   describe("the access log", function()

@@ -34,32 +34,48 @@ describe("eidkit ledger", function()
   teardown(function() os.execute("rm -rf " .. dir) end)
 
   it("exports one UTC day as CSV", function()
-    local r = ledger_cli("export", "--ledger", url, "--date", "2024-12-31")
+    local r = ledger_cli("export", "--ledger", url, "--date", "2024-12-31", "--tz", "UTC")
     assert.equals("", r.stderr)
     assert.equals(0, r.code)
     -- finished is when the verdict was recorded (now), so match it loosely
     local lines = {}
     for l in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert.equals(3, #lines)
-    assert.equals("EidToken,MerchantId,subject,created,finished,state,ErrCode,billable,attempts,RequestIds", lines[1])
-    assert.matches('^B1,0NSJ2023,"order ""7"", east",2024%-12%-31T00:00:10Z,%d%d%d%d%-%d%d%-%d%dT[%d:]+Z,failed,2016,1,2,req%-1 req%-2$', lines[2])
-    assert.equals("B2,0NSJ2023,user-1,2024-12-31T00:00:20Z,,issued,,0,0,", lines[3])
+    assert.equals("EidToken,MerchantId,subject,Extra,intention,created,finished,state,ErrCode,late_ErrCode,"
+      .. "billable,settled_billable,attempts,day_attempts,day_billable,open,RequestIds", lines[1])
+    assert.matches('^B1,0NSJ2023,"order ""7"", east",,false,2024%-12%-31T00:00:10Z,%d%d%d%d%-%d%d%-%d%dT[%d:]+Z,'
+      .. 'failed,2016,,1,,2,0,0,false,req%-1 req%-2$', lines[2])
+    assert.equals("B2,0NSJ2023,user-1,,false,2024-12-31T00:00:20Z,,issued,,,0,,0,0,0,true,", lines[3])
+  end)
+
+  it("takes the day in Beijing time by default", function()
+    -- A1 was issued at 23:59:59 UTC on the 30th: 07:59:59 on the 31st in Beijing.
+    local r = ledger_cli("export", "--ledger", url, "--date", "2024-12-31")
+    assert.equals(0, r.code)
+    local toks = {}
+    for tok in r.stdout:gmatch("\n([%w]+),") do toks[#toks + 1] = tok end
+    assert.same({ "A1", "B1", "B2" }, toks)
+    assert.matches("\nA1,0NSJ2023,user%-1,,false,2024%-12%-31T07:59:59%+08:00,", r.stdout)
+    r = ledger_cli("export", "--ledger", url, "--date", "2024-12-31", "--tz", "+08:00")
+    assert.equals(0, r.code)
+    assert.matches("\nA1,", r.stdout)
   end)
 
   it("defuses spreadsheet formulas in merchant text (CSV injection)", function()
     local u = "sqlite:" .. dir .. "/formula.db"
     local l = assert(ledger_mod.open(u))
-    assert(l:issue { EidToken = "F1", MerchantId = "@M", subject = "=HYPERLINK(\"x\")", created_at = DAY })
+    assert(l:issue { EidToken = "F1", MerchantId = "@M", subject = "=HYPERLINK(\"x\")", created_at = DAY,
+      Extra = "+order" })
     l:close()
-    local r = proc.run({ proc.bin(), "ledger", "export", "--ledger", u, "--date", "2024-12-31" },
+    local r = proc.run({ proc.bin(), "ledger", "export", "--ledger", u, "--date", "2024-12-31", "--tz", "UTC" },
       { env = { EIDKIT_LEDGER = "" } })
     assert.equals(0, r.code)
-    assert.matches("\nF1,'@M,\"'=HYPERLINK%(\"\"x\"\"%)\",2024%-12%-31T00:00:00Z,,issued,,0,0,\n", r.stdout)
+    assert.matches("\nF1,'@M,\"'=HYPERLINK%(\"\"x\"\"%)\",'%+order,false,2024%-12%-31T00:00:00Z,,issued,", r.stdout)
   end)
 
   it("exports JSON lines", function()
     local cjson = require "cjson"
-    local r = ledger_cli("export", "--ledger", url, "--date", "2024-12-31", "--format", "jsonl")
+    local r = ledger_cli("export", "--ledger", url, "--date", "2024-12-31", "--format", "jsonl", "--tz", "UTC")
     assert.equals(0, r.code)
     local rows = {}
     for l in r.stdout:gmatch("[^\n]+") do rows[#rows + 1] = cjson.decode(l) end
@@ -68,6 +84,57 @@ describe("eidkit ledger", function()
     assert.equals(2016, rows[1].ErrCode)
     assert.same({}, rows[2].RequestIds)
     assert.equals("2024-12-31T00:00:20Z", rows[2].created)
+  end)
+
+  it("reconciles by the Beijing day of each attempt's ReqTime", function()
+    local u = "sqlite:" .. dir .. "/rc.db"
+    local l = assert(ledger_mod.open(u))
+    assert(l:issue { EidToken = "R1", MerchantId = "0NSJ2023", subject = "u", created_at = DAY, Extra = "order-1" })
+    -- 2024-12-31 08:00 and 2025-01-01 00:00 in Beijing; both 2024-12-31 in UTC
+    local d1 = { Seq = "s1", ReqTime = tostring(DAY * 1000), Errcode = 2016, IsNeedCharge = true }
+    local d2 = { Seq = "s2", ReqTime = tostring((DAY + 16 * 3600) * 1000), Errcode = 0, IsNeedCharge = true }
+    assert(l:record("R1", { Text = { ErrCode = 2016, LivenessDetail = { d1 } } }))
+    assert(l:consume("R1", "u"))
+    assert(l:record("R1", { Text = { ErrCode = 0, LivenessDetail = { d1, d2 } } }))
+    l:close()
+    local r = ledger_cli("reconcile", "--ledger", u, "--date", "2025-01-01")
+    assert.equals("", r.stderr)
+    assert.equals(table.concat({
+      "date              2025-01-01 (Asia/Shanghai, +08:00)",
+      "tokens issued     0",
+      "attempts          1",
+      "billable          1",
+      "  ErrCode 0       1",
+      "  ErrCode 2006    0",
+      "  ErrCode 2016    0",
+      "  other ErrCode   0",
+      "  intention on    0",
+      "  intention off   1",
+      "open              0",
+      "changed           1",
+      "  R1 billable 2, 1 when consumed",
+      "" }, "\n"), r.stdout)
+    local cjson = require "cjson"
+    local t = cjson.decode(ledger_cli("reconcile", "--ledger", u, "--date", "2024-12-31", "--json").stdout)
+    assert.same({ 1, 1, 1, 1 }, { t.tokens_issued, t.attempts, t.billable, t.billable_by_code["2016"] })
+    t = cjson.decode(ledger_cli("reconcile", "--ledger", u, "--date", "2024-12-31", "--json", "--tz", "UTC").stdout)
+    assert.same({ 2, 2 }, { t.attempts, t.billable })
+    r = ledger_cli("export", "--ledger", u, "--date", "2025-01-01", "--per", "attempt")
+    assert.equals("EidToken,MerchantId,Extra,intention,Seq,ReqTime,ReqTime_ms,Errcode,IsNeedCharge,Sim,"
+      .. "LivenessMode,CompareLibType,ErrCode,late_ErrCode,state\n"
+      .. "R1,0NSJ2023,order-1,false,s2,2025-01-01T00:00:00.000+08:00," .. (DAY + 16 * 3600) * 1000
+      .. ",0,true,,,,2016,0,consumed\n", r.stdout)
+  end)
+
+  it("lists in --help every action and option it takes", function()
+    local help = ledger_cli("--help").stdout
+    for _, action in ipairs { "stats", "export", "reconcile", "expire", "sweep" } do
+      assert.matches("\n  " .. action .. "%s", help)
+    end
+    for _, opt in ipairs { "ledger", "date", "tz", "per", "format", "output", "limit", "endpoint", "ca%-file",
+      "info%-type", "json", "help" } do
+      assert.matches("\n  %-%-" .. opt .. "[ \n]", help)
+    end
   end)
 
   it("prints stats", function()
@@ -100,8 +167,19 @@ describe("eidkit ledger", function()
         "eidkit ledger: --format: expected csv or jsonl, got 'xml'\n" },
       { { "stats", "--ledger", "mysql://db" },
         "eidkit ledger: --ledger: url: unknown scheme (expected sqlite:PATH or redis://HOST:PORT/DB)\n" },
-      { { "purge", "--ledger", url }, "eidkit ledger: unknown action 'purge' (stats, export, sweep or expire)\n" },
-      { {}, "eidkit ledger: expected an action: stats, export, sweep or expire\n" },
+      { { "purge", "--ledger", url }, "eidkit ledger: unknown action 'purge' (stats, export, reconcile, sweep or expire)\n" },
+      { {}, "eidkit ledger: expected an action: stats, export, reconcile, sweep or expire\n" },
+      { { "export", "--ledger", url, "--date", "2024-12-31", "--per", "day" },
+        "eidkit ledger: --per: expected token or attempt, got 'day'\n" },
+      { { "export", "--ledger", url, "--date", "2024-12-31", "--tz", "Europe/Berlin" },
+        "eidkit ledger: --tz: only Asia/Shanghai (the default; also Asia/Chongqing, PRC), UTC and fixed "
+        .. "offsets such as +08:00 are supported: other zones change their offset with daylight saving time\n" },
+      { { "reconcile", "--ledger", url, "--date", "2024-12-31", "--tz", "+25:00" },
+        "eidkit ledger: --tz: only Asia/Shanghai (the default; also Asia/Chongqing, PRC), UTC and fixed "
+        .. "offsets such as +08:00 are supported: other zones change their offset with daylight saving time\n" },
+      { { "reconcile", "--ledger", url }, "eidkit ledger: reconcile needs --date YYYY-MM-DD\n" },
+      { { "reconcile", "--ledger", url, "--date", "31/12/2024" },
+        "eidkit ledger: --date: expected a date YYYY-MM-DD, got '31/12/2024'\n" },
       { { "sweep", "--ledger", url, "--limit", "0" }, "eidkit ledger: --limit: expected 1..100000, got '0'\n" },
     }
     for _, c in ipairs(cases) do

@@ -141,7 +141,7 @@ for _, variant in ipairs(variants) do
         assert.same({
           EidToken = TOK, MerchantId = "0NSJ2023", subject = "user-42", Extra = "order-9",
           state = "issued", created_at = T0, expires_at = T0 + 600, result_deadline = T0 + 3 * 86400,
-          pulls = 0, attempts = 0, billable = 0, has_payload = false, request_ids = {},
+          pulls = 0, attempts = 0, billable = 0, has_payload = false, request_ids = {}, intention = false,
         }, rec)
       end)
 
@@ -338,11 +338,133 @@ for _, variant in ipairs(variants) do
         for i, r in ipairs(list) do toks[i] = r.EidToken end
         assert.same({ "D1", "D3", "D4", "D5" }, toks)
         assert.equals(2, #ledger:due(2))
-        -- a failed verdict is final once the TTL is over
+        -- a failed verdict gets one pull after the TTL (the attempts made
+        -- just before it), then it is final
         now = T0 + 4 + 600
         toks = {}
         for i, r in ipairs(ledger:due(10)) do toks[i] = r.EidToken end
+        assert.same({ "D1", "D3", "D4", "D5" }, toks)
+        assert(ledger:record("D4", response(1001, { attempt(false) })))
+        toks = {}
+        for i, r in ipairs(ledger:due(10)) do toks[i] = r.EidToken end
         assert.same({ "D1", "D3", "D5" }, toks)
+      end)
+
+      it("keeps a consumed failure due and records what follows: late verdicts, charges", function()
+        -- Issue 14: a user may retry on a token whose failure was consumed.
+        assert(issue())
+        assert(ledger:record(TOK, response(2016, { attempt(true) })))
+        local rec = assert(ledger:consume(TOK, "user-42"))
+        assert.same({ "consumed", 2016, 1, 1 }, { rec.state, rec.ErrCode, rec.billable, rec.settled_billable })
+        assert.equals(1, #ledger:due(10))
+        assert.equals(1, ledger:stats().due)
+        -- an older response arriving late changes nothing
+        rec = assert(ledger:record(TOK, response(1001, {})))
+        assert.same({ 2016, 1 }, { rec.ErrCode, rec.billable })
+        assert.is_nil(rec.late_ErrCode)
+        -- a second failure with another code: a late verdict, not a pass
+        rec = assert(ledger:record(TOK, response(2006, { attempt(true), attempt(true) })))
+        assert.same({ "consumed", 2016, 2006, 2, 1 },
+          { rec.state, rec.ErrCode, rec.late_ErrCode, rec.billable, rec.settled_billable })
+        assert.is_nil(rec.late)
+        -- the pass: stored once as late, flagged only on the call that stored it
+        local details = { attempt(true), attempt(true), attempt(true) }
+        rec = assert(ledger:record(TOK, response(0, details)))
+        assert.same({ 2016, 0, 3, true }, { rec.ErrCode, rec.late_ErrCode, rec.billable, rec.late })
+        rec = assert(ledger:record(TOK, response(0, details)))
+        assert.is_nil(rec.late)
+        assert.is_nil(ledger:get(TOK).late)
+        -- a pass is final: no longer due, and a later failure cannot undo it
+        assert.equals(0, #ledger:due(10))
+        rec = assert(ledger:record(TOK, response(2016, { attempt(true), attempt(true), attempt(true), attempt(true) })))
+        assert.same({ 0, 4 }, { rec.late_ErrCode, rec.billable })
+        assert.equals("consumed", code_of(ledger:consume(TOK, "user-42")))
+      end)
+
+      it("keeps a token due while its last answer had no verdict, to the end of the window", function()
+        -- 2017 (service-side, transient): look again later on the same token.
+        assert(issue())
+        local rec = assert(ledger:record(TOK, response(2017, { attempt(false) })))
+        assert.same({ "issued", true }, { rec.state, rec.retry_later })
+        now = T0 + 600
+        assert(ledger:expire())
+        assert(ledger:record(TOK, response(2017, { attempt(false) })))
+        now = T0 + 86400 -- a day later, pulled since the TTL, still no verdict: still due
+        assert.equals(1, #ledger:due(10))
+        rec = assert(ledger:record(TOK, response(2016, { attempt(false), attempt(true) })))
+        assert.same({ "failed", 2016, 1 }, { rec.state, rec.ErrCode, rec.billable })
+        assert.is_nil(rec.retry_later)
+        assert.equals(0, #ledger:due(10))
+        -- the window closes whatever the answers
+        assert(issue("W-1"))
+        assert(ledger:record("W-1", response(1006, {})))
+        assert.equals(1, #ledger:due(10))
+        now = now + 3 * 86400
+        assert.equals(0, #ledger:due(10))
+      end)
+
+      it("gives a consumed failure one pull after the TTL, then closes it", function()
+        assert(issue())
+        assert(ledger:record(TOK, response(2016, { attempt(true) })))
+        assert(ledger:consume(TOK, "user-42"))
+        now = T0 + 600
+        assert.equals(1, #ledger:due(10))
+        assert(ledger:expire())
+        local rec = assert(ledger:record(TOK, response(2016, { attempt(true), attempt(true) })))
+        assert.same({ 2, 2016 }, { rec.billable, rec.ErrCode })
+        assert.equals(0, #ledger:due(10))
+        -- a consumed pass or Tencent's expiry is never due
+        assert(issue("P-1"))
+        assert(ledger:record("P-1", response(0, { attempt(true) })))
+        assert(ledger:consume("P-1", "user-42"))
+        assert(issue("X-1"))
+        assert(ledger:record("X-1", response(15, {})))
+        assert(ledger:consume("X-1", "user-42"))
+        assert.equals(0, #ledger:due(10))
+      end)
+    end)
+
+    describe("attempts", function()
+      local function detail(seq, ms, code, charged)
+        return { Seq = seq, ReqTime = tostring(ms), Errcode = code, IsNeedCharge = charged,
+          Sim = "41.08", LivenessMode = 3, CompareLibType = "公安库", Name = "a name", Idcard = "an id" }
+      end
+
+      it("stores every LivenessDetail entry once per Seq, ordered by ReqTime", function()
+        assert(issue())
+        local d1 = detail("s-1", T0 * 1000 + 5, 2016, true)
+        assert(ledger:record(TOK, response(2016, { d1 })))
+        -- a re-pull with the same entry and a new one; the first is not doubled
+        local d2 = detail("s-2", T0 * 1000 + 90000, 0, true)
+        local rec = assert(ledger:record(TOK, response(0, { d1, d2 })))
+        assert.equals(2, rec.billable)
+        local got = assert(ledger:attempts(TOK))
+        assert.same({
+          { Seq = "s-1", ReqTime = T0 * 1000 + 5, Errcode = 2016, IsNeedCharge = true, Sim = "41.08",
+            LivenessMode = 3, CompareLibType = "公安库" },
+          { Seq = "s-2", ReqTime = T0 * 1000 + 90000, Errcode = 0, IsNeedCharge = true, Sim = "41.08",
+            LivenessMode = 3, CompareLibType = "公安库" },
+        }, got)
+        -- an entry re-sent with other values keeps the first (Seq is the key)
+        local changed = detail("s-1", T0 * 1000 + 5, 1001, false)
+        assert(ledger:record(TOK, response(0, { changed, d2 })))
+        assert.same({ 2016, true }, { ledger:attempts(TOK)[1].Errcode, ledger:attempts(TOK)[1].IsNeedCharge })
+        assert.equals("unknown_token", code_of(ledger:attempts("never")))
+      end)
+
+      it("keeps no entry without a usable Seq, and marks intention", function()
+        assert(ledger:issue { EidToken = "I-1", MerchantId = "m", subject = "u", intention = true })
+        assert.is_true(ledger:get("I-1").intention)
+        assert(issue("I-2"))
+        assert.is_false(ledger:get("I-2").intention)
+        local bad = detail(nil, T0 * 1000, 2016, true)
+        local ctl = detail("a\nb", T0 * 1000, 2016, true)
+        local rec = assert(ledger:record("I-2", { Text = { ErrCode = 2016, LivenessDetail = { bad, ctl } },
+          IsVerifyIntention = true }))
+        assert.same({ 2, 2, true }, { rec.attempts, rec.billable, rec.intention })
+        assert.same({}, assert(ledger:attempts("I-2")))
+        assert.has_error(function() ledger:issue { EidToken = "I-3", MerchantId = "m", subject = "u", intention = 1 } end,
+          "bad argument #1 to 'issue' (intention: expected boolean)")
       end)
     end)
 

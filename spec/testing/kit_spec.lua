@@ -141,6 +141,22 @@ describe("eidkit.testing", function()
       assert.equal(2, #res.Text.LivenessDetail)
     end)
 
+    it("finish: an attempt's ID-card warnings, and a flow state that is no attempt", function()
+      local res = assert(client:get_eid_token { MerchantId = sim.merchant_id, Config = { InputType = "1" } })
+      local tok = res.EidToken
+      assert(sim:finish(tok, { ErrCode = 0, WarnInfos = { -9102 }, BackWarnInfos = {} }))
+      local r = assert(client:get_eid_result { EidToken = tok, InfoType = "12" })
+      assert.same({ -9102 }, r.IdCardData.WarnInfos)
+      local t2 = new_token()
+      assert(sim:fail(t2, 2016))
+      assert(sim:fail(t2, 16)) -- retry limit: a flow state
+      r = assert(client:get_eid_result { EidToken = t2, InfoType = "1" })
+      assert.same({ 16, 1 }, { math.tointeger(r.Text.ErrCode), #r.Text.LivenessDetail })
+      assert.has_error(function() sim:finish(tok, { WarnInfos = { "x" } }) end,
+        "bad argument #2 to 'finish' (WarnInfos: expected ErrCode or IntentionErrCode, integers, "
+        .. "or WarnInfos or BackWarnInfos, lists of integers)")
+    end)
+
     it("intention: the attempt carries the IntentionErrCode", function()
       local res = assert(client:get_eid_token { MerchantId = sim.merchant_id,
         Config = { InputType = "4", UseIntentionVerify = true, IntentionMode = "1",

@@ -8,9 +8,14 @@
  *   issued | expired --expire (result window over)--> abandoned
  *
  * A verdict is Text.ErrCode from GetEidResult: 0 is passed, anything else
- * failed (EID_ERRCODE_PENDING, "flow not finished", counts as no verdict). A passed verdict is
+ * failed, except the codes eidkit/errcode.h calls EID_VERDICT_NONE ("flow
+ * not finished", "already completed", service-side and transient), which
+ * count as no verdict: only a pull. A passed verdict is
  * final. A failed one is final once the token's TTL is over; before that the
  * user may retry on the same token, so a later pull may turn it into passed.
+ * Consuming a failed verdict freezes what the merchant was told, not what
+ * Tencent bills: such a token stays due until its TTL is over (and one pull
+ * after it), and a later verdict lands as the entry's late verdict.
  * Attempts and billable counts only ever grow.
  *
  * Backends, chosen by URL:
@@ -34,6 +39,7 @@
 #define EIDKIT_LEDGER_H
 
 #include "eidkit.h"
+#include "errcode.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,12 +58,17 @@ extern "C" {
 #define EID_LEDGER_RESULT_WINDOW   (3 * 86400) /* s; Tencent keeps results 3 days */
 #define EID_LEDGER_REDIS_RETENTION (7 * 86400) /* s kept in Redis after the window */
 #define EID_LEDGER_KEY_LEN         32          /* AES-256-GCM payload key */
+/* Per-attempt records (eid_ledger_attempt): LivenessDetail fields kept. */
+#define EID_LEDGER_SEQ_MAX     64  /* Seq: no control bytes */
+#define EID_LEDGER_SIM_MAX     16  /* Sim, as Tencent's string ("95.27") */
+#define EID_LEDGER_LIBTYPE_MAX 64  /* CompareLibType (UTF-8) */
+#define EID_LEDGER_DETAILS_MAX 100 /* LivenessDetail entries one record call stores */
 /* Token buckets (eid_ledger_take). */
 #define EID_LEDGER_BUCKET_KEY_MAX    256           /* no control bytes (UTF-8 allowed) */
 #define EID_LEDGER_BUCKET_REFILL_MAX (366 * 86400) /* s; burst / rate, an empty bucket's refill */
 
-/* Tencent's Text.ErrCode values (GetEidResult) that are not plain verdicts.
- * 0 is passed and any other value failed, except these two. */
+/* Two of Tencent's Text.ErrCode values the ledger names (eid_errcode_lookup
+ * has them all). */
 #define EID_ERRCODE_EXPIRED 15 /* the EidToken expired: the token settles as expired */
 #define EID_ERRCODE_PENDING 17 /* the flow is not finished: no verdict, only a pull */
 
@@ -75,6 +86,22 @@ typedef enum eid_ledger_state {
 EID_API const char *eid_ledger_state_name(eid_ledger_state state);
 
 typedef struct eid_ledger eid_ledger;
+
+/* One liveness+compare attempt: a Text.LivenessDetail entry, stored once per
+ * (token, seq) however often it is pulled. Never a name or ID number (the
+ * entry's Idcard and Name are not kept). Strings longer than their field are
+ * cut; a Seq that is empty, too long or has control bytes is not stored. */
+typedef struct eid_ledger_attempt {
+    char seq[EID_LEDGER_SEQ_MAX + 1];
+    int64_t req_time_ms; /* ReqTime: Unix milliseconds; 0 when absent or not a number */
+    int has_err_code;
+    int64_t err_code; /* Errcode */
+    int is_need_charge;
+    char sim[EID_LEDGER_SIM_MAX + 1];
+    int has_liveness_mode;
+    int64_t liveness_mode;
+    char compare_lib_type[EID_LEDGER_LIBTYPE_MAX + 1];
+} eid_ledger_attempt;
 
 typedef struct eid_ledger_options {
     eid_clock clock;       /* NULL now: time(2) */
@@ -97,6 +124,7 @@ typedef struct eid_ledger_issue_params {
     const char *extra;       /* Extra as sent to Tencent; NULL: "" */
     int64_t created_at;      /* 0: the ledger's clock */
     int64_t expires_at;      /* 0: created_at + token_ttl */
+    int intention;           /* Config.UseIntentionVerify: priced differently */
 } eid_ledger_issue_params;
 
 /* A GetEidResult response, digested: the input of eid_ledger_record (the Lua
@@ -107,6 +135,11 @@ typedef struct eid_ledger_outcome {
     int32_t attempts;       /* #Text.LivenessDetail */
     int32_t billable;       /* entries with IsNeedCharge == true */
     const char *request_id; /* RequestId; NULL or "": none */
+    /* The LivenessDetail entries (at most EID_LEDGER_DETAILS_MAX are
+     * stored, the last ones); NULL with 0: none. */
+    const eid_ledger_attempt *details;
+    size_t n_details;
+    int intention; /* IsVerifyIntention was true: marks the token (never unmarks) */
     /* Optional result payload (e.g. the response JSON), stored encrypted
      * with AES-256-GCM; needs payload_key. NULL: keep the stored one. */
     const void *payload;
@@ -130,6 +163,24 @@ typedef struct eid_ledger_entry {
     int32_t billable;     /* attempts with IsNeedCharge */
     int has_err_code;
     int64_t err_code; /* the verdict's Text.ErrCode when has_err_code */
+    /* Tencent's verdict recorded after the token was consumed with a failure
+     * (the user retried on the same token), when it differs from err_code:
+     * err_code stays what the merchant was told. A late 0 is final. */
+    int has_late_err_code;
+    int64_t late_err_code;
+    int32_t settled_billable; /* billable when consumed; 0 before */
+    int intention;            /* issued with intention verification, or a result said so */
+    /* The last pull answered an ErrCode that is no verdict (EID_VERDICT_NONE:
+     * 14, 17, the service-side 1006/1007/2017): Tencent may still answer,
+     * so the token stays due until its result window. */
+    int retry_later;
+    /* Set only by eid_ledger_get and eid_ledger_export: the token may still
+     * change (be pulled, retried on, expired), as of the ledger's clock;
+     * while it may, its billable count may still grow. */
+    int open;
+    /* Set only in what eid_ledger_record returns: this call stored a late
+     * pass (late_err_code became 0), which happens once per token. */
+    int late_pass;
     int has_payload;
     /* Up to EID_LEDGER_REQUEST_IDS ids, oldest first, ',' separated. */
     char request_ids[EID_LEDGER_REQUEST_IDS * (EID_LEDGER_REQUEST_ID_MAX + 1)];
@@ -188,9 +239,19 @@ EID_API eid_status eid_ledger_consume(eid_ledger *ledger, const char *token, con
 EID_API eid_status eid_ledger_get(eid_ledger *ledger, const char *token, eid_ledger_entry *out,
                                   eid_error *err);
 
-/* Tokens whose result must still be pulled (issued, or failed before the
- * TTL, and within the result window), oldest first, at most cap, into out[];
- * *n receives the count. */
+/* The stored attempts of token, ordered by (ReqTime, Seq), at most cap into
+ * out[]; *n receives how many are stored in all (more than cap: out holds the
+ * first cap and the call returns EID_E_BUFFER_TOO_SMALL). EID_E_LEDGER_UNKNOWN
+ * for a token never issued. Thread-safe (the ledger's mutex). */
+EID_API eid_status eid_ledger_attempts(eid_ledger *ledger, const char *token,
+                                       eid_ledger_attempt *out, size_t cap, size_t *n,
+                                       eid_error *err);
+
+/* Tokens whose result must still be pulled, oldest first, at most cap, into
+ * out[]; *n receives the count. Within the result window: issued; failed or
+ * consumed with a failed verdict (and no late pass) before the TTL, or not
+ * pulled since the TTL; expired by the TTL alone and not pulled since; and
+ * any of these whose last pull had no verdict (retry_later). */
 EID_API eid_status eid_ledger_due(eid_ledger *ledger, eid_ledger_entry *out, size_t cap, size_t *n,
                                   eid_error *err);
 

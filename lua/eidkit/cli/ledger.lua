@@ -1,11 +1,12 @@
 -- eidkit ledger: operate the EidToken ledger from the shell (stats, the
 -- reconciliation export, expiry and the result sweep).
 local ledger_mod = require "eidkit.ledger"
+local reconcile = require "eidkit.ledger.reconcile"
 local args = require "eidkit.cli.args"
 
 local stdout, stderr = io.stdout, io.stderr
 local format, concat = string.format, table.concat
-local getenv, date = os.getenv, os.date
+local getenv = os.getenv
 
 local _M = {}
 
@@ -15,7 +16,10 @@ local STATES = { "issued", "passed", "failed", "consumed", "expired", "abandoned
 local spec = {
   { name = "ledger", arg = "URL",
     help = "sqlite:PATH or redis://HOST:PORT/DB (default: $EIDKIT_LEDGER, else " .. _M.DEFAULT_URL .. ")" },
-  { name = "date", arg = "YYYY-MM-DD", help = "export: the UTC day of token creation (required)" },
+  { name = "date", arg = "YYYY-MM-DD", help = "export, reconcile: the day (required), in --tz" },
+  { name = "tz", arg = "ZONE",
+    help = "export, reconcile: Asia/Shanghai (default: Tencent bills by Beijing day), UTC or +HH:MM" },
+  { name = "per", arg = "WHAT", help = "export: token (default) or attempt, what one row is" },
   { name = "format", arg = "FMT", help = "export: csv (default) or jsonl" },
   { name = "output", arg = "FILE", help = "export: write to FILE instead of standard output" },
   { name = "limit", arg = "N", help = "sweep: at most N tokens (default 100)" },
@@ -23,16 +27,23 @@ local spec = {
     help = "sweep: the API endpoint (default: $EIDKIT_ENDPOINT, else https://faceid.tencentcloudapi.com)" },
   { name = "ca-file", arg = "FILE", help = "sweep: trust this CA bundle for the endpoint" },
   { name = "info-type", arg = "DIGITS", help = "sweep: GetEidResult InfoType (default 1: the verdict and billing)" },
-  { name = "json", help = "stats, expire: print one JSON object" },
+  { name = "json", help = "stats, expire, reconcile: print one JSON object" },
   { name = "help", help = "show this help" },
 }
 
 function _M.help()
-  return "usage: eidkit ledger stats|export|sweep|expire [options]\n\n" .. [[
+  return "usage: eidkit ledger stats|export|reconcile|sweep|expire [options]\n\n" .. [[
   stats    tokens per state, billable attempts, tokens due for a pull
-  export   the reconciliation table of one UTC day: EidToken, MerchantId,
-           subject, created, finished, state, ErrCode, billable, attempts,
-           RequestIds (--date YYYY-MM-DD, --format csv|jsonl)
+  export   one day of the ledger as Tencent bills it (--date YYYY-MM-DD, in
+           --tz, default Asia/Shanghai): --per token (default), the tokens
+           issued that day or with an attempt whose ReqTime is in it, with the
+           day's attempts and charges; --per attempt, each LivenessDetail
+           entry of the day (--format csv|jsonl)
+  reconcile
+           the day's totals: tokens issued, attempts, billable attempts by
+           verdict (0, 2006, 2016) and by intention on/off, tokens still open
+           (their count can change), tokens whose count grew after they were
+           consumed (--date YYYY-MM-DD, --tz, --json)
   expire   move tokens past their TTL to expired and past the 3-day result
            window to abandoned
   sweep    expire, then pull the result of every due token from Tencent
@@ -50,12 +61,8 @@ local function exit_error(msg, code)
   return code or 2
 end
 
-local function iso(t)
-  return t and date("!%Y-%m-%dT%H:%M:%SZ", t) or ""
-end
-
--- Text from merchants (subject, MerchantId) may start with = + - @: a
--- spreadsheet opening the export would run it as a formula, so such text
+-- Text from merchants (subject, MerchantId, Extra) may start with = + - @:
+-- a spreadsheet opening the export would run it as a formula, so such text
 -- gets a leading apostrophe (OWASP's CSV-injection advice). Numbers pass.
 local function csv_field(v)
   local text = type(v) == "string"
@@ -65,15 +72,36 @@ local function csv_field(v)
   return v
 end
 
-local COLUMNS = { "EidToken", "MerchantId", "subject", "created", "finished", "state", "ErrCode",
-  "billable", "attempts", "RequestIds" }
+local TOKEN_COLUMNS = { "EidToken", "MerchantId", "subject", "Extra", "intention", "created", "finished",
+  "state", "ErrCode", "late_ErrCode", "billable", "settled_billable", "attempts", "day_attempts",
+  "day_billable", "open", "RequestIds" }
 
-local function row(rec)
+local ATTEMPT_COLUMNS = { "EidToken", "MerchantId", "Extra", "intention", "Seq", "ReqTime", "ReqTime_ms",
+  "Errcode", "IsNeedCharge", "Sim", "LivenessMode", "CompareLibType", "ErrCode", "late_ErrCode", "state" }
+
+local function token_row(rec, off)
+  local billed = 0
+  for _, a in ipairs(rec.day_attempts) do
+    if a.IsNeedCharge then billed = billed + 1 end
+  end
   return {
-    EidToken = rec.EidToken, MerchantId = rec.MerchantId, subject = rec.subject,
-    created = iso(rec.created_at), finished = iso(rec.finished_at), state = rec.state,
-    ErrCode = rec.ErrCode, billable = rec.billable, attempts = rec.attempts,
-    RequestIds = rec.request_ids,
+    EidToken = rec.EidToken, MerchantId = rec.MerchantId, subject = rec.subject, Extra = rec.Extra,
+    intention = rec.intention, created = reconcile.iso(rec.created_at, off),
+    finished = reconcile.iso(rec.finished_at, off), state = rec.state, ErrCode = rec.ErrCode,
+    late_ErrCode = rec.late_ErrCode, billable = rec.billable, settled_billable = rec.settled_billable,
+    attempts = rec.attempts, day_attempts = #rec.day_attempts, day_billable = billed,
+    open = rec.open == true, RequestIds = rec.request_ids,
+  }
+end
+
+local function attempt_row(a, off)
+  local rec = a.token
+  return {
+    EidToken = rec.EidToken, MerchantId = rec.MerchantId, Extra = rec.Extra, intention = rec.intention,
+    Seq = a.Seq, ReqTime = reconcile.iso(a.ReqTime // 1000, off, a.ReqTime % 1000), ReqTime_ms = a.ReqTime,
+    Errcode = a.Errcode, IsNeedCharge = a.IsNeedCharge, Sim = a.Sim, LivenessMode = a.LivenessMode,
+    CompareLibType = a.CompareLibType, ErrCode = rec.ErrCode, late_ErrCode = rec.late_ErrCode,
+    state = rec.state,
   }
 end
 
@@ -83,30 +111,38 @@ local function export(ledger, opts, out)
   if fmt ~= "csv" and fmt ~= "jsonl" then
     return exit_error(format("--format: expected csv or jsonl, got '%s'", fmt))
   end
-  local from, to = ledger_mod.day_range(opts.date)
-  if not from then return exit_error(format("--date: %s, got '%s'", to, opts.date)) end
-  local rows, err = ledger:export { from = from, to = to }
-  if not rows then return exit_error(tostring(err), 1) end
+  local per = opts.per or "token"
+  if per ~= "token" and per ~= "attempt" then
+    return exit_error(format("--per: expected token or attempt, got '%s'", per))
+  end
+  local day, err = reconcile.day(ledger, opts.date, opts.tz)
+  if not day then
+    if type(err) == "string" then return exit_error(err) end
+    return exit_error(tostring(err), 1)
+  end
   local f = out
   if opts.output then
     local ferr
     f, ferr = io.open(opts.output, "w")
     if not f then return exit_error("--output: " .. tostring(ferr), 1) end
   end
+  local columns = per == "token" and TOKEN_COLUMNS or ATTEMPT_COLUMNS
+  local list = per == "token" and day.tokens or day.attempts
+  local make = per == "token" and token_row or attempt_row
   if fmt == "csv" then
-    f:write(concat(COLUMNS, ","), "\n")
-    for _, rec in ipairs(rows) do
-      local r, cells = row(rec), {}
-      r.RequestIds = concat(r.RequestIds, " ")
-      for i, c in ipairs(COLUMNS) do cells[i] = csv_field(r[c]) end
+    f:write(concat(columns, ","), "\n")
+    for _, item in ipairs(list) do
+      local r, cells = make(item, day.offset), {}
+      if r.RequestIds then r.RequestIds = concat(r.RequestIds, " ") end
+      for i, c in ipairs(columns) do cells[i] = csv_field(r[c]) end
       f:write(concat(cells, ","), "\n")
     end
   else
     local cjson = require "cjson"
-    for _, rec in ipairs(rows) do
-      local r = row(rec)
+    for _, item in ipairs(list) do
+      local r = make(item, day.offset)
       -- lua-cjson 2.1.0 writes an empty table as {}; RequestIds is a list.
-      local empty = #r.RequestIds == 0
+      local empty = r.RequestIds and #r.RequestIds == 0
       if empty then r.RequestIds = nil end
       local line = cjson.encode(r)
       if empty then line = line:sub(1, -2) .. ',"RequestIds":[]}' end
@@ -114,6 +150,40 @@ local function export(ledger, opts, out)
     end
   end
   if f ~= out then f:close() end
+  return 0
+end
+
+local function reconcile_day(ledger, opts, out)
+  if not opts.date then return exit_error("reconcile needs --date YYYY-MM-DD") end
+  local day, err = reconcile.day(ledger, opts.date, opts.tz)
+  if not day then
+    if type(err) == "string" then return exit_error(err) end
+    return exit_error(tostring(err), 1)
+  end
+  local t = reconcile.totals(day)
+  if opts.json then
+    local cjson = require "cjson"
+    local line = cjson.encode(t)
+    -- lua-cjson 2.1.0 writes an empty table as {}; open and changed are lists.
+    line = line:gsub('"open":{}', '"open":[]'):gsub('"changed":{}', '"changed":[]')
+    out:write(line, "\n")
+    return 0
+  end
+  out:write(format("date              %s (%s, %s)\n", t.date, t.tz, reconcile.iso(0, day.offset):sub(20)))
+  out:write(format("tokens issued     %d\nattempts          %d\nbillable          %d\n", t.tokens_issued,
+    t.attempts, t.billable))
+  for _, c in ipairs(reconcile.BILLED_CODES) do
+    out:write(format("  ErrCode %-7d %d\n", c, t.billable_by_code[tostring(c)]))
+  end
+  out:write(format("  other ErrCode   %d\n", t.billable_by_code.other))
+  out:write(format("  intention on    %d\n  intention off   %d\n", t.billable_by_intention.on,
+    t.billable_by_intention.off))
+  out:write(format("open              %d\n", #t.open))
+  for _, tok in ipairs(t.open) do out:write("  ", tok, "\n") end
+  out:write(format("changed           %d\n", #t.changed))
+  for _, c in ipairs(t.changed) do
+    out:write(format("  %s billable %d, %d when consumed\n", c.EidToken, c.billable, c.settled_billable))
+  end
   return 0
 end
 
@@ -195,7 +265,7 @@ local function sweep(ledger, opts, out)
   return report.failed > 0 and 1 or 0
 end
 
-local actions = { stats = stats, export = export, expire = expire, sweep = sweep }
+local actions = { stats = stats, export = export, reconcile = reconcile_day, expire = expire, sweep = sweep }
 
 -- argv: the arguments after "ledger". Returns the exit code.
 function _M.main(argv, out)
@@ -205,8 +275,8 @@ function _M.main(argv, out)
   if opts.help then out:write(_M.help()) return 0 end
   local action = actions[positional[1] or ""]
   if not action then
-    return exit_error(positional[1] and format("unknown action '%s' (stats, export, sweep or expire)",
-      positional[1]) or "expected an action: stats, export, sweep or expire")
+    return exit_error(positional[1] and format("unknown action '%s' (stats, export, reconcile, sweep or expire)",
+      positional[1]) or "expected an action: stats, export, reconcile, sweep or expire")
   end
   if positional[2] then return exit_error(format("unexpected argument '%s'", positional[2])) end
   local url = opts.ledger or getenv("EIDKIT_LEDGER")

@@ -37,6 +37,8 @@ local spec = {
   { name = "ocr-identity", arg = "NAME:IDNUM",
     help = "identity in EidInfo for tokens issued without Name/IdCard (default a fictional one)" },
   { name = "public-url", arg = "URL", help = "base of the H5 Url returned by GetEidToken (default: the listen URL)" },
+  { name = "attempt-log", arg = "FILE",
+    help = "append one JSON line per attempt the simulated users make, with its Beijing day" },
   { name = "verbose", help = "log one line per request to stderr" },
   { name = "help", help = "show this help" },
 }
@@ -193,6 +195,12 @@ function _M.main(argv)
     opts.log = function(line)
       if line:match("^internal error") then stderr:write("eidkit sim: ", line, "\n") end
     end
+  end
+  if o.attempt_log then
+    local f, ferr = io.open(o.attempt_log, "a")
+    if not f then return exit_error("--attempt-log: " .. tostring(ferr)) end
+    f:setvbuf("line") -- each attempt is on disk when the control call answers
+    opts.attempt_log = function(line) f:write(line, "\n") end
   end
   local ok, s = pcall(sim.new, opts)
   if not ok then return exit_error(tostring(s)) end

@@ -32,9 +32,21 @@ local function summary_json(sim, tok)
   return s
 end
 
--- Record one attempt by the simulated user. Returns the token or nil,
--- status, code, message.
-function _M.finish(sim, tok, err_code, intention_code)
+-- The attempt as the --attempt-log line: what Tencent would bill, on the
+-- Beijing day of its ReqTime (Tencent bills by Beijing time, UTC+8).
+local function attempt_line(tok, a)
+  return json_encode {
+    EidToken = tok.EidToken, MerchantId = tok.merchant, Seq = a.seq, ReqTime = results.req_time(a),
+    BeijingDate = os.date("!%Y-%m-%d", a.time + results.BEIJING_OFFSET), ErrCode = a.ErrCode,
+    IsNeedCharge = results.charged(a), UseIntentionVerify = tok.intention,
+  }
+end
+
+-- Record one attempt by the simulated user (or, for the flow-state codes
+-- 14-17, a flow state: no liveness attempt, no LivenessDetail, no charge).
+-- extra: WarnInfos and BackWarnInfos of the ID card seen in this attempt.
+-- Returns the token or nil, status, code, message.
+function _M.finish(sim, tok, err_code, intention_code, extra)
   local now = sim:now()
   if now >= tok.expires then
     return nil, 409, "TokenExpired", "the token's lifetime is over; the user can no longer finish"
@@ -43,12 +55,32 @@ function _M.finish(sim, tok, err_code, intention_code)
   if last and last.ErrCode == 0 then
     return nil, 409, "AlreadyPassed", "the user already passed with this token"
   end
-  tok.attempts[#tok.attempts + 1] = {
+  local a = {
     ErrCode = err_code, IntentionErrCode = intention_code, time = now,
-    seq_id = util.uuid(sim.rng):sub(1, 8),
+    seq_id = util.uuid(sim.rng):sub(1, 8), flow_state = results.FLOW_STATES[err_code],
+    warn = extra and extra.WarnInfos, back_warn = extra and extra.BackWarnInfos,
   }
+  if not a.flow_state then
+    tok.liveness = (tok.liveness or 0) + 1
+    a.seq = format("%s-%d", a.seq_id, tok.liveness)
+  end
+  tok.attempts[#tok.attempts + 1] = a
   tok.state = "finished"
+  if sim.attempt_log and not a.flow_state then sim.attempt_log(attempt_line(tok, a)) end
   return tok
+end
+
+-- An optional list of ID-card warning codes (integers).
+local function warn_arg(v, name)
+  if v == nil then return nil end
+  if type(v) ~= "table" then return false, name .. " must be an array of integers" end
+  local out = {}
+  for i, w in ipairs(v) do
+    if not util.is_integer(w) then return false, name .. " must be an array of integers" end
+    out[i] = math.tointeger(w)
+  end
+  if #out == 0 then return nil end -- none: null, as JSON cannot tell {} from []
+  return out
 end
 
 function _M.start(sim, tok)
@@ -92,10 +124,13 @@ local function tokens_route(sim, req, id, verb)
     if not b then return problem(400, "BadRequest", "the body must be a JSON object") end
     local err_code, e1 = code_arg(b.ErrCode, "ErrCode")
     local int_code, e2 = code_arg(b.IntentionErrCode, "IntentionErrCode")
-    if err_code == false or int_code == false then
-      return problem(400, "BadRequest", "%s", e1 or e2)
+    local warn, e3 = warn_arg(b.WarnInfos, "WarnInfos")
+    local back, e4 = warn_arg(b.BackWarnInfos, "BackWarnInfos")
+    if err_code == false or int_code == false or warn == false or back == false then
+      return problem(400, "BadRequest", "%s", e1 or e2 or e3 or e4)
     end
-    ok, status, code, msg = _M.finish(sim, tok, err_code or 0, int_code)
+    ok, status, code, msg = _M.finish(sim, tok, err_code or 0, int_code,
+      { WarnInfos = warn, BackWarnInfos = back })
   else
     return problem(404, "NotFound", "no such control endpoint")
   end

@@ -75,6 +75,7 @@ function _M.new(opts)
   self.clock_offset = opts.clock_offset or 0
   self.base_url = opts.base_url or "http://127.0.0.1"
   self.log = opts.log
+  self.attempt_log = opts.attempt_log
   self.signer = core.signer { cache_slots = 64 }
   self.values, self.canonical = {}, {} -- scratch for authenticate
   identity.setup(self, opts)
@@ -156,7 +157,8 @@ function methods:summary(tok)
   local now = self:now()
   local attempts = {}
   for i, a in ipairs(tok.attempts) do
-    attempts[i] = { ErrCode = a.ErrCode, IntentionErrCode = a.IntentionErrCode, Time = a.time }
+    attempts[i] = { ErrCode = a.ErrCode, IntentionErrCode = a.IntentionErrCode, Time = a.time,
+      IsNeedCharge = results.charged(a), FlowState = a.flow_state or nil, Seq = a.seq }
   end
   return {
     EidToken = tok.EidToken, MerchantId = tok.merchant, Status = self:status_of(tok, now),
@@ -189,6 +191,7 @@ function handlers.GetEidToken(self, p, now, cred)
     extra = p.Extra, redirect = p.RedirectUrl, intention = cfg.UseIntentionVerify == true,
     intention_mode = cfg.IntentionMode or "1", intention_text = cfg.IntentionVerifyText,
     identity = (p.Encryption == nil and p.Name) and { name = p.Name, idnum = p.IdCard } or nil,
+    questions = type(cfg.IntentionQuestions) == "table" and #cfg.IntentionQuestions or 0,
   }
   self.tokens[id] = tok
   self.order[#self.order + 1] = id

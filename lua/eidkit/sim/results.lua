@@ -1,6 +1,7 @@
 -- What GetEidResult returns for a token, built from the attempts the
 -- simulated user made (eid-api.md §3.2, §4.3). Field names and types follow
 -- the official SDK's models (faceid_models.d.ts).
+local core = require "eidkit.core"
 local util = require "eidkit.sim.util"
 
 local null = util.null
@@ -39,9 +40,26 @@ local messages = {
 }
 _M.messages = messages
 
--- Only these outcomes are billed for E证通 (eid-api.md §4.3, §9).
-local billable = { [0] = true, [2006] = true, [2016] = true }
+-- The outcomes billed for E证通 (eid-api.md §4.3, §9: 0, 2006, 2016), from
+-- the ErrCode table in C (core/src/errcode.c).
+local billable = {}
+for _, e in ipairs(core.errcode_table) do
+  if e.billed then billable[e.code] = true end
+end
 _M.billable = billable
+
+-- Flow states, not liveness attempts: finishing with one adds no
+-- LivenessDetail entry and no charge (14 already completed, 15 expired, 16
+-- retry limit, 17 not finished).
+_M.FLOW_STATES = { [14] = true, [15] = true, [16] = true, [17] = true }
+
+-- Tencent bills by Beijing time: UTC+8 all year (no DST since 1991).
+_M.BEIJING_OFFSET = 8 * 3600
+
+-- Is the recorded attempt a billed liveness attempt?
+function _M.charged(a)
+  return not a.flow_state and billable[a.ErrCode] == true
+end
 
 function _M.message(code)
   return messages[code] or format("verification failed (%d)", code)
@@ -74,11 +92,14 @@ end
 
 local function ms(t) return format("%d", t * 1000) end
 
-local function detail(seq, a)
+-- An attempt's ReqTime as Tencent writes it: Unix milliseconds, a string.
+function _M.req_time(a) return ms(a.time) end
+
+local function detail(a)
   local live, compare = stage_codes(a.ErrCode)
   return {
-    ReqTime = ms(a.time), Seq = format("%s-%d", a.seq_id, seq), Idcard = null, Name = null,
-    Sim = similarity(a.ErrCode), IsNeedCharge = billable[a.ErrCode] == true,
+    ReqTime = ms(a.time), Seq = a.seq, Idcard = null, Name = null,
+    Sim = similarity(a.ErrCode), IsNeedCharge = _M.charged(a),
     Errcode = a.ErrCode, Errmsg = _M.message(a.ErrCode),
     Livestatus = live, Livemsg = live == null and null or _M.message(live),
     Comparestatus = compare, Comparemsg = compare == null and null or _M.message(compare),
@@ -100,7 +121,10 @@ local function text(tok, now)
   end
   local live, compare = stage_codes(last.ErrCode)
   local details = {}
-  for i, a in ipairs(tok.attempts) do details[i] = detail(i, a) end
+  for _, a in ipairs(tok.attempts) do
+    if not a.flow_state then details[#details + 1] = detail(a) end
+  end
+  if #details == 0 then details = null end -- only flow states: no liveness attempt
   local ocr = tok.input_type == "1" or tok.input_type == "2"
   return {
     ErrCode = last.ErrCode, ErrMsg = _M.message(last.ErrCode),
@@ -149,11 +173,17 @@ local function intention(tok, opts, r)
       FinalResultDetailCode = code, FinalResultMessage = code == 0 and "success" or "not confirmed",
     }
     if mode == "2" then
+      -- One ResultCode, AsrResult and audio per question asked.
+      local n = tok.questions > 0 and tok.questions or 1
+      local codes, asr, audios = {}, {}, {}
+      for i = 1, n do
+        codes[i], asr[i], audios[i] = final, code == 0 and "是" or "否", png.video
+      end
       detail_r.Video = png.video
       detail_r.ScreenShot = { png.frame }
-      detail_r.ResultCode = { final }
-      detail_r.AsrResult = { code == 0 and "是" or "否" }
-      detail_r.Audios = { png.video }
+      detail_r.ResultCode = codes
+      detail_r.AsrResult = asr
+      detail_r.Audios = audios
       detail_r.FinalResultCode = final
       r.IntentionQuestionResult = detail_r
     else
@@ -175,12 +205,18 @@ function _M.build(tok, opts, now)
   if opts.parts["1"] then r.Text = text(tok, now) end
   if not finished then return r end -- fields stay null until the user finishes
   local ocr = tok.input_type == "1" or tok.input_type == "2"
+  local last_real
+  for _, a in ipairs(tok.attempts) do
+    if not a.flow_state then last_real = a end
+  end
   if opts.parts["2"] and ocr then
     r.IdCardData = {
       OcrFront = png.front, OcrBack = tok.input_type == "1" and png.back or null,
       ProcessedFrontImage = opts.cut and png.front or null,
       ProcessedBackImage = (opts.cut and tok.input_type == "1") and png.back or null,
-      Avatar = opts.avatar and png.avatar or null, WarnInfos = null, BackWarnInfos = null,
+      Avatar = opts.avatar and png.avatar or null,
+      WarnInfos = last_real and last_real.warn or null,
+      BackWarnInfos = last_real and last_real.back_warn or null,
     }
   end
   if opts.parts["3"] then

@@ -1,6 +1,7 @@
 -- eidkit ledger, Redis backend: consume a token exactly once (atomic).
--- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED ERR_PENDING
--- The rules are those of eid__ledger_check_consume in core/src/ledger.c.
+-- luacheck: std lua51, read globals redis KEYS ARGV FIELDS
+-- The rules are those of eid__ledger_check_consume and
+-- eid__ledger_apply_consume in core/src/ledger.c.
 -- KEYS[1]  the token's hash
 -- ARGV     now, subject, nonce
 -- Returns  {"ok", record...} or {code}: unknown_token, wrong_subject,
@@ -8,14 +9,12 @@
 --          reply see its own win rather than "consumed".
 -- The subject is compared through SHA-1 so the comparison time says nothing
 -- about the stored value.
-local FIELDS = { "token", "merchant_id", "subject", "extra", "state", "created_at", "expires_at",
-  "result_deadline", "finished_at", "consumed_at", "last_pull_at", "pulls", "attempts",
-  "billable", "err_code", "request_ids" }
 local ISSUED, PASSED, FAILED, CONSUMED, EXPIRED = 0, 1, 2, 3, 4
 
 local key = KEYS[1]
 local now, subject, nonce = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local cur = redis.call("HMGET", key, "state", "subject", "expires_at", "consume_nonce", "err_code")
+local cur = redis.call("HMGET", key, "state", "subject", "expires_at", "consume_nonce", "err_code",
+  "billable")
 if not cur[1] then return { "unknown_token" } end
 if redis.sha1hex(cur[2]) ~= redis.sha1hex(subject) then return { "wrong_subject" } end
 local state = tonumber(cur[1])
@@ -36,5 +35,6 @@ end
 -- Expired with Tencent's ERR_EXPIRED is a verdict: consumed once, like the others.
 local settled_expiry = state == EXPIRED and cur[5]
 if state ~= PASSED and state ~= FAILED and not settled_expiry then return { "expired" } end
-redis.call("HSET", key, "state", CONSUMED, "consumed_at", now, "consume_nonce", nonce)
+redis.call("HSET", key, "state", CONSUMED, "consumed_at", now, "consume_nonce", nonce,
+  "settled_billable", cur[6])
 return record()
