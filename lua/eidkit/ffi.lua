@@ -106,6 +106,7 @@ typedef struct eid_header {
 const char *eid_strerror(eid_status status);
 const char *eid_status_code(eid_status status);
 const char *eid_version(void);
+eid_status eid_random_bytes(void *buf, size_t n);
 eid_status eid_signer_new(const eid_signer_options *opts, eid_signer **out);
 void eid_signer_free(eid_signer *signer);
 eid_status eid_signer_sign(eid_signer *signer, const eid_sign_request *req,
