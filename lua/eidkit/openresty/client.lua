@@ -113,7 +113,7 @@ end
 -- Options of eidkit.client that nginx's configuration owns instead.
 local CONFIGURED = {
   proxy = "nginx connects to the endpoint itself; route egress at the network level",
-  ca_file = "set proxy_ssl_trusted_certificate in nginx/eidkit_location.conf",
+  ca_file = "set proxy_ssl_trusted_certificate in http { } or server { } (nginx/eidkit.conf sets the system store)",
   verify_tls = "TLS is verified by nginx (proxy_ssl_verify in nginx/eidkit_location.conf)",
   max_in_flight = "nginx's upstream keepalive pool (nginx/eidkit.conf) bounds connections",
   headers = "only the signed headers are sent (nginx/eidkit_location.conf)",
