@@ -4,12 +4,17 @@
 -- call eid_retry_decide, the function the C client itself decides with, so
 -- each must give exactly the verdicts the table states.
 local core = require "eidkit.core"
+local libeidkit = require "support.libeidkit"
+local proc = require "support.proc"
 local t = require "support.retry_cases"
 
 local LUAJIT = os.getenv("EIDKIT_LUAJIT") or "luajit"
 
 local function run_luajit()
-  local h = assert(io.popen(LUAJIT .. " spec/ffi/retry_cases_ffi.lua 2>&1"))
+  -- A sanitizer build's libeidkit needs its runtime preloaded into luajit.
+  local env = ""
+  for k, v in pairs(libeidkit.preload_env() or {}) do env = env .. k .. "=" .. proc.quote(v) .. " " end
+  local h = assert(io.popen(env .. LUAJIT .. " spec/ffi/retry_cases_ffi.lua 2>&1"))
   local text = h:read("a")
   local ok = h:close()
   assert(ok, "luajit spec/ffi/retry_cases_ffi.lua failed:\n" .. text)
