@@ -60,6 +60,30 @@ local SERVER = [[
           events = events })
       }
     }
+    location = /t/misuse {
+      content_by_lua_block {
+        local new = require("eidkit.openresty.client").new
+        local key = { secret_id = "id", secret_key = "%s", endpoint = "http://127.0.0.1:9" }
+        local function try(extra)
+          local o = {}
+          for k, v in pairs(key) do o[k] = v end
+          for k, v in pairs(extra) do o[k] = v end
+          local ok, err = pcall(new, o)
+          ngx.say(ok and "accepted" or err)
+        end
+        try { proxy = "http://proxy:3128" }
+        try { ca_file = "/tmp/ca.pem" }
+        try { endpoint = "https://faceid.tencentcloudapi.com" }
+        try { endpoint = "ftp://x" }
+        try { timeout = 0 }
+        try { retry = { tries = 3 } }
+        try { secretKey = "x" }
+        try { endpoint = "https://faceid.tencentcloudapi.com", peer = "1.2.3.4" }
+        local ok, err = pcall(new { endpoint = "http://127.0.0.1:9", secret_id = "a", secret_key = "b" }
+          .get_eid_result, nil, { EidToken = 5 })
+        ngx.say(ok and "accepted" or err)
+      }
+    }
     location = /t/result {
       content_by_lua_block {
         local c = require("eidkit.openresty.client").new {
@@ -91,7 +115,9 @@ describe("eidkit.openresty.client in nginx", function()
     s = simproc.start { "--seed", "7", "--credential", SECRET_ID .. ":" .. SECRET_KEY, "--merchant", MERCHANT }
     srv = nginx.start {
       http = ("  include %s/nginx/eidkit.conf;"):format(nginx.root),
-      server = SERVER:format(nginx.root, SECRET_ID, SECRET_KEY, SECRET_ID, SECRET_KEY, SECRET_ID, SECRET_KEY),
+      -- the placeholders in order: /t/call, /t/policy, /t/misuse, /t/result
+      server = SERVER:format(nginx.root, SECRET_ID, SECRET_KEY, SECRET_ID, SECRET_KEY, SECRET_KEY,
+        SECRET_ID, SECRET_KEY),
       worker_connections = 1024,
     }
   end)
@@ -146,6 +172,24 @@ describe("eidkit.openresty.client in nginx", function()
       out.err.code)
     assert.equal(1, out.err.attempts)
     assert.matches("^%x+%-%x+%-4%x+%-%x+%-%x+$", out.err.trace_id)
+  end)
+
+  it("refuses misuse naming the option or field, never echoing the secret", function()
+    local r = proc.run { "curl", "-s", "--max-time", "10", srv.url .. "/t/misuse" }
+    answers[#answers + 1] = r.stdout
+    local lines = {}
+    for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line:gsub("^.-: bad", "bad") end
+    assert.same({
+      "bad option 'proxy' (not an option in OpenResty: nginx connects to the endpoint itself; route egress at the network level)",
+      "bad option 'ca_file' (not an option in OpenResty: set proxy_ssl_trusted_certificate in http { } or server { } (nginx/eidkit.conf sets the system store))",
+      "bad option 'endpoint' (the host must be an IPv4 address, or give peer = \"IP\" to connect to (name resolution inside a worker is not supported yet))",
+      "bad option 'endpoint' (expected http(s)://host[:port])",
+      "bad option 'timeout' (out of range)",
+      "bad option 'retry' (unknown key 'tries'; max_attempts, base, cap, unsafe)",
+      "bad option 'secretKey' (unknown option)",
+      "accepted",
+      "bad argument #1 to 'get_eid_result' (EidToken: expected a non-empty string)",
+    }, lines)
   end)
 
   it("says plainly when nothing listens at the endpoint (connect, never sent, retried)", function()
