@@ -84,6 +84,13 @@ local SERVER = [[
         ngx.say(ok and "accepted" or err)
       }
     }
+    location = /t/named {
+      content_by_lua_block {
+        local c = package.loaded["spec.named_client"]
+        local res, err = c:get_eid_token { MerchantId = ngx.var.arg_merchant }
+        ngx.say(res and res.EidToken or tostring(err))
+      }
+    }
     location = /t/result {
       content_by_lua_block {
         local c = require("eidkit.openresty.client").new {
@@ -113,8 +120,15 @@ describe("eidkit.openresty.client in nginx", function()
   local answers = {} -- everything nginx answered, for the secrets check
   lazy_setup(function()
     s = simproc.start { "--seed", "7", "--credential", SECRET_ID .. ":" .. SECRET_KEY, "--merchant", MERCHANT }
+    -- A client for a named endpoint, made while the worker starts (the name
+    -- is resolved there, never while serving).
+    local init = ([[
+  init_worker_by_lua_block {
+    package.loaded["spec.named_client"] = require("eidkit.openresty.client").new {
+      endpoint = "http://localhost:%d", secret_id = "%s", secret_key = "%s" }
+  }]]):format(s.port, SECRET_ID, SECRET_KEY)
     srv = nginx.start {
-      http = ("  include %s/nginx/eidkit.conf;"):format(nginx.root),
+      http = ("  include %s/nginx/eidkit.conf;\n"):format(nginx.root) .. init,
       -- the placeholders in order: /t/call, /t/policy, /t/misuse, /t/result
       server = SERVER:format(nginx.root, SECRET_ID, SECRET_KEY, SECRET_ID, SECRET_KEY, SECRET_KEY,
         SECRET_ID, SECRET_KEY),
@@ -182,7 +196,7 @@ describe("eidkit.openresty.client in nginx", function()
     assert.same({
       "bad option 'proxy' (not an option in OpenResty: nginx connects to the endpoint itself; route egress at the network level)",
       "bad option 'ca_file' (not an option in OpenResty: set proxy_ssl_trusted_certificate in http { } or server { } (nginx/eidkit.conf sets the system store))",
-      "bad option 'endpoint' (the host must be an IPv4 address, or give peer = \"IP\" to connect to (name resolution inside a worker is not supported yet))",
+      "bad option 'endpoint' (resolving 'faceid.tencentcloudapi.com' would block this worker (phase content): make the client in init_by_lua* or init_worker_by_lua*, or give peer = \"IP\")",
       "bad option 'endpoint' (expected http(s)://host[:port])",
       "bad option 'timeout' (out of range)",
       "bad option 'retry' (unknown key 'tries'; max_attempts, base, cap, unsafe)",
@@ -190,6 +204,12 @@ describe("eidkit.openresty.client in nginx", function()
       "accepted",
       "bad argument #1 to 'get_eid_result' (EidToken: expected a non-empty string)",
     }, lines)
+  end)
+
+  it("resolves a named endpoint while the worker starts, and sends the name as Host", function()
+    local r = proc.run { "curl", "-s", "--max-time", "10", srv.url .. "/t/named?merchant=" .. MERCHANT }
+    answers[#answers + 1] = r.stdout
+    assert.matches("^[%w%-]+\n$", r.stdout)
   end)
 
   it("says plainly when nothing listens at the endpoint (connect, never sent, retried)", function()

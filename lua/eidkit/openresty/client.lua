@@ -29,6 +29,7 @@ local cjson = require "cjson.safe"
 local eidffi = require "eidkit.ffi"
 local retry = require "eidkit.ffi.retry"
 local compat = require "eidkit.compat"
+local resolve = require "eidkit.openresty.resolve"
 
 local type, error, pairs, ipairs, setmetatable, tostring, tonumber = type, error, pairs, ipairs,
   setmetatable, tostring, tonumber
@@ -79,28 +80,31 @@ end
 
 local function opterr(name, msg) error(format("bad option '%s' (%s)", name, msg), 3) end
 
--- http(s)://ADDR[:PORT][/]. The peer is an IPv4 address: a worker must not
--- block on DNS, and ngx.balancer takes addresses only. A host name is for
--- Host and SNI, with `peer` giving the address to connect to.
+-- http(s)://HOST[:PORT][/]. ngx.balancer connects to IPv4 addresses only,
+-- and a worker must not block on DNS: a host name is resolved while nginx
+-- starts (eidkit.openresty.resolve), or `peer` gives the address; the name
+-- stays for Host and SNI.
 local function parse_endpoint(endpoint, peer)
   if type(endpoint) ~= "string" then opterr("endpoint", "expected string, got " .. type(endpoint)) end
   local scheme, host, port = endpoint:match("^(https?)://([%w%.%-]+):?(%d*)/?$")
   if not scheme then opterr("endpoint", "expected http(s)://host[:port]") end
   port = tonumber(port) or (scheme == "https" and 443 or 80)
-  local addr = host:match("^%d+%.%d+%.%d+%.%d+$") and host
+  local addrs = host:match("^%d+%.%d+%.%d+%.%d+$") and { host }
   if peer ~= nil then
     if type(peer) ~= "string" or not peer:match("^%d+%.%d+%.%d+%.%d+$") then
       opterr("peer", "expected an IPv4 address")
     end
-    addr = peer
+    addrs = { peer }
   end
-  if not addr then
-    opterr("endpoint", "the host must be an IPv4 address, or give peer = \"IP\" to connect to"
-      .. " (name resolution inside a worker is not supported yet)")
+  if not addrs then
+    local ok, list, why = pcall(resolve.ipv4, host)
+    if not ok then opterr("endpoint", list) end
+    if not list then opterr("endpoint", "cannot resolve '" .. host .. "': " .. tostring(why)) end
+    addrs = list
   end
   local default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
   return { scheme = scheme, host = default_port and host or (host .. ":" .. port), sni = host,
-    addr = addr, port = port }
+    addrs = addrs, port = port }
 end
 
 local function seconds(opts, name)
@@ -234,7 +238,9 @@ local function send(self, call, body, remaining)
   signed["X-TC-RequestClient"] = REQUEST_CLIENT
   local budget = min(self.timeout, remaining)
   local e = { scheme = self.ep.scheme, pool = READS[call.action] and "eidkit_keepalive" or "eidkit_fresh",
-    sni = self.ep.sni, addr = self.ep.addr, port = self.ep.port, headers = signed,
+    -- Several addresses: each attempt takes the next (a retry goes elsewhere).
+    sni = self.ep.sni, addr = self.ep.addrs[(self.requests % #self.ep.addrs) + 1], port = self.ep.port,
+    headers = signed,
     connect_timeout = min(self.connect_timeout, budget), timeout = budget }
   self.requests = self.requests + 1
   local res = capture(LOCATION, { method = ngx.HTTP_POST, body = body, ctx = { eidkit = e } })
