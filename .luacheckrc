@@ -10,3 +10,8 @@ for _, f in ipairs { "lua/eidkit/gateway.lua", "lua/eidkit/metrics.lua", "lua/ei
 end
 -- Served by nginx (content_by_lua_file) in bench/openresty/sign.
 files["bench/openresty/sign_worker.lua"] = { std = "min", read_globals = { "ngx", "jit" } }
+-- LuaJIT only, FFI: eidkit.ffi.retry and the runner that drives it.
+files["lua/eidkit/ffi/retry.lua"] = { std = "min" }
+files["spec/ffi/retry_cases_ffi.lua"] = { std = "min", read_globals = { "jit" } }
+-- Run inside nginx workers: the nginx API is the `ngx` global there.
+files["lua/eidkit/openresty/"] = { std = "min", globals = { "ngx" } } -- ngx.var and ngx.ctx are written
