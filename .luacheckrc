@@ -5,7 +5,7 @@ files["spec/"] = { std = "+busted" }
 exclude_files = { "build*/", "node/" }
 -- Files OpenResty loads: only globals that Lua 5.1-5.4 and LuaJIT all have.
 for _, f in ipairs { "lua/eidkit/gateway.lua", "lua/eidkit/metrics.lua", "lua/eidkit/limiter.lua",
-    "lua/eidkit/compat.lua", "lua/eidkit/ffi.lua" } do
+    "lua/eidkit/compat.lua", "lua/eidkit/ffi.lua", "lua/eidkit/client_params.lua" } do
   files[f] = { std = "min" }
 end
 -- Served by nginx (content_by_lua_file) in bench/openresty/sign.

@@ -29,6 +29,7 @@ local cjson = require "cjson.safe"
 local eidffi = require "eidkit.ffi"
 local retry = require "eidkit.ffi.retry"
 local compat = require "eidkit.compat"
+local client_params = require "eidkit.client_params"
 local resolve = require "eidkit.openresty.resolve"
 
 local type, error, pairs, ipairs, setmetatable, tostring, tonumber = type, error, pairs, ipairs,
@@ -368,26 +369,6 @@ end
 
 -- ------------------------------------------------------------ the calls
 
-local function argerr(fname, msg) error(format("bad argument #1 to '%s' (%s)", fname, msg), 4) end
-
--- The checks of eidkit.client's typed methods.
-local function check_params(fname, p, required, types)
-  if type(p) ~= "table" then argerr(fname, "expected a table of request fields") end
-  for _, k in ipairs(required) do
-    if type(p[k]) ~= "string" or p[k] == "" then argerr(fname, k .. ": expected a non-empty string") end
-  end
-  for k, want in pairs(types) do
-    local v = p[k]
-    if v ~= nil and v ~= cjson.null then
-      if want == "integer" then
-        if not compat.is_integer(v) then argerr(fname, k .. ": expected an integer") end
-      elseif type(v) ~= want then
-        argerr(fname, format("%s: expected %s, got %s", k, want, type(v)))
-      end
-    end
-  end
-end
-
 -- client:call(action, params) -> Response, attempts | nil, err
 function methods.call(self, action, params)
   if type(action) ~= "string" or not action:match("^%a%w*$") then
@@ -399,19 +380,17 @@ function methods.call(self, action, params)
 end
 
 function methods.get_eid_token(self, p)
-  check_params("get_eid_token", p, { "MerchantId" }, { Name = "string", IdCard = "string",
-    Extra = "string", RedirectUrl = "string", Config = "table", Encryption = "table" })
+  client_params.check("get_eid_token", p)
   return do_call(self, "GetEidToken", p)
 end
 
 function methods.get_eid_result(self, p)
-  check_params("get_eid_result", p, { "EidToken" }, { InfoType = "string",
-    BestFramesCount = "integer", IsCutIdCardImage = "boolean", IsNeedIdCardAvatar = "boolean" })
+  client_params.check("get_eid_result", p)
   return do_call(self, "GetEidResult", p)
 end
 
 function methods.check_eid_token_status(self, p)
-  check_params("check_eid_token_status", p, { "EidToken" }, {})
+  client_params.check("check_eid_token_status", p)
   return do_call(self, "CheckEidTokenStatus", p)
 end
 
