@@ -61,4 +61,15 @@ function _M.check(fname, p)
   end
 end
 
+-- check_call(action, params) -> params for client:call: action an API
+-- name, params a table (nil: {}). Raises on behalf of call's caller.
+function _M.check_call(action, params)
+  if type(action) ~= "string" or not action:match("^%a%w*$") then
+    error("bad argument #1 to 'call' (action: expected an API name such as 'GetEidResult')", 3)
+  end
+  if params == nil then return {} end
+  if type(params) ~= "table" then error("bad argument #2 to 'call' (expected a table)", 3) end
+  return params
+end
+
 return _M

@@ -371,12 +371,7 @@ end
 
 -- client:call(action, params) -> Response, attempts | nil, err
 function methods.call(self, action, params)
-  if type(action) ~= "string" or not action:match("^%a%w*$") then
-    error("bad argument #1 to 'call' (action: expected an API name such as 'GetEidResult')", 2)
-  end
-  if params == nil then params = {} end
-  if type(params) ~= "table" then error("bad argument #2 to 'call' (expected a table)", 2) end
-  return do_call(self, action, params)
+  return do_call(self, action, client_params.check_call(action, params))
 end
 
 function methods.get_eid_token(self, p)
