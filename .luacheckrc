@@ -5,7 +5,8 @@ files["spec/"] = { std = "+busted" }
 exclude_files = { "build*/", "node/" }
 -- Files OpenResty loads: only globals that Lua 5.1-5.4 and LuaJIT all have.
 for _, f in ipairs { "lua/eidkit/gateway.lua", "lua/eidkit/metrics.lua", "lua/eidkit/limiter.lua",
-    "lua/eidkit/compat.lua", "lua/eidkit/ffi.lua" } do
+    "lua/eidkit/compat.lua", "lua/eidkit/ffi.lua", "lua/eidkit/init.lua", "lua/eidkit/host.lua",
+    "lua/eidkit/flow.lua", "lua/eidkit/policy.lua", "lua/eidkit/errors.lua", "lua/eidkit/policy/" } do
   files[f] = { std = "min" }
 end
 -- Served by nginx (content_by_lua_file) in bench/openresty/sign.
