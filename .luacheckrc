@@ -16,3 +16,6 @@ files["lua/eidkit/ffi/retry.lua"] = { std = "min" }
 files["spec/ffi/retry_cases_ffi.lua"] = { std = "min", read_globals = { "jit" } }
 -- Run inside nginx workers: the nginx API is the `ngx` global there.
 files["lua/eidkit/openresty/"] = { std = "min", globals = { "ngx" } } -- ngx.var and ngx.ctx are written
+-- Run under LuaJIT by spec/openresty/flow_luajit_spec.lua (and in nginx).
+files["spec/openresty/flow_luajit_check.lua"] = { std = "min", read_globals = { "jit" } }
+files["spec/support/memledger.lua"] = { std = "min" }
