@@ -61,6 +61,12 @@ local SERVER = [[
         ngx.say(require("cjson").encode(o or { code = err.code, message = err.message }))
       }
     }
+    location = /t/sleep {
+      content_by_lua_block {
+        require("eidkit.host").sleep(0.4)
+        ngx.say("{}")
+      }
+    }
     location = /t/loaded {
       content_by_lua_block {
         local names = {}
@@ -115,7 +121,8 @@ describe("eidkit.flow in nginx", function()
     assert.equals("nginx", v.host)
     for _, name in ipairs(v.loaded) do
       assert.falsy(name == "eidkit.core" or name:match("^eidkit%.sim") or name == "eidkit.testing"
-        or name == "eidkit.sandbox" or name:match("^eidkit%.cli") or name == "eidkit.client", name)
+        or name == "eidkit.sandbox" or name:match("^eidkit%.cli") or name == "eidkit.client"
+        or name == "eidkit.ledger" or name == "eidkit.crypto" or name == "eidkit.serve", name)
     end
     assert.matches("eidkit.client needs the Lua 5.4 host", v.client, 1, true)
   end)
@@ -141,6 +148,17 @@ describe("eidkit.flow in nginx", function()
     assert.equals(200, simctl.finish(s, st.EidToken, { ErrCode = 2004 }))
     local o = get("/t/finish?subject=u-fail&token=" .. st.EidToken)
     assert.same({ "failed", 2004, "capture/by-policy", true }, { o.status, o.code, o.reason, o.retry_with_new_token })
+  end)
+
+  it("the host's sleep yields in a worker (ngx.sleep): five 0.4 s sleeps at once take well under 2 s", function()
+    local monotonic = require("eidkit.core").monotonic
+    local t0 = monotonic()
+    local r = proc.run { "sh", "-c", ("for i in 1 2 3 4 5; do curl -s --max-time 10 -o /dev/null %s/t/sleep & done; wait")
+      :format(srv.url) }
+    local took = monotonic() - t0
+    assert(r.code == 0, tostring(r.stderr))
+    -- blocking (eid_sleep) would serialise them on the one worker: 2.0 s
+    assert.is_true(took >= 0.35 and took < 1.5, "five sleeps took " .. took .. " s")
   end)
 
   it("no verdict yet: pending, nothing settled", function()
