@@ -1,6 +1,7 @@
 -- require "eidkit" under a real LuaJIT (outside nginx), the flow and a
 -- policy script file run there: what spec/openresty/flow_luajit_spec.lua
--- checks. Raises on the first failure; prints "ok <LuaJIT version>".
+-- checks. Raises on the first failure; prints "ok <LuaJIT version>", then
+-- eidkit.host's C tables as JSON.
 --   LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="build/lua/?.so;;" \
 --     luajit spec/openresty/flow_luajit_check.lua POLICY_DIR
 -- The ledger is support.memledger (a spec-only in-memory stand-in: no real
@@ -138,3 +139,6 @@ check(math.abs(host.now() - os.time()) < 2, "now")
 check(not pcall(host.sleep, -1), "sleep -1")
 
 print("ok " .. rawget(_G, "jit").version)
+-- What eidkit.host read from C through the FFI, for the spec to compare with
+-- eidkit.core's on Lua 5.4 (one source: the same C tables).
+print(require("cjson").encode { limits = host.limits, errcodes = host.errcodes, errcode_table = host.errcode_table })

@@ -20,5 +20,12 @@ describe("eidkit under LuaJIT", function()
     proc.sh("rm -rf " .. proc.quote(dir))
     assert.equals(0, res.code, res.stderr)
     assert.matches("^ok LuaJIT", res.stdout)
+    -- The limits, codes and ErrCode table LuaJIT read through the FFI are eidkit.core's.
+    local core = require "eidkit.core"
+    local got = require("cjson").decode(res.stdout:match("\n(.-)\n?$"))
+    assert.same(core.limits, got.limits)
+    assert.same(core.errcodes, got.errcodes)
+    assert.same(core.errcode_table, got.errcode_table)
+    assert.is_true(#got.errcode_table > 40)
   end)
 end)
