@@ -8,6 +8,11 @@ for _, f in ipairs { "lua/eidkit/gateway.lua", "lua/eidkit/metrics.lua", "lua/ei
     "lua/eidkit/compat.lua", "lua/eidkit/ffi.lua", "lua/eidkit/client_params.lua" } do
   files[f] = { std = "min" }
 end
+-- require "eidkit" and the flow with its policy, under LuaJIT too (issue 15).
+for _, f in ipairs { "lua/eidkit/init.lua", "lua/eidkit/host.lua", "lua/eidkit/flow.lua",
+    "lua/eidkit/policy.lua", "lua/eidkit/errors.lua", "lua/eidkit/policy/" } do
+  files[f] = { std = "min" }
+end
 -- Served by nginx (content_by_lua_file) in bench/openresty/sign.
 files["bench/openresty/sign_worker.lua"] = { std = "min", read_globals = { "ngx", "jit" } }
 -- LuaJIT only, FFI: eidkit.ffi.retry and the runner that drives it.
@@ -15,3 +20,6 @@ files["lua/eidkit/ffi/retry.lua"] = { std = "min" }
 files["spec/ffi/retry_cases_ffi.lua"] = { std = "min", read_globals = { "jit" } }
 -- Run inside nginx workers: the nginx API is the `ngx` global there.
 files["lua/eidkit/openresty/"] = { std = "min", globals = { "ngx" } } -- ngx.var and ngx.ctx are written
+-- Run under LuaJIT by spec/openresty/flow_luajit_spec.lua (and in nginx).
+files["spec/openresty/flow_luajit_check.lua"] = { std = "min", read_globals = { "jit" } }
+files["spec/support/memledger.lua"] = { std = "min" }

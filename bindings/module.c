@@ -2,14 +2,12 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "eidkit/eidkit.h"
+#include "eidkit/host.h"
 #include "eidkit/ledger.h"
 
 #include "eidkit_lua.h"
 
-#include <errno.h>
-#include <math.h>
 #include <string.h>
-#include <time.h>
 
 static int error_tostring(lua_State *L) {
     lua_getfield(L, 1, "code");
@@ -125,44 +123,31 @@ static int l_random_bytes(lua_State *L) {
 }
 
 /* Flows poll (CheckEidTokenStatus every second) and tests wait; stock Lua
- * has neither a sleep nor a sub-second clock. */
+ * has neither a sleep nor a sub-second clock (eidkit/host.h, which the
+ * LuaJIT host calls through the FFI too). */
 static int l_sleep(lua_State *L) {
     lua_Number s = luaL_checknumber(L, 1);
-    luaL_argcheck(L, s >= 0 && s <= 86400 && !isnan(s), 1, "expected 0..86400 seconds");
-    struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
+    luaL_argcheck(L, eid_sleep((double)s) == EID_OK, 1, "expected 0..86400 seconds");
     return 0;
-}
-
-static lua_Number clock_seconds(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9;
 }
 
 /* Unix time with sub-second resolution. */
 static int l_now(lua_State *L) {
-    lua_pushnumber(L, clock_seconds(CLOCK_REALTIME));
+    lua_pushnumber(L, eid_clock_now());
     return 1;
 }
 
 /* Seconds on a clock that never jumps, for measuring intervals. */
 static int l_monotonic(lua_State *L) {
-    lua_pushnumber(L, clock_seconds(CLOCK_MONOTONIC));
+    lua_pushnumber(L, eid_clock_monotonic());
     return 1;
 }
 
-/* t[name] = value for each row, into the table at the top of the stack. */
-typedef struct named_int {
-    const char *name;
-    lua_Integer value;
-} named_int;
-
-static void set_ints(lua_State *L, const named_int *rows, size_t n) {
+/* t[name] = value for each row, as a new table on the stack. */
+static void push_named(lua_State *L, const eid_named_value *rows, size_t n) {
     lua_createtable(L, 0, (int)n);
     for (size_t i = 0; i < n; i++) {
-        lua_pushinteger(L, rows[i].value);
+        lua_pushinteger(L, (lua_Integer)rows[i].value);
         lua_setfield(L, -2, rows[i].name);
     }
 }
@@ -170,41 +155,20 @@ static void set_ints(lua_State *L, const named_int *rows, size_t n) {
 /* The C core's rules that Lua code needs, from the C macros, so they are
  * written once: core.limits (the ledger's input limits and defaults, named
  * as the EID_LEDGER_* macros without the prefix) and core.errcodes (Tencent's
- * ErrCodes the ledger gives a meaning to). */
+ * ErrCodes the ledger gives a meaning to), from eidkit/host.h's tables, which
+ * the LuaJIT host reads through the FFI. */
 static void push_rules(lua_State *L) {
-    static const named_int limits[] = {
-        {"token_max", EID_LEDGER_TOKEN_MAX},
-        {"merchant_max", EID_LEDGER_MERCHANT_MAX},
-        {"subject_max", EID_LEDGER_SUBJECT_MAX},
-        {"extra_max", EID_LEDGER_EXTRA_MAX},
-        {"request_id_max", EID_LEDGER_REQUEST_ID_MAX},
-        {"request_ids", EID_LEDGER_REQUEST_IDS},
-        {"payload_max", EID_LEDGER_PAYLOAD_MAX},
-        {"url_max", EID_LEDGER_URL_MAX},
-        {"default_ttl", EID_LEDGER_DEFAULT_TTL},
-        {"result_window", EID_LEDGER_RESULT_WINDOW},
-        {"redis_retention", EID_LEDGER_REDIS_RETENTION},
-        {"key_len", EID_LEDGER_KEY_LEN},
-        {"bucket_key_max", EID_LEDGER_BUCKET_KEY_MAX},
-        {"bucket_refill_max", EID_LEDGER_BUCKET_REFILL_MAX},
-    };
-    set_ints(L, limits, sizeof limits / sizeof limits[0]);
+    size_t nl;
+    const eid_named_value *named = eid_limits(&nl);
+    push_named(L, named, nl);
     lua_setfield(L, -2, "limits");
-    static const named_int errcodes[] = {
-        {"expired", EID_ERRCODE_EXPIRED},
-        {"pending", EID_ERRCODE_PENDING},
-    };
-    set_ints(L, errcodes, sizeof errcodes / sizeof errcodes[0]);
+    named = eid_errcode_names(&nl);
+    push_named(L, named, nl);
     lua_setfield(L, -2, "errcodes");
     /* core.errcode_table: every Text.ErrCode eidkit gives a meaning to
      * (eidkit/errcode.h), as {code, status, reason, retry_with_new_token,
-     * billed}; status is eidkit.flow's word for the verdict. */
-    static const char *const status_names[] = {
-        [EID_VERDICT_PASSED] = "passed",
-        [EID_VERDICT_FAILED] = "failed",
-        [EID_VERDICT_NONE] = "pending",
-        [EID_VERDICT_EXPIRED] = "expired",
-    };
+     * billed}; status is eidkit.flow's word for the verdict
+     * (eid_errcode_status). */
     size_t n;
     const eid_errcode_info *t = eid_errcode_table(&n);
     lua_createtable(L, (int)n, 0);
@@ -212,7 +176,7 @@ static void push_rules(lua_State *L) {
         lua_createtable(L, 0, 5);
         lua_pushinteger(L, (lua_Integer)t[i].code);
         lua_setfield(L, -2, "code");
-        lua_pushstring(L, status_names[t[i].verdict]);
+        lua_pushstring(L, eid_errcode_status(t[i].verdict));
         lua_setfield(L, -2, "status");
         lua_pushstring(L, t[i].reason);
         lua_setfield(L, -2, "reason");

@@ -86,3 +86,14 @@ const eid_errcode_info *eid_errcode_table(size_t *n) {
     if (n) *n = sizeof table / sizeof table[0];
     return table;
 }
+
+const char *eid_errcode_status(eid_errcode_verdict verdict) {
+    static const char *const names[] = {
+        [EID_VERDICT_PASSED] = "passed",
+        [EID_VERDICT_FAILED] = "failed",
+        [EID_VERDICT_NONE] = "pending",
+        [EID_VERDICT_EXPIRED] = "expired",
+    };
+    if ((unsigned)verdict >= sizeof names / sizeof names[0]) return NULL;
+    return names[verdict];
+}

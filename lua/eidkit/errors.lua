@@ -6,11 +6,12 @@
 --
 -- err is a table with code, message, retryable (false unless extra says so)
 -- and the fields of extra, and prints as "code: message": the metatable is
--- eidkit.core's, so errors made in C and in Lua look and print the same.
-local core = require "eidkit.core"
+-- eidkit.core's on Lua 5.4 (eidkit.host's under LuaJIT), so errors made in C
+-- and in Lua look and print the same.
+local host = require "eidkit.host"
 
 local pairs, setmetatable = pairs, setmetatable
-local error_mt = core.error_mt
+local error_mt = host.error_mt
 
 local _M = { mt = error_mt }
 

@@ -13,9 +13,10 @@
 -- runtime failure, and misuse (an unknown or mistyped field, a request the
 -- signer refuses as invalid) raised naming the field, never its value.
 --
--- This file owns the FFI declarations of core/include/eidkit/eidkit.h and
--- eidkit/retry.h (the retry decision, wrapped by eidkit.ffi.retry) that
--- eidkit uses: nothing else may ffi.cdef them. spec/ffi/cdef_drift.lua fails when
+-- This file owns the FFI declarations of core/include/eidkit/eidkit.h,
+-- eidkit/retry.h (the retry decision, wrapped by eidkit.ffi.retry),
+-- eidkit/host.h and eidkit/errcode.h (clocks, limits, the ErrCode table,
+-- read by eidkit.host) that eidkit uses: nothing else may ffi.cdef them. spec/ffi/cdef_drift.lua fails when
 -- they drift from the header.
 --
 -- Finding libeidkit (the first rule that applies):
@@ -117,6 +118,40 @@ eid_status eid_signer_sign(eid_signer *signer, const eid_sign_request *req,
 void eid_signer_cache_stats(eid_signer *signer, uint64_t *hits, uint64_t *misses);
 size_t eid_sign_headers(const eid_sign_request *req, const eid_signature *sig,
                         eid_header out[9]);
+]]
+-- ---- eidkit.host (issue 15, flow and policy under LuaJIT): eidkit/host.h,
+-- eidkit/errcode.h and two pure functions of eidkit.h and eidkit/client.h,
+-- what eidkit.host gives eidkit.flow/policy/errors in place of eidkit.core.
+.. [[
+double eid_clock_now(void);
+double eid_clock_monotonic(void);
+eid_status eid_sleep(double seconds);
+typedef struct eid_named_value {
+    const char *name;
+    int64_t value;
+} eid_named_value;
+const eid_named_value *eid_limits(size_t *n);
+const eid_named_value *eid_errcode_names(size_t *n);
+typedef enum eid_errcode_verdict {
+    EID_VERDICT_PASSED = 0,
+    EID_VERDICT_FAILED = 1,
+    EID_VERDICT_NONE = 2,
+    EID_VERDICT_EXPIRED = 3
+} eid_errcode_verdict;
+typedef struct eid_errcode_info {
+    int64_t code;
+    eid_errcode_verdict verdict;
+    const char *reason;
+    int retry_with_new_token;
+    int billed;
+} eid_errcode_info;
+const eid_errcode_info *eid_errcode_table(size_t *n);
+const char *eid_errcode_status(eid_errcode_verdict verdict);
+int eid_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+int eid_client_is_transport_code(const char *code);
+]]
+-- ---- end of the eidkit.host block
+.. [[
 typedef enum eid_outcome {
     EID_OUTCOME_OK = 0,
     EID_OUTCOME_REMOTE = 1,
@@ -174,6 +209,9 @@ const char *eid_outcome_name(eid_outcome o);
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
   "eid_header", "eid_retry_rules", "eid_retry_facts", "eid_retry_verdict" }
+-- eidkit.host's structs (its block above).
+_M.structs[#_M.structs + 1] = "eid_named_value"
+_M.structs[#_M.structs + 1] = "eid_errcode_info"
 
 -- A module reloaded in the same VM (specs clear package.loaded) must not
 -- declare the types again: LuaJIT refuses a second definition.

@@ -3,7 +3,8 @@
 --   local flow = require("eidkit.flow"){ client = client, ledger = ledger,
 --     merchant_id = "...", policy = require "my_policy" }
 --   -- or policy = "my_policy.lua": the script runs in an eidkit.sandbox
---   -- (eidkit.policy.load), each hook call under limits
+--   -- (eidkit.policy.load), each hook call under limits; under LuaJIT as
+--   -- trusted code in its own environment, without limits (docs/OPENRESTY.md)
 --   local started, err = flow:start{ subject = "user-42", Name = ..., IdCard = ..., Extra = ..., Config = ... }
 --     -- {EidToken, Url, expires_at, RequestId}: GetEidToken, then ledger:issue
 --   local outcome, err = flow:finish{ subject = "user-42", EidToken = tok }
@@ -21,17 +22,18 @@
 -- err.hook. A failing logger or redact hook never changes a result (see
 -- log_failed). Names, ID numbers, secrets and Responses never reach errors or
 -- logger events.
-local core = require "eidkit.core"
+local host = require "eidkit.host"
 local cjson = require "cjson"
-local crypto = require "eidkit.crypto"
+local compat = require "eidkit.compat"
 local errors = require "eidkit.errors"
 local policy_mod = require "eidkit.policy"
 
-local type, pairs, tostring, setmetatable, getmetatable, pcall, error =
-  type, pairs, tostring, setmetatable, getmetatable, pcall, error
-local format, math_type, math_tointeger = string.format, math.type, math.tointeger
+local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall, error, require =
+  type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall, error, require
+local format = string.format
+local is_int, math_tointeger = compat.is_int, compat.tointeger
 
-local equal = core.equal
+local equal = host.equal
 local decode = cjson.new().decode
 
 local _M = {}
@@ -39,10 +41,11 @@ local mt = { __index = {} }
 local methods = mt.__index
 
 local STATUSES = { passed = true, failed = true, pending = true, expired = true }
--- The ledger's input limits and Tencent's flow-state ErrCodes, from C (core.limits, core.errcodes).
-local TOKEN_MAX, SUBJECT_MAX, EXTRA_MAX = core.limits.token_max, core.limits.subject_max,
-  core.limits.extra_max
-local ERRCODE_EXPIRED = core.errcodes.expired
+-- The ledger's input limits and Tencent's flow-state ErrCodes, from C
+-- (eidkit/host.h, through eidkit.core or the FFI: eidkit.host).
+local TOKEN_MAX, SUBJECT_MAX, EXTRA_MAX = host.limits.token_max, host.limits.subject_max,
+  host.limits.extra_max
+local ERRCODE_EXPIRED = host.errcodes.expired
 local SUBJECT_RULE = format("1-%d bytes without control characters", SUBJECT_MAX)
 local EXPIRED_CODE = "InvalidParameterValue.BizTokenExpired"
 -- Upper bound on the flow's own retries of one API call, whatever the policy says.
@@ -170,8 +173,8 @@ end
 local function is_network(err)
   local code = type(err) == "table" and err.code
   if type(code) ~= "string" then return false end
-  -- The client's transport codes (timeout, connect, ..., http_NNN) come from C: core.is_transport_code.
-  return core.is_transport_code(code) or err.retryable == true
+  -- The client's transport codes (timeout, connect, ..., http_NNN) come from C: eid_client_is_transport_code.
+  return host.is_transport_code(code) or err.retryable == true
 end
 
 -- One API call through the client, asking policy.retry after each failure:
@@ -270,7 +273,7 @@ end
 -- EidInfo, or it does not decrypt: the error code, never the data, is kept).
 local function identity_of(self, res)
   if not self.eidinfo_key or type(res) ~= "table" or type(res.EidInfo) ~= "table" then return nil end
-  local id, err = crypto.decrypt_eidinfo(res.EidInfo, self.eidinfo_key)
+  local id, err = self.crypto.decrypt_eidinfo(res.EidInfo, self.eidinfo_key)
   return id, not id and err.code or nil
 end
 
@@ -362,11 +365,11 @@ function _M.new(opts)
     return v
   end
   local max_errors = opts.poll_max_errors or 3
-  if math_type(max_errors) ~= "integer" or max_errors < 1 then
+  if not is_int(max_errors) or max_errors < 1 then
     error("bad option 'poll_max_errors' (expected a positive integer)", 2)
   end
   local memo_size = opts.memo_size or 1000
-  if math_type(memo_size) ~= "integer" or memo_size < 0 then
+  if not is_int(memo_size) or memo_size < 0 then
     error("bad option 'memo_size' (expected a non-negative integer)", 2)
   end
   local policy = opts.policy
@@ -375,8 +378,11 @@ function _M.new(opts)
     if not loaded then error("bad option 'policy' (" .. tostring(lerr) .. ")", 2) end
     policy = loaded
   end
-  local eidinfo_key
+  local eidinfo_key, crypto
   if opts.eidinfo_key ~= nil then
+    -- eidkit.crypto is the Lua 5.4 module's (SM2 through eidkit.core).
+    if host.name ~= "lua54" then host.lua54("the flow's eidinfo_key option (eidkit.crypto)") end
+    crypto = require "eidkit.crypto"
     local kerr
     eidinfo_key, kerr = crypto.load_key(opts.eidinfo_key)
     if not eidinfo_key then error("bad option 'eidinfo_key' (" .. kerr.message .. ")", 2) end
@@ -388,8 +394,8 @@ function _M.new(opts)
   if not pok then error("bad option 'policy' (" .. tostring(p):gsub("^.-%((.*)%)$", "%1") .. ")", 2) end
   return setmetatable({
     client = c, ledger = l, merchant_id = mid, policy = p, logger = opts.logger,
-    eidinfo_key = eidinfo_key,
-    clock = opts.clock or core.now, sleep = opts.sleep or core.sleep,
+    eidinfo_key = eidinfo_key, crypto = crypto,
+    clock = opts.clock or host.now, sleep = opts.sleep or host.sleep,
     poll_interval = seconds("poll_interval", 1, 0, 60),
     poll_max_wait = seconds("poll_max_wait", 600, 0, 86400),
     poll_max_errors = max_errors,
@@ -695,7 +701,7 @@ function methods.sweep(self, p)
   if p == nil then p = {} end
   check_fields("sweep", p, { limit = true })
   local limit = p.limit or 100
-  if math_type(limit) ~= "integer" or limit < 1 or limit > 100000 then
+  if not is_int(limit) or limit < 1 or limit > 100000 then
     argerr("sweep", "limit: expected an integer 1..100000")
   end
   local it, ierr = info_type(self, { sweep = true })
@@ -742,7 +748,7 @@ function methods.poll_h5(self, p)
     argerr("poll_h5", "max_wait: expected 0..86400 seconds")
   end
   local max_errors = p.max_errors or self.poll_max_errors
-  if math_type(max_errors) ~= "integer" or max_errors < 1 then
+  if not is_int(max_errors) or max_errors < 1 then
     argerr("poll_h5", "max_errors: expected a positive integer")
   end
   -- Only tokens this merchant issued (and, given a subject, issued to it) are polled.
@@ -828,7 +834,7 @@ function methods.log_failures(self)
 end
 
 -- flow:unclassified_codes() -> {[ErrCode] = times seen}: the Text.ErrCodes
--- this flow classified as "unclassified" (not in core.errcode_table); past
+-- this flow classified as "unclassified" (not in the ErrCode table); past
 -- 100 distinct codes the rest are counted under "other".
 function methods.unclassified_codes(self)
   local c = {}

@@ -32,8 +32,9 @@
 -- err.code == "policy" and err.hook naming it.
 local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, error =
   type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, error
-local math_tointeger, format = math.tointeger, string.format
-local core = require "eidkit.core"
+local format = string.format
+local host = require "eidkit.host"
+local math_tointeger = require("eidkit.compat").tointeger
 
 local _M = {}
 
@@ -43,11 +44,12 @@ _M.EID_APPID = "wx0e2cb0b052a91c92"
 _M.EID_SCENE = 1038
 
 -- Text.ErrCode groups (eid-api.md §4.3-4.4): the C table in
--- core/src/errcode.c (core.errcode_table), which the ledger reads too. Each
+-- core/src/errcode.c (host.errcode_table: eidkit.core's, or the same C table
+-- through the FFI under LuaJIT), which the ledger reads too. Each
 -- entry: status, reason, retry_with_new_token. A code not in it gets
 -- UNCLASSIFIED: failed, and not worth a blind retry.
 local groups = {}
-for _, e in ipairs(core.errcode_table) do
+for _, e in ipairs(host.errcode_table) do
   groups[e.code] = { status = e.status, reason = e.reason, retry_with_new_token = e.retry_with_new_token }
 end
 _M.UNCLASSIFIED = { status = "failed", reason = "unclassified", retry_with_new_token = false }
@@ -243,13 +245,17 @@ end
 _M.merged_mt = { __name = "eidkit.Policy" }
 
 -- load(path [, limits]) -> policy, box | nil, err
--- A merchant's policy script run in an eidkit.sandbox (docs/internals/sandbox.md):
--- its own _ENV, text only, allowed libraries only, and every hook call
--- under the instruction, memory and time limits (limits: sandbox.new's
--- options; name defaults to the script's path). The script returns a table
--- of hooks, as a policy module does, and may require "eidkit.policy" (a view
--- with is_eid_return, code_group, default_outcome, EID_APPID, EID_SCENE) and
--- its sibling files; the result is merged with the defaults.
+-- On the Lua 5.4 host: a merchant's policy script run in an eidkit.sandbox
+-- (docs/internals/sandbox.md): its own _ENV, text only, allowed libraries
+-- only, and every hook call under the instruction, memory and time limits
+-- (limits: sandbox.new's options; name defaults to the script's path).
+-- Under LuaJIT (OpenResty), where that sandbox does not exist: the script
+-- runs as trusted code in its own environment (eidkit.policy.trusted: no
+-- limits at all, see docs/OPENRESTY.md), box is nil, and limits raise.
+-- The script returns a table of hooks, as a policy module does, and may
+-- require "eidkit.policy" (a view with is_eid_return, code_group,
+-- default_outcome, EID_APPID, EID_SCENE) and its sibling files; the result
+-- is merged with the defaults.
 -- A hook that breaks a limit or raises fails that one flow call (err.code
 -- "policy", err.cause the sandbox's code).
 function _M.load(path, limits)
@@ -257,26 +263,41 @@ function _M.load(path, limits)
   if limits ~= nil and type(limits) ~= "table" then
     error("bad argument #2 to 'load' (expected a table of sandbox limits)", 2)
   end
-  local sandbox = require "eidkit.sandbox"
+  local sandboxed = host.name == "lua54"
+  if limits ~= nil and not sandboxed then
+    host.lua54("eidkit.policy.load's sandbox limits (argument #2)", 2)
+  end
   -- Scripts may require "eidkit.policy" for the default rules: a fresh view
   -- per script, so one that scribbles on it changes nothing else.
   local view = { EID_APPID = _M.EID_APPID, EID_SCENE = _M.EID_SCENE, is_eid_return = _M.is_eid_return,
     code_group = _M.code_group, default_outcome = _M.default_outcome }
-  local o = { name = path, modules = { ["eidkit.policy"] = view } }
-  for k, v in pairs(limits or {}) do o[k] = v end
-  local ok, box = pcall(sandbox.new, o)
-  if not ok then error(tostring(box):gsub("^bad argument #1 to 'new'", "bad argument #2 to 'load'"), 2) end
+  local modules = { ["eidkit.policy"] = view }
   local function load_fail(what)
     return nil, setmetatable({ code = "load", retryable = false, message = path .. ": " .. what },
-      require("eidkit.core").error_mt)
+      host.error_mt)
   end
-  local mod, err = box:loadfile(path)
+  local box, mod, err
+  if sandboxed then
+    local sandbox = require "eidkit.sandbox"
+    local o = { name = path, modules = modules }
+    for k, v in pairs(limits or {}) do o[k] = v end
+    local ok
+    ok, box = pcall(sandbox.new, o)
+    if not ok then error(tostring(box):gsub("^bad argument #1 to 'new'", "bad argument #2 to 'load'"), 2) end
+    mod, err = box:loadfile(path)
+  else
+    mod, err = require("eidkit.policy.trusted").loadfile(path, modules)
+  end
   if mod == nil then return nil, err end
   if type(mod) ~= "table" then
     return load_fail("a policy script must return a table of hooks, got " .. type(mod))
   end
-  local hooks, werr = box:wrap(mod)
-  if not hooks then return nil, werr end
+  local hooks = mod
+  if box then
+    local werr
+    hooks, werr = box:wrap(mod)
+    if not hooks then return nil, werr end
+  end
   local mok, p = pcall(_M.merge, hooks)
   if not mok then
     return load_fail((tostring(p):gsub("^bad argument #1 to 'merge' %((.*)%)$", "%1")))

@@ -40,6 +40,11 @@ EID_API const eid_errcode_info *eid_errcode_lookup(int64_t code);
 /* The whole table, ordered by code; *n receives its length. Static data. */
 EID_API const eid_errcode_info *eid_errcode_table(size_t *n);
 
+/* eidkit.flow's word for a verdict (outcome.status): "passed", "failed",
+ * "pending" (EID_VERDICT_NONE), "expired"; NULL for a value outside the enum.
+ * A static string. */
+EID_API const char *eid_errcode_status(eid_errcode_verdict verdict);
+
 #ifdef __cplusplus
 }
 #endif

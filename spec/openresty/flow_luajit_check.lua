@@ -1,0 +1,144 @@
+-- require "eidkit" under a real LuaJIT (outside nginx), the flow and a
+-- policy script file run there: what spec/openresty/flow_luajit_spec.lua
+-- checks. Raises on the first failure; prints "ok <LuaJIT version>", then
+-- eidkit.host's C tables as JSON.
+--   LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="build/lua/?.so;;" \
+--     luajit spec/openresty/flow_luajit_check.lua POLICY_DIR
+-- The ledger is support.memledger (a spec-only in-memory stand-in: no real
+-- ledger is reachable from LuaJIT yet) and the client a spec-only stand-in
+-- answering as the API would (plain LuaJIT has no transport: the real client
+-- runs inside nginx, spec/openresty/flow_nginx_spec.lua).
+local dir = assert(arg[1], "usage: flow_luajit_check.lua POLICY_DIR")
+
+local function check(cond, what)
+  if not cond then error("flow_luajit_check: " .. what, 2) end
+end
+
+local function write(name, text)
+  local f = assert(io.open(dir .. "/" .. name, "wb"))
+  f:write(text)
+  f:close()
+  return dir .. "/" .. name
+end
+
+check(rawget(_G, "jit"), "not running under LuaJIT")
+local eidkit = require "eidkit"
+check(require("eidkit.host").name == "luajit", "host is " .. require("eidkit.host").name)
+
+-- Nothing of the tools, nor the Lua 5.4 module, came with it.
+for name in pairs(package.loaded) do
+  check(not (name == "eidkit.core" or name:match("^eidkit%.sim") or name == "eidkit.testing"
+    or name == "eidkit.sandbox" or name:match("^eidkit%.cli") or name == "eidkit.serve"
+    or name == "eidkit.ledger" or name == "eidkit.client" or name == "eidkit.crypto"),
+    "require \"eidkit\" loaded " .. name)
+end
+check(type(eidkit.flow) == "table" and type(eidkit.policy) == "table" and type(eidkit.gateway) == "table",
+  "flow, policy and gateway are in the facade")
+
+-- What needs the Lua 5.4 host raises when used, naming it.
+for _, k in ipairs { "client", "ledger", "crypto", "sandbox", "credentials", "utc_date", "sign_explain" } do
+  local ok, err = pcall(function() return eidkit[k] end)
+  check(not ok and tostring(err):find("eidkit." .. k .. " needs the Lua 5.4 host", 1, true),
+    "eidkit." .. k .. ": " .. tostring(err))
+end
+
+-- Signing through the FFI, as eidkit.sign on Lua 5.4.
+local h = assert(eidkit.sign { secret_id = "AKIDx", secret_key = "k", action = "GetEidToken", body = "{}",
+  timestamp = 1700000000 })
+check(h.Authorization:find("^TC3%-HMAC%-SHA256 Credential=AKIDx/2023%-11%-14/faceid/tc3_request"),
+  "signed: " .. tostring(h.Authorization))
+
+-- The classification from the C table, through the FFI.
+local policy = eidkit.policy
+check(policy.code_group(0).status == "passed" and policy.code_group(2004).reason == "capture"
+  and policy.code_group(15).status == "expired" and policy.code_group(99999).reason == "unclassified",
+  "code_group")
+local o = policy.default_outcome { Text = { ErrCode = 0, LivenessDetail = { { IsNeedCharge = true } } } }
+check(o.status == "passed" and o.code == 0 and o.billable and o.charges == 1, "default_outcome")
+
+-- SPEC-ONLY stand-in client: GetEidToken and GetEidResult as the API answers them.
+local results, n = {}, 0
+local client = {
+  get_eid_token = function()
+    n = n + 1
+    return { EidToken = ("TOKEN-%04d-0000-0000-000000000000"):format(n), Url = "https://eid.example/", RequestId = "r" .. n }
+  end,
+  get_eid_result = function(_, p)
+    local code = results[p.EidToken]
+    local res = { RequestId = "rr", Text = { ErrCode = code, LivenessDetail = code and { { IsNeedCharge = code == 0 } } or nil } }
+    return res
+  end,
+}
+
+local path = write("policy.lua", [[
+  local base = require "eidkit.policy"        -- the view scripts get
+  local rules = require "rules"               -- a sibling file
+  local P = { info_type = "1" }
+  function P.classify(_, outcome)
+    outcome.reason = rules.mark(outcome.reason)
+    -- what the script can reach: never the host's io, os.execute, debug, package, ngx, jit
+    outcome.reach = table.concat({ tostring(io), tostring(os.execute), tostring(debug), tostring(package),
+      tostring(ngx), tostring(jit), tostring(getmetatable("")), tostring(base.code_group(0).status) }, ",")
+    return outcome
+  end
+  return P
+]])
+write("rules.lua", [[return { mark = function(r) return r .. "/by-policy" end }]])
+
+local ledger = require("support.memledger").new()
+local slept = 0
+local flow = eidkit.flow { client = client, ledger = ledger, merchant_id = "M", policy = path,
+  sleep = function(s) slept = slept + s end }
+check(flow.policy.info_type == "1", "the script's info_type")
+
+local st = assert(flow:start { subject = "u1" })
+results[st.EidToken] = 0
+local out = assert(flow:finish { subject = "u1", EidToken = st.EidToken })
+check(out.status == "passed" and out.reason == "passed/by-policy", "passed: " .. out.status .. " " .. out.reason)
+check(out.reach == "nil,nil,nil,nil,nil,nil,nil,passed", "the script reached " .. out.reach)
+local again = assert(flow:finish { subject = "u1", EidToken = st.EidToken })
+check(again.status == "passed", "replay")
+local _, werr = flow:finish { subject = "u2", EidToken = st.EidToken }
+check(werr and werr.code == "wrong_subject" and tostring(werr):find("^wrong_subject: "), "another subject's token")
+
+local st2 = assert(flow:start { subject = "u1" })
+results[st2.EidToken] = 2004
+local out2 = assert(flow:finish { subject = "u1", EidToken = st2.EidToken })
+check(out2.status == "failed" and out2.reason == "capture/by-policy" and out2.retry_with_new_token == true,
+  "failed: " .. out2.status .. " " .. out2.reason)
+
+-- A hook that raises fails that one call, named.
+local raising = write("raising.lua", [[return { classify = function() error("boom") end }]])
+local f2 = eidkit.flow { client = client, ledger = ledger, merchant_id = "M", policy = raising }
+local st3 = assert(f2:start { subject = "u3" })
+results[st3.EidToken] = 0
+local _, perr = f2:finish { subject = "u3", EidToken = st3.EidToken }
+check(perr and perr.code == "policy" and perr.hook == "classify" and perr.message:find("boom", 1, true),
+  "raising hook: " .. tostring(perr))
+
+-- Bytecode is refused; sandbox limits need the Lua 5.4 host; a broken script fails to load.
+local bc = write("bc.lua", string.dump(function() return {} end))
+local ok, lerr = pcall(eidkit.flow, { client = client, ledger = ledger, merchant_id = "M", policy = bc })
+check(not ok and tostring(lerr):find("bytecode", 1, true), "bytecode: " .. tostring(lerr))
+local lok, limerr = pcall(policy.load, path, { instructions = 1000 })
+check(not lok and tostring(limerr):find("sandbox limits (argument #2) needs the Lua 5.4 host", 1, true),
+  "limits: " .. tostring(limerr))
+local p, nerr = policy.load(write("notable.lua", "return 42"))
+check(p == nil and nerr.code == "load" and nerr.message:find("must return a table of hooks", 1, true), "not a table")
+local eok, eerr = pcall(eidkit.flow, { client = client, ledger = ledger, merchant_id = "M",
+  eidinfo_key = "/nonexistent.pem" })
+check(not eok and tostring(eerr):find("eidinfo_key option (eidkit.crypto) needs the Lua 5.4 host", 1, true),
+  "eidinfo_key: " .. tostring(eerr))
+
+-- The host's clock and sleep (C, through the FFI).
+local host = require "eidkit.host"
+local t0 = host.monotonic()
+host.sleep(0.05)
+check(host.monotonic() - t0 >= 0.045, "sleep")
+check(math.abs(host.now() - os.time()) < 2, "now")
+check(not pcall(host.sleep, -1), "sleep -1")
+
+print("ok " .. rawget(_G, "jit").version)
+-- What eidkit.host read from C through the FFI, for the spec to compare with
+-- eidkit.core's on Lua 5.4 (one source: the same C tables).
+print(require("cjson").encode { limits = host.limits, errcodes = host.errcodes, errcode_table = host.errcode_table })
