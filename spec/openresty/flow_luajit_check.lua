@@ -28,7 +28,7 @@ check(require("eidkit.host").name == "luajit", "host is " .. require("eidkit.hos
 -- Nothing of the tools, nor the Lua 5.4 module, came with it.
 for name in pairs(package.loaded) do
   check(not (name == "eidkit.core" or name:match("^eidkit%.sim") or name == "eidkit.testing"
-    or name == "eidkit.sandbox" or name:match("^eidkit%.cli") or name == "eidkit.serve"
+    or name == "eidkit.sandbox" or name:match("^eidkit%.cli$") or name:match("^eidkit%.cli%.") or name == "eidkit.serve"
     or name == "eidkit.ledger" or name == "eidkit.client" or name == "eidkit.crypto"),
     "require \"eidkit\" loaded " .. name)
 end

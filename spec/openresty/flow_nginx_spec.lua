@@ -121,7 +121,7 @@ describe("eidkit.flow in nginx", function()
     assert.equals("nginx", v.host)
     for _, name in ipairs(v.loaded) do
       assert.falsy(name == "eidkit.core" or name:match("^eidkit%.sim") or name == "eidkit.testing"
-        or name == "eidkit.sandbox" or name:match("^eidkit%.cli") or name == "eidkit.client"
+        or name == "eidkit.sandbox" or name:match("^eidkit%.cli$") or name:match("^eidkit%.cli%.") or name == "eidkit.client"
         or name == "eidkit.ledger" or name == "eidkit.crypto" or name == "eidkit.serve", name)
     end
     assert.matches("eidkit.client needs the Lua 5.4 host", v.client, 1, true)
