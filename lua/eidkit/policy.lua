@@ -178,7 +178,10 @@ _M.defaults = {
 -- What result_params may hold: GetEidResult's fields, as Tencent names
 -- them, and a check for each (eid-api.md §3.2).
 local result_param_kinds = {
-  BestFramesCount = function(v) return math_tointeger(v) ~= nil and v >= 0 and v <= 3, "an integer 0..3" end,
+  -- A number first: tointeger takes "2" too, and "2" >= 0 would raise.
+  BestFramesCount = function(v)
+    return type(v) == "number" and math_tointeger(v) ~= nil and v >= 0 and v <= 3, "an integer 0..3"
+  end,
   IsCutIdCardImage = function(v) return type(v) == "boolean", "a boolean" end,
   IsNeedIdCardAvatar = function(v) return type(v) == "boolean", "a boolean" end,
 }

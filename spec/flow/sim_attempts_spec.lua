@@ -93,6 +93,9 @@ describe("eidkit sim attempts", function()
   it("refuses bad result_params naming the field", function()
     assert.has_error(function() env:flow { policy = { result_params = { BestFramesCount = 4 } } } end,
       "bad option 'policy' (result_params: BestFramesCount: expected an integer 0..3)")
+    -- A string was let through to a comparison that raised a raw Lua error.
+    assert.has_error(function() env:flow { policy = { result_params = { BestFramesCount = "2" } } } end,
+      "bad option 'policy' (result_params: BestFramesCount: expected an integer 0..3)")
     assert.has_error(function() env:flow { policy = { result_params = { Foo = 1 } } } end,
       "bad option 'policy' (result_params: unknown field 'Foo' (BestFramesCount, IsCutIdCardImage or IsNeedIdCardAvatar))")
   end)
