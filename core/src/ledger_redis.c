@@ -82,6 +82,39 @@ static size_t make_prologue(char *buf, size_t cap) {
     return n;
 }
 
+/* The script files by enum script, and the names eid_ledger_redis_script
+ * takes. */
+static const struct {
+    const char *name, *text;
+} script_files[SC_COUNT] = {
+    [SC_ISSUE] = {"issue", eid__ledger_script_issue},
+    [SC_RECORD] = {"record", eid__ledger_script_record},
+    [SC_CONSUME] = {"consume", eid__ledger_script_consume},
+    [SC_EXPIRE] = {"expire", eid__ledger_script_expire},
+    [SC_TAKE] = {"take", eid__ledger_script_take},
+};
+
+/* The backend's own scripts come from here too, so what another client gets
+ * is what this file runs. */
+eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len) {
+    if (name == NULL || len == NULL) return EID_E_INVALID_ARG;
+    int sc = 0;
+    while (sc < SC_COUNT && strcmp(name, script_files[sc].name) != 0)
+        sc++;
+    if (sc == SC_COUNT) return EID_E_INVALID_ARG;
+    char prologue[PROLOGUE_MAX];
+    size_t plen = make_prologue(prologue, sizeof prologue);
+    if (plen >= sizeof prologue) return EID_E_INTERNAL;
+    size_t flen = strlen(script_files[sc].text);
+    *len = plen + flen;
+    if (buf == NULL || cap <= *len) return EID_E_BUFFER_TOO_SMALL;
+    memcpy(buf, prologue, plen);
+    memcpy(buf + plen, script_files[sc].text, flen + 1);
+    return EID_OK;
+}
+
+const char *eid_ledger_redis_field(size_t i) { return i < NFIELDS ? fields[i] : NULL; }
+
 typedef struct redis_be {
     redisContext *c;
     char host[256];
@@ -440,25 +473,21 @@ eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg
     b->cfg = *cfg;
     eid_status st = parse_location(b, location, err);
     if (st) goto fail;
-    static const char *const files[SC_COUNT] = {
-        [SC_ISSUE] = eid__ledger_script_issue,     [SC_RECORD] = eid__ledger_script_record,
-        [SC_CONSUME] = eid__ledger_script_consume, [SC_EXPIRE] = eid__ledger_script_expire,
-        [SC_TAKE] = eid__ledger_script_take,
-    };
-    char prologue[PROLOGUE_MAX];
-    size_t plen = make_prologue(prologue, sizeof prologue);
-    if (plen >= sizeof prologue) {
-        st = eid__fail(err, EID_E_INTERNAL, "", "script prologue too long");
-        goto fail;
-    }
     for (int i = 0; i < SC_COUNT; i++) {
-        size_t flen = strlen(files[i]);
-        if ((b->script[i] = OPENSSL_malloc(plen + flen + 1)) == NULL) {
+        size_t len = 0;
+        eid_status sst = eid_ledger_redis_script(script_files[i].name, NULL, 0, &len);
+        if (sst != EID_E_BUFFER_TOO_SMALL) {
+            st = eid__fail(err, EID_E_INTERNAL, "", "script prologue too long");
+            goto fail;
+        }
+        if ((b->script[i] = OPENSSL_malloc(len + 1)) == NULL) {
             st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
             goto fail;
         }
-        memcpy(b->script[i], prologue, plen);
-        memcpy(b->script[i] + plen, files[i], flen + 1);
+        if (eid_ledger_redis_script(script_files[i].name, b->script[i], len + 1, &len) != EID_OK) {
+            st = eid__fail(err, EID_E_INTERNAL, "", "script prologue too long");
+            goto fail;
+        }
         if (!sha1_hex(b->script[i], b->sha[i])) {
             st = eid__fail(err, EID_E_CRYPTO, "", "SHA-1 of a script failed");
             goto fail;

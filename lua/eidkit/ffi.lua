@@ -115,7 +115,11 @@ eid_status eid_signer_sign(eid_signer *signer, const eid_sign_request *req,
 void eid_signer_cache_stats(eid_signer *signer, uint64_t *hits, uint64_t *misses);
 size_t eid_sign_headers(const eid_sign_request *req, const eid_signature *sig,
                         eid_header out[9]);
+eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len);
+const char *eid_ledger_redis_field(size_t i);
 ]]
+-- The last two (core/include/eidkit/ledger.h) give eidkit.openresty.ledger
+-- the Redis backend's scripts and record fields.
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
   "eid_header" }

@@ -1,4 +1,5 @@
--- Fails when lua/eidkit/ffi.lua's cdefs drift from core/include/eidkit/eidkit.h.
+-- Fails when lua/eidkit/ffi.lua's cdefs drift from core/include/eidkit/eidkit.h
+-- and ledger.h.
 -- Run (ctest ffi_cdefs_match_header):
 --   LUA_PATH='lua/?.lua;;' luajit spec/ffi/cdef_drift.lua core/include [clang]
 --
@@ -107,7 +108,7 @@ local function write(path, text)
   f:write(text)
   f:close()
 end
-write(dir .. "/h.c", "#include <eidkit/eidkit.h>\n")
+write(dir .. "/h.c", "#include <eidkit/eidkit.h>\n#include <eidkit/ledger.h>\n")
 local json, ok = sh(("%s -x c -std=c11 -fsyntax-only -Xclang -ast-dump=json -I '%s' '%s/h.c'"):format(cc, include, dir))
 assert(ok and json ~= "", "clang could not parse the header (is clang installed? run scripts/setup-deps)")
 local hdr = { structs = {}, enums = {}, types = {} }

@@ -310,6 +310,28 @@ EID_API eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double r
                                    double burst, int64_t now_ms, int *allowed,
                                    double *retry_after_s, eid_error *err);
 
+/* ------------------------------------------------ the Redis scripts, shared
+ * Another Redis client (OpenResty's cosocket ledger, eidkit.openresty.ledger)
+ * runs the same transitions by sending the text the Redis backend sends:
+ * these two calls are where it gets it, so the scripts and what they share
+ * with C exist once. */
+
+/* The exact script the Redis backend runs for the transition `name`
+ * ("issue", "record", "consume", "expire" or "take"): a prologue defining
+ * ERR_EXPIRED, ERR_PENDING, FIELDS and NO_VERDICT from the C tables, then
+ * lua/eidkit/ledger/redis/<name>.lua as compiled in. Its SHA-1 is what the
+ * backend sends with EVALSHA. Writes the text and a NUL into buf (cap bytes)
+ * and its length (NUL excluded) into *len. NULL buf with cap 0 only measures.
+ * EID_E_INVALID_ARG: name NULL or not a script, or len NULL;
+ * EID_E_BUFFER_TOO_SMALL: cap is not above *len (then *len is still set and
+ * buf untouched). Thread-safe; allocates nothing. */
+EID_API eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len);
+
+/* The i-th hash field of a stored record, in the order the scripts' FIELDS
+ * and their "ok" answers carry them (answer element i + 2, 1-based, is field
+ * i); NULL past the last. The static string is never freed. Thread-safe. */
+EID_API const char *eid_ledger_redis_field(size_t i);
+
 #ifdef __cplusplus
 }
 #endif
