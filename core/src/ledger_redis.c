@@ -293,7 +293,7 @@ static bool parse_record(redisReply **el, eid_ledger_entry *r) {
     return true;
 }
 
-static eid_status refusal(const char *code, eid_error *err) {
+eid_status eid_ledger_redis_refusal(const char *code, eid_error *err) {
     static const struct {
         const char *code;
         eid_status st;
@@ -307,7 +307,7 @@ static eid_status refusal(const char *code, eid_error *err) {
         {"pending", EID_E_LEDGER_PENDING, "token", "no result recorded yet"},
         {"exists", EID_E_LEDGER_EXISTS, "token", "already issued"},
     };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+    for (size_t i = 0; code && i < sizeof map / sizeof map[0]; i++)
         if (strcmp(code, map[i].code) == 0)
             return eid__fail(err, map[i].st, map[i].field, "%s", map[i].msg);
     return eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
@@ -321,7 +321,7 @@ static eid_status script_answer(redisReply *r, eid_ledger_entry *out, eid_error 
         r->element[0]->type != REDIS_REPLY_STRING)
         st = eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
     else if (strcmp(r->element[0]->str, "ok") != 0)
-        st = refusal(r->element[0]->str, err);
+        st = eid_ledger_redis_refusal(r->element[0]->str, err);
     else if (out && ((r->elements != 2 + NFIELDS && r->elements != 3 + NFIELDS) ||
                      !parse_record(r->element + 1, out)))
         st = eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");

@@ -117,12 +117,36 @@ size_t eid_sign_headers(const eid_sign_request *req, const eid_signature *sig,
                         eid_header out[9]);
 eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len);
 const char *eid_ledger_redis_field(size_t i);
+eid_status eid_ledger_redis_refusal(const char *code, eid_error *err);
+eid_status eid_ledger_check_claim(const char *bound_subject, int state,
+                                  int64_t expires_at, const char *subject, int64_t now,
+                                  eid_error *err);
+typedef enum eid_ledger_state {
+    EID_LEDGER_ISSUED = 0,
+    EID_LEDGER_PASSED = 1,
+    EID_LEDGER_FAILED = 2,
+    EID_LEDGER_CONSUMED = 3,
+    EID_LEDGER_EXPIRED = 4,
+    EID_LEDGER_ABANDONED = 5
+} eid_ledger_state;
+const char *eid_ledger_state_name(eid_ledger_state state);
+typedef struct eid_ledger_issue_params {
+    const char *token;
+    const char *merchant_id;
+    const char *subject;
+    const char *extra;
+    int64_t created_at;
+    int64_t expires_at;
+    int intention;
+} eid_ledger_issue_params;
+eid_status eid_ledger_check_issue(const eid_ledger_issue_params *params, eid_error *err);
 ]]
--- The last two (core/include/eidkit/ledger.h) give eidkit.openresty.ledger
--- the Redis backend's scripts and record fields.
+-- From eid_ledger_redis_script on (core/include/eidkit/ledger.h): what
+-- eidkit.openresty.ledger takes from C so that its Redis ledger runs the
+-- backend's scripts and rules, not copies.
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
-  "eid_header" }
+  "eid_header", "eid_ledger_issue_params" }
 
 -- A module reloaded in the same VM (specs clear package.loaded) must not
 -- declare the types again: LuaJIT refuses a second definition.

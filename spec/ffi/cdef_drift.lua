@@ -164,7 +164,7 @@ for name, t in pairs(decl.functions) do
 end
 
 -- 2. layout, from the compiler, for every field the header has
-local c = { "#include <eidkit/eidkit.h>", "#include <stddef.h>", "#include <stdio.h>", "int main(void) {" }
+local c = { "#include <eidkit/eidkit.h>", "#include <eidkit/ledger.h>", "#include <stddef.h>", "#include <stdio.h>", "int main(void) {" }
 for name in pairs(decl.structs) do
   c[#c + 1] = ('printf("%s - %%zu %%zu\\n", sizeof(%s), _Alignof(%s));'):format(name, name, name)
   for _, f in ipairs(hdr.structs[name] or {}) do

@@ -332,6 +332,28 @@ EID_API eid_status eid_ledger_redis_script(const char *name, char *buf, size_t c
  * i); NULL past the last. The static string is never freed. Thread-safe. */
 EID_API const char *eid_ledger_redis_field(size_t i);
 
+/* A script's refusal (its answer {code}: "unknown_token", "wrong_subject",
+ * "consumed", "expired", "pending", "exists") as the Redis backend reports
+ * it: the status, and in *err (may be NULL) the field and message. Any other
+ * code is EID_E_INTERNAL ("unexpected script answer"). Thread-safe. */
+EID_API eid_status eid_ledger_redis_refusal(const char *code, eid_error *err);
+
+/* The rule eid_ledger_claim applies to a stored record, for a client that
+ * read the record itself: may `subject` use the token bound to
+ * `bound_subject`, in eid_ledger_state `state`, expiring at `expires_at`,
+ * at `now`? EID_OK, or the refusal (EID_E_LEDGER_WRONG_SUBJECT,
+ * _CONSUMED, _EXPIRED) with *err (may be NULL) set as eid_ledger_claim sets
+ * it. The subjects are compared in constant time. NULL subjects:
+ * EID_E_INVALID_ARG. Thread-safe. */
+EID_API eid_status eid_ledger_check_claim(const char *bound_subject, int state, int64_t expires_at,
+                                          const char *subject, int64_t now, eid_error *err);
+
+/* The checks eid_ledger_issue makes on the text of its params (token,
+ * merchant_id, subject, extra; not the times), with the same statuses and
+ * messages, for a client that issues by itself. NULL params:
+ * EID_E_INVALID_ARG. Thread-safe. */
+EID_API eid_status eid_ledger_check_issue(const eid_ledger_issue_params *params, eid_error *err);
+
 #ifdef __cplusplus
 }
 #endif
