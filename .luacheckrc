@@ -10,3 +10,6 @@ for _, f in ipairs { "lua/eidkit/gateway.lua", "lua/eidkit/metrics.lua", "lua/ei
 end
 -- Served by nginx (content_by_lua_file) in bench/openresty/sign.
 files["bench/openresty/sign_worker.lua"] = { std = "min", read_globals = { "ngx", "jit" } }
+-- The OpenResty ledger (issue 15): LuaJIT in an nginx worker only.
+files["lua/eidkit/openresty/ledger.lua"] = { std = "luajit", read_globals = { "ngx" } }
+files["spec/support/orledger_worker.lua"] = { std = "luajit", globals = { "ngx" } }
