@@ -696,12 +696,9 @@ eid_status eid_ledger_payload(eid_ledger *l, const char *token, void *buf, size_
  * little behind still finds it. */
 #define BUCKET_TTL_MARGIN_MS 1000
 
-eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double burst,
-                           int64_t now_ms, int *allowed, double *retry_after_s, eid_error *err) {
-    if (allowed) *allowed = 0;
-    if (retry_after_s) *retry_after_s = 0.0;
-    if (l == NULL || allowed == NULL)
-        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+eid_status eid_ledger_check_take(const char *key, double rate, double burst, int64_t now_ms,
+                                 int64_t *ttl_ms, eid_error *err) {
+    if (ttl_ms == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ttl_ms", "is NULL");
     eid_status st;
     if ((st = check_text(err, "key", key, EID_LEDGER_BUCKET_KEY_MAX, T_TEXT, false))) return st;
     if (!isfinite(rate) || rate <= 0)
@@ -715,7 +712,19 @@ eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double b
                          EID_LEDGER_BUCKET_REFILL_MAX);
     if (now_ms < 0 || now_ms > EID_TIMESTAMP_MAX * 1000)
         return eid__fail(err, EID_E_INVALID_ARG, "now_ms", "out of range");
-    int64_t ttl_ms = (int64_t)(refill * 1000.0) + 1 + BUCKET_TTL_MARGIN_MS; /* rounded up */
+    *ttl_ms = (int64_t)(refill * 1000.0) + 1 + BUCKET_TTL_MARGIN_MS; /* rounded up */
+    return EID_OK;
+}
+
+eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double burst,
+                           int64_t now_ms, int *allowed, double *retry_after_s, eid_error *err) {
+    if (allowed) *allowed = 0;
+    if (retry_after_s) *retry_after_s = 0.0;
+    if (l == NULL || allowed == NULL)
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    eid_status st;
+    int64_t ttl_ms;
+    if ((st = eid_ledger_check_take(key, rate, burst, now_ms, &ttl_ms, err))) return st;
     double retry = 0.0;
     pthread_mutex_lock(&l->lock);
     int64_t now = now_ms ? now_ms : now_ms_of(l);

@@ -140,13 +140,44 @@ typedef struct eid_ledger_issue_params {
     int intention;
 } eid_ledger_issue_params;
 eid_status eid_ledger_check_issue(const eid_ledger_issue_params *params, eid_error *err);
+eid_status eid_ledger_check_take(const char *key, double rate_per_s, double burst,
+                                 int64_t now_ms, int64_t *ttl_ms, eid_error *err);
+typedef struct eid_ledger_entry {
+    char token[129];
+    char merchant_id[65];
+    char subject[129];
+    char extra[1025];
+    eid_ledger_state state;
+    int64_t created_at;
+    int64_t expires_at;
+    int64_t result_deadline;
+    int64_t finished_at;
+    int64_t consumed_at;
+    int64_t last_pull_at;
+    int32_t pulls;
+    int32_t attempts;
+    int32_t billable;
+    int has_err_code;
+    int64_t err_code;
+    int has_late_err_code;
+    int64_t late_err_code;
+    int32_t settled_billable;
+    int intention;
+    int retry_later;
+    int open;
+    int late_pass;
+    int has_payload;
+    char request_ids[1040];
+} eid_ledger_entry;
+eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens, size_t n,
+                                  int64_t now, eid_ledger_entry *out);
 ]]
 -- From eid_ledger_redis_script on (core/include/eidkit/ledger.h): what
 -- eidkit.openresty.ledger takes from C so that its Redis ledger runs the
 -- backend's scripts and rules, not copies.
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
-  "eid_header", "eid_ledger_issue_params" }
+  "eid_header", "eid_ledger_issue_params", "eid_ledger_entry" }
 
 -- A module reloaded in the same VM (specs clear package.loaded) must not
 -- declare the types again: LuaJIT refuses a second definition.

@@ -62,6 +62,7 @@ describe("eidkit.openresty.ledger", function()
 
   local function c_call(op, ...)
     local res, err = c_ledger[op](c_ledger, ...)
+    if op == "take" and res ~= nil then return { res = res, retry = err and ("%.17g"):format(err) } end
     return { res = res, err = plain(err) }
   end
 
@@ -104,6 +105,9 @@ describe("eidkit.openresty.ledger", function()
       { "consume", "alice" }, -- consumed
       { "claim", "alice" },
       { "get" },
+      { "take", 0.1, 2 },
+      { "take", 0.1, 2 },
+      { "take", 0.1, 2 }, -- empty: false, the wait
     }
 
     local function run_cases(tok, step)
@@ -119,17 +123,16 @@ describe("eidkit.openresty.ledger", function()
           r = step("issue", t)
         elseif op == "get" then
           r = step("get", tok)
+        elseif op == "take" then
+          -- The bucket's clock in ms, so both sides wait the same.
+          r = step("take", "bucket-" .. tok, a, c[3], now * 1000)
+          r.res = { r.res, r.retry }
         else
           r = step(op, tok, a)
         end
         now = now + 1
         out[i] = { res = r.res, err = r.err }
-        if type(r.res) == "table" then
-          r.res.EidToken = "TOKEN"
-          -- `open` is not reported by the OpenResty ledger (the rule is
-          -- not exported yet): compared without it.
-          r.res.open = nil
-        end
+        if type(r.res) == "table" and r.res.EidToken then r.res.EidToken = "TOKEN" end
       end
       return out
     end
@@ -147,6 +150,9 @@ describe("eidkit.openresty.ledger", function()
       assert.equals("pending", n_out[7].err.code)
       assert.equals("consumed", n_out[11].err.code)
       assert.equals("consumed", n_out[13].res.state)
+      assert.same({ true }, n_out[14].res)
+      assert.is_false(n_out[16].res[1])
+      assert.is_true(tonumber(n_out[16].res[2]) > 0)
     end)
 
     it("for unknown and expired tokens", function()

@@ -46,8 +46,12 @@ if uri == "/ledger" then
   local l = ledger(req.url, req.opts)
   local ok, res, err = pcall(l[req.op], l, unpack(req.args or {}))
   if not ok then return reply { raised = tostring(res), pid = ngx.worker.pid() } end
-  return reply { res = res == nil and cjson.null or res, err = plain_error(err), noscript = l.noscript,
-    pid = ngx.worker.pid() }
+  -- take's second result is the wait, not an error.
+  local retry
+  -- As text, to the bit (this cjson encodes 14 digits at most).
+  if req.op == "take" and res ~= nil then retry, err = err and string.format("%.17g", err), nil end
+  return reply { res = res == nil and cjson.null or res, err = plain_error(err), retry = retry,
+    noscript = l.noscript, pid = ngx.worker.pid() }
 elseif uri == "/shas" then
   return reply(ledger(ngx.unescape_uri(ngx.var.arg_url)):script_shas())
 elseif uri == "/timed" then

@@ -348,6 +348,24 @@ EID_API eid_status eid_ledger_redis_refusal(const char *code, eid_error *err);
 EID_API eid_status eid_ledger_check_claim(const char *bound_subject, int state, int64_t expires_at,
                                           const char *subject, int64_t now, eid_error *err);
 
+/* A stored record as the Redis backend reads it, for a client that read it
+ * itself: values[0 .. n-2] are the hash fields in eid_ledger_redis_field
+ * order (NULL for a missing field), values[n-1] the payload's length in
+ * decimal (HSTRLEN), lens their byte lengths; n must be the field count + 1.
+ * Fills *out as eid_ledger_get does, `open` as of `now` included.
+ * EID_E_LEDGER_UNKNOWN: the token field is missing (no such record);
+ * EID_E_INVALID_ARG: NULL values, lens or out, or another n. Thread-safe;
+ * allocates nothing. */
+EID_API eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens, size_t n,
+                                          int64_t now, eid_ledger_entry *out);
+
+/* The checks eid_ledger_take makes on its arguments, with the same statuses
+ * and messages (never the key), for a client that takes by itself; on
+ * EID_OK *ttl_ms (not NULL) is how long the bucket's key must live after
+ * the take (the refill time, rounded up, plus a margin). Thread-safe. */
+EID_API eid_status eid_ledger_check_take(const char *key, double rate_per_s, double burst,
+                                         int64_t now_ms, int64_t *ttl_ms, eid_error *err);
+
 /* The checks eid_ledger_issue makes on the text of its params (token,
  * merchant_id, subject, extra; not the times), with the same statuses and
  * messages, for a client that issues by itself. NULL params:

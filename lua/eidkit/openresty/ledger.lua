@@ -8,16 +8,17 @@
 --   local rec, err = ledger:consume(tok, "user-42")  -- once; then err.code == "consumed"
 --
 -- The same data, methods, records and error tables as eidkit.ledger on the
--- C Redis backend, for issue, get, claim and consume: a token issued on one
+-- C Redis backend, for issue, get, claim, consume and take: a token issued on one
 -- host is claimed and consumed on the other. What is not written twice:
 --   * the transition scripts and their prologue (ERR_EXPIRED, ERR_PENDING,
 --     FIELDS, NO_VERDICT): eid_ledger_redis_script gives the text the C
 --     backend runs, so the SHA-1 sent with EVALSHA is the same;
---   * the record's hash fields (eid_ledger_redis_field), the state names
---     (eid_ledger_state_name), issue's text checks (eid_ledger_check_issue),
+--   * the record's hash fields (eid_ledger_redis_field) and how a record is
+--     read, `open` included (eid_ledger_redis_entry), the state names,
+--     issue's and take's argument checks (eid_ledger_check_issue, _take),
 --     the claim rule (eid_ledger_check_claim) and the refusals' codes and
 --     messages (eid_ledger_redis_refusal): libeidkit through eidkit.ffi.
--- record, due, export, expire, stats, attempts, payload and take are not
+-- record, due, export, expire, stats, attempts and payload are not
 -- here yet (docs/internals/openresty.md says why); the C backend reads
 -- and sweeps the same data.
 --
@@ -220,61 +221,83 @@ end
 
 local null = ngx.null
 
-local function str(v) return v ~= nil and v ~= null and v or nil end
-local function int(v)
-  v = str(v)
-  return v and tonumber(v) or 0
+-- One per worker: filled and read with no yield in between (claim reads it
+-- right after get, before anything else runs in the worker).
+local entry = ffi_new("eid_ledger_entry")
+local values, lens, nvalues -- sized once FIELDS is known
+
+local function set_time(rec, k, v)
+  if v ~= 0 then rec[k] = tonumber(v) end
 end
 
-local function state_name(s)
-  return ffi_string(eidffi.lib().eid_ledger_state_name(s))
+-- v[first .. first + #FIELDS - 1] (the FIELDS values) and the payload
+-- length, read into `entry` by libeidkit (eid_ledger_redis_entry: the C
+-- backend's own reader, `open` as of now included). nil, err if the record
+-- does not exist.
+local function read_entry(v, first, payload_len, now)
+  if not values then
+    nvalues = #FIELDS + 1
+    values, lens = ffi_new("const char *[?]", nvalues), ffi_new("size_t[?]", nvalues)
+  end
+  -- The strings stay referenced by v (and `keep`) during the call.
+  local keep = {}
+  for i = 1, nvalues do
+    local x = i <= #FIELDS and v[first + i - 1] or payload_len
+    if x == nil or x == null then
+      values[i - 1], lens[i - 1] = nil, 0
+    else
+      x = tostring(x)
+      keep[i] = x
+      values[i - 1], lens[i - 1] = x, #x
+    end
+  end
+  local st = eidffi.lib().eid_ledger_redis_entry(values, lens, nvalues, now, entry)
+  if st ~= EID_OK then
+    if st == EID_E_INVALID_ARG then return failure(EID_E_INTERNAL, "redis: unexpected record") end
+    return from_c(eidffi.lib().eid_ledger_redis_refusal("unknown_token", cerr))
+  end
+  return entry, keep
 end
 
--- The record eidkit.core pushes (bindings/ledger.c push_entry) from the
--- FIELDS values v[first .. first + #FIELDS - 1] and the payload length.
-function methods._record(self, v, first, payload_len)
-  local f = {}
-  for i, name in pairs(FIELDS) do f[name] = v[first + i - 1] end
-  local state = int(f.state)
+-- The record eidkit.core pushes for `entry` (bindings/ledger.c push_entry);
+-- `open` only where eid_ledger_get sets it.
+local function record_of(self, e, with_open)
   local rec = {
-    EidToken = str(f.token) or "", MerchantId = str(f.merchant_id) or "",
-    subject = str(f.subject) or "", Extra = str(f.extra) or "",
-    state = state_name(state),
-    created_at = int(f.created_at), expires_at = int(f.expires_at),
-    result_deadline = int(f.result_deadline),
-    pulls = int(f.pulls), attempts = int(f.attempts), billable = int(f.billable),
-    intention = int(f.intention) ~= 0,
-    has_payload = int(payload_len) > 0,
+    EidToken = ffi_string(e.token), MerchantId = ffi_string(e.merchant_id),
+    subject = ffi_string(e.subject), Extra = ffi_string(e.extra),
+    state = ffi_string(eidffi.lib().eid_ledger_state_name(e.state)),
+    created_at = tonumber(e.created_at), expires_at = tonumber(e.expires_at),
+    result_deadline = tonumber(e.result_deadline),
+    pulls = tonumber(e.pulls), attempts = tonumber(e.attempts), billable = tonumber(e.billable),
+    intention = e.intention ~= 0, has_payload = e.has_payload ~= 0,
   }
-  for _, k in pairs { "finished_at", "consumed_at", "last_pull_at" } do
-    local t = int(f[k])
-    if t ~= 0 then rec[k] = t end
-  end
-  if str(f.err_code) then rec.ErrCode = int(f.err_code) end
-  if str(f.late_err_code) then rec.late_ErrCode = int(f.late_err_code) end
-  if state == CONSUMED then
-    -- Consumed before settled_billable existed: all its charges were settled.
-    rec.settled_billable = str(f.settled_billable) and int(f.settled_billable) or rec.billable
-  end
-  if int(f.retry_later) ~= 0 then rec.retry_later = true end
+  set_time(rec, "finished_at", e.finished_at)
+  set_time(rec, "consumed_at", e.consumed_at)
+  set_time(rec, "last_pull_at", e.last_pull_at)
+  if e.has_err_code ~= 0 then rec.ErrCode = tonumber(e.err_code) end
+  if e.has_late_err_code ~= 0 then rec.late_ErrCode = tonumber(e.late_err_code) end
+  if e.state == CONSUMED then rec.settled_billable = tonumber(e.settled_billable) end
+  if e.retry_later ~= 0 then rec.retry_later = true end
+  if with_open and e.open ~= 0 then rec.open = true end
   if self.request_ids then
     local ids = {}
-    for id in (str(f.request_ids) or ""):gmatch("[^,]+") do ids[#ids + 1] = id end
+    for id in ffi_string(e.request_ids):gmatch("[^,]+") do ids[#ids + 1] = id end
     rec.request_ids = ids
   end
   return rec
 end
 
--- A script's answer: {"ok", FIELDS..., payload length} or {code}.
-local function answer(self, res)
+-- A script's answer: {"ok", FIELDS..., payload length} or {code}. Returns
+-- the record and whether the token is still open.
+local function answer(self, res, now)
   if type(res) ~= "table" or type(res[1]) ~= "string" then
     return failure(EID_E_INTERNAL, "redis: unexpected script answer")
   end
   if res[1] ~= "ok" then return from_c(eidffi.lib().eid_ledger_redis_refusal(res[1], cerr)) end
-  if #res < #FIELDS + 2 or not str(res[2]) then
-    return failure(EID_E_INTERNAL, "redis: unexpected script answer")
-  end
-  return self:_record(res, 2, res[#FIELDS + 2])
+  if #res < #FIELDS + 2 then return failure(EID_E_INTERNAL, "redis: unexpected script answer") end
+  local e, err = read_entry(res, 2, res[#FIELDS + 2], now)
+  if not e then return nil, err end
+  return record_of(self, e, false), e.open ~= 0
 end
 
 -- --------------------------------------------------------------- open
@@ -411,11 +434,10 @@ function methods.get(self, token)
     return r
   end)
   if not res then return nil, err end
-  local h = res[1]
-  if type(h) ~= "table" or not str(h[1]) then
-    return from_c(eidffi.lib().eid_ledger_redis_refusal("unknown_token", cerr))
-  end
-  return self:_record(h, 1, res[2])
+  if type(res[1]) ~= "table" then return failure(EID_E_INTERNAL, "redis: unexpected HMGET reply") end
+  local e, rerr = read_entry(res[1], 1, res[2], now_of(self))
+  if not e then return nil, rerr end
+  return record_of(self, e, true)
 end
 
 -- ledger:claim(EidToken, subject) -> record | nil, err; changes nothing.
@@ -424,27 +446,54 @@ function methods.claim(self, token, subject)
   if type(subject) ~= "string" then error("bad argument #2 to 'claim' (string expected)", 2) end
   local rec, err = self:get(token)
   if not rec then return nil, err end
-  local now = now_of(self)
-  local C = eidffi.lib()
-  local state = 0
-  for s = 0, 5 do
-    if state_name(s) == rec.state then state = s end
-  end
-  local st = C.eid_ledger_check_claim(rec.subject, state, rec.expires_at, subject, now, cerr)
+  -- eid_ledger_claim's record is the backend's, without `open`.
+  rec.open = nil
+  local st = eidffi.lib().eid_ledger_check_claim(entry.subject, entry.state, entry.expires_at, subject,
+    now_of(self), cerr)
   if st == EID_E_INVALID_ARG then error("bad argument #2 to 'claim' (" .. ffi_string(cerr.message) .. ")", 2) end
   if st ~= EID_OK then return from_c(st) end
   return rec
 end
 
 -- ledger:consume(EidToken, subject) -> record | nil, err; once per token.
--- The token stays in the due index: the C backend's due walk drops members
--- that no longer belong (the rule is eid__ledger_is_open, not exported).
 function methods.consume(self, token, subject)
   check_token(token, "consume", 3)
   if type(subject) ~= "string" then error("bad argument #2 to 'consume' (string expected)", 2) end
-  local res, err = script(self, "consume", 1, key_of(self, token), format("%d", now_of(self)), subject, nonce())
+  local now = now_of(self)
+  local res, err = script(self, "consume", 1, key_of(self, token), format("%d", now), subject, nonce())
   if not res then return nil, err end
-  return answer(self, res)
+  local rec, open = answer(self, res, now)
+  if not rec then return nil, open end
+  if not open then
+    -- As the C backend: a closed token leaves the due index (a failure
+    -- consumed before its TTL stays, the user may retry). Best effort: a
+    -- stale member is dropped by the next due walk.
+    run(self, function(red) return red:zrem(self.due_key, token) end)
+  end
+  return rec
+end
+
+-- ledger:take(key, rate, burst [, now_ms]) -> true | false, retry_after_s | nil, err:
+-- one token from the bucket `key` (take.lua, shared with every C ledger on
+-- this Redis; now_ms absent or 0: the ledger's clock).
+function methods.take(self, key, rate, burst, now_ms)
+  if type(key) ~= "string" then error("bad argument #1 to 'take' (string expected)", 2) end
+  if type(rate) ~= "number" then error("bad argument #2 to 'take' (number expected)", 2) end
+  if type(burst) ~= "number" then error("bad argument #3 to 'take' (number expected)", 2) end
+  if now_ms ~= nil and (type(now_ms) ~= "number" or now_ms % 1 ~= 0) then
+    error("bad argument #4 to 'take' (integer expected)", 2)
+  end
+  now_ms = now_ms or 0
+  local ttl = ffi_new("int64_t[1]")
+  local st = eidffi.lib().eid_ledger_check_take(key, rate, burst, now_ms, ttl, cerr)
+  if st ~= EID_OK then error("bad argument to 'take' (" .. ffi_string(cerr.message) .. ")", 2) end
+  if now_ms == 0 then now_ms = now_of(self) * 1000 end
+  local res, err = script(self, "take", 1, self.prefix .. "bucket:" .. key, format("%d", now_ms),
+    format("%.17g", rate), format("%.17g", burst), format("%d", tonumber(ttl[0])))
+  if not res then return nil, err end
+  if type(res) == "table" and res[1] == 1 then return true end
+  if type(res) == "table" and res[1] == 0 and type(res[2]) == "string" then return false, tonumber(res[2]) end
+  return failure(EID_E_INTERNAL, "redis: unexpected script answer")
 end
 
 -- ledger:backend() -> "redis"
