@@ -313,3 +313,49 @@ describe("eidkit.openresty.ledger", function()
     assert.is_true(finishes[n] - starts[1] < 1.5, ("took %.3f s"):format(finishes[n] - starts[1]))
   end)
 end)
+
+describe("eidkit.openresty.ledger with two workers", function()
+  local srv, rds, c_ledger
+
+  setup(function()
+    rds = redis.start()
+    srv = nginx.start { server = SERVER, workers = 2 }
+  end)
+
+  teardown(function()
+    if c_ledger then c_ledger:close() end
+    if srv then srv:stop() end
+    if rds then rds:destroy() end
+  end)
+
+  it("consumes a token exactly once under 40 concurrent consumes across workers", function()
+    local url = rds:url(0, "two:")
+    c_ledger = assert(ledger_mod.open(url))
+    assert(c_ledger:issue { EidToken = "ONCE-1", MerchantId = "m", subject = "alice" })
+    assert(c_ledger:record("ONCE-1", response(0)))
+    local body = os.tmpname()
+    local f = assert(io.open(body, "wb"))
+    f:write(cjson.encode { url = url, op = "consume", args = { "ONCE-1", "alice" } })
+    f:close()
+    local cfg = os.tmpname()
+    f = assert(io.open(cfg, "wb"))
+    for _ = 1, 40 do f:write(("url = \"%s/ledger\"\n"):format(srv.url)) end
+    f:close()
+    local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 40 --max-time 20"
+      .. " -X POST --data-binary @%s -K %s"):format(proc.quote(body), proc.quote(cfg)))
+    os.remove(body)
+    os.remove(cfg)
+    local won, refused = 0, 0
+    for reply in out:gmatch("%b{}") do
+      local t = cjson.decode(reply)
+      if t.res ~= nil and t.res ~= cjson.null and t.res.state == "consumed" then
+        won = won + 1
+      elseif t.err and t.err ~= cjson.null and t.err.code == "consumed" then
+        refused = refused + 1
+      end
+    end
+    assert.equals(1, won)
+    assert.equals(39, refused)
+    assert.equals("consumed", assert(c_ledger:get("ONCE-1")).state)
+  end)
+end)
