@@ -635,4 +635,5 @@ void eidkit_open_client(lua_State *L) {
     lua_setfield(L, -2, "transport_code_prefix");
     lua_pushcfunction(L, l_is_transport_code);
     lua_setfield(L, -2, "is_transport_code");
+    eidkit_open_retry(L);
 }

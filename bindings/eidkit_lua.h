@@ -43,6 +43,7 @@ void eidkit_open_ledger_pool(lua_State *L); /* eidkit.LedgerPool, core.ledger_po
 void eidkit_open_httpd(lua_State *L);
 void eidkit_open_ledger(lua_State *L);  /* eidkit.Ledger, core.ledger_open */
 void eidkit_open_client(lua_State *L);  /* eidkit.Client, core.client_new */
+void eidkit_open_retry(lua_State *L);   /* core.retry_decide (opened by eidkit_open_client) */
 void eidkit_open_sandbox(lua_State *L); /* core.sandbox_*: limits for merchant scripts */
 void eidkit_open_process(lua_State *L); /* core.spawn: child processes for eidkit.testing */
 void eidkit_open_poller(lua_State *L);  /* core.poller: one wait over fds and signals */

@@ -1,6 +1,6 @@
 # C tests of the API client: test_client starts its own `eidkit sim`;
 # test_client_retry checks the retry rules (retry.c, compiled in) on their own.
-add_executable(test_client_retry spec/c/test_client_retry.c core/src/retry.c)
+add_executable(test_client_retry spec/c/test_client_retry.c core/src/retry.c core/src/status.c)
 target_include_directories(test_client_retry PRIVATE core/include core/src)
 target_compile_options(test_client_retry PRIVATE ${EIDKIT_WARNINGS})
 add_test(NAME c_client_retry COMMAND test_client_retry)

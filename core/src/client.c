@@ -277,9 +277,10 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 10000;
     c->deadline_ms = opts->deadline_ms ? opts->deadline_ms : 30000;
     c->insecure = opts->insecure;
-    c->rules.max_attempts = opts->max_attempts ? opts->max_attempts : 4;
-    c->rules.backoff_base = (double)(opts->backoff_base_ms ? opts->backoff_base_ms : 100) / 1000.0;
-    c->rules.backoff_cap = (double)(opts->backoff_cap_ms ? opts->backoff_cap_ms : 2000) / 1000.0;
+    /* Zeros stay zeros: eid_retry_decide applies the defaults (one source). */
+    c->rules.max_attempts = opts->max_attempts;
+    c->rules.backoff_base = (double)opts->backoff_base_ms / 1000.0;
+    c->rules.backoff_cap = (double)opts->backoff_cap_ms / 1000.0;
     c->rules.retry_unsafe = opts->retry_unsafe;
     c->defer_parse = opts->defer_parse;
     c->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
@@ -592,8 +593,16 @@ static eid_outcome outcome_of(CURLcode rc, int too_big) {
     return EID_OUTCOME_OTHER;
 }
 
-/* After one attempt: fill k->res, and *v with the retry rules' verdict. */
-static void classify(call *k, CURLcode rc, eid_attempt_verdict *v) {
+static double jitter(void) {
+    uint32_t r = 0;
+    if (eid_random_bytes(&r, sizeof r) != EID_OK) return 0.5;
+    return (double)r / 4294967296.0;
+}
+
+/* After one attempt: fill k->res, *f with its facts and *v with the retry
+ * rules' verdict (eidkit/retry.h). */
+static void classify(call *k, CURLcode rc, double now, eid_retry_facts *f_out,
+                     eid_retry_verdict *v) {
     eid_result *r = k->res;
     long http = 0;
     long reqsize = 0;
@@ -602,13 +611,14 @@ static void classify(call *k, CURLcode rc, eid_attempt_verdict *v) {
     r->http_status = http;
     r->code[0] = r->message[0] = r->request_id[0] = '\0';
     result_clear_bodies(r);
-    eid_attempt_facts f = {
+    eid_retry_facts f = {
         .action = k->action,
         .attempts = r->attempts,
         .bytes_sent = reqsize > 0,
         .http_status = http,
         .remote_code = r->code,
         .skew_retried = k->skew_retried,
+        .remaining = k->deadline - now,
     };
     if (rc == CURLE_OK && http == 200)
         f.outcome = eid__envelope_read(k->resp.p, k->resp.len, k->c->defer_parse, r);
@@ -616,7 +626,17 @@ static void classify(call *k, CURLcode rc, eid_attempt_verdict *v) {
         f.outcome = EID_OUTCOME_HTTP;
     else
         f.outcome = outcome_of(rc, k->too_big);
-    eid__retry_decide(&k->c->rules, &f, v);
+    /* Off the hot path (a success): the jitter's draw, and the clocks, which
+     * only a refused timestamp needs. */
+    if (f.outcome != EID_OUTCOME_OK) f.jitter = jitter();
+    if (f.outcome == EID_OUTCOME_REMOTE && k->date[0]) {
+        time_t server = curl_getdate(k->date, NULL);
+        f.server_time = server > 0 ? (int64_t)server : 0;
+        f.local_time = wall_now(k->c);
+    }
+    if (eid_retry_decide(&k->c->rules, &f, v, NULL) != EID_OK) /* cannot happen: facts are ours */
+        v->status = EID_E_INTERNAL;
+    *f_out = f;
     r->status = v->status;
     memcpy(r->code, v->code, strlen(v->code) + 1);
     if (rc == CURLE_OK && http == 200) return; /* the envelope said the rest */
@@ -837,12 +857,6 @@ static void start_attempt(eid_client *c, call *k, double now) {
     c->requests++;
 }
 
-static double jitter(double cap) {
-    uint32_t r = 0;
-    if (eid_random_bytes(&r, sizeof r) != EID_OK) return cap / 2;
-    return cap * ((double)r / 4294967296.0);
-}
-
 /* One attempt ended: decide between finishing and another attempt. */
 static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
     long nc = 0;
@@ -852,46 +866,38 @@ static void on_done(eid_client *c, call *k, CURLcode rc, double now) {
     c->lanes[k->lane].active--;
     k->in_multi = 0;
     c->n_active--;
-    eid_attempt_verdict v;
-    classify(k, rc, &v);
+    eid_retry_facts f;
+    eid_retry_verdict v;
+    classify(k, rc, now, &f, &v);
     eid_result *r = k->res;
     if (v.sent) r->sent = 1;
     double dur = now - k->attempt_start;
-    double left = k->deadline - now;
-    time_t server;
 
     /* Clock skew: adopt the server's clock from Date, re-sign, once. */
-    if (v.adopt_skew && k->date[0] && (server = curl_getdate(k->date, NULL)) > 0) {
+    if (v.adopt_skew) {
         k->skew_retried = 1;
-        c->skew = (int64_t)server - wall_now(c);
-        r->retryable = 1;
+        c->skew = v.skew;
         log_event(c, k, "warn", "skew", dur, 0);
-        if (left > 0.001) {
+        if (v.resign) {
             k->not_before = now;
             return;
         }
     }
 
     r->retryable = v.retryable;
-    double delay = -1;
-    if (r->status != EID_OK && r->status != EID_E_NOMEM) {
-        double def = v.backoff >= 0 ? jitter(v.backoff) : -1;
-        if (c->retry) {
-            eid_retry_info info = {
-                .action = k->action,
-                .code = r->code,
-                .http_status = r->http_status,
-                .attempts = r->attempts,
-                .retryable = r->retryable,
-                .sent = v.sent,
-                .default_delay = def,
-                .remaining = left,
-            };
-            delay = c->retry(c->retry_ud, &info);
-        } else {
-            delay = def;
-        }
-        if (delay >= 0 && now + delay >= k->deadline - 0.001) delay = -1;
+    double delay = v.delay;
+    if (v.ask_policy && c->retry) {
+        eid_retry_info info = {
+            .action = k->action,
+            .code = r->code,
+            .http_status = r->http_status,
+            .attempts = r->attempts,
+            .retryable = r->retryable,
+            .sent = v.sent,
+            .default_delay = v.default_delay,
+            .remaining = f.remaining,
+        };
+        delay = eid_retry_delay(&f, c->retry(c->retry_ud, &info));
     }
     log_event(c, k, r->status == EID_OK ? "info" : "warn", "attempt", dur, delay);
     if (delay < 0) {

@@ -1,7 +1,7 @@
 /*
  * Tencent's answer envelope, {"Response": {..., "Error": {"Code", "Message"},
  * "RequestId"}}: read from the bytes of a 200 answer into a result. No
- * transport here; eid__retry_decide turns the outcome into status and code.
+ * transport here; eid_retry_decide turns the outcome into status and code.
  */
 #include "client_internal.h"
 

@@ -1,8 +1,9 @@
 /*
  * What an attempt came to and whether to try again: one table from outcome to
  * status, code, transience and "sent", the per-action safety rule and the
- * default backoff. Pure, so any transport (libcurl here, a cosocket later)
- * gets the same verdicts. Rules and reasons: docs/internals/client.md.
+ * default backoff, the clock-skew re-sign and the deadline. Pure and public
+ * (eidkit/retry.h), so any transport (libcurl here, nginx in OpenResty) gets
+ * the same verdicts. Rules and reasons: docs/internals/client.md.
  */
 #include "client_internal.h"
 
@@ -96,19 +97,67 @@ static int code_transient(const char *code) {
            strcmp(code, "FailedOperation.DbError") == 0;
 }
 
-void eid__retry_decide(const eid_retry_rules *rules, const eid_attempt_facts *f,
-                       eid_attempt_verdict *v) {
-    const struct outcome_rule *o =
-        &rules_by_outcome[(unsigned)f->outcome < EID_OUTCOME_COUNT ? f->outcome
-                                                                   : EID_OUTCOME_OTHER];
+static const char *const outcome_names[EID_OUTCOME_COUNT] = {
+    [EID_OUTCOME_OK] = "ok",
+    [EID_OUTCOME_REMOTE] = "remote",
+    [EID_OUTCOME_MALFORMED] = "malformed",
+    [EID_OUTCOME_NOMEM] = "nomem",
+    [EID_OUTCOME_HTTP] = "http",
+    [EID_OUTCOME_TIMEOUT] = "timeout",
+    [EID_OUTCOME_CONNECT] = "connect",
+    [EID_OUTCOME_RESET] = "reset",
+    [EID_OUTCOME_TLS] = "tls",
+    [EID_OUTCOME_TRUNCATED] = "truncated",
+    [EID_OUTCOME_TOO_BIG] = "too_big",
+    [EID_OUTCOME_RECV_NOMEM] = "recv_nomem",
+    [EID_OUTCOME_OTHER] = "other",
+};
+
+const char *eid_outcome_name(eid_outcome o) {
+    return (unsigned)o < EID_OUTCOME_COUNT ? outcome_names[o] : NULL;
+}
+
+/* 1 ms to spare: an attempt started that close to the deadline could not
+ * finish before it. */
+double eid_retry_delay(const eid_retry_facts *f, double wanted) {
+    if (f == NULL || !(wanted >= 0) || wanted >= f->remaining - 0.001) return -1;
+    return wanted;
+}
+
+static void stop(eid_retry_verdict *v, eid_status status) {
+    memset(v, 0, sizeof *v);
+    v->status = status;
+    v->backoff = v->default_delay = v->delay = -1;
+}
+
+static eid_status refuse(eid_retry_verdict *v, eid_error *err, const char *field, const char *why) {
+    if (v) stop(v, EID_E_INVALID_ARG);
+    return eid__fail(err, EID_E_INVALID_ARG, field, "%s", why);
+}
+
+eid_status eid_retry_decide(const eid_retry_rules *rules, const eid_retry_facts *f,
+                            eid_retry_verdict *v, eid_error *err) {
+    static const eid_retry_rules defaults = {0};
+    if (rules == NULL) rules = &defaults;
+    if (v == NULL) return refuse(v, err, "verdict", "must not be NULL");
+    if (f == NULL) return refuse(v, err, "facts", "must not be NULL");
+    if (f->action == NULL) return refuse(v, err, "action", "must not be NULL");
+    if (f->attempts < 1) return refuse(v, err, "attempts", "must be at least 1");
+    if ((unsigned)f->outcome >= EID_OUTCOME_COUNT)
+        return refuse(v, err, "outcome", "not an eid_outcome");
+    if (!(f->jitter >= 0 && f->jitter < 1)) return refuse(v, err, "jitter", "must be in [0, 1)");
+    if (rules->max_attempts < 0 || !(rules->backoff_base >= 0) || !(rules->backoff_cap >= 0))
+        return refuse(v, err, "rules", "must not be negative");
+    int max_attempts = rules->max_attempts ? rules->max_attempts : EID_RETRY_DEFAULT_MAX_ATTEMPTS;
+    double base = rules->backoff_base > 0 ? rules->backoff_base : EID_RETRY_DEFAULT_BASE;
+    double cap_max = rules->backoff_cap > 0 ? rules->backoff_cap : EID_RETRY_DEFAULT_CAP;
+
+    const struct outcome_rule *o = &rules_by_outcome[f->outcome];
     const char *remote = f->remote_code ? f->remote_code : "";
-    v->status = o->status;
+    stop(v, o->status);
     v->sent = f->bytes_sent && !o->never_sent;
-    v->adopt_skew = 0;
-    v->retryable = 0;
-    v->backoff = -1;
     switch (o->code) {
-    case C_NONE: v->code[0] = '\0'; break;
+    case C_NONE: break;
     case C_REMOTE: snprintf(v->code, sizeof v->code, "%s", remote); break;
     case C_HTTP:
         snprintf(v->code, sizeof v->code, EID_HTTP_CODE_PREFIX "%03ld", f->http_status);
@@ -121,22 +170,36 @@ void eid__retry_decide(const eid_retry_rules *rules, const eid_attempt_facts *f,
     case T_HTTP: v->transient = f->http_status >= 500 || f->http_status == 429; break;
     default: v->transient = 0; break;
     }
-    if (v->status == EID_OK) return;
+    if (v->status == EID_OK) return EID_OK;
     /* The service refused the timestamp, so nothing was done: adopt its
-     * clock and re-sign, once per call (also for GetEidToken). */
-    v->adopt_skew = f->outcome == EID_OUTCOME_REMOTE && !f->skew_retried &&
-                    strcmp(remote, "AuthFailure.SignatureExpire") == 0;
+     * clock and re-sign, once per call (also for GetEidToken). Without a
+     * Date there is no clock to adopt. */
+    if (f->outcome == EID_OUTCOME_REMOTE && !f->skew_retried && f->server_time > 0 &&
+        strcmp(remote, "AuthFailure.SignatureExpire") == 0) {
+        v->adopt_skew = 1;
+        v->skew = f->server_time - f->local_time;
+        if (f->remaining > 0.001) {
+            v->resign = 1;
+            v->delay = 0;
+            return EID_OK;
+        }
+    }
     /* Non-reads (GetEidToken mints a token and has no ClientToken) are
      * repeated only when the request provably never arrived, or when the
      * service refused it for throttling. */
-    int safe = rules->retry_unsafe || !v->sent || eid__is_read(f->action ? f->action : "") ||
+    int safe = rules->retry_unsafe || !v->sent || eid__is_read(f->action) ||
                (f->outcome == EID_OUTCOME_REMOTE && starts(remote, "RequestLimitExceeded"));
     v->retryable = v->transient && safe;
-    if (v->retryable && f->attempts < rules->max_attempts) {
+    if (v->status == EID_E_NOMEM) return EID_OK; /* nothing to ask: stop */
+    v->ask_policy = 1;
+    if (v->retryable && f->attempts < max_attempts) {
         /* Full jitter: uniform(0, min(cap, base * 2^(attempts-1))). */
-        double cap = rules->backoff_base;
-        for (int i = 1; i < f->attempts && cap < rules->backoff_cap; i++)
+        double cap = base;
+        for (int i = 1; i < f->attempts && cap < cap_max; i++)
             cap *= 2;
-        v->backoff = cap > rules->backoff_cap ? rules->backoff_cap : cap;
+        v->backoff = cap > cap_max ? cap_max : cap;
+        v->default_delay = f->jitter * v->backoff;
+        v->delay = eid_retry_delay(f, v->default_delay);
     }
+    return EID_OK;
 }

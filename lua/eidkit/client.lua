@@ -19,10 +19,11 @@ local cjson = require "cjson"
 local credentials = require "eidkit.credentials"
 local crypto = require "eidkit.crypto"
 local errors = require "eidkit.errors"
+local client_params = require "eidkit.client_params"
 
 local type, error, pairs, ipairs, setmetatable, tostring = type, error, pairs, ipairs, setmetatable,
   tostring
-local math_type, sort, format = math.type, table.sort, string.format
+local sort, format = table.sort, string.format
 
 local json = cjson.new()
 json.encode_sparse_array(true)
@@ -35,32 +36,6 @@ local methods = mt.__index
 -- nil, err for a call that failed before any attempt (no request was sent).
 local function unsent_error(code, message)
   return errors.result(code, message, { attempts = 0 })
-end
-
-local function argerr(fname, msg)
-  error(format("bad argument #1 to '%s' (%s)", fname, msg), 4)
-end
-
--- The checks shared by the typed methods: a params table, required non-empty
--- strings, optional fields of a given Lua type.
-local function check_params(fname, p, required, types)
-  if type(p) ~= "table" then argerr(fname, "expected a table of request fields") end
-  for _, k in ipairs(required) do
-    if type(p[k]) ~= "string" or p[k] == "" then
-      argerr(fname, k .. ": expected a non-empty string")
-    end
-  end
-  for k, want in pairs(types) do
-    local v = p[k]
-    if v ~= nil and v ~= cjson.null then
-      local got = type(v)
-      if want == "integer" then
-        if math_type(v) ~= "integer" then argerr(fname, k .. ": expected an integer") end
-      elseif got ~= want then
-        argerr(fname, format("%s: expected %s, got %s", k, want, got))
-      end
-    end
-  end
 end
 
 -- retry option: a table of default-policy knobs, or a function.
@@ -244,8 +219,7 @@ function methods.call(self, action, params)
 end
 
 function methods.get_eid_token(self, p)
-  check_params("get_eid_token", p, { "MerchantId" }, { Name = "string", IdCard = "string",
-    Extra = "string", RedirectUrl = "string", Config = "table", Encryption = "table" })
+  client_params.check("get_eid_token", p)
   local e = self.encryption
   if not e or p.Encryption ~= nil then return do_call(self, "GetEidToken", p) end
   local s, serr = encryption_session(e)
@@ -261,13 +235,12 @@ function methods.get_eid_token(self, p)
 end
 
 function methods.get_eid_result(self, p)
-  check_params("get_eid_result", p, { "EidToken" }, { InfoType = "string",
-    BestFramesCount = "integer", IsCutIdCardImage = "boolean", IsNeedIdCardAvatar = "boolean" })
+  client_params.check("get_eid_result", p)
   return do_call(self, "GetEidResult", p)
 end
 
 function methods.check_eid_token_status(self, p)
-  check_params("check_eid_token_status", p, { "EidToken" }, {})
+  client_params.check("check_eid_token_status", p)
   return do_call(self, "CheckEidTokenStatus", p)
 end
 

@@ -13,8 +13,9 @@
 -- runtime failure, and misuse (an unknown or mistyped field, a request the
 -- signer refuses as invalid) raised naming the field, never its value.
 --
--- This file owns the FFI declarations of core/include/eidkit/eidkit.h that
--- it uses: nothing else may ffi.cdef them. spec/ffi/cdef_drift.lua fails when
+-- This file owns the FFI declarations of core/include/eidkit/eidkit.h and
+-- eidkit/retry.h (the retry decision, wrapped by eidkit.ffi.retry) that
+-- eidkit uses: nothing else may ffi.cdef them. spec/ffi/cdef_drift.lua fails when
 -- they drift from the header.
 --
 -- Finding libeidkit (the first rule that applies):
@@ -108,6 +109,7 @@ typedef struct eid_header {
 const char *eid_strerror(eid_status status);
 const char *eid_status_code(eid_status status);
 const char *eid_version(void);
+eid_status eid_random_bytes(void *buf, size_t n);
 eid_status eid_signer_new(const eid_signer_options *opts, eid_signer **out);
 void eid_signer_free(eid_signer *signer);
 eid_status eid_signer_sign(eid_signer *signer, const eid_sign_request *req,
@@ -115,6 +117,59 @@ eid_status eid_signer_sign(eid_signer *signer, const eid_sign_request *req,
 void eid_signer_cache_stats(eid_signer *signer, uint64_t *hits, uint64_t *misses);
 size_t eid_sign_headers(const eid_sign_request *req, const eid_signature *sig,
                         eid_header out[9]);
+typedef enum eid_outcome {
+    EID_OUTCOME_OK = 0,
+    EID_OUTCOME_REMOTE = 1,
+    EID_OUTCOME_MALFORMED = 2,
+    EID_OUTCOME_NOMEM = 3,
+    EID_OUTCOME_HTTP = 4,
+    EID_OUTCOME_TIMEOUT = 5,
+    EID_OUTCOME_CONNECT = 6,
+    EID_OUTCOME_RESET = 7,
+    EID_OUTCOME_TLS = 8,
+    EID_OUTCOME_TRUNCATED = 9,
+    EID_OUTCOME_TOO_BIG = 10,
+    EID_OUTCOME_RECV_NOMEM = 11,
+    EID_OUTCOME_OTHER = 12,
+    EID_OUTCOME_COUNT = 13
+} eid_outcome;
+typedef struct eid_retry_rules {
+    int max_attempts;
+    int retry_unsafe;
+    double backoff_base;
+    double backoff_cap;
+} eid_retry_rules;
+typedef struct eid_retry_facts {
+    const char *action;
+    int attempts;
+    eid_outcome outcome;
+    int bytes_sent;
+    long http_status;
+    const char *remote_code;
+    int skew_retried;
+    double remaining;
+    int64_t server_time;
+    int64_t local_time;
+    double jitter;
+} eid_retry_facts;
+typedef struct eid_retry_verdict {
+    eid_status status;
+    char code[96];
+    int transient;
+    int sent;
+    int retryable;
+    int adopt_skew;
+    int64_t skew;
+    int resign;
+    int ask_policy;
+    double backoff;
+    double default_delay;
+    double delay;
+} eid_retry_verdict;
+eid_status eid_retry_decide(const eid_retry_rules *rules, const eid_retry_facts *f,
+                            eid_retry_verdict *v, eid_error *err);
+double eid_retry_delay(const eid_retry_facts *f, double wanted);
+const char *eid_outcome_name(eid_outcome o);
 eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len);
 const char *eid_ledger_redis_field(size_t i);
 eid_status eid_ledger_redis_refusal(const char *code, eid_error *err);
@@ -177,7 +232,8 @@ eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens,
 -- backend's scripts and rules, not copies.
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
-  "eid_header", "eid_ledger_issue_params", "eid_ledger_entry" }
+  "eid_header", "eid_retry_rules", "eid_retry_facts", "eid_retry_verdict", "eid_ledger_issue_params",
+  "eid_ledger_entry" }
 
 -- A module reloaded in the same VM (specs clear package.loaded) must not
 -- declare the types again: LuaJIT refuses a second definition.

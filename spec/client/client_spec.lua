@@ -431,7 +431,9 @@ describe("eidkit.client", function()
           assert.equal("InvalidParameterValue.BizTokenIllegal", results[i].err.code)
         end
       end
-      assert.is_true(took < 5, "took " .. took)
+      -- In line the calls would take 200 s; 5 s failed once (5.06 s) under ASan
+      -- with three test runs on two cores, all of it connection setup.
+      assert.is_true(took < 20, "took " .. took)
       -- all 1,000 on the wire at once: one connection each (the token's reused)
       assert.equal(1000, c:stats().connects)
     end)

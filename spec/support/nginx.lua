@@ -4,7 +4,7 @@
 -- the Lua paths. Missing nginx or its module is an error, never a skip.
 --   local nginx = require "support.nginx"
 --   local srv = nginx.start{ server = "location = /x { content_by_lua_block { ngx.say(1) } }" }
---   srv.url, srv.port, srv:error_log(), srv:stop()
+--   srv.url, srv.port, srv.root (this tree), srv:error_log(), srv:stop()
 local child = require "support.child"
 local libeidkit = require "support.libeidkit"
 local proc = require "support.proc"
@@ -15,6 +15,7 @@ local MODULES = "/usr/lib/nginx/modules"
 local SETUP = "run scripts/setup-deps (it installs nginx, libnginx-mod-http-lua and lua-resty-core)"
 
 local root = debug.getinfo(1, "S").source:match("^@(.*)/spec/support/[^/]*$") or "."
+_M.root = root -- this tree: nginx/eidkit.conf and the Lua files come from here
 
 local function exists(path)
   local f = io.open(path, "rb")
@@ -57,7 +58,7 @@ load_module %s/ngx_http_lua_module.so;
 worker_processes %d;
 error_log logs/error.log info;
 pid logs/nginx.pid;
-events { worker_connections 256; }
+events { worker_connections %d; }
 http {
   access_log off;
   client_body_temp_path tmp/body;
@@ -88,7 +89,8 @@ local function ready(self)
 end
 
 -- opts.server: directives inside the server block; opts.http: more in the
--- http block; opts.workers: worker_processes (default 1).
+-- http block; opts.workers: worker_processes (default 1);
+-- opts.worker_connections (default 256; a proxied request takes two).
 function _M.start(opts)
   opts = opts or {}
   local bin = _M.binary()
@@ -104,12 +106,14 @@ function _M.start(opts)
     -- Workers run as the user running the spec (as root nginx would pick
     -- `nobody`, who may not read the tree).
     local user = proc.output("id -u"):match("^0") and "user root;" or ""
-    local conf = CONF:format(MODULES, MODULES, user, opts.workers or 1, root, root, cpath,
+    local conf = CONF:format(MODULES, MODULES, user, opts.workers or 1, opts.worker_connections or 256,
+      root, root, cpath,
       opts.http or "", port, opts.server or "")
     local f = assert(io.open(prefix .. "/nginx.conf", "wb"))
     f:write(conf)
     f:close()
-    local self = setmetatable({ prefix = prefix, port = port, url = "http://127.0.0.1:" .. port }, server)
+    local self = setmetatable({ prefix = prefix, port = port, url = "http://127.0.0.1:" .. port, root = root },
+      server)
     local ok, ch = pcall(child.start, { bin, "-p", prefix, "-c", prefix .. "/nginx.conf", "-g", "daemon off;" },
       { env = libeidkit.preload_env() })
     if ok then
