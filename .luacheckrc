@@ -23,3 +23,6 @@ files["lua/eidkit/openresty/"] = { std = "min", globals = { "ngx" } } -- ngx.var
 -- Run under LuaJIT by spec/openresty/flow_luajit_spec.lua (and in nginx).
 files["spec/openresty/flow_luajit_check.lua"] = { std = "min", read_globals = { "jit" } }
 files["spec/support/memledger.lua"] = { std = "min" }
+-- The OpenResty ledger (issue 15): LuaJIT in an nginx worker only.
+files["lua/eidkit/openresty/ledger.lua"] = { std = "luajit", read_globals = { "ngx" } }
+files["spec/support/orledger_worker.lua"] = { std = "luajit", globals = { "ngx" } }

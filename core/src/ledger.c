@@ -477,14 +477,7 @@ eid_status eid_ledger_issue(eid_ledger *l, const eid_ledger_issue_params *in, ei
     if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
     if (in == NULL) return eid__fail(err, EID_E_INVALID_ARG, "params", "is NULL");
     eid_status st;
-    if ((st = check_token(err, in->token))) return st;
-    if ((st = check_text(err, "merchant_id", in->merchant_id, EID_LEDGER_MERCHANT_MAX, T_VISIBLE,
-                         false)))
-        return st;
-    if ((st = check_subject(err, in->subject))) return st;
-    if (in->extra &&
-        (st = check_text(err, "extra", in->extra, EID_LEDGER_EXTRA_MAX, T_EXTRA, true)))
-        return st;
+    if ((st = eid_ledger_check_issue(in, err))) return st;
     eid_ledger_entry r;
     memset(&r, 0, sizeof r);
     r.created_at = in->created_at ? in->created_at : now_of(l);
@@ -502,6 +495,36 @@ eid_status eid_ledger_issue(eid_ledger *l, const eid_ledger_issue_params *in, ei
     r.state = EID_LEDGER_ISSUED;
     LOCKED(l, l->ops->issue(l->be, &r, err));
     return st;
+}
+
+eid_status eid_ledger_check_issue(const eid_ledger_issue_params *in, eid_error *err) {
+    if (in == NULL) return eid__fail(err, EID_E_INVALID_ARG, "params", "is NULL");
+    eid_status st;
+    if ((st = check_token(err, in->token))) return st;
+    if ((st = check_text(err, "merchant_id", in->merchant_id, EID_LEDGER_MERCHANT_MAX, T_VISIBLE,
+                         false)))
+        return st;
+    if ((st = check_subject(err, in->subject))) return st;
+    if (in->extra &&
+        (st = check_text(err, "extra", in->extra, EID_LEDGER_EXTRA_MAX, T_EXTRA, true)))
+        return st;
+    return EID_OK;
+}
+
+eid_status eid_ledger_check_claim(const char *bound_subject, int state, int64_t expires_at,
+                                  const char *subject, int64_t now, eid_error *err) {
+    if (bound_subject == NULL || subject == NULL)
+        return eid__fail(err, EID_E_INVALID_ARG, "subject", "is NULL");
+    size_t n = strlen(bound_subject);
+    /* Never compare a cut copy: a stored subject is at most this long. */
+    if (n > EID_LEDGER_SUBJECT_MAX)
+        return eid__fail(err, EID_E_INVALID_ARG, "subject", "stored subject too long");
+    eid_ledger_entry r;
+    memset(&r, 0, sizeof r);
+    memcpy(r.subject, bound_subject, n + 1);
+    r.state = (eid_ledger_state)state;
+    r.expires_at = expires_at;
+    return eid__ledger_check_claim(&r, subject, now, err);
 }
 
 eid_status eid_ledger_get(eid_ledger *l, const char *token, eid_ledger_entry *out, eid_error *err) {
@@ -673,12 +696,9 @@ eid_status eid_ledger_payload(eid_ledger *l, const char *token, void *buf, size_
  * little behind still finds it. */
 #define BUCKET_TTL_MARGIN_MS 1000
 
-eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double burst,
-                           int64_t now_ms, int *allowed, double *retry_after_s, eid_error *err) {
-    if (allowed) *allowed = 0;
-    if (retry_after_s) *retry_after_s = 0.0;
-    if (l == NULL || allowed == NULL)
-        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+eid_status eid_ledger_check_take(const char *key, double rate, double burst, int64_t now_ms,
+                                 int64_t *ttl_ms, eid_error *err) {
+    if (ttl_ms == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ttl_ms", "is NULL");
     eid_status st;
     if ((st = check_text(err, "key", key, EID_LEDGER_BUCKET_KEY_MAX, T_TEXT, false))) return st;
     if (!isfinite(rate) || rate <= 0)
@@ -692,7 +712,19 @@ eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double b
                          EID_LEDGER_BUCKET_REFILL_MAX);
     if (now_ms < 0 || now_ms > EID_TIMESTAMP_MAX * 1000)
         return eid__fail(err, EID_E_INVALID_ARG, "now_ms", "out of range");
-    int64_t ttl_ms = (int64_t)(refill * 1000.0) + 1 + BUCKET_TTL_MARGIN_MS; /* rounded up */
+    *ttl_ms = (int64_t)(refill * 1000.0) + 1 + BUCKET_TTL_MARGIN_MS; /* rounded up */
+    return EID_OK;
+}
+
+eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double burst,
+                           int64_t now_ms, int *allowed, double *retry_after_s, eid_error *err) {
+    if (allowed) *allowed = 0;
+    if (retry_after_s) *retry_after_s = 0.0;
+    if (l == NULL || allowed == NULL)
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    eid_status st;
+    int64_t ttl_ms;
+    if ((st = eid_ledger_check_take(key, rate, burst, now_ms, &ttl_ms, err))) return st;
     double retry = 0.0;
     pthread_mutex_lock(&l->lock);
     int64_t now = now_ms ? now_ms : now_ms_of(l);

@@ -82,6 +82,39 @@ static size_t make_prologue(char *buf, size_t cap) {
     return n;
 }
 
+/* The script files by enum script, and the names eid_ledger_redis_script
+ * takes. */
+static const struct {
+    const char *name, *text;
+} script_files[SC_COUNT] = {
+    [SC_ISSUE] = {"issue", eid__ledger_script_issue},
+    [SC_RECORD] = {"record", eid__ledger_script_record},
+    [SC_CONSUME] = {"consume", eid__ledger_script_consume},
+    [SC_EXPIRE] = {"expire", eid__ledger_script_expire},
+    [SC_TAKE] = {"take", eid__ledger_script_take},
+};
+
+/* The backend's own scripts come from here too, so what another client gets
+ * is what this file runs. */
+eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len) {
+    if (name == NULL || len == NULL) return EID_E_INVALID_ARG;
+    int sc = 0;
+    while (sc < SC_COUNT && strcmp(name, script_files[sc].name) != 0)
+        sc++;
+    if (sc == SC_COUNT) return EID_E_INVALID_ARG;
+    char prologue[PROLOGUE_MAX];
+    size_t plen = make_prologue(prologue, sizeof prologue);
+    if (plen >= sizeof prologue) return EID_E_INTERNAL;
+    size_t flen = strlen(script_files[sc].text);
+    *len = plen + flen;
+    if (buf == NULL || cap <= *len) return EID_E_BUFFER_TOO_SMALL;
+    memcpy(buf, prologue, plen);
+    memcpy(buf + plen, script_files[sc].text, flen + 1);
+    return EID_OK;
+}
+
+const char *eid_ledger_redis_field(size_t i) { return i < NFIELDS ? fields[i] : NULL; }
+
 typedef struct redis_be {
     redisContext *c;
     char host[256];
@@ -212,6 +245,58 @@ static void token_key(const redis_be *b, const char *token, char key[KEY_MAX]) {
 
 /* ---------------------------------------------------------------- parsing */
 
+static int64_t num(const char *v) { return v ? strtoll(v, NULL, 10) : 0; }
+
+static void text(const char *v, size_t len, char *dst, size_t cap) {
+    dst[0] = '\0';
+    if (v) eid__ledger_copy(dst, cap, v, len);
+}
+
+/* v: NFIELDS field values (NULL: missing) then the payload length. False if
+ * the record does not exist (token field missing). Every reader of a stored
+ * record goes through here: this backend's and eid_ledger_redis_entry's. */
+static bool parse_values(const char *const *v, const size_t *len, eid_ledger_entry *r) {
+    memset(r, 0, sizeof *r);
+    if (v[0] == NULL) return false;
+    text(v[0], len[0], r->token, sizeof r->token);
+    text(v[1], len[1], r->merchant_id, sizeof r->merchant_id);
+    text(v[2], len[2], r->subject, sizeof r->subject);
+    text(v[3], len[3], r->extra, sizeof r->extra);
+    r->state = (eid_ledger_state)num(v[4]);
+    r->created_at = num(v[5]);
+    r->expires_at = num(v[6]);
+    r->result_deadline = num(v[7]);
+    r->finished_at = num(v[8]);
+    r->consumed_at = num(v[9]);
+    r->last_pull_at = num(v[10]);
+    r->pulls = (int32_t)num(v[11]);
+    r->attempts = (int32_t)num(v[12]);
+    r->billable = (int32_t)num(v[13]);
+    r->has_err_code = v[14] != NULL;
+    r->err_code = num(v[14]);
+    text(v[15], len[15], r->request_ids, sizeof r->request_ids);
+    r->has_late_err_code = v[16] != NULL;
+    r->late_err_code = num(v[16]);
+    /* A token consumed before settled_billable existed had all its charges
+     * then: read so, the hash needs no rewrite. */
+    if (v[17])
+        r->settled_billable = (int32_t)num(v[17]);
+    else if (r->state == EID_LEDGER_CONSUMED)
+        r->settled_billable = r->billable;
+    r->intention = num(v[18]) != 0;
+    r->retry_later = num(v[19]) != 0;
+    r->has_payload = num(v[NFIELDS]) > 0;
+    return true;
+}
+
+eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens, size_t n,
+                                  int64_t now, eid_ledger_entry *out) {
+    if (values == NULL || lens == NULL || out == NULL || n != NFIELDS + 1) return EID_E_INVALID_ARG;
+    if (!parse_values(values, lens, out)) return EID_E_LEDGER_UNKNOWN;
+    out->open = eid__ledger_is_open(out, now);
+    return EID_OK;
+}
+
 static int64_t reply_int(const redisReply *r) {
     if (r == NULL) return 0;
     if (r->type == REDIS_REPLY_INTEGER) return (int64_t)r->integer;
@@ -219,48 +304,28 @@ static int64_t reply_int(const redisReply *r) {
     return 0;
 }
 
-static void reply_text(const redisReply *r, char *dst, size_t cap) {
-    dst[0] = '\0';
-    if (r && r->type == REDIS_REPLY_STRING) eid__ledger_copy(dst, cap, r->str, r->len);
-}
-
-/* el: NFIELDS field values then the payload length. False if the record
- * does not exist (token field missing). */
+/* el: NFIELDS field values then the payload length (replies). False if the
+ * record does not exist (token field missing). */
 static bool parse_record(redisReply **el, eid_ledger_entry *r) {
-    memset(r, 0, sizeof *r);
-    if (el[0]->type != REDIS_REPLY_STRING) return false;
-    reply_text(el[0], r->token, sizeof r->token);
-    reply_text(el[1], r->merchant_id, sizeof r->merchant_id);
-    reply_text(el[2], r->subject, sizeof r->subject);
-    reply_text(el[3], r->extra, sizeof r->extra);
-    r->state = (eid_ledger_state)reply_int(el[4]);
-    r->created_at = reply_int(el[5]);
-    r->expires_at = reply_int(el[6]);
-    r->result_deadline = reply_int(el[7]);
-    r->finished_at = reply_int(el[8]);
-    r->consumed_at = reply_int(el[9]);
-    r->last_pull_at = reply_int(el[10]);
-    r->pulls = (int32_t)reply_int(el[11]);
-    r->attempts = (int32_t)reply_int(el[12]);
-    r->billable = (int32_t)reply_int(el[13]);
-    r->has_err_code = el[14]->type == REDIS_REPLY_STRING;
-    r->err_code = reply_int(el[14]);
-    reply_text(el[15], r->request_ids, sizeof r->request_ids);
-    r->has_late_err_code = el[16]->type == REDIS_REPLY_STRING;
-    r->late_err_code = reply_int(el[16]);
-    /* A token consumed before settled_billable existed had all its charges
-     * then: read so, the hash needs no rewrite. */
-    if (el[17]->type == REDIS_REPLY_STRING)
-        r->settled_billable = (int32_t)reply_int(el[17]);
-    else if (r->state == EID_LEDGER_CONSUMED)
-        r->settled_billable = r->billable;
-    r->intention = reply_int(el[18]) != 0;
-    r->retry_later = reply_int(el[19]) != 0;
-    r->has_payload = reply_int(el[NFIELDS]) > 0;
-    return true;
+    const char *v[NFIELDS + 1];
+    size_t len[NFIELDS + 1];
+    char nums[NFIELDS + 1][24];
+    for (int i = 0; i <= NFIELDS; i++) {
+        v[i] = NULL;
+        len[i] = 0;
+        if (el[i]->type == REDIS_REPLY_STRING) {
+            v[i] = el[i]->str;
+            len[i] = el[i]->len;
+        } else if (el[i]->type == REDIS_REPLY_INTEGER) {
+            snprintf(nums[i], sizeof nums[i], "%lld", (long long)el[i]->integer);
+            v[i] = nums[i];
+            len[i] = strlen(nums[i]);
+        }
+    }
+    return parse_values(v, len, r);
 }
 
-static eid_status refusal(const char *code, eid_error *err) {
+eid_status eid_ledger_redis_refusal(const char *code, eid_error *err) {
     static const struct {
         const char *code;
         eid_status st;
@@ -274,7 +339,7 @@ static eid_status refusal(const char *code, eid_error *err) {
         {"pending", EID_E_LEDGER_PENDING, "token", "no result recorded yet"},
         {"exists", EID_E_LEDGER_EXISTS, "token", "already issued"},
     };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+    for (size_t i = 0; code && i < sizeof map / sizeof map[0]; i++)
         if (strcmp(code, map[i].code) == 0)
             return eid__fail(err, map[i].st, map[i].field, "%s", map[i].msg);
     return eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
@@ -288,7 +353,7 @@ static eid_status script_answer(redisReply *r, eid_ledger_entry *out, eid_error 
         r->element[0]->type != REDIS_REPLY_STRING)
         st = eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
     else if (strcmp(r->element[0]->str, "ok") != 0)
-        st = refusal(r->element[0]->str, err);
+        st = eid_ledger_redis_refusal(r->element[0]->str, err);
     else if (out && ((r->elements != 2 + NFIELDS && r->elements != 3 + NFIELDS) ||
                      !parse_record(r->element + 1, out)))
         st = eid__fail(err, EID_E_INTERNAL, "redis", "unexpected script answer");
@@ -440,25 +505,21 @@ eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg
     b->cfg = *cfg;
     eid_status st = parse_location(b, location, err);
     if (st) goto fail;
-    static const char *const files[SC_COUNT] = {
-        [SC_ISSUE] = eid__ledger_script_issue,     [SC_RECORD] = eid__ledger_script_record,
-        [SC_CONSUME] = eid__ledger_script_consume, [SC_EXPIRE] = eid__ledger_script_expire,
-        [SC_TAKE] = eid__ledger_script_take,
-    };
-    char prologue[PROLOGUE_MAX];
-    size_t plen = make_prologue(prologue, sizeof prologue);
-    if (plen >= sizeof prologue) {
-        st = eid__fail(err, EID_E_INTERNAL, "", "script prologue too long");
-        goto fail;
-    }
     for (int i = 0; i < SC_COUNT; i++) {
-        size_t flen = strlen(files[i]);
-        if ((b->script[i] = OPENSSL_malloc(plen + flen + 1)) == NULL) {
+        size_t len = 0;
+        eid_status sst = eid_ledger_redis_script(script_files[i].name, NULL, 0, &len);
+        if (sst != EID_E_BUFFER_TOO_SMALL) {
+            st = eid__fail(err, EID_E_INTERNAL, "", "script prologue too long");
+            goto fail;
+        }
+        if ((b->script[i] = OPENSSL_malloc(len + 1)) == NULL) {
             st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
             goto fail;
         }
-        memcpy(b->script[i], prologue, plen);
-        memcpy(b->script[i] + plen, files[i], flen + 1);
+        if (eid_ledger_redis_script(script_files[i].name, b->script[i], len + 1, &len) != EID_OK) {
+            st = eid__fail(err, EID_E_INTERNAL, "", "script prologue too long");
+            goto fail;
+        }
         if (!sha1_hex(b->script[i], b->sha[i])) {
             st = eid__fail(err, EID_E_CRYPTO, "", "SHA-1 of a script failed");
             goto fail;

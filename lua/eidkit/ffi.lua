@@ -205,10 +205,70 @@ eid_status eid_retry_decide(const eid_retry_rules *rules, const eid_retry_facts 
                             eid_retry_verdict *v, eid_error *err);
 double eid_retry_delay(const eid_retry_facts *f, double wanted);
 const char *eid_outcome_name(eid_outcome o);
+eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len);
+const char *eid_ledger_redis_field(size_t i);
+eid_status eid_ledger_redis_refusal(const char *code, eid_error *err);
+eid_status eid_ledger_check_claim(const char *bound_subject, int state,
+                                  int64_t expires_at, const char *subject, int64_t now,
+                                  eid_error *err);
+typedef enum eid_ledger_state {
+    EID_LEDGER_ISSUED = 0,
+    EID_LEDGER_PASSED = 1,
+    EID_LEDGER_FAILED = 2,
+    EID_LEDGER_CONSUMED = 3,
+    EID_LEDGER_EXPIRED = 4,
+    EID_LEDGER_ABANDONED = 5
+} eid_ledger_state;
+const char *eid_ledger_state_name(eid_ledger_state state);
+typedef struct eid_ledger_issue_params {
+    const char *token;
+    const char *merchant_id;
+    const char *subject;
+    const char *extra;
+    int64_t created_at;
+    int64_t expires_at;
+    int intention;
+} eid_ledger_issue_params;
+eid_status eid_ledger_check_issue(const eid_ledger_issue_params *params, eid_error *err);
+eid_status eid_ledger_check_take(const char *key, double rate_per_s, double burst,
+                                 int64_t now_ms, int64_t *ttl_ms, eid_error *err);
+typedef struct eid_ledger_entry {
+    char token[129];
+    char merchant_id[65];
+    char subject[129];
+    char extra[1025];
+    eid_ledger_state state;
+    int64_t created_at;
+    int64_t expires_at;
+    int64_t result_deadline;
+    int64_t finished_at;
+    int64_t consumed_at;
+    int64_t last_pull_at;
+    int32_t pulls;
+    int32_t attempts;
+    int32_t billable;
+    int has_err_code;
+    int64_t err_code;
+    int has_late_err_code;
+    int64_t late_err_code;
+    int32_t settled_billable;
+    int intention;
+    int retry_later;
+    int open;
+    int late_pass;
+    int has_payload;
+    char request_ids[1040];
+} eid_ledger_entry;
+eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens, size_t n,
+                                  int64_t now, eid_ledger_entry *out);
 ]]
+-- From eid_ledger_redis_script on (core/include/eidkit/ledger.h): what
+-- eidkit.openresty.ledger takes from C so that its Redis ledger runs the
+-- backend's scripts and rules, not copies.
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
-  "eid_header", "eid_retry_rules", "eid_retry_facts", "eid_retry_verdict" }
+  "eid_header", "eid_retry_rules", "eid_retry_facts", "eid_retry_verdict", "eid_ledger_issue_params",
+  "eid_ledger_entry" }
 -- eidkit.host's structs (its block above).
 _M.structs[#_M.structs + 1] = "eid_named_value"
 _M.structs[#_M.structs + 1] = "eid_errcode_info"

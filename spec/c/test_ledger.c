@@ -679,6 +679,88 @@ static void test_alloc_failures(void) {
 }
 
 /* The codes the Lua bindings put in err.code come from eid_status_code. */
+/* What libeidkit hands a second Redis client (eidkit.openresty.ledger):
+ * the scripts with their prologue, the record reader and the rules. */
+static void test_redis_exports(void) {
+    size_t len = 0;
+    CHECK(eid_ledger_redis_script("consume", NULL, 0, &len) == EID_E_BUFFER_TOO_SMALL);
+    CHECK(len > 100);
+    char *buf = malloc(len + 1);
+    CHECK(buf != NULL);
+    if (buf) {
+        size_t got = 0;
+        CHECK(eid_ledger_redis_script("consume", buf, len, &got) == EID_E_BUFFER_TOO_SMALL);
+        CHECK(eid_ledger_redis_script("consume", buf, len + 1, &got) == EID_OK && got == len);
+        CHECK(strlen(buf) == len);
+        /* The prologue first, from the C tables, then the file. */
+        CHECK(strncmp(buf, "local ERR_EXPIRED, ERR_PENDING = 15, 17\nlocal FIELDS = {\"token\"",
+                      62) == 0);
+        CHECK(strstr(buf, "[17] = true") != NULL);
+        CHECK(strstr(buf, "-- eidkit ledger, Redis backend: consume") != NULL);
+        free(buf);
+    }
+    CHECK(eid_ledger_redis_script("nope", NULL, 0, &len) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_redis_script(NULL, NULL, 0, &len) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_redis_script("take", NULL, 0, NULL) == EID_E_INVALID_ARG);
+
+    size_t nf = 0;
+    while (eid_ledger_redis_field(nf))
+        nf++;
+    CHECK(nf == 20);
+    CHECK_STR(eid_ledger_redis_field(0), "token");
+    CHECK_STR(eid_ledger_redis_field(19), "retry_later");
+
+    /* A consumed failure read back: settled_billable defaults to billable
+     * when absent, and it is open while its TTL runs. */
+    const char *v[21] = {"T-1",    "m",     "alice", "",     "3", "1000", "1600",
+                         "260200", "1100",  "1200",  "1100", "1", "2",    "1",
+                         "2006",   "r1,r2", NULL,    NULL,   "1", "0",    "0"};
+    size_t lens[21];
+    for (int i = 0; i < 21; i++)
+        lens[i] = v[i] ? strlen(v[i]) : 0;
+    eid_ledger_entry e;
+    CHECK(eid_ledger_redis_entry(v, lens, 21, 1300, &e) == EID_OK);
+    CHECK_STR(e.token, "T-1");
+    CHECK(e.state == EID_LEDGER_CONSUMED && e.has_err_code && e.err_code == 2006);
+    CHECK(!e.has_late_err_code && e.settled_billable == 1 && e.intention && !e.has_payload);
+    CHECK_STR(e.request_ids, "r1,r2");
+    CHECK(e.open);
+    CHECK(eid_ledger_redis_entry(v, lens, 20, 1300, &e) == EID_E_INVALID_ARG);
+    v[0] = NULL;
+    CHECK(eid_ledger_redis_entry(v, lens, 21, 1300, &e) == EID_E_LEDGER_UNKNOWN);
+
+    eid_error err;
+    CHECK(eid_ledger_redis_refusal("wrong_subject", &err) == EID_E_LEDGER_WRONG_SUBJECT);
+    CHECK_STR(err.message, "subject: the token is bound to another subject");
+    CHECK(eid_ledger_redis_refusal("whatever", &err) == EID_E_INTERNAL);
+    CHECK(eid_ledger_redis_refusal(NULL, &err) == EID_E_INTERNAL);
+
+    CHECK(eid_ledger_check_claim("alice", EID_LEDGER_PASSED, 100, "alice", 200, &err) == EID_OK);
+    CHECK(eid_ledger_check_claim("alice", EID_LEDGER_ISSUED, 100, "alice", 200, &err) ==
+          EID_E_LEDGER_EXPIRED);
+    CHECK(eid_ledger_check_claim("alice", EID_LEDGER_PASSED, 100, "alicf", 200, &err) ==
+          EID_E_LEDGER_WRONG_SUBJECT);
+    CHECK(strstr(err.message, "ali") == NULL);
+    char longsub[EID_LEDGER_SUBJECT_MAX + 2];
+    memset(longsub, 'a', sizeof longsub - 1);
+    longsub[sizeof longsub - 1] = '\0';
+    /* Never a compare of a cut copy. */
+    CHECK(eid_ledger_check_claim(longsub, EID_LEDGER_PASSED, 100, longsub, 200, &err) ==
+          EID_E_INVALID_ARG);
+
+    eid_ledger_issue_params p = {.token = "T-2", .merchant_id = "m", .subject = "s"};
+    CHECK(eid_ledger_check_issue(&p, &err) == EID_OK);
+    p.token = "T 2";
+    CHECK(eid_ledger_check_issue(&p, &err) == EID_E_INVALID_ARG);
+    CHECK(strncmp(err.message, "token:", 6) == 0);
+    CHECK(eid_ledger_check_issue(NULL, &err) == EID_E_INVALID_ARG);
+
+    int64_t ttl = 0;
+    CHECK(eid_ledger_check_take("k", 10, 20, 0, &ttl, &err) == EID_OK && ttl == 2000 + 1 + 1000);
+    CHECK(eid_ledger_check_take("k", 0, 20, 0, &ttl, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_check_take("k", 10, 20, 0, NULL, &err) == EID_E_INVALID_ARG);
+}
+
 static void test_status_codes(void) {
     CHECK(strcmp(eid_status_code(EID_OK), "ok") == 0);
     CHECK(strcmp(eid_status_code(EID_E_LEDGER_UNKNOWN), "unknown_token") == 0);
@@ -707,6 +789,7 @@ int main(void) {
     test_take();
     test_take_errors();
     test_status_codes();
+    test_redis_exports();
     char cmd[320];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -1,6 +1,6 @@
 -- Fails when lua/eidkit/ffi.lua's cdefs drift from core/include/eidkit/eidkit.h,
--- eidkit/retry.h (which includes client.h and eidkit.h), eidkit/host.h and
--- eidkit/errcode.h.
+-- eidkit/retry.h (which includes client.h and eidkit.h), eidkit/host.h,
+-- eidkit/errcode.h and eidkit/ledger.h.
 -- Run (ctest ffi_cdefs_match_header):
 --   LUA_PATH='lua/?.lua;;' luajit spec/ffi/cdef_drift.lua core/include [clang]
 --
@@ -109,7 +109,7 @@ local function write(path, text)
   f:write(text)
   f:close()
 end
-write(dir .. "/h.c", "#include <eidkit/retry.h>\n#include <eidkit/host.h>\n#include <eidkit/errcode.h>\n")
+write(dir .. "/h.c", "#include <eidkit/retry.h>\n#include <eidkit/host.h>\n#include <eidkit/errcode.h>\n#include <eidkit/ledger.h>\n")
 local json, ok = sh(("%s -x c -std=c11 -fsyntax-only -Xclang -ast-dump=json -I '%s' '%s/h.c'"):format(cc, include, dir))
 assert(ok and json ~= "", "clang could not parse the header (is clang installed? run scripts/setup-deps)")
 local hdr = { structs = {}, enums = {}, types = {} }
@@ -165,7 +165,8 @@ for name, t in pairs(decl.functions) do
 end
 
 -- 2. layout, from the compiler, for every field the header has
-local c = { "#include <eidkit/retry.h>", "#include <eidkit/host.h>", "#include <eidkit/errcode.h>", "#include <stddef.h>", "#include <stdio.h>", "int main(void) {" }
+local c = { "#include <eidkit/retry.h>", "#include <eidkit/host.h>", "#include <eidkit/errcode.h>",
+  "#include <eidkit/ledger.h>", "#include <stddef.h>", "#include <stdio.h>", "int main(void) {" }
 for name in pairs(decl.structs) do
   c[#c + 1] = ('printf("%s - %%zu %%zu\\n", sizeof(%s), _Alignof(%s));'):format(name, name, name)
   for _, f in ipairs(hdr.structs[name] or {}) do

@@ -310,6 +310,68 @@ EID_API eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double r
                                    double burst, int64_t now_ms, int *allowed,
                                    double *retry_after_s, eid_error *err);
 
+/* ------------------------------------------------ the Redis scripts, shared
+ * Another Redis client (OpenResty's cosocket ledger, eidkit.openresty.ledger)
+ * runs the same transitions by sending the text the Redis backend sends:
+ * these two calls are where it gets it, so the scripts and what they share
+ * with C exist once. */
+
+/* The exact script the Redis backend runs for the transition `name`
+ * ("issue", "record", "consume", "expire" or "take"): a prologue defining
+ * ERR_EXPIRED, ERR_PENDING, FIELDS and NO_VERDICT from the C tables, then
+ * lua/eidkit/ledger/redis/<name>.lua as compiled in. Its SHA-1 is what the
+ * backend sends with EVALSHA. Writes the text and a NUL into buf (cap bytes)
+ * and its length (NUL excluded) into *len. NULL buf with cap 0 only measures.
+ * EID_E_INVALID_ARG: name NULL or not a script, or len NULL;
+ * EID_E_BUFFER_TOO_SMALL: cap is not above *len (then *len is still set and
+ * buf untouched). Thread-safe; allocates nothing. */
+EID_API eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len);
+
+/* The i-th hash field of a stored record, in the order the scripts' FIELDS
+ * and their "ok" answers carry them (answer element i + 2, 1-based, is field
+ * i); NULL past the last. The static string is never freed. Thread-safe. */
+EID_API const char *eid_ledger_redis_field(size_t i);
+
+/* A script's refusal (its answer {code}: "unknown_token", "wrong_subject",
+ * "consumed", "expired", "pending", "exists") as the Redis backend reports
+ * it: the status, and in *err (may be NULL) the field and message. Any other
+ * code is EID_E_INTERNAL ("unexpected script answer"). Thread-safe. */
+EID_API eid_status eid_ledger_redis_refusal(const char *code, eid_error *err);
+
+/* The rule eid_ledger_claim applies to a stored record, for a client that
+ * read the record itself: may `subject` use the token bound to
+ * `bound_subject`, in eid_ledger_state `state`, expiring at `expires_at`,
+ * at `now`? EID_OK, or the refusal (EID_E_LEDGER_WRONG_SUBJECT,
+ * _CONSUMED, _EXPIRED) with *err (may be NULL) set as eid_ledger_claim sets
+ * it. The subjects are compared in constant time. NULL subjects:
+ * EID_E_INVALID_ARG. Thread-safe. */
+EID_API eid_status eid_ledger_check_claim(const char *bound_subject, int state, int64_t expires_at,
+                                          const char *subject, int64_t now, eid_error *err);
+
+/* A stored record as the Redis backend reads it, for a client that read it
+ * itself: values[0 .. n-2] are the hash fields in eid_ledger_redis_field
+ * order (NULL for a missing field), values[n-1] the payload's length in
+ * decimal (HSTRLEN), lens their byte lengths; n must be the field count + 1.
+ * Fills *out as eid_ledger_get does, `open` as of `now` included.
+ * EID_E_LEDGER_UNKNOWN: the token field is missing (no such record);
+ * EID_E_INVALID_ARG: NULL values, lens or out, or another n. Thread-safe;
+ * allocates nothing. */
+EID_API eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens, size_t n,
+                                          int64_t now, eid_ledger_entry *out);
+
+/* The checks eid_ledger_take makes on its arguments, with the same statuses
+ * and messages (never the key), for a client that takes by itself; on
+ * EID_OK *ttl_ms (not NULL) is how long the bucket's key must live after
+ * the take (the refill time, rounded up, plus a margin). Thread-safe. */
+EID_API eid_status eid_ledger_check_take(const char *key, double rate_per_s, double burst,
+                                         int64_t now_ms, int64_t *ttl_ms, eid_error *err);
+
+/* The checks eid_ledger_issue makes on the text of its params (token,
+ * merchant_id, subject, extra; not the times), with the same statuses and
+ * messages, for a client that issues by itself. NULL params:
+ * EID_E_INVALID_ARG. Thread-safe. */
+EID_API eid_status eid_ledger_check_issue(const eid_ledger_issue_params *params, eid_error *err);
+
 #ifdef __cplusplus
 }
 #endif

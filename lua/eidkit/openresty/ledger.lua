@@ -1,0 +1,514 @@
+-- eidkit.openresty.ledger: the EidToken ledger on Redis inside an nginx
+-- worker, through resty.redis cosockets (the worker yields while Redis
+-- answers; it never blocks), with the connections kept in nginx's pool.
+--
+--   local ledger = require("eidkit.openresty.ledger").open("redis://127.0.0.1:6379/0")
+--   assert(ledger:issue{ EidToken = tok, MerchantId = mid, subject = "user-42" })
+--   local rec, err = ledger:claim(tok, "user-42")
+--   local rec, err = ledger:consume(tok, "user-42")  -- once; then err.code == "consumed"
+--
+-- The same data, methods, records and error tables as eidkit.ledger on the
+-- C Redis backend, for issue, get, claim, consume and take: a token issued on one
+-- host is claimed and consumed on the other. What is not written twice:
+--   * the transition scripts and their prologue (ERR_EXPIRED, ERR_PENDING,
+--     FIELDS, NO_VERDICT): eid_ledger_redis_script gives the text the C
+--     backend runs, so the SHA-1 sent with EVALSHA is the same;
+--   * the record's hash fields (eid_ledger_redis_field) and how a record is
+--     read, `open` included (eid_ledger_redis_entry), the state names,
+--     issue's and take's argument checks (eid_ledger_check_issue, _take),
+--     the claim rule (eid_ledger_check_claim) and the refusals' codes and
+--     messages (eid_ledger_redis_refusal): libeidkit through eidkit.ffi.
+-- record, due, export, expire, stats, attempts and payload are not
+-- here yet (docs/internals/openresty.md says why); the C backend reads
+-- and sweeps the same data.
+--
+-- Cosockets exist in rewrite, access and content handlers and in timers,
+-- not in init_by_lua, set_by_lua, header or body filters, log_by_lua.
+local ffi = require "ffi"
+local eidffi = require "eidkit.ffi"
+
+local type, error, tostring, tonumber, pairs, setmetatable = type, error, tostring, tonumber, pairs, setmetatable
+local format, byte, find, sub = string.format, string.byte, string.find, string.sub
+local unpack, ngx = unpack, ngx
+local ffi_new, ffi_string = ffi.new, ffi.string
+
+-- Debian's lua-nginx-redis ships lua-resty-redis as nginx.redis; OpenResty
+-- bundles it as resty.redis.
+local function load_redis()
+  local ok, mod = pcall(require, "resty.redis")
+  if ok then return mod end
+  local ok2, mod2 = pcall(require, "nginx.redis")
+  if ok2 then return mod2 end
+  error("eidkit.openresty.ledger: neither resty.redis nor nginx.redis loads: " .. tostring(mod), 3)
+end
+
+local _M = {}
+
+local DEFAULT_TTL, RESULT_WINDOW, RETENTION = 7200, 3 * 86400, 7 * 86400
+local TIMESTAMP_MAX = 253402300799
+local EID_OK, EID_E_INVALID_ARG, EID_E_BUFFER_TOO_SMALL = 0, 1, 3
+local EID_E_INTERNAL, EID_E_LEDGER_UNAVAILABLE, EID_E_LEDGER_STORAGE = 5, 12, 13
+local CONSUMED = 3
+local PREFIX_MAX = 64
+
+local error_mt = { __tostring = function(e) return e.code .. ": " .. e.message end }
+
+-- { code, message, retryable } as eidkit.core's error: `unavailable` is
+-- retryable (nothing changed), no other is.
+local function failure(st, message)
+  local C = eidffi.lib()
+  if not message or message == "" then message = ffi_string(C.eid_strerror(st)) end
+  return nil, setmetatable({ code = ffi_string(C.eid_status_code(st)), message = message,
+    retryable = st == EID_E_LEDGER_UNAVAILABLE }, error_mt)
+end
+
+local cerr = ffi_new("eid_error")
+local function from_c(st) return failure(st, ffi_string(cerr.message)) end
+
+-- ----------------------------------------------------- what C gives us
+
+local scripts, FIELDS -- loaded once per worker, on first open
+
+local function hex(s)
+  return (s:gsub(".", function(c) return format("%02x", byte(c)) end))
+end
+
+-- name -> { text =, sha = }: the backend's own text (prologue + file).
+local function load_scripts()
+  if scripts then return scripts, FIELDS end
+  local C = eidffi.lib()
+  local len = ffi_new("size_t[1]")
+  local list = {}
+  for _, name in pairs { "issue", "record", "consume", "expire", "take" } do
+    local st = C.eid_ledger_redis_script(name, nil, 0, len)
+    if st ~= EID_E_BUFFER_TOO_SMALL then error("eidkit.openresty.ledger: no script " .. name, 3) end
+    local n = tonumber(len[0])
+    local buf = ffi_new("char[?]", n + 1)
+    st = C.eid_ledger_redis_script(name, buf, n + 1, len)
+    if st ~= EID_OK then error("eidkit.openresty.ledger: no script " .. name, 3) end
+    local text = ffi_string(buf, n)
+    list[name] = { text = text, sha = hex(ngx.sha1_bin(text)) }
+  end
+  local fields, i = {}, 0
+  while true do
+    local f = C.eid_ledger_redis_field(i)
+    if f == nil then break end
+    i = i + 1
+    fields[i] = ffi_string(f)
+  end
+  scripts, FIELDS = list, fields
+  return scripts, FIELDS
+end
+
+-- ----------------------------------------------------------- the URL
+
+-- redis://HOST:PORT[/DB][?prefix=P], as the C backend reads it.
+local function parse_url(url)
+  local loc = url:match("^redis://(.*)$")
+  if not loc then return nil, "url: expected redis://HOST:PORT[/DB][?prefix=P]" end
+  local host, port, rest = loc:match("^([%w%.%-]+):(%d+)(.*)$")
+  if not host then return nil, "url: redis URL needs HOST:PORT (redis://127.0.0.1:6379/0)" end
+  port = tonumber(port)
+  if port < 1 or port > 65535 then return nil, "url: redis port must be 1..65535" end
+  local db = 0
+  local d, after = rest:match("^/(%d+)(.*)$")
+  if d then
+    db = tonumber(d)
+    if db > 1000 then return nil, "url: redis database must be 0..1000" end
+    rest = after
+  end
+  local prefix = "eidkit:"
+  if rest ~= "" then
+    local p = rest:match("^%?prefix=(.*)$")
+    if not p then return nil, "url: the only redis option is ?prefix=" end
+    if #p == 0 or #p > PREFIX_MAX then return nil, "url: prefix must be 1.." .. PREFIX_MAX .. " bytes" end
+    if find(p, "[^\33-\126]") or find(p, "[{}]") then
+      return nil, "url: prefix must be printable ASCII without spaces or braces"
+    end
+    prefix = p
+  end
+  return { host = host, port = port, db = db, prefix = prefix }
+end
+
+-- ------------------------------------------------------ connections
+
+local mt = { __index = {} }
+local methods = mt.__index
+
+-- A connection from the worker's pool (SELECT only on a fresh one), or
+-- nil, err. The pool name holds the database, so a pooled connection is
+-- never handed to a ledger on another one.
+local function connect(self)
+  local red = self.redis:new()
+  -- One timeout for connect, send and read. (set_timeouts before connect
+  -- makes this nginx log "attempt to send data on a closed socket".)
+  red:set_timeout(self.timeout_ms)
+  local ok, err = red:connect(self.host, self.port, { pool = self.pool })
+  if not ok then
+    return nil, format("redis: cannot connect to %s:%d: %s", self.host, self.port, tostring(err))
+  end
+  if self.db ~= 0 and (red:get_reused_times() or 0) == 0 then
+    local res, serr = red:select(self.db)
+    if not res then
+      red:close()
+      return nil, format("redis: SELECT %d failed: %s", self.db, tostring(serr))
+    end
+  end
+  return red
+end
+
+local function release(self, red)
+  -- Back to the pool for the next request; a failed put only loses the
+  -- connection.
+  local ok = red:set_keepalive(self.keepalive_ms, self.pool_size)
+  if not ok then red:close() end
+end
+
+-- Redis's own refusal (an error reply) as the C backend classes it.
+local function reply_failure(msg)
+  msg = sub(tostring(msg), 1, 160)
+  if find(msg, "^OOM") or find(msg, "^MISCONF") or find(msg, "^READONLY") then
+    return failure(EID_E_LEDGER_STORAGE, "redis: " .. msg)
+  end
+  if find(msg, "^LOADING") or find(msg, "^BUSY") then
+    return failure(EID_E_LEDGER_UNAVAILABLE, "redis: " .. msg)
+  end
+  return failure(EID_E_INTERNAL, "redis: " .. msg)
+end
+
+-- run(self, fn): fn(red) -> res | false, reply error | nil, I/O error. A
+-- broken connection is made again and fn run once more (every call here is
+-- safe to repeat, as in the C backend); then unavailable.
+local function run(self, fn)
+  local last
+  for _ = 1, 2 do
+    local red, cerr_msg = connect(self)
+    if red then
+      local res, err = fn(red)
+      if res ~= nil then
+        if res == false then
+          release(self, red)
+          return reply_failure(err)
+        end
+        release(self, red)
+        return res
+      end
+      red:close() -- an I/O error: the connection's state is unknown
+      last = format("redis: connection to %s:%d lost: %s", self.host, self.port, tostring(err))
+    else
+      last = cerr_msg
+    end
+  end
+  return failure(EID_E_LEDGER_UNAVAILABLE, last)
+end
+
+-- EVALSHA the backend's script; EVAL its text when the server answers
+-- NOSCRIPT (a restart, SCRIPT FLUSH), which caches it again.
+local function script(self, name, nkeys, ...)
+  local sc = self.scripts[name]
+  local args = { ... }
+  return run(self, function(red)
+    local res, err = red:evalsha(sc.sha, nkeys, unpack(args))
+    if res == false and find(tostring(err), "^NOSCRIPT") then
+      self.noscript = self.noscript + 1
+      res, err = red:eval(sc.text, nkeys, unpack(args))
+    end
+    return res, err
+  end)
+end
+
+-- ----------------------------------------------------------- records
+
+local null = ngx.null
+
+-- One per worker: filled and read with no yield in between (claim reads it
+-- right after get, before anything else runs in the worker).
+local entry = ffi_new("eid_ledger_entry")
+local values, lens, nvalues -- sized once FIELDS is known
+
+local function set_time(rec, k, v)
+  if v ~= 0 then rec[k] = tonumber(v) end
+end
+
+-- v[first .. first + #FIELDS - 1] (the FIELDS values) and the payload
+-- length, read into `entry` by libeidkit (eid_ledger_redis_entry: the C
+-- backend's own reader, `open` as of now included). nil, err if the record
+-- does not exist.
+local function read_entry(v, first, payload_len, now)
+  if not values then
+    nvalues = #FIELDS + 1
+    values, lens = ffi_new("const char *[?]", nvalues), ffi_new("size_t[?]", nvalues)
+  end
+  -- The strings stay referenced by v (and `keep`) during the call.
+  local keep = {}
+  for i = 1, nvalues do
+    local x = i <= #FIELDS and v[first + i - 1] or payload_len
+    if x == nil or x == null then
+      values[i - 1], lens[i - 1] = nil, 0
+    else
+      x = tostring(x)
+      keep[i] = x
+      values[i - 1], lens[i - 1] = x, #x
+    end
+  end
+  local st = eidffi.lib().eid_ledger_redis_entry(values, lens, nvalues, now, entry)
+  if st ~= EID_OK then
+    if st == EID_E_INVALID_ARG then return failure(EID_E_INTERNAL, "redis: unexpected record") end
+    return from_c(eidffi.lib().eid_ledger_redis_refusal("unknown_token", cerr))
+  end
+  return entry, keep
+end
+
+-- The record eidkit.core pushes for `entry` (bindings/ledger.c push_entry);
+-- `open` only where eid_ledger_get sets it.
+local function record_of(self, e, with_open)
+  local rec = {
+    EidToken = ffi_string(e.token), MerchantId = ffi_string(e.merchant_id),
+    subject = ffi_string(e.subject), Extra = ffi_string(e.extra),
+    state = ffi_string(eidffi.lib().eid_ledger_state_name(e.state)),
+    created_at = tonumber(e.created_at), expires_at = tonumber(e.expires_at),
+    result_deadline = tonumber(e.result_deadline),
+    pulls = tonumber(e.pulls), attempts = tonumber(e.attempts), billable = tonumber(e.billable),
+    intention = e.intention ~= 0, has_payload = e.has_payload ~= 0,
+  }
+  set_time(rec, "finished_at", e.finished_at)
+  set_time(rec, "consumed_at", e.consumed_at)
+  set_time(rec, "last_pull_at", e.last_pull_at)
+  if e.has_err_code ~= 0 then rec.ErrCode = tonumber(e.err_code) end
+  if e.has_late_err_code ~= 0 then rec.late_ErrCode = tonumber(e.late_err_code) end
+  if e.state == CONSUMED then rec.settled_billable = tonumber(e.settled_billable) end
+  if e.retry_later ~= 0 then rec.retry_later = true end
+  if with_open and e.open ~= 0 then rec.open = true end
+  if self.request_ids then
+    local ids = {}
+    for id in ffi_string(e.request_ids):gmatch("[^,]+") do ids[#ids + 1] = id end
+    rec.request_ids = ids
+  end
+  return rec
+end
+
+-- A script's answer: {"ok", FIELDS..., payload length} or {code}. Returns
+-- the record and whether the token is still open.
+local function answer(self, res, now)
+  if type(res) ~= "table" or type(res[1]) ~= "string" then
+    return failure(EID_E_INTERNAL, "redis: unexpected script answer")
+  end
+  if res[1] ~= "ok" then return from_c(eidffi.lib().eid_ledger_redis_refusal(res[1], cerr)) end
+  if #res < #FIELDS + 2 then return failure(EID_E_INTERNAL, "redis: unexpected script answer") end
+  local e, err = read_entry(res, 2, res[#FIELDS + 2], now)
+  if not e then return nil, err end
+  return record_of(self, e, false), e.open ~= 0
+end
+
+-- --------------------------------------------------------------- open
+
+-- open(url [, opts]) -> ledger | nil, err (a malformed URL: invalid_arg).
+-- opts: token_ttl, result_window, retention (s, as eidkit.ledger.open),
+-- timeout_ms (connect, send and read; default 5000), clock (function
+-- returning Unix seconds; default ngx.time), request_ids (false: records
+-- without the list), pool_size (connections kept per worker, default 32),
+-- keepalive_ms (an idle pooled connection's life, default 60000).
+-- Nothing is sent to Redis here: cosockets may not exist where a ledger is
+-- made (init_by_lua), and each call connects from the pool.
+function _M.open(url, opts)
+  if type(url) ~= "string" then error("bad argument #1 to 'open' (url: expected string)", 2) end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'open' (expected table of options)", 2)
+  end
+  opts = opts or {}
+  local loc, why = parse_url(url)
+  if not loc then return failure(EID_E_INVALID_ARG, why) end
+  if opts.clock ~= nil and type(opts.clock) ~= "function" then
+    error("bad argument #2 to 'open' (clock: expected function)", 2)
+  end
+  local self = setmetatable({
+    redis = load_redis(), host = loc.host, port = loc.port, db = loc.db, prefix = loc.prefix,
+    pool = format("eidkit-ledger:%s:%d:%d", loc.host, loc.port, loc.db),
+    token_ttl = opts.token_ttl or DEFAULT_TTL, result_window = opts.result_window or RESULT_WINDOW,
+    retention = opts.retention or RETENTION, timeout_ms = opts.timeout_ms or 5000,
+    clock = opts.clock or ngx.time, request_ids = opts.request_ids ~= false,
+    pool_size = opts.pool_size or 32, keepalive_ms = opts.keepalive_ms or 60000,
+    noscript = 0, -- EVALs after NOSCRIPT, for specs and metrics
+  }, mt)
+  self.scripts = load_scripts()
+  self.due_key, self.created_key = self.prefix .. "due", self.prefix .. "created"
+  return self
+end
+
+local function key_of(self, token) return self.prefix .. "{" .. token .. "}" end
+
+-- The ledger's time, read once per call like the C binding's clock.
+local function now_of(self)
+  local t = self.clock()
+  if type(t) ~= "number" or t < 0 or t > TIMESTAMP_MAX or t % 1 ~= 0 then
+    error("eidkit.openresty.ledger clock must return integer Unix seconds", 3)
+  end
+  return t
+end
+
+local nonce_n = 0
+-- Tells our own resent write from another's: unique per worker and call.
+local function nonce()
+  nonce_n = nonce_n + 1
+  return format("%x-%x-%x-%x", ngx.worker.pid(), ngx.now() * 1000, nonce_n, math.random(0, 0x7fffffff))
+end
+
+local params = ffi_new("eid_ledger_issue_params")
+
+-- The token rule is eid_ledger_check_issue's: checked with placeholders for
+-- the fields that are not being checked.
+local function check_token(token, fname, level)
+  if type(token) ~= "string" then error(("bad argument #1 to '%s' (string expected)"):format(fname), level) end
+  params.token, params.merchant_id, params.subject, params.extra = token, "m", "s", nil
+  local st = eidffi.lib().eid_ledger_check_issue(params, cerr)
+  if st ~= EID_OK then error(("bad argument #1 to '%s' (%s)"):format(fname, ffi_string(cerr.message)), level) end
+end
+
+local ISSUE_FIELDS = { EidToken = true, MerchantId = true, subject = true, Extra = true,
+  created_at = true, expires_at = true, intention = true }
+
+-- ledger:issue{EidToken=, MerchantId=, subject= [, Extra=, created_at=, expires_at=, intention=]}
+--   -> true | nil, err (exists, unavailable, ...)
+function methods.issue(self, t)
+  if type(t) ~= "table" then error("bad argument #1 to 'issue' (table expected)", 2) end
+  for k in pairs(t) do
+    if not ISSUE_FIELDS[k] then error(("bad argument #1 to 'issue' (unknown field '%s')"):format(tostring(k)), 2) end
+  end
+  for _, k in pairs { "EidToken", "MerchantId", "subject", "Extra" } do
+    if t[k] ~= nil and type(t[k]) ~= "string" then
+      error(("bad argument #1 to 'issue' (%s: expected string)"):format(k), 2)
+    end
+  end
+  params.token, params.merchant_id, params.subject, params.extra = t.EidToken, t.MerchantId, t.subject, t.Extra
+  local st = eidffi.lib().eid_ledger_check_issue(params, cerr)
+  if st ~= EID_OK then error(("bad argument #1 to 'issue' (%s)"):format(ffi_string(cerr.message)), 2) end
+  local created = t.created_at or now_of(self)
+  if created == 0 then created = now_of(self) end
+  if type(created) ~= "number" or created < 0 or created > TIMESTAMP_MAX then
+    error("bad argument #1 to 'issue' (created_at: out of range)", 2)
+  end
+  local expires = t.expires_at
+  if expires == nil or expires == 0 then expires = created + self.token_ttl end
+  if type(expires) ~= "number" or expires <= created or expires > TIMESTAMP_MAX then
+    error("bad argument #1 to 'issue' (expires_at: must be after created_at)", 2)
+  end
+  local deadline = created + self.result_window
+  -- Relative to the ledger's clock, so an injected clock keeps its meaning.
+  local keep = deadline + self.retention - created
+  if keep <= 0 then keep = 1 end
+  local token = t.EidToken
+  local sc = format("%d", created)
+  -- Indexed before the hash exists, so an index never misses a token.
+  local _, err = run(self, function(red)
+    local r1, e1 = red:zadd(self.created_key, "NX", sc, token)
+    if not r1 then return r1, e1 end
+    return red:zadd(self.due_key, "NX", sc, token)
+  end)
+  if err then return nil, err end
+  local res
+  res, err = script(self, "issue", 1, key_of(self, token), token, t.MerchantId, t.subject, t.Extra or "",
+    sc, format("%d", expires), format("%d", deadline), nonce(), format("%d", keep), t.intention and "1" or "0")
+  if not res then return nil, err end
+  if type(res) == "table" and res[1] == "ok" then return true end
+  if type(res) == "table" and type(res[1]) == "string" then
+    return from_c(eidffi.lib().eid_ledger_redis_refusal(res[1], cerr))
+  end
+  return failure(EID_E_INTERNAL, "redis: unexpected script answer")
+end
+
+-- ledger:get(EidToken) -> record | nil, err (unknown_token, unavailable, ...)
+-- The record has no `open` flag: that rule (eid__ledger_is_open) is not
+-- exported yet.
+function methods.get(self, token)
+  check_token(token, "get", 3)
+  local key = key_of(self, token)
+  local res, err = run(self, function(red)
+    red:init_pipeline(2)
+    red:hmget(key, unpack(FIELDS))
+    red:hstrlen(key, "payload")
+    local r, e = red:commit_pipeline()
+    if not r then return nil, e end
+    for i = 1, 2 do
+      if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
+    end
+    return r
+  end)
+  if not res then return nil, err end
+  if type(res[1]) ~= "table" then return failure(EID_E_INTERNAL, "redis: unexpected HMGET reply") end
+  local e, rerr = read_entry(res[1], 1, res[2], now_of(self))
+  if not e then return nil, rerr end
+  return record_of(self, e, true)
+end
+
+-- ledger:claim(EidToken, subject) -> record | nil, err; changes nothing.
+function methods.claim(self, token, subject)
+  check_token(token, "claim", 3)
+  if type(subject) ~= "string" then error("bad argument #2 to 'claim' (string expected)", 2) end
+  local rec, err = self:get(token)
+  if not rec then return nil, err end
+  -- eid_ledger_claim's record is the backend's, without `open`.
+  rec.open = nil
+  local st = eidffi.lib().eid_ledger_check_claim(entry.subject, entry.state, entry.expires_at, subject,
+    now_of(self), cerr)
+  if st == EID_E_INVALID_ARG then error("bad argument #2 to 'claim' (" .. ffi_string(cerr.message) .. ")", 2) end
+  if st ~= EID_OK then return from_c(st) end
+  return rec
+end
+
+-- ledger:consume(EidToken, subject) -> record | nil, err; once per token.
+function methods.consume(self, token, subject)
+  check_token(token, "consume", 3)
+  if type(subject) ~= "string" then error("bad argument #2 to 'consume' (string expected)", 2) end
+  local now = now_of(self)
+  local res, err = script(self, "consume", 1, key_of(self, token), format("%d", now), subject, nonce())
+  if not res then return nil, err end
+  local rec, open = answer(self, res, now)
+  if not rec then return nil, open end
+  if not open then
+    -- As the C backend: a closed token leaves the due index (a failure
+    -- consumed before its TTL stays, the user may retry). Best effort: a
+    -- stale member is dropped by the next due walk.
+    run(self, function(red) return red:zrem(self.due_key, token) end)
+  end
+  return rec
+end
+
+-- ledger:take(key, rate, burst [, now_ms]) -> true | false, retry_after_s | nil, err:
+-- one token from the bucket `key` (take.lua, shared with every C ledger on
+-- this Redis; now_ms absent or 0: the ledger's clock).
+function methods.take(self, key, rate, burst, now_ms)
+  if type(key) ~= "string" then error("bad argument #1 to 'take' (string expected)", 2) end
+  if type(rate) ~= "number" then error("bad argument #2 to 'take' (number expected)", 2) end
+  if type(burst) ~= "number" then error("bad argument #3 to 'take' (number expected)", 2) end
+  if now_ms ~= nil and (type(now_ms) ~= "number" or now_ms % 1 ~= 0) then
+    error("bad argument #4 to 'take' (integer expected)", 2)
+  end
+  now_ms = now_ms or 0
+  local ttl = ffi_new("int64_t[1]")
+  local st = eidffi.lib().eid_ledger_check_take(key, rate, burst, now_ms, ttl, cerr)
+  if st ~= EID_OK then error("bad argument to 'take' (" .. ffi_string(cerr.message) .. ")", 2) end
+  if now_ms == 0 then now_ms = now_of(self) * 1000 end
+  local res, err = script(self, "take", 1, self.prefix .. "bucket:" .. key, format("%d", now_ms),
+    format("%.17g", rate), format("%.17g", burst), format("%d", tonumber(ttl[0])))
+  if not res then return nil, err end
+  if type(res) == "table" and res[1] == 1 then return true end
+  if type(res) == "table" and res[1] == 0 and type(res[2]) == "string" then return false, tonumber(res[2]) end
+  return failure(EID_E_INTERNAL, "redis: unexpected script answer")
+end
+
+-- ledger:backend() -> "redis"
+function methods.backend() return "redis" end
+
+-- ledger:script_shas() -> {name = sha1 hex}: what EVALSHA sends, for specs.
+function methods.script_shas(self)
+  local out = {}
+  for name, sc in pairs(self.scripts) do out[name] = sc.sha end
+  return out
+end
+
+-- ledger:close(): nothing to free (connections live in nginx's pool).
+function methods.close() end
+
+mt.__tostring = function(self) return format("eidkit.openresty.ledger (redis %s:%d/%d)", self.host, self.port, self.db) end
+
+return _M

@@ -1,0 +1,66 @@
+-- Served by nginx (content_by_lua_file) for spec/openresty/ledger_spec.lua:
+-- the worker side of the spec, calling eidkit.openresty.ledger as a
+-- merchant's handler would and answering in JSON.
+--   POST /ledger {url, opts, now, op, args}  -> {res =, err =, noscript =, pid =}
+--   GET  /shas?url=                          -> {name = sha1 hex}
+--   GET  /timed?url=&tok=                    -> {start =, finish =, ok =, code =}: issues tok,
+--                                               with the worker's clock before and after
+local cjson = require "cjson.safe"
+local orledger = require "eidkit.openresty.ledger"
+
+-- Per worker: this chunk runs for every request, package.loaded lives on.
+local state = package.loaded["spec.orledger_state"]
+if not state then
+  state = { ledgers = {}, now = 0 }
+  package.loaded["spec.orledger_state"] = state
+end
+
+local function ledger(url, opts)
+  local l = state.ledgers[url]
+  if not l then
+    opts = opts or {}
+    -- The spec's frozen clock, set by each request.
+    opts.clock = function() return state.now end
+    l = assert(orledger.open(url, opts))
+    state.ledgers[url] = l
+  end
+  return l
+end
+
+local function reply(t)
+  ngx.header["Content-Type"] = "application/json"
+  ngx.print(cjson.encode(t))
+end
+
+local function plain_error(err)
+  if err == nil then return nil end
+  return { code = err.code, message = err.message, retryable = err.retryable }
+end
+
+local uri = ngx.var.uri
+if uri == "/ledger" then
+  ngx.req.read_body()
+  local req = cjson.decode(ngx.req.get_body_data() or "")
+  if type(req) ~= "table" then ngx.status = 400 return ngx.print("bad JSON") end
+  state.now = req.now or ngx.time()
+  local l = ledger(req.url, req.opts)
+  local ok, res, err = pcall(l[req.op], l, unpack(req.args or {}))
+  if not ok then return reply { raised = tostring(res), pid = ngx.worker.pid() } end
+  -- take's second result is the wait, not an error.
+  local retry
+  -- As text, to the bit (this cjson encodes 14 digits at most).
+  if req.op == "take" and res ~= nil then retry, err = err and string.format("%.17g", err), nil end
+  return reply { res = res == nil and cjson.null or res, err = plain_error(err), retry = retry,
+    noscript = l.noscript, pid = ngx.worker.pid() }
+elseif uri == "/shas" then
+  return reply(ledger(ngx.unescape_uri(ngx.var.arg_url)):script_shas())
+elseif uri == "/timed" then
+  local l = ledger(ngx.unescape_uri(ngx.var.arg_url))
+  if state.now == 0 then state.now = ngx.time() end
+  ngx.update_time()
+  local start = ngx.now()
+  local ok, err = l:issue { EidToken = ngx.var.arg_tok, MerchantId = "m", subject = "s" }
+  ngx.update_time()
+  return reply { start = start, finish = ngx.now(), ok = ok == true, code = err and err.code }
+end
+ngx.status = 404
