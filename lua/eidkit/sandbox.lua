@@ -48,21 +48,9 @@ local REFUSED = {
 local BYTECODE = "precompiled bytecode is refused in the sandbox (text chunks only)"
 local PATTERN_FUNCS = { find = true, match = true, gmatch = true, gsub = true }
 
--- The host's libraries as they were when this module loaded.
-local function snapshot(t, skip)
-  local c = {}
-  for k, v in pairs(t) do
-    if not (skip and skip[k]) then c[k] = v end
-  end
-  return c
-end
-local LIB = {
-  string = snapshot(string, { dump = true }),
-  table = snapshot(table),
-  math = snapshot(math, { randomseed = true }),   -- the host's generator is shared
-  utf8 = snapshot(utf8),
-  os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime },
-}
+-- The libraries a script may be given (eidkit.policy.libs, shared with
+-- LuaJIT's trusted loader).
+local LIB = require("eidkit.policy.libs").LIB
 
 local function shallow(t)
   local c = {}

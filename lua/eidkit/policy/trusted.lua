@@ -32,21 +32,10 @@ local host = require "eidkit.host"
 
 local _M = {}
 
-local function copy(t, skip)
-  local c = {}
-  for k, v in pairs(t) do
-    if not (skip and skip[k]) then c[k] = v end
-  end
-  return c
-end
-
--- The host's libraries as they were when this module loaded.
-local LIB = {
-  string = copy(string, { dump = true }),
-  table = copy(table),
-  math = copy(math, { randomseed = true }), -- the host's generator is shared
-  os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime },
-}
+-- The libraries a script is given (eidkit.policy.libs, shared with the Lua
+-- 5.4 sandbox), each copied again per script below.
+local libs = require "eidkit.policy.libs"
+local copy, LIB = libs.snapshot, libs.LIB
 
 local BYTECODE = "precompiled bytecode is refused (text chunks only)"
 
