@@ -25,6 +25,7 @@ raw = sys.argv[1]
 conns = int(os.environ["CONNS"])
 latency_ms = os.environ["LATENCY_MS"]
 knee_ms = float(os.environ["KNEE_MS"])
+with_ladder = os.environ.get("LADDER", "1") != "0"  # 0: CONNS clients only, no saturation figures
 labels = dict(line.split("=", 1) for line in os.environ["LABELS"].splitlines() if "=" in line)
 
 header, rows = [], []
@@ -41,12 +42,21 @@ for line in open(raw, encoding="utf-8"):
                  "upstream": None if f[8] == "NA" else float(f[8]),
                  "failed": int(f[9]) + int(f[10]), "requests": int(f[11]), "sent": int(f[12])})
 
-order = [s for s in ("sqlite", "redis", "peer", "mhd") if any(r["server"] == s for r in rows)]
-serves = [s for s in ("sqlite", "redis") if s in order]
+order = [s for s in ("sqlite", "redis", "openresty", "openresty2", "peer", "mhd", "lua")
+         if any(r["server"] == s for r in rows)]
+serves = [s for s in ("sqlite", "redis", "openresty", "openresty2") if s in order]
+CEILINGS = ("mhd", "lua")
+
+
+def ceiling_of(server):
+    """The fixed-answer server of the same host: nginx's for OpenResty."""
+    if server.startswith("openresty") and "lua" in order:
+        return "lua"
+    return "mhd" if "mhd" in order else None
 
 
 def med(values):
-    values = [v for v in values if v is not None]  # mhd_trivial has no upstream count
+    values = [v for v in values if v is not None]  # the ceilings have no upstream count
     return statistics.median(values) if values else None
 
 
@@ -111,27 +121,28 @@ for s in order:
               f"{sum(r['failed'] for r in g)} | {runs('latency', s, c)} |")
 print()
 print(f"### No added latency, {conns:,} clients\n")
-print("| server | req/s | of ceiling | p99 ms | CPU µs/req | peak RSS MiB | upstream calls/req | failed | runs (req/s) |")
+print("| server | req/s | of its ceiling | p99 ms | CPU µs/req | peak RSS MiB | upstream calls/req | failed | runs (req/s) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-ceiling = stat("zero", "mhd", conns, "rps")
 for s in order:
     if ("zero", s, conns) not in groups:
         continue
     rps = stat("zero", s, conns, "rps")
+    ceiling = None if s in CEILINGS else stat("zero", ceiling_of(s), conns, "rps")
     of = f"{rps / ceiling:.3f}" if ceiling else "—"
     g = groups[("zero", s, conns)]
     print(f"| {labels.get(s, s)} | {num(rps)} | {of} | {num(stat('zero', s, conns, 'p99'), 1)} | "
           f"{num(stat('zero', s, conns, 'cpu'), 1)} | {num(stat('zero', s, conns, 'rss') / 1024, 0)} | "
           f"{num(stat('zero', s, conns, 'upstream'), 3)} | {sum(r['failed'] for r in g)} | {runs('zero', s, conns)} |")
 print()
-print(f"### Saturation (+ {latency_ms} ms): the highest req/s with p99 ≤ {knee_ms:g} ms and nothing failed\n")
-print("| server | median highest req/s (— : none within the knee) | at clients (per run) | CPU µs/req there | "
-      "knee at clients (per run) |")
-print("|---|---:|---|---:|---|")
-for s in order:
-    if s in sat:
-        print(f"| {labels.get(s, s)} | {num(sat[s]['rps'])} | {sat[s]['at']} | {num(sat[s]['cpu'], 1)} | "
-              f"{sat[s]['knee']} |")
+if with_ladder:
+    print(f"### Saturation (+ {latency_ms} ms): the highest req/s with p99 ≤ {knee_ms:g} ms and nothing failed\n")
+    print("| server | median highest req/s (— : none within the knee) | at clients (per run) | CPU µs/req there | "
+          "knee at clients (per run) |")
+    print("|---|---:|---|---:|---|")
+    for s in order:
+        if s in sat:
+            print(f"| {labels.get(s, s)} | {num(sat[s]['rps'])} | {sat[s]['at']} | {num(sat[s]['cpu'], 1)} | "
+                  f"{sat[s]['knee']} |")
 
 if serves:
     print()
@@ -172,4 +183,20 @@ if serves:
     row(f"p99 < {TARGET_P99_MS} ms there", t_p99)
     row(f"CPU per request ≤ 1/3 of the peer's there", t_cpu("latency"))
     row("CPU per request against the peer's, no added latency (reported)", t_cpu("zero"))
-    row(f"saturation: ≥ {TARGET_SAT_RATIO}× the peer's highest req/s", t_sat)
+    if with_ladder:
+        row(f"saturation: ≥ {TARGET_SAT_RATIO}× the peer's highest req/s", t_sat)
+
+    # OpenResty against eidkit serve on the same (Redis) ledger and load.
+    def t_vs_serve(key, unit):
+        def cell(s):
+            if not s.startswith("openresty") or "redis" not in order:
+                return "—"
+            a, b = stat("latency", s, conns, key), stat("latency", "redis", conns, key)
+            if a is None or not b:
+                return "—"
+            return f"{a:,.0f} / {b:,.0f}{unit} = {a / b:.2f}"
+        return cell
+
+    if any(s.startswith("openresty") for s in serves):
+        row(f"req/s against eidkit serve (Redis) at {conns:,} clients (reported)", t_vs_serve("rps", ""))
+        row("CPU per request against eidkit serve (Redis) there (reported)", t_vs_serve("cpu", " µs"))
