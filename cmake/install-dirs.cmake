@@ -5,7 +5,10 @@
 # (eidkit-dev-1.rockspec) passes its rock's directories instead, with the
 # libraries beside the C module, and sets EIDKIT_LUAROCKS. Each may be
 # relative to the prefix or absolute.
-option(EIDKIT_LUAROCKS "Install for LuaRocks: the eidkit program finds libeidkit in ../lib/lua/5.4" OFF)
+# LuaRocks moves each installed file into its tree and fails on symlinks, so
+# EIDKIT_LUAROCKS also drops the libraries' version symlinks (SONAME
+# libeidkit.so: a copy private to the rock).
+option(EIDKIT_LUAROCKS "Install for LuaRocks (the layout of eidkit-dev-1.rockspec)" OFF)
 option(EIDKIT_TESTS "Build the tests and register them with ctest" ON)
 set(EIDKIT_INSTALL_LUADIR "${CMAKE_INSTALL_DATADIR}/lua/5.4" CACHE STRING "Lua modules (eidkit/*.lua)")
 set(EIDKIT_INSTALL_CMODDIR "${CMAKE_INSTALL_LIBDIR}/lua/5.4" CACHE STRING "Lua C modules (eidkit/core.so)")

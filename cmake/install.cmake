@@ -5,6 +5,12 @@ include(CMakePackageConfigHelpers)
 
 install(TARGETS eidkit eidkit_sign EXPORT eidkitTargets
   LIBRARY DESTINATION ${EIDKIT_INSTALL_LIBDIR})
+if(EIDKIT_LUAROCKS)
+  # LuaRocks deploys regular files only (the libraries carry no version
+  # symlinks there, see cmake/install-dirs.cmake), and a rock is for Lua
+  # users: C users install with cmake.
+  return()
+endif()
 install(DIRECTORY core/include/eidkit DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 
 set(EIDKIT_CMAKEDIR "${EIDKIT_INSTALL_LIBDIR}/cmake/eidkit")
