@@ -3,6 +3,7 @@
 # eidkit::eidkit, eidkit::sign). docs/PACKAGING.md says which to link.
 include(CMakePackageConfigHelpers)
 
+set_target_properties(eidkit_sign PROPERTIES EXPORT_NAME sign)
 install(TARGETS eidkit eidkit_sign EXPORT eidkitTargets
   LIBRARY DESTINATION ${EIDKIT_INSTALL_LIBDIR})
 if(EIDKIT_LUAROCKS)
