@@ -42,6 +42,19 @@ got=$(LUA_CPATH="$prefix/$libdir/lua/5.4/?.so;;" LUA_PATH="$prefix/share/lua/5.4
 ok
 
 # ------------------------------------------------------------------ C users
+# libeidkit_sign: exactly eidkit.h's API, and libcrypto its only library.
+sign_so="$prefix/$libdir/libeidkit_sign.so"
+exported=$(nm -D --defined-only "$sign_so" | awk '{print $3}' | sort)
+declared=$(sed -n 's/^EID_API [^(]*[ *]\(eid_[a-z0-9_]*\)(.*/\1/p' "$prefix/include/eidkit/eidkit.h" | sort)
+if [ -z "$declared" ] || [ "$exported" != "$declared" ]; then
+  fail "libeidkit_sign exports $(echo "$exported" | tr '\n' ' ')but eidkit.h declares $(echo "$declared" | tr '\n' ' ')"
+fi
+ok
+needed=$(readelf -d "$sign_so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort | tr '\n' ' ')
+case "$needed" in
+  "libc.so."[0-9]" libcrypto.so."[0-9]" ") ok ;;
+  *) fail "libeidkit_sign needs $needed(only libcrypto and libc expected)" ;;
+esac
 # No build or source path in what C users read.
 if grep -rlF -e "$build" -e "$root" "$prefix/$libdir/pkgconfig" "$prefix/$libdir/cmake"; then
   fail "absolute build or source paths in the installed pkg-config/CMake files (above)"
