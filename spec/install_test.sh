@@ -97,7 +97,7 @@ ok
 # rockspec), into a fresh tree. --only-server on an empty directory: a
 # dependency LuaRocks would have to download fails here instead.
 mkdir -p "$work/src" "$work/no-server"
-(cd "$root" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work/src" 2>/dev/null) ||
+(cd "$root" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp -P --parents -t "$work/src" 2>/dev/null) ||
   fail "cannot copy the tree (git ls-files in $root)"
 rocks="$work/rocks"
 (cd "$work/src" && CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
