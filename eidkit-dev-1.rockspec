@@ -14,7 +14,8 @@ description = {
   detailed = [[
 TC3 signing, the FaceID API client, the EidToken ledger and flow, the merchant
 gateway; for Lua 5.4 (the C module) and OpenResty (LuaJIT FFI).]],
-  license = "Proprietary",
+  -- The repository has no LICENSE file yet; this says so rather than guess.
+  license = "none declared",
 }
 -- Lua 5.4 only: the C module is built against it. lua-cjson (Debian's
 -- lua-cjson) is used at run time but is not a rock dependency, so LuaRocks

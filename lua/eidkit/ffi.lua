@@ -38,8 +38,7 @@
 -- LuaJIT only (it needs `ffi`), but kept to syntax Lua 5.4 also parses.
 local ffi = require "ffi"
 
-local error, type, pairs, ipairs, tostring, tonumber, setmetatable = error, type, pairs, ipairs, tostring, tonumber,
-  setmetatable
+local error, type, pairs, tostring, tonumber, setmetatable = error, type, pairs, tostring, tonumber, setmetatable
 local io_open, os_getenv, floor = io.open, os.getenv, math.floor
 local ffi_new, ffi_string, ffi_fill, ffi_gc, ffi_typeof = ffi.new, ffi.string, ffi.fill, ffi.gc, ffi.typeof
 
@@ -298,6 +297,8 @@ local function exists(path)
   return f ~= nil
 end
 
+local ipairs, table_insert = ipairs, table.insert
+
 local function candidates(name)
   local list = {}
   for template in (package.cpath or ""):gmatch("[^;]+") do
@@ -321,7 +322,8 @@ local function find(name, env, beside, level)
     return l, explicit
   end
   local list = candidates(name)
-  if beside then table.insert(list, 1, (beside:match("^(.*)/[^/]*$") or ".") .. "/" .. name .. ".so") end
+  local dir = beside and beside:match("^(.*)/[^/]*$")
+  if dir then table_insert(list, 1, dir .. "/" .. name .. ".so") end
   for _, path in ipairs(list) do
     if exists(path) then
       local ok, l = pcall(ffi.load, path)
