@@ -9,7 +9,6 @@
 # EIDKIT_LUAROCKS also drops the libraries' version symlinks (SONAME
 # libeidkit.so: a copy private to the rock).
 option(EIDKIT_LUAROCKS "Install for LuaRocks (the layout of eidkit-dev-1.rockspec)" OFF)
-option(EIDKIT_TESTS "Build the tests and register them with ctest" ON)
 set(EIDKIT_INSTALL_LUADIR "${CMAKE_INSTALL_DATADIR}/lua/5.4" CACHE STRING "Lua modules (eidkit/*.lua)")
 set(EIDKIT_INSTALL_CMODDIR "${CMAKE_INSTALL_LIBDIR}/lua/5.4" CACHE STRING "Lua C modules (eidkit/core.so)")
 set(EIDKIT_INSTALL_LIBDIR "${CMAKE_INSTALL_LIBDIR}" CACHE STRING "libeidkit and libeidkit_sign")

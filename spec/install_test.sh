@@ -17,6 +17,9 @@ trap 'rm -rf "$work"' EXIT
 passed=0
 ok() { passed=$((passed + 1)); }
 fail() { echo "install: $*" >&2; exit 1; }
+for tool in cc pkg-config cmake luarocks lua5.4 luajit busted git readelf nm; do
+  command -v "$tool" >/dev/null || fail "$tool is not installed (run scripts/setup-deps)"
+done
 
 cmake --install "$build" --prefix "$work/staged" >/dev/null
 # Moved after installing: nothing may depend on the prefix it was installed to.
