@@ -103,5 +103,5 @@ measure("ffi_worker_fresh", "LuaJIT FFI in an nginx worker, signer:sign{...}, fr
 if fresh_signer:cache_stats().hits ~= 0 then error("the fresh case hit the key cache") end
 fresh_signer:close()
 
-ngx.print(fmt("# worker: %s, libeidkit %s at %s\n", jit.version, eidffi.version(), eidffi.library_path))
+ngx.print(fmt("# worker: %s, libeidkit_sign %s at %s\n", jit.version, eidffi.version(), eidffi.sign_library_path))
 ngx.print(table.concat(out))

@@ -19,15 +19,21 @@
 -- read by eidkit.host) that eidkit uses: nothing else may ffi.cdef them. spec/ffi/cdef_drift.lua fails when
 -- they drift from the header.
 --
--- Finding libeidkit (the first rule that applies):
---   1. EIDKIT_LIB, an explicit path: used as given, an error if it fails to
---      load (no silent fallback to another copy).
---   2. For each package.cpath entry DIR/?.so: DIR/libeidkit.so, then
---      DIR/../libeidkit.so (the build tree: build/lua/?.so -> build/), then
---      DIR/../../libeidkit.so (an install: <libdir>/lua/5.1/?.so -> <libdir>);
---      the first file that exists.
---   3. The system's: dlopen of libeidkit.so, then libeidkit.so.0.
--- _M.library_path says which one was loaded.
+-- Two libraries (docs/PACKAGING.md): sign, signer and version use
+-- libeidkit_sign, the signer alone (it links only libcrypto, so a process that
+-- only signs maps no libcurl, SQLite or hiredis); _M.lib(), for everything
+-- else, loads the whole libeidkit. Each is found by the first rule that
+-- applies, NAME being libeidkit or libeidkit_sign:
+--   1. EIDKIT_LIB (libeidkit) / EIDKIT_SIGN_LIB (libeidkit_sign), an explicit
+--      path: used as given, an error if it fails to load (no silent fallback
+--      to another copy). With only EIDKIT_LIB set, libeidkit_sign is looked
+--      for beside it first.
+--   2. For each package.cpath entry DIR/?.so: DIR/NAME.so, then
+--      DIR/../NAME.so (the build tree: build/lua/?.so -> build/), then
+--      DIR/../../NAME.so (an install: <libdir>/lua/5.1/?.so -> <libdir>);
+--      the first file that exists. (A LuaRocks tree has both in DIR.)
+--   3. The system's: dlopen of NAME.so, then NAME.so.0.
+-- _M.library_path and _M.sign_library_path say which ones were loaded.
 --
 -- LuaJIT only (it needs `ffi`), but kept to syntax Lua 5.4 also parses.
 local ffi = require "ffi"
@@ -291,52 +297,65 @@ local function exists(path)
   return f ~= nil
 end
 
-local function candidates()
+local ipairs, table_insert = ipairs, table.insert
+
+local function candidates(name)
   local list = {}
   for template in (package.cpath or ""):gmatch("[^;]+") do
     local dir = template:match("^(.*)/%?%.so$")
     if dir then
-      list[#list + 1] = dir .. "/libeidkit.so"
-      list[#list + 1] = dir .. "/../libeidkit.so"
-      list[#list + 1] = dir .. "/../../libeidkit.so"
+      list[#list + 1] = dir .. "/" .. name .. ".so"
+      list[#list + 1] = dir .. "/../" .. name .. ".so"
+      list[#list + 1] = dir .. "/../../" .. name .. ".so"
     end
   end
   return list
 end
 
-local lib
--- The loaded library (loading it on first use); raises when none is found.
-function _M.lib()
-  if lib then return lib end
-  local explicit = os_getenv("EIDKIT_LIB")
+-- The first library the rules above find for name; raises when none loads.
+-- beside: a path whose directory is searched before package.cpath.
+local function find(name, env, beside, level)
+  local explicit = os_getenv(env)
   if explicit and explicit ~= "" then
     local ok, l = pcall(ffi.load, explicit)
-    if not ok then error("eidkit.ffi: EIDKIT_LIB=" .. explicit .. " does not load: " .. tostring(l), 2) end
-    lib, _M.library_path = l, explicit
-    return lib
+    if not ok then error("eidkit.ffi: " .. env .. "=" .. explicit .. " does not load: " .. tostring(l), level + 1) end
+    return l, explicit
   end
-  for _, path in pairs(candidates()) do
+  local list = candidates(name)
+  local dir = beside and beside:match("^(.*)/[^/]*$")
+  if dir then table_insert(list, 1, dir .. "/" .. name .. ".so") end
+  for _, path in ipairs(list) do
     if exists(path) then
       local ok, l = pcall(ffi.load, path)
-      if ok then
-        lib, _M.library_path = l, path
-        return lib
-      end
+      if ok then return l, path end
     end
   end
-  for _, name in pairs { "libeidkit.so", "libeidkit.so.0" } do
-    local ok, l = pcall(ffi.load, name)
-    if ok then
-      lib, _M.library_path = l, name
-      return lib
-    end
+  for _, so in ipairs { name .. ".so", name .. ".so.0" } do
+    local ok, l = pcall(ffi.load, so)
+    if ok then return l, so end
   end
-  error("eidkit.ffi: libeidkit not found (set EIDKIT_LIB, put it beside a package.cpath"
-    .. " directory, or install it where the dynamic linker looks)", 2)
+  error("eidkit.ffi: " .. name .. " not found (set " .. env .. ", put it beside a package.cpath"
+    .. " directory, or install it where the dynamic linker looks)", level + 1)
+end
+
+local lib, sign_lib
+-- The loaded libeidkit (loading it on first use); raises when none is found.
+function _M.lib()
+  if not lib then lib, _M.library_path = find("libeidkit", "EIDKIT_LIB", nil, 2) end
+  return lib
+end
+
+-- The loaded libeidkit_sign, what signing needs and nothing more.
+function _M.sign_lib()
+  if not sign_lib then
+    local full = os_getenv("EIDKIT_LIB")
+    sign_lib, _M.sign_library_path = find("libeidkit_sign", "EIDKIT_SIGN_LIB", full ~= "" and full or nil, 2)
+  end
+  return sign_lib
 end
 
 function _M.version()
-  return ffi_string(_M.lib().eid_version())
+  return ffi_string(_M.sign_lib().eid_version())
 end
 
 -- ---------------------------------------------------------------- errors
@@ -460,7 +479,7 @@ end
 -- has no timestamp (default: the C signer's system clock). The clock must not
 -- yield: it runs while this VM's scratch request is being filled.
 function _M.signer(opts)
-  local C = _M.lib()
+  local C = _M.sign_lib()
   local o = ffi_new("eid_signer_options")
   local clock
   if opts ~= nil then

@@ -19,10 +19,19 @@ local SERVER = [[
         local ok, headers, err = pcall(eidffi.sign, req)
         if not ok then ngx.status = 400 ngx.print(headers) return end
         if not headers then ngx.status = 500 ngx.print(tostring(err)) return end
-        ngx.header["X-Eidkit-Library"] = eidffi.library_path
+        ngx.header["X-Eidkit-Library"] = eidffi.sign_library_path
         ngx.header["X-Worker-Pid"] = ngx.worker.pid()
         ngx.header["X-Lua"] = jit and jit.version or _VERSION
         ngx.print(headers.Authorization)
+      }
+    }
+    location = /maps {
+      content_by_lua_block {
+        local eidffi = require "eidkit.ffi"
+        assert(eidffi.sign { secret_id = "a", secret_key = "b", action = "X", body = "", timestamp = 0 })
+        local f = assert(io.open("/proc/self/maps"))
+        ngx.print(f:read("*a"))
+        f:close()
       }
     }
     location = /sign-many {
@@ -83,10 +92,22 @@ describe("eidkit.ffi in an nginx worker", function()
       assert.equals(authorization(v), res.body)
       -- Really LuaJIT, really the built libeidkit.
       assert.matches("^LuaJIT", res.headers["x-lua"])
-      assert.matches("libeidkit%.so$", res.headers["x-eidkit-library"])
+      assert.matches("libeidkit_sign%.so$", res.headers["x-eidkit-library"])
       worker_pid = res.headers["x-worker-pid"]
     end)
   end
+
+  -- docs/PACKAGING.md: a worker that only signs loads libeidkit_sign, which
+  -- links only libcrypto.
+  it("maps no libcurl, SQLite, hiredis nor libeidkit in a worker that only signs", function()
+    local res = client.run { "--max-time", "10", srv.url .. "/maps" }
+    assert.equals(200, res.status, res.body)
+    assert.matches("/libeidkit_sign%.so[%.%d]*\n", res.body)
+    assert.matches("/libluajit", res.body) -- really the worker's maps
+    for _, name in ipairs { "libcurl", "libsqlite3", "libhiredis", "libeidkit.so", "libgcrypt" } do
+      assert.is_nil(res.body:find("/" .. name, 1, true), name .. " is mapped in the worker")
+    end
+  end)
 
   it("reuses derived keys across calls in the worker (the C signer's cache)", function()
     local v = vectors.vectors[1]

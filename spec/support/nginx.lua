@@ -66,7 +66,7 @@ http {
   fastcgi_temp_path tmp/fastcgi;
   uwsgi_temp_path tmp/uwsgi;
   scgi_temp_path tmp/scgi;
-  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";
+  lua_package_path "%s;;";
   lua_package_cpath "%s;;";
 %s
   server {
@@ -90,13 +90,17 @@ end
 
 -- opts.server: directives inside the server block; opts.http: more in the
 -- http block; opts.workers: worker_processes (default 1);
--- opts.worker_connections (default 256; a proxied request takes two).
+-- opts.worker_connections (default 256; a proxied request takes two);
+-- opts.lua_path / opts.lua_cpath: the Lua paths (without the trailing ";;"),
+-- by default this tree's lua/ and the build's cpath entry (an installed tree
+-- for spec/install/).
 function _M.start(opts)
   opts = opts or {}
   local bin = _M.binary()
   -- The same cpath entry as this process: eidkit.ffi then finds the build's
   -- libeidkit beside it.
-  local cpath = libeidkit.cpath()
+  local cpath = opts.lua_cpath or libeidkit.cpath()
+  local path = opts.lua_path or (root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua")
   local last_log = ""
   -- A free port can be taken between the probe and nginx's bind: try again.
   for _ = 1, 5 do
@@ -107,7 +111,7 @@ function _M.start(opts)
     -- `nobody`, who may not read the tree).
     local user = proc.output("id -u"):match("^0") and "user root;" or ""
     local conf = CONF:format(MODULES, MODULES, user, opts.workers or 1, opts.worker_connections or 256,
-      root, root, cpath,
+      path, cpath,
       opts.http or "", port, opts.server or "")
     local f = assert(io.open(prefix .. "/nginx.conf", "wb"))
     f:write(conf)
