@@ -549,8 +549,11 @@ int eidkit_ledger_job_misuse(const eidkit_ledger_job *j, char *msg, size_t cap) 
         static const char *const names[][2] = {
             {"token", "EidToken"}, {"merchant_id", "MerchantId"}, {"extra", "Extra"}};
         for (size_t i = 0; i < 3; i++)
-            if (strcmp(field, names[i][0]) == 0)
-                snprintf(msg, cap, "%s%s", names[i][1], j->err.message + strlen(names[i][0]));
+            /* A message cut at cap still reads; the check keeps -O3's
+             * -Wformat-truncation quiet. */
+            if (strcmp(field, names[i][0]) == 0 &&
+                snprintf(msg, cap, "%s%s", names[i][1], j->err.message + strlen(names[i][0])) < 0)
+                msg[0] = '\0';
         return 2;
     }
     case EIDKIT_LEDGER_CLAIM:
