@@ -581,6 +581,38 @@ describe("eidkit.openresty.ledger", function()
     assert.is_true(refused > 0)
   end)
 
+  it("Redis killed with a full pool: record, due, stats unavailable, then the first call after works, nothing lost", function()
+    assert.is_true(call("issue", { EidToken = "K-1", MerchantId = "m", subject = "a" }).res)
+    assert.is_nil(call("record", "K-1", response(2006, "k1")).err)
+    -- 20 requests at once while Redis holds writes: the worker opens 20
+    -- connections, all kept in its pool afterwards.
+    local list = {}
+    local escaped = url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
+    for i = 1, 20 do list[i] = ("url = \"%s/timed?url=%s&tok=K-P%d\"\n"):format(srv.url, escaped, i) end
+    local cfg = os.tmpname()
+    local f = assert(io.open(cfg, "wb"))
+    f:write(table.concat(list))
+    f:close()
+    assert.equals("OK", rds:cli("CLIENT", "PAUSE", "300", "WRITE"):match("OK"))
+    proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 20 --max-time 20 -K %s"):format(proc.quote(cfg)))
+    os.remove(cfg)
+    assert.is_true(tonumber(rds:cli("INFO", "clients"):match("connected_clients:(%d+)")) >= 10)
+    rds:stop("KILL")
+    for _, r in ipairs { call("record", "K-1", response(0, "k2")), call("due", 10), call("stats"),
+      call("expire"), call("attempts", "K-1"), call("export") } do
+      assert.is_nil(r.res)
+      assert.same({ "unavailable", true }, { r.err.code, r.err.retryable })
+    end
+    assert(rds:launch())
+    -- The dead pooled connections are not handed out again.
+    local r = call("record", "K-1", response(0, "k2"))
+    assert.is_nil(r.err)
+    assert.same({ "passed", 0, { "k1", "k2" } }, { r.res.state, r.res.ErrCode, r.res.request_ids })
+    local st = call("stats").res
+    assert.equals(21, st.total)
+    assert.equals(1, st.passed)
+  end)
+
   it("reuses pooled connections (set_keepalive)", function()
     assert.is_true(call("issue", { EidToken = "P-1", MerchantId = "m", subject = "a" }).res)
     local function received()
