@@ -312,6 +312,8 @@ end
 -- --------------------------------------------------------------- open
 
 -- open(url [, opts]) -> ledger | nil, err (a malformed URL: invalid_arg).
+-- "sqlite:PATH" opens the C ledger through the FFI instead
+-- (eidkit.ledger.capi: blocking local calls, payloads supported).
 -- opts: token_ttl, result_window, retention (s, as eidkit.ledger.open),
 -- timeout_ms (connect, send and read; default 5000), clock (function
 -- returning Unix seconds; default ngx.time), request_ids (false: records
@@ -325,11 +327,14 @@ function _M.open(url, opts)
     error("bad argument #2 to 'open' (expected table of options)", 2)
   end
   opts = opts or {}
-  local loc, why = parse_url(url)
-  if not loc then return failure(EID_E_INVALID_ARG, why) end
   if opts.clock ~= nil and type(opts.clock) ~= "function" then
     error("bad argument #2 to 'open' (clock: expected function)", 2)
   end
+  -- sqlite:PATH (any URL but redis://): the C ledger through the FFI, a
+  -- blocking local call (eidkit.ledger.capi says when that is acceptable).
+  if not find(url, "^redis://") then return require("eidkit.ledger.capi").open(url, opts) end
+  local loc, why = parse_url(url)
+  if not loc then return failure(EID_E_INVALID_ARG, why) end
   -- Sealing a payload needs the key, which only the C ledger holds: refused
   -- here rather than records silently stored without one.
   for _, k in ipairs { "keep_payloads", "payload_key", "payload_key_hex" } do
@@ -848,6 +853,10 @@ end
 
 -- ledger:close(): nothing to free (connections live in nginx's pool).
 function methods.close() end
+
+-- For eidkit.ledger.capi (the C ledger through the FFI), which builds the
+-- same records and errors: not an API.
+_M.internal = { record_of = record_of, failure = failure, encode = encode }
 
 mt.__tostring = function(self) return format("eidkit.openresty.ledger (redis %s:%d/%d)", self.host, self.port, self.db) end
 
