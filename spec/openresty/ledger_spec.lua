@@ -711,3 +711,68 @@ describe("eidkit.openresty.ledger with two workers", function()
     assert.equals("consumed", assert(c_ledger:get("ONCE-1")).state)
   end)
 end)
+
+describe("eidkit.openresty.ledger in two nginx instances on one Redis", function()
+  local srv1, srv2, rds, c_ledger
+
+  setup(function()
+    rds = redis.start()
+    srv1 = nginx.start { server = SERVER }
+    srv2 = nginx.start { server = SERVER }
+  end)
+
+  teardown(function()
+    if c_ledger then c_ledger:close() end
+    if srv1 then srv1:stop() end
+    if srv2 then srv2:stop() end
+    if rds then rds:destroy() end
+  end)
+
+  local function post(srv, t)
+    local body = os.tmpname()
+    local f = assert(io.open(body, "wb"))
+    f:write(cjson.encode(t))
+    f:close()
+    local out = curl { "-X", "POST", "--data-binary", "@" .. body, srv.url .. "/ledger" }
+    os.remove(body)
+    local r = cjson.decode(out)
+    assert(not r.raised, r.raised)
+    return r
+  end
+
+  it("issued on one, recorded on the other, consumed exactly once under 40 consumes split across both", function()
+    local url = rds:url(0, "twonodes:")
+    c_ledger = assert(ledger_mod.open(url))
+    assert.is_true(post(srv1, { url = url, op = "issue", args = { { EidToken = "TWO-1", MerchantId = "m", subject = "alice" } } }).res)
+    assert.equals("passed", post(srv2, { url = url, op = "record", args = { "TWO-1", response(0) } }).res.state)
+    local body = os.tmpname()
+    local f = assert(io.open(body, "wb"))
+    f:write(cjson.encode { url = url, op = "consume", args = { "TWO-1", "alice" } })
+    f:close()
+    local cfg = os.tmpname()
+    f = assert(io.open(cfg, "wb"))
+    for i = 1, 40 do f:write(("url = \"%s/ledger\"\n"):format((i % 2 == 0 and srv1 or srv2).url)) end
+    f:close()
+    local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 40 --max-time 20"
+      .. " -X POST --data-binary @%s -K %s"):format(proc.quote(body), proc.quote(cfg)))
+    os.remove(body)
+    os.remove(cfg)
+    local won, refused, pids = 0, 0, {}
+    for reply in out:gmatch("%b{}") do
+      local t = cjson.decode(reply)
+      pids[t.pid] = true
+      if t.res ~= nil and t.res ~= cjson.null and t.res.state == "consumed" then
+        won = won + 1
+      elseif t.err and t.err ~= cjson.null and t.err.code == "consumed" then
+        refused = refused + 1
+      end
+    end
+    assert.same({ 1, 39 }, { won, refused })
+    local n = 0
+    for _ in pairs(pids) do n = n + 1 end
+    assert.equals(2, n) -- both instances answered
+    assert.equals("consumed", assert(c_ledger:get("TWO-1")).state)
+    -- Either instance's due and stats see the same ledger.
+    assert.same(post(srv1, { url = url, op = "stats" }).res, post(srv2, { url = url, op = "stats" }).res)
+  end)
+end)
