@@ -171,6 +171,13 @@ describe("eidkit.openresty.ledger", function()
         assert.same({ code = "unknown_token", message = "token: unknown", retryable = false },
           step("consume", "NO-SUCH-TOKEN", "alice").err)
       end
+      -- A malformed token (it usually comes from a user) is not in the
+      -- ledger: unknown_token with the check's message, as from eidkit.core.
+      for _, op in ipairs { "get", "claim", "consume", "attempts" } do
+        local c = c_call(op, "bad token{}", "alice")
+        assert.equals("unknown_token", c.err.code)
+        assert.same(c.err, call(op, "bad token{}", "alice").err, op)
+      end
       assert.is_true(c_call("issue", { EidToken = "C-EXP", MerchantId = "m", subject = "a", expires_at = T0 + 10 }).res)
       assert.is_true(call("issue", { EidToken = "N-EXP", MerchantId = "m", subject = "a", expires_at = T0 + 10 }).res)
       now = T0 + 20
