@@ -550,10 +550,8 @@ eid_status eid_ledger_claim(eid_ledger *l, const char *token, const char *subjec
     return st;
 }
 
-eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
-                             eid_ledger_entry *out, eid_error *err) {
-    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
-    if (o == NULL) return eid__fail(err, EID_E_INVALID_ARG, "outcome", "is NULL");
+eid_status eid__ledger_check_outcome(const char *token, const eid_ledger_outcome *o,
+                                     eid_error *err) {
     eid_status st;
     if ((st = check_token(err, token))) return st;
     if (o->attempts < 0 || o->billable < 0 || o->billable > o->attempts)
@@ -567,6 +565,25 @@ eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_
         return eid__fail(err, EID_E_INVALID_ARG, "payload", "NULL with a non-zero length");
     if (o->details == NULL && o->n_details)
         return eid__fail(err, EID_E_INVALID_ARG, "details", "NULL with a non-zero count");
+    return EID_OK;
+}
+
+int64_t eid_ledger_clock_cell(void *ud) { return ud ? *(const int64_t *)ud : 0; }
+
+int eid_ledger_is_due(const eid_ledger_entry *e, int64_t now) {
+    return e != NULL && eid__ledger_is_due(e, now);
+}
+
+int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now) {
+    return e != NULL && eid__ledger_is_open(e, now);
+}
+
+eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
+                             eid_ledger_entry *out, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    if (o == NULL) return eid__fail(err, EID_E_INVALID_ARG, "outcome", "is NULL");
+    eid_status st;
+    if ((st = eid__ledger_check_outcome(token, o, err))) return st;
     unsigned char *blob = NULL;
     size_t blen = 0;
     if (o->payload) {
@@ -592,6 +609,10 @@ static int attempt_order(const void *pa, const void *pb) {
     return strcmp(a->seq, b->seq);
 }
 
+void eid__ledger_sort_attempts(eid_ledger_attempt *a, size_t n) {
+    if (n > 1) qsort(a, n, sizeof *a, attempt_order);
+}
+
 eid_status eid_ledger_attempts(eid_ledger *l, const char *token, eid_ledger_attempt *out,
                                size_t cap, size_t *n, eid_error *err) {
     if (l == NULL || n == NULL || (out == NULL && cap))
@@ -603,7 +624,7 @@ eid_status eid_ledger_attempts(eid_ledger *l, const char *token, eid_ledger_atte
     size_t count = 0;
     LOCKED(l, l->ops->attempts(l->be, token, &all, &count, err));
     if (st) return st;
-    if (count > 1) qsort(all, count, sizeof *all, attempt_order);
+    eid__ledger_sort_attempts(all, count);
     if (count && cap) memcpy(out, all, (count < cap ? count : cap) * sizeof *all);
     OPENSSL_free(all);
     *n = count;

@@ -267,6 +267,93 @@ typedef struct eid_ledger_entry {
 } eid_ledger_entry;
 eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens, size_t n,
                                   int64_t now, eid_ledger_entry *out);
+typedef struct eid_ledger_attempt {
+    char seq[65];
+    int64_t req_time_ms;
+    int has_err_code;
+    int64_t err_code;
+    int is_need_charge;
+    char sim[17];
+    int has_liveness_mode;
+    int64_t liveness_mode;
+    char compare_lib_type[65];
+} eid_ledger_attempt;
+typedef struct eid_ledger_outcome {
+    int has_verdict;
+    int64_t err_code;
+    int32_t attempts;
+    int32_t billable;
+    const char *request_id;
+    const eid_ledger_attempt *details;
+    size_t n_details;
+    int intention;
+    const void *payload;
+    size_t payload_len;
+} eid_ledger_outcome;
+typedef struct eid_ledger_digest eid_ledger_digest;
+eid_status eid_ledger_digest_json(const char *json, size_t len, eid_ledger_digest **out,
+                                  eid_error *err);
+const eid_ledger_outcome *eid_ledger_digest_outcome(const eid_ledger_digest *d);
+void eid_ledger_digest_free(eid_ledger_digest *d);
+typedef struct eid_ledger_redis_args eid_ledger_redis_args;
+eid_status eid_ledger_redis_record_args(const char *token, const eid_ledger_outcome *o,
+                                        int64_t now, eid_ledger_redis_args **out, eid_error *err);
+size_t eid_ledger_redis_args_count(const eid_ledger_redis_args *a);
+const char *eid_ledger_redis_args_get(const eid_ledger_redis_args *a, size_t i, size_t *len);
+void eid_ledger_redis_args_free(eid_ledger_redis_args *a);
+eid_status eid_ledger_redis_attempts(const char *const *values, const size_t *lens,
+                                     size_t n, eid_ledger_attempt *out, size_t cap,
+                                     size_t *count);
+int eid_ledger_redis_expirable(const eid_ledger_entry *e, int64_t now);
+typedef struct eid_ledger eid_ledger;
+typedef struct eid_ledger_options {
+    eid_clock clock;
+    int64_t token_ttl;
+    int64_t result_window;
+    int64_t retention;
+    int timeout_ms;
+    const unsigned char *payload_key;
+    size_t payload_key_len;
+} eid_ledger_options;
+typedef struct eid_ledger_counts {
+    uint64_t count[6];
+    uint64_t billable;
+    uint64_t due;
+} eid_ledger_counts;
+eid_status eid_ledger_open(const char *url, const eid_ledger_options *opts,
+                           eid_ledger **out, eid_error *err);
+void eid_ledger_free(eid_ledger *ledger);
+const char *eid_ledger_backend(const eid_ledger *ledger);
+eid_status eid_ledger_issue(eid_ledger *ledger, const eid_ledger_issue_params *params,
+                            eid_error *err);
+eid_status eid_ledger_claim(eid_ledger *ledger, const char *token, const char *subject,
+                            eid_ledger_entry *out, eid_error *err);
+eid_status eid_ledger_record(eid_ledger *ledger, const char *token,
+                             const eid_ledger_outcome *outcome, eid_ledger_entry *out,
+                             eid_error *err);
+eid_status eid_ledger_consume(eid_ledger *ledger, const char *token, const char *subject,
+                              eid_ledger_entry *out, eid_error *err);
+eid_status eid_ledger_get(eid_ledger *ledger, const char *token, eid_ledger_entry *out,
+                          eid_error *err);
+eid_status eid_ledger_attempts(eid_ledger *ledger, const char *token,
+                               eid_ledger_attempt *out, size_t cap, size_t *n,
+                               eid_error *err);
+eid_status eid_ledger_due(eid_ledger *ledger, eid_ledger_entry *out, size_t cap, size_t *n,
+                          eid_error *err);
+eid_status eid_ledger_export(eid_ledger *ledger, int64_t from, int64_t to,
+                             int64_t after_created, const char *after_token,
+                             eid_ledger_entry *out, size_t cap, size_t *n, eid_error *err);
+eid_status eid_ledger_expire(eid_ledger *ledger, int64_t now, uint64_t *expired,
+                             uint64_t *abandoned, eid_error *err);
+eid_status eid_ledger_stats(eid_ledger *ledger, eid_ledger_counts *out, eid_error *err);
+eid_status eid_ledger_payload(eid_ledger *ledger, const char *token, void *buf, size_t cap,
+                              size_t *len, eid_error *err);
+eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double rate_per_s,
+                           double burst, int64_t now_ms, int *allowed,
+                           double *retry_after_s, eid_error *err);
+int64_t eid_ledger_clock_cell(void *ud);
+int eid_ledger_is_due(const eid_ledger_entry *e, int64_t now);
+int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now);
 ]]
 -- From eid_ledger_redis_script on (core/include/eidkit/ledger.h): what
 -- eidkit.openresty.ledger takes from C so that its Redis ledger runs the
@@ -274,7 +361,7 @@ eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens,
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
   "eid_header", "eid_retry_rules", "eid_retry_facts", "eid_retry_verdict", "eid_ledger_issue_params",
-  "eid_ledger_entry" }
+  "eid_ledger_entry", "eid_ledger_attempt", "eid_ledger_outcome", "eid_ledger_options", "eid_ledger_counts" }
 -- eidkit.host's structs (its block above).
 _M.structs[#_M.structs + 1] = "eid_named_value"
 _M.structs[#_M.structs + 1] = "eid_errcode_info"

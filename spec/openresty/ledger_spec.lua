@@ -1,7 +1,9 @@
 -- eidkit.openresty.ledger in a real nginx worker (Debian's nginx, its Lua
 -- module, lua-resty-redis) against a real redis-server, next to the C Redis
 -- backend (eidkit.ledger from Lua 5.4) on the same server: the same calls
--- give the same records and errors, tokens cross between them, the scripts
+-- give the same records and errors (record through both digests of a
+-- GetEidResult answer; due, export, expire, stats, attempts and the sweep
+-- on data either host wrote), tokens cross between them, the scripts
 -- are the C backend's own, Redis going away is `unavailable` and then
 -- recovers, connections are pooled, and a worker waiting on Redis serves
 -- other requests meanwhile. nginx or redis-server missing is a failure.
@@ -16,7 +18,9 @@ local T0 = 1735660800
 local root = proc.output("cd " .. proc.quote(debug.getinfo(1, "S").source:match("^@(.*)/spec/openresty/[^/]*$")
   or ".") .. " && pwd"):gsub("%s+$", "")
 
+-- Bodies up to 1 MB stay in memory (ngx.req.get_body_data).
 local SERVER = ([[
+    client_body_buffer_size 1m;
     location = /ledger { content_by_lua_file %s/spec/support/orledger_worker.lua; }
     location = /shas { content_by_lua_file %s/spec/support/orledger_worker.lua; }
     location = /timed { content_by_lua_file %s/spec/support/orledger_worker.lua; }
@@ -45,8 +49,12 @@ describe("eidkit.openresty.ledger", function()
 
   -- One call in the nginx worker: {res, err} as data, or raises with what
   -- the worker raised.
+  local extra -- more request fields for the next call (sweep's answers)
   local function call(op, ...)
-    local body = cjson.encode { url = url, now = now, op = op, args = { ... } }
+    local req = { url = url, now = now, op = op, args = { ... } }
+    for k, v in pairs(extra or {}) do req[k] = v end
+    extra = nil
+    local body = cjson.encode(req)
     local file = os.tmpname()
     local f = assert(io.open(file, "wb"))
     f:write(body)
@@ -90,7 +98,8 @@ describe("eidkit.openresty.ledger", function()
   describe("gives the C Redis backend's answers", function()
     -- Each case: the calls, run once through the C backend (Lua 5.4) and
     -- once through the worker, each on its own token; `verdict` records a
-    -- result through the C backend (record is not in the OpenResty ledger).
+    -- result through the C backend on both tokens (record's own comparison
+    -- is the "record" block below).
     local cases = {
       { "issue", { MerchantId = "m1", subject = "alice", Extra = "order-1" } },
       { "issue", { MerchantId = "m1", subject = "alice" } }, -- exists
@@ -162,6 +171,13 @@ describe("eidkit.openresty.ledger", function()
         assert.same({ code = "unknown_token", message = "token: unknown", retryable = false },
           step("consume", "NO-SUCH-TOKEN", "alice").err)
       end
+      -- A malformed token (it usually comes from a user) is not in the
+      -- ledger: unknown_token with the check's message, as from eidkit.core.
+      for _, op in ipairs { "get", "claim", "consume", "attempts" } do
+        local c = c_call(op, "bad token{}", "alice")
+        assert.equals("unknown_token", c.err.code)
+        assert.same(c.err, call(op, "bad token{}", "alice").err, op)
+      end
       assert.is_true(c_call("issue", { EidToken = "C-EXP", MerchantId = "m", subject = "a", expires_at = T0 + 10 }).res)
       assert.is_true(call("issue", { EidToken = "N-EXP", MerchantId = "m", subject = "a", expires_at = T0 + 10 }).res)
       now = T0 + 20
@@ -178,6 +194,317 @@ describe("eidkit.openresty.ledger", function()
       assert.matches("bad argument #1 to 'issue' %(token:", msg)
       local ok2 = pcall(c_ledger.issue, c_ledger, { EidToken = "bad token{}", MerchantId = "m", subject = "a" })
       assert.is_false(ok2)
+    end)
+  end)
+
+  describe("record", function()
+    -- One table of GetEidResult answers, recorded through the Lua 5.4
+    -- binding's digest (eidkit.ledger on the C Redis backend) and through
+    -- the nginx ledger's (cjson text -> eid_ledger_digest_json ->
+    -- eid_ledger_redis_record_args), each on its own token: the records,
+    -- the stored attempts and the raised errors must be the same.
+    local null = cjson.null
+    local function details(n, charged_every)
+      local t = {}
+      for i = 1, n do
+        t[i] = { Seq = ("s-%03d"):format(i), ReqTime = tostring(1735660800000 + i), Errcode = i % 3 == 0 and 1001 or 0,
+          IsNeedCharge = i % charged_every == 0, Sim = "9" .. (i % 10) .. ".5", LivenessMode = i % 4,
+          CompareLibType = "公安", Name = "NAME-NEVER-STORED", Idcard = "IDCARD-NEVER-STORED" }
+      end
+      return t
+    end
+    local answers = {
+      { "pending", { Text = { LivenessDetail = {} }, RequestId = "r-pend" } },
+      { "pending, no Text", { RequestId = "r-none" } },
+      { "passed, one detail, ReqTime as string", { Text = { ErrCode = 0, LivenessDetail = {
+        { Seq = "a1", ReqTime = "1735660800123", Errcode = 0, IsNeedCharge = true, Sim = "95.27",
+          LivenessMode = 1, CompareLibType = "权威库" } } }, RequestId = "r-pass" } },
+      { "failed, many details", { Text = { ErrCode = 2006, LivenessDetail = details(7, 2) }, RequestId = "r-f" } },
+      { "more than 100 details", { Text = { ErrCode = 0, LivenessDetail = details(130, 3) }, RequestId = "r-130" } },
+      { "zero details", { Text = { ErrCode = 1001, LivenessDetail = {} } } },
+      { "BizTokenExpired", { Error = { Code = "InvalidParameterValue.BizTokenExpired", Message = "x" },
+        RequestId = "r-exp" } },
+      { "no verdict (17)", { Text = { ErrCode = 17, LivenessDetail = details(1, 1) }, RequestId = "r-17" } },
+      { "a Response wrapper, intention", { Response = { Text = { ErrCode = 0, LivenessDetail = details(2, 1) },
+        IsVerifyIntention = true, RequestId = "r-wrap" } } },
+      { "JSON null members", { Error = null, Text = { ErrCode = null, LivenessDetail = null }, RequestId = "r-null" } },
+      { "null Text", { Text = null, RequestId = "r-nt" } },
+      { "odd details", { Text = { ErrCode = 0, LivenessDetail = {
+        { Seq = ("x"):rep(65), IsNeedCharge = true },           -- Seq too long: counted, not stored
+        { Seq = 7, IsNeedCharge = "yes" },                       -- Seq not text: not stored
+        { Seq = "neg", ReqTime = -5, Errcode = null, Sim = "9\0019.1\127", LivenessMode = "2" },
+        { Seq = "bad-time", ReqTime = "soon", Errcode = "12", Sim = ("9"):rep(40), CompareLibType = 5 },
+        { Seq = "float", ReqTime = 1735660800000.5, Errcode = 1.0, IsNeedCharge = true },
+      } }, RequestId = "r-odd" } },
+      -- Raised, naming the member.
+      { "ErrCode as a string", { Text = { ErrCode = "0" } }, raises = "Text.ErrCode" },
+      { "ErrCode not whole", { Text = { ErrCode = 1.5 } }, raises = "Text.ErrCode" },
+      { "Text not a table", { Text = "passed" }, raises = "Text" },
+      { "LivenessDetail not a list", { Text = { ErrCode = 0, LivenessDetail = "x" } }, raises = "Text.LivenessDetail" },
+      { "LivenessDetail of numbers", { Text = { ErrCode = 0, LivenessDetail = { 1, 2 } } }, raises = "Text.LivenessDetail" },
+      { "another Error", { Error = { Code = "InternalError" } }, raises = "Error" },
+      { "Error not a table", { Error = "x" }, raises = "Error" },
+      { "RequestId a number", { Text = { ErrCode = 0 }, RequestId = 5 }, raises = "RequestId" },
+      { "RequestId null", { Text = { ErrCode = 0 }, RequestId = null }, raises = "RequestId" },
+      { "RequestId with a space", { Text = { ErrCode = 0 }, RequestId = "a b" }, raises = "request_id" },
+    }
+
+    -- What the binding raised, as "(field: message)".
+    local function raised(msg)
+      return tostring(msg):match("bad argument #2 to 'record' %((.*)%)")
+    end
+
+    local function attempts(tok)
+      local list = assert(c_ledger:attempts(tok))
+      for _, a in ipairs(list) do assert.is_nil(a.Name) assert.is_nil(a.Idcard) end
+      return list
+    end
+
+    for i, case in ipairs(answers) do
+      it(("stores the same as the C backend: %s"):format(case[1]), function()
+        local ctok, ntok = "RC-" .. i, "RN-" .. i
+        assert(c_ledger:issue { EidToken = ctok, MerchantId = "m", subject = "a" })
+        assert(c_ledger:issue { EidToken = ntok, MerchantId = "m", subject = "a" })
+        now = T0 + 30
+        if case.raises then
+          local okc, cmsg = pcall(c_ledger.record, c_ledger, ctok, case[2])
+          assert.is_false(okc)
+          local okn, nmsg = pcall(call, "record", ntok, case[2])
+          assert.is_false(okn)
+          local cm, nm = raised(cmsg), raised(nmsg)
+          assert(cm, cmsg)
+          assert(nm, nmsg)
+          assert.equals(case.raises, cm:match("^([^:]+):"))
+          assert.equals(case.raises, nm:match("^([^:]+):"))
+          -- The words too, but for the name of the wrong type (the binding
+          -- sees userdata where JSON has null).
+          if not cm:find("got", 1, true) then assert.equals(cm, nm) end
+          -- Nothing was recorded on either.
+          assert.equals(0, assert(c_ledger:get(ctok)).pulls)
+          assert.equals(0, assert(c_ledger:get(ntok)).pulls)
+          return
+        end
+        local c = c_call("record", ctok, case[2])
+        local n = call("record", ntok, case[2])
+        assert.is_nil(c.err)
+        assert.is_nil(n.err)
+        c.res.EidToken, n.res.EidToken = "TOKEN", "TOKEN"
+        assert.same(c.res, n.res)
+        assert.same(c_call("get", ctok).res.request_ids, n.res.request_ids)
+        assert.same(attempts(ctok), attempts(ntok))
+        -- And C reads the nginx-recorded token as its own.
+        local cg, ng = c_call("get", ctok).res, c_call("get", ntok).res
+        cg.EidToken, ng.EidToken = "TOKEN", "TOKEN"
+        assert.same(cg, ng)
+      end)
+    end
+
+    it("applies a sequence of answers as C does (retry on the token, consume, late verdict)", function()
+      assert(c_ledger:issue { EidToken = "SEQ-C", MerchantId = "m", subject = "a" })
+      assert(c_ledger:issue { EidToken = "SEQ-N", MerchantId = "m", subject = "a" })
+      local steps = {
+        { Text = { ErrCode = 17 }, RequestId = "q1" },
+        { Text = { ErrCode = 2006, LivenessDetail = details(1, 1) }, RequestId = "q2" },
+        "consume",
+        { Text = { ErrCode = 2006, LivenessDetail = details(1, 1) }, RequestId = "q2" },
+        { Text = { ErrCode = 0, LivenessDetail = details(2, 1) }, RequestId = "q3" },
+        { Text = { ErrCode = 1001, LivenessDetail = details(3, 1) }, RequestId = "q4" },
+      }
+      for i, st in ipairs(steps) do
+        now = T0 + 10 * i
+        local c, n
+        if st == "consume" then
+          c, n = c_call("consume", "SEQ-C", "a"), call("consume", "SEQ-N", "a")
+        else
+          c, n = c_call("record", "SEQ-C", st), call("record", "SEQ-N", st)
+        end
+        assert.is_nil(n.err)
+        c.res.EidToken, n.res.EidToken = "TOKEN", "TOKEN"
+        assert.same(c.res, n.res, "step " .. i)
+      end
+      local last = call("get", "SEQ-N").res
+      assert.equals(0, last.late_ErrCode)
+      assert.equals(2006, last.ErrCode)
+    end)
+
+    it("answers unknown_token for a token never issued or malformed, as C", function()
+      local resp = { Text = { ErrCode = 0 } }
+      assert.same(c_call("record", "NEVER", resp).err, call("record", "NEVER", resp).err)
+      assert.same(c_call("record", "bad token", resp).err, call("record", "bad token", resp).err)
+      assert.equals("unknown_token", call("record", "bad token", resp).err.code)
+    end)
+
+    it("leaves the due index like C once a token is settled", function()
+      assert(c_ledger:issue { EidToken = "D-N", MerchantId = "m", subject = "a" })
+      assert.equals("1", rds:cli("ZSCORE", url:match("prefix=(.*)$") .. "due", "D-N"):match("^(%d)"))
+      assert.is_nil(call("record", "D-N", { Text = { ErrCode = 0 } }).err)
+      assert.equals("", (rds:cli("ZSCORE", url:match("prefix=(.*)$") .. "due", "D-N"):gsub("%s+", "")))
+    end)
+
+    it("refuses a payload: the nginx ledger holds no payload key", function()
+      assert(c_ledger:issue { EidToken = "PL-N", MerchantId = "m", subject = "a" })
+      local ok, msg = pcall(call, "record", "PL-N", { Text = { ErrCode = 0 } }, "bytes")
+      assert.is_false(ok)
+      assert.matches("bad argument #3 to 'record' %(payloads are not stored", msg)
+    end)
+  end)
+
+  describe("due, export, expire, stats, attempts and sweep", function()
+    -- The same tokens written twice: on prefix A by the C backend alone, on
+    -- prefix B by the nginx ledger (issue, record, consume). Then every
+    -- reader is run as C on A, C on B (C reads what nginx wrote), nginx on A
+    -- (nginx reads what C wrote) and nginx on B: all four must agree.
+    local url_a, url_b, c_b
+    local function answer(code, n, rid)
+      local d = {}
+      for i = 1, n or 0 do d[i] = { Seq = "q" .. i, ReqTime = tostring(1735660800000 + 1000 * i), IsNeedCharge = i % 2 == 1 } end
+      return { Text = { ErrCode = code, LivenessDetail = d }, RequestId = rid or "r" }
+    end
+    local TOKENS = { "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9" }
+    local script = {
+      { "issue", "P1" },
+      { "issue", "P2" }, { "record", "P2", answer(17, 1, "r2") },
+      { "issue", "P3" }, { "record", "P3", answer(0, 2, "r3") },
+      { "issue", "P4" }, { "record", "P4", answer(2006, 3, "r4") },
+      { "issue", "P5" }, { "record", "P5", answer(0, 1, "r5") }, { "consume", "P5" },
+      { "issue", "P6" }, { "record", "P6", answer(1001, 1, "r6") }, { "consume", "P6" },
+      { "issue", "P7", expires_at = T0 + 100 },
+      { "issue", "P8" }, { "record", "P8", { Error = { Code = "InvalidParameterValue.BizTokenExpired" }, RequestId = "r8" } },
+      { "issue", "P9", expires_at = T0 + 100 }, { "record", "P9", answer(2006, 1, "r9") },
+    }
+
+    local function build(step)
+      for i, st in ipairs(script) do
+        now = T0 + i
+        if st[1] == "issue" then
+          assert.is_true(step("issue", { EidToken = st[2], MerchantId = "m", subject = "s", expires_at = st.expires_at }).res)
+        elseif st[1] == "record" then
+          assert.is_nil(step("record", st[2], st[3]).err)
+        else
+          assert.is_nil(step("consume", st[2], "s").err)
+        end
+      end
+    end
+
+    -- op on all four (ledger, host) pairs; returns their results.
+    local function four(op, ...)
+      local args = { ... }
+      local saved = url
+      local out = {}
+      out.c_a = c_call(op, ...)
+      local c_ledger0 = c_ledger
+      c_ledger = c_b
+      out.c_b = c_call(op, ...)
+      c_ledger = c_ledger0
+      url = url_a
+      out.n_a = call(op, table.unpack(args))
+      url = url_b
+      out.n_b = call(op, table.unpack(args))
+      url = saved
+      return out
+    end
+
+    local function agree(op, ...)
+      local r = four(op, ...)
+      local what = op .. " " .. cjson.encode({ ... })
+      assert.is_nil(r.c_a.err, what)
+      assert.same(r.c_a.res, r.c_b.res, what .. ": C reading nginx's data")
+      assert.same(r.c_a.res, r.n_a.res, what .. ": nginx reading C's data")
+      assert.same(r.c_a.res, r.n_b.res, what .. ": nginx reading its own data")
+      return r.c_a.res
+    end
+
+    local function reads()
+      agree("due", 100)
+      agree("due", 2)
+      agree("export")
+      agree("export", { from = T0 + 4, to = T0 + 12 })
+      agree("export", { from = T0 + 12 })
+      agree("stats")
+      for _, tok in ipairs(TOKENS) do agree("attempts", tok) end
+    end
+
+    before_each(function()
+      url_a, url_b = url, url .. "b"
+      c_b = assert(ledger_mod.open(url_b, { clock = function() return now end }))
+      build(c_call)
+      url = url_b
+      build(call)
+      url = url_a
+    end)
+
+    after_each(function() c_b:close() end)
+
+    it("read the same from data either host wrote", function()
+      now = T0 + 50
+      reads()
+      local due = agree("due", 100)
+      local names = {}
+      for _, r in ipairs(due) do names[#names + 1] = r.EidToken end
+      assert.same({ "P1", "P2", "P4", "P6", "P7", "P9" }, names)
+      local stats = agree("stats")
+      assert.same({ issued = 3, passed = 1, failed = 2, consumed = 2, expired = 1, abandoned = 0, total = 9,
+        billable = 1 + 1 + 2 + 1 + 1 + 1, due = 6 }, stats)
+      assert.equals(3, #agree("attempts", "P4"))
+      local exp = agree("export")
+      assert.equals(9, #exp)
+      assert.is_true(exp[1].open)
+    end)
+
+    it("expire: the same counts, then the same reads, past the TTL and past the result window", function()
+      for _, at in ipairs { T0 + 200, T0 + 4 * 86400 } do
+        now = at
+        local c1 = c_call("expire").res
+        local saved = c_ledger
+        c_ledger = c_b
+        local c2 = c_call("expire").res
+        c_ledger = saved
+        assert.same(c1, c2)
+        reads()
+        -- A second expire finds nothing more, in nginx as in C.
+        local r = four("expire")
+        assert.same({ expired = 0, abandoned = 0 }, r.c_a.res)
+        assert.same(r.c_a.res, r.n_a.res)
+        assert.same(r.c_a.res, r.n_b.res)
+      end
+      -- P1, P2 (issued), P7 (expired by its TTL) and P8 (by Tencent).
+      assert.equals(4, agree("stats").abandoned)
+    end)
+
+    it("expire in nginx gives the counts and the data C's gives", function()
+      now = T0 + 200
+      local c = c_call("expire").res
+      url = url_b
+      local n = call("expire").res
+      url = url_a
+      assert.same({ expired = 1, abandoned = 0 }, c)
+      assert.same(c, n)
+      reads()
+      now = T0 + 4 * 86400
+      c = c_call("expire").res
+      url = url_b
+      n = call("expire").res
+      url = url_a
+      assert.same(c, n)
+      assert.equals(4, n.abandoned)
+      reads()
+    end)
+
+    it("sweep: the same report from eidkit.ledger.sweep in both hosts, each on the other's data", function()
+      now = T0 + 150
+      local answers = { P1 = answer(0, 1, "s1"), P2 = answer(2006, 2, "s2"), P4 = answer(0, 4, "s4") }
+      -- P6, P7, P9 get no answer: failures, in the same order.
+      local pull = function(tok) if answers[tok] then return answers[tok] end return nil, "no answer for this token" end
+      -- Each host sweeps the data the other wrote: C sweeps B, nginx sweeps A.
+      local c_rep = assert(c_b:sweep(pull, { limit = 50 }))
+      extra = { answers = answers }
+      local n = call("sweep", { limit = 50 })
+      assert.is_nil(n.err)
+      local n_rep = n.res
+      assert.same(c_rep, n_rep)
+      assert.equals(3, n_rep.recorded)
+      assert.equals(1, n_rep.expired)
+      reads()
     end)
   end)
 
@@ -261,6 +588,38 @@ describe("eidkit.openresty.ledger", function()
       refused = refused + 1
     end
     assert.is_true(refused > 0)
+  end)
+
+  it("Redis killed with a full pool: record, due, stats unavailable, then the first call after works, nothing lost", function()
+    assert.is_true(call("issue", { EidToken = "K-1", MerchantId = "m", subject = "a" }).res)
+    assert.is_nil(call("record", "K-1", response(2006, "k1")).err)
+    -- 20 requests at once while Redis holds writes: the worker opens 20
+    -- connections, all kept in its pool afterwards.
+    local list = {}
+    local escaped = url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
+    for i = 1, 20 do list[i] = ("url = \"%s/timed?url=%s&tok=K-P%d\"\n"):format(srv.url, escaped, i) end
+    local cfg = os.tmpname()
+    local f = assert(io.open(cfg, "wb"))
+    f:write(table.concat(list))
+    f:close()
+    assert.equals("OK", rds:cli("CLIENT", "PAUSE", "300", "WRITE"):match("OK"))
+    proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 20 --max-time 20 -K %s"):format(proc.quote(cfg)))
+    os.remove(cfg)
+    assert.is_true(tonumber(rds:cli("INFO", "clients"):match("connected_clients:(%d+)")) >= 10)
+    rds:stop("KILL")
+    for _, r in ipairs { call("record", "K-1", response(0, "k2")), call("due", 10), call("stats"),
+      call("expire"), call("attempts", "K-1"), call("export") } do
+      assert.is_nil(r.res)
+      assert.same({ "unavailable", true }, { r.err.code, r.err.retryable })
+    end
+    assert(rds:launch())
+    -- The dead pooled connections are not handed out again.
+    local r = call("record", "K-1", response(0, "k2"))
+    assert.is_nil(r.err)
+    assert.same({ "passed", 0, { "k1", "k2" } }, { r.res.state, r.res.ErrCode, r.res.request_ids })
+    local st = call("stats").res
+    assert.equals(21, st.total)
+    assert.equals(1, st.passed)
   end)
 
   it("reuses pooled connections (set_keepalive)", function()
@@ -357,5 +716,70 @@ describe("eidkit.openresty.ledger with two workers", function()
     assert.equals(1, won)
     assert.equals(39, refused)
     assert.equals("consumed", assert(c_ledger:get("ONCE-1")).state)
+  end)
+end)
+
+describe("eidkit.openresty.ledger in two nginx instances on one Redis", function()
+  local srv1, srv2, rds, c_ledger
+
+  setup(function()
+    rds = redis.start()
+    srv1 = nginx.start { server = SERVER }
+    srv2 = nginx.start { server = SERVER }
+  end)
+
+  teardown(function()
+    if c_ledger then c_ledger:close() end
+    if srv1 then srv1:stop() end
+    if srv2 then srv2:stop() end
+    if rds then rds:destroy() end
+  end)
+
+  local function post(srv, t)
+    local body = os.tmpname()
+    local f = assert(io.open(body, "wb"))
+    f:write(cjson.encode(t))
+    f:close()
+    local out = curl { "-X", "POST", "--data-binary", "@" .. body, srv.url .. "/ledger" }
+    os.remove(body)
+    local r = cjson.decode(out)
+    assert(not r.raised, r.raised)
+    return r
+  end
+
+  it("issued on one, recorded on the other, consumed exactly once under 40 consumes split across both", function()
+    local url = rds:url(0, "twonodes:")
+    c_ledger = assert(ledger_mod.open(url))
+    assert.is_true(post(srv1, { url = url, op = "issue", args = { { EidToken = "TWO-1", MerchantId = "m", subject = "alice" } } }).res)
+    assert.equals("passed", post(srv2, { url = url, op = "record", args = { "TWO-1", response(0) } }).res.state)
+    local body = os.tmpname()
+    local f = assert(io.open(body, "wb"))
+    f:write(cjson.encode { url = url, op = "consume", args = { "TWO-1", "alice" } })
+    f:close()
+    local cfg = os.tmpname()
+    f = assert(io.open(cfg, "wb"))
+    for i = 1, 40 do f:write(("url = \"%s/ledger\"\n"):format((i % 2 == 0 and srv1 or srv2).url)) end
+    f:close()
+    local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 40 --max-time 20"
+      .. " -X POST --data-binary @%s -K %s"):format(proc.quote(body), proc.quote(cfg)))
+    os.remove(body)
+    os.remove(cfg)
+    local won, refused, pids = 0, 0, {}
+    for reply in out:gmatch("%b{}") do
+      local t = cjson.decode(reply)
+      pids[t.pid] = true
+      if t.res ~= nil and t.res ~= cjson.null and t.res.state == "consumed" then
+        won = won + 1
+      elseif t.err and t.err ~= cjson.null and t.err.code == "consumed" then
+        refused = refused + 1
+      end
+    end
+    assert.same({ 1, 39 }, { won, refused })
+    local n = 0
+    for _ in pairs(pids) do n = n + 1 end
+    assert.equals(2, n) -- both instances answered
+    assert.equals("consumed", assert(c_ledger:get("TWO-1")).state)
+    -- Either instance's due and stats see the same ledger.
+    assert.same(post(srv1, { url = url, op = "stats" }).res, post(srv2, { url = url, op = "stats" }).res)
   end)
 end)
