@@ -90,13 +90,20 @@ end
 
 -- opts.server: directives inside the server block; opts.http: more in the
 -- http block; opts.workers: worker_processes (default 1);
--- opts.worker_connections (default 256; a proxied request takes two).
+-- opts.worker_connections (default 256; a proxied request takes two);
+-- opts.main: more directives in the main context (e.g. `env NAME;`);
+-- opts.env: {NAME = value} added to nginx's own environment.
 function _M.start(opts)
   opts = opts or {}
   local bin = _M.binary()
   -- The same cpath entry as this process: eidkit.ffi then finds the build's
   -- libeidkit beside it.
   local cpath = libeidkit.cpath()
+  local env = libeidkit.preload_env()
+  if opts.env then
+    env = env or {}
+    for k, v in pairs(opts.env) do env[k] = v end
+  end
   local last_log = ""
   -- A free port can be taken between the probe and nginx's bind: try again.
   for _ = 1, 5 do
@@ -105,7 +112,7 @@ function _M.start(opts)
     local port = child.free_port()
     -- Workers run as the user running the spec (as root nginx would pick
     -- `nobody`, who may not read the tree).
-    local user = proc.output("id -u"):match("^0") and "user root;" or ""
+    local user = (proc.output("id -u"):match("^0") and "user root;" or "") .. "\n" .. (opts.main or "")
     local conf = CONF:format(MODULES, MODULES, user, opts.workers or 1, opts.worker_connections or 256,
       root, root, cpath,
       opts.http or "", port, opts.server or "")
@@ -115,7 +122,7 @@ function _M.start(opts)
     local self = setmetatable({ prefix = prefix, port = port, url = "http://127.0.0.1:" .. port, root = root },
       server)
     local ok, ch = pcall(child.start, { bin, "-p", prefix, "-c", prefix .. "/nginx.conf", "-g", "daemon off;" },
-      { env = libeidkit.preload_env() })
+      { env = env })
     if ok then
       self.child = ch
       if ready(self) then return self end
