@@ -44,6 +44,7 @@ local HTTP = [[
     S.clock = function() return ngx.time() + S.shift end
     S.env, S.profile = C.env(), C.profile()
     S.role = C.cvm_role { url = S.md, clock = S.clock }
+    S.cold = C.cvm_role { url = S.md, clock = S.clock, timeout = 3 } -- never asked before its spec
     package.loaded["spec.creds"] = S
   }
 ]]
@@ -106,6 +107,12 @@ local SERVER = [[
         ngx.say(try(C.static, "AKIDx"))
         -- A host name while serving: resolving would block, so get() says so.
         ngx.say(try(function() return C.cvm_role { url = "http://metadata.invalid/x/" }:get() end))
+        -- A host name with peer: the name is the Host header, peer the address.
+        local named = package.loaded["spec.creds"].md:gsub("127%%.0%%.0%%.1", "metadata.invalid")
+        local c = assert(C.cvm_role { url = named, peer = "127.0.0.1" }:get())
+        ngx.say(c.source, " ", c.secret_id)
+        c = assert(C.default { getenv = function() end, metadata_url = named, metadata_peer = "127.0.0.1" }:get())
+        ngx.say(c.source, " ", c.secret_id)
         -- A timer may not make subrequests: the refresh fails there, clearly.
         local p = C.cvm_role { url = package.loaded["spec.creds"].md }
         local sema = require("ngx.semaphore").new()
@@ -199,7 +206,9 @@ describe("eidkit.openresty.credentials in nginx", function()
     assert.matches("credentials.static: secret_id and secret_key must be non-empty strings", lines[4], 1, true)
     assert.equal("metadata: the metadata host metadata.invalid was not resolved: make the provider in"
       .. " init_worker_by_lua*, or give peer = \"IP\"", lines[5])
-    assert.matches("^metadata: .*API disabled in the context of ngx.timer", lines[6])
+    assert.equal("cvm_role " .. ROLES[1][1], lines[6])
+    assert.equal("cvm_role " .. ROLES[1][1], lines[7])
+    assert.matches("^metadata: .*API disabled in the context of ngx.timer", lines[8])
   end)
 
   describe("env", function()
@@ -319,6 +328,28 @@ describe("eidkit.openresty.credentials in nginx", function()
       control("fail/off")
       out = call(srv, "p=role")
       assert.same({ true, ROLES[3][1] }, { out.ok, out.id })
+    end)
+
+    it("shares a failed first fetch with the requests that waited for it", function()
+      control("fail/on")
+      control("delay/1500") -- long enough for all 20 to arrive while it runs
+      local before = attempts()
+      local argv = { "curl", "-s", "--parallel", "--parallel-immediate", "--parallel-max", "20", "--max-time", "20" }
+      for _ = 1, 20 do
+        argv[#argv + 1] = srv.url .. "/t/get?p=cold"
+      end
+      local r = proc.run(argv)
+      control("delay/0")
+      control("fail/off")
+      answers[#answers + 1] = r.stdout
+      local n = 0
+      for line in r.stdout:gmatch("[^\n]+") do
+        n = n + 1
+        assert.equal("metadata: HTTP 500 for role " .. ROLE, line)
+      end
+      assert.equal(20, n)
+      assert.equal(before + 1, attempts())
+      assert.matches("^cvm_role " .. ROLES[3][1], get(srv.url .. "/t/get?p=cold"))
     end)
   end)
 
