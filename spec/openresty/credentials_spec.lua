@@ -45,6 +45,8 @@ local HTTP = [[
     S.env, S.profile = C.env(), C.profile()
     S.role = C.cvm_role { url = S.md, clock = S.clock }
     S.cold = C.cvm_role { url = S.md, clock = S.clock, timeout = 3 } -- never asked before its spec
+    S.ashift = 0
+    S.abandoned = C.cvm_role { url = S.md, timeout = 0.6, clock = function() return ngx.time() + S.ashift end }
     package.loaded["spec.creds"] = S
   }
 ]]
@@ -84,6 +86,21 @@ local SERVER = [[
       content_by_lua_block {
         package.loaded["spec.creds"].shift = tonumber(ngx.var.arg_by)
         ngx.say("ok")
+      }
+    }
+    location = /t/ashift {
+      content_by_lua_block {
+        package.loaded["spec.creds"].ashift = tonumber(ngx.var.arg_by)
+        ngx.say("ok")
+      }
+    }
+    location = /t/abandon {
+      # A client that hangs up ends the request, and its coroutine with it,
+      # in the middle of the refresh it started.
+      lua_check_client_abort on;
+      content_by_lua_block {
+        local c, err = package.loaded["spec.creds"].abandoned:get()
+        ngx.say(c and c.secret_id or err)
       }
     }
     location = /t/get {
@@ -351,6 +368,20 @@ describe("eidkit.openresty.credentials in nginx", function()
       assert.equal(before + 1, attempts())
       assert.matches("^cvm_role " .. ROLES[3][1], get(srv.url .. "/t/get?p=cold"))
     end)
+  end)
+
+  it("starts a new refresh when the request running one was ended mid-GET", function()
+    control("delay/2500")
+    local before = attempts()
+    local r = proc.run { "curl", "-s", "--max-time", "0.3", srv.url .. "/t/abandon" }
+    assert.equal(28, r.code) -- curl gave up: nginx ends that request
+    control("delay/0")
+    -- Until the abandoned refresh is older than its limit (4 x 0.6 s + 1 s),
+    -- requests wait for it and then find none finished.
+    assert.equal("metadata: a refresh is already in progress\n", get(srv.url .. "/t/abandon"))
+    assert.equal("ok\n", get(srv.url .. "/t/ashift?by=6"))
+    assert.equal(ROLES[3][1] .. "\n", get(srv.url .. "/t/abandon"))
+    assert.equal(before + 2, attempts())
   end)
 
   it("keeps every secret key and session token out of error.log and out of every answer", function()

@@ -171,18 +171,23 @@ end
 -- credentials; refreshes once `window` seconds before they expire. A failed
 -- refresh keeps credentials that have not expired yet. Only one refresh runs
 -- at a time. A get() during a refresh: with io.wait (nginx: the other
--- requests of the worker) it waits for that refresh, up to two GETs'
--- timeouts and a second, then takes its result; without (Lua 5.4: a
--- callback or coroutine inside the refresh) it gets the current
--- credentials, or IN_PROGRESS if there are none yet.
+-- requests of the worker) it waits for that refresh, at most `limit` (the
+-- longest two GETs can take: each a connect and a read of `timeout`, plus
+-- a second), then takes its result; without (Lua 5.4: a callback or
+-- coroutine inside the refresh) it gets the current credentials, or
+-- IN_PROGRESS if there are none yet. A refresh older than `limit` is
+-- taken as abandoned (nginx ended its request mid-GET, and its coroutine
+-- will never clear the flag): the next get() starts another.
 function _M.cvm_role(opts, io)
   local url = _M.metadata_url(opts.url)
   local timeout = opts.timeout or _M.TIMEOUT
   local window = opts.window or _M.WINDOW
   local clock = opts.clock or io.clock
   local wait, wake = io.wait, io.wake
+  local limit = 4 * timeout + 1
   local self = { fetches = 0 }
-  local cur, refreshing, last_err = nil, false, nil
+  -- flight: the refresh running ({started = clock()}), or nil.
+  local cur, flight, last_err = nil, nil, nil
 
   local function fetch()
     self.fetches = self.fetches + 1
@@ -193,19 +198,21 @@ function _M.cvm_role(opts, io)
   function self.get()
     local now = clock()
     if cur and now < cur.expiration - window then return cur end
-    if refreshing then
+    if flight and now - flight.started > limit then flight = nil end
+    if flight then
       if wait then
-        wait(2 * timeout + 1)
+        wait(limit)
         now = clock()
-        if not refreshing and last_err == nil and cur then return cur end
+        if not flight and last_err == nil and cur then return cur end
       end
       if cur and now < cur.expiration then return cur end
-      if not refreshing and last_err then return nil, last_err end
+      if not flight and last_err then return nil, last_err end
       return nil, _M.IN_PROGRESS
     end
-    refreshing = true
+    local mine = { started = now }
+    flight = mine
     local ok, new, err = pcall(fetch)
-    refreshing = false
+    if flight == mine then flight = nil end
     if not ok then new, err = nil, "metadata: " .. tostring(new) end
     last_err = err
     if new then cur = new end

@@ -138,9 +138,7 @@ function _M.cvm_role(opts)
     local waiting = -sema:count()
     if waiting > 0 then sema:post(waiting) end
   end
-  local p = rules.cvm_role(opts, hostio)
-  p.target = { addr = target.addr, port = target.port, host = target.host }
-  return p
+  return rules.cvm_role(opts, hostio)
 end
 
 -- default{getenv =, metadata_url =, metadata_timeout =, metadata_peer =,
