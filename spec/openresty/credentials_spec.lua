@@ -65,6 +65,12 @@ local SERVER = [[
           p = C.default { getenv = arg.env == "real" and os.getenv or function(k) return vars[k] end,
             metadata_url = arg.md or S.md, metadata_timeout = 0.5, clock = S.clock }
         end
+        if arg.p == "direct" then -- as a merchant writes it: the module called, default{} itself
+          local client = require("eidkit.openresty.client") { endpoint = S.sim, credentials = C.default {} }
+          local res, err = client:get_eid_token { MerchantId = "%s" }
+          ngx.say(cjson.encode { ok = res ~= nil and type(res.EidToken) == "string", code = not res and err.code or nil })
+          return
+        end
         local out = {}
         local seen = { get = function()
           local c, e = p:get()
@@ -195,7 +201,7 @@ describe("eidkit.openresty.credentials in nginx", function()
       TENCENTCLOUD_CREDENTIALS_FILE = profile_path }
     local opts = {
       http = HTTP:format(nginx.root, mdurl, s.url),
-      server = SERVER:format(nginx.root, MERCHANT),
+      server = SERVER:format(nginx.root, MERCHANT, MERCHANT),
       env = env,
       worker_connections = 1024,
     }
@@ -232,6 +238,8 @@ describe("eidkit.openresty.credentials in nginx", function()
     it("signs with the variables nginx.conf passes with `env`", function()
       local out = call(srv, "p=env")
       assert.same({ true, "env", ENV_ID }, { out.ok, out.source, out.id })
+      assert.is_true(call(srv, "p=direct").ok)
+      assert.same({ false, "credentials" }, { call(bare, "p=direct").ok, call(bare, "p=direct").code })
     end)
 
     it("without `env` directives says the workers do not have them", function()
