@@ -163,14 +163,16 @@ local function fetch_role(http_get, url, role, timeout, decode)
   return make("cvm_role", id, key, type(tok) == "string" and tok or nil, exp)
 end
 
--- cvm_role(opts, io): opts.url, opts.role, opts.timeout, opts.window,
--- opts.clock; io.http_get (above), io.decode (JSON), io.clock (the
--- default clock), and optionally io.wait(seconds) / io.wake() (see below).
+-- cvm_role(opts, hostio): opts.url, opts.role, opts.timeout, opts.window,
+-- opts.clock; hostio.http_get (above), hostio.decode (JSON), hostio.clock (the
+-- default clock), optionally hostio.wait(seconds) / hostio.wake() (see
+-- below) and hostio.unusable (a message: the host cannot make the GETs, and
+-- every refresh fails with it).
 --
 -- Fetches the role name (unless given), then the role's temporary
 -- credentials; refreshes once `window` seconds before they expire. A failed
 -- refresh keeps credentials that have not expired yet. Only one refresh runs
--- at a time. A get() during a refresh: with io.wait (nginx: the other
+-- at a time. A get() during a refresh: with hostio.wait (nginx: the other
 -- requests of the worker) it waits for that refresh, at most `limit` (the
 -- longest two GETs can take: each a connect and a read of `timeout`, plus
 -- a second), then takes its result; without (Lua 5.4: a callback or
@@ -178,12 +180,12 @@ end
 -- IN_PROGRESS if there are none yet. A refresh older than `limit` is
 -- taken as abandoned (nginx ended its request mid-GET, and its coroutine
 -- will never clear the flag): the next get() starts another.
-function _M.cvm_role(opts, io)
+function _M.cvm_role(opts, hostio)
   local url = _M.metadata_url(opts.url)
   local timeout = opts.timeout or _M.TIMEOUT
   local window = opts.window or _M.WINDOW
-  local clock = opts.clock or io.clock
-  local wait, wake = io.wait, io.wake
+  local clock = opts.clock or hostio.clock
+  local wait, wake = hostio.wait, hostio.wake
   local limit = 4 * timeout + 1
   local self = { fetches = 0 }
   -- flight: the refresh running ({started = clock()}), or nil.
@@ -191,8 +193,8 @@ function _M.cvm_role(opts, io)
 
   local function fetch()
     self.fetches = self.fetches + 1
-    if io.unusable then return nil, io.unusable end
-    return fetch_role(io.http_get, url, opts.role, timeout, io.decode)
+    if hostio.unusable then return nil, hostio.unusable end
+    return fetch_role(hostio.http_get, url, opts.role, timeout, hostio.decode)
   end
 
   function self.get()

@@ -115,15 +115,14 @@ function _M.cvm_role(opts)
   else
     local ok, list, why = pcall(resolve.ipv4, host)
     if not ok then
-      hostio.unusable = format("the metadata host %s was not resolved: make the provider in init_worker_by_lua*,"
-        .. " or give peer = \"IP\"", host)
+      hostio.unusable = format("metadata: the metadata host %s was not resolved: make the provider in"
+        .. " init_worker_by_lua*, or give peer = \"IP\"", host)
     elseif not list then
       hostio.unusable = format("metadata: cannot resolve %s: %s", host, tostring(why))
     else
       target.addr = list[1]
     end
   end
-  if hostio.unusable and not hostio.unusable:find("^metadata: ") then hostio.unusable = "metadata: " .. hostio.unusable end
   hostio.http_get = http_get(target)
   -- Single flight: the requests that find a refresh running wait here; the
   -- one refreshing wakes them all when it is done. Made on first use (a
