@@ -10,7 +10,7 @@ for _, f in ipairs { "lua/eidkit/gateway.lua", "lua/eidkit/metrics.lua", "lua/ei
 end
 -- require "eidkit" and the flow with its policy, under LuaJIT too (issue 15).
 for _, f in ipairs { "lua/eidkit/init.lua", "lua/eidkit/host.lua", "lua/eidkit/flow.lua",
-    "lua/eidkit/policy.lua", "lua/eidkit/errors.lua", "lua/eidkit/policy/" } do
+    "lua/eidkit/policy.lua", "lua/eidkit/errors.lua", "lua/eidkit/policy/", "lua/eidkit/credentials/" } do
   files[f] = { std = "min" }
 end
 -- Served by nginx (content_by_lua_file) in bench/openresty/sign.

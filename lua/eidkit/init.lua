@@ -7,10 +7,11 @@
 -- alone (sign_explain, utc_date, ledger, client, credentials, crypto,
 -- sandbox) are not loaded: reading one raises an error naming it and the
 -- Lua 5.4 host. Signing there is eidkit.ffi's, the API client
--- eidkit.openresty.client's.
+-- eidkit.openresty.client's; in an nginx worker, eidkit.credentials is
+-- eidkit.openresty.credentials (the same chain over nginx's I/O).
 local host = require "eidkit.host"
 
-local setmetatable, rawget = setmetatable, rawget
+local setmetatable, rawget, rawset = setmetatable, rawget, rawset
 
 local _M = {
   _VERSION = host.version(),
@@ -40,6 +41,13 @@ if host.name ~= "lua54" then
   local LUA54 = { sign_explain = true, utc_date = true, core = true, ledger = true, client = true,
     credentials = true, crypto = true, sandbox = true }
   return setmetatable(_M, { __index = function(_, k)
+    -- eidkit.credentials in an nginx worker: the same chain with nginx's
+    -- I/O (eidkit.openresty.credentials), loaded when first read.
+    if k == "credentials" and host.name == "nginx" then
+      local c = require "eidkit.openresty.credentials"
+      rawset(_M, k, c)
+      return c
+    end
     if LUA54[k] then host.lua54("eidkit." .. k) end
     return rawget(_M, k)
   end })

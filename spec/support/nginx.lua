@@ -93,7 +93,9 @@ end
 -- opts.worker_connections (default 256; a proxied request takes two);
 -- opts.lua_path / opts.lua_cpath: the Lua paths (without the trailing ";;"),
 -- by default this tree's lua/ and the build's cpath entry (an installed tree
--- for spec/install/).
+-- for spec/install/);
+-- opts.main: more directives in the main context (e.g. `env NAME;`);
+-- opts.env: {NAME = value} added to nginx's own environment.
 function _M.start(opts)
   opts = opts or {}
   local bin = _M.binary()
@@ -101,6 +103,11 @@ function _M.start(opts)
   -- libeidkit beside it.
   local cpath = opts.lua_cpath or libeidkit.cpath()
   local path = opts.lua_path or (root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua")
+  local env = libeidkit.preload_env()
+  if opts.env then
+    env = env or {}
+    for k, v in pairs(opts.env) do env[k] = v end
+  end
   local last_log = ""
   -- A free port can be taken between the probe and nginx's bind: try again.
   for _ = 1, 5 do
@@ -109,7 +116,7 @@ function _M.start(opts)
     local port = child.free_port()
     -- Workers run as the user running the spec (as root nginx would pick
     -- `nobody`, who may not read the tree).
-    local user = proc.output("id -u"):match("^0") and "user root;" or ""
+    local user = (proc.output("id -u"):match("^0") and "user root;" or "") .. "\n" .. (opts.main or "")
     local conf = CONF:format(MODULES, MODULES, user, opts.workers or 1, opts.worker_connections or 256,
       path, cpath,
       opts.http or "", port, opts.server or "")
@@ -119,7 +126,7 @@ function _M.start(opts)
     local self = setmetatable({ prefix = prefix, port = port, url = "http://127.0.0.1:" .. port, root = root },
       server)
     local ok, ch = pcall(child.start, { bin, "-p", prefix, "-c", prefix .. "/nginx.conf", "-g", "daemon off;" },
-      { env = libeidkit.preload_env() })
+      { env = env })
     if ok then
       self.child = ch
       if ready(self) then return self end
