@@ -331,11 +331,17 @@ describe("eidkit.openresty.client in nginx", function()
       assert.equal(200, ok, "answers: " .. r.stdout:sub(1, 200))
       return elapsed
     end
-    -- Once to warm up (LuaJIT's traces, the keep-alive pool), once measured.
+    -- Once to warm up (LuaJIT's traces, the keep-alive pool), then measured.
+    -- Blocking would take 200 x 200 ms = 40 s in every batch; yielding takes
+    -- ~200 ms plus curl's and the simulator's share of the machine, which
+    -- other specs running beside this one can take for a moment: the
+    -- fastest of three batches is the worker's own figure.
     batch()
-    local elapsed = batch()
-    -- Blocking would take 200 x 200 ms = 40 s; yielding takes ~200 ms plus
-    -- curl's and the simulator's share of the machine.
+    local elapsed = math.huge
+    for _ = 1, 3 do
+      elapsed = math.min(elapsed, batch())
+      if elapsed < 0.8 then break end
+    end
     assert.is_true(elapsed < 0.8, ("200 calls took %.3f s"):format(elapsed))
   end)
 
