@@ -19,7 +19,7 @@ foreach(_name ${EIDKIT_LEDGER_SCRIPTS})
 endforeach()
 file(CONFIGURE OUTPUT "${_ledger_gen}" CONTENT "${_ledger_text}" @ONLY)
 
-list(APPEND EIDKIT_CORE_SOURCES core/src/ledger.c core/src/ledger_sqlite.c
+list(APPEND EIDKIT_CORE_SOURCES core/src/ledger.c core/src/ledger_sqlite.c core/src/ledger_json.c
   core/src/ledger_redis.c "${_ledger_gen}")
 list(APPEND EIDKIT_CORE_LIBS PkgConfig::SQLITE3 PkgConfig::HIREDIS)
 list(APPEND EIDKIT_LUA_BINDINGS bindings/ledger.c)

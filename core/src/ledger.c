@@ -550,10 +550,8 @@ eid_status eid_ledger_claim(eid_ledger *l, const char *token, const char *subjec
     return st;
 }
 
-eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
-                             eid_ledger_entry *out, eid_error *err) {
-    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
-    if (o == NULL) return eid__fail(err, EID_E_INVALID_ARG, "outcome", "is NULL");
+eid_status eid__ledger_check_outcome(const char *token, const eid_ledger_outcome *o,
+                                     eid_error *err) {
     eid_status st;
     if ((st = check_token(err, token))) return st;
     if (o->attempts < 0 || o->billable < 0 || o->billable > o->attempts)
@@ -567,6 +565,23 @@ eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_
         return eid__fail(err, EID_E_INVALID_ARG, "payload", "NULL with a non-zero length");
     if (o->details == NULL && o->n_details)
         return eid__fail(err, EID_E_INVALID_ARG, "details", "NULL with a non-zero count");
+    return EID_OK;
+}
+
+int eid_ledger_is_due(const eid_ledger_entry *e, int64_t now) {
+    return e != NULL && eid__ledger_is_due(e, now);
+}
+
+int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now) {
+    return e != NULL && eid__ledger_is_open(e, now);
+}
+
+eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
+                             eid_ledger_entry *out, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    if (o == NULL) return eid__fail(err, EID_E_INVALID_ARG, "outcome", "is NULL");
+    eid_status st;
+    if ((st = eid__ledger_check_outcome(token, o, err))) return st;
     unsigned char *blob = NULL;
     size_t blen = 0;
     if (o->payload) {

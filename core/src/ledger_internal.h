@@ -93,6 +93,23 @@ bool eid__ledger_same(const char *a, const char *b);
 bool eid__ledger_bucket_take(double *tokens, int64_t *last_ms, int64_t now_ms, double rate,
                              double burst, double *retry_after_s);
 
+/* The checks eid_ledger_record makes on token and o (not the payload key):
+ * every client that records, the nginx one included, makes them. */
+eid_status eid__ledger_check_outcome(const char *token, const eid_ledger_outcome *o,
+                                     eid_error *err);
+
+/* The record script's arguments (ARGV) for o at now, as the Redis backend
+ * sends them; blob (may be NULL: keep the stored payload) is referenced,
+ * not copied. */
+struct eid_ledger_redis_args {
+    size_t n;
+    const char **argv;
+    size_t *lens;
+};
+eid_status eid__ledger_redis_record_args(const eid_ledger_outcome *o, int64_t now,
+                                         const unsigned char *blob, size_t blen,
+                                         eid_ledger_redis_args **out, eid_error *err);
+
 /* May attempt a be stored (its Seq usable as a key)? */
 bool eid__ledger_attempt_ok(const eid_ledger_attempt *a);
 /* The details of o that are stored: the last EID_LEDGER_DETAILS_MAX. */

@@ -605,65 +605,113 @@ static void encode_attempt(const eid_ledger_attempt *a, char *buf, size_t cap) {
              a->sim, (int)EID_LEDGER_LIBTYPE_MAX, a->compare_lib_type);
 }
 
+/* One block: the struct, argv, lens, then the bytes argv points to (the
+ * numbers, the request id, each stored attempt's Seq and value). The blob
+ * is referenced. */
+eid_status eid__ledger_redis_record_args(const eid_ledger_outcome *o, int64_t now,
+                                         const unsigned char *blob, size_t blen,
+                                         eid_ledger_redis_args **out, eid_error *err) {
+    *out = NULL;
+    size_t nd = 0;
+    const eid_ledger_attempt *d = eid__ledger_details(o, &nd);
+    const char *rid = o->request_id ? o->request_id : "";
+    size_t ridlen = strlen(rid);
+    /* Fixed args, then a Seq and a value per stored attempt, then the payload. */
+    size_t max = 10 + 2 * nd;
+    size_t bytes = 6 * 24 + ridlen + 1 + nd * (EID_LEDGER_SEQ_MAX + 1 + ATTEMPT_VALUE_MAX);
+    size_t head = sizeof(eid_ledger_redis_args) + max * (sizeof(char *) + sizeof(size_t));
+    unsigned char *block = OPENSSL_malloc(head + bytes);
+    if (block == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
+    eid_ledger_redis_args *a = (eid_ledger_redis_args *)(void *)block;
+    a->argv = (const char **)(void *)(block + sizeof *a);
+    a->lens = (size_t *)(void *)(block + sizeof *a + max * sizeof(char *));
+    char *p = (char *)block + head, *ndet;
+    size_t n = 0;
+#define PUT_NUM(v)                                                                                 \
+    do {                                                                                           \
+        i64(p, (v));                                                                               \
+        a->argv[n++] = p;                                                                          \
+        p += 24;                                                                                   \
+    } while (0)
+    PUT_NUM(now);
+    a->argv[n++] = o->has_verdict ? "1" : "0";
+    PUT_NUM(o->err_code);
+    PUT_NUM(o->attempts);
+    PUT_NUM(o->billable);
+    memcpy(p, rid, ridlen + 1);
+    a->argv[n++] = p;
+    p += ridlen + 1;
+    PUT_NUM(EID_LEDGER_REQUEST_IDS);
+    a->argv[n++] = o->intention ? "1" : "0";
+    ndet = p; /* the count, filled in below */
+    a->argv[n++] = ndet;
+    p += 24;
+#undef PUT_NUM
+    int64_t kept = 0;
+    for (size_t i = 0; i < nd; i++) {
+        if (!eid__ledger_attempt_ok(&d[i])) continue;
+        size_t slen = strnlen(d[i].seq, sizeof d[i].seq);
+        memcpy(p, d[i].seq, slen);
+        p[slen] = '\0';
+        a->argv[n++] = p;
+        p += slen + 1;
+        encode_attempt(&d[i], p, ATTEMPT_VALUE_MAX);
+        a->argv[n++] = p;
+        p += strlen(p) + 1;
+        kept++;
+    }
+    i64(ndet, kept);
+    for (size_t i = 0; i < n; i++)
+        a->lens[i] = strlen(a->argv[i]);
+    if (blob) {
+        a->argv[n] = (const char *)blob;
+        a->lens[n++] = blen;
+    }
+    a->n = n;
+    *out = a;
+    return EID_OK;
+}
+
+eid_status eid_ledger_redis_record_args(const char *token, const eid_ledger_outcome *o, int64_t now,
+                                        eid_ledger_redis_args **out, eid_error *err) {
+    if (out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "out", "is NULL");
+    *out = NULL;
+    if (o == NULL) return eid__fail(err, EID_E_INVALID_ARG, "outcome", "is NULL");
+    eid_status st = eid__ledger_check_outcome(token, o, err);
+    if (st) return st;
+    if (o->payload)
+        return eid__fail(err, EID_E_INVALID_ARG, "payload",
+                         "only eid_ledger_record seals a payload (it holds the key)");
+    return eid__ledger_redis_record_args(o, now, NULL, 0, out, err);
+}
+
+size_t eid_ledger_redis_args_count(const eid_ledger_redis_args *a) { return a ? a->n : 0; }
+
+const char *eid_ledger_redis_args_get(const eid_ledger_redis_args *a, size_t i, size_t *len) {
+    if (a == NULL || i >= a->n) return NULL;
+    if (len) *len = a->lens[i];
+    return a->argv[i];
+}
+
+void eid_ledger_redis_args_free(eid_ledger_redis_args *a) { OPENSSL_free(a); }
+
 static eid_status r_record(void *p, const char *token, const eid_ledger_outcome *o,
                            const unsigned char *blob, size_t blen, int64_t now,
                            eid_ledger_entry *out, eid_error *err) {
     redis_be *b = p;
-    char key[KEY_MAX], akey[KEY_MAX + sizeof ATTEMPTS_TAG], snow[24], code[24], att[24], bill[24],
-        maxids[24], ndet[24];
+    char key[KEY_MAX], akey[KEY_MAX + sizeof ATTEMPTS_TAG];
     token_key(b, token, key);
     snprintf(akey, sizeof akey, "%s" ATTEMPTS_TAG, key);
-    size_t nd = 0, kept = 0;
-    const eid_ledger_attempt *d = eid__ledger_details(o, &nd);
-    /* Fixed args, then a Seq and a value per stored attempt, then the payload. */
-    const char **args = OPENSSL_malloc(sizeof *args * (10 + 2 * nd));
-    size_t *lens = OPENSSL_malloc(sizeof *lens * (10 + 2 * nd));
-    char *values = OPENSSL_malloc(nd ? nd * ATTEMPT_VALUE_MAX : 1);
-    eid_status st;
-    if (args == NULL || lens == NULL || values == NULL) {
-        st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
-        goto done;
-    }
-    i64(snow, now);
-    i64(code, o->err_code);
-    i64(att, o->attempts);
-    i64(bill, o->billable);
-    i64(maxids, EID_LEDGER_REQUEST_IDS);
-    int n = 0;
-    args[n++] = snow;
-    args[n++] = o->has_verdict ? "1" : "0";
-    args[n++] = code;
-    args[n++] = att;
-    args[n++] = bill;
-    args[n++] = o->request_id ? o->request_id : "";
-    args[n++] = maxids;
-    args[n++] = o->intention ? "1" : "0";
-    args[n++] = ndet; /* the count, filled in below */
-    for (size_t i = 0; i < nd; i++) {
-        if (!eid__ledger_attempt_ok(&d[i])) continue;
-        char *v = values + kept * ATTEMPT_VALUE_MAX;
-        encode_attempt(&d[i], v, ATTEMPT_VALUE_MAX);
-        args[n++] = d[i].seq;
-        args[n++] = v;
-        kept++;
-    }
-    i64(ndet, (int64_t)kept);
-    for (int i = 0; i < n; i++)
-        lens[i] = strlen(args[i]);
-    if (blob) {
-        args[n] = (const char *)blob;
-        lens[n++] = blen;
-    }
+    eid_ledger_redis_args *a;
+    eid_status st = eid__ledger_redis_record_args(o, now, blob, blen, &a, err);
+    if (st) return st;
     const char *keys[] = {key, akey};
     redisReply *r;
-    st = run_script_keys(b, SC_RECORD, 2, keys, n, args, lens, &r, err);
-    if (st) goto done;
+    st = run_script_keys(b, SC_RECORD, 2, keys, (int)a->n, a->argv, a->lens, &r, err);
+    eid_ledger_redis_args_free(a);
+    if (st) return st;
     st = script_answer(r, out, err);
     if (st == EID_OK && !eid__ledger_is_open(out, now)) zrem(b, b->due_key, token);
-done:
-    OPENSSL_free(args);
-    OPENSSL_free(lens);
-    OPENSSL_free(values);
     return st;
 }
 

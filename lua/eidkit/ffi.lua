@@ -261,6 +261,42 @@ typedef struct eid_ledger_entry {
 } eid_ledger_entry;
 eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens, size_t n,
                                   int64_t now, eid_ledger_entry *out);
+typedef struct eid_ledger_attempt {
+    char seq[65];
+    int64_t req_time_ms;
+    int has_err_code;
+    int64_t err_code;
+    int is_need_charge;
+    char sim[17];
+    int has_liveness_mode;
+    int64_t liveness_mode;
+    char compare_lib_type[65];
+} eid_ledger_attempt;
+typedef struct eid_ledger_outcome {
+    int has_verdict;
+    int64_t err_code;
+    int32_t attempts;
+    int32_t billable;
+    const char *request_id;
+    const eid_ledger_attempt *details;
+    size_t n_details;
+    int intention;
+    const void *payload;
+    size_t payload_len;
+} eid_ledger_outcome;
+typedef struct eid_ledger_digest eid_ledger_digest;
+eid_status eid_ledger_digest_json(const char *json, size_t len, eid_ledger_digest **out,
+                                  eid_error *err);
+const eid_ledger_outcome *eid_ledger_digest_outcome(const eid_ledger_digest *d);
+void eid_ledger_digest_free(eid_ledger_digest *d);
+typedef struct eid_ledger_redis_args eid_ledger_redis_args;
+eid_status eid_ledger_redis_record_args(const char *token, const eid_ledger_outcome *o,
+                                        int64_t now, eid_ledger_redis_args **out, eid_error *err);
+size_t eid_ledger_redis_args_count(const eid_ledger_redis_args *a);
+const char *eid_ledger_redis_args_get(const eid_ledger_redis_args *a, size_t i, size_t *len);
+void eid_ledger_redis_args_free(eid_ledger_redis_args *a);
+int eid_ledger_is_due(const eid_ledger_entry *e, int64_t now);
+int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now);
 ]]
 -- From eid_ledger_redis_script on (core/include/eidkit/ledger.h): what
 -- eidkit.openresty.ledger takes from C so that its Redis ledger runs the
@@ -268,7 +304,7 @@ eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens,
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
   "eid_header", "eid_retry_rules", "eid_retry_facts", "eid_retry_verdict", "eid_ledger_issue_params",
-  "eid_ledger_entry" }
+  "eid_ledger_entry", "eid_ledger_attempt", "eid_ledger_outcome" }
 -- eidkit.host's structs (its block above).
 _M.structs[#_M.structs + 1] = "eid_named_value"
 _M.structs[#_M.structs + 1] = "eid_errcode_info"

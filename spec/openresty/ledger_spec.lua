@@ -16,7 +16,9 @@ local T0 = 1735660800
 local root = proc.output("cd " .. proc.quote(debug.getinfo(1, "S").source:match("^@(.*)/spec/openresty/[^/]*$")
   or ".") .. " && pwd"):gsub("%s+$", "")
 
+-- Bodies up to 1 MB stay in memory (ngx.req.get_body_data).
 local SERVER = ([[
+    client_body_buffer_size 1m;
     location = /ledger { content_by_lua_file %s/spec/support/orledger_worker.lua; }
     location = /shas { content_by_lua_file %s/spec/support/orledger_worker.lua; }
     location = /timed { content_by_lua_file %s/spec/support/orledger_worker.lua; }
@@ -178,6 +180,158 @@ describe("eidkit.openresty.ledger", function()
       assert.matches("bad argument #1 to 'issue' %(token:", msg)
       local ok2 = pcall(c_ledger.issue, c_ledger, { EidToken = "bad token{}", MerchantId = "m", subject = "a" })
       assert.is_false(ok2)
+    end)
+  end)
+
+  describe("record", function()
+    -- One table of GetEidResult answers, recorded through the Lua 5.4
+    -- binding's digest (eidkit.ledger on the C Redis backend) and through
+    -- the nginx ledger's (cjson text -> eid_ledger_digest_json ->
+    -- eid_ledger_redis_record_args), each on its own token: the records,
+    -- the stored attempts and the raised errors must be the same.
+    local null = cjson.null
+    local function details(n, charged_every)
+      local t = {}
+      for i = 1, n do
+        t[i] = { Seq = ("s-%03d"):format(i), ReqTime = tostring(1735660800000 + i), Errcode = i % 3 == 0 and 1001 or 0,
+          IsNeedCharge = i % charged_every == 0, Sim = "9" .. (i % 10) .. ".5", LivenessMode = i % 4,
+          CompareLibType = "公安", Name = "NAME-NEVER-STORED", Idcard = "IDCARD-NEVER-STORED" }
+      end
+      return t
+    end
+    local answers = {
+      { "pending", { Text = { LivenessDetail = {} }, RequestId = "r-pend" } },
+      { "pending, no Text", { RequestId = "r-none" } },
+      { "passed, one detail, ReqTime as string", { Text = { ErrCode = 0, LivenessDetail = {
+        { Seq = "a1", ReqTime = "1735660800123", Errcode = 0, IsNeedCharge = true, Sim = "95.27",
+          LivenessMode = 1, CompareLibType = "权威库" } } }, RequestId = "r-pass" } },
+      { "failed, many details", { Text = { ErrCode = 2006, LivenessDetail = details(7, 2) }, RequestId = "r-f" } },
+      { "more than 100 details", { Text = { ErrCode = 0, LivenessDetail = details(130, 3) }, RequestId = "r-130" } },
+      { "zero details", { Text = { ErrCode = 1001, LivenessDetail = {} } } },
+      { "BizTokenExpired", { Error = { Code = "InvalidParameterValue.BizTokenExpired", Message = "x" },
+        RequestId = "r-exp" } },
+      { "no verdict (17)", { Text = { ErrCode = 17, LivenessDetail = details(1, 1) }, RequestId = "r-17" } },
+      { "a Response wrapper, intention", { Response = { Text = { ErrCode = 0, LivenessDetail = details(2, 1) },
+        IsVerifyIntention = true, RequestId = "r-wrap" } } },
+      { "JSON null members", { Error = null, Text = { ErrCode = null, LivenessDetail = null }, RequestId = "r-null" } },
+      { "null Text", { Text = null, RequestId = "r-nt" } },
+      { "odd details", { Text = { ErrCode = 0, LivenessDetail = {
+        { Seq = ("x"):rep(65), IsNeedCharge = true },           -- Seq too long: counted, not stored
+        { Seq = 7, IsNeedCharge = "yes" },                       -- Seq not text: not stored
+        { Seq = "neg", ReqTime = -5, Errcode = null, Sim = "9\0019.1\127", LivenessMode = "2" },
+        { Seq = "bad-time", ReqTime = "soon", Errcode = "12", Sim = ("9"):rep(40), CompareLibType = 5 },
+        { Seq = "float", ReqTime = 1735660800000.5, Errcode = 1.0, IsNeedCharge = true },
+      } }, RequestId = "r-odd" } },
+      -- Raised, naming the member.
+      { "ErrCode as a string", { Text = { ErrCode = "0" } }, raises = "Text.ErrCode" },
+      { "ErrCode not whole", { Text = { ErrCode = 1.5 } }, raises = "Text.ErrCode" },
+      { "Text not a table", { Text = "passed" }, raises = "Text" },
+      { "LivenessDetail not a list", { Text = { ErrCode = 0, LivenessDetail = "x" } }, raises = "Text.LivenessDetail" },
+      { "LivenessDetail of numbers", { Text = { ErrCode = 0, LivenessDetail = { 1, 2 } } }, raises = "Text.LivenessDetail" },
+      { "another Error", { Error = { Code = "InternalError" } }, raises = "Error" },
+      { "Error not a table", { Error = "x" }, raises = "Error" },
+      { "RequestId a number", { Text = { ErrCode = 0 }, RequestId = 5 }, raises = "RequestId" },
+      { "RequestId null", { Text = { ErrCode = 0 }, RequestId = null }, raises = "RequestId" },
+      { "RequestId with a space", { Text = { ErrCode = 0 }, RequestId = "a b" }, raises = "request_id" },
+    }
+
+    -- What the binding raised, as "(field: message)".
+    local function raised(msg)
+      return tostring(msg):match("bad argument #2 to 'record' %((.*)%)")
+    end
+
+    local function attempts(tok)
+      local list = assert(c_ledger:attempts(tok))
+      for _, a in ipairs(list) do assert.is_nil(a.Name) assert.is_nil(a.Idcard) end
+      return list
+    end
+
+    for i, case in ipairs(answers) do
+      it(("stores the same as the C backend: %s"):format(case[1]), function()
+        local ctok, ntok = "RC-" .. i, "RN-" .. i
+        assert(c_ledger:issue { EidToken = ctok, MerchantId = "m", subject = "a" })
+        assert(c_ledger:issue { EidToken = ntok, MerchantId = "m", subject = "a" })
+        now = T0 + 30
+        if case.raises then
+          local okc, cmsg = pcall(c_ledger.record, c_ledger, ctok, case[2])
+          assert.is_false(okc)
+          local okn, nmsg = pcall(call, "record", ntok, case[2])
+          assert.is_false(okn)
+          local cm, nm = raised(cmsg), raised(nmsg)
+          assert(cm, cmsg)
+          assert(nm, nmsg)
+          assert.equals(case.raises, cm:match("^([^:]+):"))
+          assert.equals(case.raises, nm:match("^([^:]+):"))
+          -- The words too, but for the name of the wrong type (the binding
+          -- sees userdata where JSON has null).
+          if not cm:find("got", 1, true) then assert.equals(cm, nm) end
+          -- Nothing was recorded on either.
+          assert.equals(0, assert(c_ledger:get(ctok)).pulls)
+          assert.equals(0, assert(c_ledger:get(ntok)).pulls)
+          return
+        end
+        local c = c_call("record", ctok, case[2])
+        local n = call("record", ntok, case[2])
+        assert.is_nil(c.err)
+        assert.is_nil(n.err)
+        c.res.EidToken, n.res.EidToken = "TOKEN", "TOKEN"
+        assert.same(c.res, n.res)
+        assert.same(c_call("get", ctok).res.request_ids, n.res.request_ids)
+        assert.same(attempts(ctok), attempts(ntok))
+        -- And C reads the nginx-recorded token as its own.
+        local cg, ng = c_call("get", ctok).res, c_call("get", ntok).res
+        cg.EidToken, ng.EidToken = "TOKEN", "TOKEN"
+        assert.same(cg, ng)
+      end)
+    end
+
+    it("applies a sequence of answers as C does (retry on the token, consume, late verdict)", function()
+      assert(c_ledger:issue { EidToken = "SEQ-C", MerchantId = "m", subject = "a" })
+      assert(c_ledger:issue { EidToken = "SEQ-N", MerchantId = "m", subject = "a" })
+      local steps = {
+        { Text = { ErrCode = 17 }, RequestId = "q1" },
+        { Text = { ErrCode = 2006, LivenessDetail = details(1, 1) }, RequestId = "q2" },
+        "consume",
+        { Text = { ErrCode = 2006, LivenessDetail = details(1, 1) }, RequestId = "q2" },
+        { Text = { ErrCode = 0, LivenessDetail = details(2, 1) }, RequestId = "q3" },
+        { Text = { ErrCode = 1001, LivenessDetail = details(3, 1) }, RequestId = "q4" },
+      }
+      for i, st in ipairs(steps) do
+        now = T0 + 10 * i
+        local c, n
+        if st == "consume" then
+          c, n = c_call("consume", "SEQ-C", "a"), call("consume", "SEQ-N", "a")
+        else
+          c, n = c_call("record", "SEQ-C", st), call("record", "SEQ-N", st)
+        end
+        assert.is_nil(n.err)
+        c.res.EidToken, n.res.EidToken = "TOKEN", "TOKEN"
+        assert.same(c.res, n.res, "step " .. i)
+      end
+      local last = call("get", "SEQ-N").res
+      assert.equals(0, last.late_ErrCode)
+      assert.equals(2006, last.ErrCode)
+    end)
+
+    it("answers unknown_token for a token never issued or malformed, as C", function()
+      local resp = { Text = { ErrCode = 0 } }
+      assert.same(c_call("record", "NEVER", resp).err, call("record", "NEVER", resp).err)
+      assert.same(c_call("record", "bad token", resp).err, call("record", "bad token", resp).err)
+      assert.equals("unknown_token", call("record", "bad token", resp).err.code)
+    end)
+
+    it("leaves the due index like C once a token is settled", function()
+      assert(c_ledger:issue { EidToken = "D-N", MerchantId = "m", subject = "a" })
+      assert.equals("1", rds:cli("ZSCORE", url:match("prefix=(.*)$") .. "due", "D-N"):match("^(%d)"))
+      assert.is_nil(call("record", "D-N", { Text = { ErrCode = 0 } }).err)
+      assert.equals("", (rds:cli("ZSCORE", url:match("prefix=(.*)$") .. "due", "D-N"):gsub("%s+", "")))
+    end)
+
+    it("refuses a payload: the nginx ledger holds no payload key", function()
+      assert(c_ledger:issue { EidToken = "PL-N", MerchantId = "m", subject = "a" })
+      local ok, msg = pcall(call, "record", "PL-N", { Text = { ErrCode = 0 } }, "bytes")
+      assert.is_false(ok)
+      assert.matches("bad argument #3 to 'record' %(payloads are not stored", msg)
     end)
   end)
 

@@ -372,6 +372,73 @@ EID_API eid_status eid_ledger_check_take(const char *key, double rate_per_s, dou
  * EID_E_INVALID_ARG. Thread-safe. */
 EID_API eid_status eid_ledger_check_issue(const eid_ledger_issue_params *params, eid_error *err);
 
+/* ------------------------------------------ recording from another client
+ * A client that sends its own Redis commands (eidkit.openresty.ledger, in
+ * nginx) records a GetEidResult answer with what the Redis backend uses:
+ * the answer's JSON text digested into an outcome here (the Lua binding
+ * digests a decoded table by the same rules; a spec holds the two to the
+ * same stored records), then the record script's arguments built by the
+ * function r_record itself calls, so both send the same ARGV. */
+
+/* A GetEidResult answer, digested; owns what its outcome points to. */
+typedef struct eid_ledger_digest eid_ledger_digest;
+
+/* Digest the JSON text of a GetEidResult answer (the Response object, or a
+ * body with a Response member) as the Lua binding digests the decoded table
+ * (ledger:record): Error.Code InvalidParameterValue.BizTokenExpired is the
+ * verdict EID_ERRCODE_EXPIRED, any other Error is refused; RequestId,
+ * IsVerifyIntention, Text.ErrCode (an integer; null or absent: no verdict),
+ * the LivenessDetail count, billable (IsNeedCharge == true) and the last
+ * EID_LEDGER_DETAILS_MAX entries (Seq, ReqTime, Errcode, IsNeedCharge, Sim,
+ * LivenessMode, CompareLibType; never Name or Idcard). JSON null counts as
+ * absent where the binding treats cjson.null so. On success *out owns the
+ * result (free with eid_ledger_digest_free). EID_E_INVALID_ARG, with err's
+ * field and message naming the member at fault ("Text.ErrCode: expected
+ * integer"), for text that is not JSON or a member of the wrong type;
+ * EID_E_NOMEM. NULL json or out: EID_E_INVALID_ARG. Thread-safe. */
+EID_API eid_status eid_ledger_digest_json(const char *json, size_t len, eid_ledger_digest **out,
+                                          eid_error *err);
+
+/* The digest's outcome (no payload), valid until eid_ledger_digest_free.
+ * NULL digest: NULL. */
+EID_API const eid_ledger_outcome *eid_ledger_digest_outcome(const eid_ledger_digest *d);
+
+/* NULL is a no-op. */
+EID_API void eid_ledger_digest_free(eid_ledger_digest *d);
+
+/* The record script's ARGV for outcome o at now. */
+typedef struct eid_ledger_redis_args eid_ledger_redis_args;
+
+/* Check token and o as eid_ledger_record does and build the ARGV that the
+ * Redis backend sends to the "record" script (KEYS: "<prefix>{<token>}" and
+ * "<prefix>{<token>}:attempts"). A payload needs the ledger's key, which
+ * only eid_ledger_record holds: o->payload set is EID_E_INVALID_ARG. On
+ * success *out owns copies of every argument (free with
+ * eid_ledger_redis_args_free). EID_E_INVALID_ARG as eid_ledger_record;
+ * EID_E_NOMEM. Thread-safe. */
+EID_API eid_status eid_ledger_redis_record_args(const char *token, const eid_ledger_outcome *o,
+                                                int64_t now, eid_ledger_redis_args **out,
+                                                eid_error *err);
+
+/* How many arguments a holds (0 for NULL). */
+EID_API size_t eid_ledger_redis_args_count(const eid_ledger_redis_args *a);
+
+/* Argument i (0-based) and its length into *len; NULL past the end. The
+ * bytes live until eid_ledger_redis_args_free. */
+EID_API const char *eid_ledger_redis_args_get(const eid_ledger_redis_args *a, size_t i,
+                                              size_t *len);
+
+/* NULL is a no-op. */
+EID_API void eid_ledger_redis_args_free(eid_ledger_redis_args *a);
+
+/* The rules the backends apply to a stored entry at now, for a client that
+ * walks the indexes itself: must its result still be pulled (what
+ * eid_ledger_due lists)? May it still change (the Redis due index keeps
+ * exactly these; `open` in eid_ledger_get)? 1 or 0; NULL entry: 0.
+ * Thread-safe. */
+EID_API int eid_ledger_is_due(const eid_ledger_entry *e, int64_t now);
+EID_API int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now);
+
 #ifdef __cplusplus
 }
 #endif

@@ -48,6 +48,7 @@ local DEFAULT_TTL, RESULT_WINDOW, RETENTION = 7200, 3 * 86400, 7 * 86400
 local TIMESTAMP_MAX = 253402300799
 local EID_OK, EID_E_INVALID_ARG, EID_E_BUFFER_TOO_SMALL = 0, 1, 3
 local EID_E_INTERNAL, EID_E_LEDGER_UNAVAILABLE, EID_E_LEDGER_STORAGE = 5, 12, 13
+local EID_E_LEDGER_UNKNOWN = 6
 local CONSUMED = 3
 local PREFIX_MAX = 64
 
@@ -470,6 +471,88 @@ function methods.consume(self, token, subject)
     -- stale member is dropped by the next due walk.
     run(self, function(red) return red:zrem(self.due_key, token) end)
   end
+  return rec
+end
+
+-- The response table as JSON for eid_ledger_digest_json: a private cjson
+-- (settings never leak to other users of the module); a sparse list becomes
+-- an object (no entries, as rawlen sees most such tables) instead of an
+-- error; 14 significant digits (lua-cjson's most) keep ReqTime's 13-digit
+-- milliseconds exact.
+local json
+local function encode(res)
+  if not json then
+    json = require("cjson").new()
+    json.encode_sparse_array(true)
+    json.encode_number_precision(14)
+    json.encode_max_depth(32)
+  end
+  return pcall(json.encode, res)
+end
+
+local digest_out = ffi_new("eid_ledger_digest *[1]")
+local args_out = ffi_new("eid_ledger_redis_args *[1]")
+local arg_len = ffi_new("size_t[1]")
+
+-- The record script's ARGV for `res` at now, from libeidkit (the digest and
+-- eid_ledger_record's checks, then the arguments r_record sends), or raises
+-- (level) naming the field at fault, as eidkit.core's record does.
+local function record_args(token, res, now, level)
+  local ok, text = encode(res)
+  if not ok then error("bad argument #2 to 'record' (response: " .. tostring(text) .. ")", level) end
+  local C = eidffi.lib()
+  local st = C.eid_ledger_digest_json(text, #text, digest_out, cerr)
+  if st ~= EID_OK then
+    if st == EID_E_INVALID_ARG then error("bad argument #2 to 'record' (" .. ffi_string(cerr.message) .. ")", level) end
+    return from_c(st)
+  end
+  local d = digest_out[0]
+  st = C.eid_ledger_redis_record_args(token, C.eid_ledger_digest_outcome(d), now, args_out, cerr)
+  C.eid_ledger_digest_free(d)
+  if st ~= EID_OK then
+    -- As eidkit.core: a malformed token is simply not in the ledger (it
+    -- usually comes from a user), not misuse.
+    if st == EID_E_INVALID_ARG and ffi_string(cerr.field) == "token" then return from_c(EID_E_LEDGER_UNKNOWN) end
+    if st == EID_E_INVALID_ARG then error("bad argument #2 to 'record' (" .. ffi_string(cerr.message) .. ")", level) end
+    return from_c(st)
+  end
+  local a = args_out[0]
+  local n = tonumber(C.eid_ledger_redis_args_count(a))
+  local out = {}
+  for i = 0, n - 1 do
+    local p = C.eid_ledger_redis_args_get(a, i, arg_len)
+    out[i + 1] = ffi_string(p, arg_len[0])
+  end
+  C.eid_ledger_redis_args_free(a)
+  return out
+end
+
+-- ledger:record(EidToken, response) -> record | nil, err (unknown_token,
+-- unavailable, ...): one GetEidResult answer (the Response table, or a body
+-- with Response), applied by the backend's record script with the
+-- arguments libeidkit builds for it; raises naming the field when the
+-- answer cannot be read. A third argument (a payload) raises: payloads are
+-- sealed with the ledger's key, which only the C ledger holds.
+function methods.record(self, token, res, payload)
+  if type(token) ~= "string" then error("bad argument #1 to 'record' (string expected)", 2) end
+  if type(res) ~= "table" then error("bad argument #2 to 'record' (table expected)", 2) end
+  if payload ~= nil then
+    error("bad argument #3 to 'record' (payloads are not stored by eidkit.openresty.ledger: "
+      .. "it holds no payload key)", 2)
+  end
+  local now = now_of(self)
+  local args, aerr = record_args(token, res, now, 3)
+  if not args then return nil, aerr end
+  local key = key_of(self, token)
+  local res2, err = script(self, "record", 2, key, key .. ":attempts", unpack(args))
+  if not res2 then return nil, err end
+  local rec, open = answer(self, res2, now)
+  if not rec then return nil, open end
+  -- The script's last element: this call stored a late pass.
+  if res2[#FIELDS + 3] == 1 then rec.late = true end
+  -- As r_record: a token that can no longer change leaves the due index
+  -- (best effort: the next due walk drops a stale member).
+  if not open then run(self, function(red) return red:zrem(self.due_key, token) end) end
   return rec
 end
 
