@@ -66,7 +66,10 @@ _M.CASES = {
     want = { status = 400, code = "bad_request", field = "EidToken" } },
   { "an oversized body", function(s)
     return req(s, "POST", "/eid/token", { user = "case-bob", body = '{"Extra":"' .. ("x"):rep(20000) .. '"}' })
-  end, want = { status = 413, code = "too_large" } },
+  end, want = { status = 413, code = "too_large" },
+    -- `eidkit serve` answers this one from its HTTP server (core.http_server's
+    -- too_large_body), which sends the gateway's body without Cache-Control.
+    differs = { cache_control = true } },
   { "an unknown route", function(s) return req(s, "GET", "/nope", {}) end,
     want = { status = 404, code = "not_found" } },
   { "the wrong method", function(s) return req(s, "GET", "/eid/token", { user = "case-bob" }) end,
@@ -135,6 +138,15 @@ for _, c in ipairs {
   { "upstream: too slow", { Action = "GetEidToken", Kind = "latency", Ms = 3000 }, { status = 504, code = "timeout" } },
 } do
   table.insert(_M.CASES, #_M.CASES, { c[1], with_fault(c[2]), want = c[3] })
+end
+
+-- The answers of two hosts, with what a case says may differ left out.
+function _M.comparable(c, a)
+  local out = {}
+  for k, v in pairs(a) do
+    if not (c.differs and c.differs[k]) then out[k] = v end
+  end
+  return out
 end
 
 -- run(s) -> { [name] = answer }
