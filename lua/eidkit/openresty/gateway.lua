@@ -172,7 +172,9 @@ local function build()
     token_params = s.token_params, result_fields = s.result_fields, h5_return_url = s.h5_return_url,
     access_log = s.access_log and function(line) ngx.log(ngx.NOTICE, "eidkit access ", line) end or nil,
     on_log_failure = log_error, on_error = log_error }
-  return { gw = gw, flow = flow, ledger = ledger, client = client }
+  local sweeps = reg:counter("eidkit_sweep_runs_total",
+    "Sweeps started, over all workers (one worker at a time runs it).")
+  return { gw = gw, flow = flow, ledger = ledger, client = client, sweeps = sweeps }
 end
 
 -- The sweep, once per interval over all workers: a worker's timer takes
@@ -188,7 +190,7 @@ local function sweep_tick(premature)
   local dict = ngx.shared[_M.SWEEP_DICT]
   local ok = dict:add(SWEEP_LOCK, ngx.worker.pid(), settings.sweep_interval * 0.9)
   if not ok then return end
-  dict:incr("sweep_runs", 1, 0)
+  state.sweeps:inc()
   local sock = ngx.socket.tcp()
   sock:settimeout(settings.upstream_deadline * 1000 + 5000)
   local cok, cerr = sock:connect("unix:" .. settings.sweep_socket)
