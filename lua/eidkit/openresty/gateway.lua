@@ -177,22 +177,25 @@ local function build()
   return { gw = gw, flow = flow, ledger = ledger, client = client, sweeps = sweeps }
 end
 
--- The sweep, once per interval over all workers: a worker's timer takes
--- the lock (dict:add, atomic across workers) for the interval; the lock
--- expires by itself, so a worker that dies holding it stops no one for
--- longer than that. The timer cannot make the API calls (no subrequests
--- in a timer): it asks the internal sweep server over its unix socket,
--- where flow:sweep runs in a request like any other.
-local SWEEP_LOCK = "sweep_lock"
+-- The sweep, once per interval over all workers. Two shared-dict locks,
+-- each taken with dict:add (atomic across workers) and each with an expiry,
+-- so a worker that dies holding one stops no one for longer than that:
+--   sweep_next     taken by the first worker's timer in an interval, held
+--                  for (most of) the interval: the other timers skip it;
+--   sweep_running  taken by the sweep itself, released when it ends (or
+--                  after SWEEP_MAX): a sweep longer than the interval is
+--                  never joined by a second one.
+-- The timer cannot make the API calls (no subrequests in a timer): it
+-- asks the internal sweep server over its unix socket, where flow:sweep
+-- runs in a request like any other.
+_M.SWEEP_MAX = 600
 
 local function sweep_tick(premature)
   if premature then return end
   local dict = ngx.shared[_M.SWEEP_DICT]
-  local ok = dict:add(SWEEP_LOCK, ngx.worker.pid(), settings.sweep_interval * 0.9)
-  if not ok then return end
-  state.sweeps:inc()
+  if not dict:add("sweep_next", ngx.worker.pid(), settings.sweep_interval * 0.9) then return end
   local sock = ngx.socket.tcp()
-  sock:settimeout(settings.upstream_deadline * 1000 + 5000)
+  sock:settimeout(_M.SWEEP_MAX * 1000)
   local cok, cerr = sock:connect("unix:" .. settings.sweep_socket)
   if not cok then
     log_error("the sweep could not reach the internal sweep server: " .. tostring(cerr))
@@ -201,6 +204,7 @@ local function sweep_tick(premature)
   sock:send("POST /_eidkit/sweep HTTP/1.0\r\nHost: eidkit\r\nContent-Length: 0\r\n\r\n")
   local status = sock:receive("*l")
   sock:close()
+  if status and status:find(" 409 ", 1, true) then return end -- one still running
   if not status or not status:find(" 200 ", 1, true) then
     log_error("the sweep failed: " .. tostring(status))
   end
@@ -260,13 +264,17 @@ function _M.too_large()
   return respond(gateway.error_response("too_large"))
 end
 
--- sweep(): the internal sweep server's handler: one flow:sweep.
+-- sweep(): the internal sweep server's handler: one flow:sweep, unless
+-- one is running already (409).
 function _M.sweep()
   if not state then return respond(UNAVAILABLE) end
-  local n, report = state.flow:sweep { limit = 100 }
-  if not n then
-    log_error("sweep failed: " .. tostring(report))
-    ngx.status = 500
+  local dict = ngx.shared[_M.SWEEP_DICT]
+  if not dict:add("sweep_running", ngx.worker.pid(), _M.SWEEP_MAX) then return ngx.exit(409) end
+  state.sweeps:inc()
+  local ok, n, report = pcall(state.flow.sweep, state.flow, { limit = 100 })
+  dict:delete("sweep_running")
+  if not ok or not n then
+    log_error("sweep failed: " .. tostring(ok and report or n))
     return ngx.exit(500)
   end
   if report and report.failures and #report.failures > 0 then
