@@ -607,6 +607,10 @@ static int attempt_order(const void *pa, const void *pb) {
     return strcmp(a->seq, b->seq);
 }
 
+void eid__ledger_sort_attempts(eid_ledger_attempt *a, size_t n) {
+    if (n > 1) qsort(a, n, sizeof *a, attempt_order);
+}
+
 eid_status eid_ledger_attempts(eid_ledger *l, const char *token, eid_ledger_attempt *out,
                                size_t cap, size_t *n, eid_error *err) {
     if (l == NULL || n == NULL || (out == NULL && cap))
@@ -618,7 +622,7 @@ eid_status eid_ledger_attempts(eid_ledger *l, const char *token, eid_ledger_atte
     size_t count = 0;
     LOCKED(l, l->ops->attempts(l->be, token, &all, &count, err));
     if (st) return st;
-    if (count > 1) qsort(all, count, sizeof *all, attempt_order);
+    eid__ledger_sort_attempts(all, count);
     if (count && cap) memcpy(out, all, (count < cap ? count : cap) * sizeof *all);
     OPENSSL_free(all);
     *n = count;

@@ -110,6 +110,9 @@ eid_status eid__ledger_redis_record_args(const eid_ledger_outcome *o, int64_t no
                                          const unsigned char *blob, size_t blen,
                                          eid_ledger_redis_args **out, eid_error *err);
 
+/* Attempts in the order eid_ledger_attempts returns them (ReqTime, Seq). */
+void eid__ledger_sort_attempts(eid_ledger_attempt *a, size_t n);
+
 /* May attempt a be stored (its Seq usable as a key)? */
 bool eid__ledger_attempt_ok(const eid_ledger_attempt *a);
 /* The details of o that are stored: the last EID_LEDGER_DETAILS_MAX. */

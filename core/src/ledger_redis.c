@@ -716,13 +716,14 @@ static eid_status r_record(void *p, const char *token, const eid_ledger_outcome 
 }
 
 /* An attempts hash field and value, decoded; false if malformed. */
-static bool decode_attempt(const redisReply *seq, const redisReply *val, eid_ledger_attempt *a) {
+static bool decode_attempt(const char *seq, size_t seqlen, const char *val, size_t vlen,
+                           eid_ledger_attempt *a) {
     memset(a, 0, sizeof *a);
-    if (seq->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING) return false;
-    eid__ledger_copy(a->seq, sizeof a->seq, seq->str, seq->len);
+    if (seq == NULL || val == NULL) return false;
+    eid__ledger_copy(a->seq, sizeof a->seq, seq, seqlen);
     const char *f[6];
     size_t flen[6];
-    const char *p = val->str, *end = val->str + val->len;
+    const char *p = val, *end = val + vlen;
     for (int i = 0; i < 6; i++) {
         const char *sep = i < 5 ? memchr(p, 0x1f, (size_t)(end - p)) : end;
         if (sep == NULL) return false;
@@ -739,6 +740,37 @@ static bool decode_attempt(const redisReply *seq, const redisReply *val, eid_led
     eid__ledger_copy(a->sim, sizeof a->sim, f[4], flen[4]);
     eid__ledger_copy(a->compare_lib_type, sizeof a->compare_lib_type, f[5], flen[5]);
     return true;
+}
+
+static bool decode_reply(const redisReply *seq, const redisReply *val, eid_ledger_attempt *a) {
+    if (seq->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING) {
+        memset(a, 0, sizeof *a);
+        return false;
+    }
+    return decode_attempt(seq->str, seq->len, val->str, val->len, a);
+}
+
+eid_status eid_ledger_redis_attempts(const char *const *values, const size_t *lens, size_t n,
+                                     eid_ledger_attempt *out, size_t cap, size_t *count) {
+    if (count == NULL || (n && (values == NULL || lens == NULL)) || (out == NULL && cap))
+        return EID_E_INVALID_ARG;
+    size_t k = 0;
+    eid_ledger_attempt a;
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        if (!decode_attempt(values[i], lens[i], values[i + 1], lens[i + 1], &a)) continue;
+        if (k < cap) out[k] = a;
+        k++;
+    }
+    *count = k;
+    if (k > cap) return EID_E_BUFFER_TOO_SMALL;
+    eid__ledger_sort_attempts(out, k);
+    return EID_OK;
+}
+
+int eid_ledger_redis_expirable(const eid_ledger_entry *e, int64_t now) {
+    return e != NULL && ((e->state == EID_LEDGER_ISSUED && now >= e->expires_at) ||
+                         ((e->state == EID_LEDGER_ISSUED || e->state == EID_LEDGER_EXPIRED) &&
+                          now >= e->result_deadline));
 }
 
 static eid_status r_attempts(void *p, const char *token, eid_ledger_attempt **out, size_t *n,
@@ -767,7 +799,7 @@ static eid_status r_attempts(void *p, const char *token, eid_ledger_attempt **ou
         return eid__fail(err, EID_E_NOMEM, "", "out of memory");
     }
     for (size_t i = 0; i < pairs; i++)
-        if (decode_attempt(r->element[2 * i], r->element[2 * i + 1], &(*out)[*n])) (*n)++;
+        if (decode_reply(r->element[2 * i], r->element[2 * i + 1], &(*out)[*n])) (*n)++;
     freeReplyObject(r);
     return EID_OK;
 }
@@ -941,10 +973,7 @@ static int expire_visit(redis_be *b, eid_ledger_entry *rec, const char *token, i
                         void *p, eid_error *err) {
     list_ctx *c = p;
     if (rec == NULL) return score < c->now - 60 ? V_DROP : V_NEXT;
-    bool may = (rec->state == EID_LEDGER_ISSUED && c->now >= rec->expires_at) ||
-               ((rec->state == EID_LEDGER_ISSUED || rec->state == EID_LEDGER_EXPIRED) &&
-                c->now >= rec->result_deadline);
-    if (may) {
+    if (eid_ledger_redis_expirable(rec, c->now)) {
         char key[KEY_MAX], snow[24];
         token_key(b, token, key);
         i64(snow, c->now);

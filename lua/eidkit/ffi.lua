@@ -295,6 +295,10 @@ eid_status eid_ledger_redis_record_args(const char *token, const eid_ledger_outc
 size_t eid_ledger_redis_args_count(const eid_ledger_redis_args *a);
 const char *eid_ledger_redis_args_get(const eid_ledger_redis_args *a, size_t i, size_t *len);
 void eid_ledger_redis_args_free(eid_ledger_redis_args *a);
+eid_status eid_ledger_redis_attempts(const char *const *values, const size_t *lens,
+                                     size_t n, eid_ledger_attempt *out, size_t cap,
+                                     size_t *count);
+int eid_ledger_redis_expirable(const eid_ledger_entry *e, int64_t now);
 int eid_ledger_is_due(const eid_ledger_entry *e, int64_t now);
 int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now);
 ]]

@@ -12,8 +12,8 @@
 local core = require "eidkit.core"
 local pool_backend = require "eidkit.ledger.pool"
 
-local type, pcall, tostring, getenv = type, pcall, tostring, os.getenv
-local setmetatable, ipairs = setmetatable, ipairs
+local type, tostring, getenv = type, tostring, os.getenv
+local setmetatable = setmetatable
 local format, char, tonumber = string.format, string.char, tonumber
 
 local ledger_open, ledger_pool = core.ledger_open, core.ledger_pool
@@ -127,53 +127,9 @@ function methods.close(self) self.c:close() end
 mt.__tostring = function(self) return tostring(self.c) end
 mt.__close = function(self) self.c:close() end
 
--- ledger:sweep(pull [, opts]) -> report | nil, err
--- Moves tokens past their TTL or result window to expired/abandoned, then
--- pulls the result of every due token, oldest first: pull(EidToken, record)
--- must return GetEidResult's Response table, or nil, err. opts.limit caps the
--- tokens pulled (default 100); opts.payload (function(response) -> string)
--- stores an encrypted copy of each response (needs a payload key).
--- report = {expired, abandoned, due, recorded, failed, failures = {{EidToken, message}},
---           records = {[EidToken] = the record after its result was recorded}}
-function methods.sweep(self, pull, opts)
-  if type(pull) ~= "function" then
-    error("bad argument #1 to 'sweep' (pull: expected function(EidToken, record))", 2)
-  end
-  opts = opts or {}
-  local ex, err = self:expire()
-  if not ex then return nil, err end
-  local due
-  due, err = self:due(opts.limit or 100)
-  if not due then return nil, err end
-  local report = { expired = ex.expired, abandoned = ex.abandoned, due = #due,
-    recorded = 0, failed = 0, failures = {}, records = {} }
-  local function failed(tok, msg)
-    report.failed = report.failed + 1
-    report.failures[#report.failures + 1] = { EidToken = tok, message = msg }
-  end
-  for _, rec in ipairs(due) do
-    local tok = rec.EidToken
-    local ok, resp, perr = pcall(pull, tok, rec)
-    if not ok then
-      failed(tok, "pull raised: " .. tostring(resp))
-    elseif resp == nil then
-      failed(tok, "pull failed: " .. tostring(perr))
-    else
-      local payload = opts.payload and opts.payload(resp) or nil
-      local rok, updated, rerr = pcall(self.record, self, tok, resp, payload)
-      if not rok then
-        failed(tok, "bad response: " .. tostring(updated))
-      elseif not updated then
-        if rerr.code == "unavailable" then return nil, rerr end
-        failed(tok, tostring(rerr))
-      else
-        report.recorded = report.recorded + 1
-        report.records[tok] = updated
-      end
-    end
-  end
-  return report
-end
+-- ledger:sweep(pull [, opts]) -> report | nil, err: eidkit.ledger.sweep,
+-- the one sweep both hosts run (eidkit.openresty.ledger too).
+methods.sweep = require "eidkit.ledger.sweep"
 
 -- The UTC day [from, to) of "YYYY-MM-DD", for export{from, to}.
 function _M.day_range(date)

@@ -47,8 +47,12 @@ describe("eidkit.openresty.ledger", function()
 
   -- One call in the nginx worker: {res, err} as data, or raises with what
   -- the worker raised.
+  local extra -- more request fields for the next call (sweep's answers)
   local function call(op, ...)
-    local body = cjson.encode { url = url, now = now, op = op, args = { ... } }
+    local req = { url = url, now = now, op = op, args = { ... } }
+    for k, v in pairs(extra or {}) do req[k] = v end
+    extra = nil
+    local body = cjson.encode(req)
     local file = os.tmpname()
     local f = assert(io.open(file, "wb"))
     f:write(body)
@@ -332,6 +336,166 @@ describe("eidkit.openresty.ledger", function()
       local ok, msg = pcall(call, "record", "PL-N", { Text = { ErrCode = 0 } }, "bytes")
       assert.is_false(ok)
       assert.matches("bad argument #3 to 'record' %(payloads are not stored", msg)
+    end)
+  end)
+
+  describe("due, export, expire, stats, attempts and sweep", function()
+    -- The same tokens written twice: on prefix A by the C backend alone, on
+    -- prefix B by the nginx ledger (issue, record, consume). Then every
+    -- reader is run as C on A, C on B (C reads what nginx wrote), nginx on A
+    -- (nginx reads what C wrote) and nginx on B: all four must agree.
+    local url_a, url_b, c_b
+    local function answer(code, n, rid)
+      local d = {}
+      for i = 1, n or 0 do d[i] = { Seq = "q" .. i, ReqTime = tostring(1735660800000 + 1000 * i), IsNeedCharge = i % 2 == 1 } end
+      return { Text = { ErrCode = code, LivenessDetail = d }, RequestId = rid or "r" }
+    end
+    local TOKENS = { "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9" }
+    local script = {
+      { "issue", "P1" },
+      { "issue", "P2" }, { "record", "P2", answer(17, 1, "r2") },
+      { "issue", "P3" }, { "record", "P3", answer(0, 2, "r3") },
+      { "issue", "P4" }, { "record", "P4", answer(2006, 3, "r4") },
+      { "issue", "P5" }, { "record", "P5", answer(0, 1, "r5") }, { "consume", "P5" },
+      { "issue", "P6" }, { "record", "P6", answer(1001, 1, "r6") }, { "consume", "P6" },
+      { "issue", "P7", expires_at = T0 + 100 },
+      { "issue", "P8" }, { "record", "P8", { Error = { Code = "InvalidParameterValue.BizTokenExpired" }, RequestId = "r8" } },
+      { "issue", "P9", expires_at = T0 + 100 }, { "record", "P9", answer(2006, 1, "r9") },
+    }
+
+    local function build(step)
+      for i, st in ipairs(script) do
+        now = T0 + i
+        if st[1] == "issue" then
+          assert.is_true(step("issue", { EidToken = st[2], MerchantId = "m", subject = "s", expires_at = st.expires_at }).res)
+        elseif st[1] == "record" then
+          assert.is_nil(step("record", st[2], st[3]).err)
+        else
+          assert.is_nil(step("consume", st[2], "s").err)
+        end
+      end
+    end
+
+    -- op on all four (ledger, host) pairs; returns their results.
+    local function four(op, ...)
+      local args = { ... }
+      local saved = url
+      local out = {}
+      out.c_a = c_call(op, ...)
+      local c_ledger0 = c_ledger
+      c_ledger = c_b
+      out.c_b = c_call(op, ...)
+      c_ledger = c_ledger0
+      url = url_a
+      out.n_a = call(op, table.unpack(args))
+      url = url_b
+      out.n_b = call(op, table.unpack(args))
+      url = saved
+      return out
+    end
+
+    local function agree(op, ...)
+      local r = four(op, ...)
+      local what = op .. " " .. cjson.encode({ ... })
+      assert.is_nil(r.c_a.err, what)
+      assert.same(r.c_a.res, r.c_b.res, what .. ": C reading nginx's data")
+      assert.same(r.c_a.res, r.n_a.res, what .. ": nginx reading C's data")
+      assert.same(r.c_a.res, r.n_b.res, what .. ": nginx reading its own data")
+      return r.c_a.res
+    end
+
+    local function reads()
+      agree("due", 100)
+      agree("due", 2)
+      agree("export")
+      agree("export", { from = T0 + 4, to = T0 + 12 })
+      agree("export", { from = T0 + 12 })
+      agree("stats")
+      for _, tok in ipairs(TOKENS) do agree("attempts", tok) end
+    end
+
+    before_each(function()
+      url_a, url_b = url, url .. "b"
+      c_b = assert(ledger_mod.open(url_b, { clock = function() return now end }))
+      build(c_call)
+      url = url_b
+      build(call)
+      url = url_a
+    end)
+
+    after_each(function() c_b:close() end)
+
+    it("read the same from data either host wrote", function()
+      now = T0 + 50
+      reads()
+      local due = agree("due", 100)
+      local names = {}
+      for _, r in ipairs(due) do names[#names + 1] = r.EidToken end
+      assert.same({ "P1", "P2", "P4", "P6", "P7", "P9" }, names)
+      local stats = agree("stats")
+      assert.same({ issued = 3, passed = 1, failed = 2, consumed = 2, expired = 1, abandoned = 0, total = 9,
+        billable = 1 + 1 + 2 + 1 + 1 + 1, due = 6 }, stats)
+      assert.equals(3, #agree("attempts", "P4"))
+      local exp = agree("export")
+      assert.equals(9, #exp)
+      assert.is_true(exp[1].open)
+    end)
+
+    it("expire: the same counts, then the same reads, past the TTL and past the result window", function()
+      for _, at in ipairs { T0 + 200, T0 + 4 * 86400 } do
+        now = at
+        local c1 = c_call("expire").res
+        local saved = c_ledger
+        c_ledger = c_b
+        local c2 = c_call("expire").res
+        c_ledger = saved
+        assert.same(c1, c2)
+        reads()
+        -- A second expire finds nothing more, in nginx as in C.
+        local r = four("expire")
+        assert.same({ expired = 0, abandoned = 0 }, r.c_a.res)
+        assert.same(r.c_a.res, r.n_a.res)
+        assert.same(r.c_a.res, r.n_b.res)
+      end
+      -- P1, P2 (issued), P7 (expired by its TTL) and P8 (by Tencent).
+      assert.equals(4, agree("stats").abandoned)
+    end)
+
+    it("expire in nginx gives the counts and the data C's gives", function()
+      now = T0 + 200
+      local c = c_call("expire").res
+      url = url_b
+      local n = call("expire").res
+      url = url_a
+      assert.same({ expired = 1, abandoned = 0 }, c)
+      assert.same(c, n)
+      reads()
+      now = T0 + 4 * 86400
+      c = c_call("expire").res
+      url = url_b
+      n = call("expire").res
+      url = url_a
+      assert.same(c, n)
+      assert.equals(4, n.abandoned)
+      reads()
+    end)
+
+    it("sweep: the same report from eidkit.ledger.sweep in both hosts", function()
+      now = T0 + 150
+      local answers = { P1 = answer(0, 1, "s1"), P2 = answer(2006, 2, "s2"), P4 = answer(0, 4, "s4") }
+      -- P6, P7, P9 get no answer: failures, in the same order.
+      local pull = function(tok) if answers[tok] then return answers[tok] end return nil, "no answer for this token" end
+      local c_rep = assert(c_ledger:sweep(pull, { limit = 50 }))
+      url = url_b
+      extra = { answers = answers }
+      local n = call("sweep", { limit = 50 })
+      url = url_a
+      assert.is_nil(n.err)
+      local n_rep = n.res
+      assert.same(c_rep, n_rep)
+      assert.equals(3, n_rep.recorded)
+      assert.equals(1, n_rep.expired)
+      reads()
     end)
   end)
 

@@ -2,6 +2,7 @@
 -- the worker side of the spec, calling eidkit.openresty.ledger as a
 -- merchant's handler would and answering in JSON.
 --   POST /ledger {url, opts, now, op, args}  -> {res =, err =, noscript =, pid =}
+--                (op "sweep": args {opts}, answers {EidToken = response} for its pull)
 --   GET  /shas?url=                          -> {name = sha1 hex}
 --   GET  /timed?url=&tok=                    -> {start =, finish =, ok =, code =}: issues tok,
 --                                               with the worker's clock before and after
@@ -44,7 +45,14 @@ if uri == "/ledger" then
   if type(req) ~= "table" then ngx.status = 400 return ngx.print("bad JSON") end
   state.now = req.now or ngx.time()
   local l = ledger(req.url, req.opts)
-  local ok, res, err = pcall(l[req.op], l, unpack(req.args or {}))
+  local args = req.args or {}
+  if req.op == "sweep" then
+    -- The pull answers from req.answers (by EidToken), or fails.
+    local answers = req.answers or {}
+    args = { function(tok) if answers[tok] then return answers[tok] end return nil, "no answer for this token" end,
+      req.args and req.args[1] }
+  end
+  local ok, res, err = pcall(l[req.op], l, unpack(args))
   if not ok then return reply { raised = tostring(res), pid = ngx.worker.pid() } end
   -- take's second result is the wait, not an error.
   local retry

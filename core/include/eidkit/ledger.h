@@ -431,6 +431,23 @@ EID_API const char *eid_ledger_redis_args_get(const eid_ledger_redis_args *a, si
 /* NULL is a no-op. */
 EID_API void eid_ledger_redis_args_free(eid_ledger_redis_args *a);
 
+/* A token's stored attempts as the Redis backend reads them, for a client
+ * that read "<prefix>{<token>}:attempts" itself: values[0 .. n-1] is the
+ * HGETALL reply (field, value, field, value, ...), lens their lengths.
+ * Decodes each well-formed pair into out (at most cap), ordered as
+ * eid_ledger_attempts orders them; *count receives how many are stored
+ * (more than cap: EID_E_BUFFER_TOO_SMALL, out unordered). NULL count, or
+ * NULL values/lens with n > 0, or NULL out with cap > 0:
+ * EID_E_INVALID_ARG. Thread-safe; allocates nothing. */
+EID_API eid_status eid_ledger_redis_attempts(const char *const *values, const size_t *lens,
+                                             size_t n, eid_ledger_attempt *out, size_t cap,
+                                             size_t *count);
+
+/* Does the Redis backend's expire walk run the expire script on this
+ * entry at now (its TTL or result window is over while it is issued, or
+ * expired and waiting to be abandoned)? 1 or 0; NULL: 0. Thread-safe. */
+EID_API int eid_ledger_redis_expirable(const eid_ledger_entry *e, int64_t now);
+
 /* The rules the backends apply to a stored entry at now, for a client that
  * walks the indexes itself: must its result still be pulled (what
  * eid_ledger_due lists)? May it still change (the Redis due index keeps

@@ -8,8 +8,9 @@
 --   local rec, err = ledger:consume(tok, "user-42")  -- once; then err.code == "consumed"
 --
 -- The same data, methods, records and error tables as eidkit.ledger on the
--- C Redis backend, for issue, get, claim, consume and take: a token issued on one
--- host is claimed and consumed on the other. What is not written twice:
+-- C Redis backend (issue, get, claim, record, consume, due, export, expire,
+-- stats, attempts, sweep, take): a token issued, recorded or swept on one
+-- host is read, swept and exported on the other. What is not written twice:
 --   * the transition scripts and their prologue (ERR_EXPIRED, ERR_PENDING,
 --     FIELDS, NO_VERDICT): eid_ledger_redis_script gives the text the C
 --     backend runs, so the SHA-1 sent with EVALSHA is the same;
@@ -18,16 +19,22 @@
 --     issue's and take's argument checks (eid_ledger_check_issue, _take),
 --     the claim rule (eid_ledger_check_claim) and the refusals' codes and
 --     messages (eid_ledger_redis_refusal): libeidkit through eidkit.ffi.
--- record, due, export, expire, stats, attempts and payload are not
--- here yet (docs/internals/openresty.md says why); the C backend reads
--- and sweeps the same data.
+--   * record's digest of the response and its script arguments
+--     (eid_ledger_digest_json, eid_ledger_redis_record_args: the builder
+--     the C backend's r_record calls), the index walks' rules
+--     (eid_ledger_is_due, eid_ledger_is_open, eid_ledger_redis_expirable),
+--     the attempts' decoding and order (eid_ledger_redis_attempts), and the
+--     sweep (eidkit.ledger.sweep, eidkit.ledger's own).
+-- Payloads are not stored or read here: sealing needs the ledger's key,
+-- which only the C ledger holds (opening with keep_payloads raises).
 --
 -- Cosockets exist in rewrite, access and content handlers and in timers,
 -- not in init_by_lua, set_by_lua, header or body filters, log_by_lua.
 local ffi = require "ffi"
 local eidffi = require "eidkit.ffi"
 
-local type, error, tostring, tonumber, pairs, setmetatable = type, error, tostring, tonumber, pairs, setmetatable
+local type, error, tostring, tonumber, pairs, ipairs, setmetatable = type, error, tostring, tonumber, pairs, ipairs,
+  setmetatable
 local format, byte, find, sub = string.format, string.byte, string.find, string.sub
 local unpack, ngx = unpack, ngx
 local ffi_new, ffi_string = ffi.new, ffi.string
@@ -49,7 +56,7 @@ local TIMESTAMP_MAX = 253402300799
 local EID_OK, EID_E_INVALID_ARG, EID_E_BUFFER_TOO_SMALL = 0, 1, 3
 local EID_E_INTERNAL, EID_E_LEDGER_UNAVAILABLE, EID_E_LEDGER_STORAGE = 5, 12, 13
 local EID_E_LEDGER_UNKNOWN = 6
-local CONSUMED = 3
+local CONSUMED, EXPIRED, ABANDONED = 3, 4, 5
 local PREFIX_MAX = 64
 
 local error_mt = { __tostring = function(e) return e.code .. ": " .. e.message end }
@@ -235,7 +242,7 @@ end
 -- length, read into `entry` by libeidkit (eid_ledger_redis_entry: the C
 -- backend's own reader, `open` as of now included). nil, err if the record
 -- does not exist.
-local function read_entry(v, first, payload_len, now)
+local function read_entry(v, first, payload_len, now, out)
   if not values then
     nvalues = #FIELDS + 1
     values, lens = ffi_new("const char *[?]", nvalues), ffi_new("size_t[?]", nvalues)
@@ -252,12 +259,13 @@ local function read_entry(v, first, payload_len, now)
       values[i - 1], lens[i - 1] = x, #x
     end
   end
-  local st = eidffi.lib().eid_ledger_redis_entry(values, lens, nvalues, now, entry)
+  out = out or entry
+  local st = eidffi.lib().eid_ledger_redis_entry(values, lens, nvalues, now, out)
   if st ~= EID_OK then
     if st == EID_E_INVALID_ARG then return failure(EID_E_INTERNAL, "redis: unexpected record") end
     return from_c(eidffi.lib().eid_ledger_redis_refusal("unknown_token", cerr))
   end
-  return entry, keep
+  return out, keep
 end
 
 -- The record eidkit.core pushes for `entry` (bindings/ledger.c push_entry);
@@ -321,6 +329,14 @@ function _M.open(url, opts)
   if not loc then return failure(EID_E_INVALID_ARG, why) end
   if opts.clock ~= nil and type(opts.clock) ~= "function" then
     error("bad argument #2 to 'open' (clock: expected function)", 2)
+  end
+  -- Sealing a payload needs the key, which only the C ledger holds: refused
+  -- here rather than records silently stored without one.
+  for _, k in ipairs { "keep_payloads", "payload_key", "payload_key_hex" } do
+    if opts[k] then
+      error(("bad argument #2 to 'open' (%s: payloads are not supported by eidkit.openresty.ledger;"
+        .. " use eidkit.ledger)"):format(k), 2)
+    end
   end
   local self = setmetatable({
     redis = load_redis(), host = loc.host, port = loc.port, db = loc.db, prefix = loc.prefix,
@@ -555,6 +571,247 @@ function methods.record(self, token, res, payload)
   if not open then run(self, function(red) return red:zrem(self.due_key, token) end) end
   return rec
 end
+
+-- ------------------------------------------------- walking the indexes
+
+local BATCH = 256 -- as the C backend's walk
+local NEXT, STOP, DROP = 0, 1, 2
+
+-- A token a lookup is given may come from a user: malformed is simply not
+-- in the ledger (unknown_token with eid_ledger_check_issue's message), as
+-- eidkit.core answers; not a string raises.
+local function lookup_token(token, fname)
+  if type(token) ~= "string" then error(("bad argument #1 to '%s' (string expected)"):format(fname), 3) end
+  params.token, params.merchant_id, params.subject, params.extra = token, "m", "s", nil
+  if eidffi.lib().eid_ledger_check_issue(params, cerr) ~= EID_OK then return from_c(EID_E_LEDGER_UNKNOWN) end
+  return true
+end
+
+-- The C backend's walk (ledger_redis.c): zkey from rank `start` in batches
+-- of BATCH, each record read by pipelined HMGET + HSTRLEN into e (its own
+-- struct: a visit may yield); visit(e or nil when the hash is gone, token,
+-- score) -> NEXT | STOP | DROP | DROP + STOP, or nil, err. Members a visit
+-- drops are removed after their batch (best effort, as in C) and the rank
+-- adjusted. -> true | nil, err
+local function walk(self, zkey, start, now, visit)
+  local e = ffi_new("eid_ledger_entry")
+  local rank = start
+  while true do
+    local z, err = run(self, function(red) return red:zrange(zkey, rank, rank + BATCH - 1, "WITHSCORES") end)
+    if not z then return nil, err end
+    if type(z) ~= "table" then return failure(EID_E_INTERNAL, "redis: unexpected ZRANGE reply") end
+    local n = #z / 2
+    local replies
+    if n > 0 then
+      replies, err = run(self, function(red)
+        red:init_pipeline(2 * n)
+        for i = 1, n do
+          local key = key_of(self, z[2 * i - 1])
+          red:hmget(key, unpack(FIELDS))
+          red:hstrlen(key, "payload")
+        end
+        return red:commit_pipeline()
+      end)
+      if not replies then return nil, err end
+      for i = 1, 2 * n do
+        local r = replies[i]
+        if type(r) == "table" and r[1] == false then return reply_failure(r[2]) end
+      end
+    end
+    local drop, go_on = {}, n == BATCH
+    for i = 1, n do
+      local tok, score = z[2 * i - 1], tonumber(z[2 * i])
+      local h = replies[2 * i - 1]
+      if type(h) ~= "table" then return failure(EID_E_INTERNAL, "redis: unexpected HMGET reply") end
+      local rec
+      if h[1] ~= nil and h[1] ~= null then
+        local got, rerr = read_entry(h, 1, replies[2 * i], now, e)
+        if not got then return nil, rerr end
+        rec = got
+      end
+      local v, verr = visit(rec, tok, score)
+      if v == nil then return nil, verr end
+      if v >= DROP then drop[#drop + 1] = tok; v = v - DROP end
+      if v == STOP then go_on = false break end
+    end
+    if #drop > 0 then run(self, function(red) return red:zrem(zkey, unpack(drop)) end) end
+    if not go_on then return true end
+    rank = rank + n - #drop
+  end
+end
+
+local function is_due(e, now) return eidffi.lib().eid_ledger_is_due(e, now) ~= 0 end
+local function is_open(e, now) return eidffi.lib().eid_ledger_is_open(e, now) ~= 0 end
+
+-- ledger:due([limit]) -> {record...} | nil, err: the tokens whose result
+-- must still be pulled, oldest first (limit 1..100000, default 100).
+function methods.due(self, limit)
+  if limit == nil then limit = 100 end
+  if type(limit) ~= "number" or limit % 1 ~= 0 or limit < 1 or limit > 100000 then
+    error("bad argument #1 to 'due' (limit must be 1..100000)", 2)
+  end
+  local now = now_of(self)
+  local out = {}
+  local ok, err = walk(self, self.due_key, 0, now, function(e, _, score)
+    -- A member with no hash yet may be an issue in flight: keep it a while.
+    if e == nil then return score < now - 60 and DROP or NEXT end
+    if not is_due(e, now) then return is_open(e, now) and NEXT or DROP end
+    out[#out + 1] = record_of(self, e, false)
+    return #out < limit and NEXT or STOP
+  end)
+  if not ok then return nil, err end
+  return out
+end
+
+local function export_bound(t, k)
+  local v = t[k]
+  if v == nil then return 0 end
+  if type(v) ~= "number" or v % 1 ~= 0 or v < 0 then
+    error(("bad argument #1 to 'export' (%s: expected non-negative integer Unix seconds)"):format(k), 3)
+  end
+  return v
+end
+
+-- ledger:export([{from =, to =}]) -> {record...} | nil, err: the tokens
+-- created in [from, to) (absent or 0: open), by (created_at, token), each
+-- with `open` as eid_ledger_export sets it.
+function methods.export(self, t)
+  local from, to = 0, 0
+  if t ~= nil then
+    if type(t) ~= "table" then error("bad argument #1 to 'export' (table expected)", 2) end
+    from, to = export_bound(t, "from"), export_bound(t, "to")
+  end
+  if to == 0 then to = math.huge end
+  if from > to then error("bad argument #1 to 'export' (from: after 'to')", 2) end
+  local now = now_of(self)
+  local start, err = run(self, function(red) return red:zcount(self.created_key, "-inf", format("(%d", from)) end)
+  if not start then return nil, err end
+  local out = {}
+  local ok
+  ok, err = walk(self, self.created_key, tonumber(start), now, function(e, _, score)
+    if score >= to then return STOP end
+    if e == nil or score < from then return NEXT end
+    out[#out + 1] = record_of(self, e, true)
+    return NEXT
+  end)
+  if not ok then return nil, err end
+  return out
+end
+
+-- ledger:expire([now]) -> {expired = n, abandoned = n} | nil, err: issued
+-- tokens past their TTL become expired, issued/expired ones past their
+-- result window abandoned (the backend's expire script), as of now (absent
+-- or 0: the ledger's clock).
+function methods.expire(self, at)
+  if at ~= nil and (type(at) ~= "number" or at % 1 ~= 0 or at < 0 or at > TIMESTAMP_MAX) then
+    error("bad argument #1 to 'expire' (now: out of range)", 2)
+  end
+  local now = (at == nil or at == 0) and now_of(self) or at
+  local counts = { expired = 0, abandoned = 0 }
+  local snow = format("%d", now)
+  local C = eidffi.lib()
+  local ok, err = walk(self, self.due_key, 0, now, function(e, tok, score)
+    if e == nil then return score < now - 60 and DROP or NEXT end
+    if C.eid_ledger_redis_expirable(e, now) ~= 0 then
+      local res, serr = script(self, "expire", 1, key_of(self, tok), snow)
+      if not res then return nil, serr end
+      local what = type(res) == "table" and res[1]
+      if what == "expired" then
+        counts.expired = counts.expired + 1
+        e.state = EXPIRED
+      elseif what == "abandoned" then
+        counts.abandoned = counts.abandoned + 1
+        e.state = ABANDONED
+      end
+    end
+    return is_open(e, now) and NEXT or DROP
+  end)
+  if not ok then return nil, err end
+  -- The hashes of tokens this old are gone (EXPIRE); trim their index.
+  local _, terr = run(self, function(red)
+    return red:zremrangebyscore(self.created_key, "-inf", format("(%d", now - self.result_window - self.retention))
+  end)
+  if terr then return nil, terr end
+  return counts
+end
+
+-- ledger:stats() -> {issued =, passed =, ..., total =, billable =, due =} | nil, err
+function methods.stats(self)
+  local now = now_of(self)
+  local C = eidffi.lib()
+  local count, billable, due = {}, 0, 0
+  local ok, err = walk(self, self.created_key, 0, now, function(e)
+    if e == nil then return NEXT end
+    local st = tonumber(e.state)
+    count[st] = (count[st] or 0) + 1
+    billable = billable + tonumber(e.billable)
+    if is_due(e, now) then due = due + 1 end
+    return NEXT
+  end)
+  if not ok then return nil, err end
+  local out, total = {}, 0
+  for st = 0, 5 do
+    out[ffi_string(C.eid_ledger_state_name(st))] = count[st] or 0
+    total = total + (count[st] or 0)
+  end
+  out.total, out.billable, out.due = total, billable, due
+  return out
+end
+
+-- ledger:attempts(EidToken) -> {attempt...} | nil, err: every LivenessDetail
+-- entry recorded, once per Seq, by ReqTime then Seq (libeidkit decodes and
+-- orders them, as for the C backend).
+function methods.attempts(self, token)
+  local okt, terr = lookup_token(token, "attempts")
+  if not okt then return nil, terr end
+  local key = key_of(self, token)
+  local res, err = run(self, function(red)
+    red:init_pipeline(2)
+    red:exists(key)
+    red:hgetall(key .. ":attempts")
+    local r, e = red:commit_pipeline()
+    if not r then return nil, e end
+    for i = 1, 2 do
+      if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
+    end
+    return r
+  end)
+  if not res then return nil, err end
+  if res[1] ~= 1 then return from_c(eidffi.lib().eid_ledger_redis_refusal("unknown_token", cerr)) end
+  local flat = res[2]
+  if type(flat) ~= "table" then return failure(EID_E_INTERNAL, "redis: unexpected HGETALL reply") end
+  local n = #flat
+  local vals, vlens = ffi_new("const char *[?]", n + 1), ffi_new("size_t[?]", n + 1)
+  for i = 1, n do vals[i - 1], vlens[i - 1] = flat[i], #flat[i] end
+  local cap = math.floor(n / 2)
+  local list = ffi_new("eid_ledger_attempt[?]", cap + 1)
+  local count = ffi_new("size_t[1]")
+  local st = eidffi.lib().eid_ledger_redis_attempts(vals, vlens, n, list, cap, count)
+  if st ~= EID_OK then return failure(EID_E_INTERNAL, "redis: unexpected attempts") end
+  local out = {}
+  for i = 0, tonumber(count[0]) - 1 do
+    local a = list[i]
+    local t = { Seq = ffi_string(a.seq), ReqTime = tonumber(a.req_time_ms), IsNeedCharge = a.is_need_charge ~= 0,
+      Sim = ffi_string(a.sim), CompareLibType = ffi_string(a.compare_lib_type) }
+    if a.has_err_code ~= 0 then t.Errcode = tonumber(a.err_code) end
+    if a.has_liveness_mode ~= 0 then t.LivenessMode = tonumber(a.liveness_mode) end
+    out[#out + 1] = t
+  end
+  return out
+end
+
+-- ledger:payload(EidToken): raises, as eidkit.core does for a ledger opened
+-- without a payload key (this one never holds one); a malformed token is
+-- unknown_token first, as there.
+function methods.payload(_, token)
+  local okt, terr = lookup_token(token, "payload")
+  if not okt then return nil, terr end
+  error("bad argument #1 to 'payload' (payload: no payload key configured)", 2)
+end
+
+-- ledger:sweep(pull [, opts]) -> report | nil, err: eidkit.ledger.sweep, the
+-- sweep eidkit.ledger runs, over these methods.
+methods.sweep = require "eidkit.ledger.sweep"
 
 -- ledger:take(key, rate, burst [, now_ms]) -> true | false, retry_after_s | nil, err:
 -- one token from the bucket `key` (take.lua, shared with every C ledger on
