@@ -47,6 +47,8 @@ local JSON = "application/json"
 _M.CASES = {
   { "a token for a user", function(s) return req(s, "POST", "/eid/token", { user = "case-alice" }) end,
     want = { status = 200, keys = "EidToken,Url,expires_at", content_type = JSON, cache_control = "no-store" } },
+  { "health", function(s) return req(s, "GET", "/healthz", {}) end,
+    want = { status = 200, keys = "status", outcome = "ok" } },
   { "no user", function(s) return req(s, "POST", "/eid/token", {}) end,
     want = { status = 401, code = "unauthorized" } },
   { "bad JSON", function(s) return req(s, "POST", "/eid/token", { user = "case-bob", body = "{nope" }) end,
