@@ -18,14 +18,16 @@ describe("examples/openresty/run", function()
   it("answers the case table as `eidkit serve --sim` does", function()
     local db = os.tmpname()
     local serve = sp.start { "--sim", "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0",
-      "--upstream-timeout", "1", "--upstream-deadline", "2" }
+      "--upstream-timeout", "1", "--upstream-deadline", "2",
+      "--h5-return-url", "https://shop.example/verified" }
     local ok, from_serve = pcall(cases.run, serve)
     sp.stop(serve)
     for _, ext in ipairs { "", ".db", ".db-wal", ".db-shm" } do os.remove(db .. ext) end
     assert(ok, from_serve)
     cases.check(from_serve, "eidkit serve")
 
-    local s = orrun.start { "--sweep-interval", "0", "--upstream-timeout", "1", "--upstream-deadline", "2" }
+    local s = orrun.start { "--sweep-interval", "0", "--upstream-timeout", "1", "--upstream-deadline", "2",
+      "--h5-return-url", "https://shop.example/verified" }
     local rok, from_nginx = pcall(cases.run, s)
     local log = orrun.error_log(s)
     orrun.stop(s)
@@ -60,6 +62,25 @@ describe("examples/openresty/run", function()
     for pid in children:gmatch("%d+") do assert.is_false(alive(pid), "a child of run still runs: " .. pid) end
     assert.is_false(proc.sh("curl -s -o /dev/null --max-time 1 " .. s.sim_url .. "/"), "the simulator still answers")
     assert.truthy(sim_port)
+  end)
+
+  it("--policy: the script's authorize names the user, and no demo authorize is left", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write('return { authorize = function(req) return req.headers["x-user"] or false, "no X-User header" end }\n')
+    f:close()
+    local s = orrun.start { "--policy", path, "--sweep-interval", "0" }
+    local ok, err = pcall(function()
+      local r = sp.request(s, "POST", "/eid/token", { headers = { ["X-User"] = "pol" } })
+      assert.equals(200, r.status, r.body)
+      r = sp.request(s, "POST", "/eid/token", { user = "demo" })
+      assert.same({ 401, "unauthorized" }, { r.status, r.json.error.code })
+    end)
+    local code, _, stderr = orrun.stop(s)
+    os.remove(path)
+    assert(ok, err)
+    assert.equals(0, code)
+    assert.falsy(stderr:find("demo authorize", 1, true), stderr)
   end)
 
   it("--help names every flag the script reads; a bad flag is exit 2", function()

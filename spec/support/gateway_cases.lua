@@ -72,6 +72,21 @@ _M.CASES = {
     -- `eidkit serve` answers this one from its HTTP server (core.http_server's
     -- too_large_body), which sends the gateway's body without Cache-Control.
     differs = { cache_control = true } },
+  { "an oversized chunked body", function(s)
+    return req(s, "POST", "/eid/token", { user = "case-bob", headers = { ["Transfer-Encoding"] = "chunked" },
+      body = '{"Extra":"' .. ("x"):rep(20000) .. '"}' })
+  end, want = { status = 413, code = "too_large" }, differs = { cache_control = true } },
+  { "the H5 return: pending", function(s)
+    local tok = token(s, "case-h5")
+    return req(s, "GET", "/eid/h5/return?token=" .. tok, { user = "case-h5" })
+  end, want = { status = 303, location = "?status=pending&reason=no_result" } },
+  { "the H5 return: passed", function(s)
+    local tok = token(s, "case-h5b")
+    sp.sim_finish(s, tok, 0)
+    return req(s, "GET", "/eid/h5/return?token=" .. tok, { user = "case-h5b" })
+  end, want = { status = 303, location = "?status=passed&reason=passed" } },
+  { "the H5 return without a token", function(s) return req(s, "GET", "/eid/h5/return", { user = "case-h5" }) end,
+    want = { status = 303, location = "?status=error&code=bad_request" } },
   { "an unknown route", function(s) return req(s, "GET", "/nope", {}) end,
     want = { status = 404, code = "not_found" } },
   { "the wrong method", function(s) return req(s, "GET", "/eid/token", { user = "case-bob" }) end,

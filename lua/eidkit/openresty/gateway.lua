@@ -241,7 +241,9 @@ end
 local function respond(resp)
   ngx.status = resp.status
   for k, v in pairs(resp.headers or {}) do ngx.header[k] = v end
-  if resp.body and resp.body ~= "" then ngx.print(resp.body) end
+  -- Headers out first: ngx.exit(303) with nothing sent would have nginx
+  -- answer with its own HTML page instead.
+  if resp.body and resp.body ~= "" then ngx.print(resp.body) else ngx.send_headers() end
   return ngx.exit(resp.status)
 end
 
