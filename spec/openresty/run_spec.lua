@@ -37,6 +37,7 @@ describe("examples/openresty/run", function()
       assert.same(cases.comparable(c, from_serve[c[1]]), cases.comparable(c, from_nginx[c[1]]),
         c[1] .. "\nerror.log:\n" .. log:sub(-2000))
     end
+    assert.falsy(log:find(require("eidkit.sim").demo.SecretKey, 1, true), "error.log holds the secret key")
     -- nginx logs the upstream faults and the refused body; nothing of Lua's
     assert.falsy(log:find("eidkit gateway:", 1, true) or log:find("lua entry thread aborted", 1, true),
       "error.log:\n" .. log:sub(-2000))

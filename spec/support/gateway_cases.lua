@@ -156,6 +156,22 @@ for _, c in ipairs {
 } do
   table.insert(_M.CASES, #_M.CASES, { c[1], with_fault(c[2]), want = c[3] })
 end
+-- GetEidResult is a read: the client retries it within the deadline, then
+-- the last failure is the answer.
+for _, c in ipairs {
+  { "upstream: GetEidResult reset every time", { Action = "GetEidResult", Kind = "reset" }, { status = 502, code = "reset" } },
+  { "upstream: GetEidResult HTTP 502 every time", { Action = "GetEidResult", Kind = "http", Status = 502 },
+    { status = 502, code = "http_502" } },
+} do
+  table.insert(_M.CASES, #_M.CASES, { c[1], function(s)
+    local tok = token(s, "case-rfault")
+    sp.sim_faults(s, { c[2] })
+    local ok, r = pcall(req, s, "POST", "/eid/result", { user = "case-rfault", body = { EidToken = tok } })
+    sp.sim_faults(s, {})
+    assert(ok, r)
+    return r
+  end, want = c[3] })
+end
 
 -- The answers of two hosts, with what a case says may differ left out.
 function _M.comparable(c, a)
