@@ -568,6 +568,8 @@ eid_status eid__ledger_check_outcome(const char *token, const eid_ledger_outcome
     return EID_OK;
 }
 
+int64_t eid_ledger_clock_cell(void *ud) { return ud ? *(const int64_t *)ud : 0; }
+
 int eid_ledger_is_due(const eid_ledger_entry *e, int64_t now) {
     return e != NULL && eid__ledger_is_due(e, now);
 }

@@ -299,6 +299,53 @@ eid_status eid_ledger_redis_attempts(const char *const *values, const size_t *le
                                      size_t n, eid_ledger_attempt *out, size_t cap,
                                      size_t *count);
 int eid_ledger_redis_expirable(const eid_ledger_entry *e, int64_t now);
+typedef struct eid_ledger eid_ledger;
+typedef struct eid_ledger_options {
+    eid_clock clock;
+    int64_t token_ttl;
+    int64_t result_window;
+    int64_t retention;
+    int timeout_ms;
+    const unsigned char *payload_key;
+    size_t payload_key_len;
+} eid_ledger_options;
+typedef struct eid_ledger_counts {
+    uint64_t count[6];
+    uint64_t billable;
+    uint64_t due;
+} eid_ledger_counts;
+eid_status eid_ledger_open(const char *url, const eid_ledger_options *opts,
+                           eid_ledger **out, eid_error *err);
+void eid_ledger_free(eid_ledger *ledger);
+const char *eid_ledger_backend(const eid_ledger *ledger);
+eid_status eid_ledger_issue(eid_ledger *ledger, const eid_ledger_issue_params *params,
+                            eid_error *err);
+eid_status eid_ledger_claim(eid_ledger *ledger, const char *token, const char *subject,
+                            eid_ledger_entry *out, eid_error *err);
+eid_status eid_ledger_record(eid_ledger *ledger, const char *token,
+                             const eid_ledger_outcome *outcome, eid_ledger_entry *out,
+                             eid_error *err);
+eid_status eid_ledger_consume(eid_ledger *ledger, const char *token, const char *subject,
+                              eid_ledger_entry *out, eid_error *err);
+eid_status eid_ledger_get(eid_ledger *ledger, const char *token, eid_ledger_entry *out,
+                          eid_error *err);
+eid_status eid_ledger_attempts(eid_ledger *ledger, const char *token,
+                               eid_ledger_attempt *out, size_t cap, size_t *n,
+                               eid_error *err);
+eid_status eid_ledger_due(eid_ledger *ledger, eid_ledger_entry *out, size_t cap, size_t *n,
+                          eid_error *err);
+eid_status eid_ledger_export(eid_ledger *ledger, int64_t from, int64_t to,
+                             int64_t after_created, const char *after_token,
+                             eid_ledger_entry *out, size_t cap, size_t *n, eid_error *err);
+eid_status eid_ledger_expire(eid_ledger *ledger, int64_t now, uint64_t *expired,
+                             uint64_t *abandoned, eid_error *err);
+eid_status eid_ledger_stats(eid_ledger *ledger, eid_ledger_counts *out, eid_error *err);
+eid_status eid_ledger_payload(eid_ledger *ledger, const char *token, void *buf, size_t cap,
+                              size_t *len, eid_error *err);
+eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double rate_per_s,
+                           double burst, int64_t now_ms, int *allowed,
+                           double *retry_after_s, eid_error *err);
+int64_t eid_ledger_clock_cell(void *ud);
 int eid_ledger_is_due(const eid_ledger_entry *e, int64_t now);
 int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now);
 ]]
@@ -308,7 +355,7 @@ int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now);
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
   "eid_header", "eid_retry_rules", "eid_retry_facts", "eid_retry_verdict", "eid_ledger_issue_params",
-  "eid_ledger_entry", "eid_ledger_attempt", "eid_ledger_outcome" }
+  "eid_ledger_entry", "eid_ledger_attempt", "eid_ledger_outcome", "eid_ledger_options", "eid_ledger_counts" }
 -- eidkit.host's structs (its block above).
 _M.structs[#_M.structs + 1] = "eid_named_value"
 _M.structs[#_M.structs + 1] = "eid_errcode_info"

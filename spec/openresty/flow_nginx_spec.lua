@@ -4,12 +4,15 @@
 -- failing on the simulator's control API in between, with a policy script
 -- file loaded as trusted code in its own environment. nginx missing is a
 -- failure, never a skip.
--- The ledger is support.memledger, a SPEC-ONLY in-memory stand-in (one
--- worker, so one table): no ledger reaches nginx yet (eidkit.openresty.ledger
--- is being built separately). Everything else is real.
+-- The ledger is the real one: eidkit.openresty.ledger on a real
+-- redis-server, which eidkit.ledger (the C Redis backend, from Lua 5.4)
+-- reads and sweeps beside it. Redis restarted mid-run: `unavailable`
+-- (retryable) while it is down, then the same token finishes, nothing lost.
 local cjson = require "cjson"
+local ledger_mod = require "eidkit.ledger"
 local nginx = require "support.nginx"
 local proc = require "support.proc"
+local redis = require "support.redis"
 local simctl = require "support.simctl"
 local simproc = require "support.simproc"
 
@@ -39,7 +42,7 @@ local INIT = [[
     package.loaded["spec.flow"] = eidkit.flow {
       client = require("eidkit.openresty.client").new {
         endpoint = "%s", secret_id = "%s", secret_key = "%s" },
-      ledger = require("support.memledger").new(),
+      ledger = assert(require("eidkit.openresty.ledger").open("%s")),
       merchant_id = "%s",
       policy = "%s",
     }
@@ -59,6 +62,14 @@ local SERVER = [[
         local o, err = package.loaded["spec.flow"]:finish { subject = ngx.var.arg_subject,
           EidToken = ngx.var.arg_token }
         ngx.say(require("cjson").encode(o or { code = err.code, message = err.message }))
+      }
+    }
+    location = /t/sweep {
+      content_by_lua_block {
+        local n, r = package.loaded["spec.flow"]:sweep { limit = 50 }
+        ngx.say(require("cjson").encode(n and { due = r.due, recorded = r.recorded, failed = r.failed,
+          expired = r.expired, settled = r.settled } or { code = r.code, message = r.message,
+          retryable = r.retryable }))
       }
     }
     location = /t/sleep {
@@ -82,16 +93,20 @@ local SERVER = [[
 ]]
 
 describe("eidkit.flow in nginx", function()
-  local s, srv, dir
+  local s, srv, dir, rds, url, c_ledger
   local answers = {}
   lazy_setup(function()
+    assert(redis.available, "redis-server is not installed: run scripts/setup-deps")
+    rds = redis.start()
+    url = rds:url(0, "orflow:")
+    c_ledger = assert(ledger_mod.open(url))
     s = simproc.start { "--seed", "11", "--credential", SECRET_ID .. ":" .. SECRET_KEY, "--merchant", MERCHANT }
     dir = proc.output("mktemp -d /tmp/eidkit-orflow-XXXXXX"):gsub("%s+$", "")
     local f = assert(io.open(dir .. "/policy.lua", "wb"))
     f:write(POLICY)
     f:close()
     srv = nginx.start {
-      http = INIT:format(nginx.root, nginx.root, s.url, SECRET_ID, SECRET_KEY, MERCHANT, dir .. "/policy.lua"),
+      http = INIT:format(nginx.root, nginx.root, s.url, SECRET_ID, SECRET_KEY, url, MERCHANT, dir .. "/policy.lua"),
       server = SERVER:format(nginx.root),
     }
   end)
@@ -104,6 +119,8 @@ describe("eidkit.flow in nginx", function()
       for _, a in ipairs(answers) do assert.falsy(a:find(SECRET_KEY, 1, true), "an answer holds the secret key") end
     end
     if s then simproc.stop(s) end
+    if c_ledger then c_ledger:close() end
+    if rds then rds:destroy() end
     if dir then proc.sh("rm -rf " .. proc.quote(dir)) end
   end)
 
@@ -165,5 +182,53 @@ describe("eidkit.flow in nginx", function()
     local st = get("/t/start?subject=u-wait")
     local o = get("/t/finish?subject=u-wait&token=" .. st.EidToken)
     assert.equals("pending", o.status)
+  end)
+  it("the token lives in Redis: the C backend reads what the flow in nginx stored", function()
+    local st = get("/t/start?subject=u-cross")
+    local rec = assert(c_ledger:get(st.EidToken))
+    assert.same({ "issued", "u-cross", MERCHANT }, { rec.state, rec.subject, rec.MerchantId })
+    assert.equals(200, simctl.finish(s, st.EidToken, { ErrCode = 0 }))
+    assert.equals("passed", get("/t/finish?subject=u-cross&token=" .. st.EidToken).status)
+    rec = assert(c_ledger:get(st.EidToken))
+    assert.same({ "consumed", 0, 1 }, { rec.state, rec.ErrCode, rec.pulls })
+    assert.is_true(#assert(c_ledger:attempts(st.EidToken)) >= 1)
+  end)
+
+  it("flow:sweep in nginx records and settles a result nobody came back for; finish answers it", function()
+    local st = get("/t/start?subject=u-sweep")
+    assert.equals(200, simctl.finish(s, st.EidToken, { ErrCode = 0 }))
+    local r = get("/t/sweep")
+    assert.is_nil(r.code, r.message)
+    assert.is_true(r.recorded >= 1)
+    -- The flow's sweep settles what it pulled (consumed, reported once).
+    assert.is_true(r.settled >= 1)
+    local rec = assert(c_ledger:get(st.EidToken))
+    assert.same({ "consumed", 0 }, { rec.state, rec.ErrCode })
+    -- C's due list no longer has it; C's export has it, as nginx left it.
+    for _, d in ipairs(assert(c_ledger:due(1000))) do assert.not_equals(st.EidToken, d.EidToken) end
+    local found
+    for _, e in ipairs(assert(c_ledger:export())) do if e.EidToken == st.EidToken then found = e end end
+    assert.equals("consumed", found.state)
+    -- finish answers the settled outcome.
+    assert.equals("passed", get("/t/finish?subject=u-sweep&token=" .. st.EidToken).status)
+  end)
+
+  it("Redis restarted mid-run: unavailable and retryable while down, then the same token finishes", function()
+    local st = get("/t/start?subject=u-restart")
+    assert.equals(200, simctl.finish(s, st.EidToken, { ErrCode = 0 }))
+    rds:stop()
+    local down = get("/t/finish?subject=u-restart&token=" .. st.EidToken)
+    assert.equals("unavailable", down.code)
+    local start_down = get("/t/start?subject=u-restart-2")
+    assert.equals("unavailable", start_down.code)
+    local sweep_down = get("/t/sweep")
+    assert.same({ "unavailable", true }, { sweep_down.code, sweep_down.retryable })
+    assert(rds:launch())
+    -- The pooled connections died with the server: the next call reconnects.
+    local o = get("/t/finish?subject=u-restart&token=" .. st.EidToken)
+    assert.same({ "passed", 0 }, { o.status, o.code })
+    local rec = assert(c_ledger:get(st.EidToken))
+    assert.equals("consumed", rec.state)
+    assert.is_string(get("/t/start?subject=u-restart-2").EidToken)
   end)
 end)

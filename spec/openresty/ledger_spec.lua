@@ -1,7 +1,9 @@
 -- eidkit.openresty.ledger in a real nginx worker (Debian's nginx, its Lua
 -- module, lua-resty-redis) against a real redis-server, next to the C Redis
 -- backend (eidkit.ledger from Lua 5.4) on the same server: the same calls
--- give the same records and errors, tokens cross between them, the scripts
+-- give the same records and errors (record through both digests of a
+-- GetEidResult answer; due, export, expire, stats, attempts and the sweep
+-- on data either host wrote), tokens cross between them, the scripts
 -- are the C backend's own, Redis going away is `unavailable` and then
 -- recovers, connections are pooled, and a worker waiting on Redis serves
 -- other requests meanwhile. nginx or redis-server missing is a failure.
@@ -96,7 +98,8 @@ describe("eidkit.openresty.ledger", function()
   describe("gives the C Redis backend's answers", function()
     -- Each case: the calls, run once through the C backend (Lua 5.4) and
     -- once through the worker, each on its own token; `verdict` records a
-    -- result through the C backend (record is not in the OpenResty ledger).
+    -- result through the C backend on both tokens (record's own comparison
+    -- is the "record" block below).
     local cases = {
       { "issue", { MerchantId = "m1", subject = "alice", Extra = "order-1" } },
       { "issue", { MerchantId = "m1", subject = "alice" } }, -- exists
@@ -167,6 +170,13 @@ describe("eidkit.openresty.ledger", function()
           step("get", "NO-SUCH-TOKEN").err)
         assert.same({ code = "unknown_token", message = "token: unknown", retryable = false },
           step("consume", "NO-SUCH-TOKEN", "alice").err)
+      end
+      -- A malformed token (it usually comes from a user) is not in the
+      -- ledger: unknown_token with the check's message, as from eidkit.core.
+      for _, op in ipairs { "get", "claim", "consume", "attempts" } do
+        local c = c_call(op, "bad token{}", "alice")
+        assert.equals("unknown_token", c.err.code)
+        assert.same(c.err, call(op, "bad token{}", "alice").err, op)
       end
       assert.is_true(c_call("issue", { EidToken = "C-EXP", MerchantId = "m", subject = "a", expires_at = T0 + 10 }).res)
       assert.is_true(call("issue", { EidToken = "N-EXP", MerchantId = "m", subject = "a", expires_at = T0 + 10 }).res)
@@ -480,16 +490,15 @@ describe("eidkit.openresty.ledger", function()
       reads()
     end)
 
-    it("sweep: the same report from eidkit.ledger.sweep in both hosts", function()
+    it("sweep: the same report from eidkit.ledger.sweep in both hosts, each on the other's data", function()
       now = T0 + 150
       local answers = { P1 = answer(0, 1, "s1"), P2 = answer(2006, 2, "s2"), P4 = answer(0, 4, "s4") }
       -- P6, P7, P9 get no answer: failures, in the same order.
       local pull = function(tok) if answers[tok] then return answers[tok] end return nil, "no answer for this token" end
-      local c_rep = assert(c_ledger:sweep(pull, { limit = 50 }))
-      url = url_b
+      -- Each host sweeps the data the other wrote: C sweeps B, nginx sweeps A.
+      local c_rep = assert(c_b:sweep(pull, { limit = 50 }))
       extra = { answers = answers }
       local n = call("sweep", { limit = 50 })
-      url = url_a
       assert.is_nil(n.err)
       local n_rep = n.res
       assert.same(c_rep, n_rep)
@@ -579,6 +588,38 @@ describe("eidkit.openresty.ledger", function()
       refused = refused + 1
     end
     assert.is_true(refused > 0)
+  end)
+
+  it("Redis killed with a full pool: record, due, stats unavailable, then the first call after works, nothing lost", function()
+    assert.is_true(call("issue", { EidToken = "K-1", MerchantId = "m", subject = "a" }).res)
+    assert.is_nil(call("record", "K-1", response(2006, "k1")).err)
+    -- 20 requests at once while Redis holds writes: the worker opens 20
+    -- connections, all kept in its pool afterwards.
+    local list = {}
+    local escaped = url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
+    for i = 1, 20 do list[i] = ("url = \"%s/timed?url=%s&tok=K-P%d\"\n"):format(srv.url, escaped, i) end
+    local cfg = os.tmpname()
+    local f = assert(io.open(cfg, "wb"))
+    f:write(table.concat(list))
+    f:close()
+    assert.equals("OK", rds:cli("CLIENT", "PAUSE", "300", "WRITE"):match("OK"))
+    proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 20 --max-time 20 -K %s"):format(proc.quote(cfg)))
+    os.remove(cfg)
+    assert.is_true(tonumber(rds:cli("INFO", "clients"):match("connected_clients:(%d+)")) >= 10)
+    rds:stop("KILL")
+    for _, r in ipairs { call("record", "K-1", response(0, "k2")), call("due", 10), call("stats"),
+      call("expire"), call("attempts", "K-1"), call("export") } do
+      assert.is_nil(r.res)
+      assert.same({ "unavailable", true }, { r.err.code, r.err.retryable })
+    end
+    assert(rds:launch())
+    -- The dead pooled connections are not handed out again.
+    local r = call("record", "K-1", response(0, "k2"))
+    assert.is_nil(r.err)
+    assert.same({ "passed", 0, { "k1", "k2" } }, { r.res.state, r.res.ErrCode, r.res.request_ids })
+    local st = call("stats").res
+    assert.equals(21, st.total)
+    assert.equals(1, st.passed)
   end)
 
   it("reuses pooled connections (set_keepalive)", function()
@@ -675,5 +716,70 @@ describe("eidkit.openresty.ledger with two workers", function()
     assert.equals(1, won)
     assert.equals(39, refused)
     assert.equals("consumed", assert(c_ledger:get("ONCE-1")).state)
+  end)
+end)
+
+describe("eidkit.openresty.ledger in two nginx instances on one Redis", function()
+  local srv1, srv2, rds, c_ledger
+
+  setup(function()
+    rds = redis.start()
+    srv1 = nginx.start { server = SERVER }
+    srv2 = nginx.start { server = SERVER }
+  end)
+
+  teardown(function()
+    if c_ledger then c_ledger:close() end
+    if srv1 then srv1:stop() end
+    if srv2 then srv2:stop() end
+    if rds then rds:destroy() end
+  end)
+
+  local function post(srv, t)
+    local body = os.tmpname()
+    local f = assert(io.open(body, "wb"))
+    f:write(cjson.encode(t))
+    f:close()
+    local out = curl { "-X", "POST", "--data-binary", "@" .. body, srv.url .. "/ledger" }
+    os.remove(body)
+    local r = cjson.decode(out)
+    assert(not r.raised, r.raised)
+    return r
+  end
+
+  it("issued on one, recorded on the other, consumed exactly once under 40 consumes split across both", function()
+    local url = rds:url(0, "twonodes:")
+    c_ledger = assert(ledger_mod.open(url))
+    assert.is_true(post(srv1, { url = url, op = "issue", args = { { EidToken = "TWO-1", MerchantId = "m", subject = "alice" } } }).res)
+    assert.equals("passed", post(srv2, { url = url, op = "record", args = { "TWO-1", response(0) } }).res.state)
+    local body = os.tmpname()
+    local f = assert(io.open(body, "wb"))
+    f:write(cjson.encode { url = url, op = "consume", args = { "TWO-1", "alice" } })
+    f:close()
+    local cfg = os.tmpname()
+    f = assert(io.open(cfg, "wb"))
+    for i = 1, 40 do f:write(("url = \"%s/ledger\"\n"):format((i % 2 == 0 and srv1 or srv2).url)) end
+    f:close()
+    local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 40 --max-time 20"
+      .. " -X POST --data-binary @%s -K %s"):format(proc.quote(body), proc.quote(cfg)))
+    os.remove(body)
+    os.remove(cfg)
+    local won, refused, pids = 0, 0, {}
+    for reply in out:gmatch("%b{}") do
+      local t = cjson.decode(reply)
+      pids[t.pid] = true
+      if t.res ~= nil and t.res ~= cjson.null and t.res.state == "consumed" then
+        won = won + 1
+      elseif t.err and t.err ~= cjson.null and t.err.code == "consumed" then
+        refused = refused + 1
+      end
+    end
+    assert.same({ 1, 39 }, { won, refused })
+    local n = 0
+    for _ in pairs(pids) do n = n + 1 end
+    assert.equals(2, n) -- both instances answered
+    assert.equals("consumed", assert(c_ledger:get("TWO-1")).state)
+    -- Either instance's due and stats see the same ledger.
+    assert.same(post(srv1, { url = url, op = "stats" }).res, post(srv2, { url = url, op = "stats" }).res)
   end)
 end)

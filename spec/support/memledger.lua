@@ -1,10 +1,11 @@
 -- SPEC-ONLY STAND-IN: an in-memory ledger with the methods eidkit.flow calls
--- (issue, get, claim, record, consume, payload), for specs that run the flow
--- under LuaJIT, where no real ledger is reachable yet (the Redis ledger for
--- nginx, eidkit.openresty.ledger, is being built separately). It follows the
--- state machine of docs/internals/ledger.md only as far as these specs need
--- (one process, no TTL sweep, no payloads, no billing): never ship it, never
--- read it as the ledger's definition.
+-- (issue, get, claim, record, consume, payload), for the one spec that runs
+-- the flow under a bare LuaJIT with no nginx (spec/openresty/flow_luajit_check.lua):
+-- there are no cosockets there, so the real Redis ledger for nginx
+-- (eidkit.openresty.ledger, which spec/openresty/flow_nginx_spec.lua uses)
+-- cannot run. It follows the state machine of docs/internals/ledger.md only
+-- as far as that spec needs (one process, no TTL sweep, no payloads, no
+-- billing): never ship it, never read it as the ledger's definition.
 --   local ledger = require("support.memledger").new()
 local errors = require "eidkit.errors"
 local host = require "eidkit.host"

@@ -448,6 +448,12 @@ EID_API eid_status eid_ledger_redis_attempts(const char *const *values, const si
  * expired and waiting to be abandoned)? 1 or 0; NULL: 0. Thread-safe. */
 EID_API int eid_ledger_redis_expirable(const eid_ledger_entry *e, int64_t now);
 
+/* A clock for eid_ledger_options.clock that reads the int64_t Unix seconds
+ * ud points to: for a host that keeps its own time and cannot be called
+ * back (LuaJIT's FFI, where a callback from a compiled trace fails), which
+ * sets the cell before each call. NULL ud: 0. Thread-safe as the cell is. */
+EID_API int64_t eid_ledger_clock_cell(void *ud);
+
 /* The rules the backends apply to a stored entry at now, for a client that
  * walks the indexes itself: must its result still be pulled (what
  * eid_ledger_due lists)? May it still change (the Redis due index keeps

@@ -27,6 +27,8 @@
 --     sweep (eidkit.ledger.sweep, eidkit.ledger's own).
 -- Payloads are not stored or read here: sealing needs the ledger's key,
 -- which only the C ledger holds (opening with keep_payloads raises).
+-- open("sqlite:PATH") gives the C ledger itself through the FFI instead
+-- (eidkit.ledger.capi: blocking local calls, payloads supported).
 --
 -- Cosockets exist in rewrite, access and content handlers and in timers,
 -- not in init_by_lua, set_by_lua, header or body filters, log_by_lua.
@@ -312,6 +314,8 @@ end
 -- --------------------------------------------------------------- open
 
 -- open(url [, opts]) -> ledger | nil, err (a malformed URL: invalid_arg).
+-- "sqlite:PATH" opens the C ledger through the FFI instead
+-- (eidkit.ledger.capi: blocking local calls, payloads supported).
 -- opts: token_ttl, result_window, retention (s, as eidkit.ledger.open),
 -- timeout_ms (connect, send and read; default 5000), clock (function
 -- returning Unix seconds; default ngx.time), request_ids (false: records
@@ -325,11 +329,14 @@ function _M.open(url, opts)
     error("bad argument #2 to 'open' (expected table of options)", 2)
   end
   opts = opts or {}
-  local loc, why = parse_url(url)
-  if not loc then return failure(EID_E_INVALID_ARG, why) end
   if opts.clock ~= nil and type(opts.clock) ~= "function" then
     error("bad argument #2 to 'open' (clock: expected function)", 2)
   end
+  -- sqlite:PATH (any URL but redis://): the C ledger through the FFI, a
+  -- blocking local call (eidkit.ledger.capi says when that is acceptable).
+  if not find(url, "^redis://") then return require("eidkit.ledger.capi").open(url, opts) end
+  local loc, why = parse_url(url)
+  if not loc then return failure(EID_E_INVALID_ARG, why) end
   -- Sealing a payload needs the key, which only the C ledger holds: refused
   -- here rather than records silently stored without one.
   for _, k in ipairs { "keep_payloads", "payload_key", "payload_key_hex" } do
@@ -372,13 +379,14 @@ end
 
 local params = ffi_new("eid_ledger_issue_params")
 
--- The token rule is eid_ledger_check_issue's: checked with placeholders for
--- the fields that are not being checked.
-local function check_token(token, fname, level)
-  if type(token) ~= "string" then error(("bad argument #1 to '%s' (string expected)"):format(fname), level) end
+-- A token a lookup is given may come from a user: malformed is simply not
+-- in the ledger (unknown_token with eid_ledger_check_issue's message), as
+-- eidkit.core answers; not a string raises.
+local function lookup_token(token, fname)
+  if type(token) ~= "string" then error(("bad argument #1 to '%s' (string expected)"):format(fname), 3) end
   params.token, params.merchant_id, params.subject, params.extra = token, "m", "s", nil
-  local st = eidffi.lib().eid_ledger_check_issue(params, cerr)
-  if st ~= EID_OK then error(("bad argument #1 to '%s' (%s)"):format(fname, ffi_string(cerr.message)), level) end
+  if eidffi.lib().eid_ledger_check_issue(params, cerr) ~= EID_OK then return from_c(EID_E_LEDGER_UNKNOWN) end
+  return true
 end
 
 local ISSUE_FIELDS = { EidToken = true, MerchantId = true, subject = true, Extra = true,
@@ -433,11 +441,11 @@ function methods.issue(self, t)
   return failure(EID_E_INTERNAL, "redis: unexpected script answer")
 end
 
--- ledger:get(EidToken) -> record | nil, err (unknown_token, unavailable, ...)
--- The record has no `open` flag: that rule (eid__ledger_is_open) is not
--- exported yet.
+-- ledger:get(EidToken) -> record | nil, err (unknown_token, unavailable, ...),
+-- `open` as eid_ledger_get sets it (eid_ledger_redis_entry).
 function methods.get(self, token)
-  check_token(token, "get", 3)
+  local okt, terr = lookup_token(token, "get")
+  if not okt then return nil, terr end
   local key = key_of(self, token)
   local res, err = run(self, function(red)
     red:init_pipeline(2)
@@ -459,8 +467,10 @@ end
 
 -- ledger:claim(EidToken, subject) -> record | nil, err; changes nothing.
 function methods.claim(self, token, subject)
-  check_token(token, "claim", 3)
+  if type(token) ~= "string" then error("bad argument #1 to 'claim' (string expected)", 2) end
   if type(subject) ~= "string" then error("bad argument #2 to 'claim' (string expected)", 2) end
+  local okt, terr = lookup_token(token, "claim")
+  if not okt then return nil, terr end
   local rec, err = self:get(token)
   if not rec then return nil, err end
   -- eid_ledger_claim's record is the backend's, without `open`.
@@ -474,8 +484,10 @@ end
 
 -- ledger:consume(EidToken, subject) -> record | nil, err; once per token.
 function methods.consume(self, token, subject)
-  check_token(token, "consume", 3)
+  if type(token) ~= "string" then error("bad argument #1 to 'consume' (string expected)", 2) end
   if type(subject) ~= "string" then error("bad argument #2 to 'consume' (string expected)", 2) end
+  local okt, terr = lookup_token(token, "consume")
+  if not okt then return nil, terr end
   local now = now_of(self)
   local res, err = script(self, "consume", 1, key_of(self, token), format("%d", now), subject, nonce())
   if not res then return nil, err end
@@ -576,16 +588,6 @@ end
 
 local BATCH = 256 -- as the C backend's walk
 local NEXT, STOP, DROP = 0, 1, 2
-
--- A token a lookup is given may come from a user: malformed is simply not
--- in the ledger (unknown_token with eid_ledger_check_issue's message), as
--- eidkit.core answers; not a string raises.
-local function lookup_token(token, fname)
-  if type(token) ~= "string" then error(("bad argument #1 to '%s' (string expected)"):format(fname), 3) end
-  params.token, params.merchant_id, params.subject, params.extra = token, "m", "s", nil
-  if eidffi.lib().eid_ledger_check_issue(params, cerr) ~= EID_OK then return from_c(EID_E_LEDGER_UNKNOWN) end
-  return true
-end
 
 -- The C backend's walk (ledger_redis.c): zkey from rank `start` in batches
 -- of BATCH, each record read by pipelined HMGET + HSTRLEN into e (its own
@@ -848,6 +850,10 @@ end
 
 -- ledger:close(): nothing to free (connections live in nginx's pool).
 function methods.close() end
+
+-- For eidkit.ledger.capi (the C ledger through the FFI), which builds the
+-- same records and errors: not an API.
+_M.internal = { record_of = record_of, failure = failure, encode = encode }
 
 mt.__tostring = function(self) return format("eidkit.openresty.ledger (redis %s:%d/%d)", self.host, self.port, self.db) end
 
