@@ -84,6 +84,22 @@ describe("examples/openresty/run", function()
     assert.falsy(stderr:find("demo authorize", 1, true), stderr)
   end)
 
+  it("--ledger sqlite:PATH: the flow on the SQLite ledger through the FFI, no redis-server", function()
+    local db = os.tmpname()
+    local s = orrun.start { "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0" }
+    local ok, err = pcall(function()
+      local tok = sp.token(s, "sq")
+      sp.sim_finish(s, tok, 0)
+      local r = sp.request(s, "POST", "/eid/result", { user = "sq", body = { EidToken = tok } })
+      assert.same({ 200, "passed" }, { r.status, r.json.status })
+      assert.equals(200, sp.request(s, "GET", "/healthz").status)
+      assert.equals("", proc.output("pgrep -P " .. s.pid .. " redis-server"))
+    end)
+    orrun.stop(s)
+    for _, ext in ipairs { "", ".db", ".db-wal", ".db-shm" } do os.remove(db .. ext) end
+    assert(ok, err)
+  end)
+
   it("--help names every flag the script reads; a bad flag is exit 2", function()
     local r = proc.run { orrun.RUN, "--help" }
     assert.equals(0, r.code)

@@ -11,7 +11,8 @@
 --   init_worker_by_lua_block { require("eidkit.openresty.gateway").start() }
 --   location /eid/ { content_by_lua_block { require("eidkit.openresty.gateway").serve() } }
 --
--- Per worker: an eidkit.openresty.client, an eidkit.openresty.ledger, an
+-- Per worker: an eidkit.openresty.client, an eidkit.openresty.ledger (Redis
+-- over cosockets; or sqlite:PATH through the FFI, a blocking local call), an
 -- eidkit.flow and an eidkit.gateway whose metrics live in the
 -- `eidkit_metrics` shared dict (summed over workers) and whose buckets live
 -- in the `eidkit_limits` shared dict (shared by workers) or, with
@@ -109,13 +110,16 @@ function _M.configure(opts)
   if type(s.secret_id) ~= "string" or type(s.secret_key) ~= "string" then
     bad("secret_id/secret_key", "both are required")
   end
-  if type(s.ledger) ~= "table" and not (type(s.ledger) == "string" and s.ledger:find("^redis://")) then
-    bad("ledger", format("expected redis://HOST:PORT[/DB][?prefix=P], got '%s'", tostring(s.ledger)))
+  if type(s.ledger) ~= "table" and not (type(s.ledger) == "string"
+    and (s.ledger:find("^redis://") or s.ledger:find("^sqlite:."))) then
+    bad("ledger", format("expected redis://HOST:PORT[/DB][?prefix=P] or sqlite:PATH, got '%s'", tostring(s.ledger)))
   end
   if s.policy == nil and not s.demo_authorize then
     bad("policy", "a policy script (its authorize names the user) is required, or demo_authorize for the simulator")
   end
-  s.limits = s.limits or (type(s.ledger) == "string" and "ledger" or "shared")
+  -- Redis is shared by every node; SQLite is one node's file, and each take
+  -- there would be a blocking call: its buckets stay in the shared dict.
+  s.limits = s.limits or (type(s.ledger) == "string" and s.ledger:find("^redis://") and "ledger" or "shared")
   if s.limits ~= "ledger" and s.limits ~= "shared" then
     bad("limits", format("expected ledger or shared, got '%s'", tostring(s.limits)))
   end
