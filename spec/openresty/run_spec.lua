@@ -8,6 +8,7 @@ local sp = require "support.serveproc"
 local orrun = require "support.orrun"
 local cases = require "support.gateway_cases"
 local proc = require "support.proc"
+local core = require "eidkit.core"
 
 local function alive(pid)
   local stat = proc.read("/proc/" .. pid .. "/stat")
@@ -63,6 +64,17 @@ describe("examples/openresty/run", function()
     for pid in children:gmatch("%d+") do assert.is_false(alive(pid), "a child of run still runs: " .. pid) end
     assert.is_false(proc.sh("curl -s -o /dev/null --max-time 1 " .. s.sim_url .. "/"), "the simulator still answers")
     assert.truthy(sim_port)
+  end)
+
+  it("on SIGTERM lets a request in flight finish before it stops", function()
+    local s = orrun.start { "--sweep-interval", "0", "--sim-fault", "GetEidToken:latency:ms=1500" }
+    local h = sp.spawn(s, "POST", "/eid/token", { user = "late" })
+    core.sleep(0.5)
+    local code = orrun.stop(s)
+    local r = sp.wait_all({ h })[1]
+    assert.equals(0, code)
+    assert.equals(200, r.status, r.body)
+    assert.is_string(r.json.EidToken)
   end)
 
   it("--policy: the script's authorize names the user, and no demo authorize is left", function()
