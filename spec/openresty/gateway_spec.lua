@@ -261,6 +261,28 @@ describe("eidkit.gateway in nginx", function()
     assert(ok, err)
   end)
 
+  it("a worker killed while it sweeps holds the sweep up only until its lock expires", function()
+    -- GetEidResult takes 2.5 s, so the sweep of a due token is still running at the kill
+    local s = orrun.start { "--sweep-interval", "0.3", "--sweep-max", "2.5", "--sim-fault",
+      "GetEidResult:latency:ms=2500" }
+    local ok, err = pcall(function()
+      sp.token(s, "dead")
+      local runs0 = sp.wait_for(function() return (metric(s, "eidkit_sweep_runs_total") or 0) >= 1 and 1 end, 10,
+        "a sweep to start")
+      assert.equals(1, runs0)
+      local worker = orrun.workers(s)[1]
+      proc.sh("kill -KILL " .. worker)
+      -- nginx starts another worker; its timer finds the dead one's lock, and waits
+      sp.wait_for(function() return orrun.workers(s)[1] ~= worker and #orrun.workers(s) == 1 end, 10, "a new worker")
+      core.sleep(0.6)
+      assert.equals(1, metric(s, "eidkit_sweep_runs_total"), "a sweep ran while the dead worker's lock held")
+      -- at most sweep_max after the dead one took it, the lock is gone and the sweep runs again
+      sp.wait_for(function() return metric(s, "eidkit_sweep_runs_total") >= 2 end, 6, "the sweep to run again")
+    end)
+    orrun.stop(s)
+    assert(ok, err)
+  end)
+
   -- THE BLOCKING SPEC. One worker; the simulator adds 200 ms to every
   -- GetEidResult; 200 requests at once. A worker that waited for Tencent
   -- (or Redis) by blocking would answer them one after another: 40 s.

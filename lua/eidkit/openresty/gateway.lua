@@ -52,7 +52,7 @@ local state -- per worker: { gw, flow, ledger, client }
 local KNOWN = { endpoint = 1, peer = 1, secret_id = 1, secret_key = 1, merchant_id = 1, ledger = 1,
   policy = 1, demo_authorize = 1, limits = 1, token_limit = 1, upstream_rate = 1, token_fields = 1,
   token_params = 1, result_fields = 1, h5_return_url = 1, upstream_timeout = 1, upstream_deadline = 1,
-  sweep_interval = 1, sweep_socket = 1, access_log = 1 }
+  sweep_interval = 1, sweep_max = 1, sweep_socket = 1, access_log = 1 }
 
 local function bad(name, what) error(format("eidkit gateway: %s: %s", name, what), 3) end
 
@@ -130,6 +130,8 @@ function _M.configure(opts)
   s.upstream_timeout = seconds(s.upstream_timeout, "upstream_timeout", 10)
   s.upstream_deadline = seconds(s.upstream_deadline, "upstream_deadline", 30)
   s.sweep_interval = seconds(s.sweep_interval, "sweep_interval", 60)
+  s.sweep_max = seconds(s.sweep_max, "sweep_max", 600)
+  if s.sweep_max <= 0 then bad("sweep_max", "expected seconds > 0") end
   if s.sweep_interval > 0 and type(s.sweep_socket) ~= "string" then
     bad("sweep_socket", "the unix socket path of the internal sweep server (or sweep_interval = 0)")
   end
@@ -187,19 +189,17 @@ end
 --   sweep_next     taken by the first worker's timer in an interval, held
 --                  for (most of) the interval: the other timers skip it;
 --   sweep_running  taken by the sweep itself, released when it ends (or
---                  after SWEEP_MAX): a sweep longer than the interval is
---                  never joined by a second one.
+--                  after sweep_max, 600 s by default): a sweep longer than
+--                  the interval is never joined by a second one.
 -- The timer cannot make the API calls (no subrequests in a timer): it
 -- asks the internal sweep server over its unix socket, where flow:sweep
 -- runs in a request like any other.
-_M.SWEEP_MAX = 600
-
 local function sweep_tick(premature)
   if premature then return end
   local dict = ngx.shared[_M.SWEEP_DICT]
   if not dict:add("sweep_next", ngx.worker.pid(), settings.sweep_interval * 0.9) then return end
   local sock = ngx.socket.tcp()
-  sock:settimeout(_M.SWEEP_MAX * 1000)
+  sock:settimeout(settings.sweep_max * 1000)
   local cok, cerr = sock:connect("unix:" .. settings.sweep_socket)
   if not cok then
     log_error("the sweep could not reach the internal sweep server: " .. tostring(cerr))
@@ -275,7 +275,7 @@ end
 function _M.sweep()
   if not state then return respond(UNAVAILABLE) end
   local dict = ngx.shared[_M.SWEEP_DICT]
-  if not dict:add("sweep_running", ngx.worker.pid(), _M.SWEEP_MAX) then return ngx.exit(409) end
+  if not dict:add("sweep_running", ngx.worker.pid(), settings.sweep_max) then return ngx.exit(409) end
   state.sweeps:inc()
   local ok, n, report = pcall(state.flow.sweep, state.flow, { limit = 100 })
   dict:delete("sweep_running")
