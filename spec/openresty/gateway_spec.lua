@@ -141,6 +141,19 @@ describe("eidkit.gateway in nginx", function()
     assert(ok, err)
   end)
 
+  it("answers the per-subject limit from the shared dict as eidkit serve does (429, Retry-After)", function()
+    local s = orrun.start { "--limits", "shared", "--sweep-interval", "0" }
+    local ok, err = pcall(function()
+      for _ = 1, 5 do assert.equals(200, sp.request(s, "POST", "/eid/token", { user = "lim" }).status) end
+      local r = sp.request(s, "POST", "/eid/token", { user = "lim" })
+      -- the case table's want for `eidkit serve` (memory limits): 5/600 leaves 120 s to the next token
+      assert.same({ 429, "rate_limited", "120" }, { r.status, r.json.error.code, r.headers["retry-after"] })
+      assert.equals(200, sp.request(s, "POST", "/eid/token", { user = "other" }).status)
+    end)
+    orrun.stop(s)
+    assert(ok, err)
+  end)
+
   describe("two nginx instances on one Redis", function()
     local srv
     lazy_setup(function() srv = redis.start() end)
