@@ -278,7 +278,8 @@ function _M.sweep()
   if not dict:add("sweep_running", ngx.worker.pid(), settings.sweep_max) then return ngx.exit(409) end
   state.sweeps:inc()
   local ok, n, report = pcall(state.flow.sweep, state.flow, { limit = 100 })
-  dict:delete("sweep_running")
+  -- Ours still (a sweep past sweep_max lost it): freeing another's would let a third in.
+  if dict:get("sweep_running") == ngx.worker.pid() then dict:delete("sweep_running") end
   if not ok or not n then
     log_error("sweep failed: " .. tostring(ok and report or n))
     return ngx.exit(500)
