@@ -55,10 +55,10 @@ function _M.memory(opts)
   return setmetatable({ buckets = {}, count = 0, max_keys = max_keys }, mt)
 end
 
--- The tokens a bucket holds at `now`.
+-- The tokens a bucket holds at `now` (step's refill, without a take).
 local function level(b, rate, burst, now)
   local dt = now - b.last
-  if dt < 0 then dt = 0 end -- a clock that stepped back refills nothing
+  if dt < 0 then dt = 0 end
   local t = b.tokens + dt * rate
   if t > burst then t = burst end
   return t
@@ -99,6 +99,26 @@ local function check_take(key, rate, burst, now)
   end
   if not finite(now) then error("bad argument #4 to 'take' (now: expected seconds)", 3) end
 end
+_M.check_take = check_take -- for another limiter's take (eidkit.openresty.limiter)
+
+-- limiter.step(tokens, last, rate, burst, now) -> allowed, tokens, last,
+-- retry_after: one take from a bucket that held `tokens` at `last` (a
+-- bucket never seen: tokens = nil, it starts full). The rule every
+-- in-process bucket follows (memory here, an nginx shared dict in
+-- eidkit.openresty.limiter); the ledger's take is the same rule in its
+-- store's script.
+function _M.step(tokens, last, rate, burst, now)
+  if tokens == nil then tokens, last = burst, now end
+  local dt = now - last
+  if dt < 0 then dt = 0 end -- a clock that stepped back refills nothing
+  local t = tokens + dt * rate
+  if t > burst then t = burst end
+  -- `last` only moves forward.
+  if now > last then last = now end
+  if t >= 1 then return true, t - 1, last end
+  return false, t, last, (1 - t) / rate
+end
+local step = _M.step
 
 -- limiter:take(key, rate_per_s, burst, now) -> true | false, retry_after_s
 function methods.take(self, key, rate, burst, now)
@@ -110,16 +130,12 @@ function methods.take(self, key, rate, burst, now)
     self.buckets[key] = b
     self.count = self.count + 1
   end
-  local t = level(b, rate, burst, now)
-  -- Remember the parameters for make_room; `last` only moves forward.
+  -- Remember the parameters for make_room.
   b.rate, b.burst = rate, burst
-  if now > b.last then b.last = now end
-  if t >= 1 then
-    b.tokens = t - 1
-    return true
-  end
-  b.tokens = t
-  return false, (1 - t) / rate
+  local ok, t, last, retry = step(b.tokens, b.last, rate, burst, now)
+  b.tokens, b.last = t, last
+  if ok then return true end
+  return false, retry
 end
 
 -- limiter:size() -> how many keys are remembered

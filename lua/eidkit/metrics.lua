@@ -20,6 +20,17 @@
 -- is dropped and counted in eidkit_metrics_series_dropped_total, so a
 -- label fed from outside cannot grow memory without bound.
 --
+-- Where the values live is pluggable: by default in this Lua state; with
+-- new{store = s} in a store several Lua states share (OpenResty's workers:
+-- eidkit.openresty.metrics_store over an lua_shared_dict), so each state
+-- declares the same metrics and render() shows the sums. A store is
+--   s:claim(name, key, max) -> true when the series (metric name, label
+--     key) exists or was created within max series for that name, else false
+--   s:add(id, n)            add n to the number at id (created at 0)
+--   s:set(id, v), s:get(id) -> number or nil
+--   s:series(name)          -> the label keys claimed for that name
+-- where key is the label values joined by "\0" and id is an opaque string.
+--
 -- Loaded by OpenResty too: only what Lua 5.4 and LuaJIT both run.
 local type, error, pairs, ipairs, tostring, tonumber, setmetatable =
   type, error, pairs, ipairs, tostring, tonumber, setmetatable
@@ -78,13 +89,21 @@ function _M.new(opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then error("bad argument #1 to 'new' (expected a table of options)", 2) end
   for k in pairs(opts) do
-    if k ~= "max_series" then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
+    if k ~= "max_series" and k ~= "store" then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
+  end
+  local store = opts.store
+  if store ~= nil then
+    for _, f in ipairs { "claim", "add", "set", "get", "series" } do
+      if type(store) ~= "table" or type(store[f]) ~= "function" then
+        error(format("bad option 'store' (expected an object with %s)", f), 2)
+      end
+    end
   end
   local max = opts.max_series or _M.MAX_SERIES
   if not finite(max) or max < 1 or max % 1 ~= 0 then
     error("bad option 'max_series' (expected a positive integer)", 2)
   end
-  return setmetatable({ list = {}, by_name = {}, max_series = max, dropped = 0 }, registry_mt)
+  return setmetatable({ list = {}, by_name = {}, max_series = max, dropped = 0, store = store }, registry_mt)
 end
 
 local function check_name(name, fname)
@@ -95,8 +114,25 @@ end
 
 local DROPPED = "eidkit_metrics_series_dropped_total"
 
+-- A value's id in a store: metric name, label key, field ("v", "c", "s",
+-- "b<i>"), separated by \1 (never in a metric name).
+local function store_id(m, key, field)
+  return m.name .. "\1" .. key .. "\1" .. field
+end
+
 local function new_series(m, key, values)
   local s = { values = values, value = 0 }
+  local store = m.registry.store
+  if store then
+    -- In a store the series holds no values, only where they are.
+    if not store:claim(m.name, key, m.registry.max_series) then
+      store:add(DROPPED, 1)
+      return nil
+    end
+    s.id = store_id(m, key, "")
+    m.series[key] = s
+    return s
+  end
   if m.kind == "histogram" then
     s.counts, s.sum, s.count = {}, 0, 0
     for i = 1, #m.buckets do s.counts[i] = 0 end
@@ -215,7 +251,7 @@ local function series(self, labels, fname)
   end
   local s = self.series[key]
   if s then return s end
-  if self.nseries >= self.registry.max_series then
+  if not self.registry.store and self.nseries >= self.registry.max_series then
     self.registry.dropped = self.registry.dropped + 1
     return nil
   end
@@ -235,7 +271,9 @@ function metric.inc(self, labels, n)
   if self.kind == "histogram" then error("bad self to 'inc' (a histogram: use observe)", 2) end
   if self.kind == "counter" and n < 0 then error("bad argument #2 to 'inc' (a counter only goes up)", 2) end
   local s = series(self, labels, "inc")
-  if s then s.value = s.value + n end
+  if not s then return end
+  if s.id then return self.registry.store:add(s.id .. "v", n) end
+  s.value = s.value + n
 end
 
 -- gauge:dec(labels [, n = 1])
@@ -244,7 +282,9 @@ function metric.dec(self, labels, n)
   check_value(n, "dec", "n")
   if self.kind ~= "gauge" then error("bad self to 'dec' (only a gauge goes down)", 2) end
   local s = series(self, labels, "dec")
-  if s then s.value = s.value - n end
+  if not s then return end
+  if s.id then return self.registry.store:add(s.id .. "v", -n) end
+  s.value = s.value - n
 end
 
 -- gauge:set(labels, v); counter:set(labels, v) mirrors a count kept
@@ -253,7 +293,9 @@ function metric.set(self, labels, v)
   check_value(v, "set", "v")
   if self.kind == "histogram" then error("bad self to 'set' (a histogram: use observe)", 2) end
   local s = series(self, labels, "set")
-  if s then s.value = v end
+  if not s then return end
+  if s.id then return self.registry.store:set(s.id .. "v", v) end
+  s.value = v
 end
 
 -- histogram:observe(labels, v)
@@ -263,6 +305,14 @@ function metric.observe(self, labels, v)
   local s = series(self, labels, "observe")
   if not s then return end
   local b = self.buckets
+  local store = s.id and self.registry.store
+  if store then
+    for i = 1, #b do
+      if v <= b[i] then store:add(s.id .. "b" .. i, 1) end
+    end
+    store:add(s.id .. "c", 1)
+    return store:add(s.id .. "s", v)
+  end
   for i = 1, #b do
     if v <= b[i] then s.counts[i] = s.counts[i] + 1 end
   end
@@ -280,10 +330,58 @@ function metric.value(self, labels)
     if v == nil then return nil end
     values[i] = label_string(v, names[i], "value")
   end
-  local s = self.series[concat(values, "\0")]
+  local key = concat(values, "\0")
+  local store = self.registry.store
+  if store then
+    if self.kind == "histogram" then
+      local count = store:get(store_id(self, key, "c"))
+      if count == nil then return nil end
+      return count, store:get(store_id(self, key, "s")) or 0
+    end
+    return store:get(store_id(self, key, "v"))
+  end
+  local s = self.series[key]
   if not s then return nil end
   if self.kind == "histogram" then return s.count, s.sum end
   return s.value
+end
+
+-- The series of m as render reads them: its own, or, from a store, every
+-- series any Lua state sharing the store claimed, with their values.
+local function split_key(key, n)
+  local values = {}
+  if n == 0 then return values end
+  local pos = 1
+  for i = 1, n - 1 do
+    local z = key:find("\0", pos, true)
+    if not z then return nil end
+    values[i] = key:sub(pos, z - 1)
+    pos = z + 1
+  end
+  values[n] = key:sub(pos)
+  return values
+end
+
+local function series_of(m)
+  local store = m.registry.store
+  if not store then return m.series end
+  local out = {}
+  for _, key in ipairs(store:series(m.name)) do
+    local values = split_key(key, #m.labels)
+    if values then
+      local s = { values = values }
+      if m.kind == "histogram" then
+        s.counts = {}
+        for i = 1, #m.buckets do s.counts[i] = store:get(store_id(m, key, "b" .. i)) or 0 end
+        s.count = store:get(store_id(m, key, "c")) or 0
+        s.sum = store:get(store_id(m, key, "s")) or 0
+      else
+        s.value = store:get(store_id(m, key, "v")) or 0
+      end
+      out[key] = s
+    end
+  end
+  return out
 end
 
 -- '{a="x",b="y"}' (with an extra pair appended when given), or "".
@@ -300,11 +398,12 @@ end
 local function render_metric(m, out)
   out[#out + 1] = "# HELP " .. m.name .. " " .. escape_help(m.help)
   out[#out + 1] = "# TYPE " .. m.name .. " " .. m.kind
+  local all = series_of(m)
   local keys = {}
-  for k in pairs(m.series) do keys[#keys + 1] = k end
+  for k in pairs(all) do keys[#keys + 1] = k end
   sort(keys)
   for _, k in ipairs(keys) do
-    local s = m.series[k]
+    local s = all[k]
     if m.kind == "histogram" then
       for i, bound in ipairs(m.buckets) do
         out[#out + 1] = m.name .. "_bucket" .. label_text(m.labels, s.values, "le", number(bound))
@@ -327,7 +426,9 @@ function registry.render(self)
   out[#out + 1] = "# HELP " .. DROPPED .. " Samples dropped because a metric already held max_series "
     .. "label sets."
   out[#out + 1] = "# TYPE " .. DROPPED .. " counter"
-  out[#out + 1] = DROPPED .. " " .. number(self.dropped)
+  local dropped = self.dropped
+  if self.store then dropped = self.store:get(DROPPED) or 0 end
+  out[#out + 1] = DROPPED .. " " .. number(dropped)
   return concat(out, "\n") .. "\n"
 end
 

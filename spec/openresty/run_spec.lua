@@ -1,0 +1,135 @@
+-- examples/openresty/run against `eidkit serve --sim`: the same table of
+-- requests (support.gateway_cases) run against both, each checked against
+-- what it must answer and the two compared answer by answer; then run's
+-- own behaviour: its first two stdout lines, the demo authorize warning,
+-- --help, bad flags, SIGTERM stopping nginx, the simulator and redis with
+-- exit 0. Real nginx, real `eidkit sim`, real redis-server.
+local sp = require "support.serveproc"
+local orrun = require "support.orrun"
+local cases = require "support.gateway_cases"
+local proc = require "support.proc"
+local core = require "eidkit.core"
+
+local function alive(pid)
+  local stat = proc.read("/proc/" .. pid .. "/stat")
+  return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+describe("examples/openresty/run", function()
+  it("answers the case table as `eidkit serve --sim` does", function()
+    local db = os.tmpname()
+    local serve = sp.start { "--sim", "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0",
+      "--upstream-timeout", "1", "--upstream-deadline", "2",
+      "--h5-return-url", "https://shop.example/verified" }
+    local ok, from_serve = pcall(cases.run, serve)
+    sp.stop(serve)
+    for _, ext in ipairs { "", ".db", ".db-wal", ".db-shm" } do os.remove(db .. ext) end
+    assert(ok, from_serve)
+    cases.check(from_serve, "eidkit serve")
+
+    local s = orrun.start { "--sweep-interval", "0", "--upstream-timeout", "1", "--upstream-deadline", "2",
+      "--h5-return-url", "https://shop.example/verified" }
+    local rok, from_nginx = pcall(cases.run, s)
+    local log = orrun.error_log(s)
+    orrun.stop(s)
+    assert(rok, from_nginx)
+    cases.check(from_nginx, "examples/openresty/run")
+    for _, c in ipairs(cases.CASES) do
+      assert.same(cases.comparable(c, from_serve[c[1]]), cases.comparable(c, from_nginx[c[1]]),
+        c[1] .. "\nerror.log:\n" .. log:sub(-2000))
+    end
+    assert.falsy(log:find(require("eidkit.sim").demo.SecretKey, 1, true), "error.log holds the secret key")
+    -- nginx logs the upstream faults and the refused body; nothing of Lua's
+    assert.falsy(log:find("eidkit gateway:", 1, true) or log:find("lua entry thread aborted", 1, true),
+      "error.log:\n" .. log:sub(-2000))
+  end)
+
+  it("says where it listens, then where the simulator is, warns about the demo authorize, "
+    .. "and stops nginx, the simulator and redis on SIGTERM with exit 0", function()
+    local s = orrun.start {}
+    assert.matches("^http://127%.0%.0%.1:%d+$", s.url)
+    assert.matches("^http://127%.0%.0%.1:%d+$", s.sim_url)
+    assert.same({ "listening on " .. s.url, "simulator on " .. s.sim_url }, s.lines)
+    local prefix = orrun.prefix(s)
+    local master = proc.read(prefix .. "/logs/nginx.pid"):match("%d+")
+    local workers = orrun.workers(s)
+    assert.equals(1, #workers)
+    local sim_port = s.sim_url:match(":(%d+)$")
+    local children = proc.output("pgrep -P " .. s.pid)
+    local code, out, err = orrun.stop(s)
+    assert.equals(0, code, err)
+    assert.equals(2, select(2, out:gsub("\n", "")))
+    assert.matches("demo authorize: .*X%-Eidkit%-Demo%-User.*never use in production", err)
+    assert.is_false(alive(master), "nginx still runs")
+    for pid in children:gmatch("%d+") do assert.is_false(alive(pid), "a child of run still runs: " .. pid) end
+    assert.is_false(proc.sh("curl -s -o /dev/null --max-time 1 " .. s.sim_url .. "/"), "the simulator still answers")
+    assert.truthy(sim_port)
+  end)
+
+  it("on SIGTERM lets a request in flight finish before it stops", function()
+    local s = orrun.start { "--sweep-interval", "0", "--sim-fault", "GetEidToken:latency:ms=1500" }
+    local h = sp.spawn(s, "POST", "/eid/token", { user = "late" })
+    core.sleep(0.5)
+    local code = orrun.stop(s)
+    local r = sp.wait_all({ h })[1]
+    assert.equals(0, code)
+    assert.equals(200, r.status, r.body)
+    assert.is_string(r.json.EidToken)
+  end)
+
+  it("--policy: the script's authorize names the user, and no demo authorize is left", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write('return { authorize = function(req) return req.headers["x-user"] or false, "no X-User header" end }\n')
+    f:close()
+    local s = orrun.start { "--policy", path, "--sweep-interval", "0" }
+    local ok, err = pcall(function()
+      local r = sp.request(s, "POST", "/eid/token", { headers = { ["X-User"] = "pol" } })
+      assert.equals(200, r.status, r.body)
+      r = sp.request(s, "POST", "/eid/token", { user = "demo" })
+      assert.same({ 401, "unauthorized" }, { r.status, r.json.error.code })
+    end)
+    local code, _, stderr = orrun.stop(s)
+    os.remove(path)
+    assert(ok, err)
+    assert.equals(0, code)
+    assert.falsy(stderr:find("demo authorize", 1, true), stderr)
+  end)
+
+  it("--ledger sqlite:PATH: the flow on the SQLite ledger through the FFI, no redis-server", function()
+    local db = os.tmpname()
+    local s = orrun.start { "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0" }
+    local ok, err = pcall(function()
+      local tok = sp.token(s, "sq")
+      sp.sim_finish(s, tok, 0)
+      local r = sp.request(s, "POST", "/eid/result", { user = "sq", body = { EidToken = tok } })
+      assert.same({ 200, "passed" }, { r.status, r.json.status })
+      assert.equals(200, sp.request(s, "GET", "/healthz").status)
+      assert.equals("", proc.output("pgrep -P " .. s.pid .. " redis-server"))
+    end)
+    orrun.stop(s)
+    for _, ext in ipairs { "", ".db", ".db-wal", ".db-shm" } do os.remove(db .. ext) end
+    assert(ok, err)
+  end)
+
+  it("--help names every flag the script reads; a bad flag is exit 2", function()
+    local r = proc.run { orrun.RUN, "--help" }
+    assert.equals(0, r.code)
+    local src = proc.read(orrun.RUN)
+    local parsed = {}
+    for flag in src:match("while %[ %$# %-gt 0 %]; do(.-)\ndone"):gmatch("(%-%-[%w%-]+)[|)]") do parsed[flag] = true end
+    local helped = {}
+    for flag in r.stdout:gmatch("\n  (%-%-[%w%-]+)") do helped[flag] = true end
+    assert.same(parsed, helped)
+    local bad = proc.run { orrun.RUN, "--workers", "0" }
+    assert.equals(2, bad.code)
+    assert.matches("--workers: expected 1..64", bad.stderr, 1, true)
+    bad = proc.run { orrun.RUN, "--frobnicate" }
+    assert.equals(2, bad.code)
+    assert.matches("unknown option '--frobnicate'", bad.stderr, 1, true)
+    -- a setting the gateway refuses stops nginx from starting: exit 1, the reason said
+    bad = proc.run { orrun.RUN, "--token-limit", "five" }
+    assert.equals(1, bad.code)
+    assert.matches("token_limit: expected COUNT/SECONDS", bad.stderr, 1, true)
+  end)
+end)
