@@ -4,8 +4,9 @@
 --   POST /ledger {url, opts, now, op, args}  -> {res =, err =, noscript =, pid =}
 --                (op "sweep": args {opts}, answers {EidToken = response} for its pull)
 --   GET  /shas?url=                          -> {name = sha1 hex}
---   GET  /timed?url=&tok=                    -> {start =, finish =, ok =, code =}: issues tok,
+--   GET  /timed?url=&tok=[&pool_size=]      -> {start =, finish =, ok =, code =}: issues tok,
 --                                               with the worker's clock before and after
+--                                               (pool_size: the ledger's, when the url is new)
 local cjson = require "cjson.safe"
 local orledger = require "eidkit.openresty.ledger"
 
@@ -63,7 +64,8 @@ if uri == "/ledger" then
 elseif uri == "/shas" then
   return reply(ledger(ngx.unescape_uri(ngx.var.arg_url)):script_shas())
 elseif uri == "/timed" then
-  local l = ledger(ngx.unescape_uri(ngx.var.arg_url))
+  local pool_size = tonumber(ngx.var.arg_pool_size)
+  local l = ledger(ngx.unescape_uri(ngx.var.arg_url), pool_size and { pool_size = pool_size } or nil)
   if state.now == 0 then state.now = ngx.time() end
   ngx.update_time()
   local start = ngx.now()

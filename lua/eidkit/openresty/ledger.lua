@@ -153,7 +153,7 @@ local function connect(self)
   -- One timeout for connect, send and read. (set_timeouts before connect
   -- makes this nginx log "attempt to send data on a closed socket".)
   red:set_timeout(self.timeout_ms)
-  local ok, err = red:connect(self.host, self.port, { pool = self.pool })
+  local ok, err = red:connect(self.host, self.port, self.connect_opts)
   if not ok then
     return nil, format("redis: cannot connect to %s:%d: %s", self.host, self.port, tostring(err))
   end
@@ -319,8 +319,11 @@ end
 -- opts: token_ttl, result_window, retention (s, as eidkit.ledger.open),
 -- timeout_ms (connect, send and read; default 5000), clock (function
 -- returning Unix seconds; default ngx.time), request_ids (false: records
--- without the list), pool_size (connections kept per worker, default 32),
--- keepalive_ms (an idle pooled connection's life, default 60000).
+-- without the list), pool_size (connections per worker, default 32: at
+-- most this many open at once), backlog (calls that may wait for one of
+-- them, default 4096; past it a call fails as when Redis cannot be
+-- reached), keepalive_ms (an
+-- idle pooled connection's life, default 60000).
 -- Nothing is sent to Redis here: cosockets may not exist where a ledger is
 -- made (init_by_lua), and each call connects from the pool.
 function _M.open(url, opts)
@@ -351,9 +354,16 @@ function _M.open(url, opts)
     token_ttl = opts.token_ttl or DEFAULT_TTL, result_window = opts.result_window or RESULT_WINDOW,
     retention = opts.retention or RETENTION, timeout_ms = opts.timeout_ms or 5000,
     clock = opts.clock or ngx.time, request_ids = opts.request_ids ~= false,
-    pool_size = opts.pool_size or 32, keepalive_ms = opts.keepalive_ms or 60000,
+    pool_size = opts.pool_size or 32, backlog = opts.backlog or 4096,
+    keepalive_ms = opts.keepalive_ms or 60000,
     noscript = 0, -- EVALs after NOSCRIPT, for specs and metrics
   }, mt)
+  -- At most pool_size connections at once; a call finding them all busy
+  -- waits for one (in a queue of up to `backlog`) rather than opening
+  -- another: Redis answers in well under a millisecond, and a burst of
+  -- requests (a thousand clients whose upstream calls end together) would
+  -- otherwise open and close a connection each.
+  self.connect_opts = { pool = self.pool, pool_size = self.pool_size, backlog = self.backlog }
   self.scripts = load_scripts()
   self.due_key, self.created_key = self.prefix .. "due", self.prefix .. "created"
   return self
