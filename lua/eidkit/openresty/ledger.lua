@@ -322,8 +322,7 @@ end
 -- without the list), pool_size (connections per worker, default 32: at
 -- most this many open at once), backlog (calls that may wait for one of
 -- them, default 4096; past it a call fails as when Redis cannot be
--- reached), keepalive_ms (an
--- idle pooled connection's life, default 60000).
+-- reached), keepalive_ms (an idle pooled connection's life, default 60000).
 -- Nothing is sent to Redis here: cosockets may not exist where a ledger is
 -- made (init_by_lua), and each call connects from the pool.
 function _M.open(url, opts)
