@@ -3,6 +3,7 @@
 -- same process (--sim). docs/internals/serve.md has the design.
 local core = require "eidkit.core"
 local args = require "eidkit.cli.args"
+local gw_settings = require "eidkit.gateway.settings"
 
 local stdout, stderr = io.stdout, io.stderr
 local format = string.format
@@ -187,28 +188,10 @@ local function settings(o)
   end
   s.policy = o.policy
   s.h5_return_url = o.h5_return_url
-  if o.token_limit == "off" then
-    s.token_limit = false
-  elseif o.token_limit then
-    local count, per = o.token_limit:match("^(%d+)/(%d+%.?%d*)$")
-    count, per = math.tointeger(tonumber(count)), tonumber(per)
-    if not count or count < 1 or not per or per <= 0 then
-      return nil, format("--token-limit: expected COUNT/SECONDS such as 5/600, or off; got '%s'", o.token_limit)
-    end
-    s.token_limit = { count = count, per = per }
-  end
-  if o.upstream_rate == "off" then
-    s.upstream_limits = { GetEidToken = false, GetEidResult = false }
-  elseif o.upstream_rate then
-    local n = tonumber(o.upstream_rate)
-    if not n or n <= 0 or n > 100000 then
-      return nil, format("--upstream-rate: expected calls per second > 0, or off; got '%s'", o.upstream_rate)
-    end
-    -- A bucket lets burst + rate through in any one second: 0.8 n + 0.2 n,
-    -- as the gateway's default 80 + 20 (a burst is at least one call).
-    local l = { rate = n * 0.8, burst = math.max(1, n * 0.2) }
-    s.upstream_limits = { GetEidToken = l, GetEidResult = l }
-  end
+  s.token_limit, err = gw_settings.token_limit(o.token_limit, "--token-limit")
+  if err then return nil, err end
+  s.upstream_limits, err = gw_settings.upstream_rate(o.upstream_rate, "--upstream-rate")
+  if err then return nil, err end
   local conc = o.upstream_concurrency and math.tointeger(tonumber(o.upstream_concurrency))
   if o.upstream_concurrency and (not conc or conc < 1 or conc > 10000) then
     return nil, format("--upstream-concurrency: expected 1..10000, got '%s'", o.upstream_concurrency)
@@ -218,14 +201,7 @@ local function settings(o)
   if s.limits ~= "ledger" and s.limits ~= "memory" then
     return nil, format("--limits: expected ledger or memory, got '%s'", o.limits)
   end
-  if o.token_fields ~= nil then
-    if type(o.token_fields) == "table" then
-      s.token_fields = o.token_fields
-    else
-      s.token_fields = {}
-      for f in tostring(o.token_fields):gmatch("[^,%s]+") do s.token_fields[#s.token_fields + 1] = f end
-    end
-  end
+  s.token_fields = gw_settings.fields(o.token_fields)
   local checks = {
     { "upstream_timeout", "upstream-timeout", 0.001, 10 },
     { "upstream_deadline", "upstream-deadline", 0.001, 30 },
@@ -265,17 +241,6 @@ local function settings(o)
 end
 
 -- ------------------------------------------------------------ the parts
-
--- The demo authorize of --sim without --policy: whoever sends the header is
--- that user. Loud on purpose.
-local DEMO_HEADER = "x-eidkit-demo-user"
-local DEMO_POLICY = {
-  authorize = function(req)
-    local u = req.headers and req.headers[DEMO_HEADER]
-    if type(u) == "string" and u ~= "" then return u end
-    return false, "no X-Eidkit-Demo-User header"
-  end,
-}
 
 local function load_policy(path)
   local policy = require "eidkit.policy"
@@ -383,7 +348,8 @@ function _M.main(argv)
     policy, err = load_policy(s.policy)
     if not policy then return usage_error(err) end
   elseif s.sim then
-    policy = DEMO_POLICY
+    -- The demo authorize of --sim without --policy: loud on purpose (below).
+    policy = gw_settings.DEMO_POLICY
   end
 
   if o.check then

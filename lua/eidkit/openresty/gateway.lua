@@ -23,7 +23,7 @@ local ngx = ngx
 local gateway = require "eidkit.gateway"
 local metrics = require "eidkit.metrics"
 local limiter = require "eidkit.limiter"
-local compat = require "eidkit.compat"
+local gw_settings = require "eidkit.gateway.settings"
 
 local type, error, pairs, tostring, tonumber, pcall = type, error, pairs, tostring, tonumber, pcall
 local format = string.format
@@ -33,16 +33,10 @@ local _M = {}
 -- The shared dicts nginx/eidkit.conf declares.
 _M.METRICS_DICT, _M.LIMITS_DICT, _M.SWEEP_DICT = "eidkit_metrics", "eidkit_limits", "eidkit_sweep"
 
--- The demo authorize for the simulator (`eidkit serve --sim`'s): whoever
--- sends the header is that user. Never in production.
-local DEMO_HEADER = "x-eidkit-demo-user"
-_M.DEMO_POLICY = {
-  authorize = function(req)
-    local u = req.headers and req.headers[DEMO_HEADER]
-    if type(u) == "string" and u ~= "" then return u end
-    return false, "no X-Eidkit-Demo-User header"
-  end,
-}
+-- The demo authorize for the simulator (`eidkit serve --sim`'s, from
+-- eidkit.gateway.settings): whoever sends the header is that user. Never in
+-- production.
+_M.DEMO_POLICY = gw_settings.DEMO_POLICY
 
 local settings -- from configure, inherited by the workers
 local state -- per worker: { gw, flow, ledger, client }
@@ -55,40 +49,6 @@ local KNOWN = { endpoint = 1, peer = 1, secret_id = 1, secret_key = 1, merchant_
   sweep_interval = 1, sweep_max = 1, sweep_socket = 1, access_log = 1 }
 
 local function bad(name, what) error(format("eidkit gateway: %s: %s", name, what), 3) end
-
--- "COUNT/SECONDS" or "off", as `eidkit serve --token-limit`.
-local function token_limit(v)
-  if v == nil or v == "" then return nil end
-  if v == "off" or v == false then return false end
-  if type(v) == "table" then return v end
-  local count, per = tostring(v):match("^(%d+)/(%d+%.?%d*)$")
-  count, per = compat.tointeger(tonumber(count)), tonumber(per)
-  if not count or count < 1 or not per or per <= 0 then
-    bad("token_limit", format("expected COUNT/SECONDS such as 5/600, or off; got '%s'", tostring(v)))
-  end
-  return { count = count, per = per }
-end
-
--- Calls per second or "off", as `eidkit serve --upstream-rate`: a bucket
--- lets burst + rate through in any one second, 0.8 n + 0.2 n, as the
--- gateway's default 80 + 20.
-local function upstream_rate(v)
-  if v == nil or v == "" then return nil end
-  if v == "off" or v == false then return { GetEidToken = false, GetEidResult = false } end
-  local n = tonumber(v)
-  if not n or n <= 0 or n > 100000 then
-    bad("upstream_rate", format("expected calls per second > 0, or off; got '%s'", tostring(v)))
-  end
-  local l = { rate = n * 0.8, burst = math.max(1, n * 0.2) }
-  return { GetEidToken = l, GetEidResult = l }
-end
-
-local function list(v)
-  if v == nil or type(v) == "table" then return v end
-  local out = {}
-  for f in tostring(v):gmatch("[^,%s]+") do out[#out + 1] = f end
-  return out
-end
 
 local function seconds(v, name, default)
   if v == nil or v == "" then return default end
@@ -123,10 +83,13 @@ function _M.configure(opts)
   if s.limits ~= "ledger" and s.limits ~= "shared" then
     bad("limits", format("expected ledger or shared, got '%s'", tostring(s.limits)))
   end
-  s.token_limit = token_limit(s.token_limit)
-  s.upstream_limits = upstream_rate(s.upstream_rate)
+  local err
+  s.token_limit, err = gw_settings.token_limit(s.token_limit, "token_limit")
+  if err then error("eidkit gateway: " .. err, 2) end
+  s.upstream_limits, err = gw_settings.upstream_rate(s.upstream_rate, "upstream_rate")
+  if err then error("eidkit gateway: " .. err, 2) end
   s.upstream_rate = nil
-  s.token_fields, s.result_fields = list(s.token_fields), list(s.result_fields)
+  s.token_fields, s.result_fields = gw_settings.fields(s.token_fields), gw_settings.fields(s.result_fields)
   s.upstream_timeout = seconds(s.upstream_timeout, "upstream_timeout", 10)
   s.upstream_deadline = seconds(s.upstream_deadline, "upstream_deadline", 30)
   s.sweep_interval = seconds(s.sweep_interval, "sweep_interval", 60)
@@ -138,7 +101,8 @@ function _M.configure(opts)
   s.access_log = s.access_log == true or s.access_log == "on" or s.access_log == "1"
   -- The gateway's own option checks, now rather than in every worker.
   local none = function() end
-  local ok, err = pcall(gateway.new, { flow = { start = none, finish = none, authorize = none },
+  local ok
+  ok, err = pcall(gateway.new, { flow = { start = none, finish = none, authorize = none },
     token_limit = s.token_limit, upstream_limits = s.upstream_limits, token_fields = s.token_fields,
     token_params = s.token_params, result_fields = s.result_fields, h5_return_url = s.h5_return_url })
   if not ok then error("eidkit gateway: " .. tostring(err), 2) end

@@ -1,0 +1,77 @@
+-- eidkit.gateway.settings: the gateway settings a host reads as text (a
+-- flag, an nginx env value) turned into eidkit.gateway's options, and the
+-- simulator's demo authorize. One copy for both hosts: `eidkit serve`
+-- (lua/eidkit/cli/serve.lua, Lua 5.4) and OpenResty's configure
+-- (lua/eidkit/openresty/gateway.lua, LuaJIT), so the two accept and refuse
+-- the same values with the same words.
+--
+-- Each parser takes the value and the label the host names the setting by
+-- ("--token-limit" on the command line, "token_limit" in nginx) and returns
+-- the option (nil when the value is nil: unset), or nil and "LABEL: what was
+-- expected; got 'value'". What the gateway checks on the options themselves
+-- (h5_return_url's form, the token_fields names, the limits' ranges) stays
+-- in eidkit.gateway.new, which both hosts call.
+local compat = require "eidkit.compat"
+
+local type, tostring, tonumber = type, tostring, tonumber
+local format, max = string.format, math.max
+
+local _M = {}
+
+-- The request header the demo authorize reads (lower case, as both hosts
+-- hand headers to the gateway).
+_M.DEMO_HEADER = "x-eidkit-demo-user"
+
+-- The demo authorize for the simulator: whoever sends the header is that
+-- user. Never in production; each host warns when it runs with it.
+function _M.demo_authorize(req)
+  local u = req.headers and req.headers[_M.DEMO_HEADER]
+  if type(u) == "string" and u ~= "" then return u end
+  return false, "no X-Eidkit-Demo-User header"
+end
+
+-- A policy table with that authorize, for eidkit.flow's `policy`.
+_M.DEMO_POLICY = { authorize = _M.demo_authorize }
+
+-- "COUNT/SECONDS" (tokens per subject) or "off": eidkit.gateway's
+-- token_limit, { count = n, per = seconds } or false. A table or false is
+-- already the option (a Lua configuration may give one): the gateway
+-- checks it.
+function _M.token_limit(v, label)
+  if v == nil then return nil end
+  if v == "off" or v == false then return false end
+  if type(v) == "table" then return v end
+  local count, per = tostring(v):match("^(%d+)/(%d+%.?%d*)$")
+  count, per = compat.tointeger(tonumber(count)), tonumber(per)
+  if not count or count < 1 or not per or per <= 0 then
+    return nil, format("%s: expected COUNT/SECONDS such as 5/600, or off; got '%s'", label, tostring(v))
+  end
+  return { count = count, per = per }
+end
+
+-- Calls per second per API action, or "off": eidkit.gateway's
+-- upstream_limits. A bucket lets burst + rate through in any one second:
+-- 0.8 n + 0.2 n, as the gateway's default 80 + 20 (a burst is at least one
+-- call).
+function _M.upstream_rate(v, label)
+  if v == nil then return nil end
+  if v == "off" or v == false then return { GetEidToken = false, GetEidResult = false } end
+  local n = tonumber(v)
+  -- n ~= n: LuaJIT's tonumber reads "nan" (Lua 5.4's does not).
+  if not n or n ~= n or n <= 0 or n > 100000 then
+    return nil, format("%s: expected calls per second > 0, or off; got '%s'", label, tostring(v))
+  end
+  local l = { rate = n * 0.8, burst = max(1, n * 0.2) }
+  return { GetEidToken = l, GetEidResult = l }
+end
+
+-- A comma-separated list of field names (token_fields, result_fields), or
+-- a list already. Never fails: the gateway checks the names.
+function _M.fields(v)
+  if v == nil or type(v) == "table" then return v end
+  local out = {}
+  for f in tostring(v):gmatch("[^,%s]+") do out[#out + 1] = f end
+  return out
+end
+
+return _M
