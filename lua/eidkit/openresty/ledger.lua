@@ -319,8 +319,9 @@ end
 -- opts: token_ttl, result_window, retention (s, as eidkit.ledger.open),
 -- timeout_ms (connect, send and read; default 5000), clock (function
 -- returning Unix seconds; default ngx.time), request_ids (false: records
--- without the list), pool_size (connections per worker, default 32: at
--- most this many open at once), backlog (calls that may wait for one of
+-- without the list), pool_size (connections per worker, default 1024: at
+-- most this many open at once; a waiter handed a freed slot may connect
+-- anew, so a pool smaller than the bursts churns connections), backlog (calls that may wait for one of
 -- them, default 4096; past it a call fails as when Redis cannot be
 -- reached), keepalive_ms (an idle pooled connection's life, default 60000).
 -- Nothing is sent to Redis here: cosockets may not exist where a ledger is
@@ -353,7 +354,7 @@ function _M.open(url, opts)
     token_ttl = opts.token_ttl or DEFAULT_TTL, result_window = opts.result_window or RESULT_WINDOW,
     retention = opts.retention or RETENTION, timeout_ms = opts.timeout_ms or 5000,
     clock = opts.clock or ngx.time, request_ids = opts.request_ids ~= false,
-    pool_size = opts.pool_size or 32, backlog = opts.backlog or 4096,
+    pool_size = opts.pool_size or 1024, backlog = opts.backlog or 4096,
     keepalive_ms = opts.keepalive_ms or 60000,
     noscript = 0, -- EVALs after NOSCRIPT, for specs and metrics
   }, mt)
