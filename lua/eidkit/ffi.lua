@@ -441,6 +441,17 @@ function _M.sign_lib()
   return sign_lib
 end
 
+-- A stored attempt (eid_ledger_attempt) as eidkit.ledger's attempts()
+-- gives it on Lua 5.4 ({Seq, ReqTime, IsNeedCharge, Sim, CompareLibType,
+-- Errcode and LivenessMode when known}), for the FFI ledgers.
+function _M.attempt_table(a)
+  local t = { Seq = ffi_string(a.seq), ReqTime = tonumber(a.req_time_ms), IsNeedCharge = a.is_need_charge ~= 0,
+    Sim = ffi_string(a.sim), CompareLibType = ffi_string(a.compare_lib_type) }
+  if a.has_err_code ~= 0 then t.Errcode = tonumber(a.err_code) end
+  if a.has_liveness_mode ~= 0 then t.LivenessMode = tonumber(a.liveness_mode) end
+  return t
+end
+
 function _M.version()
   return ffi_string(_M.sign_lib().eid_version())
 end

@@ -290,12 +290,7 @@ function methods.attempts(self, token)
   end
   local out = {}
   for i = 0, math.min(want, tonumber(n[0])) - 1 do
-    local a = list[i]
-    local t = { Seq = ffi_string(a.seq), ReqTime = tonumber(a.req_time_ms), IsNeedCharge = a.is_need_charge ~= 0,
-      Sim = ffi_string(a.sim), CompareLibType = ffi_string(a.compare_lib_type) }
-    if a.has_err_code ~= 0 then t.Errcode = tonumber(a.err_code) end
-    if a.has_liveness_mode ~= 0 then t.LivenessMode = tonumber(a.liveness_mode) end
-    out[#out + 1] = t
+    out[#out + 1] = eidffi.attempt_table(list[i])
   end
   return out
 end
