@@ -275,9 +275,11 @@ describe("eidkit.gateway in nginx", function()
   end)
 
   it("a worker killed while it sweeps holds the sweep up only until its lock expires", function()
-    -- GetEidResult takes 2.5 s, so the sweep of a due token is still running at the kill
-    local s = orrun.start { "--sweep-interval", "0.3", "--sweep-max", "2.5", "--sim-fault",
-      "GetEidResult:latency:ms=2500" }
+    -- GetEidResult takes 6 s, so the sweep of a due token is still running at the kill,
+    -- and its lock (--sweep-max 6) outlives the kill, the new worker's start and the
+    -- check below even on a loaded machine (2.5 s did not, once, under the full suite).
+    local s = orrun.start { "--sweep-interval", "0.3", "--sweep-max", "6", "--sim-fault",
+      "GetEidResult:latency:ms=6000" }
     local ok, err = pcall(function()
       sp.token(s, "dead")
       local runs0 = sp.wait_for(function() return (metric(s, "eidkit_sweep_runs_total") or 0) >= 1 and 1 end, 10,
@@ -290,7 +292,7 @@ describe("eidkit.gateway in nginx", function()
       core.sleep(0.6)
       assert.equals(1, metric(s, "eidkit_sweep_runs_total"), "a sweep ran while the dead worker's lock held")
       -- at most sweep_max after the dead one took it, the lock is gone and the sweep runs again
-      sp.wait_for(function() return metric(s, "eidkit_sweep_runs_total") >= 2 end, 6, "the sweep to run again")
+      sp.wait_for(function() return metric(s, "eidkit_sweep_runs_total") >= 2 end, 12, "the sweep to run again")
     end)
     orrun.stop(s)
     assert(ok, err)
