@@ -186,15 +186,18 @@ local function reply_failure(msg)
   return failure(EID_E_INTERNAL, "redis: " .. msg)
 end
 
--- run(self, fn): fn(red) -> res | false, reply error | nil, I/O error. A
--- broken connection is made again and fn run once more (every call here is
--- safe to repeat, as in the C backend); then unavailable.
-local function run(self, fn)
+-- run(self, fn, a, b, c, d): fn(red, a, b, c, d) -> res | false, reply error |
+-- nil, I/O error. A broken connection is made again and fn run once more
+-- (every call here is safe to repeat, as in the C backend); then
+-- unavailable. The hot paths (get, script) pass module-level functions and
+-- their arguments rather than a closure: making a closure on every call
+-- stops LuaJIT from compiling the caller.
+local function run(self, fn, a, b, c, d)
   local last
   for _ = 1, 2 do
     local red, cerr_msg = connect(self)
     if red then
-      local res, err = fn(red)
+      local res, err = fn(red, a, b, c, d)
       if res ~= nil then
         if res == false then
           release(self, red)
@@ -214,17 +217,17 @@ end
 
 -- EVALSHA the backend's script; EVAL its text when the server answers
 -- NOSCRIPT (a restart, SCRIPT FLUSH), which caches it again.
+local function eval_script(red, self, sc, nkeys, args)
+  local res, err = red:evalsha(sc.sha, nkeys, unpack(args))
+  if res == false and find(tostring(err), "^NOSCRIPT") then
+    self.noscript = self.noscript + 1
+    res, err = red:eval(sc.text, nkeys, unpack(args))
+  end
+  return res, err
+end
+
 local function script(self, name, nkeys, ...)
-  local sc = self.scripts[name]
-  local args = { ... }
-  return run(self, function(red)
-    local res, err = red:evalsha(sc.sha, nkeys, unpack(args))
-    if res == false and find(tostring(err), "^NOSCRIPT") then
-      self.noscript = self.noscript + 1
-      res, err = red:eval(sc.text, nkeys, unpack(args))
-    end
-    return res, err
-  end)
+  return run(self, eval_script, self, self.scripts[name], nkeys, { ... })
 end
 
 -- ----------------------------------------------------------- records
@@ -451,23 +454,25 @@ function methods.issue(self, t)
   return failure(EID_E_INTERNAL, "redis: unexpected script answer")
 end
 
+-- A record's fields and its payload's length, in one round trip.
+local function read_fields(red, key)
+  red:init_pipeline(2)
+  red:hmget(key, unpack(FIELDS))
+  red:hstrlen(key, "payload")
+  local r, e = red:commit_pipeline()
+  if not r then return nil, e end
+  for i = 1, 2 do
+    if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
+  end
+  return r
+end
+
 -- ledger:get(EidToken) -> record | nil, err (unknown_token, unavailable, ...),
 -- `open` as eid_ledger_get sets it (eid_ledger_redis_entry).
 function methods.get(self, token)
   local okt, terr = lookup_token(token, "get")
   if not okt then return nil, terr end
-  local key = key_of(self, token)
-  local res, err = run(self, function(red)
-    red:init_pipeline(2)
-    red:hmget(key, unpack(FIELDS))
-    red:hstrlen(key, "payload")
-    local r, e = red:commit_pipeline()
-    if not r then return nil, e end
-    for i = 1, 2 do
-      if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
-    end
-    return r
-  end)
+  local res, err = run(self, read_fields, key_of(self, token))
   if not res then return nil, err end
   if type(res[1]) ~= "table" then return failure(EID_E_INTERNAL, "redis: unexpected HMGET reply") end
   local e, rerr = read_entry(res[1], 1, res[2], now_of(self))
