@@ -452,6 +452,20 @@ function _M.attempt_table(a)
   return t
 end
 
+-- ledger:stats()'s table, for the FFI ledgers: count[0..5] the tokens per
+-- state (a Lua table, or eid_ledger_counts.count), billable and due the
+-- other two counts; states named by libeidkit.
+function _M.counts_table(count, billable, due)
+  local C, out, total = _M.lib(), {}, 0
+  for st = 0, 5 do
+    local n = tonumber(count[st] or 0)
+    out[ffi_string(C.eid_ledger_state_name(st))] = n
+    total = total + n
+  end
+  out.total, out.billable, out.due = total, tonumber(billable), tonumber(due)
+  return out
+end
+
 function _M.version()
   return ffi_string(_M.sign_lib().eid_version())
 end

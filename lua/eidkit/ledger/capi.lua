@@ -267,13 +267,7 @@ function methods.stats(self)
   local c = ffi_new("eid_ledger_counts")
   local st = C.eid_ledger_stats(l, c, cerr)
   if st ~= EID_OK then return fail("stats", st) end
-  local out, total = {}, 0
-  for i = 0, 5 do
-    out[ffi_string(C.eid_ledger_state_name(i))] = tonumber(c.count[i])
-    total = total + tonumber(c.count[i])
-  end
-  out.total, out.billable, out.due = total, tonumber(c.billable), tonumber(c.due)
-  return out
+  return eidffi.counts_table(c.count, c.billable, c.due)
 end
 
 function methods.attempts(self, token)

@@ -324,9 +324,10 @@ end
 -- returning Unix seconds; default ngx.time), request_ids (false: records
 -- without the list), pool_size (connections per worker, default 1024: at
 -- most this many open at once; a waiter handed a freed slot may connect
--- anew, so a pool smaller than the bursts churns connections), backlog (calls that may wait for one of
--- them, default 4096; past it a call fails as when Redis cannot be
--- reached), keepalive_ms (an idle pooled connection's life, default 60000).
+-- anew, so a pool smaller than the bursts churns connections), backlog
+-- (calls that may wait for one of them, default 4096; past it a call fails
+-- as when Redis cannot be reached), keepalive_ms (an idle pooled
+-- connection's life, default 60000).
 -- Nothing is sent to Redis here: cosockets may not exist where a ledger is
 -- made (init_by_lua), and each call connects from the pool.
 function _M.open(url, opts)
@@ -454,17 +455,30 @@ function methods.issue(self, t)
   return failure(EID_E_INTERNAL, "redis: unexpected script answer")
 end
 
+-- A committed pipeline's replies as run wants them: the list, or false and
+-- the first error reply in it, or nil and the I/O error.
+local function pipeline_replies(r, e)
+  if not r then return nil, e end
+  for i = 1, #r do
+    if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
+  end
+  return r
+end
+
 -- A record's fields and its payload's length, in one round trip.
 local function read_fields(red, key)
   red:init_pipeline(2)
   red:hmget(key, unpack(FIELDS))
   red:hstrlen(key, "payload")
-  local r, e = red:commit_pipeline()
-  if not r then return nil, e end
-  for i = 1, 2 do
-    if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
-  end
-  return r
+  return pipeline_replies(red:commit_pipeline())
+end
+
+-- Whether a record exists, and its stored attempts, in one round trip.
+local function read_attempts(red, key)
+  red:init_pipeline(2)
+  red:exists(key)
+  red:hgetall(key .. ":attempts")
+  return pipeline_replies(red:commit_pipeline())
 end
 
 -- ledger:get(EidToken) -> record | nil, err (unknown_token, unavailable, ...),
@@ -755,7 +769,6 @@ end
 -- ledger:stats() -> {issued =, passed =, ..., total =, billable =, due =} | nil, err
 function methods.stats(self)
   local now = now_of(self)
-  local C = eidffi.lib()
   local count, billable, due = {}, 0, 0
   local ok, err = walk(self, self.created_key, 0, now, function(e)
     if e == nil then return NEXT end
@@ -766,13 +779,7 @@ function methods.stats(self)
     return NEXT
   end)
   if not ok then return nil, err end
-  local out, total = {}, 0
-  for st = 0, 5 do
-    out[ffi_string(C.eid_ledger_state_name(st))] = count[st] or 0
-    total = total + (count[st] or 0)
-  end
-  out.total, out.billable, out.due = total, billable, due
-  return out
+  return eidffi.counts_table(count, billable, due)
 end
 
 -- ledger:attempts(EidToken) -> {attempt...} | nil, err: every LivenessDetail
@@ -781,18 +788,7 @@ end
 function methods.attempts(self, token)
   local okt, terr = lookup_token(token, "attempts")
   if not okt then return nil, terr end
-  local key = key_of(self, token)
-  local res, err = run(self, function(red)
-    red:init_pipeline(2)
-    red:exists(key)
-    red:hgetall(key .. ":attempts")
-    local r, e = red:commit_pipeline()
-    if not r then return nil, e end
-    for i = 1, 2 do
-      if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
-    end
-    return r
-  end)
+  local res, err = run(self, read_attempts, key_of(self, token))
   if not res then return nil, err end
   if res[1] ~= 1 then return from_c(eidffi.lib().eid_ledger_redis_refusal("unknown_token", cerr)) end
   local flat = res[2]
