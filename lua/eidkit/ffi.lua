@@ -267,6 +267,8 @@ typedef struct eid_ledger_entry {
 } eid_ledger_entry;
 eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens, size_t n,
                                   int64_t now, eid_ledger_entry *out);
+eid_status eid_ledger_redis_entry_packed(const char *record, size_t len, int64_t payload_len,
+                                         int64_t now, eid_ledger_entry *out);
 typedef struct eid_ledger_attempt {
     char seq[65];
     int64_t req_time_ms;

@@ -729,6 +729,36 @@ static void test_redis_exports(void) {
     v[0] = NULL;
     CHECK(eid_ledger_redis_entry(v, lens, 21, 1300, &e) == EID_E_LEDGER_UNKNOWN);
 
+    /* The same record as the scripts' RECORD packs it (Redis's cjson: "/"
+     * escaped, missing fields false), and what is not that shape. */
+    const char *packed = "[\"T-1\",\"m\",\"al\\/ice\",\"\",\"3\",\"1000\",\"1600\",\"260200\","
+                         "\"1100\",\"1200\",\"1100\",\"1\",\"2\",\"1\",\"2006\",\"r1,r2\",false,"
+                         "false,\"1\",\"0\"]";
+    memset(&e, 0xff, sizeof e);
+    CHECK(eid_ledger_redis_entry_packed(packed, strlen(packed), 7, 1300, &e) == EID_OK);
+    CHECK_STR(e.token, "T-1");
+    CHECK_STR(e.subject, "al/ice");
+    CHECK(e.state == EID_LEDGER_CONSUMED && e.has_err_code && e.err_code == 2006);
+    CHECK(!e.has_late_err_code && e.settled_billable == 1 && e.intention && e.has_payload);
+    CHECK_STR(e.request_ids, "r1,r2");
+    CHECK(e.open);
+    const char *none = "[false,false,false,false,false,false,false,false,false,false,false,false,"
+                       "false,false,false,false,false,false,false,false]";
+    CHECK(eid_ledger_redis_entry_packed(none, strlen(none), 0, 1300, &e) == EID_E_LEDGER_UNKNOWN);
+    const char *bad[] = {
+        "", "[", "{}", "[\"T-1\"]",
+        "[1,false,false,false,false,false,false,false,"
+        "false,false,false,false,false,false,false,false,false,false,false,false]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(eid_ledger_redis_entry_packed(bad[i], strlen(bad[i]), 0, 1300, &e) ==
+              EID_E_INVALID_ARG);
+    /* Only len bytes are read: the record's own end, not the string's. */
+    CHECK(eid_ledger_redis_entry_packed(packed, strlen(packed) - 1, 0, 1300, &e) ==
+          EID_E_INVALID_ARG);
+    CHECK(eid_ledger_redis_entry_packed(NULL, 0, 0, 1300, &e) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_redis_entry_packed(packed, strlen(packed), 0, 1300, NULL) ==
+          EID_E_INVALID_ARG);
+
     eid_error err;
     CHECK(eid_ledger_redis_refusal("wrong_subject", &err) == EID_E_LEDGER_WRONG_SUBJECT);
     CHECK_STR(err.message, "subject: the token is bound to another subject");

@@ -546,19 +546,25 @@ describe("eidkit.openresty.ledger", function()
     for name, sha in pairs(shas) do
       names[#names + 1] = name
       assert.matches("^%x+$", sha)
-      assert.equals("1", rds:cli("SCRIPT", "EXISTS", sha):match("%d"),
-        "the worker's " .. name .. " script is not the one the C backend runs")
+      -- "read" is the worker's alone (the C backend reads with HMGET); its
+      -- text comes from libeidkit all the same.
+      if name ~= "read" then
+        assert.equals("1", rds:cli("SCRIPT", "EXISTS", sha):match("%d"),
+          "the worker's " .. name .. " script is not the one the C backend runs")
+      end
     end
     table.sort(names)
-    assert.same({ "consume", "expire", "issue", "record", "take" }, names)
+    assert.same({ "consume", "expire", "issue", "read", "record", "take" }, names)
     -- So the worker's EVALSHA never needed EVAL.
     local before = call("get", "S-2").noscript
     assert.is_true(call("issue", { EidToken = "S-3", MerchantId = "m", subject = "a" }).res)
     assert.equals(before, call("consume", "S-3", "a").noscript)
-    -- After a flush, the worker sends the text (EVAL) and goes on.
+    -- After a flush, the worker sends the text (EVAL) once per script and
+    -- goes on: issue's, then read's (get).
     rds:cli("SCRIPT", "FLUSH")
     assert.is_true(call("issue", { EidToken = "S-4", MerchantId = "m", subject = "a" }).res)
-    assert.equals(before + 1, call("get", "S-4").noscript)
+    assert.equals(before + 2, call("get", "S-4").noscript)
+    assert.equals(before + 2, call("get", "S-4").noscript)
   end)
 
   it("answers unavailable while Redis is down, then recovers, and the worker lives on", function()

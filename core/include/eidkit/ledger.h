@@ -317,8 +317,9 @@ EID_API eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double r
  * with C exist once. */
 
 /* The exact script the Redis backend runs for the transition `name`
- * ("issue", "record", "consume", "expire" or "take"): a prologue defining
- * ERR_EXPIRED, ERR_PENDING, FIELDS and NO_VERDICT from the C tables, then
+ * ("issue", "record", "consume", "expire" or "take"), or "read" (one
+ * record, for a client that parses replies in Lua): a prologue defining
+ * ERR_EXPIRED, ERR_PENDING, FIELDS, RECORD and NO_VERDICT from the C tables, then
  * lua/eidkit/ledger/redis/<name>.lua as compiled in. Its SHA-1 is what the
  * backend sends with EVALSHA. Writes the text and a NUL into buf (cap bytes)
  * and its length (NUL excluded) into *len. NULL buf with cap 0 only measures.
@@ -328,8 +329,8 @@ EID_API eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double r
 EID_API eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len);
 
 /* The i-th hash field of a stored record, in the order the scripts' FIELDS
- * and their "ok" answers carry them (answer element i + 2, 1-based, is field
- * i); NULL past the last. The static string is never freed. Thread-safe. */
+ * and their "ok" answers' record array carry them; NULL past the last. The static string is never
+ * freed. Thread-safe. */
 EID_API const char *eid_ledger_redis_field(size_t i);
 
 /* A script's refusal (its answer {code}: "unknown_token", "wrong_subject",
@@ -358,6 +359,17 @@ EID_API eid_status eid_ledger_check_claim(const char *bound_subject, int state, 
  * allocates nothing. */
 EID_API eid_status eid_ledger_redis_entry(const char *const *values, const size_t *lens, size_t n,
                                           int64_t now, eid_ledger_entry *out);
+
+/* The same for a record as the scripts answer it ({"ok", record, payload
+ * length [, late]}, and "read"'s answer): `record` (len bytes) is the JSON
+ * array of the FIELDS values, false where missing, that the prologue's
+ * RECORD(key) makes; payload_len is the answer's next element. Fills *out
+ * as eid_ledger_redis_entry does. EID_E_LEDGER_UNKNOWN: the token field is
+ * false (no such record); EID_E_INVALID_ARG: NULL record or out, or a
+ * record not of that shape. Thread-safe. */
+EID_API eid_status eid_ledger_redis_entry_packed(const char *record, size_t len,
+                                                 int64_t payload_len, int64_t now,
+                                                 eid_ledger_entry *out);
 
 /* The checks eid_ledger_take makes on its arguments, with the same statuses
  * and messages (never the key), for a client that takes by itself; on

@@ -89,7 +89,7 @@ local function load_scripts()
   local C = eidffi.lib()
   local len = ffi_new("size_t[1]")
   local list = {}
-  for _, name in pairs { "issue", "record", "consume", "expire", "take" } do
+  for _, name in pairs { "issue", "record", "consume", "expire", "take", "read" } do
     local st = C.eid_ledger_redis_script(name, nil, 0, len)
     if st ~= EID_E_BUFFER_TOO_SMALL then error("eidkit.openresty.ledger: no script " .. name, 3) end
     local n = tonumber(len[0])
@@ -301,15 +301,29 @@ local function record_of(self, e, with_open)
   return rec
 end
 
--- A script's answer: {"ok", FIELDS..., payload length} or {code}. Returns
--- the record and whether the token is still open.
-local function answer(self, res, now)
+-- A script's answer, {"ok", record, payload length [, late]} or {code},
+-- read into `entry` by libeidkit (eid_ledger_redis_entry_packed: the record
+-- is one JSON string, see the scripts' RECORD). Returns entry, or nil, err.
+local function packed_entry(res, now)
   if type(res) ~= "table" or type(res[1]) ~= "string" then
     return failure(EID_E_INTERNAL, "redis: unexpected script answer")
   end
   if res[1] ~= "ok" then return from_c(eidffi.lib().eid_ledger_redis_refusal(res[1], cerr)) end
-  if #res < #FIELDS + 2 then return failure(EID_E_INTERNAL, "redis: unexpected script answer") end
-  local e, err = read_entry(res, 2, res[#FIELDS + 2], now)
+  local rec, plen = res[2], res[3]
+  if type(rec) ~= "string" or type(plen) ~= "number" then
+    return failure(EID_E_INTERNAL, "redis: unexpected script answer")
+  end
+  local st = eidffi.lib().eid_ledger_redis_entry_packed(rec, #rec, plen, now, entry)
+  if st == EID_OK then return entry end
+  if st == EID_E_LEDGER_UNKNOWN then
+    return from_c(eidffi.lib().eid_ledger_redis_refusal("unknown_token", cerr))
+  end
+  return failure(EID_E_INTERNAL, "redis: unexpected script answer")
+end
+
+-- A transition's answer: the record and whether the token is still open.
+local function answer(self, res, now)
+  local e, err = packed_entry(res, now)
   if not e then return nil, err end
   return record_of(self, e, false), e.open ~= 0
 end
@@ -465,14 +479,6 @@ local function pipeline_replies(r, e)
   return r
 end
 
--- A record's fields and its payload's length, in one round trip.
-local function read_fields(red, key)
-  red:init_pipeline(2)
-  red:hmget(key, unpack(FIELDS))
-  red:hstrlen(key, "payload")
-  return pipeline_replies(red:commit_pipeline())
-end
-
 -- Whether a record exists, and its stored attempts, in one round trip.
 local function read_attempts(red, key)
   red:init_pipeline(2)
@@ -482,14 +488,15 @@ local function read_attempts(red, key)
 end
 
 -- ledger:get(EidToken) -> record | nil, err (unknown_token, unavailable, ...),
--- `open` as eid_ledger_get sets it (eid_ledger_redis_entry).
+-- `open` as eid_ledger_get sets it (eid_ledger_redis_entry_packed).
 function methods.get(self, token)
   local okt, terr = lookup_token(token, "get")
   if not okt then return nil, terr end
-  local res, err = run(self, read_fields, key_of(self, token))
+  -- One script answering one string, not HMGET's twenty-odd bulk strings:
+  -- lua-resty-redis reads each of those with two socket calls.
+  local res, err = script(self, "read", 1, key_of(self, token))
   if not res then return nil, err end
-  if type(res[1]) ~= "table" then return failure(EID_E_INTERNAL, "redis: unexpected HMGET reply") end
-  local e, rerr = read_entry(res[1], 1, res[2], now_of(self))
+  local e, rerr = packed_entry(res, now_of(self))
   if not e then return nil, rerr end
   return record_of(self, e, true)
 end
@@ -606,7 +613,7 @@ function methods.record(self, token, res, payload)
   local rec, open = answer(self, res2, now)
   if not rec then return nil, open end
   -- The script's last element: this call stored a late pass.
-  if res2[#FIELDS + 3] == 1 then rec.late = true end
+  if res2[4] == 1 then rec.late = true end
   -- As r_record: a token that can no longer change leaves the due index
   -- (best effort: the next due walk drops a stale member).
   if not open then run(self, function(red) return red:zrem(self.due_key, token) end) end

@@ -1,11 +1,12 @@
 -- eidkit ledger, Redis backend: consume a token exactly once (atomic).
--- luacheck: std lua51, read globals redis KEYS ARGV FIELDS
+-- luacheck: std lua51, read globals redis KEYS ARGV RECORD
 -- The rules are those of eid__ledger_check_consume and
 -- eid__ledger_apply_consume in core/src/ledger.c.
 -- KEYS[1]  the token's hash
 -- ARGV     now, subject, nonce
--- Returns  {"ok", record...} or {code}: unknown_token, wrong_subject,
---          consumed, expired, pending. The nonce makes a retry after a lost
+-- Returns  {"ok", record, payload length} (record: RECORD's JSON array)
+--          or {code}: unknown_token, wrong_subject, consumed, expired,
+--          pending. The nonce makes a retry after a lost
 --          reply see its own win rather than "consumed".
 -- The subject is compared through SHA-1 so the comparison time says nothing
 -- about the stored value.
@@ -19,10 +20,7 @@ if not cur[1] then return { "unknown_token" } end
 if redis.sha1hex(cur[2]) ~= redis.sha1hex(subject) then return { "wrong_subject" } end
 local state = tonumber(cur[1])
 local function record()
-  local out = redis.call("HMGET", key, unpack(FIELDS))
-  table.insert(out, 1, "ok")
-  out[#out + 1] = redis.call("HSTRLEN", key, "payload")
-  return out
+  return { "ok", RECORD(key), redis.call("HSTRLEN", key, "payload") }
 end
 if state == CONSUMED then
   if cur[4] == nonce then return record() end

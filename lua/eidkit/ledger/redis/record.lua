@@ -1,5 +1,5 @@
 -- eidkit ledger, Redis backend: apply one GetEidResult outcome (atomic).
--- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED FIELDS NO_VERDICT
+-- luacheck: std lua51, read globals redis KEYS ARGV ERR_EXPIRED NO_VERDICT RECORD
 -- The rules are those of eid__ledger_apply in core/src/ledger.c:
 -- idempotent, attempts and billable only grow, passed is final, a failed
 -- verdict yields only to a response that saw at least as many attempts; on a
@@ -10,13 +10,13 @@
 --          ("" none), max_ids, intention (0|1), n, then n pairs Seq, value
 --          (ledger_redis.c encodes the value), [payload] (sealed bytes;
 --          absent: keep)
--- Returns  {"ok", record..., late} or {"unknown_token"}; record is the
---          values of FIELDS followed by the payload's length; late is 1 when
---          this call stored a late pass, else 0.
+-- Returns  {"ok", record, payload length, late} or {"unknown_token"};
+--          record is RECORD's JSON array of the FIELDS values; late is 1
+--          when this call stored a late pass, else 0.
 -- ERR_EXPIRED: Tencent's ErrCode for "token expired"; NO_VERDICT: the
 -- ErrCodes that are no verdict (only a pull), from eid_errcode_table;
--- FIELDS: a record's fields. The prologue the loader puts
--- before every script defines them (EID_ERRCODE_* in
+-- RECORD(key): a record's fields packed into one JSON array. The prologue
+-- the loader puts before every script defines them (EID_ERRCODE_* in
 -- core/include/eidkit/ledger.h, the field list in core/src/ledger_redis.c).
 local ISSUED, PASSED, FAILED, CONSUMED, EXPIRED, ABANDONED = 0, 1, 2, 3, 4, 5
 
@@ -98,8 +98,4 @@ if n > 0 then
   if ttl > 0 then redis.call("PEXPIRE", KEYS[2], ttl) end
 end
 
-local out = redis.call("HMGET", key, unpack(FIELDS))
-table.insert(out, 1, "ok")
-out[#out + 1] = redis.call("HSTRLEN", key, "payload")
-out[#out + 1] = late_pass
-return out
+return { "ok", RECORD(key), redis.call("HSTRLEN", key, "payload"), late_pass }
