@@ -42,6 +42,14 @@ local mt = { __index = {} }
 local methods = mt.__index
 
 local LOCATION = "/_eidkit/upstream"
+-- Signed header -> the variable nginx/eidkit_location.conf sends it from.
+local HEADER_VARS = {
+  Host = "eidkit_host", Authorization = "eidkit_authorization", ["Content-Type"] = "eidkit_content_type",
+  ["X-TC-Action"] = "eidkit_action", ["X-TC-Version"] = "eidkit_version",
+  ["X-TC-Timestamp"] = "eidkit_timestamp", ["X-TC-Region"] = "eidkit_region",
+  ["X-TC-Token"] = "eidkit_token", ["X-TC-Language"] = "eidkit_language",
+  ["X-TC-TraceId"] = "eidkit_trace_id", ["X-TC-RequestClient"] = "eidkit_request_client",
+}
 local REQUEST_CLIENT = "eidkit/" .. eidffi.version()
 local RECEIVED_MAX = 512
 -- The Lua 5.4 host's defaults and ranges (bindings/client.c, core/src/client.c).
@@ -238,14 +246,20 @@ local function send(self, call, body, remaining)
   signed["X-TC-TraceId"] = call.trace_id
   signed["X-TC-RequestClient"] = REQUEST_CLIENT
   local budget = min(self.timeout, remaining)
-  local e = { scheme = self.ep.scheme, pool = READS[call.action] and "eidkit_keepalive" or "eidkit_fresh",
+  -- The balancer's and header filter's share (eidkit.openresty.upstream).
+  local e = {
     -- Several addresses: each attempt takes the next (a retry goes elsewhere).
-    sni = self.ep.sni, addr = self.ep.addrs[(self.requests % #self.ep.addrs) + 1], port = self.ep.port,
-    headers = signed,
+    addr = self.ep.addrs[(self.requests % #self.ep.addrs) + 1], port = self.ep.port,
     connect_timeout = min(self.connect_timeout, budget), timeout = budget }
   self.requests = self.requests + 1
-  local res = capture(LOCATION, { method = ngx.HTTP_POST, body = body, ctx = { eidkit = e } })
-  signed.Authorization, e.headers = nil, nil
+  -- The location's variables, filled by the capture itself (no Lua hook
+  -- runs in the subrequest before proxy_pass); each one always, "" for a
+  -- header not sent, so none is ever read uninitialized.
+  local vars = { eidkit_scheme = self.ep.scheme, eidkit_sni = self.ep.sni or "",
+    eidkit_pool = READS[call.action] and "eidkit_keepalive" or "eidkit_fresh" }
+  for name, var in pairs(HEADER_VARS) do vars[var] = signed[name] or "" end
+  local res = capture(LOCATION, { method = ngx.HTTP_POST, body = body, ctx = { eidkit = e }, vars = vars })
+  signed.Authorization, vars.eidkit_authorization = nil, nil
 
   local f = { action = call.action, attempts = call.attempts, sent = true,
     skew_retried = call.skew_retried }

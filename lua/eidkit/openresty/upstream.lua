@@ -2,8 +2,8 @@
 -- nginx/eidkit_location.conf, run inside the subrequest that carries one
 -- attempt of eidkit.openresty.client. They read and write the table the
 -- client passed as the subrequest's ngx.ctx (capture's `ctx` option):
---   in:  eidkit = { scheme, pool, sni, addr, port, connect_timeout, timeout,
---                   headers = {Name = value} }
+--   in:  eidkit = { addr, port, connect_timeout, timeout } (the scheme, pool,
+--        SNI and signed headers arrive as the location's variables)
 --   out: eidkit.filtered (the header filter ran), connect_time and
 --        header_time ($upstream_connect_time / $upstream_header_time).
 -- LuaJIT in nginx only.
@@ -11,16 +11,6 @@ local ngx = ngx
 local balancer = require "ngx.balancer"
 
 local _M = {}
-
--- Signed header -> the variable nginx/eidkit_location.conf sends it from.
-local VARS = {
-  Host = "eidkit_host", Authorization = "eidkit_authorization", ["Content-Type"] = "eidkit_content_type",
-  ["X-TC-Action"] = "eidkit_action", ["X-TC-Version"] = "eidkit_version",
-  ["X-TC-Timestamp"] = "eidkit_timestamp", ["X-TC-Region"] = "eidkit_region",
-  ["X-TC-Token"] = "eidkit_token", ["X-TC-Language"] = "eidkit_language",
-  ["X-TC-TraceId"] = "eidkit_trace_id", ["X-TC-RequestClient"] = "eidkit_request_client",
-}
-_M.headers = VARS
 
 local function attempt()
   local e = ngx.ctx.eidkit
@@ -31,16 +21,6 @@ local function attempt()
     return ngx.exit(500)
   end
   return e
-end
-
-function _M.rewrite()
-  local e = attempt()
-  local var = ngx.var
-  var.eidkit_scheme, var.eidkit_pool, var.eidkit_sni = e.scheme, e.pool, e.sni
-  for name, v in pairs(e.headers) do
-    local key = VARS[name]
-    if key then var[key] = v end
-  end
 end
 
 function _M.balancer()
