@@ -185,13 +185,15 @@ local function refresh_credentials(self)
 end
 
 -- The C core hands back successful Response text unparsed (defer_parse);
--- text that lua-cjson refuses is a bad_response, never a raise.
+-- text that lua-cjson refuses is a bad_response, never a raise. It came with
+-- a 200 and may be a GetEidResult (Name, IdCard, EidInfo): the error gives its
+-- size, never its bytes (no `received`; keep_received in eidkit/retry.h).
 local function decode_response(text, attempts)
   local ok, res = pcall(decode, text)
   if ok and type(res) == "table" then return res end
   return errors.result("bad_response", "the Response is not valid JSON: "
-    .. tostring(res):gsub("^.-: ", ""), { attempts = attempts, http_status = 200,
-    received = text:sub(1, 512) })
+    .. tostring(res):gsub("^.-: ", "") .. "; " .. #text .. " bytes of Response",
+    { attempts = attempts, http_status = 200 })
 end
 
 -- The one place a call waits: the blocking c:call, or the host's await.
