@@ -3,8 +3,9 @@
 --   local res, err = client:get_eid_token{ MerchantId = "...", Config = { InputType = "4" }, ... }
 -- res is the decoded Response table (Tencent's field names, RequestId
 -- included; JSON null is cjson.null). err is a table with code, message,
--- request_id, http_status, attempts, retryable, trace_id and a __tostring.
--- Parameter mistakes raise. Transport, retries and clock skew are in C
+-- request_id, http_status, attempts, retryable, sent, trace_id, received (the
+-- first bytes of an answer whose status is not 200; never a 200 body, which
+-- may hold an identity) and a __tostring. Parameter mistakes raise. Transport, retries and clock skew are in C
 -- (core/src/client.c); see docs/internals/client.md.
 -- encryption = {...} (see _M.encryption_options) applies to get_eid_token;
 -- call() and batch() send what they are given.
