@@ -127,7 +127,7 @@ static int l_retry_decide(lua_State *L) {
     read_facts(L, 2, &f);
     if (eid_retry_decide(&rules, &f, &v, &err) != EID_OK)
         return luaL_error(L, "bad argument to 'retry_decide' (%s)", err.message);
-    lua_createtable(L, 0, 12);
+    lua_createtable(L, 0, 13);
     lua_pushstring(L, eid_status_code(v.status));
     lua_setfield(L, -2, "status");
     lua_pushstring(L, v.code);
@@ -143,6 +143,7 @@ static int l_retry_decide(lua_State *L) {
     set_delay(L, "backoff", v.backoff);
     set_delay(L, "default_delay", v.default_delay);
     set_delay(L, "delay", v.delay);
+    set_flag(L, "keep_received", v.keep_received);
     return 1;
 }
 

@@ -599,6 +599,17 @@ static double jitter(void) {
     return (double)r / 4294967296.0;
 }
 
+/* Keep at most EID_RECEIVED_MAX bytes of body in r->received (on failure to
+ * allocate, none): only for what the verdict's keep_received allows. */
+static void keep_received(eid_result *r, const char *body, size_t len) {
+    size_t n = len < EID_RECEIVED_MAX ? len : EID_RECEIVED_MAX;
+    r->received = malloc(n + 1);
+    if (r->received == NULL) return;
+    if (n) memcpy(r->received, body, n);
+    r->received[n] = '\0';
+    r->received_len = n;
+}
+
 /* After one attempt: fill k->res, *f with its facts and *v with the retry
  * rules' verdict (eidkit/retry.h). */
 static void classify(call *k, CURLcode rc, double now, eid_retry_facts *f_out,
@@ -662,9 +673,7 @@ static void classify(call *k, CURLcode rc, double now, eid_retry_facts *f_out,
         break;
     default: eid__setf(r->message, sizeof r->message, "%s", detail); break;
     }
-    if (f.outcome == EID_OUTCOME_HTTP || f.outcome == EID_OUTCOME_TOO_BIG ||
-        f.outcome == EID_OUTCOME_TRUNCATED)
-        eid__result_keep_received(r, k->resp.p, k->resp.len);
+    if (v->keep_received) keep_received(r, k->resp.p, k->resp.len);
 }
 
 /* ------------------------------------------------------------ the loop */

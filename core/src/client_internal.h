@@ -48,15 +48,12 @@ int eid__is_read(const char *action);
 /* ------------------------------------------------------------ envelope */
 
 /* Read the body of a 200 answer into r: request_id, message, the code for
- * EID_OUTCOME_REMOTE, the Response text (EID_OUTCOME_OK and _REMOTE) or the
- * first bytes received (EID_OUTCOME_MALFORMED). status and the other codes
- * are eid_retry_decide's. With defer_parse, a body shaped {"Response": {...}}
+ * EID_OUTCOME_REMOTE, and the Response text (EID_OUTCOME_OK and _REMOTE).
+ * EID_OUTCOME_MALFORMED keeps none of the body, only its size in the message
+ * (it may hold an identity: keep_received in eidkit/retry.h). status and the
+ * other codes are eid_retry_decide's. With defer_parse, a body shaped {"Response": {...}}
  * with no "Error" key anywhere is taken unparsed (request_id stays ""). body
  * may be NULL when len is 0. */
 eid_outcome eid__envelope_read(const char *body, size_t len, int defer_parse, eid_result *r);
-
-/* Keep at most EID_RECEIVED_MAX bytes of body in r->received (on failure to
- * allocate, none). */
-void eid__result_keep_received(eid_result *r, const char *body, size_t len);
 
 #endif

@@ -2,6 +2,9 @@
  * Tencent's answer envelope, {"Response": {..., "Error": {"Code", "Message"},
  * "RequestId"}}: read from the bytes of a 200 answer into a result. No
  * transport here; eid_retry_decide turns the outcome into status and code.
+ * A body this file refuses is never copied into the result: a 200 body can be
+ * a GetEidResult with Name, IdCard and EidInfo (eid_retry_verdict's
+ * keep_received), so the message says only where it failed and its size.
  */
 #include "client_internal.h"
 
@@ -9,15 +12,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-void eid__result_keep_received(eid_result *r, const char *body, size_t len) {
-    size_t n = len < EID_RECEIVED_MAX ? len : EID_RECEIVED_MAX;
-    r->received = malloc(n + 1);
-    if (r->received == NULL) return;
-    if (n) memcpy(r->received, body, n);
-    r->received[n] = '\0';
-    r->received_len = n;
-}
 
 static int is_ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; }
 
@@ -107,7 +101,6 @@ eid_outcome eid__envelope_read(const char *body, size_t len, int defer_parse, ei
         else
             eid__setf(r->message, sizeof r->message,
                       "the body has no Response object; %zu bytes received", len);
-        eid__result_keep_received(r, body, len);
         cJSON_Delete(root);
         return EID_OUTCOME_MALFORMED;
     }
@@ -118,8 +111,8 @@ eid_outcome eid__envelope_read(const char *body, size_t len, int defer_parse, ei
     if (e != NULL && !cJSON_IsNull(e)) {
         const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "Code"));
         if (!cJSON_IsObject(e) || code == NULL) {
-            eid__setf(r->message, sizeof r->message, "Response.Error has no Code string");
-            eid__result_keep_received(r, body, len);
+            eid__setf(r->message, sizeof r->message,
+                      "Response.Error has no Code string; %zu bytes received", len);
             cJSON_Delete(root);
             return EID_OUTCOME_MALFORMED;
         }

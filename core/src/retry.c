@@ -39,23 +39,26 @@ static const char *const code_names[] = {
 
 enum { T_NO, T_YES, T_TENCENT, T_HTTP }; /* transient: never, always, by code, by status */
 
+/* error_body: the outcome comes with a body that explains a failure, and
+ * keep_received may hand out (by its HTTP status). MALFORMED is left out: it
+ * is a 200 by definition. */
 static const struct outcome_rule {
     eid_status status;
-    unsigned char code, transient, never_sent;
+    unsigned char code, transient, never_sent, error_body;
 } rules_by_outcome[EID_OUTCOME_COUNT] = {
-    [EID_OUTCOME_OK] = {EID_OK, C_NONE, T_NO, 0},
-    [EID_OUTCOME_REMOTE] = {EID_E_CLIENT_REMOTE, C_REMOTE, T_TENCENT, 0},
-    [EID_OUTCOME_MALFORMED] = {EID_E_CLIENT_TRANSPORT, C_BAD_RESPONSE, T_NO, 0},
-    [EID_OUTCOME_NOMEM] = {EID_E_NOMEM, C_NOMEM, T_NO, 0},
-    [EID_OUTCOME_HTTP] = {EID_E_CLIENT_TRANSPORT, C_HTTP, T_HTTP, 0},
-    [EID_OUTCOME_TIMEOUT] = {EID_E_CLIENT_TRANSPORT, C_TIMEOUT, T_YES, 0},
-    [EID_OUTCOME_CONNECT] = {EID_E_CLIENT_TRANSPORT, C_CONNECT, T_YES, 1},
-    [EID_OUTCOME_RESET] = {EID_E_CLIENT_TRANSPORT, C_RESET, T_YES, 0},
-    [EID_OUTCOME_TLS] = {EID_E_CLIENT_TRANSPORT, C_TLS, T_NO, 1},
-    [EID_OUTCOME_TRUNCATED] = {EID_E_CLIENT_TRANSPORT, C_BAD_RESPONSE, T_YES, 0},
-    [EID_OUTCOME_TOO_BIG] = {EID_E_CLIENT_TRANSPORT, C_BAD_RESPONSE, T_NO, 0},
-    [EID_OUTCOME_RECV_NOMEM] = {EID_E_CLIENT_TRANSPORT, C_NOMEM, T_NO, 0},
-    [EID_OUTCOME_OTHER] = {EID_E_CLIENT_TRANSPORT, C_TRANSPORT, T_NO, 0},
+    [EID_OUTCOME_OK] = {EID_OK, C_NONE, T_NO, 0, 0},
+    [EID_OUTCOME_REMOTE] = {EID_E_CLIENT_REMOTE, C_REMOTE, T_TENCENT, 0, 0},
+    [EID_OUTCOME_MALFORMED] = {EID_E_CLIENT_TRANSPORT, C_BAD_RESPONSE, T_NO, 0, 0},
+    [EID_OUTCOME_NOMEM] = {EID_E_NOMEM, C_NOMEM, T_NO, 0, 0},
+    [EID_OUTCOME_HTTP] = {EID_E_CLIENT_TRANSPORT, C_HTTP, T_HTTP, 0, 1},
+    [EID_OUTCOME_TIMEOUT] = {EID_E_CLIENT_TRANSPORT, C_TIMEOUT, T_YES, 0, 0},
+    [EID_OUTCOME_CONNECT] = {EID_E_CLIENT_TRANSPORT, C_CONNECT, T_YES, 1, 0},
+    [EID_OUTCOME_RESET] = {EID_E_CLIENT_TRANSPORT, C_RESET, T_YES, 0, 0},
+    [EID_OUTCOME_TLS] = {EID_E_CLIENT_TRANSPORT, C_TLS, T_NO, 1, 0},
+    [EID_OUTCOME_TRUNCATED] = {EID_E_CLIENT_TRANSPORT, C_BAD_RESPONSE, T_YES, 0, 1},
+    [EID_OUTCOME_TOO_BIG] = {EID_E_CLIENT_TRANSPORT, C_BAD_RESPONSE, T_NO, 0, 1},
+    [EID_OUTCOME_RECV_NOMEM] = {EID_E_CLIENT_TRANSPORT, C_NOMEM, T_NO, 0, 0},
+    [EID_OUTCOME_OTHER] = {EID_E_CLIENT_TRANSPORT, C_TRANSPORT, T_NO, 0, 0},
 };
 
 const char *eid_client_transport_code(size_t i) { return i < N_TRANSPORT ? code_names[i] : NULL; }
@@ -156,6 +159,10 @@ eid_status eid_retry_decide(const eid_retry_rules *rules, const eid_retry_facts 
     const char *remote = f->remote_code ? f->remote_code : "";
     stop(v, o->status);
     v->sent = f->bytes_sent && !o->never_sent;
+    /* A 200 body is Tencent's answer, and a GetEidResult's holds Name,
+     * IdCard and EidInfo: cut short or unreadable, it still must not reach
+     * an error that merchants log. Only another status's page is kept. */
+    v->keep_received = o->error_body && f->http_status != 0 && f->http_status != 200;
     switch (o->code) {
     case C_NONE: break;
     case C_REMOTE: snprintf(v->code, sizeof v->code, "%s", remote); break;

@@ -3,8 +3,9 @@
 --   local res, err = client:get_eid_token{ MerchantId = "...", Config = { InputType = "4" }, ... }
 -- res is the decoded Response table (Tencent's field names, RequestId
 -- included; JSON null is cjson.null). err is a table with code, message,
--- request_id, http_status, attempts, retryable, trace_id and a __tostring.
--- Parameter mistakes raise. Transport, retries and clock skew are in C
+-- request_id, http_status, attempts, retryable, sent, trace_id, received (the
+-- first bytes of an answer whose status is not 200; never a 200 body, which
+-- may hold an identity) and a __tostring. Parameter mistakes raise. Transport, retries and clock skew are in C
 -- (core/src/client.c); see docs/internals/client.md.
 -- encryption = {...} (see _M.encryption_options) applies to get_eid_token;
 -- call() and batch() send what they are given.
@@ -185,13 +186,15 @@ local function refresh_credentials(self)
 end
 
 -- The C core hands back successful Response text unparsed (defer_parse);
--- text that lua-cjson refuses is a bad_response, never a raise.
+-- text that lua-cjson refuses is a bad_response, never a raise. It came with
+-- a 200 and may be a GetEidResult (Name, IdCard, EidInfo): the error gives its
+-- size, never its bytes (no `received`; keep_received in eidkit/retry.h).
 local function decode_response(text, attempts)
   local ok, res = pcall(decode, text)
   if ok and type(res) == "table" then return res end
   return errors.result("bad_response", "the Response is not valid JSON: "
-    .. tostring(res):gsub("^.-: ", ""), { attempts = attempts, http_status = 200,
-    received = text:sub(1, 512) })
+    .. tostring(res):gsub("^.-: ", "") .. "; " .. #text .. " bytes of Response",
+    { attempts = attempts, http_status = 200 })
 end
 
 -- The one place a call waits: the blocking c:call, or the host's await.

@@ -206,6 +206,7 @@ typedef struct eid_retry_verdict {
     double backoff;
     double default_delay;
     double delay;
+    int keep_received;
 } eid_retry_verdict;
 eid_status eid_retry_decide(const eid_retry_rules *rules, const eid_retry_facts *f,
                             eid_retry_verdict *v, eid_error *err);

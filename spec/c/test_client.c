@@ -28,13 +28,11 @@
 #define SECRET_KEY SIM_SECRET_KEY
 #define MERCHANT   SIM_MERCHANT_ID
 
-/* A loopback port nothing listens on: bound, then closed. */
-/* A loopback server that answers its first connection with plain HTTP and
- * closes: a TLS client reads that as a bad handshake at once (curl: "wrong
- * version number"). Deterministic, unlike https:// to the simulator, where
- * MHD's answer to a ClientHello depends on its random bytes (and a slow run
- * saw no answer at all, so a timeout). The child's pid goes to *pid. */
-static int not_tls_port(pid_t *pid) {
+/* A loopback server for one connection that writes answer (raw HTTP) at
+ * once, then half-closes and reads until the client closes (so unread
+ * request bytes never turn the close into a reset). The child's pid goes to
+ * *pid; 0 when it cannot listen. */
+static int canned_port(const char *answer, pid_t *pid) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof a;
@@ -45,16 +43,31 @@ static int not_tls_port(pid_t *pid) {
     }
     *pid = fork();
     if (*pid == 0) {
-        static const char answer[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+        char sinkbuf[4096];
         int c = accept(fd, NULL, NULL);
-        if (c >= 0 && write(c, answer, sizeof answer - 1) < 0) _exit(1);
-        if (c >= 0) close(c);
+        if (c >= 0 && write(c, answer, strlen(answer)) < 0) _exit(1);
+        if (c >= 0) {
+            shutdown(c, SHUT_WR);
+            while (read(c, sinkbuf, sizeof sinkbuf) > 0) {
+            }
+            close(c);
+        }
         _exit(0);
     }
     close(fd);
     return *pid > 0 ? ntohs(a.sin_port) : 0;
 }
 
+/* A loopback server that answers its first connection with plain HTTP and
+ * closes: a TLS client reads that as a bad handshake at once (curl: "wrong
+ * version number"). Deterministic, unlike https:// to the simulator, where
+ * MHD's answer to a ClientHello depends on its random bytes (and a slow run
+ * saw no answer at all, so a timeout). */
+static int not_tls_port(pid_t *pid) {
+    return canned_port("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", pid);
+}
+
+/* A loopback port nothing listens on: bound, then closed. */
 static int closed_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -337,7 +350,10 @@ static void test_retries(void) {
     faults("[{\"Action\":\"GetEidResult\",\"Kind\":\"malformed\"}]");
     r = call(c, "GetEidResult", res_body);
     CHECK_STR(r->code, "bad_response");
-    CHECK(r->attempts == 1 && r->received && r->received_len > 0 && r->response == NULL);
+    /* A 200 body is kept out of the result (it may be a GetEidResult with an
+     * identity); the message gives its size. */
+    CHECK(r->attempts == 1 && r->received == NULL && r->received_len == 0 && r->response == NULL);
+    CHECK(strstr(r->message, " bytes received") != NULL);
     eid_result_free(r);
 
     faults("[{\"Action\":\"GetEidResult\",\"Kind\":\"error\",\"Code\":\"InternalError\","
@@ -478,6 +494,54 @@ static void test_transport_codes(void) {
     for (size_t j = 0; j < N; j++)
         if (!produced[j]) CHECK_STR("(not produced)", names[j]);
     if (not_tls > 0) waitpid(not_tls, NULL, 0);
+}
+
+/* A 200 body that cannot be used may be a GetEidResult with the user's
+ * identity: the result keeps none of it (received NULL, the size in the
+ * message). A page with another status is kept: a proxy's, it explains. */
+static void test_received(void) {
+#define IDENTITY "\"Text\":{\"Name\":\"TESTNAME\",\"IdCard\":\"110101199001011234\"}"
+#define PAGE     "<html><body><h1>502 Bad Gateway</h1></body></html>"
+    static const struct {
+        const char *name, *answer, *code, *received;
+    } cases[] = {
+        {"200 cut short",
+         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+         "{\"Response\":{" IDENTITY ",\"RequestId\":\"r-1\"",
+         "bad_response", NULL},
+        {"200 not the envelope",
+         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 58\r\n\r\n"
+         "{" IDENTITY "}",
+         "bad_response", NULL},
+        {"502 page",
+         "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 50\r\n\r\n" PAGE,
+         "http_502", PAGE},
+        {"502 page cut short",
+         "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 400\r\n\r\n" PAGE,
+         "bad_response", PAGE},
+    };
+#undef IDENTITY
+#undef PAGE
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        pid_t pid = -1;
+        char url[64];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d", canned_port(cases[i].answer, &pid));
+        eid_client_options o = {.endpoint = url, .max_attempts = 1};
+        eid_client *c = make(&o);
+        eid_result *r = call(c, "GetEidResult", "{\"EidToken\":\"x\"}");
+        int ok = strcmp(r->code, cases[i].code) == 0 && strstr(r->message, " bytes received") &&
+                 strstr(r->message, "TESTNAME") == NULL;
+        if (cases[i].received)
+            ok = ok && r->received && strcmp(r->received, cases[i].received) == 0 &&
+                 r->received_len == strlen(cases[i].received);
+        else
+            ok = ok && r->received == NULL && r->received_len == 0;
+        if (!ok) fprintf(stderr, "  %s: code %s\n", cases[i].name, r->code); /* never the body */
+        CHECK(ok);
+        eid_result_free(r);
+        eid_client_free(c);
+        if (pid > 0) waitpid(pid, NULL, 0);
+    }
 }
 
 static int64_t fixed_clock(void *ud) { return *(int64_t *)ud; }
@@ -652,6 +716,7 @@ int main(int argc, char **argv) {
     test_retries();
     test_timeouts();
     test_transport_codes();
+    test_received();
     test_skew();
     test_policy_hook();
     test_concurrent();

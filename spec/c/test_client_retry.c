@@ -232,8 +232,43 @@ static void test_skew_deadline_refusals(void) {
     CHECK(eid_outcome_name(EID_OUTCOME_COUNT) == NULL);
 }
 
+/* keep_received, for every outcome and status: a body may go into the error
+ * only from an answer whose status is neither 200 (Tencent's answers, where a
+ * GetEidResult holds an identity) nor unknown. */
+static void test_keep_received(void) {
+    static const long statuses[] = {0, 200, 404, 502};
+    for (int o = 0; o < EID_OUTCOME_COUNT; o++) {
+        for (size_t i = 0; i < sizeof statuses / sizeof *statuses; i++) {
+            eid_retry_facts f = {.action = "GetEidResult",
+                                 .attempts = 1,
+                                 .outcome = (eid_outcome)o,
+                                 .bytes_sent = 1,
+                                 .http_status = statuses[i],
+                                 .remote_code = "InvalidParameter",
+                                 .remaining = 1.0};
+            eid_retry_verdict v;
+            memset(&v, 0x5a, sizeof v);
+            CHECK(eid_retry_decide(NULL, &f, &v, NULL) == EID_OK);
+            int body =
+                o == EID_OUTCOME_HTTP || o == EID_OUTCOME_TRUNCATED || o == EID_OUTCOME_TOO_BIG;
+            int keep = body && statuses[i] != 0 && statuses[i] != 200;
+            if (v.keep_received != keep)
+                fprintf(stderr, "  %s, status %ld: keep_received %d, want %d\n",
+                        eid_outcome_name((eid_outcome)o), statuses[i], v.keep_received, keep);
+            CHECK(v.keep_received == keep);
+        }
+    }
+    eid_retry_facts bad = {
+        .action = "GetEidResult", .outcome = EID_OUTCOME_HTTP, .http_status = 502};
+    eid_retry_verdict v;
+    memset(&v, 0x5a, sizeof v);
+    CHECK(eid_retry_decide(NULL, &bad, &v, NULL) == EID_E_INVALID_ARG); /* attempts 0 */
+    CHECK(v.keep_received == 0);
+}
+
 int main(void) {
     test_rows();
+    test_keep_received();
     test_skew_deadline_refusals();
     test_unsafe_and_ladder();
     test_outcome_codes();

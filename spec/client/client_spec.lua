@@ -231,13 +231,14 @@ describe("eidkit.client", function()
       assert.is_true(took >= 0.28 and took < 1.5, "took " .. took)
     end)
 
-    it("reports a non-JSON 200 as bad_response with what was received", function()
+    it("reports a non-JSON 200 as bad_response with its size, never its bytes", function()
       local c = new(s)
       simctl.faults(s, { { Action = "GetEidResult", Kind = "malformed" } })
       local res, err = c:get_eid_result { EidToken = "x" }
       assert.is_nil(res)
       assert.same({ "bad_response", 1, false }, { err.code, err.attempts, err.retryable })
-      assert.truthy(#err.received > 0 and #err.received <= 512)
+      assert.is_nil(err.received)
+      assert.matches("^the body is not JSON %(invalid at byte %d+%); %d+ bytes received$", err.message)
     end)
 
     it("refuses an answer over max_response", function()
@@ -257,19 +258,20 @@ describe("eidkit.client", function()
         { ready = "port (%d+)" })
     end
 
+    -- case[5]: err.received; only an answer whose status is not 200 keeps
+    -- its body (a 200 body may hold an identity: spec/support/received_cases.lua)
     for _, case in ipairs {
-      -- success-shaped answers are decoded by lua-cjson (defer_parse): received
-      -- is then the Response text
-      { 200, '{"Response":{"RequestId":"r-1",}}', "bad_response", "Response is not valid JSON",
-        '{"RequestId":"r-1",}' },
-      { 200, '{"Response":{"Text":{"ErrCode":0}}', "bad_response", "Response is not valid JSON",
-        '{"Text":{"ErrCode":0}' },
+      -- success-shaped answers are decoded by lua-cjson (defer_parse)
+      { 200, '{"Response":{"RequestId":"r-1",}}', "bad_response",
+        "Response is not valid JSON: Expected object key string but found T_OBJ_END at character 20; "
+        .. "20 bytes of Response" },
+      { 200, '{"Response":{"Text":{"ErrCode":0}}', "bad_response", "Response is not valid JSON" },
       { 200, '{"Response":{"Text":{"ErrCode":0}}}garbage', "bad_response", "the body is not JSON" },
       { 200, '{"Response":{"Error":{"Message":"no code"},"RequestId":"r"}}', "bad_response",
-        "Response.Error has no Code string" },
+        "Response.Error has no Code string; 60 bytes received" },
       { 200, '{"Other":{}}', "bad_response", "no Response object" },
       { 200, '{"Response":5}', "bad_response", "no Response object" },
-      { 404, "<html>not here</html>", "http_404", "HTTP 404" },
+      { 404, "<html>not here</html>", "http_404", "HTTP 404", "<html>not here</html>" },
     } do
       it(("turns %s into %s"):format(case[2], case[3]), function()
         local srv = serve(case[1], case[2])
@@ -280,9 +282,41 @@ describe("eidkit.client", function()
           assert.is_nil(res)
           assert.equal(case[3], err.code)
           assert.matches(case[4], err.message, 1, true)
-          assert.equal(case[5] or case[2], err.received)
+          assert.equal(case[5], err.received)
           assert.equal(1, err.attempts)
           assert.is_false(err.retryable)
+        end)
+        child.stop(srv)
+        assert(ok, e)
+      end)
+    end
+  end)
+
+  describe("an unusable answer with an identity in it (received)", function()
+    local child = require "support.child"
+    local proc = require "support.proc"
+    local cases = require "support.received_cases"
+    local eidkit = require "eidkit"
+
+    for _, case in ipairs(cases.cases) do
+      it(case[1], function()
+        assert.is_false(cases.clean(case[3]) and case[2] == 200, "the 200 bodies carry the fake identity")
+        local srv = child.start({ proc.bin(), "spec/support/static_server.lua", tostring(case[2]), case[3],
+          case.fault }, { ready = "port (%d+)" })
+        local ok, e = pcall(function()
+          local opts = { endpoint = "http://127.0.0.1:" .. srv.ready, secret_id = "a", secret_key = "b",
+            retry = { max_attempts = 1 } }
+          for k, v in pairs(case.opts or {}) do opts[k] = v end
+          local c = eidkit.client.new(opts)
+          local res, err = c:get_eid_result { EidToken = "x" }
+          c:close()
+          assert.is_nil(res)
+          -- A boolean, so a failure cannot print the identity.
+          assert.is_true(cases.clean(cases.dump(err)), "the identity is in the error table")
+          assert.equal(case.code, err.code)
+          assert.equal(case[2], err.http_status)
+          assert.is_truthy(err.message:find(case.message.lua54, 1, true))
+          assert.equal(case.received, err.received)
         end)
         child.stop(srv)
         assert(ok, e)

@@ -35,7 +35,8 @@ local SERVER = [[
         else
           out.err = { code = err.code, message = err.message, attempts = err.attempts, sent = err.sent,
             retryable = err.retryable, http_status = err.http_status, trace_id = err.trace_id,
-            text = tostring(err) }
+            received = err.received, text = tostring(err) }
+          if req.whole then out.whole = err end -- every field, for the identity check
         end
         ngx.say(cjson.encode(out))
       }
@@ -288,6 +289,37 @@ describe("eidkit.openresty.client in nginx", function()
     end)
   end)
 
+  -- spec/support/received_cases.lua, the table spec/client/client_spec.lua
+  -- runs through eidkit.client on Lua 5.4.
+  describe("an unusable answer with an identity in it (received), as on Lua 5.4", function()
+    local child = require "support.child"
+    local cases = require "support.received_cases"
+    for _, case in ipairs(cases.cases) do
+      it(case[1], function()
+        assert.is_false(cases.clean(case[3]) and case[2] == 200, "the 200 bodies carry the fake identity")
+        local srv_static = child.start({ proc.bin(), "spec/support/static_server.lua", tostring(case[2]),
+          case[3], case.fault }, { ready = "port (%d+)" })
+        local ok, e = pcall(function()
+          local opts = { endpoint = "http://127.0.0.1:" .. srv_static.ready, retry = { max_attempts = 1 } }
+          for k, v in pairs(case.opts or {}) do opts[k] = v end
+          local text = post(srv, "/t/call", { action = "GetEidResult", params = { EidToken = "x" }, opts = opts,
+            whole = true })
+          answers[#answers + 1] = text
+          -- Booleans, so a failure cannot print the identity.
+          assert.is_true(cases.clean(text), "the identity is in nginx's answer")
+          local out = cjson.decode(text)
+          assert.is_true(cases.clean(cases.dump(out.whole)), "the identity is in the error table")
+          assert.equal(case.code, out.err.code)
+          assert.equal(case[2], out.err.http_status)
+          assert.is_truthy(out.err.message:find(case.message.openresty, 1, true), out.err.message)
+          assert.equal(case.received, out.err.received)
+        end)
+        child.stop(srv_static)
+        assert(ok, e)
+      end)
+    end
+  end)
+
   it("asks a retry policy after each failure and logs each attempt, as eidkit.client does", function()
     local tok = new_token()
     simctl.faults(s, { { Action = "GetEidResult", Kind = "http", Status = 503 } })
@@ -356,5 +388,7 @@ describe("eidkit.openresty.client in nginx", function()
     assert.is_nil(log:find("Signature=", 1, true))
     assert.is_nil(log:find("TC3-HMAC", 1, true))
     assert.is_nil(log:find("[error]", 1, true) and log:find("eidkit:", 1, true), "eidkit logged an error")
+    local identity = require "support.received_cases"
+    assert.is_true(identity.clean(log), "an identity in error.log")
   end)
 end)

@@ -7,7 +7,7 @@
 -- A verdict with the defaults of a final failure; t overrides.
 local function verdict(t)
   local v = { status = "transport", code = "", transient = false, sent = true, retryable = false,
-    adopt_skew = false, skew = 0, resign = false, ask_policy = true }
+    adopt_skew = false, skew = 0, resign = false, ask_policy = true, keep_received = false }
   for k, x in pairs(t) do v[k] = x end
   return v
 end
@@ -71,11 +71,14 @@ local cases = {
     verdict { status = "remote", code = "AuthFailure.SignatureExpire", adopt_skew = true, skew = -600 } },
 
   -- other HTTP statuses
-  { "503, read", facts(R, "http", { http_status = 503 }), retry({ code = "http_503" }, 0.1) },
-  { "429, read", facts(R, "http", { http_status = 429 }), retry({ code = "http_429" }, 0.1) },
-  { "404: permanent", facts(R, "http", { http_status = 404 }), verdict { code = "http_404" } },
+  { "503, read", facts(R, "http", { http_status = 503 }),
+    retry({ code = "http_503", keep_received = true }, 0.1) },
+  { "429, read", facts(R, "http", { http_status = 429 }),
+    retry({ code = "http_429", keep_received = true }, 0.1) },
+  { "404: permanent", facts(R, "http", { http_status = 404 }),
+    verdict { code = "http_404", keep_received = true } },
   { "502 after GetEidToken was sent: final", facts(T, "http", { http_status = 502 }),
-    verdict { code = "http_502", transient = true } },
+    verdict { code = "http_502", transient = true, keep_received = true } },
 
   -- transport failures
   { "timeout before sending, GetEidToken: retried", facts(T, "timeout", { sent = false }),
@@ -95,13 +98,33 @@ local cases = {
   { "no memory receiving", facts(R, "recv_nomem"), verdict { code = "nomem" } },
   { "other transport failure", facts(R, "other"), verdict { code = "transport" } },
 
+  -- keep_received: a body goes into the error only from an answer whose
+  -- status is not 200 (a proxy's page); a 200 body may hold an identity
+  { "truncated 200: no body kept", facts(R, "truncated", { http_status = 200 }),
+    retry({ code = "bad_response" }, 0.1) },
+  { "truncated 502 page: kept", facts(R, "truncated", { http_status = 502 }),
+    retry({ code = "bad_response", keep_received = true }, 0.1) },
+  { "too big 200: no body kept", facts(R, "too_big", { http_status = 200 }), verdict { code = "bad_response" } },
+  { "too big 502 page: kept", facts(R, "too_big", { http_status = 502 }),
+    verdict { code = "bad_response", keep_received = true } },
+  { "malformed 200: no body kept", facts(R, "malformed", { http_status = 200 }), verdict { code = "bad_response" } },
+  { "malformed, whatever status is claimed: no body kept", facts(R, "malformed", { http_status = 502 }),
+    verdict { code = "bad_response" } },
+  { "an http outcome claiming 200: no body kept", facts(R, "http", { http_status = 200 }),
+    verdict { code = "http_200" } },
+  { "truncated without a status: no body kept", facts(R, "truncated"), retry({ code = "bad_response" }, 0.1) },
+  { "a 200 success or remote error is no error body", facts(R, "remote", { http_status = 200,
+    remote_code = "InvalidParameter" }), verdict { status = "remote", code = "InvalidParameter" } },
+  { "reset after a 502 status line: no body kept", facts(R, "reset", { http_status = 502 }),
+    retry({ code = "reset" }, 0.1) },
+
   -- the ladder, the cap, the attempts and the deadline
   { "attempts used up", facts(R, "timeout", { attempts = 4 }),
     verdict { code = "timeout", transient = true, retryable = true } },
   { "the ladder stops at the cap", facts(R, "reset", { attempts = 9 }), retry({ code = "reset" }, 0.5),
     rules = { max_attempts = 10, base = 0.1, cap = 0.5 } },
   { "unsafe: GetEidToken retried like a read", facts(T, "http", { http_status = 502 }),
-    retry({ code = "http_502" }, 0.25), rules = { unsafe = true, base = 0.25 } },
+    retry({ code = "http_502", keep_received = true }, 0.25), rules = { unsafe = true, base = 0.25 } },
   { "jitter 0: retry at once", facts(R, "reset", { jitter = 0 }),
     verdict { code = "reset", transient = true, retryable = true, backoff = 0.1, default_delay = 0, delay = 0 } },
   { "a delay ending past the deadline: stop", facts(R, "reset", { remaining = 0.05 }),

@@ -30,7 +30,7 @@ typedef struct eid_client eid_client;
 #define EID_CODE_MAX       96
 #define EID_MESSAGE_MAX    512
 #define EID_REQUEST_ID_MAX 80
-#define EID_RECEIVED_MAX   512 /* bytes of a bad or non-200 body kept for the error */
+#define EID_RECEIVED_MAX   512 /* bytes of a non-200 body kept for the error */
 #define EID_TRACE_ID_MAX   64
 
 /* One finished call. */
@@ -54,8 +54,13 @@ typedef struct eid_result {
      * EID_OK and EID_E_CLIENT_REMOTE; NULL otherwise. */
     char *response;
     size_t response_len;
-    /* For http_NNN and bad_response: the first bytes received (at most
-     * EID_RECEIVED_MAX), NUL-terminated; NULL otherwise. */
+    /* The first bytes (at most EID_RECEIVED_MAX, NUL-terminated) of an
+     * answer whose HTTP status is not 200: http_NNN, or bad_response for such
+     * a body cut short or too large (a proxy's or load balancer's page, which
+     * says what went wrong). NULL otherwise, and always for a 200 body, even
+     * a truncated or unreadable one: Tencent answers with 200, and a
+     * GetEidResult's body holds Name, IdCard and EidInfo, which must not
+     * reach errors that get logged. The message still gives the size. */
     char *received;
     size_t received_len;
     /* 1 when an attempt may have reached the server: for a call that is not

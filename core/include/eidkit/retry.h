@@ -65,7 +65,8 @@ typedef struct eid_retry_facts {
     int attempts;            /* attempts made, this one included (>= 1) */
     eid_outcome outcome;     /* what happened */
     int bytes_sent;          /* non-zero: a request byte may have gone out */
-    long http_status;        /* for EID_OUTCOME_HTTP */
+    long http_status;        /* the answer's status, 0 when none: names EID_OUTCOME_HTTP's
+                                code and decides keep_received */
     const char *remote_code; /* Error.Code, for EID_OUTCOME_REMOTE; NULL: "" */
     int skew_retried;        /* this call already adopted the server's clock */
     double remaining;        /* seconds left before the call's deadline, now */
@@ -94,6 +95,13 @@ typedef struct eid_retry_verdict {
     double default_delay;    /* jitter * backoff; < 0 when backoff is */
     double delay;            /* the decision without a policy: >= 0 attempt again after
                                 that many seconds (0 with resign); < 0 stop */
+    int keep_received;       /* the answer's first bytes may go into the error
+                                (eid_result.received): only for EID_OUTCOME_HTTP, _TRUNCATED
+                                and _TOO_BIG with an http_status other than 0 and 200, that
+                                is a proxy's or load balancer's page. A 200 body, whole or
+                                cut short, may be a GetEidResult carrying Name, IdCard and
+                                EidInfo, and errors get logged; Tencent's own envelope never
+                                comes with another status. */
 } eid_retry_verdict;
 
 /* Decide on one attempt. rules may be NULL (the defaults). On EID_OK *v is

@@ -5,7 +5,8 @@
 --   local v = retry.decide({ max_attempts = 4 }, { action = "GetEidResult",
 --     attempts = 1, outcome = "reset", sent = true, remaining = 29.5, jitter = math.random() })
 --   -- v.delay: seconds before the next attempt, nil to stop; v.resign: at once,
---   -- re-signed with v.skew; v.code, v.sent, v.retryable, ...
+--   -- re-signed with v.skew; v.keep_received: the body may go into the error;
+--   -- v.code, v.sent, v.retryable, ...
 --   retry.delay(remaining, wanted) --> wanted | nil   (a policy's answer, deadline applied)
 --
 -- No rule lives here: the C function decides; this file only moves fields.
@@ -121,6 +122,7 @@ function _M.decide(r, f)
     backoff = delay_of(v.backoff),
     default_delay = delay_of(v.default_delay),
     delay = delay_of(v.delay),
+    keep_received = v.keep_received ~= 0,
   }
 end
 

@@ -8,8 +8,10 @@
 -- The same results and err tables as eidkit.client on the Lua 5.4 host:
 -- res is the decoded Response (Tencent's field names, RequestId included;
 -- JSON null is cjson.null); err has code, message, request_id, trace_id,
--- http_status, attempts, retryable, sent, elapsed (and received for a bad
--- answer), and prints as "code: message". Parameter mistakes raise.
+-- http_status, attempts, retryable, sent, elapsed (and received: the first
+-- bytes of an answer whose status is not 200, when eid_retry_decide's
+-- keep_received says so), and prints as "code: message". Parameter mistakes
+-- raise.
 --
 -- How: each attempt is signed through eidkit.ffi (libeidkit's C signer),
 -- sent by nginx itself through the internal location of
@@ -275,11 +277,15 @@ local function send(self, call, body, remaining)
     -- The endpoint answered (its status, its body).
     out.http_status = res.status
     local text = res.body or ""
+    -- The body goes into the error only if the verdict's keep_received
+    -- allows it (not for a 200: it may hold an identity), so the status is
+    -- a fact of every answer.
+    f.http_status, out.body = res.status, text
     if res.truncated then
-      f.outcome, out.message, out.received = "truncated", format("truncated body; %d bytes received", #text), text
+      f.outcome, out.message = "truncated", format("truncated body; %d bytes received", #text)
     elseif res.status ~= 200 then
-      f.outcome, f.http_status = "http", res.status
-      out.message, out.received = format("HTTP %d; %d bytes received", res.status, #text), text
+      f.outcome = "http"
+      out.message = format("HTTP %d; %d bytes received", res.status, #text)
     elseif #text > self.max_response then
       f.outcome, out.message = "too_big", format("response larger than %d bytes", self.max_response)
     else
@@ -289,7 +295,7 @@ local function send(self, call, body, remaining)
         f.remote_code, out.message = code, message
         out.request_id = type(resp.RequestId) == "string" and resp.RequestId or nil
       elseif kind == "malformed" then
-        out.message, out.received = "not Tencent's answer envelope", text
+        out.message = format("not Tencent's answer envelope; %d bytes received", #text)
       end
       local date = header(res, "Date")
       f.server_time = date and ngx.parse_http_time(date) or 0
@@ -307,7 +313,6 @@ local function send(self, call, body, remaining)
   else
     f.outcome, out.message = "reset", "the connection broke before an answer"
   end
-  if out.received then out.received = out.received:sub(1, RECEIVED_MAX) end
   return f, out
 end
 
@@ -360,7 +365,8 @@ local function do_call(self, action, params)
     do
       local err = new_error(v.code, out.message or "", { request_id = out.request_id, trace_id = call.trace_id,
         http_status = out.http_status ~= 0 and out.http_status or nil, attempts = call.attempts,
-        retryable = v.retryable, sent = sent_any, received = out.received })
+        retryable = v.retryable, sent = sent_any,
+        received = v.keep_received and out.body:sub(1, RECEIVED_MAX) or nil })
       local delay = v.delay
       if v.ask_policy and self.policy then
         local info = new_error(v.code, out.message or "", { action = action, http_status = out.http_status,
