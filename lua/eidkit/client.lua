@@ -5,8 +5,9 @@
 -- included; JSON null is cjson.null). err is a table with code, message,
 -- request_id, http_status, attempts, retryable, sent, trace_id, received (the
 -- first bytes of an answer whose status is not 200; never a 200 body, which
--- may hold an identity) and a __tostring. Parameter mistakes raise. Transport, retries and clock skew are in C
--- (core/src/client.c); see docs/internals/client.md.
+-- may hold an identity) and a __tostring. Parameter mistakes raise.
+-- Transport, retries and clock skew are in C (core/src/client.c); see
+-- docs/internals/client.md.
 -- encryption = {...} (see _M.encryption_options) applies to get_eid_token;
 -- call() and batch() send what they are given.
 -- client.provider is the credential provider in use (provider:get() ->
