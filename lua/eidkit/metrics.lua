@@ -115,7 +115,12 @@ end
 local DROPPED = "eidkit_metrics_series_dropped_total"
 
 -- A value's id in a store: metric name, label key, field ("v", "c", "s",
--- "b<i>"), separated by \1 (never in a metric name).
+-- "k<i>"), separated by \1 (never in a metric name). A store keeps a
+-- histogram's samples per bucket, "k<i>" counting those in (b[i-1], b[i]]
+-- (one add per sample, not one per bucket at or above it); the reader sums
+-- them into Prometheus's cumulative counts. ("b<i>" was the cumulative form:
+-- a shared dict that outlives a reload may still hold it, so it is not
+-- reused.)
 local function store_id(m, key, field)
   return m.name .. "\1" .. key .. "\1" .. field
 end
@@ -129,7 +134,13 @@ local function new_series(m, key, values)
       store:add(DROPPED, 1)
       return nil
     end
+    -- Its values' ids, made once: they are used on every sample.
     s.id = store_id(m, key, "")
+    s.vid, s.cid, s.sid = s.id .. "v", s.id .. "c", s.id .. "s"
+    if m.kind == "histogram" then
+      s.bids = {}
+      for i = 1, #m.buckets do s.bids[i] = s.id .. "k" .. i end
+    end
     m.series[key] = s
     return s
   end
@@ -272,7 +283,7 @@ function metric.inc(self, labels, n)
   if self.kind == "counter" and n < 0 then error("bad argument #2 to 'inc' (a counter only goes up)", 2) end
   local s = series(self, labels, "inc")
   if not s then return end
-  if s.id then return self.registry.store:add(s.id .. "v", n) end
+  if s.id then return self.registry.store:add(s.vid, n) end
   s.value = s.value + n
 end
 
@@ -283,7 +294,7 @@ function metric.dec(self, labels, n)
   if self.kind ~= "gauge" then error("bad self to 'dec' (only a gauge goes down)", 2) end
   local s = series(self, labels, "dec")
   if not s then return end
-  if s.id then return self.registry.store:add(s.id .. "v", -n) end
+  if s.id then return self.registry.store:add(s.vid, -n) end
   s.value = s.value - n
 end
 
@@ -294,7 +305,7 @@ function metric.set(self, labels, v)
   if self.kind == "histogram" then error("bad self to 'set' (a histogram: use observe)", 2) end
   local s = series(self, labels, "set")
   if not s then return end
-  if s.id then return self.registry.store:set(s.id .. "v", v) end
+  if s.id then return self.registry.store:set(s.vid, v) end
   s.value = v
 end
 
@@ -308,10 +319,13 @@ function metric.observe(self, labels, v)
   local store = s.id and self.registry.store
   if store then
     for i = 1, #b do
-      if v <= b[i] then store:add(s.id .. "b" .. i, 1) end
+      if v <= b[i] then
+        store:add(s.bids[i], 1)
+        break
+      end
     end
-    store:add(s.id .. "c", 1)
-    return store:add(s.id .. "s", v)
+    store:add(s.cid, 1)
+    return store:add(s.sid, v)
   end
   for i = 1, #b do
     if v <= b[i] then s.counts[i] = s.counts[i] + 1 end
@@ -372,7 +386,11 @@ local function series_of(m)
       local s = { values = values }
       if m.kind == "histogram" then
         s.counts = {}
-        for i = 1, #m.buckets do s.counts[i] = store:get(store_id(m, key, "b" .. i)) or 0 end
+        local sum = 0
+        for i = 1, #m.buckets do
+          sum = sum + (store:get(store_id(m, key, "k" .. i)) or 0)
+          s.counts[i] = sum
+        end
         s.count = store:get(store_id(m, key, "c")) or 0
         s.sum = store:get(store_id(m, key, "s")) or 0
       else

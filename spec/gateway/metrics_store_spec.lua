@@ -9,7 +9,7 @@ local promtext = require "support.promtext"
 
 local function table_store()
   local values, series, counts = {}, {}, {}
-  local s = {}
+  local s = { values = values }
   function s.claim(_, name, key, max)
     series[name] = series[name] or {}
     if series[name][key] then return true end
@@ -75,6 +75,27 @@ describe("eidkit.metrics with a store", function()
       assert.equals(3, w[i].c:value({ route = "/eid/token", status = 200 }))
       assert.same({ 2, 0.55 }, { w[i].h:value({ action = "GetEidResult" }) })
     end
+  end)
+
+  it("stores one bucket per sample and renders the cumulative counts", function()
+    local store = table_store()
+    local w = two(store)
+    for _, v in ipairs { 0.1, 0.05, 0.5, 5, 1 } do w[1].h:observe({ action = "A" }, v) end
+    -- Each sample added to one bucket's count (a bound belongs to its own
+    -- bucket; past the last, only the count and sum), not to every bucket
+    -- at or above it.
+    local adds = 0
+    for id, v in pairs(store.values) do
+      if type(id) == "string" and id:find("\1k%d+$") then adds = adds + v end
+    end
+    assert.equals(4, adds)
+    local text = w[2].reg:render()
+    assert.matches(table.concat({
+      'lat_seconds_bucket{action="A",le="0.1"} 2',
+      'lat_seconds_bucket{action="A",le="1"} 4',
+      'lat_seconds_bucket{action="A",le="+Inf"} 5',
+      'lat_seconds_sum{action="A"} 6.65',
+      'lat_seconds_count{action="A"} 5', "" }, "\n"), text, 1, true)
   end)
 
   it("keeps max_series over all registries together, and counts what it drops", function()
