@@ -345,7 +345,8 @@ local function do_call(self, action, params)
     end
     ngx.update_time()
     local now = ngx.now()
-    f.remaining, f.jitter = deadline - now, jitter()
+    -- An answer that ends the call needs no backoff: no random draw for it.
+    f.remaining, f.jitter = deadline - now, f.outcome == "ok" and 0 or jitter()
     local v = retry.decide(self.rules, f)
     sent_any = sent_any or v.sent
     local event = { event = "attempt", action = action, trace_id = call.trace_id, attempts = call.attempts,
