@@ -25,6 +25,8 @@ function setup(thread)
 end
 
 local requests, n, i = {}, 0, 0
+-- $SERVE_BENCH_PATH: another path for the same requests (bench/openresty/parts).
+local path_of_requests = os.getenv("SERVE_BENCH_PATH") or "/eid/result"
 
 function init()
   local path = os.getenv("SERVE_BENCH_TOKENS")
@@ -37,7 +39,7 @@ function init()
       local tok, subject = line:match("^([^\t]+)\t(.+)$")
       assert(tok, "tokens file: bad line " .. line_no)
       n = n + 1
-      requests[n] = wrk.format("POST", "/eid/result",
+      requests[n] = wrk.format("POST", path_of_requests,
         { ["Content-Type"] = "application/json", ["X-Eidkit-Demo-User"] = subject },
         '{"EidToken":"' .. tok .. '"}')
     end

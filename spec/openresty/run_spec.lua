@@ -112,6 +112,27 @@ describe("examples/openresty/run", function()
     assert(ok, err)
   end)
 
+  it("--include: the file's locations served beside the gateway; an unreadable one is exit 2", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write('location = /probe { default_type text/plain; return 200 "included"; }\n')
+    f:close()
+    local s = orrun.start { "--include", path, "--sweep-interval", "0" }
+    local ok, err = pcall(function()
+      local r = sp.request(s, "GET", "/probe")
+      assert.same({ 200, "included" }, { r.status, r.body })
+      r = sp.request(s, "POST", "/eid/token", { user = "inc" })
+      assert.equals(200, r.status, r.body)
+    end)
+    local code = orrun.stop(s)
+    os.remove(path)
+    assert(ok, err)
+    assert.equals(0, code)
+    local bad = proc.run { orrun.RUN, "--include", path .. ".missing" }
+    assert.equals(2, bad.code)
+    assert.matches("--include: cannot read", bad.stderr, 1, true)
+  end)
+
   it("--help names every flag the script reads; a bad flag is exit 2", function()
     local r = proc.run { orrun.RUN, "--help" }
     assert.equals(0, r.code)
