@@ -60,6 +60,9 @@ describe("examples/openresty/run", function()
     assert.equals(0, code, err)
     assert.equals(2, select(2, out:gsub("\n", "")))
     assert.matches("demo authorize: .*X%-Eidkit%-Demo%-User.*never use in production", err)
+    -- In eidkit serve's words: eidkit.gateway.settings'.
+    assert.truthy(err:find("examples/openresty/run: " .. require("eidkit.gateway.settings").DEMO_WARNING .. "\n",
+      1, true))
     assert.is_false(alive(master), "nginx still runs")
     for pid in children:gmatch("%d+") do assert.is_false(alive(pid), "a child of run still runs: " .. pid) end
     assert.is_false(proc.sh("curl -s -o /dev/null --max-time 1 " .. s.sim_url .. "/"), "the simulator still answers")

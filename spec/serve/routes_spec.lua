@@ -38,6 +38,8 @@ describe("eidkit serve --sim", function()
     assert.matches("^http://127%.0%.0%.1:%d+$", s.sim_url)
     local _, err = sp.output(s)
     assert.matches("demo authorize: .* never use in production", err)
+    -- The words are eidkit.gateway.settings', which examples/openresty/run prints too.
+    assert.truthy(err:find("eidkit serve: " .. require("eidkit.gateway.settings").DEMO_WARNING .. "\n", 1, true))
   end)
 
   it("runs a verification end to end: token, the user passes, result passed, replayed", function()

@@ -371,8 +371,7 @@ function _M.main(argv)
     s.endpoint = sim_url
   end
   if not s.policy and s.sim then
-    stderr:write("eidkit serve: warning: demo authorize: the subject is whatever the X-Eidkit-Demo-User ",
-      "header says; for the simulator only, never use in production (give --policy FILE)\n")
+    stderr:write("eidkit serve: ", require("eidkit.gateway.settings").DEMO_WARNING, "\n")
   end
 
   local ledger_mod = require "eidkit.ledger"

@@ -33,6 +33,11 @@ end
 -- A policy table with that authorize, for eidkit.flow's `policy`.
 _M.DEMO_POLICY = { authorize = _M.demo_authorize }
 
+-- What each host says on stderr when it runs with the demo authorize,
+-- after its own name ("eidkit serve: ", "examples/openresty/run: ").
+_M.DEMO_WARNING = "warning: demo authorize: the subject is whatever the X-Eidkit-Demo-User header says; "
+  .. "for the simulator only, never use in production (give --policy FILE)"
+
 -- "COUNT/SECONDS" (tokens per subject) or "off": eidkit.gateway's
 -- token_limit, { count = n, per = seconds } or false. A table or false is
 -- already the option (a Lua configuration may give one): the gateway
