@@ -22,6 +22,8 @@ end
 
 local LIMIT = "LABEL: expected COUNT/SECONDS such as 5/600, or off; got '%s'"
 local RATE = "LABEL: expected calls per second > 0, or off; got '%s'"
+local SECS_POS = "LABEL: expected seconds > 0, at most 86400; got '%s'"
+local SECS_ZERO = "LABEL: expected seconds >= 0, at most 86400; got '%s'"
 local CASES = {
   { "token_limit", nil, "nil" },
   { "token_limit", "5/600", "{count=5,per=600}" },
@@ -51,6 +53,22 @@ local CASES = {
   { "upstream_rate", "1e999", nil, RATE:format("1e999") },
   { "upstream_rate", "inf", nil, RATE:format("inf") },
   { "upstream_rate", "0x10", "{GetEidResult={burst=3.2,rate=12.8},GetEidToken={burst=3.2,rate=12.8}}" },
+  -- seconds: the fifth element is the least value.
+  { "seconds", nil, "nil", nil, 0.001 },
+  { "seconds", "10", "10", nil, 0.001 },
+  { "seconds", 2.5, "2.5", nil, 0.001 },
+  { "seconds", "0.001", "0.001", nil, 0.001 },
+  { "seconds", "86400", "86400", nil, 0 },
+  { "seconds", "0", "0", nil, 0 },
+  { "seconds", "0x10", "16", nil, 0 },
+  { "seconds", "0", nil, SECS_POS:format("0"), 0.001 },
+  { "seconds", "0.0005", nil, SECS_POS:format("0.0005"), 0.001 },
+  { "seconds", "-1", nil, SECS_ZERO:format("-1"), 0 },
+  { "seconds", "86401", nil, SECS_ZERO:format("86401"), 0 },
+  { "seconds", "nan", nil, SECS_POS:format("nan"), 0.001 },
+  { "seconds", "1e999", nil, SECS_POS:format("1e999"), 0.001 },
+  { "seconds", "abc", nil, SECS_POS:format("abc"), 0.001 },
+  { "seconds", "", nil, SECS_POS:format(""), 0.001 },
   { "fields", nil, "nil" },
   { "fields", "Name,IdCard", "{1=Name,2=IdCard}" },
   { "fields", " Name , Extra,,", "{1=Name,2=Extra}" },
@@ -63,7 +81,7 @@ end
 
 for _, c in ipairs(CASES) do
   local fn, v, want, want_err = c[1], c[2], c[3], c[4]
-  local got, err = settings[fn](v, "LABEL")
+  local got, err = settings[fn](v, "LABEL", c[5])
   local case = format("%s(%s)", fn, show(v))
   if want_err then
     check(got == nil and err == want_err, format("%s: want nil, %q; got %s, %s", case, want_err, show(got), tostring(err)))

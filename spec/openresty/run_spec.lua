@@ -155,5 +155,9 @@ describe("examples/openresty/run", function()
     bad = proc.run { orrun.RUN, "--token-limit", "five" }
     assert.equals(1, bad.code)
     assert.matches("token_limit: expected COUNT/SECONDS", bad.stderr, 1, true)
+    -- the same words as eidkit serve's --upstream-timeout (eidkit.gateway.settings)
+    bad = proc.run { orrun.RUN, "--upstream-timeout", "0" }
+    assert.equals(1, bad.code)
+    assert.matches("upstream_timeout: expected seconds > 0, at most 86400; got '0'", bad.stderr, 1, true)
   end)
 end)

@@ -147,6 +147,10 @@ describe("eidkit serve", function()
         { { "--sim", "--listen", "nowhere" }, "%-%-listen: expected HOST:PORT" },
         { { "--sim", "--token-limit", "5" }, "%-%-token%-limit: expected COUNT/SECONDS" },
         { { "--sim", "--upstream-rate", "-1" }, "%-%-upstream%-rate" },
+        -- In eidkit.gateway.settings' words, as nginx's configure says them.
+        { { "--sim", "--upstream-timeout", "0" }, "%-%-upstream%-timeout: expected seconds > 0, at most 86400; got '0'" },
+        { { "--sim", "--sweep-interval", "-1" }, "%-%-sweep%-interval: expected seconds >= 0, at most 86400; got '%-1'" },
+        { { "--sim", "--drain-timeout", "x" }, "%-%-drain%-timeout: expected seconds >= 0" },
         { { "--sim", "--ledger", "mysql://x" }, "%-%-ledger: expected sqlite:PATH or redis://" },
         { { "--sim", "--endpoint", "http://x" }, "%-%-endpoint and %-%-sim exclude each other" },
         { { "--merchant-id", "M", "--sim-seed", "1" }, "%-%-sim%-seed needs %-%-sim" },

@@ -142,16 +142,6 @@ local function host_port(v, name)
   return { host = host, port = port }
 end
 
-local function seconds(v, name, min, default)
-  if v == nil then return default end
-  local n = tonumber(v)
-  if not n or n ~= n or n < min or n > 86400 then
-    return nil, format("--%s: expected seconds %s%g, got '%s'", name, min > 0 and "> " or ">= ",
-      min > 0 and 0 or min, v)
-  end
-  return n
-end
-
 -- Everything the run needs, from flags over the config file; nil, message.
 local function settings(o)
   local s = {}
@@ -202,17 +192,22 @@ local function settings(o)
     return nil, format("--limits: expected ledger or memory, got '%s'", o.limits)
   end
   s.token_fields = gw_settings.fields(o.token_fields)
+  -- name, least value, default (nil: unset; the upstream ones are then the
+  -- API client's own defaults). The first three nginx reads too
+  -- (eidkit.gateway.settings.SECONDS_MIN).
+  local mins = gw_settings.SECONDS_MIN
   local checks = {
-    { "upstream_timeout", "upstream-timeout", 0.001, 10 },
-    { "upstream_deadline", "upstream-deadline", 0.001, 30 },
-    { "sweep_interval", "sweep-interval", 0, 60 },
-    { "drain_timeout", "drain-timeout", 0, 10 },
-    { "request_timeout", "request-timeout", 1, 20 },
-    { "sim_token_ttl", "sim-token-ttl", 1, nil },
+    { "upstream_timeout", mins.upstream_timeout, nil },
+    { "upstream_deadline", mins.upstream_deadline, nil },
+    { "sweep_interval", mins.sweep_interval, 60 },
+    { "drain_timeout", 0, 10 },
+    { "request_timeout", 1, 20 },
+    { "sim_token_ttl", 1, nil },
   }
   for _, c in ipairs(checks) do
-    s[c[1]], err = seconds(o[c[1]], c[2], c[3], c[4])
+    s[c[1]], err = gw_settings.seconds(o[c[1]], "--" .. c[1]:gsub("_", "-"), c[2])
     if err then return nil, err end
+    if s[c[1]] == nil then s[c[1]] = c[3] end
   end
   s.request_timeout = math.max(1, math.floor(s.request_timeout))
   local mpa = o.max_per_address and math.tointeger(tonumber(o.max_per_address))

@@ -70,6 +70,23 @@ function _M.upstream_rate(v, label)
   return { GetEidToken = l, GetEidResult = l }
 end
 
+-- Seconds, from min up to a day (86400): nil when v is nil (unset: the
+-- host's default, or for upstream_timeout and upstream_deadline the API
+-- client's own), the number, or nil and "LABEL: expected seconds > 0 ...".
+-- min > 0 reads as "> 0" (the least such setting is a millisecond).
+function _M.seconds(v, label, min)
+  if v == nil then return nil end
+  local n = tonumber(v)
+  if not n or n ~= n or n < min or n > 86400 then
+    return nil, format("%s: expected seconds %s, at most 86400; got '%s'", label,
+      min > 0 and "> 0" or format(">= %g", min), tostring(v))
+  end
+  return n
+end
+
+-- The least value of each time setting both hosts read (through seconds).
+_M.SECONDS_MIN = { upstream_timeout = 0.001, upstream_deadline = 0.001, sweep_interval = 0 }
+
 -- A comma-separated list of field names (token_fields, result_fields), or
 -- a list already. Never fails: the gateway checks the names.
 function _M.fields(v)

@@ -50,10 +50,13 @@ local KNOWN = { endpoint = 1, peer = 1, secret_id = 1, secret_key = 1, merchant_
 
 local function bad(name, what) error(format("eidkit gateway: %s: %s", name, what), 3) end
 
-local function seconds(v, name, default)
-  if v == nil or v == "" then return default end
-  local n = tonumber(v)
-  if not n or n ~= n or n < 0 or n > 86400 then bad(name, format("expected seconds, got '%s'", tostring(v))) end
+-- eidkit.gateway.settings.seconds, raising; "" (an env variable set empty)
+-- is unset.
+local function seconds(v, name, min, default)
+  if v == "" then v = nil end
+  local n, err = gw_settings.seconds(v, name, min)
+  if err then error("eidkit gateway: " .. err, 3) end
+  if n == nil then return default end
   return n
 end
 
@@ -90,11 +93,12 @@ function _M.configure(opts)
   if err then error("eidkit gateway: " .. err, 2) end
   s.upstream_rate = nil
   s.token_fields, s.result_fields = gw_settings.fields(s.token_fields), gw_settings.fields(s.result_fields)
-  s.upstream_timeout = seconds(s.upstream_timeout, "upstream_timeout", 10)
-  s.upstream_deadline = seconds(s.upstream_deadline, "upstream_deadline", 30)
-  s.sweep_interval = seconds(s.sweep_interval, "sweep_interval", 60)
-  s.sweep_max = seconds(s.sweep_max, "sweep_max", 600)
-  if s.sweep_max <= 0 then bad("sweep_max", "expected seconds > 0") end
+  -- Unset upstream ones: the API client's own defaults.
+  local mins = gw_settings.SECONDS_MIN
+  s.upstream_timeout = seconds(s.upstream_timeout, "upstream_timeout", mins.upstream_timeout)
+  s.upstream_deadline = seconds(s.upstream_deadline, "upstream_deadline", mins.upstream_deadline)
+  s.sweep_interval = seconds(s.sweep_interval, "sweep_interval", mins.sweep_interval, 60)
+  s.sweep_max = seconds(s.sweep_max, "sweep_max", 0.001, 600)
   if s.sweep_interval > 0 and type(s.sweep_socket) ~= "string" then
     bad("sweep_socket", "the unix socket path of the internal sweep server (or sweep_interval = 0)")
   end
