@@ -130,6 +130,45 @@ local eok, eerr = pcall(eidkit.flow, { client = client, ledger = ledger, merchan
 check(not eok and tostring(eerr):find("eidinfo_key option (eidkit.crypto) needs the Lua 5.4 host", 1, true),
   "eidinfo_key: " .. tostring(eerr))
 
+-- poll_h5: CheckEidTokenStatus until finished, through the host's sleep;
+-- network errors in a row give up (is_network: the C transport codes).
+local statuses = {}
+client.check_eid_token_status = function(_, q)
+  local list = statuses[q.EidToken]
+  local s = table.remove(list, 1)
+  if s == "TIMEOUT" then return nil, { code = "timeout", message = "no answer", retryable = true } end
+  return { Status = s, RequestId = "rq" }
+end
+local st4 = assert(flow:start { subject = "u4" })
+statuses[st4.EidToken] = { "init", "processing", "TIMEOUT", "finished" }
+slept = 0
+local polled = assert(flow:poll_h5 { EidToken = st4.EidToken, subject = "u4", interval = 0.5, max_wait = 60 })
+check(polled.status == "finished" and polled.done == true and polled.polls == 4 and polled.network_errors == 1
+  and slept == 1.5, "poll_h5: " .. polled.status .. " after " .. polled.polls .. " polls, slept " .. slept)
+local _, pw = flow:poll_h5 { EidToken = st4.EidToken, subject = "u5" }
+check(pw and pw.code == "wrong_subject", "poll_h5, another subject")
+statuses[st4.EidToken] = { "TIMEOUT", "TIMEOUT" }
+local _, pg = flow:poll_h5 { EidToken = st4.EidToken, interval = 0, max_errors = 2 }
+check(pg and pg.code == "timeout" and pg.action == "CheckEidTokenStatus"
+  and pg.message:find("gave up after 2 network errors", 1, true), "poll_h5 gives up: " .. tostring(pg))
+
+-- set_policy: a script file or a table replaces the hooks for the next call;
+-- a script that does not load changes nothing.
+local other = write("other.lua", [[return { classify = function(_, o) o.reason = "swapped"; return o end }]])
+check(flow:set_policy(other) == true, "set_policy(path)")
+local st5 = assert(flow:start { subject = "u6" })
+results[st5.EidToken] = 0
+check(assert(flow:finish { subject = "u6", EidToken = st5.EidToken }).reason == "swapped", "the swapped policy")
+local nok, nlerr = flow:set_policy(write("broken.lua", "return {"))
+check(nok == nil and nlerr.code == "load", "a broken script: " .. tostring(nlerr and nlerr.message))
+local st6 = assert(flow:start { subject = "u6" })
+results[st6.EidToken] = 0
+check(assert(flow:finish { subject = "u6", EidToken = st6.EidToken }).reason == "swapped", "kept after a broken one")
+check(flow:set_policy { info_type = "0" } == true, "set_policy(table)")
+check(flow.policy.info_type == "0", "the table's info_type")
+check(not pcall(flow.set_policy, flow, { classify = 42 }), "a hook that is not a function raises")
+check(flow.policy.info_type == "0", "unchanged after a refused table")
+
 -- The host's clock and sleep (C, through the FFI).
 local host = require "eidkit.host"
 local t0 = host.monotonic()

@@ -64,6 +64,13 @@ local SERVER = [[
         ngx.say(require("cjson").encode(o or { code = err.code, message = err.message }))
       }
     }
+    location = /t/poll {
+      content_by_lua_block {
+        local st, err = package.loaded["spec.flow"]:poll_h5 { EidToken = ngx.var.arg_token,
+          subject = ngx.var.arg_subject, interval = 0.2, max_wait = 1 }
+        ngx.say(require("cjson").encode(st or { code = err.code, message = err.message }))
+      }
+    }
     location = /t/sweep {
       content_by_lua_block {
         local n, r = package.loaded["spec.flow"]:sweep { limit = 50 }
@@ -158,6 +165,17 @@ describe("eidkit.flow in nginx", function()
     local again = get("/t/finish?subject=u-pass&token=" .. st.EidToken)
     assert.same({ "passed", "passed/by-policy" }, { again.status, again.reason })
     assert.equals("wrong_subject", get("/t/finish?subject=u-other&token=" .. st.EidToken).code)
+  end)
+
+  it("poll_h5 through the client in nginx: CheckEidTokenStatus until the user is done", function()
+    local st = get("/t/start?subject=u-poll")
+    local early = get("/t/poll?subject=u-poll&token=" .. st.EidToken)
+    assert.is_false(early.done)
+    assert.truthy(early.polls >= 2, "polls every 0.2 s for up to 1 s: " .. tostring(early.polls))
+    assert.equals(200, simctl.finish(s, st.EidToken, { ErrCode = 0 }))
+    local done = get("/t/poll?subject=u-poll&token=" .. st.EidToken)
+    assert.same({ "finished", true, 1 }, { done.status, done.done, done.polls })
+    assert.equals("wrong_subject", get("/t/poll?subject=u-other&token=" .. st.EidToken).code)
   end)
 
   it("a failed attempt: failed with the C table's reason, through the policy script", function()
