@@ -99,6 +99,45 @@ describe("examples/openresty/run", function()
     assert.falsy(stderr:find("demo authorize", 1, true), stderr)
   end)
 
+  it("SIGHUP reloads the policy; a script that does not load keeps the old one, and says why", function()
+    local path, s_hup = os.tmpname(), nil
+    local function policy(text)
+      local f = assert(io.open(path, "w"))
+      f:write(text)
+      f:close()
+    end
+    local function by(header)
+      return 'return { authorize = function(req) return req.headers["' .. header .. '"] or false, "no ' .. header
+        .. '" end }\n'
+    end
+    local function status(header)
+      return sp.request(s_hup, "POST", "/eid/token", { headers = { [header] = "hup" } }).status
+    end
+    policy(by("x-first"))
+    s_hup = orrun.start { "--policy", path, "--sweep-interval", "0" }
+    local ok, err = pcall(function()
+      assert.equals(200, status("X-First"))
+      policy(by("x-second"))
+      s_hup.process:kill("HUP")
+      local t0 = core.monotonic()
+      while status("X-Second") ~= 200 and core.monotonic() - t0 < 10 do core.sleep(0.1) end
+      assert.equals(200, status("X-Second"))
+      assert.equals(401, status("X-First"))
+      policy("return {")
+      s_hup.process:kill("HUP")
+      t0 = core.monotonic()
+      while not orrun.error_log(s_hup):find("policy:", 1, true) and core.monotonic() - t0 < 10 do core.sleep(0.1) end
+      assert.matches("eidkit gateway: policy: ", orrun.error_log(s_hup), 1, true)
+      core.sleep(0.5)
+      assert.equals(200, status("X-Second"))
+      assert.is_nil(s_hup.process:wait(0), "run exited")
+    end)
+    local code = orrun.stop(s_hup)
+    os.remove(path)
+    assert(ok, err)
+    assert.equals(0, code)
+  end)
+
   it("--ledger sqlite:PATH: the flow on the SQLite ledger through the FFI, no redis-server", function()
     local db = os.tmpname()
     local s = orrun.start { "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0" }
