@@ -175,6 +175,31 @@ describe("examples/openresty/run", function()
     assert.matches("--include: cannot read", bad.stderr, 1, true)
   end)
 
+  it("--check: exit 0 for a configuration that holds, 2 naming what does not; nothing started", function()
+    local ok = proc.run { orrun.RUN, "--check", "--workers", "2" }
+    assert.same({ 0, "examples/openresty/run: configuration ok\n" }, { ok.code, ok.stdout })
+    local broken = os.tmpname()
+    local f = assert(io.open(broken, "w"))
+    f:write("return {")
+    f:close()
+    local cases = {
+      { { "--policy", broken }, "eidkit gateway: policy: " },
+      { { "--token-limit", "five" }, "eidkit gateway: token_limit: expected COUNT/SECONDS" },
+      { { "--upstream-timeout", "0" }, "eidkit gateway: upstream_timeout: expected seconds > 0" },
+      { { "--h5-return-url", "javascript:x" }, "eidkit gateway: bad option 'h5_return_url'" },
+    }
+    for _, c in ipairs(cases) do
+      local argv = { orrun.RUN, "--check" }
+      for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
+      local r = proc.run(argv)
+      assert.equals(2, r.code, table.concat(c[1], " ") .. ": " .. r.stdout .. r.stderr)
+      assert.matches("the configuration does not hold:\n" .. c[2], r.stderr, 1, true)
+      assert.falsy(r.stderr:find("stack traceback", 1, true), r.stderr)
+      assert.equals("", r.stdout)
+    end
+    os.remove(broken)
+  end)
+
   it("--help names every flag the script reads; a bad flag is exit 2", function()
     local r = proc.run { orrun.RUN, "--help" }
     assert.equals(0, r.code)
