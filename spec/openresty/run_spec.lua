@@ -182,13 +182,13 @@ describe("examples/openresty/run", function()
     local f = assert(io.open(broken, "w"))
     f:write("return {")
     f:close()
-    local cases = {
+    local bad_settings = {
       { { "--policy", broken }, "eidkit gateway: policy: " },
       { { "--token-limit", "five" }, "eidkit gateway: token_limit: expected COUNT/SECONDS" },
       { { "--upstream-timeout", "0" }, "eidkit gateway: upstream_timeout: expected seconds > 0" },
       { { "--h5-return-url", "javascript:x" }, "eidkit gateway: bad option 'h5_return_url'" },
     }
-    for _, c in ipairs(cases) do
+    for _, c in ipairs(bad_settings) do
       local argv = { orrun.RUN, "--check" }
       for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
       local r = proc.run(argv)
