@@ -167,6 +167,14 @@ static void enter(lclient *lc, lua_State *L, int self) {
 
 /* ------------------------------------------------------------ options */
 
+/* The range in the message, "0.001..3600 s": the same words as
+ * eidkit.openresty.client's for the options both take from eid_client_option. */
+static int out_of_range(lua_State *L, const char *k, double lo, double hi, const char *unit) {
+    char range[96];
+    snprintf(range, sizeof range, "%.15g..%.15g%s%s", lo, hi, *unit ? " " : "", unit);
+    return luaL_error(L, "bad option '%s' (out of range: %s)", k, range);
+}
+
 static double opt_seconds(lua_State *L, int t, const char *k, double lo, double hi) {
     double v = 0;
     int ty = lua_getfield(L, t, k);
@@ -174,13 +182,14 @@ static double opt_seconds(lua_State *L, int t, const char *k, double lo, double 
         if (ty != LUA_TNUMBER)
             luaL_error(L, "bad option '%s' (expected seconds, got %s)", k, lua_typename(L, ty));
         v = lua_tonumber(L, -1);
-        if (!(v >= lo && v <= hi)) luaL_error(L, "bad option '%s' (out of range)", k);
+        if (!(v >= lo && v <= hi)) out_of_range(L, k, lo, hi, "s");
     }
     lua_pop(L, 1);
     return v;
 }
 
-static lua_Integer opt_int(lua_State *L, int t, const char *k, lua_Integer lo, lua_Integer hi) {
+static lua_Integer opt_int(lua_State *L, int t, const char *k, lua_Integer lo, lua_Integer hi,
+                           const char *unit) {
     lua_Integer v = 0;
     int ty = lua_getfield(L, t, k);
     if (ty != LUA_TNIL) {
@@ -188,10 +197,23 @@ static lua_Integer opt_int(lua_State *L, int t, const char *k, lua_Integer lo, l
         v = lua_tointegerx(L, -1, &isint);
         if (ty != LUA_TNUMBER || !isint)
             luaL_error(L, "bad option '%s' (expected integer, got %s)", k, lua_typename(L, ty));
-        if (v < lo || v > hi) luaL_error(L, "bad option '%s' (out of range)", k);
+        if (v < lo || v > hi) out_of_range(L, k, (double)lo, (double)hi, unit);
     }
     lua_pop(L, 1);
     return v;
+}
+
+/* An option both clients take, with the unit and range of libeidkit's
+ * table (eid_client_option); 0 when not given, so eid_client_new applies the
+ * table's default. */
+static double opt_shared(lua_State *L, int t, const char *k) {
+    const eid_client_option_spec *s;
+    for (size_t i = 0; (s = eid_client_option(i)) != NULL; i++)
+        if (strcmp(s->name, k) == 0) break;
+    if (s == NULL) luaL_error(L, "eidkit: option '%s' is not in libeidkit's table", k);
+    if (strcmp(s->unit, "bytes") == 0)
+        return (double)opt_int(L, t, k, (lua_Integer)s->min, (lua_Integer)s->max, s->unit);
+    return opt_seconds(L, t, k, s->min, s->max);
 }
 
 /* A string option, left on the stack (so the pointer stays valid). */
@@ -238,14 +260,14 @@ static int l_client_new(lua_State *L) {
     o.language = opt_str(L, 1, "language");
     o.proxy = opt_str(L, 1, "proxy");
     o.ca_file = opt_str(L, 1, "ca_file");
-    o.connect_timeout_ms = (long)(opt_seconds(L, 1, "connect_timeout", 0.001, 3600) * 1000);
-    o.timeout_ms = (long)(opt_seconds(L, 1, "timeout", 0.001, 3600) * 1000);
-    o.deadline_ms = (long)(opt_seconds(L, 1, "deadline", 0.001, 86400) * 1000);
+    o.connect_timeout_ms = (long)(opt_shared(L, 1, "connect_timeout") * 1000);
+    o.timeout_ms = (long)(opt_shared(L, 1, "timeout") * 1000);
+    o.deadline_ms = (long)(opt_shared(L, 1, "deadline") * 1000);
+    o.max_response = (size_t)opt_shared(L, 1, "max_response");
     o.backoff_base_ms = (long)(opt_seconds(L, 1, "backoff_base", 0.001, 3600) * 1000);
     o.backoff_cap_ms = (long)(opt_seconds(L, 1, "backoff_cap", 0.001, 3600) * 1000);
-    o.max_response = (size_t)opt_int(L, 1, "max_response", 1, INT64_C(1) << 32);
-    o.max_in_flight = (size_t)opt_int(L, 1, "max_in_flight", 1, 100000);
-    o.max_attempts = (int)opt_int(L, 1, "max_attempts", 1, 100);
+    o.max_in_flight = (size_t)opt_int(L, 1, "max_in_flight", 1, 100000, "");
+    o.max_attempts = (int)opt_int(L, 1, "max_attempts", 1, 100, "");
     lua_getfield(L, 1, "verify_tls");
     o.insecure = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
     lua_getfield(L, 1, "retry_unsafe");

@@ -27,3 +27,15 @@ if(NOT EIDKIT_SANITIZE)
   add_test(NAME c_client_alloc_failure COMMAND test_client_alloc $<TARGET_FILE:eidkit_host>)
   set_tests_properties(c_client_alloc_failure PROPERTIES ENVIRONMENT "${spec_env}" TIMEOUT 300)
 endif()
+
+# The options' one source: test_client_options compiles core/src/client.c
+# into itself (it reads the fields eid_client_new filled), and the rest of
+# libeidkit's sources beside it (their internal symbols are hidden in the
+# library).
+set(client_options_sources ${EIDKIT_CORE_SOURCES})
+list(REMOVE_ITEM client_options_sources core/src/client.c)
+add_executable(test_client_options spec/c/test_client_options.c ${client_options_sources})
+target_include_directories(test_client_options PRIVATE core/include core/src)
+target_compile_options(test_client_options PRIVATE ${EIDKIT_WARNINGS})
+target_link_libraries(test_client_options PRIVATE ${EIDKIT_CORE_LIBS})
+add_test(NAME c_client_options COMMAND test_client_options)

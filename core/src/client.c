@@ -23,9 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_ENDPOINT     "https://faceid.tencentcloudapi.com"
-#define DEFAULT_MAX_RESPONSE (16u << 20)
-#define REQUEST_CLIENT       "eidkit/" EIDKIT_VERSION
+#define REQUEST_CLIENT "eidkit/" EIDKIT_VERSION
 
 /* Transfers are spread over lanes, each its own multi handle and so its own
  * connection cache: libcurl 7.88 looks for a reusable connection by walking
@@ -151,6 +149,25 @@ void eid__setf(char *dst, size_t cap, const char *fmt, ...) {
 
 /* ------------------------------------------------------------ options */
 
+/* The numeric options' defaults and the Lua options' ranges, for this client
+ * and eidkit.openresty.client alike (eidkit/client.h says why public). */
+enum { OPT_CONNECT_TIMEOUT, OPT_TIMEOUT, OPT_DEADLINE, OPT_MAX_RESPONSE, OPT_COUNT };
+static const eid_client_option_spec option_specs[OPT_COUNT] = {
+    [OPT_CONNECT_TIMEOUT] = {"connect_timeout", "s", 2, 0.001, 3600},
+    [OPT_TIMEOUT] = {"timeout", "s", 10, 0.001, 3600},
+    [OPT_DEADLINE] = {"deadline", "s", 30, 0.001, 86400},
+    [OPT_MAX_RESPONSE] = {"max_response", "bytes", 16 << 20, 1, 4294967296.0},
+};
+
+const eid_client_option_spec *eid_client_option(size_t i) {
+    return i < OPT_COUNT ? &option_specs[i] : NULL;
+}
+
+const char *eid_client_default_endpoint(void) { return "https://faceid.tencentcloudapi.com"; }
+
+/* A zero time option: the table's default in ms. */
+static long default_ms(long ms, int opt) { return ms ? ms : (long)(option_specs[opt].def * 1000); }
+
 static const char *const reserved_headers[] = {
     "authorization",  "host",        "content-type",      "x-tc-action",   "x-tc-version",
     "x-tc-timestamp", "x-tc-region", "x-tc-token",        "x-tc-language", "x-tc-requestclient",
@@ -222,7 +239,7 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     eid_client *c = calloc(1, sizeof *c);
     if (c == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
     c->epfd = -1;
-    st = parse_endpoint(c, opts->endpoint ? opts->endpoint : DEFAULT_ENDPOINT, err);
+    st = parse_endpoint(c, opts->endpoint ? opts->endpoint : eid_client_default_endpoint(), err);
     if (st != EID_OK) goto fail;
     int nomem = 0;
     c->service = dup_opt(opts->service ? opts->service : "faceid", &nomem);
@@ -273,9 +290,9 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
         }
         c->tail = t;
     }
-    c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : 2000;
-    c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 10000;
-    c->deadline_ms = opts->deadline_ms ? opts->deadline_ms : 30000;
+    c->connect_timeout_ms = default_ms(opts->connect_timeout_ms, OPT_CONNECT_TIMEOUT);
+    c->timeout_ms = default_ms(opts->timeout_ms, OPT_TIMEOUT);
+    c->deadline_ms = default_ms(opts->deadline_ms, OPT_DEADLINE);
     c->insecure = opts->insecure;
     /* Zeros stay zeros: eid_retry_decide applies the defaults (one source). */
     c->rules.max_attempts = opts->max_attempts;
@@ -283,7 +300,8 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     c->rules.backoff_cap = (double)opts->backoff_cap_ms / 1000.0;
     c->rules.retry_unsafe = opts->retry_unsafe;
     c->defer_parse = opts->defer_parse;
-    c->max_response = opts->max_response ? opts->max_response : DEFAULT_MAX_RESPONSE;
+    c->max_response =
+        opts->max_response ? opts->max_response : (size_t)option_specs[OPT_MAX_RESPONSE].def;
     c->max_in_flight = opts->max_in_flight ? opts->max_in_flight : 256;
     c->clock = opts->clock;
     c->retry = opts->retry;
@@ -848,7 +866,7 @@ static void start_attempt(eid_client *c, call *k, double now) {
      * token behind the attempt count (and the ledger's back). A call that is
      * not a read gets a connection of its own, which curl never resends on:
      * one handshake (TLS sessions are resumed from the share) per token. */
-    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, eid__is_read(k->action) ? 0L : 1L);
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, eid_client_is_read(k->action) ? 0L : 1L);
     /* The least busy lane: it is the likeliest to hold an idle connection. */
     int best = 0;
     for (int i = 1; i < c->n_lanes; i++)

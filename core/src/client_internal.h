@@ -41,10 +41,6 @@ void eid__setf(char *dst, size_t cap, const char *fmt, ...) EID_PRINTF(3, 4);
  * eid_client_transport_code. */
 const char *eid__outcome_code(eid_outcome o);
 
-/* Actions that change nothing on the server (any transient failure may be
- * retried, and a connection may be reused for them). */
-int eid__is_read(const char *action);
-
 /* ------------------------------------------------------------ envelope */
 
 /* Read the body of a 200 answer into r: request_id, message, the code for

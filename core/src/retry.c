@@ -86,9 +86,13 @@ static int starts(const char *s, const char *prefix) {
 }
 
 /* Reads change nothing, so any transient failure may be retried. */
-int eid__is_read(const char *action) {
-    return strcmp(action, "GetEidResult") == 0 || strcmp(action, "CheckEidTokenStatus") == 0 ||
-           strcmp(action, "GetWeChatBillDetails") == 0;
+static const char *const reads[] = {"GetEidResult", "CheckEidTokenStatus", "GetWeChatBillDetails"};
+
+int eid_client_is_read(const char *action) {
+    if (action == NULL) return 0;
+    for (size_t i = 0; i < sizeof reads / sizeof *reads; i++)
+        if (strcmp(action, reads[i]) == 0) return 1;
+    return 0;
 }
 
 /* Tencent codes that mean "the service did not do it; try again" (§4.4). */
@@ -194,7 +198,7 @@ eid_status eid_retry_decide(const eid_retry_rules *rules, const eid_retry_facts 
     /* Non-reads (GetEidToken mints a token and has no ClientToken) are
      * repeated only when the request provably never arrived, or when the
      * service refused it for throttling. */
-    int safe = rules->retry_unsafe || !v->sent || eid__is_read(f->action) ||
+    int safe = rules->retry_unsafe || !v->sent || eid_client_is_read(f->action) ||
                (f->outcome == EID_OUTCOME_REMOTE && starts(remote, "RequestLimitExceeded"));
     v->retryable = v->transient && safe;
     if (v->status == EID_E_NOMEM) return EID_OK; /* nothing to ask: stop */

@@ -14,7 +14,8 @@
 -- signer refuses as invalid) raised naming the field, never its value.
 --
 -- This file owns the FFI declarations of core/include/eidkit/eidkit.h,
--- eidkit/retry.h (the retry decision, wrapped by eidkit.ffi.retry),
+-- eidkit/retry.h (the retry decision, wrapped by eidkit.ffi.retry; and
+-- eidkit/client.h's option defaults, ranges and reads),
 -- eidkit/host.h and eidkit/errcode.h (clocks, limits, the ErrCode table,
 -- read by eidkit.host) that eidkit uses: nothing else may ffi.cdef them. spec/ffi/cdef_drift.lua fails when
 -- they drift from the header.
@@ -157,6 +158,21 @@ int eid_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 int eid_client_is_transport_code(const char *code);
 ]]
 -- ---- end of the eidkit.host block
+-- The options' one source (eidkit/client.h): defaults, ranges, the default
+-- endpoint and the reads, which eidkit.openresty.client applies as the C
+-- client does.
+.. [[
+typedef struct eid_client_option_spec {
+    const char *name;
+    const char *unit;
+    double def;
+    double min;
+    double max;
+} eid_client_option_spec;
+const eid_client_option_spec *eid_client_option(size_t i);
+const char *eid_client_default_endpoint(void);
+int eid_client_is_read(const char *action);
+]]
 .. [[
 typedef enum eid_outcome {
     EID_OUTCOME_OK = 0,
@@ -368,6 +384,7 @@ _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request
 -- eidkit.host's structs (its block above).
 _M.structs[#_M.structs + 1] = "eid_named_value"
 _M.structs[#_M.structs + 1] = "eid_errcode_info"
+_M.structs[#_M.structs + 1] = "eid_client_option_spec"
 
 -- A module reloaded in the same VM (specs clear package.loaded) must not
 -- declare the types again: LuaJIT refuses a second definition.

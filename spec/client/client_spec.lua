@@ -47,7 +47,7 @@ describe("eidkit.client", function()
         "bad option 'endpoint' (endpoint: must start with http:// or https://)")
       assert.has_error(function() new(s, { headers = { Authorization = "x" } }) end)
       assert.has_error(function() new(s, { retry = { tries = 3 } }) end)
-      assert.has_error(function() new(s, { timeout = -1 }) end, "bad option 'timeout' (out of range)")
+      assert.has_error(function() new(s, { timeout = -1 }) end, "bad option 'timeout' (out of range: 0.001..3600 s)")
       assert.has_error(function() client_mod.new { secret_id = "x" } end)
     end)
 

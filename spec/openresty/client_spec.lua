@@ -199,7 +199,7 @@ describe("eidkit.openresty.client in nginx", function()
       "bad option 'ca_file' (not an option in OpenResty: set proxy_ssl_trusted_certificate in http { } or server { } (nginx/eidkit.conf sets the system store))",
       "bad option 'endpoint' (resolving 'faceid.tencentcloudapi.com' would block this worker (phase content): make the client in init_by_lua* or init_worker_by_lua*, or give peer = \"IP\")",
       "bad option 'endpoint' (expected http(s)://host[:port])",
-      "bad option 'timeout' (out of range)",
+      "bad option 'timeout' (out of range: 0.001..3600 s)",
       "bad option 'retry' (unknown key 'tries'; max_attempts, base, cap, unsafe)",
       "bad option 'secretKey' (unknown option)",
       "accepted",

@@ -107,6 +107,8 @@ typedef double (*eid_client_retry_fn)(void *ud, const eid_retry_info *info);
 
 /* Options; zero-initialise, then set what you need. Strings are copied. */
 typedef struct eid_client_options {
+    /* The defaults of endpoint and of the numeric fields come from
+     * eid_client_default_endpoint and eid_client_option (values shown). */
     const char *endpoint;    /* NULL: "https://faceid.tencentcloudapi.com" */
     const char *service;     /* NULL: "faceid" (credential scope) */
     const char *version;     /* NULL: "2018-03-01" */
@@ -240,6 +242,43 @@ EID_API const char *eid_client_transport_code(size_t i);
  * or "http_" followed by decimal digits only. 0 otherwise, and for NULL.
  * Thread-safe. */
 EID_API int eid_client_is_transport_code(const char *code);
+
+/* ----------------------------------------------- the options' one source
+ * eidkit has two clients with the same options: this one (eidkit.client on
+ * the Lua 5.4 host) and eidkit.openresty.client, which sends through nginx
+ * and reads these rules through the LuaJIT FFI. Each rule below is written
+ * once, in libeidkit, and both clients apply it, so they cannot disagree.
+ *
+ * One numeric option, as the Lua options of both clients take it: name,
+ * unit ("s": a number of seconds; "bytes": an integer), the value applied
+ * when the option is not given, and the range accepted, both ends included.
+ * eid_client_new applies def (in ms for seconds) to a zero field of
+ * eid_client_options; the ranges are the Lua options' (eid_client_new
+ * itself refuses only negative timeouts). */
+typedef struct eid_client_option_spec {
+    const char *name; /* "connect_timeout", "timeout", "deadline", "max_response" */
+    const char *unit; /* "s" or "bytes" */
+    double def;
+    double min;
+    double max;
+} eid_client_option_spec;
+
+/* The i-th numeric option (connect_timeout, timeout, deadline,
+ * max_response, in that order), or NULL for i past the last. Static
+ * storage, never freed. Thread-safe. */
+EID_API const eid_client_option_spec *eid_client_option(size_t i);
+
+/* The endpoint used when eid_client_options.endpoint is NULL
+ * ("https://faceid.tencentcloudapi.com"). Static. Thread-safe. */
+EID_API const char *eid_client_default_endpoint(void);
+
+/* 1 when action (NUL-terminated) is a read, an action that changes nothing
+ * on the server (GetEidResult, CheckEidTokenStatus, GetWeChatBillDetails):
+ * its transient failures are retried even after a send, and it may reuse a
+ * pooled connection. Anything else (GetEidToken mints a token) gets a fresh
+ * connection, and is retried after a send only with retry_unsafe. 0 for
+ * NULL. Thread-safe. */
+EID_API int eid_client_is_read(const char *action);
 
 /* ---------------------------------------------------- the three E证通 calls
  * Typed forms of eid_client_call: the body is built with cJSON (so values

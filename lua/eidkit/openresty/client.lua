@@ -54,12 +54,20 @@ local HEADER_VARS = {
 }
 local REQUEST_CLIENT = "eidkit/" .. eidffi.version()
 local RECEIVED_MAX = 512
--- The Lua 5.4 host's defaults and ranges (bindings/client.c, core/src/client.c).
-local DEFAULTS = { connect_timeout = 2, timeout = 10, deadline = 30, max_response = 16 * 1024 * 1024 }
-local RANGES = { connect_timeout = 3600, timeout = 3600, deadline = 86400 }
+-- The numeric options' unit, default and range, and the default endpoint:
+-- libeidkit's table (eid_client_option), which the C client applies too.
+local C = eidffi.lib()
+local OPTIONS = {}
+for i = 0, 63 do
+  local o = C.eid_client_option(i)
+  if o == nil then break end
+  OPTIONS[ffi.string(o.name)] = { unit = ffi.string(o.unit), def = tonumber(o.def), min = tonumber(o.min),
+    max = tonumber(o.max) }
+end
+local DEFAULT_ENDPOINT = ffi.string(C.eid_client_default_endpoint())
 -- Reads change nothing on the server: pooled connections (and retries after
--- a send) are safe. The same list as core/src/retry.c's eid__is_read.
-local READS = { GetEidResult = true, CheckEidTokenStatus = true, GetWeChatBillDetails = true }
+-- a send) are safe. Which actions are reads is eid_client_is_read's.
+local function is_read(action) return C.eid_client_is_read(action) ~= 0 end
 
 local error_mt = { __tostring = function(e) return tostring(e.code) .. ": " .. tostring(e.message) end }
 
@@ -118,10 +126,20 @@ local function parse_endpoint(endpoint, peer)
     addrs = addrs, port = port }
 end
 
-local function seconds(opts, name)
-  local v = opts[name]
-  if v == nil then return DEFAULTS[name] end
-  if not compat.finite(v) or v < 0.001 or v > RANGES[name] then opterr(name, "out of range") end
+-- A numeric option by libeidkit's table: seconds (a number) or bytes (an
+-- integer) in its range, with the messages of the Lua 5.4 binding
+-- (bindings/client.c); the table's default when not given.
+local function numeric(opts, name)
+  local spec, v = OPTIONS[name], opts[name]
+  if v == nil then return spec.def end
+  if spec.unit == "bytes" then
+    if not compat.is_integer(v) then opterr(name, "expected integer, got " .. type(v)) end
+  elseif type(v) ~= "number" then
+    opterr(name, "expected seconds, got " .. type(v))
+  end
+  if not (v >= spec.min and v <= spec.max) then
+    opterr(name, format("out of range: %.15g..%.15g %s", spec.min, spec.max, spec.unit))
+  end
   return v
 end
 
@@ -155,16 +173,12 @@ function _M.new(opts)
     if CONFIGURED[k] ~= nil then opterr(k, "not an option in OpenResty: " .. CONFIGURED[k]) end
     if not KNOWN[k] then opterr(tostring(k), "unknown option") end
   end
-  local self = { ep = parse_endpoint(opts.endpoint or "https://faceid.tencentcloudapi.com", opts.peer),
-    connect_timeout = seconds(opts, "connect_timeout"), timeout = seconds(opts, "timeout"),
-    deadline = seconds(opts, "deadline"), skew = 0, requests = 0 }
+  local self = { ep = parse_endpoint(opts.endpoint or DEFAULT_ENDPOINT, opts.peer),
+    connect_timeout = numeric(opts, "connect_timeout"), timeout = numeric(opts, "timeout"),
+    deadline = numeric(opts, "deadline"), max_response = numeric(opts, "max_response"), skew = 0, requests = 0 }
   for _, k in ipairs { "region", "language", "service", "version" } do
     if opts[k] ~= nil and type(opts[k]) ~= "string" then opterr(k, "expected string, got " .. type(opts[k])) end
     self[k] = opts[k]
-  end
-  self.max_response = opts.max_response or DEFAULTS.max_response
-  if not compat.is_integer(self.max_response) or self.max_response < 1 then
-    opterr("max_response", "expected a positive integer")
   end
   local r = opts.retry
   if type(r) == "function" then
@@ -258,7 +272,7 @@ local function send(self, call, body, remaining)
   -- runs in the subrequest before proxy_pass); each one always, "" for a
   -- header not sent, so none is ever read uninitialized.
   local vars = { eidkit_scheme = self.ep.scheme, eidkit_sni = self.ep.sni or "",
-    eidkit_pool = READS[call.action] and "eidkit_keepalive" or "eidkit_fresh" }
+    eidkit_pool = is_read(call.action) and "eidkit_keepalive" or "eidkit_fresh" }
   for name, var in pairs(HEADER_VARS) do vars[var] = signed[name] or "" end
   local res = capture(LOCATION, { method = ngx.HTTP_POST, body = body, ctx = { eidkit = e }, vars = vars })
   signed.Authorization, vars.eidkit_authorization = nil, nil
