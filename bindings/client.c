@@ -13,6 +13,7 @@
  * (c:perform(0)) and collects (c:next()); eidkit serve does, so a request
  * waiting on Tencent never holds up another. */
 #include "eidkit/client.h"
+#include "eidkit/retry.h"
 
 #include "eidkit_lua.h"
 
@@ -264,10 +265,14 @@ static int l_client_new(lua_State *L) {
     o.timeout_ms = (long)(opt_shared(L, 1, "timeout") * 1000);
     o.deadline_ms = (long)(opt_shared(L, 1, "deadline") * 1000);
     o.max_response = (size_t)opt_shared(L, 1, "max_response");
-    o.backoff_base_ms = (long)(opt_seconds(L, 1, "backoff_base", 0.001, 3600) * 1000);
-    o.backoff_cap_ms = (long)(opt_seconds(L, 1, "backoff_cap", 0.001, 3600) * 1000);
+    o.backoff_base_ms =
+        (long)(opt_seconds(L, 1, "backoff_base", EID_RETRY_BACKOFF_MIN, EID_RETRY_BACKOFF_LIMIT) *
+               1000);
+    o.backoff_cap_ms =
+        (long)(opt_seconds(L, 1, "backoff_cap", EID_RETRY_BACKOFF_MIN, EID_RETRY_BACKOFF_LIMIT) *
+               1000);
     o.max_in_flight = (size_t)opt_int(L, 1, "max_in_flight", 1, 100000, "");
-    o.max_attempts = (int)opt_int(L, 1, "max_attempts", 1, 100, "");
+    o.max_attempts = (int)opt_int(L, 1, "max_attempts", 1, EID_RETRY_MAX_ATTEMPTS_LIMIT, "");
     lua_getfield(L, 1, "verify_tls");
     o.insecure = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
     lua_getfield(L, 1, "retry_unsafe");

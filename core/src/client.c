@@ -227,10 +227,11 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     }
     if (opts->connect_timeout_ms < 0 || opts->timeout_ms < 0 || opts->deadline_ms < 0)
         return eid__fail(err, EID_E_INVALID_ARG, "timeout", "must not be negative");
-    if (opts->max_attempts < 0 || opts->max_attempts > 100)
-        return eid__fail(err, EID_E_INVALID_ARG, "max_attempts", "must be 0..100");
-    if (opts->backoff_base_ms < 0 || opts->backoff_cap_ms < 0)
-        return eid__fail(err, EID_E_INVALID_ARG, "backoff", "must not be negative");
+    /* The retry rules' ranges, as eid_retry_decide will check them. */
+    eid_retry_rules asked = {.max_attempts = opts->max_attempts,
+                             .backoff_base = (double)opts->backoff_base_ms / 1000.0,
+                             .backoff_cap = (double)opts->backoff_cap_ms / 1000.0};
+    if (eid_retry_check_rules(&asked, err) != EID_OK) return EID_E_INVALID_ARG;
     if (opts->header_count > 0 && opts->headers == NULL)
         return eid__fail(err, EID_E_INVALID_ARG, "headers", "NULL with a non-zero count");
     if (eid_client_global_init() != EID_OK)

@@ -142,6 +142,26 @@ static eid_status refuse(eid_retry_verdict *v, eid_error *err, const char *field
     return eid__fail(err, EID_E_INVALID_ARG, field, "%s", why);
 }
 
+static int backoff_ok(double s) {
+    return s == 0 || (s >= EID_RETRY_BACKOFF_MIN && s <= EID_RETRY_BACKOFF_LIMIT);
+}
+
+eid_status eid_retry_check_rules(const eid_retry_rules *r, eid_error *err) {
+    if (r == NULL) return EID_OK;
+    if (r->max_attempts < 0 || r->max_attempts > EID_RETRY_MAX_ATTEMPTS_LIMIT)
+        return eid__fail(err, EID_E_INVALID_ARG, "max_attempts", "must be 1..%d (0: the default)",
+                         EID_RETRY_MAX_ATTEMPTS_LIMIT);
+    if (!backoff_ok(r->backoff_base))
+        return eid__fail(err, EID_E_INVALID_ARG, "backoff_base",
+                         "must be %g..%g seconds (0: the default)", EID_RETRY_BACKOFF_MIN,
+                         EID_RETRY_BACKOFF_LIMIT);
+    if (!backoff_ok(r->backoff_cap))
+        return eid__fail(err, EID_E_INVALID_ARG, "backoff_cap",
+                         "must be %g..%g seconds (0: the default)", EID_RETRY_BACKOFF_MIN,
+                         EID_RETRY_BACKOFF_LIMIT);
+    return EID_OK;
+}
+
 eid_status eid_retry_decide(const eid_retry_rules *rules, const eid_retry_facts *f,
                             eid_retry_verdict *v, eid_error *err) {
     static const eid_retry_rules defaults = {0};
@@ -153,8 +173,10 @@ eid_status eid_retry_decide(const eid_retry_rules *rules, const eid_retry_facts 
     if ((unsigned)f->outcome >= EID_OUTCOME_COUNT)
         return refuse(v, err, "outcome", "not an eid_outcome");
     if (!(f->jitter >= 0 && f->jitter < 1)) return refuse(v, err, "jitter", "must be in [0, 1)");
-    if (rules->max_attempts < 0 || !(rules->backoff_base >= 0) || !(rules->backoff_cap >= 0))
-        return refuse(v, err, "rules", "must not be negative");
+    if (eid_retry_check_rules(rules, err) != EID_OK) {
+        stop(v, EID_E_INVALID_ARG);
+        return EID_E_INVALID_ARG;
+    }
     int max_attempts = rules->max_attempts ? rules->max_attempts : EID_RETRY_DEFAULT_MAX_ATTEMPTS;
     double base = rules->backoff_base > 0 ? rules->backoff_base : EID_RETRY_DEFAULT_BASE;
     double cap_max = rules->backoff_cap > 0 ? rules->backoff_cap : EID_RETRY_DEFAULT_CAP;

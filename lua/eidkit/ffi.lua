@@ -224,6 +224,7 @@ typedef struct eid_retry_verdict {
     double delay;
     int keep_received;
 } eid_retry_verdict;
+eid_status eid_retry_check_rules(const eid_retry_rules *rules, eid_error *err);
 eid_status eid_retry_decide(const eid_retry_rules *rules, const eid_retry_facts *f,
                             eid_retry_verdict *v, eid_error *err);
 double eid_retry_delay(const eid_retry_facts *f, double wanted);

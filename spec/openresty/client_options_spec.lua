@@ -164,6 +164,32 @@ describe("the API clients' options, from libeidkit's one table", function()
     assert.same(want, got_or)
   end)
 
+  it("both clients' retry knobs take the same ranges (eid_retry_check_rules)", function()
+    -- {knob, value, accepted}: EID_RETRY_MAX_ATTEMPTS_LIMIT, EID_RETRY_BACKOFF_MIN and _LIMIT.
+    local knobs = {
+      { "max_attempts", 1, true }, { "max_attempts", 100, true }, { "max_attempts", 101, false },
+      { "max_attempts", -1, false },
+      { "base", 0.001, true }, { "base", 3600, true }, { "base", 0.0005, false }, { "base", 3601, false },
+      { "cap", 0.001, true }, { "cap", 3600, true }, { "cap", 0.0005, false }, { "cap", 3601, false },
+    }
+    local probes, want = {}, {}
+    for i, k in ipairs(knobs) do
+      probes[i] = { name = "retry", value = { [k[1]] = k[2] } }
+      want[i] = k[1] .. "=" .. tostring(k[2]) .. (k[3] and " accepted" or " refused")
+    end
+    local function verdicts(answers)
+      local out = {}
+      for i, k in ipairs(knobs) do
+        out[i] = k[1] .. "=" .. tostring(k[2]) .. (answers[i] == "accepted" and " accepted" or " refused")
+      end
+      return out
+    end
+    local got_54 = {}
+    for i, p in ipairs(probes) do got_54[i] = new_lua54(p.name, p.value) end
+    assert.same(want, verdicts(got_54))
+    assert.same(want, verdicts(post(srv, "/t/new", probes)))
+  end)
+
   -- action, read: a read is retried after a send and may reuse a pooled
   -- connection; anything else gets a connection of its own.
   local ACTIONS = {

@@ -139,7 +139,15 @@ local cases = {
   { "unknown outcome", facts(R, "lost"), error = "bad field 'outcome' (expected an outcome name such as 'timeout')" },
   { "unknown fact", facts(R, "reset", { bytes = 1 }), error = "bad facts (unknown field 'bytes')" },
   { "unknown rule", facts(R, "reset"), rules = { attempts = 3 }, error = "bad rules (unknown field 'attempts')" },
-  { "negative rule", facts(R, "reset"), rules = { cap = -1 }, error = "(rules: must not be negative)" },
+  { "negative rule", facts(R, "reset"), rules = { cap = -1 },
+    error = "(backoff_cap: must be 0.001..3600 seconds (0: the default))" },
+  -- The ranges both clients' `retry` options get (eid_retry_check_rules).
+  { "max_attempts past 100", facts(R, "reset"), rules = { max_attempts = 101 },
+    error = "(max_attempts: must be 1..100 (0: the default))" },
+  { "base under a millisecond", facts(R, "reset"), rules = { base = 0.0005 },
+    error = "(backoff_base: must be 0.001..3600 seconds (0: the default))" },
+  { "cap over an hour", facts(R, "reset"), rules = { cap = 3601 },
+    error = "(backoff_cap: must be 0.001..3600 seconds (0: the default))" },
 }
 
 -- The deadline rule for a policy's answer: {remaining, wanted, result}.

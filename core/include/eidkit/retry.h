@@ -50,6 +50,13 @@ typedef enum eid_outcome {
 #define EID_RETRY_DEFAULT_BASE         0.1 /* seconds */
 #define EID_RETRY_DEFAULT_CAP          2.0 /* seconds */
 
+/* The range of a non-zero rule: eid_retry_check_rules refuses what is
+ * outside, and so eid_retry_decide, eid_client_new and both API clients'
+ * `retry` options do (the Lua 5.4 binding takes its ranges from here). */
+#define EID_RETRY_MAX_ATTEMPTS_LIMIT 100    /* max_attempts 1..100 */
+#define EID_RETRY_BACKOFF_MIN        0.001  /* seconds */
+#define EID_RETRY_BACKOFF_LIMIT      3600.0 /* seconds */
+
 /* The default policy's settings. Zero-initialise for the defaults above. */
 typedef struct eid_retry_rules {
     int max_attempts;    /* attempts in all; 0: EID_RETRY_DEFAULT_MAX_ATTEMPTS */
@@ -57,6 +64,12 @@ typedef struct eid_retry_rules {
     double backoff_base; /* seconds; 0: EID_RETRY_DEFAULT_BASE */
     double backoff_cap;  /* seconds; 0: EID_RETRY_DEFAULT_CAP */
 } eid_retry_rules;
+
+/* EID_OK when each field of rules is 0 (its default) or in its range above;
+ * else EID_E_INVALID_ARG naming the field ("max_attempts", "backoff_base"
+ * or "backoff_cap") in *err (may be NULL). NULL rules are the defaults.
+ * Thread-safe. */
+EID_API eid_status eid_retry_check_rules(const eid_retry_rules *rules, eid_error *err);
 
 /* The facts of one attempt, as a transport saw them. Strings are read only
  * during the call. */
