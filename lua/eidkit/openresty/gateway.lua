@@ -81,15 +81,17 @@ function _M.configure(opts)
     bad("policy", "a policy script (its authorize names the user) is required, or demo_authorize for the simulator")
   end
   if type(s.policy) == "string" then
-    -- Loaded here too (each worker loads it again): a script that does not
-    -- load stops nginx from starting, and an nginx reload (HUP) with a
-    -- broken one fails in the master and keeps the workers that run the
-    -- old one, as eidkit serve's SIGHUP keeps the old policy.
+    -- Loaded here, in the master, and the workers inherit the hooks: a
+    -- script that does not load stops nginx from starting, and an nginx
+    -- reload (HUP) with a broken one fails in the master and keeps the
+    -- workers that run the old one, as eidkit serve's SIGHUP keeps the old
+    -- policy.
     local policy_mod = require "eidkit.policy"
     local p, perr = policy_mod.load(s.policy)
     if not p then bad("policy", tostring(perr and perr.message or perr)) end
     local mok, merr = pcall(policy_mod.merge, p)
     if not mok then bad("policy", tostring(merr)) end
+    s.policy = p
   end
   -- Redis is shared by every node; SQLite is one node's file, and each take
   -- there would be a blocking call: its buckets stay in the shared dict.
