@@ -15,6 +15,14 @@ local function alive(pid)
   return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
 end
 
+-- write(path, text) -> path: a file the test gives run (a policy, an include).
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
 describe("examples/openresty/run", function()
   it("answers the case table as `eidkit serve --sim` does", function()
     local db = os.tmpname()
@@ -81,10 +89,8 @@ describe("examples/openresty/run", function()
   end)
 
   it("--policy: the script's authorize names the user, and no demo authorize is left", function()
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write('return { authorize = function(req) return req.headers["x-user"] or false, "no X-User header" end }\n')
-    f:close()
+    local path = write(os.tmpname(),
+      'return { authorize = function(req) return req.headers["x-user"] or false, "no X-User header" end }\n')
     local s = orrun.start { "--policy", path, "--sweep-interval", "0" }
     local ok, err = pcall(function()
       local r = sp.request(s, "POST", "/eid/token", { headers = { ["X-User"] = "pol" } })
@@ -101,11 +107,7 @@ describe("examples/openresty/run", function()
 
   it("SIGHUP reloads the policy; a script that does not load keeps the old one, and says why", function()
     local path, s_hup = os.tmpname(), nil
-    local function policy(text)
-      local f = assert(io.open(path, "w"))
-      f:write(text)
-      f:close()
-    end
+    local function policy(text) write(path, text) end
     local function by(header)
       return 'return { authorize = function(req) return req.headers["' .. header .. '"] or false, "no ' .. header
         .. '" end }\n'
@@ -155,10 +157,7 @@ describe("examples/openresty/run", function()
   end)
 
   it("--include: the file's locations served beside the gateway; an unreadable one is exit 2", function()
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write('location = /probe { default_type text/plain; return 200 "included"; }\n')
-    f:close()
+    local path = write(os.tmpname(), 'location = /probe { default_type text/plain; return 200 "included"; }\n')
     local s = orrun.start { "--include", path, "--sweep-interval", "0" }
     local ok, err = pcall(function()
       local r = sp.request(s, "GET", "/probe")
@@ -178,10 +177,7 @@ describe("examples/openresty/run", function()
   it("--check: exit 0 for a configuration that holds, 2 naming what does not; nothing started", function()
     local ok = proc.run { orrun.RUN, "--check", "--workers", "2" }
     assert.same({ 0, "examples/openresty/run: configuration ok\n" }, { ok.code, ok.stdout })
-    local broken = os.tmpname()
-    local f = assert(io.open(broken, "w"))
-    f:write("return {")
-    f:close()
+    local broken = write(os.tmpname(), "return {")
     local bad_settings = {
       { { "--policy", broken }, "eidkit gateway: policy: " },
       { { "--token-limit", "five" }, "eidkit gateway: token_limit: expected COUNT/SECONDS" },
