@@ -96,10 +96,9 @@ typedef struct req {
     uint64_t due; /* timer, valid while heap_idx != NOT_QUEUED */
     size_t heap_idx;
 
-    uint64_t id;  /* req.id in Lua: never 0, never reused */
-    int deferred; /* in the id map, awaiting srv:respond */
-    int watched;  /* its socket is in the server's epoll set (hang-up) */
-    int fd;
+    uint64_t id;         /* req.id in Lua: never 0, never reused */
+    int deferred;        /* in the id map, awaiting srv:respond */
+    struct conn_t *track; /* its connection's record while deferred, else NULL */
 } req;
 
 /* The deferred requests by id: open addressing, linear probing, backward
@@ -113,7 +112,9 @@ typedef struct id_map {
  * waiting for (a keep-alive connection moves to the end after each answer). */
 typedef struct conn_t {
     struct conn_t *prev, *next;
+    req *deferred; /* its request waiting for srv:respond, or NULL */
     int fd;
+    int hup;        /* the client hung up (or half-closed): seen in the server's epoll set */
     uint64_t since; /* the connection opened, or its last answer went out */
     int busy;       /* its request is in: the handler has it, or it is answered */
     int shut;       /* shut down by the sweep; MHD closes it */
@@ -275,29 +276,27 @@ static void map_remove(id_map *m, uint64_t id) {
 /* ------------------------------------------------------ deferred requests */
 
 /* While deferred, MHD does not look at the socket (a suspended connection is
- * neither read nor timed out), so we watch it for a hang-up ourselves. */
-static void watch(httpd *s, req *r) {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (ci == NULL) return;
-    struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = r};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, ci->connect_fd, &ev) == 0) {
-        r->watched = 1;
-        r->fd = ci->connect_fd;
-    }
+ * neither read nor timed out), so we watch it for a hang-up ourselves. Each
+ * socket joins the server's epoll set once, when its connection opens, with
+ * EPOLLONESHOT: a hang-up is reported once and is final, so the set needs no
+ * change per request (an add and a delete per deferred request were a tenth
+ * of the loop's syscalls under load). The closing socket leaves the set. */
+static void watch(httpd *s, conn_t *k) {
+    if (k->fd < 0) return;
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLONESHOT, .data.ptr = k};
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, k->fd, &ev); /* failing: no hang-up seen while deferred */
 }
 
-static void unwatch(httpd *s, req *r) {
-    if (!r->watched) return;
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, r->fd, NULL);
-    r->watched = 0;
+static void unwatch(httpd *s, conn_t *k) {
+    if (k->fd >= 0) epoll_ctl(s->epfd, EPOLL_CTL_DEL, k->fd, NULL);
 }
 
 /* Take r out of the deferred set (its id is then unknown to respond). */
 static void undefer(httpd *s, req *r) {
     if (!r->deferred) return;
     map_remove(&s->deferred, r->id);
-    unwatch(s, r);
+    if (r->track) r->track->deferred = NULL;
+    r->track = NULL;
     r->deferred = 0;
     s->deferred_n--;
 }
@@ -357,7 +356,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
     if (r == NULL) return NULL;
     r->srv = cls;
     r->heap_idx = NOT_QUEUED;
-    r->fd = -1;
     const char *q = strchr(uri, '?');
     /* MHD decodes the path and a %00 would cut it short: "/a%00/b" must not
      * reach a handler as "/a". */
@@ -428,7 +426,10 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         conn_append(s, k);
         s->n_conns++;
         *socket_context = k;
+        watch(s, k);
     } else if (k != NULL) {
+        if (k->deferred) k->deferred->track = NULL;
+        unwatch(s, k); /* before MHD closes the socket: no event can name k after this */
         conn_unlink(s, k);
         s->n_conns--;
         if (k->shut) s->n_shut--;
@@ -972,8 +973,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             r->deferred = 1;
             r->phase = P_DEFERRED;
             s->deferred_n++;
+            conn_t *k = conn_of(c);
+            if (k && k->hup) { /* gone before it was deferred: respond finds no one */
+                undefer(s, r);
+                r->phase = P_GONE;
+                return MHD_NO;
+            }
+            if (k) {
+                k->deferred = r;
+                r->track = k;
+            }
             MHD_suspend_connection(c);
-            watch(s, r);
             return MHD_YES;
         }
         if (r->delay_ms > 0) {
@@ -1024,8 +1034,10 @@ static void iterate(lua_State *L, httpd *s, int64_t timeout_ms, const sigset_t *
     struct epoll_event evs[64];
     int n = epoll_pwait(s->epfd, evs, 64, (int)t, mask);
     for (int i = 0; i < n; i++) {
-        req *r = evs[i].data.ptr;
-        if (r != NULL && r->phase == P_DEFERRED) wake(s, r, P_GONE);
+        conn_t *k = evs[i].data.ptr;
+        if (k == NULL) continue; /* MHD's own epoll fd */
+        k->hup = 1;
+        if (k->deferred && k->deferred->phase == P_DEFERRED) wake(s, k->deferred, P_GONE);
     }
     s->kick = 0;
     uint64_t now = now_ms();

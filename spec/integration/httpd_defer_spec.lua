@@ -74,6 +74,38 @@ describe("core.http_server deferred responses", function()
     step_until(srv, function() return srv:stats().active == 0 end)
   end)
 
+  -- The hang-up watch is per connection (joined once, when it opens): a
+  -- later request on a kept-alive connection is watched as the first was.
+  it("forgets the second request of a kept-alive connection when its client hangs up", function()
+    local a = client.spawn { "--max-time", "1", url("/now"), url("/later") }
+    step_until(srv, function() return #pending == 1 end)
+    assert.equals(2, #seen) -- both on one connection, the first answered
+    step_until(srv, function() return a.done() end, 5)
+    step_until(srv, function() return srv:stats().deferred == 0 end)
+    assert.is_false(srv:respond(pending[1], { body = "too late" }))
+    step_until(srv, function() return srv:stats().active == 0 end)
+  end)
+
+  it("does not hold a request whose client half-closed before it was deferred", function()
+    local done = os.tmpname()
+    -- The request and the FIN leave together, so the server sees the
+    -- hang-up no later than the request.
+    os.execute(("python3 -c %s %d %s >/dev/null 2>&1 &"):format(client.quote([[
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+s.shutdown(socket.SHUT_WR)
+s.settimeout(5)
+data = s.recv(4096)
+open(sys.argv[2], "w").write("closed" if data == b"" else "answered")
+]]), srv:port(), client.quote(done)))
+    step_until(srv, function() return #pending == 1 end)
+    step_until(srv, function() return srv:stats().deferred == 0 end)
+    assert.is_false(srv:respond(pending[1], { body = "too late" }))
+    step_until(srv, function() return client.slurp(done) == "closed" end)
+    os.remove(done)
+  end)
+
   it("honours delay_ms and faults in a deferred response", function()
     -- Two curl processes race to connect: tell their requests apart by path,
     -- never by arrival order.
