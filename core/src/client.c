@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +63,22 @@ struct call {
     char errbuf[CURL_ERROR_SIZE];
 };
 
+/* What the epoll set holds for one of curl's connection sockets. When a
+ * transfer ends, curl stops watching its socket (CURL_POLL_REMOVE) and the
+ * connection goes back to its cache; the next transfer on it asks for the
+ * same events again. Deleting and adding the socket each time was two
+ * epoll_ctl calls per API call, so a socket curl stops watching stays in the
+ * set, marked idle, and leaves it only when it becomes ready while idle (the
+ * server closed it) or when curl closes it. Only sockets curl opened through
+ * on_open_socket are kept so: their closing goes through on_close_socket,
+ * which keeps the table true when a descriptor number is reused (curl's
+ * resolver closes its own socketpair directly, so those come and go). */
+typedef struct sock_state {
+    uint32_t events, lane;
+    unsigned char ours; /* opened by on_open_socket, not closed yet */
+    unsigned char in_set, idle;
+} sock_state;
+
 struct eid_client {
     lane lanes[MAX_LANES];
     int n_lanes;
@@ -90,9 +107,12 @@ struct eid_client {
     size_t n_spare;
     call *done_head, *done_tail;
     size_t n_unfinished, n_active;
-    size_t n_delayed;  /* unfinished calls given a backoff delay, not yet restarted */
-    int epfd;          /* the sockets curl asked us to watch, every lane's */
-    double last_watch; /* the last safety-net pass (step) */
+    size_t n_delayed;       /* unfinished calls given a backoff delay, not yet restarted */
+    int epfd;               /* the sockets curl asked us to watch, every lane's */
+    sock_state *socks;      /* by descriptor: what epfd holds for curl's connection sockets */
+    size_t n_socks, n_idle; /* n_idle: kept in the set while curl does not watch them */
+    int socks_off;          /* the table could not grow: every change is an epoll_ctl */
+    double last_watch;      /* the last safety-net pass (step) */
     unsigned long finished_count;
     CURL **pool;
     size_t pool_n, pool_cap;
@@ -422,6 +442,7 @@ void eid_client_free(eid_client *c) {
     for (int i = 0; i < c->n_lanes; i++)
         if (c->lanes[i].multi) curl_multi_cleanup(c->lanes[i].multi);
     if (c->epfd >= 0) close(c->epfd);
+    free(c->socks); /* after the multis: closing their connections updates it */
     if (c->share) curl_share_cleanup(c->share);
     eid_signer_free(c->signer);
     curl_slist_free_all(c->tail);
@@ -532,6 +553,62 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud) {
     return len;
 }
 
+/* The sock_state of descriptor fd, the table grown to hold it (zeroed);
+ * NULL when the table cannot grow (socks_off is then set for good: a table
+ * that missed a socket could not be trusted). */
+static sock_state *sock_at(eid_client *c, curl_socket_t fd) {
+    if (fd < 0 || c->socks_off) return NULL;
+    size_t i = (size_t)fd;
+    if (i >= c->n_socks) {
+        size_t n = c->n_socks ? c->n_socks : 64;
+        while (n <= i)
+            n *= 2;
+        sock_state *t = realloc(c->socks, n * sizeof *t);
+        if (t == NULL) {
+            c->socks_off = 1;
+            return NULL;
+        }
+        memset(t + c->n_socks, 0, (n - c->n_socks) * sizeof *t);
+        c->socks = t;
+        c->n_socks = n;
+    }
+    return &c->socks[i];
+}
+
+static void set_idle(eid_client *c, sock_state *st, unsigned char idle) {
+    if (st->idle == idle) return;
+    st->idle = idle;
+    if (idle)
+        c->n_idle++;
+    else
+        c->n_idle--;
+}
+
+/* A sock_state already in the table, or NULL. */
+static sock_state *sock_peek(const eid_client *c, curl_socket_t fd) {
+    return fd >= 0 && (size_t)fd < c->n_socks && !c->socks_off ? &c->socks[fd] : NULL;
+}
+
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+    eid_client *c = ud;
+    (void)purpose;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd < 0) return CURL_SOCKET_BAD;
+    sock_state *st = sock_at(c, fd);
+    if (st) *st = (sock_state){.ours = 1};
+    return fd;
+}
+
+/* Closing takes the socket out of the epoll set (nothing else holds it). */
+static int on_close_socket(void *ud, curl_socket_t fd) {
+    sock_state *st = sock_peek(ud, fd);
+    if (st) {
+        set_idle(ud, st, 0);
+        *st = (sock_state){0};
+    }
+    return close(fd);
+}
+
 /* A new easy handle with the options every call shares. */
 static CURL *easy_new(eid_client *c) {
     CURL *e = curl_easy_init();
@@ -544,6 +621,10 @@ static CURL *easy_new(eid_client *c) {
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c) != CURLE_OK;
     if (c->proxy) bad |= curl_easy_setopt(e, CURLOPT_PROXY, c->proxy) != CURLE_OK;
     if (c->ca_file) bad |= curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file) != CURLE_OK;
     if (c->insecure) {
@@ -948,21 +1029,36 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp) 
     lane *ln = ud;
     eid_client *c = ln->c;
     (void)e;
+    sock_state *st = sock_peek(c, s);
+    if (st && !st->ours) st = NULL; /* not one of ours: added and deleted each time */
     if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(c->epfd, EPOLL_CTL_DEL, s, NULL);
+        if (st && st->in_set)
+            set_idle(c, st, 1);
+        else
+            epoll_ctl(c->epfd, EPOLL_CTL_DEL, s, NULL);
         curl_multi_assign(ln->multi, s, NULL);
         return 0;
     }
     struct epoll_event ev = {0};
     ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
     /* The lane in the high half: its multi is the one to tell. */
-    ev.data.u64 = (uint64_t)(ln - c->lanes) << 32 | (uint32_t)s;
-    if (sockp == NULL) {
-        if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
-            epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev);
-        curl_multi_assign(ln->multi, s, ln);
-    } else if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
-        epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev);
+    uint32_t lane_ix = (uint32_t)(ln - c->lanes);
+    ev.data.u64 = (uint64_t)lane_ix << 32 | (uint32_t)s;
+    if (sockp == NULL) curl_multi_assign(ln->multi, s, ln);
+    if (st && st->in_set && st->events == ev.events && st->lane == lane_ix) {
+        set_idle(c, st, 0); /* already there, as wanted */
+        return 0;
+    }
+    int rc;
+    if ((st && st->in_set) || sockp != NULL) {
+        if ((rc = epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev)) != 0 && errno == ENOENT)
+            rc = epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev);
+    } else if ((rc = epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev)) != 0 && errno == EEXIST) {
+        rc = epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev);
+    }
+    if (st) {
+        set_idle(c, st, 0);
+        *st = (sock_state){.events = ev.events, .lane = lane_ix, .ours = 1, .in_set = rc == 0};
     }
     return 0;
 }
@@ -1074,6 +1170,28 @@ static unsigned long step(eid_client *c, long *wait_ms) {
     return c->finished_count - before;
 }
 
+/* Hand curl the sockets epoll found ready, except idle ones (see
+ * sock_state), which leave the set. */
+static void on_ready(eid_client *c, const struct epoll_event *evs, int n) {
+    int running = 0;
+    for (int i = 0; i < n; i++) {
+        curl_socket_t fd = (curl_socket_t)(uint32_t)evs[i].data.u64;
+        sock_state *st = sock_peek(c, fd);
+        if (st && st->ours && st->idle) { /* ready while curl does not watch it: closed */
+            epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
+            set_idle(c, st, 0);
+            st->in_set = 0;
+            continue;
+        }
+        int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                    (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                    (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+        lane *ln = &c->lanes[evs[i].data.u64 >> 32];
+        curl_multi_socket_action(ln->multi, fd, flags, &running);
+    }
+    if (n > 0) drain(c);
+}
+
 size_t eid_client_perform(eid_client *c, long timeout_ms) {
     if (c == NULL) return 0;
     double end = mono_now() + (double)(timeout_ms > 0 ? timeout_ms : 0) / 1000.0;
@@ -1081,22 +1199,19 @@ size_t eid_client_perform(eid_client *c, long timeout_ms) {
     int polled = 0; /* the sockets were looked at once: perform(0) reads what is ready */
     for (;;) {
         long w;
-        if (step(c, &w) > 0 || c->n_unfinished == 0) break;
+        if (step(c, &w) > 0) break;
+        if (c->n_unfinished == 0) {
+            /* Nothing to wait for, but a kept connection the server closed
+             * makes the set readable (the host woke for it): let it go. */
+            if (c->n_idle > 0)
+                on_ready(c, evs, epoll_wait(c->epfd, evs, (int)(sizeof evs / sizeof *evs), 0));
+            break;
+        }
         double left = (end - mono_now()) * 1000;
         if (left <= 0 && w > 0 && polled) break;
         polled = 1;
         if (w > left) w = left > 0 ? (long)left + 1 : 0;
-        int n = epoll_wait(c->epfd, evs, (int)(sizeof evs / sizeof *evs), (int)w);
-        int running = 0;
-        for (int i = 0; i < n; i++) {
-            int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
-                        (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-                        (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-            lane *ln = &c->lanes[evs[i].data.u64 >> 32];
-            curl_multi_socket_action(ln->multi, (curl_socket_t)(uint32_t)evs[i].data.u64, flags,
-                                     &running);
-        }
-        if (n > 0) drain(c);
+        on_ready(c, evs, epoll_wait(c->epfd, evs, (int)(sizeof evs / sizeof *evs), (int)w));
     }
     return c->n_unfinished;
 }

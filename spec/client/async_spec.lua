@@ -195,4 +195,45 @@ describe("eidkit.Client without blocking", function()
       assert.has_error(function() client(5) end, "bad option 'await' (expected function(c, action, body))")
     end)
   end)
+
+  -- A connection curl keeps between calls stays in the client's epoll set
+  -- (core/src/client.c, sock_state). When its server closes it, the client
+  -- must take it out there, or the level-triggered set would stay readable
+  -- and a host's loop would spin; and the next call must find a new one.
+  it("lets go of a kept connection its server closed, and reconnects", function()
+    local srv = core.http_server {
+      connection_timeout = 1, -- libmicrohttpd closes a connection idle for 1 s
+      handler = function() return { body = '{"Response":{"RequestId":"r"}}' } end,
+    }
+    local c = core.client_new { endpoint = "http://127.0.0.1:" .. srv:port(), max_attempts = 1 }
+    c:set_credentials("a", "b")
+    local p <close> = core.poller()
+    p:add(c:fd())
+    local function one_call()
+      local id = c:submit("GetEidResult", '{"EidToken":"x"}')
+      local t0 = core.monotonic()
+      while true do
+        assert(core.monotonic() - t0 < 5, "the call did not finish")
+        srv:step(1)
+        c:perform(0)
+        local got, text = c:next()
+        if got then
+          assert.equals(id, got)
+          return text
+        end
+      end
+    end
+    assert.matches('"RequestId":"r"', one_call())
+    assert.same({ requests = 1, connects = 1 }, c:stats())
+    local t0 = core.monotonic()
+    while core.monotonic() - t0 < 1.6 do -- the server closes the idle connection
+      srv:step(20)
+      c:perform(0)
+    end
+    assert.equals(0, p:wait(100)) -- nothing left readable in the client's set
+    assert.matches('"RequestId":"r"', one_call())
+    assert.same({ requests = 2, connects = 2 }, c:stats())
+    c:close()
+    srv:close()
+  end)
 end)
