@@ -1216,14 +1216,11 @@ size_t eid_client_perform(eid_client *c, long timeout_ms) {
     return c->n_unfinished;
 }
 
-/* A UUID v4-shaped trace id: the client's random seed plus a counter, so
- * ids are unique per client and unpredictable across clients, at no
- * CSPRNG cost per call. */
-static void trace_id(eid_client *c, char out[EID_TRACE_ID_MAX]) {
+void eid_trace_id(const unsigned char seed[16], uint64_t counter, char out[EID_TRACE_ID_MAX]) {
     static const char hex[] = "0123456789abcdef";
     unsigned char u[16];
-    memcpy(u, c->trace_seed, sizeof u);
-    uint64_t n = ++c->trace_counter, carry = 0;
+    memcpy(u, seed, sizeof u);
+    uint64_t n = counter, carry = 0;
     for (int i = 15; i >= 8; i--) {
         uint64_t v = (uint64_t)u[i] + (n & 0xff) + carry;
         u[i] = (unsigned char)v;
@@ -1277,7 +1274,7 @@ static eid_status new_call(eid_client *c, const char *action, const void *body, 
     if (c->has_trace)
         memcpy(k->res->trace_id, c->fixed_trace, sizeof k->res->trace_id);
     else
-        trace_id(c, k->res->trace_id);
+        eid_trace_id(c->trace_seed, ++c->trace_counter, k->res->trace_id);
     k->c = c;
     k->ud = ud;
     k->sync = sync;

@@ -95,8 +95,30 @@ static void test_is_read(void) {
     CHECK(eid_client_is_read(NULL) == 0);
 }
 
+/* The trace id both clients send: the seed's bytes with the counter added to
+ * the last eight (carrying), the version and variant bits set, UUID layout. */
+static void test_trace_id(void) {
+    unsigned char seed[16];
+    for (int i = 0; i < 16; i++)
+        seed[i] = (unsigned char)(0xf0 + i);
+    char id[EID_TRACE_ID_MAX];
+    eid_trace_id(seed, 0, id);
+    CHECK_STR(id, "f0f1f2f3-f4f5-46f7-b8f9-fafbfcfdfeff");
+    eid_trace_id(seed, 1, id); /* 0xff + 1 carries into the byte before */
+    CHECK_STR(id, "f0f1f2f3-f4f5-46f7-b8f9-fafbfcfdff00");
+    eid_trace_id(seed, 0x0102030405060708u, id);
+    CHECK_STR(id, "f0f1f2f3-f4f5-46f7-b9fb-fe0002040607");
+    memset(seed, 0, sizeof seed);
+    eid_trace_id(seed, UINT64_MAX, id);
+    CHECK_STR(id, "00000000-0000-4000-bfff-ffffffffffff");
+    char other[EID_TRACE_ID_MAX];
+    eid_trace_id(seed, UINT64_MAX - 1, other);
+    CHECK(strcmp(id, other) != 0 && strlen(id) == 36);
+}
+
 int main(void) {
     test_table();
+    test_trace_id();
     test_new_applies_the_table();
     test_is_read();
     return check_report("test_client_options");

@@ -187,6 +187,11 @@ describe("eidkit.openresty.client in nginx", function()
       out.err.code)
     assert.equal(1, out.err.attempts)
     assert.matches("^%x+%-%x+%-4%x+%-%x+%-%x+$", out.err.trace_id)
+    -- eid_trace_id, as the C client: the worker's seed plus a counter
+    local again = call("GetEidResult", { EidToken = "nope" })
+    assert.matches("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x+$", again.err.trace_id)
+    assert.are_not.equal(out.err.trace_id, again.err.trace_id)
+    assert.equal(out.err.trace_id:sub(1, 19), again.err.trace_id:sub(1, 19))
   end)
 
   it("refuses misuse naming the option or field, never echoing the secret", function()

@@ -280,6 +280,15 @@ EID_API const char *eid_client_default_endpoint(void);
  * NULL. Thread-safe. */
 EID_API int eid_client_is_read(const char *action);
 
+/* The X-TC-TraceId of a call: a UUID v4-shaped id made of a 16-byte random
+ * seed plus counter (added to its last 8 bytes), written NUL-terminated to
+ * out (36 characters). Unique per seed and counter, unpredictable without the
+ * seed, and no random draw per call. What the C client sends (its seed is
+ * drawn once per client) and what eidkit.openresty.client sends (once per
+ * worker). Thread-safe. */
+EID_API void eid_trace_id(const unsigned char seed[16], uint64_t counter,
+                          char out[EID_TRACE_ID_MAX]);
+
 /* ---------------------------------------------------- the three E证通 calls
  * Typed forms of eid_client_call: the body is built with cJSON (so values
  * are escaped), fields left NULL are omitted, and the outcome is as for

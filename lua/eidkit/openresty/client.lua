@@ -88,11 +88,21 @@ end
 -- Uniform in [0, 1), for the full-jitter backoff.
 local function jitter() return random_u32(1)[0] / 4294967296 end
 
--- A UUID v4-shaped X-TC-TraceId per call, as the C client sends.
+-- The X-TC-TraceId of a call, made as the C client makes it (eid_trace_id:
+-- a seed plus a counter, no random draw per call). The seed is drawn once
+-- per process: a worker forked from the master that loaded this draws its
+-- own, so two workers never send the same id.
+local trace_seed, trace_pid, trace_n = ffi.new("unsigned char[16]"), nil, 0
+local trace_buf = ffi.new("char[64]")
 local function trace_id()
-  local r = random_u32(4)
-  return format("%08x-%04x-4%03x-%04x-%04x%08x", r[0], r[1] % 65536, r[1] / 65536 % 4096,
-    8 * 4096 + r[2] % 16384, r[2] / 65536 % 65536, r[3])
+  local pid = ngx.worker.pid()
+  if pid ~= trace_pid then
+    assert(eidffi.lib().eid_random_bytes(trace_seed, 16) == 0, "eid_random_bytes failed")
+    trace_pid, trace_n = pid, 0
+  end
+  trace_n = trace_n + 1
+  C.eid_trace_id(trace_seed, trace_n, trace_buf)
+  return ffi.string(trace_buf, 36)
 end
 
 -- ------------------------------------------------------------ options
