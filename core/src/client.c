@@ -185,6 +185,8 @@ const eid_client_option_spec *eid_client_option(size_t i) {
 
 const char *eid_client_default_endpoint(void) { return "https://faceid.tencentcloudapi.com"; }
 
+const char *eid_client_default_service(void) { return "faceid"; }
+
 /* A zero time option: the table's default in ms. */
 static long default_ms(long ms, int opt) { return ms ? ms : (long)(option_specs[opt].def * 1000); }
 
@@ -263,7 +265,7 @@ eid_status eid_client_new(const eid_client_options *opts, eid_client **out, eid_
     st = parse_endpoint(c, opts->endpoint ? opts->endpoint : eid_client_default_endpoint(), err);
     if (st != EID_OK) goto fail;
     int nomem = 0;
-    c->service = dup_opt(opts->service ? opts->service : "faceid", &nomem);
+    c->service = dup_opt(opts->service ? opts->service : eid_client_default_service(), &nomem);
     c->version = dup_opt(opts->version ? opts->version : "2018-03-01", &nomem);
     c->region = dup_opt(opts->region, &nomem);
     c->language = dup_opt(opts->language, &nomem);

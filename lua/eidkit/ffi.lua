@@ -171,6 +171,7 @@ typedef struct eid_client_option_spec {
 } eid_client_option_spec;
 const eid_client_option_spec *eid_client_option(size_t i);
 const char *eid_client_default_endpoint(void);
+const char *eid_client_default_service(void);
 int eid_client_is_read(const char *action);
 void eid_trace_id(const unsigned char seed[16], uint64_t counter, char out[64]);
 ]]

@@ -119,6 +119,7 @@ static void test_trace_id(void) {
 int main(void) {
     test_table();
     test_trace_id();
+    CHECK_STR(eid_client_default_service(), "faceid");
     test_new_applies_the_table();
     test_is_read();
     return check_report("test_client_options");

@@ -29,6 +29,9 @@ local RESULT = '{"Response":{"Text":' .. TEXT .. ',"EidInfo":{"EidCode":"c","Use
 local PAGE = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
   .. "<p>" .. ("upstream unavailable "):rep(4) .. "</p></body></html>\n"
 
+local LONG_PAGE = "<html><body><h1>503 Service Unavailable</h1><p>"
+  .. ("try again later, "):rep(60) .. "</p></body></html>\n"
+
 local function bytes(n) return n .. " bytes received" end
 
 local CUT = RESULT:sub(1, 120) -- well framed: the server sends all 120 bytes
@@ -59,6 +62,11 @@ _M.cases = {
   { "502, a load balancer's page cut short", 502, PAGE, fault = "truncate", code = "bad_response",
     message = { lua54 = "truncated body: ", openresty = "truncated body; " },
     received = PAGE:sub(1, #PAGE // 2) },
+  -- Both clients keep the same first bytes of a long page (EID_RECEIVED_MAX,
+  -- eidkit/client.h; the nginx client's RECEIVED_MAX): the two limits cannot drift.
+  { "503, a page longer than what is kept", 503, LONG_PAGE, code = "http_503",
+    message = { lua54 = "HTTP 503; " .. bytes(#LONG_PAGE), openresty = "HTTP 503; " .. bytes(#LONG_PAGE) },
+    received = LONG_PAGE:sub(1, 512) },
 }
 
 -- The whole error table as text: every key and value, nested tables, and

@@ -110,7 +110,7 @@ typedef struct eid_client_options {
     /* The defaults of endpoint and of the numeric fields come from
      * eid_client_default_endpoint and eid_client_option (values shown). */
     const char *endpoint;    /* NULL: "https://faceid.tencentcloudapi.com" */
-    const char *service;     /* NULL: "faceid" (credential scope) */
+    const char *service;     /* NULL: eid_client_default_service() (credential scope) */
     const char *version;     /* NULL: "2018-03-01" */
     const char *region;      /* NULL: no X-TC-Region */
     const char *language;    /* NULL: no X-TC-Language */
@@ -271,6 +271,11 @@ EID_API const eid_client_option_spec *eid_client_option(size_t i);
 /* The endpoint used when eid_client_options.endpoint is NULL
  * ("https://faceid.tencentcloudapi.com"). Static. Thread-safe. */
 EID_API const char *eid_client_default_endpoint(void);
+
+/* The service in the credential scope when eid_client_options.service is
+ * NULL ("faceid"), for the C client and eidkit.openresty.client alike.
+ * Static. Thread-safe. */
+EID_API const char *eid_client_default_service(void);
 
 /* 1 when action (NUL-terminated) is a read, an action that changes nothing
  * on the server (GetEidResult, CheckEidTokenStatus, GetWeChatBillDetails):
