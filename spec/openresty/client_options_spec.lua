@@ -168,7 +168,7 @@ describe("the API clients' options, from libeidkit's one table", function()
     -- {knob, value, accepted}: EID_RETRY_MAX_ATTEMPTS_LIMIT, EID_RETRY_BACKOFF_MIN and _LIMIT.
     local knobs = {
       { "max_attempts", 1, true }, { "max_attempts", 100, true }, { "max_attempts", 101, false },
-      { "max_attempts", -1, false },
+      { "max_attempts", -1, false }, { "max_attempts", 0, false }, { "base", 0, false }, { "cap", 0, false },
       { "base", 0.001, true }, { "base", 3600, true }, { "base", 0.0005, false }, { "base", 3601, false },
       { "cap", 0.001, true }, { "cap", 3600, true }, { "cap", 0.0005, false }, { "cap", 3601, false },
     }

@@ -202,6 +202,11 @@ function _M.new(opts)
       if k ~= "max_attempts" and k ~= "base" and k ~= "cap" and k ~= "unsafe" then
         opterr("retry", format("unknown key '%s'; max_attempts, base, cap, unsafe", tostring(k)))
       end
+      -- 0 means "the default" to eid_retry_check_rules (a zeroed C struct);
+      -- from Lua, as for the Lua 5.4 binding, a knob left out is the default.
+      if v == 0 and k ~= "unsafe" then
+        opterr("retry", format("%s: must be more than 0 (leave it out for the default)", k))
+      end
       self.rules[k] = v
     end
     retry.decide(self.rules, { action = "X", attempts = 1, outcome = "ok" }) -- raises on a bad rule
