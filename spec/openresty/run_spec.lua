@@ -88,6 +88,39 @@ describe("examples/openresty/run", function()
     assert.is_string(r.json.EidToken)
   end)
 
+  it("--drain-timeout: a request still in flight then is cut, and run stops at once", function()
+    local s = orrun.start { "--sweep-interval", "0", "--drain-timeout", "0.5",
+      "--sim-fault", "GetEidToken:latency:ms=6000" }
+    local h = sp.spawn(s, "POST", "/eid/token", { user = "late" })
+    core.sleep(0.5)
+    local t0 = core.monotonic()
+    local code = orrun.stop(s)
+    local took = core.monotonic() - t0
+    local r = sp.wait_all({ h })[1]
+    assert.equals(0, code)
+    assert.is_true(took < 4, "run took " .. took .. " s to stop") -- not the 6 s the request needs
+    assert.are_not.equal(200, r.status)
+  end)
+
+  it("--request-timeout: a request whose head does not arrive in time is dropped", function()
+    local s = orrun.start { "--sweep-interval", "0", "--request-timeout", "1" }
+    local port = s.url:match(":(%d+)$")
+    -- Half a head, then nothing: nginx closes the connection after 1 s.
+    local r = proc.run { "python3", "-c", [[
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"POST /eid/result HTTP/1.1\r\nHost: x\r\n")
+s.settimeout(10)
+t0 = time.monotonic()
+data = s.recv(4096)
+print("%.2f %d" % (time.monotonic() - t0, len(data)))
+]], port }
+    orrun.stop(s)
+    local waited = tonumber(r.stdout:match("^([%d.]+)"))
+    assert.is_truthy(waited, r.stdout .. r.stderr)
+    assert.is_true(waited >= 0.8 and waited < 5, "closed after " .. waited .. " s")
+  end)
+
   it("--policy: the script's authorize names the user, and no demo authorize is left", function()
     local path = write(os.tmpname(),
       'return { authorize = function(req) return req.headers["x-user"] or false, "no X-User header" end }\n')
@@ -218,6 +251,12 @@ describe("examples/openresty/run", function()
     local bad = proc.run { orrun.RUN, "--workers", "0" }
     assert.equals(2, bad.code)
     assert.matches("--workers: expected 1..64", bad.stderr, 1, true)
+    bad = proc.run { orrun.RUN, "--request-timeout", "0.2" }
+    assert.equals(2, bad.code)
+    assert.matches("--request-timeout: expected at least 1.000 seconds, got '0.2'", bad.stderr, 1, true)
+    bad = proc.run { orrun.RUN, "--drain-timeout", "soon" }
+    assert.equals(2, bad.code)
+    assert.matches("--drain-timeout: expected seconds, got 'soon'", bad.stderr, 1, true)
     bad = proc.run { orrun.RUN, "--frobnicate" }
     assert.equals(2, bad.code)
     assert.matches("unknown option '--frobnicate'", bad.stderr, 1, true)
