@@ -121,6 +121,21 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
     assert.is_true(waited >= 0.8 and waited < 5, "closed after " .. waited .. " s")
   end)
 
+  it("--config: the file sets what eidkit serve's would, and a flag wins over it", function()
+    local conf = write(os.tmpname(), [[
+      return { token_fields = { "Extra" }, sweep_interval = 0,
+               h5_return_url = "http://from-file.example/done", upstream_timeout = 5 }
+    ]])
+    local s = orrun.start { "--config", conf, "--h5-return-url", "http://from-flag.example/back" }
+    local tok = sp.request(s, "POST", "/eid/token", { user = "cfg", body = { Extra = "order-7" } })
+    local back = sp.request(s, "GET", "/eid/h5/return", { user = "cfg" })
+    orrun.stop(s)
+    os.remove(conf)
+    assert.equals(200, tok.status, tok.body) -- token_fields from the file: Extra accepted
+    assert.equals(303, back.status)
+    assert.matches("^http://from%-flag%.example/back%?status=error", back.headers.location)
+  end)
+
   it("--policy: the script's authorize names the user, and no demo authorize is left", function()
     local path = write(os.tmpname(),
       'return { authorize = function(req) return req.headers["x-user"] or false, "no X-User header" end }\n')
@@ -257,6 +272,19 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
     bad = proc.run { orrun.RUN, "--drain-timeout", "soon" }
     assert.equals(2, bad.code)
     assert.matches("--drain-timeout: expected seconds, got 'soon'", bad.stderr, 1, true)
+    -- --config: each key it reads is one of the flags; the file's mistakes are exit 2
+    for key in src:match("config_keys=%((.-)%)"):gmatch("([%w_]+)=%a+") do
+      assert.is_true(parsed["--" .. key:gsub("_", "-")] or false, "config key " .. key .. " is no flag")
+    end
+    local conf = write(os.tmpname(), 'return { merchant_id = "0NSJ", token_fields = "Extra" }')
+    bad = proc.run { orrun.RUN, "--config", conf }
+    assert.equals(2, bad.code)
+    assert.matches("--config " .. conf .. ": unknown key 'merchant_id'", bad.stderr, 1, true)
+    write(conf, "return 42")
+    bad = proc.run { orrun.RUN, "--config", conf }
+    assert.equals(2, bad.code)
+    assert.matches("--config " .. conf .. ": must return a table, got number", bad.stderr, 1, true)
+    os.remove(conf)
     bad = proc.run { orrun.RUN, "--frobnicate" }
     assert.equals(2, bad.code)
     assert.matches("unknown option '--frobnicate'", bad.stderr, 1, true)

@@ -90,43 +90,17 @@ end
 local by_key = {}
 for _, f in ipairs(spec) do by_key[(f.name:gsub("%-", "_"))] = f end
 
--- The --config file: a table of option keys; nil, message when it is wrong.
-local function read_config(path)
-  local text, err = args.read_file(path)
-  if not text then return nil, format("--config: %s", tostring(err)) end
-  local chunk, lerr = load(text, "@" .. path, "t", {})
-  if not chunk then return nil, format("--config %s: %s", path, lerr) end
-  local ok, cfg = pcall(chunk)
-  if not ok then return nil, format("--config %s: %s", path, tostring(cfg)) end
-  if type(cfg) ~= "table" then return nil, format("--config %s: must return a table, got %s", path, type(cfg)) end
-  local out = {}
-  for k, v in pairs(cfg) do
-    local f = type(k) == "string" and by_key[k]
-    if CONFIG_ONLY[k] then
-      if type(v) ~= CONFIG_ONLY[k] then return nil, format("--config %s: %s: expected a table", path, k) end
-      out[k] = v
-    elseif not f or k == "config" or k == "help" or k == "check" then
-      return nil, format("--config %s: unknown key '%s'", path, tostring(k))
-    elseif f.list then
-      if type(v) == "string" then v = { v } end
-      if type(v) ~= "table" then return nil, format("--config %s: %s: expected a list of strings", path, k) end
-      local list = {}
-      for i, x in ipairs(v) do
-        if type(x) ~= "string" then return nil, format("--config %s: %s[%d]: expected a string", path, k, i) end
-        list[i] = x
-      end
-      out[k] = list
-    elseif f.arg then
-      if type(v) ~= "string" and type(v) ~= "number" then
-        return nil, format("--config %s: %s: expected a string or a number", path, k)
-      end
-      out[k] = tostring(math.tointeger(v) or v)
-    else
-      if type(v) ~= "boolean" then return nil, format("--config %s: %s: expected true or false", path, k) end
-      out[k] = v or nil
-    end
+-- The --config file: a table of option keys; nil, message when it is wrong
+-- (eidkit.gateway.settings.read_config, which examples/openresty/run reads
+-- its file with too).
+local config_kinds = {}
+for k, f in pairs(by_key) do
+  if k ~= "config" and k ~= "help" and k ~= "check" then
+    config_kinds[k] = f.list and "list" or f.arg and "arg" or "flag"
   end
-  return out
+end
+local function read_config(path)
+  return gw_settings.read_config(path, config_kinds, CONFIG_ONLY)
 end
 
 local function host_port(v, name)

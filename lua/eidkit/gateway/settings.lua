@@ -96,4 +96,51 @@ function _M.fields(v)
   return out
 end
 
+-- The --config file of both hosts (`eidkit serve`, examples/openresty/run):
+-- Lua run in an empty environment that returns a table of the host's options,
+-- named with _ for - (kinds[key]: "arg", a string or number, read as text;
+-- "list", a string or a list of strings; "flag", a boolean) or of keys only a
+-- file can set (config_only[key] = "table"). Returns the options as text,
+-- lists and true (a false flag is left out), or nil and "--config PATH: ...".
+function _M.read_config(path, kinds, config_only)
+  local f, ferr = io.open(path, "rb")
+  if not f then return nil, format("--config: %s", tostring(ferr)) end
+  local text = f:read("*a")
+  f:close()
+  if not text then return nil, format("--config: cannot read %s", path) end
+  local chunk, lerr = load(text, "@" .. path, "t", {})
+  if not chunk then return nil, format("--config %s: %s", path, lerr) end
+  local ok, cfg = pcall(chunk)
+  if not ok then return nil, format("--config %s: %s", path, tostring(cfg)) end
+  if type(cfg) ~= "table" then return nil, format("--config %s: must return a table, got %s", path, type(cfg)) end
+  local out = {}
+  for k, v in pairs(cfg) do
+    local kind = type(k) == "string" and kinds[k]
+    if type(k) == "string" and config_only and config_only[k] then
+      if type(v) ~= config_only[k] then return nil, format("--config %s: %s: expected a table", path, k) end
+      out[k] = v
+    elseif not kind then
+      return nil, format("--config %s: unknown key '%s'", path, tostring(k))
+    elseif kind == "list" then
+      if type(v) == "string" then v = { v } end
+      if type(v) ~= "table" then return nil, format("--config %s: %s: expected a list of strings", path, k) end
+      local list = {}
+      for i, x in ipairs(v) do
+        if type(x) ~= "string" then return nil, format("--config %s: %s[%d]: expected a string", path, k, i) end
+        list[i] = x
+      end
+      out[k] = list
+    elseif kind == "arg" then
+      if type(v) ~= "string" and type(v) ~= "number" then
+        return nil, format("--config %s: %s: expected a string or a number", path, k)
+      end
+      out[k] = (compat.is_integer(v) and v > -2 ^ 53 and v < 2 ^ 53) and format("%d", v) or tostring(v)
+    else
+      if type(v) ~= "boolean" then return nil, format("--config %s: %s: expected true or false", path, k) end
+      out[k] = v or nil
+    end
+  end
+  return out
+end
+
 return _M
