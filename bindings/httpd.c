@@ -96,8 +96,8 @@ typedef struct req {
     uint64_t due; /* timer, valid while heap_idx != NOT_QUEUED */
     size_t heap_idx;
 
-    uint64_t id;         /* req.id in Lua: never 0, never reused */
-    int deferred;        /* in the id map, awaiting srv:respond */
+    uint64_t id;          /* req.id in Lua: never 0, never reused */
+    int deferred;         /* in the id map, awaiting srv:respond */
     struct conn_t *track; /* its connection's record while deferred, else NULL */
 } req;
 
