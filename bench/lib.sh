@@ -1,0 +1,25 @@
+# shellcheck shell=bash
+# Sourced by the bench/ scripts (bash): what several of them need once.
+
+# The simulator's documented demo identity (not secret): `eidkit sim`
+# accepts it, docs/SIMULATOR.md.
+demo_id=AKIDeidkitSimDemo00000000000000000000
+demo_key=eidkitSimDemoSecretKey000000000
+demo_merchant=0NSJ000000000000000000EIDKIT
+export demo_id demo_key demo_merchant
+
+# wait_url FILE: the URL of the "listening on URL" first line of FILE (a
+# server's stdout), within 15 s; else says why on stderr (FILE, and FILE
+# with .err for .out) and returns 1.
+wait_url() {
+  local i
+  for ((i = 0; i < 300; i++)); do
+    if [[ -s $1 ]] && head -n1 "$1" | grep -q '^listening on http'; then
+      head -n1 "$1" | sed 's/^listening on //'
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "$(basename "$1" .out) did not start: $(cat "$1" "${1%.out}.err" 2>/dev/null)" >&2
+  return 1
+}
