@@ -107,22 +107,6 @@ describe("sim signature checks", function()
     assert.is_nil((S.code(sim, "GetEidToken", merchant(), { timestamp = real + 3600 })))
   end)
 
-  -- Regression: the offset was kept against os.time(), so the clock set to t
-  -- read t + 1 as soon as the wall clock's second ticked over, however soon
-  -- after the set (spec/flow/sim_attempts_spec.lua saw an attempt a second late).
-  it("reads the time it was set to until a whole second has passed since", function()
-    local core = require "eidkit.core"
-    core.sleep((0.7 - core.now() % 1) % 1) -- 0.3 s before the wall clock's next second
-    local target = 2000000000
-    S.control(sim, "POST", "/sim/clock", { Now = target })
-    core.sleep(0.45) -- the wall clock's second has ticked over; the set was under 1 s ago
-    local _, body = S.control(sim, "GET", "/sim/clock")
-    assert.equal(target, body.Now)
-    core.sleep(0.7)
-    _, body = S.control(sim, "GET", "/sim/clock")
-    assert.equal(target + 1, body.Now)
-  end)
-
   it("refuses a malformed X-TC-Timestamp and a missing one", function()
     assert.equal("InvalidParameter",
       (S.code(sim, "GetEidToken", merchant(), { headers = { ["X-TC-Timestamp"] = "12ab" } })))

@@ -1,7 +1,6 @@
 -- The simulator's unsigned control API (JSON under /sim/) and its H5 page:
 -- how tests and developers play the user, move the clock and set faults.
 -- Loopback only by design: nothing here is authenticated.
-local core = require "eidkit.core"
 local util = require "eidkit.sim.util"
 local faults = require "eidkit.sim.faults"
 local results = require "eidkit.sim.results"
@@ -145,7 +144,7 @@ local function clock_route(sim, req)
     if not b then return problem(400, "BadRequest", "the body must be a JSON object") end
     if b.Now ~= nil then
       if not util.is_integer(b.Now) then return problem(400, "BadRequest", "Now must be an integer") end
-      sim.clock_offset = math.tointeger(b.Now) - core.now() -- with its fraction: sim:now()
+      sim.clock_offset = math.tointeger(b.Now) - os.time()
     end
     if b.Advance ~= nil then
       if not util.is_integer(b.Advance) then

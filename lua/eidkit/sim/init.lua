@@ -12,7 +12,7 @@ local identity = require "eidkit.sim.identity"
 
 local format, type, pairs, ipairs, tonumber, pcall = string.format, type, pairs, ipairs, tonumber, pcall
 local json_encode, json_decode, null = util.json_encode, util.json_decode, util.null
-local os_time, os_date, floor = os.time, os.date, math.floor
+local os_time, os_date = os.time, os.date
 
 local _M = {}
 
@@ -83,13 +83,7 @@ function _M.new(opts)
   return self
 end
 
--- The simulated clock in whole seconds: the wall clock (with its fraction)
--- plus clock_offset. POST /sim/clock {Now = t} sets the offset with its
--- fraction too, so the clock reads t until a whole second has passed since
--- the set; an offset from os.time() would tick over at the wall clock's next
--- second however soon after the set, and a spec that sets the clock just
--- before an attempt could see the attempt a second late.
-function methods:now() return floor(core.now() + self.clock_offset) end
+function methods:now() return os_time() + self.clock_offset end
 
 function methods:reset()
   self.tokens, self.order, self.head, self.live = {}, {}, 1, 0
