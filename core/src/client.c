@@ -111,7 +111,6 @@ struct eid_client {
     int epfd;               /* the sockets curl asked us to watch, every lane's */
     sock_state *socks;      /* by descriptor: what epfd holds for curl's connection sockets */
     size_t n_socks, n_idle; /* n_idle: kept in the set while curl does not watch them */
-    int socks_off;          /* the table could not grow: every change is an epoll_ctl */
     double last_watch;      /* the last safety-net pass (step) */
     unsigned long finished_count;
     CURL **pool;
@@ -556,20 +555,18 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud) {
 }
 
 /* The sock_state of descriptor fd, the table grown to hold it (zeroed);
- * NULL when the table cannot grow (socks_off is then set for good: a table
- * that missed a socket could not be trusted). */
+ * NULL when the table cannot grow. A socket the table does not hold, or
+ * holds zeroed (not ours), is added and deleted each time, as before the
+ * table: a failed growth costs syscalls, never a socket left in the set. */
 static sock_state *sock_at(eid_client *c, curl_socket_t fd) {
-    if (fd < 0 || c->socks_off) return NULL;
+    if (fd < 0) return NULL;
     size_t i = (size_t)fd;
     if (i >= c->n_socks) {
         size_t n = c->n_socks ? c->n_socks : 64;
         while (n <= i)
             n *= 2;
         sock_state *t = realloc(c->socks, n * sizeof *t);
-        if (t == NULL) {
-            c->socks_off = 1;
-            return NULL;
-        }
+        if (t == NULL) return NULL;
         memset(t + c->n_socks, 0, (n - c->n_socks) * sizeof *t);
         c->socks = t;
         c->n_socks = n;
@@ -588,7 +585,7 @@ static void set_idle(eid_client *c, sock_state *st, unsigned char idle) {
 
 /* A sock_state already in the table, or NULL. */
 static sock_state *sock_peek(const eid_client *c, curl_socket_t fd) {
-    return fd >= 0 && (size_t)fd < c->n_socks && !c->socks_off ? &c->socks[fd] : NULL;
+    return fd >= 0 && (size_t)fd < c->n_socks ? &c->socks[fd] : NULL;
 }
 
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
