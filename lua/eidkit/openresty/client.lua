@@ -82,14 +82,12 @@ end
 
 -- ------------------------------------------------------------ randomness
 
-local rnd = ffi.new("uint32_t[4]")
-local function random_u32(n)
-  assert(eidffi.lib().eid_random_bytes(rnd, 4 * n) == 0, "eid_random_bytes failed")
-  return rnd
-end
-
 -- Uniform in [0, 1), for the full-jitter backoff.
-local function jitter() return random_u32(1)[0] / 4294967296 end
+local rnd = ffi.new("uint32_t[1]")
+local function jitter()
+  assert(C.eid_random_bytes(rnd, 4) == 0, "eid_random_bytes failed")
+  return rnd[0] / 4294967296
+end
 
 -- The X-TC-TraceId of a call, made as the C client makes it (eid_trace_id:
 -- a seed plus a counter, no random draw per call). The seed is drawn once
@@ -100,7 +98,7 @@ local trace_buf = ffi.new("char[64]")
 local function trace_id()
   local pid = ngx.worker.pid()
   if pid ~= trace_pid then
-    assert(eidffi.lib().eid_random_bytes(trace_seed, 16) == 0, "eid_random_bytes failed")
+    assert(C.eid_random_bytes(trace_seed, 16) == 0, "eid_random_bytes failed")
     trace_pid, trace_n = pid, 0
   end
   trace_n = trace_n + 1
