@@ -29,6 +29,7 @@ struct eid_ledger {
     eid_clock clock;
     ledger_config cfg;
     bool has_key;
+    bool batch; /* between eid_ledger_batch_begin and _end */
     unsigned char key[EID_LEDGER_KEY_LEN];
 };
 
@@ -466,12 +467,53 @@ void eid_ledger_free(eid_ledger *l) {
 
 const char *eid_ledger_backend(const eid_ledger *l) { return l ? l->ops->name : "none"; }
 
+/* In a batch SQLite rolled back, a call must fail, not run on its own
+ * and commit what the batch's caller will report as failed. */
+static eid_status batch_guard(const eid_ledger *l, eid_error *err) {
+    if (l->batch && l->ops->batch_broken(l->be))
+        return eid__fail(err, EID_E_LEDGER_STORAGE, l->ops->name,
+                         "batch: an earlier error rolled its transaction back");
+    return EID_OK;
+}
+
 #define LOCKED(l, call)                                                                            \
     do {                                                                                           \
         pthread_mutex_lock(&(l)->lock);                                                            \
-        st = (call);                                                                               \
+        st = batch_guard(l, err);                                                                  \
+        if (st == EID_OK) st = (call);                                                             \
         pthread_mutex_unlock(&(l)->lock);                                                          \
     } while (0)
+
+int eid_ledger_batches(const eid_ledger *l) { return l && l->ops->batch_begin ? 1 : 0; }
+
+eid_status eid_ledger_batch_begin(eid_ledger *l, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    if (l->ops->batch_begin == NULL)
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "the %s backend has no batches",
+                         l->ops->name);
+    eid_status st;
+    pthread_mutex_lock(&l->lock);
+    if (l->batch)
+        st = eid__fail(err, EID_E_INVALID_ARG, "ledger", "a batch is already open");
+    else if ((st = l->ops->batch_begin(l->be, err)) == EID_OK)
+        l->batch = true;
+    pthread_mutex_unlock(&l->lock);
+    return st;
+}
+
+eid_status eid_ledger_batch_end(eid_ledger *l, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    eid_status st;
+    pthread_mutex_lock(&l->lock);
+    if (!l->batch) {
+        st = eid__fail(err, EID_E_INVALID_ARG, "ledger", "no batch is open");
+    } else {
+        l->batch = false;
+        st = l->ops->batch_end(l->be, err);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return st;
+}
 
 eid_status eid_ledger_issue(eid_ledger *l, const eid_ledger_issue_params *in, eid_error *err) {
     if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
@@ -543,7 +585,8 @@ eid_status eid_ledger_claim(eid_ledger *l, const char *token, const char *subjec
     if ((st = check_token(err, token)) || (st = check_subject(err, subject))) return st;
     eid_ledger_entry r;
     pthread_mutex_lock(&l->lock);
-    st = l->ops->get(l->be, token, &r, err);
+    st = batch_guard(l, err);
+    if (st == EID_OK) st = l->ops->get(l->be, token, &r, err);
     if (st == EID_OK) st = eid__ledger_check_claim(&r, subject, now_of(l), err);
     pthread_mutex_unlock(&l->lock);
     if (st == EID_OK && out) *out = r;
@@ -749,7 +792,8 @@ eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double b
     double retry = 0.0;
     pthread_mutex_lock(&l->lock);
     int64_t now = now_ms ? now_ms : now_ms_of(l);
-    st = l->ops->take(l->be, key, rate, burst, now, ttl_ms, allowed, &retry, err);
+    st = batch_guard(l, err);
+    if (st == EID_OK) st = l->ops->take(l->be, key, rate, burst, now, ttl_ms, allowed, &retry, err);
     pthread_mutex_unlock(&l->lock);
     if (st) *allowed = 0;
     if (retry_after_s && st == EID_OK && !*allowed) *retry_after_s = retry;

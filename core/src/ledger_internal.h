@@ -48,6 +48,12 @@ typedef struct ledger_ops {
      * kept (its longest refill and a margin). */
     eid_status (*take)(void *be, const char *key, double rate, double burst, int64_t now_ms,
                        int64_t ttl_ms, int *allowed, double *retry_after_s, eid_error *err);
+    /* Optional (NULL: no batches; eid_ledger_batch_begin refuses). begin
+     * opens the batch's transaction; broken: an error has since ended it;
+     * end commits it (or says why it cannot) and always leaves the batch. */
+    eid_status (*batch_begin)(void *be, eid_error *err);
+    bool (*batch_broken)(void *be);
+    eid_status (*batch_end)(void *be, eid_error *err);
 } ledger_ops;
 
 /* Open functions: location is what follows the scheme ("./x.db", or

@@ -112,6 +112,9 @@ enum stmt {
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
+    S_SAVEPOINT,
+    S_RELEASE,
+    S_ROLLBACK_TO,
     S_COUNT
 };
 
@@ -152,11 +155,17 @@ static const char *const sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
+    [S_SAVEPOINT] = "SAVEPOINT eidkit_call",
+    [S_RELEASE] = "RELEASE eidkit_call",
+    [S_ROLLBACK_TO] = "ROLLBACK TO eidkit_call",
 };
 
 typedef struct sqlite_be {
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
+    /* Inside eid_ledger_batch_begin/_end: one IMMEDIATE transaction is open
+     * and each call's own transaction is a savepoint in it. */
+    bool batch;
 } sqlite_be;
 
 /* Map an SQLite result code to a status and a message that names the
@@ -397,8 +406,30 @@ static eid_status save_attempt(sqlite_be *b, const char *token, const eid_ledger
     return rc == SQLITE_DONE ? EID_OK : db_fail(err, rc, "write");
 }
 
-/* End a transaction: commit when st is OK, else roll back and keep st. */
+static eid_status broken(eid_error *err) {
+    return eid__fail(err, EID_E_LEDGER_STORAGE, "sqlite",
+                     "batch: an earlier error rolled its transaction back");
+}
+
+/* Start a call's transaction: its own IMMEDIATE one, or in a batch a
+ * savepoint, so a call that fails undoes its own writes and no other's. */
+static eid_status begin(sqlite_be *b, eid_error *err) {
+    return b->batch ? exec(b, S_SAVEPOINT, "savepoint", err) : exec(b, S_BEGIN, "begin", err);
+}
+
+/* End a call's transaction: commit (in a batch: release the savepoint) when
+ * st is OK, else roll back and keep st. */
 static eid_status finish(sqlite_be *b, eid_status st, eid_error *err) {
+    if (b->batch) {
+        /* An error SQLite answers by rolling back the whole transaction
+         * (SQLITE_FULL, an I/O error) leaves no savepoint to end: the batch
+         * is broken and eid_ledger_batch_end says so. */
+        if (sqlite3_get_autocommit(b->db)) return st ? st : broken(err);
+        if (st == EID_OK && (st = exec(b, S_RELEASE, "release", err)) == EID_OK) return EID_OK;
+        exec(b, S_ROLLBACK_TO, "rollback", NULL);
+        exec(b, S_RELEASE, "release", NULL);
+        return st;
+    }
     if (st == EID_OK) {
         st = exec(b, S_COMMIT, "commit", err);
         if (st == EID_OK) return EID_OK;
@@ -411,7 +442,7 @@ static eid_status s_record(void *p, const char *token, const eid_ledger_outcome 
                            const unsigned char *blob, size_t blen, int64_t now,
                            eid_ledger_entry *out, eid_error *err) {
     sqlite_be *b = p;
-    eid_status st = exec(b, S_BEGIN, "begin", err);
+    eid_status st = begin(b, err);
     if (st) return st;
     st = load(b, token, out, err);
     if (st == EID_OK) {
@@ -481,7 +512,7 @@ static eid_status s_attempts(void *p, const char *token, eid_ledger_attempt **ou
 static eid_status s_consume(void *p, const char *token, const char *subject, int64_t now,
                             eid_ledger_entry *out, eid_error *err) {
     sqlite_be *b = p;
-    eid_status st = exec(b, S_BEGIN, "begin", err);
+    eid_status st = begin(b, err);
     if (st) return st;
     st = load(b, token, out, err);
     if (st == EID_OK) st = eid__ledger_check_consume(out, subject, now, err);
@@ -532,7 +563,7 @@ static eid_status s_export(void *p, int64_t from, int64_t to, int64_t after_crea
 static eid_status s_expire(void *p, int64_t now, uint64_t *expired, uint64_t *abandoned,
                            eid_error *err) {
     sqlite_be *b = p;
-    eid_status st = exec(b, S_BEGIN, "begin", err);
+    eid_status st = begin(b, err);
     if (st) return st;
     sqlite3_bind_int64(stmt(b, S_EXPIRE), 1, now);
     int rc = sqlite3_step(b->st[S_EXPIRE]);
@@ -601,7 +632,7 @@ static eid_status s_payload(void *p, const char *token, unsigned char **blob, si
 static eid_status s_take(void *p, const char *key, double rate, double burst, int64_t now_ms,
                          int64_t ttl_ms, int *allowed, double *retry_after_s, eid_error *err) {
     sqlite_be *b = p;
-    eid_status st = exec(b, S_BEGIN, "begin", err);
+    eid_status st = begin(b, err);
     if (st) return st;
     sqlite3_stmt *s = stmt(b, S_BUCKET_GET);
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
@@ -630,6 +661,27 @@ static eid_status s_take(void *p, const char *key, double rate, double burst, in
     return st;
 }
 
+static eid_status s_batch_begin(void *p, eid_error *err) {
+    sqlite_be *b = p;
+    eid_status st = exec(b, S_BEGIN, "batch", err);
+    b->batch = st == EID_OK;
+    return st;
+}
+
+static bool s_batch_broken(void *p) {
+    sqlite_be *b = p;
+    return b->batch && sqlite3_get_autocommit(b->db);
+}
+
+static eid_status s_batch_end(void *p, eid_error *err) {
+    sqlite_be *b = p;
+    b->batch = false;
+    if (sqlite3_get_autocommit(b->db)) return broken(err);
+    eid_status st = exec(b, S_COMMIT, "batch commit", err);
+    if (st && !sqlite3_get_autocommit(b->db)) exec(b, S_ROLLBACK, "rollback", NULL);
+    return st;
+}
+
 const ledger_ops eid__ledger_sqlite_ops = {
     .name = "sqlite",
     .close = close_be,
@@ -644,4 +696,7 @@ const ledger_ops eid__ledger_sqlite_ops = {
     .stats = s_stats,
     .payload = s_payload,
     .take = s_take,
+    .batch_begin = s_batch_begin,
+    .batch_broken = s_batch_broken,
+    .batch_end = s_batch_end,
 };

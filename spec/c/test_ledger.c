@@ -1,6 +1,6 @@
 /* The token ledger's C API on its SQLite backend: every transition and
  * refusal, input validation, persistence across reopen, sealed payloads,
- * token buckets (eid_ledger_take), schema migration, and an
+ * token buckets (eid_ledger_take), batches, schema migration, and an
  * allocation-failure sweep over a whole token life. Time comes from a frozen
  * clock the test moves by hand. */
 #define _POSIX_C_SOURCE 200809L
@@ -802,6 +802,67 @@ static void test_status_codes(void) {
     CHECK(strcmp(eid_strerror((eid_status)-1), "unknown status") == 0);
 }
 
+/* Group commit: the batch's calls share one transaction, each in its own
+ * savepoint; nothing is visible elsewhere before the end; a batch waits for
+ * (and refuses past the busy timeout) another connection's write lock. */
+static void test_batch(void) {
+    char p2[160], u2[200];
+    snprintf(p2, sizeof p2, "%s/batch.db", dir);
+    snprintf(u2, sizeof u2, "sqlite:%s", p2);
+    eid_ledger *a = open_ledger(u2, NULL), *b = open_ledger(u2, NULL);
+    CHECK(a != NULL && b != NULL);
+    if (a == NULL || b == NULL) return;
+    eid_error err = {0};
+    eid_ledger_entry r;
+    CHECK(eid_ledger_batches(a) == 1);
+    CHECK(eid_ledger_batches(NULL) == 0);
+    CHECK(eid_ledger_batch_end(a, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.message, "ledger: no batch is open");
+    CHECK(eid_ledger_batch_begin(NULL, &err) == EID_E_INVALID_ARG);
+
+    CHECK(eid_ledger_batch_begin(a, &err) == EID_OK);
+    CHECK(eid_ledger_batch_begin(a, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.message, "ledger: a batch is already open");
+    CHECK(issue(a, "T-BATCH-1", "u1") == EID_OK);
+    CHECK(issue(a, "T-BATCH-2", "u2") == EID_OK);
+    CHECK(issue(a, "T-BATCH-1", "u9") == EID_E_LEDGER_EXISTS); /* refused; the first stays */
+    eid_ledger_outcome pass = verdict(0, 1, 1, "req-b1");
+    CHECK(eid_ledger_record(a, "T-BATCH-1", &pass, &r, &err) == EID_OK);
+    CHECK(eid_ledger_consume(a, "T-BATCH-1", "u2", NULL, &err) == EID_E_LEDGER_WRONG_SUBJECT);
+    CHECK(eid_ledger_consume(a, "T-BATCH-1", "u1", &r, &err) == EID_OK);
+    CHECK(eid_ledger_consume(a, "T-BATCH-1", "u1", NULL, &err) == EID_E_LEDGER_CONSUMED);
+    CHECK(eid_ledger_claim(a, "T-BATCH-2", "u2", &r, &err) == EID_OK); /* its own write */
+    /* Not yet committed: another connection sees none of it, and cannot
+     * write while the batch holds the lock. */
+    CHECK(eid_ledger_get(b, "T-BATCH-1", &r, &err) == EID_E_LEDGER_UNKNOWN);
+    CHECK(eid_ledger_batch_end(a, &err) == EID_OK);
+    CHECK(eid_ledger_get(b, "T-BATCH-1", &r, &err) == EID_OK);
+    CHECK(r.state == EID_LEDGER_CONSUMED && r.billable == 1);
+    CHECK_STR(r.subject, "u1");
+    CHECK(eid_ledger_get(b, "T-BATCH-2", &r, &err) == EID_OK && r.state == EID_LEDGER_ISSUED);
+
+    /* Out of the batch, each call commits on its own again. */
+    CHECK(issue(a, "T-BATCH-3", "u3") == EID_OK);
+    CHECK(eid_ledger_get(b, "T-BATCH-3", &r, &err) == EID_OK);
+    eid_ledger_free(a);
+
+    /* Another connection's batch holds the write lock: a batch cannot begin
+     * past the busy timeout, while reads go on (WAL). */
+    eid_ledger_options o = {.clock = {test_clock, NULL}, .timeout_ms = 100};
+    CHECK(eid_ledger_open(u2, &o, &a, &err) == EID_OK);
+    CHECK(eid_ledger_batch_begin(b, &err) == EID_OK);
+    CHECK(issue(b, "T-BATCH-4", "u4") == EID_OK);
+    CHECK(eid_ledger_batch_begin(a, &err) == EID_E_LEDGER_UNAVAILABLE);
+    CHECK(eid_ledger_batch_end(a, &err) == EID_E_INVALID_ARG); /* a failed begin opens nothing */
+    CHECK(eid_ledger_get(a, "T-BATCH-3", &r, &err) == EID_OK);
+    CHECK(eid_ledger_get(a, "T-BATCH-4", &r, &err) == EID_E_LEDGER_UNKNOWN);
+    /* A ledger freed with its batch open keeps nothing of it. */
+    eid_ledger_free(b);
+    CHECK(eid_ledger_get(a, "T-BATCH-4", &r, &err) == EID_E_LEDGER_UNKNOWN);
+    CHECK(eid_ledger_batch_begin(a, &err) == EID_OK && eid_ledger_batch_end(a, &err) == EID_OK);
+    eid_ledger_free(a);
+}
+
 int main(void) {
     if (mkdtemp(dir) == NULL) return 2;
     snprintf(path, sizeof path, "%s/ledger.db", dir);
@@ -818,6 +879,7 @@ int main(void) {
     test_attempts();
     test_take();
     test_take_errors();
+    test_batch();
     test_status_codes();
     test_redis_exports();
     char cmd[320];

@@ -122,6 +122,67 @@ describe("core.ledger_pool", function()
     pool:close()
   end)
 
+  it("runs the jobs queued behind a busy one in one SQLite transaction, each as it would run alone", function()
+    local url = sqlite_url()
+    local setup = assert(ledger_mod.open(url))
+    for i = 1, 10 do assert(setup:issue(issue_params("B" .. i))) end
+    setup:close()
+    local pool = assert(core.ledger_pool(url, nil, 1))
+    local runs0, ran0 = pool:runs()
+    -- Another process holds the write lock for 0.5 s: the worker's first
+    -- job waits for it and every job posted meanwhile queues behind.
+    local script = tmpdir .. "/hold.py"
+    local f = assert(io.open(script, "w"))
+    f:write([[
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(0.5)
+db.execute("COMMIT")
+]])
+    f:close()
+    local holder = assert(io.popen(("python3 %s %s"):format(script, url:sub(#"sqlite:" + 1))))
+    assert.equals("locked", holder:read("l"))
+    local want = {} -- id -> what the job must answer
+    local function post(id, expect) want[id] = expect end
+    for i = 1, 10 do
+      local tok = "B" .. i
+      post(pool:claim(tok, "user-42"), tok)
+      post(pool:claim(tok, "intruder"), "wrong_subject")
+      post(pool:issue(issue_params("N" .. i)), true)
+      post(pool:issue(issue_params(tok)), "exists")
+      post(pool:record(tok, { Text = { ErrCode = 0, LivenessDetail = { { Seq = "1", IsNeedCharge = true } } },
+        RequestId = "req-" .. i }), tok)
+      post(pool:consume(tok, "intruder"), "wrong_subject")
+      post(pool:consume(tok, "user-42"), tok)
+      post(pool:consume(tok, "user-42"), "consumed")
+    end
+    local out = drain(pool, 80)
+    holder:close()
+    for id, expect in pairs(want) do
+      local a, b = out[id][1], out[id][2]
+      if type(expect) == "string" and expect:match("^B") then
+        assert.equals(expect, a and a.EidToken, "job " .. id)
+      elseif expect == true then
+        assert.is_true(a, "job " .. id)
+      else
+        assert.is_nil(a, "job " .. id)
+        assert.equals(expect, b.code, "job " .. id)
+      end
+    end
+    local runs, ran = pool:runs()
+    assert.equals(80, ran - ran0)
+    assert.is_true(runs - runs0 <= 4, ("80 jobs took %d runs"):format(runs - runs0))
+    pool:close()
+    -- Committed: another connection sees every write.
+    local l = assert(ledger_mod.open(url))
+    local s = l:stats()
+    assert.same({ 20, 10, 10 }, { s.total, s.consumed, s.issued })
+    assert.equals(1, l:get("B7").billable)
+    l:close()
+  end)
+
   describe("with a slow Redis", function()
     local srv
     lazy_setup(function() srv = redis.available and redis.start() or nil end)

@@ -310,6 +310,30 @@ EID_API eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double r
                                    double burst, int64_t now_ms, int *allowed,
                                    double *retry_after_s, eid_error *err);
 
+/* ------------------------------------------------------- batches (SQLite)
+ * Group commit for a caller that holds many calls at once (eidkit serve's
+ * ledger thread): the calls made on ledger between eid_ledger_batch_begin
+ * and eid_ledger_batch_end run in one IMMEDIATE transaction, each in a
+ * savepoint of its own, so a call that fails undoes only its own writes and
+ * the batch pays one set of file locks and one WAL commit. Nothing written
+ * in a batch is durable, or visible to another connection, before
+ * eid_ledger_batch_end returns EID_OK; when it fails nothing of the batch
+ * was kept, and a caller must treat every call of the batch as failed with
+ * its error (what they read may have been another call's undone write).
+ * After an error that made SQLite roll the whole transaction back (disk
+ * full, an I/O error), every further call in the batch fails with
+ * EID_E_LEDGER_STORAGE rather than run on its own.
+ *
+ * eid_ledger_batches: 1 when the backend has batches (SQLite), else 0.
+ * eid_ledger_batch_begin: EID_E_INVALID_ARG for a backend without batches
+ * or a batch already open; otherwise as BEGIN IMMEDIATE (EID_E_LEDGER_UNAVAILABLE
+ * when another process holds the write lock past the busy timeout). A batch
+ * belongs to the thread that began it: no other thread may use ledger until
+ * eid_ledger_batch_end, which always ends the batch. */
+EID_API int eid_ledger_batches(const eid_ledger *ledger);
+EID_API eid_status eid_ledger_batch_begin(eid_ledger *ledger, eid_error *err);
+EID_API eid_status eid_ledger_batch_end(eid_ledger *ledger, eid_error *err);
+
 /* ------------------------------------------------ the Redis scripts, shared
  * Another Redis client (OpenResty's cosocket ledger, eidkit.openresty.ledger)
  * runs the same transitions by sending the text the Redis backend sends:
