@@ -5,6 +5,12 @@
 -- the same file under plain LuaJIT: nginx -t does not run init_by_lua.
 -- In your own config, write the values in (docs/OPENRESTY.md).
 local env = os.getenv
+-- token_params and result_fields: JSON, from a --config file's tables.
+local function json_env(name)
+  local text = env(name)
+  if text == nil or text == "" then return nil end
+  return require("cjson").decode(text)
+end
 require("eidkit.openresty.gateway").configure {
   endpoint = env("EIDKIT_ENDPOINT"),
   secret_id = env("EIDKIT_SECRET_ID"),
@@ -17,6 +23,8 @@ require("eidkit.openresty.gateway").configure {
   token_limit = env("EIDKIT_TOKEN_LIMIT"),
   upstream_rate = env("EIDKIT_UPSTREAM_RATE"),
   token_fields = env("EIDKIT_TOKEN_FIELDS"),
+  token_params = json_env("EIDKIT_TOKEN_PARAMS"),
+  result_fields = json_env("EIDKIT_RESULT_FIELDS"),
   h5_return_url = env("EIDKIT_H5_RETURN_URL"),
   upstream_timeout = env("EIDKIT_UPSTREAM_TIMEOUT"),
   upstream_deadline = env("EIDKIT_UPSTREAM_DEADLINE"),

@@ -136,6 +136,25 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
     assert.matches("^http://from%-flag%.example/back%?status=error", back.headers.location)
   end)
 
+  it("--config: token_params and result_fields, the tables eidkit serve's file may set", function()
+    -- InputType "4" makes Name and IdCard required by GetEidToken: the
+    -- simulator refusing a token without them shows token_params reached it.
+    local conf = write(os.tmpname(), [[
+      return { sweep_interval = 0, token_fields = { "Name", "IdCard" },
+               token_params = { Config = { InputType = "4" } }, result_fields = { "request_id" } }
+    ]])
+    local s = orrun.start { "--config", conf }
+    local bare = sp.request(s, "POST", "/eid/token", { user = "tp" })
+    local tok = sp.request(s, "POST", "/eid/token", { user = "tp", body = { Name = "韦小宝", IdCard = "11204416541220243X" } })
+    local res = tok.status == 200 and sp.request(s, "POST", "/eid/result", { user = "tp", body = { EidToken = tok.json.EidToken } })
+    orrun.stop(s)
+    os.remove(conf)
+    assert.same({ 502, "MissingParameter" }, { bare.status, bare.json and bare.json.error.code })
+    assert.equals(200, tok.status, tok.body)
+    assert.same({ 200, "pending" }, { res.status, res.json.status })
+    assert.is_string(res.json.request_id) -- result_fields from the file
+  end)
+
   it("--policy: the script's authorize names the user, and no demo authorize is left", function()
     local path = write(os.tmpname(),
       'return { authorize = function(req) return req.headers["x-user"] or false, "no X-User header" end }\n')
