@@ -12,8 +12,11 @@
 
 #include <math.h>
 #include <openssl/crypto.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int64_t clock_now = 1735660800;
@@ -863,6 +866,58 @@ static void test_batch(void) {
     eid_ledger_free(a);
 }
 
+/* A batch whose commit cannot be written keeps nothing: the file size limit
+ * (RLIMIT_FSIZE, with SIGXFSZ ignored so the write fails with EFBIG) stops
+ * the WAL from growing by the batch's pages, as a full disk would. */
+static void test_batch_commit_fails(void) {
+    char p2[160], u2[200], wal[170];
+    snprintf(p2, sizeof p2, "%s/batch-full.db", dir);
+    snprintf(u2, sizeof u2, "sqlite:%s", p2);
+    snprintf(wal, sizeof wal, "%s-wal", p2);
+    eid_ledger *a = open_ledger(u2, NULL), *b = open_ledger(u2, NULL);
+    CHECK(a != NULL && b != NULL);
+    if (a == NULL || b == NULL) return;
+    eid_error err = {0};
+    eid_ledger_entry r;
+    CHECK(issue(a, "T-FULL-0", "u0") == EID_OK);
+    struct stat sw, sd;
+    CHECK(stat(wal, &sw) == 0 && stat(p2, &sd) == 0);
+    struct rlimit old, lim;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)(sw.st_size > sd.st_size ? sw.st_size : sd.st_size) + 8192;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    char extra[1001];
+    memset(extra, 'x', 1000);
+    extra[1000] = '\0';
+    CHECK(eid_ledger_batch_begin(a, &err) == EID_OK);
+    eid_status issued = EID_OK;
+    for (int i = 1; i <= 60 && issued == EID_OK; i++) {
+        char t[32];
+        snprintf(t, sizeof t, "T-FULL-%d", i);
+        eid_ledger_issue_params in = {
+            .token = t, .merchant_id = "0NSJ2023", .subject = "u1", .extra = extra};
+        issued = eid_ledger_issue(a, &in, &err);
+    }
+    CHECK(issued == EID_OK); /* 60 KiB of pages: in the cache until the commit */
+    CHECK(eid_ledger_batch_end(a, &err) == EID_E_LEDGER_STORAGE);
+    CHECK(strstr(err.message, "sqlite") != NULL);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, prev);
+    /* Nothing of the batch was kept; what came before it was; and the
+     * ledger goes on. */
+    CHECK(eid_ledger_get(b, "T-FULL-1", &r, &err) == EID_E_LEDGER_UNKNOWN);
+    CHECK(eid_ledger_get(b, "T-FULL-60", &r, &err) == EID_E_LEDGER_UNKNOWN);
+    CHECK(eid_ledger_get(b, "T-FULL-0", &r, &err) == EID_OK);
+    CHECK(eid_ledger_batch_begin(a, &err) == EID_OK);
+    CHECK(issue(a, "T-FULL-1", "u1") == EID_OK);
+    CHECK(eid_ledger_batch_end(a, &err) == EID_OK);
+    CHECK(eid_ledger_get(b, "T-FULL-1", &r, &err) == EID_OK);
+    eid_ledger_free(a);
+    eid_ledger_free(b);
+}
+
 int main(void) {
     if (mkdtemp(dir) == NULL) return 2;
     snprintf(path, sizeof path, "%s/ledger.db", dir);
@@ -880,6 +935,7 @@ int main(void) {
     test_take();
     test_take_errors();
     test_batch();
+    test_batch_commit_fails();
     test_status_codes();
     test_redis_exports();
     char cmd[320];

@@ -193,6 +193,78 @@ db.execute("COMMIT")
     l:close()
   end)
 
+  it("answers every job of a batch that cannot commit with the failure, and keeps none of it", function()
+    -- A child process whose files may not grow past 80 KiB (bash's ulimit
+    -- -f, SIGXFSZ ignored so a write fails as on a full disk). The schema
+    -- takes about 25 KB of WAL; 61 tokens with 1,000-byte Extras fill at
+    -- least 21 pages (84 KB) more, so they cannot all commit, however the
+    -- worker splits them. They queue behind another process's write lock,
+    -- as in the case above, so at most 3 runs take them: whatever a run
+    -- answered must be what the file kept.
+    local dir = tmpdir .. "/full"
+    assert(os.execute("mkdir -p " .. dir))
+    local hold = dir .. "/hold.py"
+    local f = assert(io.open(hold, "w"))
+    f:write([[
+import os, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+give_up = time.monotonic() + 60
+while not os.path.exists(sys.argv[2]) and time.monotonic() < give_up:
+    time.sleep(0.01)
+db.execute("COMMIT")
+]])
+    f:close()
+    local child = dir .. "/child.lua"
+    f = assert(io.open(child, "w"))
+    f:write([[
+local core = require "eidkit.core"
+local dir = ...
+local url = "sqlite:" .. dir .. "/full.db"
+local pool = assert(core.ledger_pool(url, { timeout_ms = 60000 }, 1))
+local holder = assert(io.popen(("python3 %s/hold.py %s/full.db %s/posted"):format(dir, dir, dir)))
+assert(holder:read("l") == "locked")
+local params = { MerchantId = "0NSJ2023", subject = "u1", Extra = ("x"):rep(1000) }
+params.EidToken = "FIRST"
+local ids = { pool:issue(params) }
+for i = 1, 60 do
+  params.EidToken = "BIG" .. i
+  ids[#ids + 1] = pool:issue(params)
+end
+assert(io.open(dir .. "/posted", "w")):close()
+for _, id in ipairs(ids) do
+  assert(pool:wait(id, 60000))
+  local _, ok, err = pool:next(id)
+  io.write(ok and "ok" or err.code, "\n")
+end
+holder:close()
+pool:close()
+]])
+    f:close()
+    local out = assert(io.popen(("bash -c \"trap '' XFSZ; ulimit -f 80; exec lua5.4 %s %s\" 2>&1"):format(child, dir)))
+    local lines = {}
+    for line in out:lines() do lines[#lines + 1] = line end
+    out:close()
+    assert.equals(61, #lines, table.concat(lines, "\n"))
+    local l = assert(ledger_mod.open("sqlite:" .. dir .. "/full.db"))
+    local kept, failed = 0, 0
+    for i, answer in ipairs(lines) do
+      local tok = i == 1 and "FIRST" or "BIG" .. (i - 1)
+      if answer == "ok" then
+        kept = kept + 1
+        assert.equals(tok, l:get(tok).EidToken)
+      else
+        failed = failed + 1
+        assert.equals("storage", answer, tok)
+        assert.is_nil(l:get(tok), tok .. " failed but was kept")
+      end
+    end
+    assert.is_true(failed >= 1, "every job was kept: the file size limit did not bite")
+    assert.equals(kept, l:stats().total)
+    l:close()
+  end)
+
   describe("with a slow Redis", function()
     local srv
     lazy_setup(function() srv = redis.available and redis.start() or nil end)
