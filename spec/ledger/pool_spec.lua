@@ -6,6 +6,7 @@
 local core = require "eidkit.core"
 local ledger_mod = require "eidkit.ledger"
 local redis = require "support.redis"
+local libeidkit = require "support.libeidkit"
 
 local tmpdir = os.tmpname()
 os.remove(tmpdir)
@@ -223,7 +224,7 @@ local core = require "eidkit.core"
 local dir = ...
 local url = "sqlite:" .. dir .. "/full.db"
 local pool = assert(core.ledger_pool(url, { timeout_ms = 60000 }, 1))
-local holder = assert(io.popen(("python3 %s/hold.py %s/full.db %s/posted"):format(dir, dir, dir)))
+local holder = assert(io.popen(("env -u LD_PRELOAD python3 %s/hold.py %s/full.db %s/posted"):format(dir, dir, dir)))
 assert(holder:read("l") == "locked")
 local params = { MerchantId = "0NSJ2023", subject = "u1", Extra = ("x"):rep(1000) }
 params.EidToken = "FIRST"
@@ -242,7 +243,12 @@ holder:close()
 pool:close()
 ]])
     f:close()
-    local out = assert(io.popen(("bash -c \"trap '' XFSZ; ulimit -f 80; exec lua5.4 %s %s\" 2>&1"):format(child, dir)))
+    -- A sanitizer build's eidkit/core.so needs the ASan runtime preloaded
+    -- into lua5.4 (not into python3, above).
+    local pre = libeidkit.preload_env()
+    local preload = pre and ("LD_PRELOAD=%s ASAN_OPTIONS=%s "):format(pre.LD_PRELOAD, pre.ASAN_OPTIONS) or ""
+    local out = assert(io.popen(("bash -c \"trap '' XFSZ; ulimit -f 80; %sexec lua5.4 %s %s\" 2>&1"):format(
+      preload, child, dir)))
     local lines = {}
     for line in out:lines() do lines[#lines + 1] = line end
     out:close()
