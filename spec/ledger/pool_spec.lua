@@ -41,6 +41,25 @@ end
 
 teardown(function() os.execute("rm -rf " .. tmpdir) end)
 
+-- Writes to path a python3 script that takes SQLite's write lock on the
+-- database argv[1], prints "locked", and holds it until the file argv[2]
+-- exists (60 s at most): jobs posted meanwhile queue behind it. Returns path.
+local function write_hold_script(path)
+  local f = assert(io.open(path, "w"))
+  f:write([[
+import os, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+give_up = time.monotonic() + 60
+while not os.path.exists(sys.argv[2]) and time.monotonic() < give_up:
+    time.sleep(0.01)
+db.execute("COMMIT")
+]])
+  f:close()
+  return path
+end
+
 -- An error message without the position luaL_where or error() put before it.
 local function bare(msg) return (tostring(msg):gsub("^[^:]*:%d+: ", "")) end
 
@@ -134,19 +153,7 @@ describe("core.ledger_pool", function()
     -- Another process holds the write lock until every job is posted (the
     -- marker file): the worker's first run waits for the lock, and every
     -- job posted meanwhile queues behind it, however slow this thread is.
-    local script, marker = tmpdir .. "/hold.py", tmpdir .. "/posted"
-    local f = assert(io.open(script, "w"))
-    f:write([[
-import os, sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-give_up = time.monotonic() + 60
-while not os.path.exists(sys.argv[2]) and time.monotonic() < give_up:
-    time.sleep(0.01)
-db.execute("COMMIT")
-]])
-    f:close()
+    local script, marker = write_hold_script(tmpdir .. "/hold.py"), tmpdir .. "/posted"
     local holder = assert(io.popen(("python3 %s %s %s"):format(script, url:sub(#"sqlite:" + 1), marker)))
     assert.equals("locked", holder:read("l"))
     local want = {} -- id -> what the job must answer
@@ -204,21 +211,9 @@ db.execute("COMMIT")
     -- answered must be what the file kept.
     local dir = tmpdir .. "/full"
     assert(os.execute("mkdir -p " .. dir))
-    local hold = dir .. "/hold.py"
-    local f = assert(io.open(hold, "w"))
-    f:write([[
-import os, sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-give_up = time.monotonic() + 60
-while not os.path.exists(sys.argv[2]) and time.monotonic() < give_up:
-    time.sleep(0.01)
-db.execute("COMMIT")
-]])
-    f:close()
+    write_hold_script(dir .. "/hold.py")
     local child = dir .. "/child.lua"
-    f = assert(io.open(child, "w"))
+    local f = assert(io.open(child, "w"))
     f:write([[
 local core = require "eidkit.core"
 local dir = ...
