@@ -66,7 +66,8 @@ typedef enum eidkit_ledger_op {
     EIDKIT_LEDGER_STATS,
     EIDKIT_LEDGER_PAYLOAD,
     EIDKIT_LEDGER_TAKE,
-    EIDKIT_LEDGER_ATTEMPTS
+    EIDKIT_LEDGER_ATTEMPTS,
+    EIDKIT_LEDGER_GIVE
 } eidkit_ledger_op;
 
 typedef struct eidkit_ledger_job {

@@ -289,9 +289,9 @@ static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
 
 /* ------------------------------------------------------------ the jobs */
 
-static const char *const op_names[] = {"issue",  "claim",   "consume", "get",
-                                       "record", "due",     "export",  "expire",
-                                       "stats",  "payload", "take",    "attempts"};
+static const char *const op_names[] = {"issue", "claim",    "consume", "get",   "record",
+                                       "due",   "export",   "expire",  "stats", "payload",
+                                       "take",  "attempts", "give"};
 
 const char *eidkit_ledger_op_name(eidkit_ledger_op op) { return op_names[op]; }
 
@@ -388,7 +388,8 @@ void eidkit_ledger_job_read(lua_State *L, eidkit_ledger_op op, eidkit_ledger_job
         break;
     }
     case EIDKIT_LEDGER_STATS: break;
-    case EIDKIT_LEDGER_TAKE: {
+    case EIDKIT_LEDGER_TAKE:
+    case EIDKIT_LEDGER_GIVE: {
         j->key = check_cstring(L, 2);
         j->rate = (double)luaL_checknumber(L, 3);
         j->burst = (double)luaL_checknumber(L, 4);
@@ -527,6 +528,9 @@ void eidkit_ledger_job_run(eid_ledger *l, eidkit_ledger_job *j) {
         j->st = eid_ledger_take(l, j->key, j->rate, j->burst, j->now_ms, &j->allowed,
                                 &j->retry_after, &j->err);
         break;
+    case EIDKIT_LEDGER_GIVE:
+        j->st = eid_ledger_give(l, j->key, j->rate, j->burst, j->now_ms, &j->err);
+        break;
     }
 }
 
@@ -562,6 +566,7 @@ int eidkit_ledger_job_misuse(const eidkit_ledger_job *j, char *msg, size_t cap) 
         return strcmp(field, "payload") == 0 ? 4 : strcmp(field, "token") == 0 ? 2 : 3;
     case EIDKIT_LEDGER_STATS: return 1;
     case EIDKIT_LEDGER_TAKE:
+    case EIDKIT_LEDGER_GIVE:
         return strcmp(field, "rate") == 0 ? 3 : strcmp(field, "burst") == 0 ? 4 : 2;
     default: return 2;
     }
@@ -604,7 +609,8 @@ static int push_results(lua_State *L) {
         return eidkit_push_status(L, st, j->err.message);
     }
     switch (j->op) {
-    case EIDKIT_LEDGER_ISSUE: lua_pushboolean(L, 1); break;
+    case EIDKIT_LEDGER_ISSUE:
+    case EIDKIT_LEDGER_GIVE: lua_pushboolean(L, 1); break;
     case EIDKIT_LEDGER_DUE:
     case EIDKIT_LEDGER_EXPORT:
         lua_createtable(L, (int)j->n, 0);
@@ -707,6 +713,9 @@ static int l_payload(lua_State *L) { return call(L, EIDKIT_LEDGER_PAYLOAD); }
  * one token from the bucket key (eid_ledger_take); now_ms 0 or absent: the
  * ledger's clock. */
 static int l_take(lua_State *L) { return call(L, EIDKIT_LEDGER_TAKE); }
+/* ledger:give(key, rate, burst [, now_ms]) -> true: one token back into the
+ * bucket key, never above burst (eid_ledger_give). */
+static int l_give(lua_State *L) { return call(L, EIDKIT_LEDGER_GIVE); }
 /* ledger:attempts(token) -> {attempt...}: the stored LivenessDetail entries,
  * by ReqTime then Seq ({Seq, ReqTime (ms), Errcode, IsNeedCharge, Sim,
  * LivenessMode, CompareLibType}) */
@@ -827,7 +836,8 @@ void eidkit_open_ledger(lua_State *L) {
         {"consume", l_consume}, {"get", l_get},           {"due", l_due},
         {"export", l_export},   {"expire", l_expire},     {"stats", l_stats},
         {"payload", l_payload}, {"backend", l_backend},   {"close", l_close},
-        {"take", l_take},       {"attempts", l_attempts}, {NULL, NULL},
+        {"take", l_take},       {"attempts", l_attempts}, {"give", l_give},
+        {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", l_close},

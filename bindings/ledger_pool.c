@@ -262,6 +262,7 @@ static int l_stats(lua_State *L) { return post(L, EIDKIT_LEDGER_STATS); }
 static int l_payload(lua_State *L) { return post(L, EIDKIT_LEDGER_PAYLOAD); }
 static int l_take(lua_State *L) { return post(L, EIDKIT_LEDGER_TAKE); }
 static int l_attempts(lua_State *L) { return post(L, EIDKIT_LEDGER_ATTEMPTS); }
+static int l_give(lua_State *L) { return post(L, EIDKIT_LEDGER_GIVE); }
 
 /* Unlink the finished job id (any when id is 0) from the done list. */
 static job *take_done(pool *p, lua_Integer id) {
@@ -485,13 +486,28 @@ static int l_pool(lua_State *L) {
 
 void eidkit_open_ledger_pool(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"issue", l_issue},       {"claim", l_claim},   {"consume", l_consume},
-        {"get", l_get},           {"record", l_record}, {"due", l_due},
-        {"export", l_export},     {"expire", l_expire}, {"stats", l_stats},
-        {"payload", l_payload},   {"take", l_take},     {"next", l_next},
-        {"attempts", l_attempts}, {"wait", l_wait},     {"fd", l_fd},
-        {"pending", l_pending},   {"runs", l_runs},     {"backend", l_backend},
-        {"workers", l_workers},   {"close", l_close},   {NULL, NULL},
+        {"issue", l_issue},
+        {"claim", l_claim},
+        {"consume", l_consume},
+        {"get", l_get},
+        {"record", l_record},
+        {"due", l_due},
+        {"export", l_export},
+        {"expire", l_expire},
+        {"stats", l_stats},
+        {"payload", l_payload},
+        {"take", l_take},
+        {"next", l_next},
+        {"attempts", l_attempts},
+        {"wait", l_wait},
+        {"fd", l_fd},
+        {"pending", l_pending},
+        {"runs", l_runs},
+        {"backend", l_backend},
+        {"workers", l_workers},
+        {"close", l_close},
+        {"give", l_give},
+        {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", l_close},

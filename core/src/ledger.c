@@ -311,7 +311,7 @@ bool eid__ledger_is_open(const eid_ledger_entry *r, int64_t now) {
 /* -------------------------------------------------------- token bucket */
 
 bool eid__ledger_bucket_take(double *tokens, int64_t *last_ms, int64_t now_ms, double rate,
-                             double burst, double *retry_after_s) {
+                             double burst, int cost, double *retry_after_s) {
     double t = *tokens;
     /* A clock behind the last refill (another node's, or one stepped back)
      * refills nothing and does not move the bucket back in time. */
@@ -320,11 +320,13 @@ bool eid__ledger_bucket_take(double *tokens, int64_t *last_ms, int64_t now_ms, d
         *last_ms = now_ms;
     }
     if (t > burst) t = burst; /* also when the caller lowered burst */
-    if (t < 1.0) {
-        *retry_after_s = (1.0 - t) / rate;
+    if (t < (double)cost) {
+        *retry_after_s = ((double)cost - t) / rate;
         return false;
     }
-    *tokens = t - 1.0;
+    t -= (double)cost;
+    if (t > burst) t = burst; /* a give to a bucket that refilled meanwhile */
+    *tokens = t;
     *retry_after_s = 0.0;
     return true;
 }
@@ -780,12 +782,9 @@ eid_status eid_ledger_check_take(const char *key, double rate, double burst, int
     return EID_OK;
 }
 
-eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double burst,
-                           int64_t now_ms, int *allowed, double *retry_after_s, eid_error *err) {
-    if (allowed) *allowed = 0;
-    if (retry_after_s) *retry_after_s = 0.0;
-    if (l == NULL || allowed == NULL)
-        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+/* One bucket step of cost 1 (take) or -1 (give). */
+static eid_status bucket(eid_ledger *l, const char *key, double rate, double burst, int64_t now_ms,
+                         int cost, int *allowed, double *retry_after_s, eid_error *err) {
     eid_status st;
     int64_t ttl_ms;
     if ((st = eid_ledger_check_take(key, rate, burst, now_ms, &ttl_ms, err))) return st;
@@ -793,9 +792,26 @@ eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double b
     pthread_mutex_lock(&l->lock);
     int64_t now = now_ms ? now_ms : now_ms_of(l);
     st = batch_guard(l, err);
-    if (st == EID_OK) st = l->ops->take(l->be, key, rate, burst, now, ttl_ms, allowed, &retry, err);
+    if (st == EID_OK)
+        st = l->ops->take(l->be, key, rate, burst, now, ttl_ms, cost, allowed, &retry, err);
     pthread_mutex_unlock(&l->lock);
     if (st) *allowed = 0;
     if (retry_after_s && st == EID_OK && !*allowed) *retry_after_s = retry;
     return st;
+}
+
+eid_status eid_ledger_take(eid_ledger *l, const char *key, double rate, double burst,
+                           int64_t now_ms, int *allowed, double *retry_after_s, eid_error *err) {
+    if (allowed) *allowed = 0;
+    if (retry_after_s) *retry_after_s = 0.0;
+    if (l == NULL || allowed == NULL)
+        return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    return bucket(l, key, rate, burst, now_ms, 1, allowed, retry_after_s, err);
+}
+
+eid_status eid_ledger_give(eid_ledger *l, const char *key, double rate, double burst,
+                           int64_t now_ms, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "NULL argument");
+    int allowed = 0;
+    return bucket(l, key, rate, burst, now_ms, -1, &allowed, NULL, err);
 }

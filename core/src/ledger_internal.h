@@ -47,7 +47,8 @@ typedef struct ledger_ops {
     /* Arguments checked; now_ms resolved; ttl_ms: how long an idle bucket is
      * kept (its longest refill and a margin). */
     eid_status (*take)(void *be, const char *key, double rate, double burst, int64_t now_ms,
-                       int64_t ttl_ms, int *allowed, double *retry_after_s, eid_error *err);
+                       int64_t ttl_ms, int cost, int *allowed, double *retry_after_s,
+                       eid_error *err);
     /* Optional (NULL: no batches; eid_ledger_batch_begin refuses). begin
      * opens the batch's transaction; broken: an error has since ended it;
      * end commits it (or says why it cannot) and always leaves the batch. */
@@ -93,11 +94,12 @@ bool eid__ledger_same(const char *a, const char *b);
 /* The token bucket rule, shared by the front and the SQLite backend (the
  * Redis script take.lua does the same arithmetic in the same order).
  * *tokens and *last_ms are the stored state (for a bucket not stored: burst
- * and now_ms). Refills up to burst, then takes one token and returns true,
- * or returns false with *retry_after_s; the state is to be stored only when
- * true (a refusal changes nothing). */
+ * and now_ms). Refills up to burst; then cost 1 takes one token and returns
+ * true, or returns false with *retry_after_s; cost -1 (eid_ledger_give) puts
+ * one back, never above burst, and returns true. The state is to be stored
+ * only when true (a refusal changes nothing). */
 bool eid__ledger_bucket_take(double *tokens, int64_t *last_ms, int64_t now_ms, double rate,
-                             double burst, double *retry_after_s);
+                             double burst, int cost, double *retry_after_s);
 
 /* The checks eid_ledger_record makes on token and o (not the payload key):
  * every client that records, the nginx one included, makes them. */

@@ -1153,19 +1153,21 @@ static eid_status r_payload(void *p, const char *token, unsigned char **blob, si
     return st;
 }
 
-/* One run of take.lua: {1} or {0, "<retry_after>"}. */
+/* One run of take.lua (cost 1 takes, -1 gives): {1} or {0, "<retry_after>"}. */
 static eid_status r_take(void *p, const char *key, double rate, double burst, int64_t now_ms,
-                         int64_t ttl_ms, int *allowed, double *retry_after_s, eid_error *err) {
+                         int64_t ttl_ms, int cost, int *allowed, double *retry_after_s,
+                         eid_error *err) {
     redis_be *b = p;
-    char bkey[BUCKET_KEY_MAX], snow[24], srate[32], sburst[32], sttl[24];
+    char bkey[BUCKET_KEY_MAX], snow[24], srate[32], sburst[32], sttl[24], scost[8];
     snprintf(bkey, sizeof bkey, "%s" BUCKET_TAG "%s", b->prefix, key);
     i64(snow, now_ms);
     snprintf(srate, sizeof srate, "%.17g", rate);
     snprintf(sburst, sizeof sburst, "%.17g", burst);
     i64(sttl, ttl_ms);
-    const char *args[] = {snow, srate, sburst, sttl};
+    snprintf(scost, sizeof scost, "%d", cost);
+    const char *args[] = {snow, srate, sburst, sttl, scost};
     redisReply *r;
-    eid_status st = run_script(b, SC_TAKE, bkey, 4, args, NULL, &r, err);
+    eid_status st = run_script(b, SC_TAKE, bkey, 5, args, NULL, &r, err);
     if (st) return st;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
         r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1) {

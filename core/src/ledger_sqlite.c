@@ -630,7 +630,8 @@ static eid_status s_payload(void *p, const char *token, unsigned char **blob, si
 /* Read, decide (eid__ledger_bucket_take) and write in one IMMEDIATE
  * transaction, so processes sharing the file share the bucket. */
 static eid_status s_take(void *p, const char *key, double rate, double burst, int64_t now_ms,
-                         int64_t ttl_ms, int *allowed, double *retry_after_s, eid_error *err) {
+                         int64_t ttl_ms, int cost, int *allowed, double *retry_after_s,
+                         eid_error *err) {
     sqlite_be *b = p;
     eid_status st = begin(b, err);
     if (st) return st;
@@ -645,7 +646,7 @@ static eid_status s_take(void *p, const char *key, double rate, double burst, in
     }
     sqlite3_reset(s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "take"), err);
-    *allowed = eid__ledger_bucket_take(&tokens, &last_ms, now_ms, rate, burst, retry_after_s);
+    *allowed = eid__ledger_bucket_take(&tokens, &last_ms, now_ms, rate, burst, cost, retry_after_s);
     if (*allowed) {
         s = stmt(b, S_BUCKET_PUT);
         sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);

@@ -373,6 +373,8 @@ eid_status eid_ledger_payload(eid_ledger *ledger, const char *token, void *buf, 
 eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double rate_per_s,
                            double burst, int64_t now_ms, int *allowed,
                            double *retry_after_s, eid_error *err);
+eid_status eid_ledger_give(eid_ledger *ledger, const char *key, double rate_per_s,
+                           double burst, int64_t now_ms, eid_error *err);
 int64_t eid_ledger_clock_cell(void *ud);
 int eid_ledger_is_due(const eid_ledger_entry *e, int64_t now);
 int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now);

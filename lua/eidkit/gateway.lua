@@ -440,6 +440,30 @@ local function take_upstream(self, action)
   return take(self, "upstream:" .. action, l.rate, l.burst, action)
 end
 
+-- Give back a token a take took for a request that never reached Tencent,
+-- so refusing it costs the caller nothing. A limiter without give (a
+-- merchant's own) keeps the token; a give that fails only costs a token,
+-- so it is reported and the answer stands.
+local function give(self, key, rate, burst)
+  local lim = self.limiter
+  local ok, has = pcall(function() return type(lim.give) == "function" end)
+  if not ok or not has then return end
+  local gok, done, err = pcall(lim.give, lim, key, rate, burst, self.clock())
+  if not gok or not done then
+    self:report_error("the rate limiter failed to give a token back: " .. tostring(gok and err or done))
+  end
+end
+
+local function give_subject(self, subject)
+  local l = self.token_limit
+  if l then give(self, "subject:" .. subject, l.rate, l.burst) end
+end
+
+local function give_upstream(self, action)
+  local l = self.upstream[action]
+  if l then give(self, "upstream:" .. action, l.rate, l.burst) end
+end
+
 -- ------------------------------------------------------------ routes
 
 -- flow:start's misuse raises name the field it refused (Extra too long, ...):
@@ -474,13 +498,26 @@ local function route_token(self, view, ctx)
       params[k] = v
     end
   end
+  -- The subject's limit first, so one caller's flood cannot drain the
+  -- upstream bucket every caller shares; a request refused after it (the
+  -- upstream bucket, or flow:start refusing an argument before any call)
+  -- gets its tokens back.
   local lim = self.token_limit and take(self, "subject:" .. subject, self.token_limit.rate,
     self.token_limit.burst, "subject")
   if lim then return fail(ctx, lim) end
   lim = take_upstream(self, "GetEidToken")
-  if lim then return fail(ctx, lim) end
+  if lim then
+    give_subject(self, subject)
+    return fail(ctx, lim)
+  end
   local started, err = start(self, params)
-  if not started then return fail(ctx, err) end
+  if not started then
+    if type(err) == "table" and err.own and err.code == "bad_request" then
+      give_subject(self, subject)
+      give_upstream(self, "GetEidToken")
+    end
+    return fail(ctx, err)
+  end
   ctx.token = started.EidToken
   return json_response(200, { EidToken = started.EidToken, Url = started.Url,
     expires_at = started.expires_at })

@@ -156,4 +156,9 @@ end
 -- gives the gateway its buckets here.
 function methods.take(self, ...) return self.c:take(...) end
 
+-- ledger:give(key, rate, burst [, now_ms]) -> true | nil, err: one token
+-- back into the bucket `key` (never above burst), for a take whose work
+-- never happened; the arguments as take's.
+function methods.give(self, ...) return self.c:give(...) end
+
 return _M

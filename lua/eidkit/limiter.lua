@@ -10,6 +10,14 @@
 --
 --   limiter:take(key, rate_per_s, burst, now) -> true | false, retry_after_s | nil, err
 --
+-- and, optionally, its undo (every limiter here has it):
+--
+--   limiter:give(key, rate_per_s, burst, now) -> true | nil, err
+--
+-- which puts back one token a take took, never above burst: the gateway
+-- gives the per-subject token back when the upstream bucket then refuses,
+-- so a request that never reached Tencent costs the caller nothing.
+--
 -- key is a string, rate_per_s > 0 tokens a second, burst >= 1 the bucket's
 -- size, now Unix seconds (fractions allowed) from the caller's clock, so a
 -- test freezes time by passing it. A bucket starts full. `nil, err` means
@@ -87,27 +95,30 @@ local function make_room(self, now)
   for _ in pairs(buckets) do self.count = self.count + 1 end
 end
 
--- The arguments of take, checked the same way for every limiter (raises at
--- the caller of take).
-local function check_take(key, rate, burst, now)
-  if type(key) ~= "string" then error("bad argument #1 to 'take' (key: expected string)", 3) end
+-- The arguments of take (or give: op), checked the same way for every
+-- limiter (raises at the caller of take).
+local function check_take(key, rate, burst, now, op)
+  op = op or "take"
+  if type(key) ~= "string" then error(format("bad argument #1 to '%s' (key: expected string)", op), 3) end
   if not finite(rate) or rate <= 0 then
-    error("bad argument #2 to 'take' (rate_per_s: expected a positive number)", 3)
+    error(format("bad argument #2 to '%s' (rate_per_s: expected a positive number)", op), 3)
   end
   if not finite(burst) or burst < 1 then
-    error("bad argument #3 to 'take' (burst: expected a number >= 1)", 3)
+    error(format("bad argument #3 to '%s' (burst: expected a number >= 1)", op), 3)
   end
-  if not finite(now) then error("bad argument #4 to 'take' (now: expected seconds)", 3) end
+  if not finite(now) then error(format("bad argument #4 to '%s' (now: expected seconds)", op), 3) end
 end
 _M.check_take = check_take -- for another limiter's take (eidkit.openresty.limiter)
 
--- limiter.step(tokens, last, rate, burst, now) -> allowed, tokens, last,
--- retry_after: one take from a bucket that held `tokens` at `last` (a
--- bucket never seen: tokens = nil, it starts full). The rule every
--- in-process bucket follows (memory here, an nginx shared dict in
--- eidkit.openresty.limiter); the ledger's take is the same rule in its
--- store's script.
-function _M.step(tokens, last, rate, burst, now)
+-- limiter.step(tokens, last, rate, burst, now [, cost]) -> allowed, tokens,
+-- last, retry_after: one take (cost 1, the default) from a bucket that held
+-- `tokens` at `last` (a bucket never seen: tokens = nil, it starts full), or
+-- one give (cost -1: a token back, never above burst; always allowed). The
+-- rule every in-process bucket follows (memory here, an nginx shared dict in
+-- eidkit.openresty.limiter); the ledger's take and give are the same rule in
+-- its store (eid__ledger_bucket_take, take.lua).
+function _M.step(tokens, last, rate, burst, now, cost)
+  cost = cost or 1
   if tokens == nil then tokens, last = burst, now end
   local dt = now - last
   if dt < 0 then dt = 0 end -- a clock that stepped back refills nothing
@@ -115,8 +126,10 @@ function _M.step(tokens, last, rate, burst, now)
   if t > burst then t = burst end
   -- `last` only moves forward.
   if now > last then last = now end
-  if t >= 1 then return true, t - 1, last end
-  return false, t, last, (1 - t) / rate
+  if t < cost then return false, t, last, (cost - t) / rate end
+  t = t - cost
+  if t > burst then t = burst end
+  return true, t, last
 end
 local step = _M.step
 
@@ -136,6 +149,18 @@ function methods.take(self, key, rate, burst, now)
   b.tokens, b.last = t, last
   if ok then return true end
   return false, retry
+end
+
+-- limiter:give(key, rate_per_s, burst, now) -> true: one token back, never
+-- above burst (a bucket forgotten is full: nothing to give back to).
+function methods.give(self, key, rate, burst, now)
+  check_take(key, rate, burst, now, "give")
+  local b = self.buckets[key]
+  if b == nil then return true end
+  b.rate, b.burst = rate, burst
+  local _, t, last = step(b.tokens, b.last, rate, burst, now, -1)
+  b.tokens, b.last = t, last
+  return true
 end
 
 -- limiter:size() -> how many keys are remembered
@@ -171,6 +196,12 @@ function ledger_mt.__index.take(self, key, rate, burst, now)
   check_take(key, rate, burst, now)
   -- Rounded, not truncated: 1700000000.001 * 1000 is a hair under ...001.
   return self.ledger:take(key, rate, burst, floor(now * 1000 + 0.5))
+end
+
+-- limiter:give(key, rate_per_s, burst, now) -> true | nil, err
+function ledger_mt.__index.give(self, key, rate, burst, now)
+  check_take(key, rate, burst, now, "give")
+  return self.ledger:give(key, rate, burst, floor(now * 1000 + 0.5))
 end
 
 ledger_mt.__name = "eidkit.Limiter"

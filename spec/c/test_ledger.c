@@ -545,6 +545,23 @@ static void test_take(void) {
     CHECK(eid_ledger_take(l, "g", 5.0 / 600, 5, t0 + 120000, &allowed, &retry, NULL) == EID_OK);
     CHECK(allowed && retry == 0);
 
+    /* give: one token back, refilled first as for a take, never above burst. */
+    for (int i = 0; i < 3; i++)
+        CHECK(eid_ledger_take(l, "h", 2, 3, t0, &allowed, &retry, NULL) == EID_OK && allowed);
+    CHECK(eid_ledger_give(l, "h", 2, 3, t0 + 250, NULL) == EID_OK); /* 0.5 + 1 */
+    CHECK(eid_ledger_take(l, "h", 2, 3, t0 + 250, &allowed, &retry, NULL) == EID_OK && allowed);
+    CHECK(eid_ledger_take(l, "h", 2, 3, t0 + 250, &allowed, &retry, NULL) == EID_OK && !allowed);
+    CHECK(fabs(retry - 0.25) < 1e-12);
+    for (int i = 0; i < 5; i++)
+        CHECK(eid_ledger_give(l, "h", 2, 3, t0 + 250, NULL) == EID_OK);
+    for (int i = 0; i < 3; i++)
+        CHECK(eid_ledger_take(l, "h", 2, 3, t0 + 250, &allowed, &retry, NULL) == EID_OK && allowed);
+    CHECK(eid_ledger_take(l, "h", 2, 3, t0 + 250, &allowed, &retry, NULL) == EID_OK && !allowed);
+    /* To a bucket never seen (full): nothing more than burst. */
+    CHECK(eid_ledger_give(l, "i", 1, 1, t0, NULL) == EID_OK);
+    CHECK(eid_ledger_take(l, "i", 1, 1, t0, &allowed, &retry, NULL) == EID_OK && allowed);
+    CHECK(eid_ledger_take(l, "i", 1, 1, t0, &allowed, &retry, NULL) == EID_OK && !allowed);
+
     /* now_ms 0 is the ledger's clock: its seconds, times 1000. */
     CHECK(eid_ledger_take(l, "clock", 1, 1, 0, &allowed, &retry, NULL) == EID_OK && allowed);
     CHECK(eid_ledger_take(l, "clock", 1, 1, 0, &allowed, &retry, NULL) == EID_OK && !allowed);
@@ -618,6 +635,10 @@ static void test_take_errors(void) {
                               &allowed, &retry, &err) == EID_E_INVALID_ARG);
         CHECK_STR(err.message, cases[i].msg);
         CHECK(allowed == 0 && retry == 0);
+        eid_error gerr = {0};
+        CHECK(eid_ledger_give(l, cases[i].key, cases[i].rate, cases[i].burst, cases[i].now,
+                              &gerr) == EID_E_INVALID_ARG);
+        CHECK_STR(gerr.message, cases[i].msg);
     }
     /* The longest key, and the slowest rate, are accepted. */
     long_key[EID_LEDGER_BUCKET_KEY_MAX] = '\0';
@@ -629,6 +650,7 @@ static void test_take_errors(void) {
           allowed);
     CHECK(eid_ledger_take(NULL, "k", 1, 1, 0, &allowed, NULL, &err) == EID_E_INVALID_ARG);
     CHECK(eid_ledger_take(l, "k", 1, 1, 0, NULL, NULL, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_give(NULL, "k", 1, 1, 0, &err) == EID_E_INVALID_ARG);
     eid_ledger_free(l);
 }
 

@@ -234,6 +234,56 @@ describe("eidkit.gateway", function()
       assert.equals(1, promtext.value(f, "eidkit_gateway_rate_limited_total", { limit = "GetEidToken" }))
     end)
 
+    it("gives the subject's token back when the upstream bucket then refuses", function()
+      local g = make { token_limit = { count = 2, per = 60 },
+        upstream_limits = { GetEidToken = { rate = 2, burst = 1 } } }
+      token_for(g, "user-1") -- the subject has 1 left, the upstream bucket none
+      assert_error(post(g, "/eid/token", "{}", "user-1"), 429, "rate_limited")
+      now = T + 0.5
+      token_for(g, "user-1") -- the refused request cost the subject nothing
+      now = T + 1
+      local resp = post(g, "/eid/token", "{}", "user-1")
+      assert_error(resp, 429, "rate_limited") -- now it is the subject's own limit
+      local f = scrape(g)
+      assert.equals(1, promtext.value(f, "eidkit_gateway_rate_limited_total", { limit = "GetEidToken" }))
+      assert.equals(1, promtext.value(f, "eidkit_gateway_rate_limited_total", { limit = "subject" }))
+      assert.same({}, g.errors)
+    end)
+
+    it("takes nothing from either bucket for a field flow:start refuses (400)", function()
+      local g = make { token_fields = { "Extra" }, token_limit = { count = 1, per = 60 },
+        upstream_limits = { GetEidToken = { rate = 1, burst = 1 } } }
+      local long = cjson.encode { Extra = ("x"):rep(1025) }
+      for _ = 1, 3 do assert_error(post(g, "/eid/token", long, "user-1"), 400, "bad_request", "Extra") end
+      token_for(g, "user-1")
+      assert_error(post(g, "/eid/token", "{}", "user-2"), 429, "rate_limited") -- upstream: spent now
+      now = T + 1
+      assert_error(post(g, "/eid/token", "{}", "user-1"), 429, "rate_limited") -- subject: spent now
+    end)
+
+    it("keeps the token when the limiter cannot give it back, and says so", function()
+      -- A limiter of the merchant's own without give: the answer is the same 429.
+      local refusing = { take = function(_, key) return key:match("^subject:") ~= nil, 3 end }
+      local g = make { limiter = refusing }
+      assert_error(post(g, "/eid/token", "{}", "user-1"), 429, "rate_limited")
+      assert.same({}, g.errors)
+      -- One whose give fails: reported, and the answer stands.
+      local gives = 0
+      local failing = { take = refusing.take, give = function()
+        gives = gives + 1
+        return nil, "limiter store gone"
+      end }
+      g = make { limiter = failing }
+      assert_error(post(g, "/eid/token", "{}", "user-1"), 429, "rate_limited")
+      assert.equals(1, gives)
+      assert.equals(1, #g.errors)
+      assert.matches("failed to give a token back: limiter store gone", g.errors[1])
+      failing.give = function() error("limiter blew up") end
+      g = make { limiter = failing }
+      assert_error(post(g, "/eid/token", "{}", "user-1"), 429, "rate_limited")
+      assert.matches("limiter blew up", g.errors[1])
+    end)
+
     it("answers 502 or 504 when Tencent cannot be reached, and passes Tencent's own code through", function()
       local g = make(nil, { retry = { max_attempts = 1 } })
       sim:faults { { Action = "GetEidToken", Kind = "reset" } }

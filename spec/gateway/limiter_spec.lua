@@ -49,6 +49,24 @@ describe("eidkit.limiter", function()
       assert.is_false(lim:take("subject:a", rate, 5, T + 86400))
     end)
 
+    it("gives a token back, refilled first, never above the burst", function()
+      local lim = limiter.memory()
+      for _ = 1, 3 do assert.is_true(lim:take("k", 2, 3, T)) end
+      assert.same({ true }, { lim:give("k", 2, 3, T + 0.25) }) -- 0.5 + 1
+      assert.is_true(lim:take("k", 2, 3, T + 0.25))
+      assert.same({ false, 0.25 }, { lim:take("k", 2, 3, T + 0.25) })
+      for _ = 1, 5 do assert.is_true(lim:give("k", 2, 3, T + 0.25)) end
+      for _ = 1, 3 do assert.is_true(lim:take("k", 2, 3, T + 0.25)) end
+      assert.same({ false, 0.5 }, { lim:take("k", 2, 3, T + 0.25) })
+      -- A key never seen (or forgotten) is full: a give adds nothing, keeps nothing.
+      assert.is_true(lim:give("new", 1, 1, T))
+      assert.equals(1, lim:size())
+      assert.is_true(lim:take("new", 1, 1, T))
+      assert.is_false(lim:take("new", 1, 1, T))
+      assert.has_error(function() lim:give(1, 1, 1, T) end, "bad argument #1 to 'give' (key: expected string)")
+      assert.has_error(function() lim:give("k", 1, 0.5, T) end, "bad argument #3 to 'give' (burst: expected a number >= 1)")
+    end)
+
     it("refills nothing when the clock steps back", function()
       local lim = limiter.memory()
       assert.is_true(lim:take("k", 1, 1, T))

@@ -105,9 +105,29 @@ for name, new_url in pairs(backends) do for _, mode in ipairs(modes) do
         -- Any text but control characters makes a key.
         { "subject:韦 小宝", 0, 1, 1, { true } },
         { "subject:韦 小宝", 0, 1, 1, { false, 1 } },
+        -- give: one token back, refilled first as for a take, never above burst.
+        { "h", 0, 2, 3, { true } },
+        { "h", 0, 2, 3, { true } },
+        { "h", 0, 2, 3, { true } },
+        { "h", 250, 2, 3, { true }, "give" }, -- 0.5 + 1
+        { "h", 250, 2, 3, { true } },
+        { "h", 250, 2, 3, { false, 0.25 } },
+        { "h", 250, 2, 3, { true }, "give" },
+        { "h", 250, 2, 3, { true }, "give" },
+        { "h", 250, 2, 3, { true }, "give" },
+        { "h", 250, 2, 3, { true }, "give" }, -- 3.5, kept at 3
+        { "h", 250, 2, 3, { true } },
+        { "h", 250, 2, 3, { true } },
+        { "h", 250, 2, 3, { true } },
+        { "h", 250, 2, 3, { false, 0.5 } },
+        -- To a bucket never seen (full), a give adds nothing.
+        { "i", 0, 1, 1, { true }, "give" },
+        { "i", 0, 1, 1, { true } },
+        { "i", 0, 1, 1, { false, 1 } },
       }
       for i, s in ipairs(steps) do
-        assert.same(s[5], { ledger:take(s[1], s[3], s[4], MS + s[2]) }, "step " .. i)
+        local op = s[6] or "take"
+        assert.same(s[5], { ledger[op](ledger, s[1], s[3], s[4], MS + s[2]) }, "step " .. i)
       end
     end)
 
@@ -167,6 +187,9 @@ for name, new_url in pairs(backends) do for _, mode in ipairs(modes) do
       }
       for _, c in ipairs(cases) do
         assert.has_error(function() ledger:take(table.unpack(c[1])) end, c[2])
+        -- give checks its arguments the same way, in its own name
+        local gmsg = c[2]:gsub("to 'take'", "to 'give'")
+        assert.has_error(function() ledger:give(table.unpack(c[1])) end, gmsg)
       end
       -- The longest key and the slowest rate are fine.
       assert.same({ true }, { ledger:take(("k"):rep(max), 1, 1, MS) })
@@ -185,7 +208,10 @@ describe("ledger:take on every backend", function()
     for name, new_url in pairs(backends) do
       local l = assert(ledger_mod.open(new_url()))
       local got = {}
-      for i, s in ipairs(walk(600)) do got[i] = { l:take(s[1], s[3], s[4], MS + s[2]) } end
+      for i, s in ipairs(walk(600)) do
+        -- every seventh step gives a token back instead
+        got[i] = { l[i % 7 == 0 and "give" or "take"](l, s[1], s[3], s[4], MS + s[2]) }
+      end
       l:close()
       answers[name] = got
     end
@@ -289,6 +315,17 @@ describe("eidkit.limiter.ledger", function()
     local lim, mem = limiter.ledger(l), limiter.memory()
     for _, at in ipairs { 0, 0, 0, 0, 0.25, 0.5, 0.5, 10, 10, 10, 10 } do
       assert.same({ mem:take("k", 2, 3, T + at) }, { lim:take("k", 2, 3, T + at) }, "at " .. at)
+    end
+    -- and gives back as it does, never above burst: {op, at, the answer}
+    for _, s in ipairs { { "give", 10, { true } }, { "take", 10, { true } }, { "take", 10, { false, 0.5 } },
+      { "give", 10.1, { true } }, { "give", 10.1, { true } }, { "give", 10.1, { true } },
+      { "give", 10.1, { true } }, -- 3.2, kept at 3
+      { "take", 10.1, { true } }, { "take", 10.1, { true } }, { "take", 10.1, { true } },
+      { "take", 10.1, { false, 0.5 } }, { "give", 20, { true } }, { "take", 20, { true } } } do
+      local want = { mem[s[1]](mem, "k", 2, 3, T + s[2]) }
+      assert.same(want, { lim[s[1]](lim, "k", 2, 3, T + s[2]) }, s[1] .. " at " .. s[2])
+      assert.equals(s[3][1], want[1], s[1] .. " at " .. s[2])
+      if want[2] then assert.near(s[3][2], want[2], 1e-9) end
     end
     l:close()
   end)

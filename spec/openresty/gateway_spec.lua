@@ -154,6 +154,31 @@ describe("eidkit.gateway in nginx", function()
     assert(ok, err)
   end)
 
+  it("gives the subject's token back when the upstream bucket refuses (shared dict, Redis ledger)", function()
+    local rds = redis.start()
+    local ok, err = pcall(function()
+      for _, where in ipairs { { "--limits", "shared" }, { "--limits", "ledger", "--ledger", rds:url(0, "give:") } } do
+        local args = { "--token-limit", "2/600", "--upstream-rate", "0.5", "--sweep-interval", "0" }
+        for _, a in ipairs(where) do args[#args + 1] = a end
+        local s = orrun.start(args)
+        local sok, serr = pcall(function()
+          assert.equals(200, sp.request(s, "POST", "/eid/token", { user = "give" }).status)
+          local r = sp.request(s, "POST", "/eid/token", { user = "give" })
+          assert.same({ 429, "rate_limited" }, { r.status, r.json.error.code })
+          assert.equals(1, metric(s, 'eidkit_gateway_rate_limited_total{limit="GetEidToken"}'))
+          core.sleep(2.6) -- the upstream bucket refills; the subject's second token is still there
+          r = sp.request(s, "POST", "/eid/token", { user = "give" })
+          assert.equals(200, r.status, where[2])
+          assert.is_nil(metric(s, 'eidkit_gateway_rate_limited_total{limit="subject"}'))
+        end)
+        orrun.stop(s)
+        assert(sok, serr)
+      end
+    end)
+    rds:destroy()
+    assert(ok, err)
+  end)
+
   describe("two nginx instances on one Redis", function()
     local srv
     lazy_setup(function() srv = redis.start() end)

@@ -117,6 +117,14 @@ describe("eidkit.openresty.ledger", function()
       { "take", 0.1, 2 },
       { "take", 0.1, 2 },
       { "take", 0.1, 2 }, -- empty: false, the wait
+      { "give", 0.1, 2 }, -- one back
+      { "take", 0.1, 2 }, -- so this one is allowed
+      { "give", 0.1, 2 },
+      { "give", 0.1, 2 },
+      { "give", 0.1, 2 }, -- never above burst:
+      { "take", 0.1, 2 },
+      { "take", 0.1, 2 },
+      { "take", 0.1, 2 }, -- empty again
     }
 
     local function run_cases(tok, step)
@@ -132,9 +140,9 @@ describe("eidkit.openresty.ledger", function()
           r = step("issue", t)
         elseif op == "get" then
           r = step("get", tok)
-        elseif op == "take" then
+        elseif op == "take" or op == "give" then
           -- The bucket's clock in ms, so both sides wait the same.
-          r = step("take", "bucket-" .. tok, a, c[3], now * 1000)
+          r = step(op, "bucket-" .. tok, a, c[3], now * 1000)
           r.res = { r.res, r.retry }
         else
           r = step(op, tok, a)
@@ -162,6 +170,12 @@ describe("eidkit.openresty.ledger", function()
       assert.same({ true }, n_out[14].res)
       assert.is_false(n_out[16].res[1])
       assert.is_true(tonumber(n_out[16].res[2]) > 0)
+      -- give: a token back, never above burst (2)
+      assert.same({ true }, n_out[17].res)
+      assert.same({ true }, n_out[18].res)
+      assert.same({ true }, n_out[22].res)
+      assert.same({ true }, n_out[23].res)
+      assert.is_false(n_out[24].res[1])
     end)
 
     it("for unknown and expired tokens", function()

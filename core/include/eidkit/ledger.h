@@ -310,6 +310,16 @@ EID_API eid_status eid_ledger_take(eid_ledger *ledger, const char *key, double r
                                    double burst, int64_t now_ms, int *allowed,
                                    double *retry_after_s, eid_error *err);
 
+/* Give back one token an eid_ledger_take took, for work it was to pay for
+ * that never happened (a caller holding two limits, whose second refused).
+ * The bucket refills as for a take, gains one token and never holds more
+ * than burst, so a give to a bucket that refilled meanwhile (or was never
+ * seen) changes nothing. Same arguments, checks, clock, atomicity and
+ * failures as eid_ledger_take; a Redis give resent after a lost reply may
+ * give twice (never too little back). */
+EID_API eid_status eid_ledger_give(eid_ledger *ledger, const char *key, double rate_per_s,
+                                   double burst, int64_t now_ms, eid_error *err);
+
 /* ------------------------------------------------------- batches (SQLite)
  * Group commit for a caller that holds many calls at once (eidkit serve's
  * ledger thread): the calls made on ledger between eid_ledger_batch_begin

@@ -58,7 +58,7 @@ local function fail(op, st)
     argn = field == "subject" and 2 or 1
   elseif op == "record" then
     argn = field == "payload" and 3 or field == "token" and 1 or 2
-  elseif op == "take" then
+  elseif op == "take" or op == "give" then
     argn = field == "rate" and 2 or field == "burst" and 3 or 1
   end
   error(format("bad argument #%d to '%s' (%s)", argn, op, msg), 3)
@@ -302,19 +302,32 @@ function methods.payload(self, token)
   return ffi_string(buf, n[0])
 end
 
-function methods.take(self, key, rate, burst, now_ms)
-  check_string(key, 1, "take")
-  if type(rate) ~= "number" then error("bad argument #2 to 'take' (number expected)", 2) end
-  if type(burst) ~= "number" then error("bad argument #3 to 'take' (number expected)", 2) end
+-- take's and give's arguments, checked in the caller's name.
+local function check_bucket(op, key, rate, burst, now_ms)
+  if type(key) ~= "string" then error(format("bad argument #1 to '%s' (string expected)", op), 3) end
+  if type(rate) ~= "number" then error(format("bad argument #2 to '%s' (number expected)", op), 3) end
+  if type(burst) ~= "number" then error(format("bad argument #3 to '%s' (number expected)", op), 3) end
   if now_ms ~= nil and (type(now_ms) ~= "number" or now_ms % 1 ~= 0 or now_ms < 0) then
-    error("bad argument #4 to 'take' (integer expected)", 2)
+    error(format("bad argument #4 to '%s' (integer expected)", op), 3)
   end
+end
+
+function methods.take(self, key, rate, burst, now_ms)
+  check_bucket("take", key, rate, burst, now_ms)
   local C, l = handle(self)
   local allowed, retry = ffi_new("int[1]"), ffi_new("double[1]")
   local st = C.eid_ledger_take(l, key, rate, burst, now_ms or 0, allowed, retry, cerr)
   if st ~= EID_OK then return fail("take", st) end
   if allowed[0] ~= 0 then return true end
   return false, tonumber(retry[0])
+end
+
+function methods.give(self, key, rate, burst, now_ms)
+  check_bucket("give", key, rate, burst, now_ms)
+  local C, l = handle(self)
+  local st = C.eid_ledger_give(l, key, rate, burst, now_ms or 0, cerr)
+  if st ~= EID_OK then return fail("give", st) end
+  return true
 end
 
 methods.sweep = require "eidkit.ledger.sweep"

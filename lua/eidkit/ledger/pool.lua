@@ -45,6 +45,7 @@ function methods.expire(self, ...) return settle(self.await(self.pool, self.pool
 function methods.stats(self) return settle(self.await(self.pool, self.pool:stats())) end
 function methods.payload(self, ...) return settle(self.await(self.pool, self.pool:payload(...))) end
 function methods.take(self, ...) return settle(self.await(self.pool, self.pool:take(...))) end
+function methods.give(self, ...) return settle(self.await(self.pool, self.pool:give(...))) end
 function methods.attempts(self, ...) return settle(self.await(self.pool, self.pool:attempts(...))) end
 function methods.backend(self) return self.pool:backend() end
 -- Finishes every queued job, then joins the workers.

@@ -834,27 +834,42 @@ end
 -- sweep eidkit.ledger runs, over these methods.
 methods.sweep = require "eidkit.ledger.sweep"
 
--- ledger:take(key, rate, burst [, now_ms]) -> true | false, retry_after_s | nil, err:
--- one token from the bucket `key` (take.lua, shared with every C ledger on
--- this Redis; now_ms absent or 0: the ledger's clock).
-function methods.take(self, key, rate, burst, now_ms)
-  if type(key) ~= "string" then error("bad argument #1 to 'take' (string expected)", 2) end
-  if type(rate) ~= "number" then error("bad argument #2 to 'take' (number expected)", 2) end
-  if type(burst) ~= "number" then error("bad argument #3 to 'take' (number expected)", 2) end
+-- One run of take.lua for take (cost "1") or give (cost "-1"), the
+-- arguments checked in op's name as eidkit.core checks them.
+local function bucket(self, op, cost, key, rate, burst, now_ms)
+  if type(key) ~= "string" then error(format("bad argument #1 to '%s' (string expected)", op), 3) end
+  if type(rate) ~= "number" then error(format("bad argument #2 to '%s' (number expected)", op), 3) end
+  if type(burst) ~= "number" then error(format("bad argument #3 to '%s' (number expected)", op), 3) end
   if now_ms ~= nil and (type(now_ms) ~= "number" or now_ms % 1 ~= 0) then
-    error("bad argument #4 to 'take' (integer expected)", 2)
+    error(format("bad argument #4 to '%s' (integer expected)", op), 3)
   end
   now_ms = now_ms or 0
   local ttl = ffi_new("int64_t[1]")
   local st = eidffi.lib().eid_ledger_check_take(key, rate, burst, now_ms, ttl, cerr)
-  if st ~= EID_OK then error("bad argument to 'take' (" .. ffi_string(cerr.message) .. ")", 2) end
+  if st ~= EID_OK then error(format("bad argument to '%s' (%s)", op, ffi_string(cerr.message)), 3) end
   if now_ms == 0 then now_ms = now_of(self) * 1000 end
   local res, err = script(self, "take", 1, self.prefix .. "bucket:" .. key, format("%d", now_ms),
-    format("%.17g", rate), format("%.17g", burst), format("%d", tonumber(ttl[0])))
+    format("%.17g", rate), format("%.17g", burst), format("%d", tonumber(ttl[0])), cost)
   if not res then return nil, err end
   if type(res) == "table" and res[1] == 1 then return true end
   if type(res) == "table" and res[1] == 0 and type(res[2]) == "string" then return false, tonumber(res[2]) end
   return failure(EID_E_INTERNAL, "redis: unexpected script answer")
+end
+
+-- ledger:take(key, rate, burst [, now_ms]) -> true | false, retry_after_s | nil, err:
+-- one token from the bucket `key` (take.lua, shared with every C ledger on
+-- this Redis; now_ms absent or 0: the ledger's clock).
+function methods.take(self, key, rate, burst, now_ms)
+  return bucket(self, "take", "1", key, rate, burst, now_ms)
+end
+
+-- ledger:give(key, rate, burst [, now_ms]) -> true | nil, err: one token
+-- back into the bucket `key`, never above burst (eid_ledger_give's rule,
+-- the same script).
+function methods.give(self, key, rate, burst, now_ms)
+  local ok, err = bucket(self, "give", "-1", key, rate, burst, now_ms)
+  if ok == false then return failure(EID_E_INTERNAL, "redis: the bucket refused a give") end
+  return ok, err
 end
 
 -- ledger:backend() -> "redis"

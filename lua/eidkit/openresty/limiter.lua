@@ -49,9 +49,8 @@ local function lock(dict, key)
   end
 end
 
--- limiter:take(key, rate_per_s, burst, now) -> true | false, retry_after_s | nil, err
-function methods.take(self, key, rate, burst, now)
-  check_take(key, rate, burst, now)
+-- One step (cost 1: take, -1: give) on the bucket under its lock.
+local function bucket(self, key, rate, burst, now, cost)
   local dict = self.dict
   local lkey, bkey = "l\1" .. key, "b\1" .. key
   local ok, err = lock(dict, lkey)
@@ -62,7 +61,11 @@ function methods.take(self, key, rate, burst, now)
     local t, l = match(v, "^([^ ]+) ([^ ]+)$")
     tokens, last = tonumber(t), tonumber(l)
   end
-  local allowed, t, l, retry = step(tokens, tokens and last, rate, burst, now)
+  if tokens == nil and cost < 0 then -- gone: full, nothing to give back to
+    dict:delete(lkey)
+    return true
+  end
+  local allowed, t, l, retry = step(tokens, tokens and last, rate, burst, now, cost)
   -- Gone once full again: a missing bucket and a full one are the same.
   local ttl = (burst - t) / rate + 1
   local sok, serr = dict:set(bkey, format("%.17g %.17g", t, l), ttl)
@@ -70,6 +73,19 @@ function methods.take(self, key, rate, burst, now)
   if not sok then return nil, "the limits dict refused the bucket: " .. tostring(serr) end
   if allowed then return true end
   return false, retry
+end
+
+-- limiter:take(key, rate_per_s, burst, now) -> true | false, retry_after_s | nil, err
+function methods.take(self, key, rate, burst, now)
+  check_take(key, rate, burst, now)
+  return bucket(self, key, rate, burst, now, 1)
+end
+
+-- limiter:give(key, rate_per_s, burst, now) -> true | nil, err: one token
+-- back, never above burst.
+function methods.give(self, key, rate, burst, now)
+  check_take(key, rate, burst, now, "give")
+  return bucket(self, key, rate, burst, now, -1)
 end
 
 mt.__name = "eidkit.Limiter"
