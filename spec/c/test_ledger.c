@@ -940,6 +940,77 @@ static void test_batch_commit_fails(void) {
     eid_ledger_free(b);
 }
 
+/* A batch broken half-way: an error that makes SQLite roll the whole
+ * transaction back (here the cache, 16 MiB, spilling pages into a WAL that
+ * may not grow, as on a full disk) ends the batch's transaction under the
+ * calls already made. Every later call in the batch must fail rather than
+ * run on its own (and be committed without the earlier ones), batch_end
+ * says the batch is lost, nothing of it is kept, and the ledger goes on. */
+static void test_batch_broken(void) {
+    char p2[160], u2[200], wal[170];
+    snprintf(p2, sizeof p2, "%s/batch-broken.db", dir);
+    snprintf(u2, sizeof u2, "sqlite:%s", p2);
+    snprintf(wal, sizeof wal, "%s-wal", p2);
+    eid_ledger *a = open_ledger(u2, key), *b = open_ledger(u2, key);
+    CHECK(a != NULL && b != NULL);
+    if (a == NULL || b == NULL) return;
+    eid_error err = {0};
+    eid_ledger_entry r;
+    for (int i = 0; i <= 24; i++) {
+        char t[32];
+        snprintf(t, sizeof t, "T-BRK-%d", i);
+        CHECK(issue(a, t, "u") == EID_OK);
+    }
+    static char big[EID_LEDGER_PAYLOAD_MAX];
+    for (size_t i = 0; i < sizeof big; i++) /* incompressible enough, not secret */
+        big[i] = (char)('a' + (i * 7919 + i / 13) % 26);
+    struct stat sw, sd;
+    CHECK(stat(wal, &sw) == 0 && stat(p2, &sd) == 0);
+    struct rlimit old, lim;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)(sw.st_size > sd.st_size ? sw.st_size : sd.st_size) + 65536;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CHECK(eid_ledger_batch_begin(a, &err) == EID_OK);
+    eid_status st = EID_OK;
+    int recorded = 0;
+    for (int i = 1; i <= 24 && st == EID_OK; i++) {
+        char t[32];
+        snprintf(t, sizeof t, "T-BRK-%d", i);
+        eid_ledger_outcome o = verdict(0, 1, 1, "rid");
+        o.payload = big;
+        o.payload_len = sizeof big;
+        st = eid_ledger_record(a, t, &o, &r, &err);
+        if (st == EID_OK) recorded++;
+    }
+    /* Over 16 MiB of pages: the cache spilled into the WAL and could not. */
+    CHECK(st == EID_E_LEDGER_STORAGE);
+    CHECK(recorded >= 8 && recorded < 24);
+    /* Every further call in the batch fails, a read as well as a write. */
+    CHECK(issue(a, "T-BRK-NEW", "u") == EID_E_LEDGER_STORAGE);
+    CHECK(eid_ledger_get(a, "T-BRK-0", &r, &err) == EID_E_LEDGER_STORAGE);
+    CHECK(strstr(err.message, "rolled its transaction back") != NULL);
+    int allowed = 1;
+    CHECK(eid_ledger_take(a, "k", 1, 1, 0, &allowed, NULL, &err) == EID_E_LEDGER_STORAGE);
+    CHECK(!allowed);
+    CHECK(eid_ledger_batch_end(a, &err) == EID_E_LEDGER_STORAGE);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, prev);
+    /* Nothing of the batch was kept, not even the records made before the
+     * error; what came before the batch was; the ledger goes on. */
+    CHECK(eid_ledger_get(b, "T-BRK-1", &r, &err) == EID_OK && r.state == EID_LEDGER_ISSUED);
+    CHECK(eid_ledger_get(b, "T-BRK-NEW", &r, &err) == EID_E_LEDGER_UNKNOWN);
+    CHECK(eid_ledger_get(a, "T-BRK-1", &r, &err) == EID_OK && r.state == EID_LEDGER_ISSUED);
+    CHECK(eid_ledger_batch_begin(a, &err) == EID_OK);
+    eid_ledger_outcome o = verdict(0, 1, 1, "rid");
+    CHECK(eid_ledger_record(a, "T-BRK-1", &o, &r, &err) == EID_OK);
+    CHECK(eid_ledger_batch_end(a, &err) == EID_OK);
+    CHECK(eid_ledger_get(b, "T-BRK-1", &r, &err) == EID_OK && r.state != EID_LEDGER_ISSUED);
+    eid_ledger_free(a);
+    eid_ledger_free(b);
+}
+
 int main(void) {
     if (mkdtemp(dir) == NULL) return 2;
     snprintf(path, sizeof path, "%s/ledger.db", dir);
@@ -958,6 +1029,7 @@ int main(void) {
     test_take_errors();
     test_batch();
     test_batch_commit_fails();
+    test_batch_broken();
     test_status_codes();
     test_redis_exports();
     char cmd[320];
