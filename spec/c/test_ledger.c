@@ -888,28 +888,49 @@ static void test_batch(void) {
     eid_ledger_free(a);
 }
 
+/* A database file of its own, and a cap on how far its files may grow. */
+typedef struct full_disk {
+    char path[160], url[200], wal[170];
+    struct rlimit old;
+    void (*prev)(int);
+} full_disk;
+
+static void full_disk_file(full_disk *d, const char *name) {
+    snprintf(d->path, sizeof d->path, "%s/%s", dir, name);
+    snprintf(d->url, sizeof d->url, "sqlite:%s", d->path);
+    snprintf(d->wal, sizeof d->wal, "%s-wal", d->path);
+}
+
+/* From now on neither file may grow by more than margin bytes: the file
+ * size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so the write fails with
+ * EFBIG) stands in for a full disk. */
+static void full_disk_on(full_disk *d, off_t margin) {
+    struct stat sw, sd;
+    CHECK(stat(d->wal, &sw) == 0 && stat(d->path, &sd) == 0);
+    CHECK(getrlimit(RLIMIT_FSIZE, &d->old) == 0);
+    struct rlimit lim = d->old;
+    lim.rlim_cur = (rlim_t)((sw.st_size > sd.st_size ? sw.st_size : sd.st_size) + margin);
+    d->prev = signal(SIGXFSZ, SIG_IGN);
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+}
+
+static void full_disk_off(full_disk *d) {
+    CHECK(setrlimit(RLIMIT_FSIZE, &d->old) == 0);
+    signal(SIGXFSZ, d->prev);
+}
+
 /* A batch whose commit cannot be written keeps nothing: the file size limit
- * (RLIMIT_FSIZE, with SIGXFSZ ignored so the write fails with EFBIG) stops
- * the WAL from growing by the batch's pages, as a full disk would. */
+ * stops the WAL from growing by the batch's pages, as a full disk would. */
 static void test_batch_commit_fails(void) {
-    char p2[160], u2[200], wal[170];
-    snprintf(p2, sizeof p2, "%s/batch-full.db", dir);
-    snprintf(u2, sizeof u2, "sqlite:%s", p2);
-    snprintf(wal, sizeof wal, "%s-wal", p2);
-    eid_ledger *a = open_ledger(u2, NULL), *b = open_ledger(u2, NULL);
+    full_disk d;
+    full_disk_file(&d, "batch-full.db");
+    eid_ledger *a = open_ledger(d.url, NULL), *b = open_ledger(d.url, NULL);
     CHECK(a != NULL && b != NULL);
     if (a == NULL || b == NULL) return;
     eid_error err = {0};
     eid_ledger_entry r;
     CHECK(issue(a, "T-FULL-0", "u0") == EID_OK);
-    struct stat sw, sd;
-    CHECK(stat(wal, &sw) == 0 && stat(p2, &sd) == 0);
-    struct rlimit old, lim;
-    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
-    lim = old;
-    lim.rlim_cur = (rlim_t)(sw.st_size > sd.st_size ? sw.st_size : sd.st_size) + 8192;
-    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
-    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    full_disk_on(&d, 8192);
     char extra[1001];
     memset(extra, 'x', 1000);
     extra[1000] = '\0';
@@ -925,8 +946,7 @@ static void test_batch_commit_fails(void) {
     CHECK(issued == EID_OK); /* 60 KiB of pages: in the cache until the commit */
     CHECK(eid_ledger_batch_end(a, &err) == EID_E_LEDGER_STORAGE);
     CHECK(strstr(err.message, "sqlite") != NULL);
-    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
-    signal(SIGXFSZ, prev);
+    full_disk_off(&d);
     /* Nothing of the batch was kept; what came before it was; and the
      * ledger goes on. */
     CHECK(eid_ledger_get(b, "T-FULL-1", &r, &err) == EID_E_LEDGER_UNKNOWN);
@@ -947,11 +967,9 @@ static void test_batch_commit_fails(void) {
  * run on its own (and be committed without the earlier ones), batch_end
  * says the batch is lost, nothing of it is kept, and the ledger goes on. */
 static void test_batch_broken(void) {
-    char p2[160], u2[200], wal[170];
-    snprintf(p2, sizeof p2, "%s/batch-broken.db", dir);
-    snprintf(u2, sizeof u2, "sqlite:%s", p2);
-    snprintf(wal, sizeof wal, "%s-wal", p2);
-    eid_ledger *a = open_ledger(u2, key), *b = open_ledger(u2, key);
+    full_disk d;
+    full_disk_file(&d, "batch-broken.db");
+    eid_ledger *a = open_ledger(d.url, key), *b = open_ledger(d.url, key);
     CHECK(a != NULL && b != NULL);
     if (a == NULL || b == NULL) return;
     eid_error err = {0};
@@ -964,14 +982,7 @@ static void test_batch_broken(void) {
     static char big[EID_LEDGER_PAYLOAD_MAX];
     for (size_t i = 0; i < sizeof big; i++) /* incompressible enough, not secret */
         big[i] = (char)('a' + (i * 7919 + i / 13) % 26);
-    struct stat sw, sd;
-    CHECK(stat(wal, &sw) == 0 && stat(p2, &sd) == 0);
-    struct rlimit old, lim;
-    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
-    lim = old;
-    lim.rlim_cur = (rlim_t)(sw.st_size > sd.st_size ? sw.st_size : sd.st_size) + 65536;
-    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
-    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    full_disk_on(&d, 65536);
     CHECK(eid_ledger_batch_begin(a, &err) == EID_OK);
     eid_status st = EID_OK;
     int recorded = 0;
@@ -995,8 +1006,7 @@ static void test_batch_broken(void) {
     CHECK(eid_ledger_take(a, "k", 1, 1, 0, &allowed, NULL, &err) == EID_E_LEDGER_STORAGE);
     CHECK(!allowed);
     CHECK(eid_ledger_batch_end(a, &err) == EID_E_LEDGER_STORAGE);
-    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
-    signal(SIGXFSZ, prev);
+    full_disk_off(&d);
     /* Nothing of the batch was kept, not even the records made before the
      * error; what came before the batch was; the ledger goes on. */
     CHECK(eid_ledger_get(b, "T-BRK-1", &r, &err) == EID_OK && r.state == EID_LEDGER_ISSUED);
