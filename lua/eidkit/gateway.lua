@@ -529,7 +529,15 @@ local function finish(self, subject, tok, ctx)
   local lim = take_upstream(self, "GetEidResult")
   if lim then return nil, lim end
   local outcome, err = self.flow:finish { subject = subject, EidToken = tok }
-  if not outcome then return nil, err end
+  if not outcome then
+    -- The ledger refused the token before any pull: it reached nobody, so
+    -- a caller posting other users' or made-up tokens cannot drain the
+    -- bucket every caller's results share.
+    if type(err) == "table" and (err.code == "unknown_token" or err.code == "wrong_subject") then
+      give_upstream(self, "GetEidResult")
+    end
+    return nil, err
+  end
   local status = type(outcome.status) == "string" and outcome.status or "unknown"
   local reason = type(outcome.reason) == "string" and outcome.reason or "none"
   ctx.outcome, ctx.reason = status, reason

@@ -400,6 +400,18 @@ describe("eidkit.gateway", function()
       now = now + 1
       assert.equals("passed", select(2, post(g, "/eid/result", { EidToken = tok }, "user-1")).status)
     end)
+    it("takes nothing from the GetEidResult bucket for a token the ledger refuses", function()
+      local g = make { upstream_limits = { GetEidResult = { rate = 1, burst = 1 } } }
+      local tok = token_for(g, "user-1")
+      for _ = 1, 3 do
+        assert_error(post(g, "/eid/result", { EidToken = "NO-SUCH-TOKEN" }, "user-2"), 404, "unknown_token")
+        assert_error(post(g, "/eid/result", { EidToken = tok }, "user-2"), 403, "wrong_subject")
+      end
+      sim:pass(tok)
+      assert.equals("passed", select(2, post(g, "/eid/result", { EidToken = tok }, "user-1")).status)
+      -- That one pull took the bucket's only token.
+      assert_error(post(g, "/eid/result", { EidToken = tok }, "user-1"), 429, "rate_limited")
+    end)
   end)
 
   describe("GET /eid/h5/return", function()
