@@ -422,6 +422,12 @@ local function authorize(self, view)
   return self.flow:authorize(view)
 end
 
+-- Does obj have a method `name`? (An object whose __index raises has none.)
+local function has_method(obj, name)
+  local ok, yes = pcall(function() return type(obj[name]) == "function" end)
+  return ok and yes
+end
+
 -- Take one token from a bucket: nil when allowed, else the problem.
 local function take(self, key, rate, burst, label)
   local ok, allowed, retry = pcall(self.limiter.take, self.limiter, key, rate, burst, self.clock())
@@ -445,9 +451,8 @@ end
 -- merchant's own) keeps the token; a give that fails only costs a token,
 -- so it is reported and the answer stands.
 local function give(self, key, rate, burst)
+  if not self.limiter_gives then return end
   local lim = self.limiter
-  local ok, has = pcall(function() return type(lim.give) == "function" end)
-  if not ok or not has then return end
   local gok, done, err = pcall(lim.give, lim, key, rate, burst, self.clock())
   if not gok or not done then
     self:report_error("the rate limiter failed to give a token back: " .. tostring(gok and err or done))
@@ -765,8 +770,9 @@ function _M.new(opts)
   if lim == nil then
     lim = limiter_mod.memory()
   else
-    local lok, has = pcall(function() return type(lim.take) == "function" end)
-    if not lok or not has then error("bad option 'limiter' (expected an object with take(key, rate, burst, now))", 2) end
+    if not has_method(lim, "take") then
+      error("bad option 'limiter' (expected an object with take(key, rate, burst, now))", 2)
+    end
   end
   local token_params = {}
   if opts.token_params ~= nil then
@@ -821,7 +827,7 @@ function _M.new(opts)
   end
   local clock = opts.clock or (type(flow.clock) == "function" and flow.clock) or os.time
   local self = setmetatable({
-    flow = flow, metrics = reg, limiter = lim, clock = clock,
+    flow = flow, metrics = reg, limiter = lim, limiter_gives = has_method(lim, "give"), clock = clock,
     token_fields = names_set(opts.token_fields, TOKEN_FIELDS, "token_fields"),
     token_params = token_params,
     result_fields = names_set(opts.result_fields, RESULT_FIELDS, "result_fields"),
