@@ -413,7 +413,12 @@ static void test_timeouts(void) {
     c = make(&o);
     r = call(c, "CheckEidTokenStatus", "{\"EidToken\":\"x\"}");
     CHECK_STR(r->code, "timeout");
-    CHECK(r->elapsed >= 0.24 && r->elapsed < 0.6);
+    /* The deadline (0.25 s), not the 5 s timeout, ended it. The upper bound
+     * leaves room for valgrind on two shared cores, where the same call once
+     * took over 0.6 s in CI (c_client_valgrind); it still fails long before
+     * the timeout could have ended the call. */
+    if (!(r->elapsed >= 0.24 && r->elapsed < 2.5)) fprintf(stderr, "elapsed %.3f s\n", r->elapsed);
+    CHECK(r->elapsed >= 0.24 && r->elapsed < 2.5);
     eid_result_free(r);
     eid_client_free(c);
     CHECK(control("DELETE", "/sim/faults", NULL) == 200);
