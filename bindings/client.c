@@ -15,6 +15,7 @@
 #include "eidkit/client.h"
 #include "eidkit/retry.h"
 
+#include "client_thread.h"
 #include "eidkit_lua.h"
 
 #include <stdint.h>
@@ -37,7 +38,20 @@ typedef struct lclient {
     int busy;
     lua_Integer last_id; /* c:submit ids: 1, 2, ... (the call's ud) */
     lua_Integer pending; /* submitted, not yet taken by c:next */
+    /* thread = true: the client runs on t's thread (bindings/client_thread.c);
+     * finished calls taken from it wait here for c:next, oldest first. */
+    eidkit_transport *t;
+    eidkit_titem *ready_head, *ready_tail;
+    lua_Integer n_ready;
 } lclient;
+
+/* Around the Lua thread's own uses of the eid_client. */
+static void lock_client(lclient *lc) {
+    if (lc->t) eidkit_transport_lock(lc->t);
+}
+static void unlock_client(lclient *lc) {
+    if (lc->t) eidkit_transport_unlock(lc->t);
+}
 
 static lclient *check_client(lua_State *L, int idx) {
     lclient *lc = luaL_checkudata(L, idx, EIDKIT_CLIENT_MT);
@@ -230,12 +244,11 @@ static const char *opt_str(lua_State *L, int t, const char *k) {
 }
 
 static const char *const known_options[] = {
-    "endpoint",     "service",         "version",      "region",
-    "language",     "connect_timeout", "timeout",      "deadline",
-    "proxy",        "ca_file",         "verify_tls",   "headers",
-    "max_response", "max_in_flight",   "max_attempts", "backoff_base",
-    "backoff_cap",  "retry_unsafe",    "retry",        "logger",
-    NULL,
+    "endpoint",        "service",     "version",      "region",        "language",
+    "connect_timeout", "timeout",     "deadline",     "proxy",         "ca_file",
+    "verify_tls",      "headers",     "max_response", "max_in_flight", "max_attempts",
+    "backoff_base",    "backoff_cap", "retry_unsafe", "retry",         "logger",
+    "thread",          NULL,
 };
 
 /* core.client_new(opts) -> eidkit.Client; misuse raises naming the option. */
@@ -301,6 +314,16 @@ static int l_client_new(lua_State *L) {
         return luaL_error(L, "bad option 'logger' (expected function)");
     if (!has_retry && !lua_isnil(L, -1))
         return luaL_error(L, "bad option 'retry' (expected function)");
+    int ty = lua_getfield(L, 1, "thread");
+    if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
+        return luaL_error(L, "bad option 'thread' (expected boolean, got %s)", lua_typename(L, ty));
+    int threaded = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    /* A Lua retry function would have to answer from inside libcurl's
+     * completion handling, on the transport thread, where no Lua runs. */
+    if (threaded && has_retry)
+        return luaL_error(L, "bad option 'retry' (a function cannot be used with thread = true; "
+                             "give a table of the default policy's knobs)");
 
     lclient *lc = lua_newuserdatauv(L, sizeof *lc, UV_COUNT);
     memset(lc, 0, sizeof *lc);
@@ -309,9 +332,15 @@ static int l_client_new(lua_State *L) {
     lua_setiuservalue(L, -2, UV_LOGGER);
     lua_pushvalue(L, -2);
     lua_setiuservalue(L, -2, UV_RETRY);
+    if (threaded) {
+        /* Owned by the userdata from here, so __gc frees it on any error. */
+        lc->t = eidkit_transport_new();
+        if (lc->t == NULL)
+            return eidkit_push_fail(L, "internal", "cannot make the transport thread's queues");
+    }
     if (has_logger) {
-        o.logger = on_log;
-        o.logger_ud = lc;
+        o.logger = threaded ? eidkit_transport_logger() : on_log;
+        o.logger_ud = threaded ? (void *)lc->t : (void *)lc;
     }
     if (has_retry) {
         o.retry = on_retry;
@@ -322,6 +351,13 @@ static int l_client_new(lua_State *L) {
     if (st == EID_E_INVALID_ARG)
         return luaL_error(L, "bad option '%s' (%s)", err.field, err.message);
     if (st != EID_OK) return eidkit_push_status(L, st, err.message);
+    if (lc->t && eidkit_transport_start(lc->t, lc->c) != 0) {
+        eidkit_transport_free(lc->t);
+        lc->t = NULL;
+        eid_client_free(lc->c);
+        lc->c = NULL;
+        return eidkit_push_fail(L, "internal", "cannot start the transport thread");
+    }
     return 1;
 }
 
@@ -333,8 +369,10 @@ static int l_set_credentials(lua_State *L) {
     const char *key = luaL_checklstring(L, 3, &klen);
     const char *tok = luaL_optstring(L, 4, NULL);
     eid_error err = {0};
-    if (eid_client_set_credentials(lc->c, id, key, klen, tok, &err) != EID_OK)
-        return luaL_error(L, "bad credentials (%s)", err.message);
+    lock_client(lc);
+    eid_status st = eid_client_set_credentials(lc->c, id, key, klen, tok, &err);
+    unlock_client(lc);
+    if (st != EID_OK) return luaL_error(L, "bad credentials (%s)", err.message);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -376,6 +414,62 @@ static int push_result(lua_State *L, eid_result *r) {
     return n;
 }
 
+/* The error of a call whose result the transport thread had no memory for. */
+static void push_nomem(lua_State *L) {
+    eid_result fake;
+    memset(&fake, 0, sizeof fake);
+    fake.status = EID_E_NOMEM;
+    snprintf(fake.code, sizeof fake.code, "%s", eid_status_code(EID_E_NOMEM));
+    snprintf(fake.message, sizeof fake.message, "out of memory for the call's result");
+    push_err(L, &fake);
+}
+
+/* push_result, or nil and push_nomem's error for a NULL result. */
+static int push_result_of(lua_State *L, eid_result *r) {
+    if (r) return push_result(L, r);
+    lua_pushnil(L);
+    push_nomem(L);
+    return 2;
+}
+
+/* Threaded: take what the transport thread has finished, in order: each
+ * logger event goes to the logger now (the caller is between enter and
+ * relay), each result onto the ready list for c:next. */
+static void take_items(lclient *lc) {
+    eidkit_titem *it = eidkit_transport_take(lc->t);
+    while (it) {
+        eidkit_titem *nx = it->next;
+        it->next = NULL;
+        if (it->is_event) {
+            on_log(lc, &it->ev);
+            free(it);
+        } else {
+            if (lc->ready_tail)
+                lc->ready_tail->next = it;
+            else
+                lc->ready_head = it;
+            lc->ready_tail = it;
+            lc->n_ready++;
+        }
+        it = nx;
+    }
+}
+
+/* Threaded: unlink the ready item with this id (any, for id 0), or NULL. */
+static eidkit_titem *unready(lclient *lc, lua_Integer id) {
+    for (eidkit_titem **p = &lc->ready_head, *prev = NULL; *p; prev = *p, p = &(*p)->next) {
+        eidkit_titem *it = *p;
+        if (id != 0 && it->id != id) continue;
+        *p = it->next;
+        if (lc->ready_tail == it) lc->ready_tail = prev;
+        lc->n_ready--;
+        lc->pending--;
+        it->next = NULL;
+        return it;
+    }
+    return NULL;
+}
+
 static const char *check_action(lua_State *L, int idx) {
     size_t len;
     const char *a = luaL_checklstring(L, idx, &len);
@@ -391,6 +485,26 @@ static int l_call(lua_State *L) {
     const char *body = luaL_checklstring(L, 3, &blen);
     eid_result *r = NULL;
     eid_error err = {0};
+    if (lc->t) {
+        /* Submit and wait for this call; the others' results stay ready. */
+        lua_Integer id = lc->last_id + 1;
+        eid_status st = eidkit_transport_submit(lc->t, action, body, blen, id, &err);
+        if (st == EID_E_INVALID_ARG) return luaL_error(L, "%s", err.message);
+        if (st != EID_OK) return eidkit_push_status(L, st, err.message);
+        lc->last_id = id;
+        lc->pending++;
+        enter(lc, L, 1);
+        eidkit_titem *it;
+        while ((it = unready(lc, id)) == NULL) {
+            eidkit_transport_wait(lc->t, 1000);
+            take_items(lc);
+        }
+        r = it->result;
+        free(it);
+        if (lc->failed) eid_result_free(r);
+        relay(lc);
+        return push_result_of(L, r);
+    }
     enter(lc, L, 1);
     eid_status st = eid_client_call(lc->c, action, body, blen, &r, &err);
     if (r == NULL) {
@@ -432,7 +546,12 @@ static int l_batch(lua_State *L) {
         const char *action = lua_tostring(L, -2);
         const char *body = lua_tolstring(L, -1, &blen);
         eid_error err = {0};
-        eid_status st = eid_client_submit(lc->c, action, body, blen, (void *)(intptr_t)i, &err);
+        eid_status st;
+        if (lc->t) {
+            st = eidkit_transport_submit(lc->t, action, body, blen, lc->last_id + i, &err);
+        } else {
+            st = eid_client_submit(lc->c, action, body, blen, (void *)(intptr_t)i, &err);
+        }
         lua_pop(L, 3);
         if (st != EID_OK) {
             eid_result fake;
@@ -447,6 +566,31 @@ static int l_batch(lua_State *L) {
         }
     }
     lua_Integer done = 0;
+    if (lc->t) {
+        lua_Integer base = lc->last_id;
+        lc->last_id += n;
+        lc->pending += submitted;
+        while (done < submitted) {
+            eidkit_titem *it = unready(lc, 0);
+            if (it == NULL) {
+                eidkit_transport_wait(lc->t, 1000);
+                take_items(lc);
+                continue;
+            }
+            eid_result *r = it->result;
+            lua_Integer i = it->id - base;
+            free(it);
+            if (r == NULL)
+                push_nomem(L);
+            else if (r->status == EID_OK)
+                lua_pushlstring(L, r->response, r->response_len);
+            else
+                push_err(L, r);
+            eid_result_free(r);
+            lua_rawseti(L, out, i);
+            done++;
+        }
+    }
     while (done < submitted) {
         eid_client_perform(lc->c, 1000);
         void *ud;
@@ -476,7 +620,12 @@ static int l_submit(lua_State *L) {
     const char *body = luaL_checklstring(L, 3, &blen);
     eid_error err = {0};
     lua_Integer id = lc->last_id + 1;
-    eid_status st = eid_client_submit(lc->c, action, body, blen, (void *)(intptr_t)id, &err);
+    eid_status st;
+    if (lc->t) {
+        st = eidkit_transport_submit(lc->t, action, body, blen, id, &err);
+    } else {
+        st = eid_client_submit(lc->c, action, body, blen, (void *)(intptr_t)id, &err);
+    }
     if (st == EID_E_INVALID_ARG) return luaL_error(L, "%s", err.message);
     if (st != EID_OK) return eidkit_push_status(L, st, err.message);
     lc->last_id = id;
@@ -492,6 +641,14 @@ static int l_perform(lua_State *L) {
     lclient *lc = check_client(L, 1);
     lua_Integer t = luaL_optinteger(L, 2, 0);
     luaL_argcheck(L, t >= 0 && t <= 86400000, 2, "timeout_ms: expected 0..86400000");
+    if (lc->t) {
+        if (t > 0 && lc->ready_head == NULL) eidkit_transport_wait(lc->t, (long)t);
+        enter(lc, L, 1);
+        take_items(lc);
+        relay(lc);
+        lua_pushinteger(L, lc->pending - lc->n_ready);
+        return 1;
+    }
     enter(lc, L, 1);
     size_t left = eid_client_perform(lc->c, (long)t);
     relay(lc);
@@ -503,6 +660,17 @@ static int l_perform(lua_State *L) {
  * finished submitted call, with what c:call would have returned. */
 static int l_next(lua_State *L) {
     lclient *lc = check_client(L, 1);
+    if (lc->t) {
+        eidkit_titem *it = unready(lc, 0);
+        if (it == NULL) {
+            lua_pushnil(L);
+            return 1;
+        }
+        lua_pushinteger(L, it->id);
+        eid_result *r = it->result;
+        free(it);
+        return 1 + push_result_of(L, r);
+    }
     void *ud;
     eid_result *r;
     if (!eid_client_next(lc->c, &ud, &r)) {
@@ -516,26 +684,39 @@ static int l_next(lua_State *L) {
 
 /* c:fd() -> the client's epoll descriptor (readable when a socket is). */
 static int l_fd(lua_State *L) {
-    lua_pushinteger(L, eid_client_fd(check_client(L, 1)->c));
+    lclient *lc = check_client(L, 1);
+    lua_pushinteger(L, lc->t ? eidkit_transport_fd(lc->t) : eid_client_fd(lc->c));
     return 1;
 }
 
-/* c:timeout() -> ms until c:perform(0) is due anyway; -1: nothing submitted. */
+/* c:timeout() -> ms until c:perform(0) is due anyway; -1: nothing submitted
+ * (threaded: the transport thread keeps the timers and the descriptor says
+ * when there is something, so 0 while results wait for c:next, else -1). */
 static int l_timeout(lua_State *L) {
-    lua_pushinteger(L, (lua_Integer)eid_client_timeout(check_client(L, 1)->c));
+    lclient *lc = check_client(L, 1);
+    if (lc->t) {
+        lua_pushinteger(L, lc->ready_head ? 0 : -1);
+        return 1;
+    }
+    lua_pushinteger(L, (lua_Integer)eid_client_timeout(lc->c));
     return 1;
 }
 
 static int l_skew(lua_State *L) {
     lclient *lc = check_client(L, 1);
-    lua_pushinteger(L, (lua_Integer)eid_client_skew(lc->c));
+    lock_client(lc);
+    int64_t skew = eid_client_skew(lc->c);
+    unlock_client(lc);
+    lua_pushinteger(L, (lua_Integer)skew);
     return 1;
 }
 
 static int l_stats(lua_State *L) {
     lclient *lc = check_client(L, 1);
     uint64_t req, conn;
+    lock_client(lc);
     eid_client_stats(lc->c, &req, &conn);
+    unlock_client(lc);
     lua_createtable(L, 0, 2);
     set_int(L, "requests", (lua_Integer)req);
     set_int(L, "connects", (lua_Integer)conn);
@@ -546,6 +727,12 @@ static int l_close(lua_State *L) {
     lclient *lc = luaL_checkudata(L, 1, EIDKIT_CLIENT_MT);
     if (lc->busy)
         return luaL_error(L, "eidkit.Client is busy (called from one of its own callbacks)");
+    /* The thread first: it is the client's user until joined. */
+    eidkit_transport_free(lc->t);
+    lc->t = NULL;
+    eidkit_titems_free(lc->ready_head);
+    lc->ready_head = lc->ready_tail = NULL;
+    lc->n_ready = 0;
     eid_client_free(lc->c);
     lc->c = NULL;
     return 0;
@@ -615,7 +802,9 @@ static int l_set_skew(lua_State *L) {
     lclient *lc = check_client(L, 1);
     lua_Integer s = luaL_checkinteger(L, 2);
     luaL_argcheck(L, s >= -(INT64_C(1) << 40) && s <= (INT64_C(1) << 40), 2, "skew out of range");
+    lock_client(lc);
     eid_client_set_skew(lc->c, (int64_t)s);
+    unlock_client(lc);
     return 0;
 }
 

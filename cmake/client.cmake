@@ -6,4 +6,4 @@ pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
 list(APPEND EIDKIT_CORE_SOURCES core/src/client.c core/src/envelope.c core/src/retry.c
   core/src/calls.c core/src/http.c)
 list(APPEND EIDKIT_CORE_LIBS PkgConfig::CURL PkgConfig::CJSON)
-list(APPEND EIDKIT_LUA_BINDINGS bindings/client.c bindings/retry.c)
+list(APPEND EIDKIT_LUA_BINDINGS bindings/client.c bindings/client_thread.c bindings/retry.c)

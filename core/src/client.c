@@ -1237,9 +1237,8 @@ void eid_trace_id(const unsigned char seed[16], uint64_t counter, char out[EID_T
     *o = '\0';
 }
 
-static eid_status new_call(eid_client *c, const char *action, const void *body, size_t body_len,
-                           void *ud, int sync, call **out, eid_error *err) {
-    if (c == NULL) return eid__fail(err, EID_E_INVALID_ARG, "client", "must not be NULL");
+eid_status eid_client_check_call(const char *action, const void *body, size_t body_len,
+                                 eid_error *err) {
     size_t al = action ? strlen(action) : 0;
     if (al == 0 || al > EID_FIELD_MAX)
         return eid__fail(err, EID_E_INVALID_ARG, "action", "must be 1..%d bytes", EID_FIELD_MAX);
@@ -1252,6 +1251,14 @@ static eid_status new_call(eid_client *c, const char *action, const void *body, 
         return eid__fail(err, EID_E_INVALID_ARG, "body", "NULL with a non-zero length");
     if (body_len > (size_t)10 << 20)
         return eid__fail(err, EID_E_INVALID_ARG, "body", "larger than 10 MB");
+    return EID_OK;
+}
+
+static eid_status new_call(eid_client *c, const char *action, const void *body, size_t body_len,
+                           void *ud, int sync, call **out, eid_error *err) {
+    if (c == NULL) return eid__fail(err, EID_E_INVALID_ARG, "client", "must not be NULL");
+    eid_status st = eid_client_check_call(action, body, body_len, err);
+    if (st != EID_OK) return st;
     call *k = c->spare;
     if (k != NULL) {
         c->spare = k->next;
@@ -1269,7 +1276,7 @@ static eid_status new_call(eid_client *c, const char *action, const void *body, 
     if (body_len) memcpy(k->body, body, body_len);
     k->body[body_len] = '\0';
     k->body_len = body_len;
-    memcpy(k->action, action, al + 1);
+    memcpy(k->action, action, strlen(action) + 1);
     if (c->has_trace)
         memcpy(k->res->trace_id, c->fixed_trace, sizeof k->res->trace_id);
     else

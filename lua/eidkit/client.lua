@@ -60,7 +60,7 @@ local function retry_options(o, retry)
 end
 
 local passthrough = { "endpoint", "region", "language", "connect_timeout", "timeout",
-  "deadline", "proxy", "ca_file", "verify_tls", "max_response", "max_in_flight", "service" }
+  "deadline", "proxy", "ca_file", "verify_tls", "max_response", "max_in_flight", "service", "thread" }
 
 -- eidkit.client{...} -> client (see the file header and README).
 function _M.new(opts)

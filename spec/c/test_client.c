@@ -181,6 +181,13 @@ static void test_options(void) {
     CHECK(eid_client_call(c, "Get Eid", "{}", 2, &r, &err) == EID_E_INVALID_ARG);
     CHECK(r == NULL);
     CHECK_STR(err.field, "action");
+    /* The same check alone, for hosts that queue calls on another thread. */
+    CHECK(eid_client_check_call("GetEidResult", "{}", 2, &err) == EID_OK);
+    CHECK(eid_client_check_call("Get Eid", "{}", 2, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "action");
+    CHECK(eid_client_check_call("", "{}", 2, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_client_check_call("GetEidResult", NULL, 2, &err) == EID_E_INVALID_ARG);
+    CHECK_STR(err.field, "body");
     /* No credentials: the call fails locally, nothing is sent. */
     CHECK(eid_client_call(c, "GetEidResult", "{}", 2, &r, &err) == EID_E_INVALID_ARG);
     CHECK(r && r->attempts == 0);

@@ -185,6 +185,14 @@ EID_API eid_status eid_client_call(eid_client *c, const char *action, const void
 EID_API eid_status eid_client_submit(eid_client *c, const char *action, const void *body,
                                      size_t body_len, void *ud, eid_error *err);
 
+/* What eid_client_submit and eid_client_call refuse before anything is
+ * queued (EID_E_INVALID_ARG naming the field): an action that is not 1 to
+ * EID_FIELD_MAX letters and digits, a NULL body with a length, a body over
+ * 10 MB. EID_OK otherwise. For a host that queues calls for a client on
+ * another thread and must refuse the same ones at once. Thread-safe. */
+EID_API eid_status eid_client_check_call(const char *action, const void *body, size_t body_len,
+                                         eid_error *err);
+
 /* Drive submitted calls for at most timeout_ms (0: do not wait, but handle
  * every socket that is ready) or until a call has finished. Returns the
  * number of calls still unfinished (not counting those waiting in

@@ -228,6 +228,9 @@ local function build(s, host, ledger, policy, log)
   local registry = metrics.new()
   local copts = { endpoint = s.endpoint, timeout = s.upstream_timeout, deadline = s.upstream_deadline,
     max_in_flight = s.upstream_concurrency,
+    -- libcurl on its own thread: the loop thread, which serves every
+    -- request, then only queues calls and takes results (docs/internals/serve.md)
+    thread = host ~= nil,
     logger = gateway.client_logger(registry), await = host and host.client_await or nil }
   if s.sim then
     local sim_mod = require "eidkit.sim"

@@ -160,6 +160,7 @@ local CONFIGURED = {
   ca_file = "set proxy_ssl_trusted_certificate in http { } or server { } (nginx/eidkit.conf sets the system store)",
   verify_tls = "TLS is verified by nginx (proxy_ssl_verify in nginx/eidkit_location.conf)",
   max_in_flight = "nginx's upstream keepalive pool (nginx/eidkit.conf) bounds connections",
+  thread = "nginx makes the calls on the worker's own event loop; a worker never waits on one",
   headers = "only the signed headers are sent (nginx/eidkit_location.conf)",
 }
 
