@@ -136,6 +136,7 @@ static void refuse(eidkit_titem *it, eid_status st, const eid_error *err) {
 
 static void *run(void *arg) {
     eidkit_transport *t = arg;
+    pthread_setname_np(pthread_self(), "eidkit-client"); /* for top -H, perf and gdb */
     for (;;) {
         pthread_mutex_lock(&t->mu);
         eidkit_titem *s = t->in_head;

@@ -124,6 +124,7 @@ static void run_jobs(worker *w, job *k, int n) {
 static void *work(void *arg) {
     worker *w = arg;
     pool *p = w->p;
+    pthread_setname_np(pthread_self(), "eidkit-ledger"); /* for top -H, perf and gdb */
     int max = eid_ledger_batches(w->l) ? MAX_BATCH : 1;
     pthread_mutex_lock(&p->mu);
     for (;;) {

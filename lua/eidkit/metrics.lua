@@ -75,10 +75,25 @@ local function escape_help(s)
 end
 _M.escape_label_value, _M.escape_help = escape_value, escape_help
 
+-- Numbers as label values (HTTP statuses, mostly) formatted once each:
+-- format("%.0f") on every sample showed in profiles. Bounded: a metric
+-- labelled with unbounded numbers hits max_series first anyway.
+local number_labels, number_labels_n = {}, 0
+local function number_label(v)
+  local s = number_labels[v]
+  if s then return s end
+  s = number(v)
+  if v == v and number_labels_n < 1024 then
+    number_labels[v] = s
+    number_labels_n = number_labels_n + 1
+  end
+  return s
+end
+
 local function label_string(v, name, fname)
   local t = type(v)
   if t == "string" then return v end
-  if t == "number" then return number(v) end
+  if t == "number" then return number_label(v) end
   if t == "boolean" then return tostring(v) end
   error(format("bad argument #1 to '%s' (label '%s': expected a string or number, got %s)",
     fname, name, t), 3)
@@ -327,8 +342,14 @@ function metric.observe(self, labels, v)
     store:add(s.cid, 1)
     return store:add(s.sid, v)
   end
+  -- Each bucket counts its own samples, as in a store; rendering adds them
+  -- up. One increment a sample instead of one per bucket above it.
+  local counts = s.counts
   for i = 1, #b do
-    if v <= b[i] then s.counts[i] = s.counts[i] + 1 end
+    if v <= b[i] then
+      counts[i] = counts[i] + 1
+      break
+    end
   end
   s.count = s.count + 1
   s.sum = s.sum + v
@@ -376,21 +397,36 @@ local function split_key(key, n)
   return values
 end
 
+-- Cumulative bucket counts (Prometheus' le) from per-bucket ones.
+local function cumulative(counts, n)
+  local out, sum = {}, 0
+  for i = 1, n do
+    sum = sum + (counts[i] or 0)
+    out[i] = sum
+  end
+  return out
+end
+
 local function series_of(m)
   local store = m.registry.store
-  if not store then return m.series end
+  if not store then
+    if m.kind ~= "histogram" then return m.series end
+    local out = {}
+    for key, s in pairs(m.series) do
+      out[key] = { values = s.values, counts = cumulative(s.counts, #m.buckets), count = s.count,
+        sum = s.sum }
+    end
+    return out
+  end
   local out = {}
   for _, key in ipairs(store:series(m.name)) do
     local values = split_key(key, #m.labels)
     if values then
       local s = { values = values }
       if m.kind == "histogram" then
-        s.counts = {}
-        local sum = 0
-        for i = 1, #m.buckets do
-          sum = sum + (store:get(store_id(m, key, "k" .. i)) or 0)
-          s.counts[i] = sum
-        end
+        local counts = {}
+        for i = 1, #m.buckets do counts[i] = store:get(store_id(m, key, "k" .. i)) or 0 end
+        s.counts = cumulative(counts, #m.buckets)
         s.count = store:get(store_id(m, key, "c")) or 0
         s.sum = store:get(store_id(m, key, "s")) or 0
       else
