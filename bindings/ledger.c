@@ -830,6 +830,25 @@ static int l_open(lua_State *L) {
     return 1;
 }
 
+/* core.ledger_check_open_claim(bound_subject, expires_at, subject, now)
+ * -> true | nil, err: eid_ledger_check_claim for a token known to be open
+ * (issued, no verdict consumed): may `subject` claim it at `now`? The same
+ * rule and error table as ledger:claim, for a caller that already knows the
+ * token's binding (eidkit.flow's claim cache). */
+static int l_check_open_claim(lua_State *L) {
+    const char *bound = luaL_checkstring(L, 1);
+    lua_Integer expires_at = luaL_checkinteger(L, 2);
+    const char *subject = luaL_checkstring(L, 3);
+    lua_Integer now = luaL_checkinteger(L, 4);
+    eid_error err = {0};
+    eid_status st = eid_ledger_check_claim(bound, EID_LEDGER_ISSUED, (int64_t)expires_at, subject,
+                                           (int64_t)now, &err);
+    if (st == EID_E_INVALID_ARG) return luaL_error(L, "ledger_check_open_claim: %s", err.message);
+    if (st != EID_OK) return eidkit_push_status(L, st, err.message);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 void eidkit_open_ledger(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"issue", l_issue},     {"claim", l_claim},       {"record", l_record},
@@ -850,4 +869,6 @@ void eidkit_open_ledger(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "ledger_open");
+    lua_pushcfunction(L, l_check_open_claim);
+    lua_setfield(L, -2, "ledger_check_open_claim");
 }

@@ -50,6 +50,9 @@ local SUBJECT_RULE = format("1-%d bytes without control characters", SUBJECT_MAX
 local EXPIRED_CODE = "InvalidParameterValue.BizTokenExpired"
 -- Upper bound on the flow's own retries of one API call, whatever the policy says.
 local MAX_ATTEMPTS = 10
+-- Tokens whose binding finish keeps (claim_cache), and how close to its
+-- expiry a token goes back to being claimed at the ledger.
+local CLAIM_CACHE, CLAIM_MARGIN = 10000, 60
 
 -- ------------------------------------------------------------ helpers
 
@@ -312,6 +315,43 @@ local function classify(self, tok, res, expect)
   return out, id
 end
 
+-- The claim cache. A token's subject and expiry are fixed when it is
+-- issued, so for a token this flow issued or claimed before, finish can
+-- apply the claim rule itself: host.check_open_claim is the ledger's own
+-- rule (eid_ledger_check_claim), at the ledger's own clock (ledger:now()),
+-- and saves the claim's round trip on every poll of a pending token. What
+-- can change elsewhere is the state: another process may have consumed the
+-- token. Then the pull and record go through and consume answers
+-- "consumed", and finish replays the verdict, exactly as when two finishes
+-- race (one extra GetEidResult, nothing else). Near expiry, and for tokens
+-- the cache does not hold, the ledger is asked as before.
+local function bind(self, tok, subject, expires_at)
+  if self.claims_max == 0 or not is_int(expires_at) then return end
+  if self.claims_count >= self.claims_max then self.claims, self.claims_count = {}, 0 end
+  if not self.claims[tok] then self.claims_count = self.claims_count + 1 end
+  self.claims[tok] = { subject = subject, expires_at = expires_at }
+end
+
+local function unbind(self, tok)
+  if self.claims[tok] then
+    self.claims[tok] = nil
+    self.claims_count = self.claims_count - 1
+  end
+end
+
+-- true: subject may use tok (no ledger call); nil, err: the rule refuses it
+-- (another subject's token); false: ask the ledger.
+local function claim_cached(self, tok, subject)
+  local b = self.claims[tok]
+  if not b then return false end
+  local ok, now = pcall(self.ledger.now, self.ledger)
+  if not ok or not is_int(now) or now >= b.expires_at - CLAIM_MARGIN then return false end
+  local allowed, err = host.check_open_claim(b.subject, b.expires_at, subject, now)
+  if allowed then return true end
+  if err.code == "wrong_subject" then return nil, err end
+  return false
+end
+
 local function remember(self, tok, subject, outcome)
   if self.memo_count >= self.memo_size then
     self.memo, self.memo_count = {}, 0
@@ -334,7 +374,8 @@ function _M.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'flow' (expected a table of options)", 2) end
   local known = { client = 1, ledger = 1, merchant_id = 1, policy = 1, logger = 1, clock = 1,
     eidinfo_key = 1,
-    sleep = 1, on_log_failure = 1, poll_interval = 1, poll_max_wait = 1, poll_max_errors = 1, memo_size = 1 }
+    sleep = 1, on_log_failure = 1, poll_interval = 1, poll_max_wait = 1, poll_max_errors = 1, memo_size = 1,
+    claim_cache = 1 }
   for k in pairs(opts) do
     if not known[k] then error(format("bad option '%s' (unknown option)", tostring(k)), 2) end
   end
@@ -372,6 +413,14 @@ function _M.new(opts)
   if not is_int(memo_size) or memo_size < 0 then
     error("bad option 'memo_size' (expected a non-negative integer)", 2)
   end
+  local claim_cache = opts.claim_cache or CLAIM_CACHE
+  if not is_int(claim_cache) or claim_cache < 0 then
+    error("bad option 'claim_cache' (expected a non-negative integer)", 2)
+  end
+  -- The cache needs the ledger's own clock (ledger:now()): a ledger without
+  -- one is asked every time.
+  local nok, lnow = pcall(function() return l.now end)
+  if not nok or type(lnow) ~= "function" then claim_cache = 0 end
   local policy = opts.policy
   if type(policy) == "string" then -- a script to run in an eidkit.sandbox
     local loaded, lerr = policy_mod.load(policy)
@@ -400,6 +449,7 @@ function _M.new(opts)
     poll_max_wait = seconds("poll_max_wait", 600, 0, 86400),
     poll_max_errors = max_errors,
     memo = {}, memo_count = 0, memo_size = memo_size,
+    claims = {}, claims_count = 0, claims_max = claim_cache,
     log_failure_count = 0, log_failure_last = nil, on_log_failure = opts.on_log_failure or to_stderr,
     unclassified = {}, unclassified_n = 0,
   }, mt)
@@ -449,6 +499,7 @@ function methods.start(self, p)
   if not issued then return nil, ierr end
   local rec, gerr = self.ledger:get(tok)
   if not rec then return nil, gerr end
+  bind(self, tok, subject, rec.expires_at)
   emit(self, "info", { event = "start", subject = subject, EidToken = tok,
     request_id = res.RequestId })
   return { EidToken = tok, Url = res.Url, expires_at = rec.expires_at, RequestId = res.RequestId }
@@ -471,6 +522,7 @@ local function conclude(self, tok, subject, outcome, settled, identity)
   local level = (outcome.status == "passed" or outcome.status == "pending") and "info" or "warn"
   if self.logger then emit(self, level, outcome_event(tok, subject, outcome)) end
   if settled then
+    unbind(self, tok)
     local hok, herr = report_settled(self, outcome, identity)
     if not hok then return nil, herr end
   end
@@ -492,7 +544,10 @@ end
 -- The outcome of a token already settled (consumed, or expired with
 -- Tencent's code): rebuilt from the ledger and the result, never consumed
 -- again, on_outcome not called again.
+local replay_recorded, replay_outcome
+
 local function replay(self, tok, subject, rec, expect)
+  unbind(self, tok) -- consumed: the cache has nothing more to save
   if not rec then
     local err
     rec, err = self.ledger:get(tok)
@@ -522,12 +577,24 @@ local function replay(self, tok, subject, rec, expect)
       -- failure is recorded, and a late pass told once.
       local after, rerr = record(self, tok, res)
       if not after then return nil, rerr end
-      if after.late then
-        local ok, lerr = report_late(self, tok, subject, res)
-        if not ok then return nil, lerr end
-      end
+      return replay_recorded(self, tok, subject, rec, res, after, expect)
     end
   end
+  return replay_outcome(self, tok, subject, rec, res, expect)
+end
+
+-- A replay's last steps, for a result pulled and recorded on a consumed
+-- token (by replay, or by settle when the claim cache did not know the
+-- token was consumed): a late pass is told once, then the ledger's verdict.
+function replay_recorded(self, tok, subject, rec, res, after, expect)
+  if after.late then
+    local ok, lerr = report_late(self, tok, subject, res)
+    if not ok then return nil, lerr end
+  end
+  return replay_outcome(self, tok, subject, rec, res, expect)
+end
+
+function replay_outcome(self, tok, subject, rec, res, expect)
   res = aligned(res, rec)
   local outcome, cerr = classify(self, tok, res, expect)
   if not outcome then return nil, cerr end
@@ -554,7 +621,7 @@ end
 
 -- Pull, record, classify and settle a claimed token (past_ttl: the
 -- ledger's lifetime is over).
-local function settle(self, tok, subject, past_ttl, expect)
+local function settle(self, tok, subject, past_ttl, expect, cached)
   local it, ierr = info_type(self, { EidToken = tok, subject = subject })
   if not it then return nil, ierr end
   local res, err = pull(self, tok, it)
@@ -567,6 +634,12 @@ local function settle(self, tok, subject, past_ttl, expect)
   end
   local after, rerr = record(self, tok, res)
   if not after then return nil, rerr end
+  if cached and after.state == "consumed" then
+    -- The claim cache's binding held, its state did not: another process
+    -- consumed the token. What the ledger's claim would have led to.
+    unbind(self, tok)
+    return replay_recorded(self, tok, subject, after, res, after, expect)
+  end
   if forgotten then
     res = aligned({ RequestId = res.RequestId }, after.ErrCode ~= nil and after or
       { ErrCode = ERRCODE_EXPIRED, attempts = after.attempts })
@@ -630,8 +703,18 @@ function methods.finish(self, p)
   end
   local rec, err
   if safe_token(tok) then
-    rec, err = self.ledger:claim(tok, subject)
-    if rec then return settle(self, tok, subject, false, expect) end
+    local known, kerr = claim_cached(self, tok, subject)
+    if known then return settle(self, tok, subject, false, expect, true) end
+    if known == nil then
+      err = kerr
+    else
+      rec, err = self.ledger:claim(tok, subject)
+      if rec then
+        bind(self, tok, subject, rec.expires_at)
+        return settle(self, tok, subject, false, expect)
+      end
+      unbind(self, tok)
+    end
   else
     -- Not even token-shaped (a redirect's query string is anyone's): unknown.
     err = errors.new("unknown_token", "EidToken: no such token in the ledger")

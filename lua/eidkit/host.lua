@@ -7,6 +7,8 @@
 --   host.now(), host.monotonic(), host.sleep(s), host.equal(a, b)
 --   host.limits, host.errcodes, host.errcode_table, host.is_transport_code(code)
 --   host.error_mt, host.version()
+--   host.check_open_claim(bound_subject, expires_at, subject, now) -> true | nil, err
+--     (eid_ledger_check_claim for an open token: the ledger's claim rule)
 --   host.lua54("what")  --> eidkit.core, or raises naming what needs the Lua 5.4 host
 --
 -- Lua 5.4: everything comes from the C module eidkit.core. LuaJIT: from
@@ -29,6 +31,7 @@ if not jit then
   _M.now, _M.monotonic, _M.sleep, _M.equal = core.now, core.monotonic, core.sleep, core.equal
   _M.limits, _M.errcodes, _M.errcode_table = core.limits, core.errcodes, core.errcode_table
   _M.is_transport_code, _M.error_mt, _M.version = core.is_transport_code, core.error_mt, core.version
+  _M.check_open_claim = core.ledger_check_open_claim
   function _M.lua54() return core end
   return setmetatable(_M, strict)
 end
@@ -73,6 +76,16 @@ end
 
 function _M.is_transport_code(code)
   return type(code) == "string" and not code:find("\0", 1, true) and C.eid_client_is_transport_code(code) == 1
+end
+
+-- eid_ledger_check_claim for a token known to be open (as core.ledger_check_open_claim):
+-- true | nil, err with the ledger's code and message.
+local claim_err = ffi_new("eid_error")
+function _M.check_open_claim(bound_subject, expires_at, subject, now)
+  local st = C.eid_ledger_check_claim(bound_subject, 0, expires_at, subject, now, claim_err)
+  if st == 0 then return true end
+  return nil, setmetatable({ code = ffi_string(C.eid_status_code(st)),
+    message = ffi_string(claim_err.message), retryable = false }, _M.error_mt)
 end
 
 local n = ffi_new("size_t[1]")

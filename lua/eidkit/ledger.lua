@@ -8,6 +8,7 @@
 --   local rec, err = ledger:claim(tok, "user-42")
 --   local rec, err = ledger:record(tok, response)         -- GetEidResult's Response
 --   local rec, err = ledger:consume(tok, "user-42")       -- once; then err.code == "consumed"
+--   local t = ledger:now()                                -- its clock: integer Unix seconds
 --   local list = ledger:due(100)
 local core = require "eidkit.core"
 local pool_backend = require "eidkit.ledger.pool"
@@ -17,6 +18,7 @@ local setmetatable = setmetatable
 local format, char, tonumber = string.format, string.char, tonumber
 
 local ledger_open, ledger_pool = core.ledger_open, core.ledger_pool
+local host_now, floor = core.now, math.floor
 local json_encode = require("cjson").new().encode
 
 local _M = {}
@@ -84,11 +86,19 @@ function _M.open(url, opts)
     end
     local pool, err = ledger_pool(url, copts, opts.workers)
     if not pool then return nil, err end
-    return setmetatable({ c = pool_backend.new(pool, opts.await) }, mt)
+    return setmetatable({ c = pool_backend.new(pool, opts.await), clock = opts.clock }, mt)
   end
   local c, err = ledger_open(url, copts)
   if not c then return nil, err end
-  return setmetatable({ c = c }, mt)
+  return setmetatable({ c = c, clock = opts.clock }, mt)
+end
+
+-- ledger:now() -> the ledger's time (integer Unix seconds): the clock
+-- option's, or the system's, as the backend reads it for every call.
+function methods.now(self)
+  local clock = self.clock
+  if clock then return clock() end
+  return floor(host_now())
 end
 
 -- The backend's operations, one call each (core/include/eidkit/ledger.h has

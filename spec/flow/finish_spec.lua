@@ -200,6 +200,75 @@ describe("eidkit.flow", function()
           "bad argument #1 to 'finish' (subject: expected string, got nil)")
       end)
 
+      describe("the claim cache", function()
+        it("finishes a token this flow issued without the ledger's claim, by the ledger's own rule", function()
+          local f = flow()
+          local st = env:start(f, "u-c")
+          for _ = 1, 2 do
+            assert.equals("pending", assert(f.flow:finish { subject = "u-c", EidToken = st.EidToken }).status)
+          end
+          assert.same({ 0, 2 }, { f.counts.claim, f.counts.record })
+          -- Another subject: refused from the cache, with what the ledger's claim answers.
+          local res, err = f.flow:finish { subject = "mallory", EidToken = st.EidToken }
+          env:capture(err)
+          assert.is_nil(res)
+          local g = flow { ledger = f.ledger, claim_cache = 0 }
+          local _, gerr = g.flow:finish { subject = "mallory", EidToken = st.EidToken }
+          assert.same({ gerr.code, gerr.message, gerr.retryable }, { err.code, err.message, err.retryable })
+          assert.equals("wrong_subject", err.code)
+          assert.same({ 0, 1 }, { f.counts.claim, g.counts.claim })
+          assert.equals(2, f.counts.record) -- nothing pulled for mallory
+          -- claim_cache = 0: every finish asks the ledger.
+          assert.equals("pending", assert(g.flow:finish { subject = "u-c", EidToken = st.EidToken }).status)
+          assert.equals(2, g.counts.claim)
+          assert.has_error(function() flow { claim_cache = -1 } end,
+            "bad option 'claim_cache' (expected a non-negative integer)")
+        end)
+
+        it("replays what another process settled meanwhile, as the ledger's claim would have led to", function()
+          local calls = 0
+          local function counted() calls = calls + 1 end
+          local f = flow { policy = { on_outcome = counted } }
+          local st = env:start(f, "u-x") -- f holds the binding
+          assert.equals("pending", assert(f.flow:finish { subject = "u-x", EidToken = st.EidToken }).status)
+          env:finish_user(st.EidToken, { ErrCode = 0 })
+          local g = flow { ledger = f.ledger, policy = { on_outcome = counted } } -- another node
+          local o1 = assert(g.flow:finish { subject = "u-x", EidToken = st.EidToken })
+          assert.equals("passed", o1.status)
+          local o2 = assert(f.flow:finish { subject = "u-x", EidToken = st.EidToken })
+          -- The binding is gone: the next finish is the memo's.
+          assert.same(o2, assert(f.flow:finish { subject = "u-x", EidToken = st.EidToken }))
+          o2.request_id = o1.request_id -- its own pull's RequestId
+          assert.same(o1, o2)
+          assert.same({ 0, 0, 1, 1 }, { f.counts.claim, f.counts.consume, g.counts.consume, calls })
+          local rec = f.ledger:get(st.EidToken)
+          assert.same({ "consumed", 0, 1 }, { rec.state, rec.ErrCode, rec.billable })
+        end)
+
+        it("asks the ledger near the token's expiry, and always with a ledger that has no now()", function()
+          local offset = 0
+          local ledger = env:ledger(backend, { clock = function() return os.time() + offset end })
+          local f = flow { ledger = ledger }
+          local st = env:start(f, "u-n")
+          offset = st.expires_at - os.time() - 30 -- within the last minute: the ledger decides
+          assert.equals("pending", assert(f.flow:finish { subject = "u-n", EidToken = st.EidToken }).status)
+          assert.equals(1, f.counts.claim)
+          offset = st.expires_at - os.time() + 1 -- past it: the ledger says expired, as without a cache
+          local o = assert(f.flow:finish { subject = "u-n", EidToken = st.EidToken })
+          assert.same({ "expired", "token_expired" }, { o.status, o.reason })
+          -- A ledger without now(): no cache.
+          local real = env:ledger(backend)
+          local bare = setmetatable({}, { __index = function(_, k)
+            if k == "now" then return nil end
+            return function(_, ...) return real[k](real, ...) end
+          end })
+          local h = flow { ledger = bare }
+          local st2 = env:start(h, "u-b")
+          assert.equals("pending", assert(h.flow:finish { subject = "u-b", EidToken = st2.EidToken }).status)
+          assert.equals(1, h.counts.claim)
+        end)
+      end)
+
       it("ends expired when the token's lifetime passes unfinished (ErrCode 15), once", function()
         local calls = 0
         local f = flow { policy = { on_outcome = function(o) calls = calls + 1; assert.equals("expired", o.status) end } }

@@ -638,7 +638,7 @@ describe("eidkit.gateway", function()
     end)
 
     it("answers 500 internal when a route raises (a closed ledger), and tells on_error", function()
-      local g = make()
+      local g = make(nil, { claim_cache = 0 }) -- the ledger's claim is what raises
       local tok = token_for(g, "user-1")
       g.flow.ledger:close()
       local e = assert_error(post(g, "/eid/result", { EidToken = tok }, "user-1"), 500, "internal")

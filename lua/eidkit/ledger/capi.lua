@@ -116,12 +116,21 @@ function _M.open(url, opts)
   return self
 end
 
--- The ledger's time for the next call, read once as the C binding's clock.
-function methods.tick(self)
+-- The clock's reading; an error names the caller `level` frames up.
+local function read_clock(self, level)
   local t = self.clock()
   if type(t) ~= "number" or t < 0 or t > TIMESTAMP_MAX or t % 1 ~= 0 then
-    error("eidkit.openresty.ledger clock must return integer Unix seconds", 3)
+    error("eidkit.openresty.ledger clock must return integer Unix seconds", level)
   end
+  return t
+end
+
+-- ledger:now() -> the ledger's time (integer Unix seconds), as every call reads it.
+function methods.now(self) return read_clock(self, 3) end
+
+-- The ledger's time for the next call, read once as the C binding's clock.
+function methods.tick(self)
+  local t = read_clock(self, 4)
   self.cell[0] = t
   return t
 end

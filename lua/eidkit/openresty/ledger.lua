@@ -507,6 +507,9 @@ function methods.get(self, token)
   return record_of(self, e, true)
 end
 
+-- ledger:now() -> the ledger's time (integer Unix seconds), as every call reads it.
+function methods.now(self) return now_of(self) end
+
 -- ledger:claim(EidToken, subject) -> record | nil, err; changes nothing.
 function methods.claim(self, token, subject)
   if type(token) ~= "string" then error("bad argument #1 to 'claim' (string expected)", 2) end
