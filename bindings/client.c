@@ -517,6 +517,19 @@ static int l_call(lua_State *L) {
     return push_result(L, r);
 }
 
+/* out[i] = the response text, or the error table (push_nomem's for a NULL
+ * result); frees r. */
+static void set_batch_result(lua_State *L, int out, lua_Integer i, eid_result *r) {
+    if (r == NULL)
+        push_nomem(L);
+    else if (r->status == EID_OK)
+        lua_pushlstring(L, r->response, r->response_len);
+    else
+        push_err(L, r);
+    eid_result_free(r);
+    lua_rawseti(L, out, i);
+}
+
 /* c:batch(list) with list[i] = {action, body}: runs all at once and returns
  * a list whose [i] is the response JSON text or an error table. */
 static int l_batch(lua_State *L) {
@@ -580,14 +593,7 @@ static int l_batch(lua_State *L) {
             eid_result *r = it->result;
             lua_Integer i = it->id - base;
             free(it);
-            if (r == NULL)
-                push_nomem(L);
-            else if (r->status == EID_OK)
-                lua_pushlstring(L, r->response, r->response_len);
-            else
-                push_err(L, r);
-            eid_result_free(r);
-            lua_rawseti(L, out, i);
+            set_batch_result(L, out, i, r);
             done++;
         }
     }
@@ -596,13 +602,7 @@ static int l_batch(lua_State *L) {
         void *ud;
         eid_result *r;
         while (eid_client_next(lc->c, &ud, &r)) {
-            lua_Integer i = (lua_Integer)(intptr_t)ud;
-            if (r->status == EID_OK)
-                lua_pushlstring(L, r->response, r->response_len);
-            else
-                push_err(L, r);
-            eid_result_free(r);
-            lua_rawseti(L, out, i);
+            set_batch_result(L, out, (lua_Integer)(intptr_t)ud, r);
             done++;
         }
     }
