@@ -12,6 +12,8 @@
 -- call() and batch() send what they are given.
 -- client.provider is the credential provider in use (provider:get() ->
 -- creds | nil, why); `eidkit ledger sweep` asks it before pulling.
+-- thread = true runs libcurl on a thread of the client's own (no Lua retry
+-- function then; docs/internals/client.md).
 -- A host with its own event loop gives `await = function(c, action, body)`:
 -- every call then goes through it instead of the blocking c:call, and it
 -- returns what c:call would (text, attempts | nil, err), e.g. after
