@@ -19,7 +19,9 @@ typedef struct eidkit_titem {
     eidkit_titem_id id;
     eid_result *result; /* NULL for a finished call: no memory for its result */
     eid_client_event ev;
-    char level[8], event[16], action[EID_FIELD_MAX + 1], trace_id[64], code[64], request_id[64];
+    /* The event's strings, as long as the result fields they come from. */
+    char level[8], event[16], action[EID_FIELD_MAX + 1], trace_id[EID_TRACE_ID_MAX],
+        code[EID_CODE_MAX], request_id[EID_REQUEST_ID_MAX];
     size_t body_len;
     char body[]; /* a queued call's body */
 } eidkit_titem;
