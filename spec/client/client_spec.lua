@@ -452,6 +452,18 @@ for _, thread in ipairs { false, true } do
     end)
 
     describe("logger", function()
+      it("gets an error code whole, however long Tencent's code is", function()
+        local code = "InvalidParameterValue." .. ("X"):rep(70) -- 92 bytes (eid_result keeps 95)
+        simctl.faults(s, { { Action = "*", Kind = "error", Code = code } })
+        local events = {}
+        local c = new(s, { retry = { max_attempts = 1 },
+          logger = function(_, ev) events[#events + 1] = ev end })
+        local _, err = c:check_eid_token_status { EidToken = "x" }
+        assert.equals(code, err.code)
+        assert.equals(1, #events)
+        assert.equals(code, events[1].code)
+      end)
+
       it("gets one event per attempt; its error is re-raised after the call", function()
         local c = new(s, { logger = function() error({ why = "logger broke" }) end })
         local ok, e = pcall(c.check_eid_token_status, c, { EidToken = "x" })
