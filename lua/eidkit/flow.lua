@@ -321,10 +321,11 @@ end
 -- rule (eid_ledger_check_claim), at the ledger's own clock (ledger:now()),
 -- and saves the claim's round trip on every poll of a pending token. What
 -- can change elsewhere is the state: another process may have consumed the
--- token. Then the pull and record go through and consume answers
--- "consumed", and finish replays the verdict, exactly as when two finishes
--- race (one extra GetEidResult, nothing else). Near expiry, and for tokens
--- the cache does not hold, the ledger is asked as before.
+-- token. Then the pull and the record go through, the record comes back
+-- "consumed", and finish replays the ledger's verdict (settle), the path a
+-- finish that loses a race to another already takes: one GetEidResult more,
+-- nothing else. Near expiry, and for tokens the cache does not hold, the
+-- ledger is asked as before.
 local function bind(self, tok, subject, expires_at)
   if self.claims_max == 0 or not is_int(expires_at) then return end
   if self.claims_count >= self.claims_max then self.claims, self.claims_count = {}, 0 end
