@@ -439,16 +439,11 @@ static void take_items(lclient *lc) {
     eidkit_titem *it = eidkit_transport_take(lc->t);
     while (it) {
         eidkit_titem *nx = it->next;
-        it->next = NULL;
         if (it->is_event) {
             on_log(lc, &it->ev);
             free(it);
         } else {
-            if (lc->ready_tail)
-                lc->ready_tail->next = it;
-            else
-                lc->ready_head = it;
-            lc->ready_tail = it;
+            eidkit_titem_append(&lc->ready_head, &lc->ready_tail, it);
             lc->n_ready++;
         }
         it = nx;

@@ -61,8 +61,7 @@ static void clear_fd(int fd) {
     (void)n;
 }
 
-/* Append to a list; the caller holds mu. */
-static void append(eidkit_titem **head, eidkit_titem **tail, eidkit_titem *it) {
+void eidkit_titem_append(eidkit_titem **head, eidkit_titem **tail, eidkit_titem *it) {
     it->next = NULL;
     if (*tail)
         (*tail)->next = it;
@@ -88,7 +87,7 @@ static void land(eidkit_transport *t, eidkit_titem *it) {
 }
 
 static void put_out(eidkit_transport *t, eidkit_titem *it) {
-    append(&t->out_head, &t->out_tail, it);
+    eidkit_titem_append(&t->out_head, &t->out_tail, it);
 }
 
 static void copy_str(char *dst, size_t n, const char *src) {
@@ -156,7 +155,7 @@ static void *run(void *arg) {
             eid_status st = eid_client_submit(t->c, s->action, s->body, s->body_len, s, &err);
             if (st != EID_OK) {
                 refuse(s, st, &err);
-                append(&done_head, &done_tail, s);
+                eidkit_titem_append(&done_head, &done_tail, s);
             } else {
                 fly(t, s);
             }
@@ -168,7 +167,7 @@ static void *run(void *arg) {
             eidkit_titem *it = ud;
             land(t, it);
             it->result = r;
-            append(&done_head, &done_tail, it);
+            eidkit_titem_append(&done_head, &done_tail, it);
         }
         long wait = eid_client_timeout(t->c);
         int fd = eid_client_fd(t->c);
@@ -239,7 +238,7 @@ eid_status eidkit_transport_submit(eidkit_transport *t, const char *action, cons
     memcpy(it->body, body, body_len);
     pthread_mutex_lock(&t->mu);
     int was_empty = t->in_head == NULL;
-    append(&t->in_head, &t->in_tail, it);
+    eidkit_titem_append(&t->in_head, &t->in_tail, it);
     pthread_mutex_unlock(&t->mu);
     /* A non-empty queue has a wake-up on its way already. */
     if (was_empty) signal_fd(t->wake_fd);

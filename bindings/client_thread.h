@@ -54,6 +54,9 @@ int eidkit_transport_wait(eidkit_transport *t, long timeout_ms);
 void eidkit_transport_lock(eidkit_transport *t);
 void eidkit_transport_unlock(eidkit_transport *t);
 
+/* Append it to the list head..tail (it->next is cleared). */
+void eidkit_titem_append(eidkit_titem **head, eidkit_titem **tail, eidkit_titem *it);
+
 void eidkit_titems_free(eidkit_titem *it);
 
 /* Stop and join the thread, free what is queued and in flight. The client

@@ -82,7 +82,8 @@ end
 -- true | nil, err with the ledger's code and message.
 local claim_err = ffi_new("eid_error")
 function _M.check_open_claim(bound_subject, expires_at, subject, now)
-  local st = C.eid_ledger_check_claim(bound_subject, 0, expires_at, subject, now, claim_err)
+  local st = C.eid_ledger_check_claim(bound_subject, C.EID_LEDGER_ISSUED, expires_at, subject, now,
+    claim_err)
   if st == 0 then return true end
   return nil, setmetatable({ code = ffi_string(C.eid_status_code(st)),
     message = ffi_string(claim_err.message), retryable = false }, _M.error_mt)

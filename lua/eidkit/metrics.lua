@@ -330,27 +330,18 @@ function metric.observe(self, labels, v)
   if self.kind ~= "histogram" then error("bad self to 'observe' (not a histogram)", 2) end
   local s = series(self, labels, "observe")
   if not s then return end
-  local b = self.buckets
+  -- Each bucket counts its own samples, in a store or not; rendering adds
+  -- them up. One increment a sample instead of one per bucket above it.
+  local b, i = self.buckets, 1
+  while i <= #b and v > b[i] do i = i + 1 end
+  if i > #b then i = nil end -- only +Inf, which is the count
   local store = s.id and self.registry.store
   if store then
-    for i = 1, #b do
-      if v <= b[i] then
-        store:add(s.bids[i], 1)
-        break
-      end
-    end
+    if i then store:add(s.bids[i], 1) end
     store:add(s.cid, 1)
     return store:add(s.sid, v)
   end
-  -- Each bucket counts its own samples, as in a store; rendering adds them
-  -- up. One increment a sample instead of one per bucket above it.
-  local counts = s.counts
-  for i = 1, #b do
-    if v <= b[i] then
-      counts[i] = counts[i] + 1
-      break
-    end
-  end
+  if i then s.counts[i] = s.counts[i] + 1 end
   s.count = s.count + 1
   s.sum = s.sum + v
 end
