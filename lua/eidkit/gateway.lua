@@ -276,6 +276,32 @@ local function declare_metrics(reg)
   }
 end
 
+-- Bound series (metric:bind) for the label sets the request path counts,
+-- found once instead of on every request. At most BOUND_MAX sets a cache:
+-- some values come from outside (a policy's reasons, Tencent's codes), and
+-- past that a set is counted the slow way, never lost.
+local BOUND_MAX = 256
+
+local function bound_cache()
+  return { rows = {}, n = 0 }
+end
+
+local function bound2(cache, metric, k1, v1, k2, v2)
+  local row = cache.rows[v1]
+  local b = row and row[v2]
+  if b then return b end
+  b = metric:bind({ [k1] = v1, [k2] = v2 })
+  if cache.n < BOUND_MAX and v1 == v1 and v2 == v2 then -- NaN is no table key
+    if not row then
+      row = {}
+      cache.rows[v1] = row
+    end
+    row[v2] = b
+    cache.n = cache.n + 1
+  end
+  return b
+end
+
 -- gateway.client_logger(registry [, next]) -> function(level, event) for
 -- eidkit.client's `logger` option: each attempt's duration into
 -- eidkit_upstream_duration_seconds, retries, failed attempts by code, the
@@ -289,20 +315,34 @@ function _M.client_logger(reg, nxt)
     error("bad argument #2 to 'client_logger' (expected function(level, event))", 2)
   end
   local m = declare_metrics(reg)
+  local skew = m.skew:bind(nil)
+  -- Per action as the client names it: its label and bound series (a
+  -- client has a handful of actions; a logger fed others stops caching).
+  local actions, n_actions = {}, 0
+  local function action_of(raw)
+    local a = actions[raw]
+    if a then return a end
+    local name = safe_code(raw) or "unknown"
+    a = { name = name, upstream = m.upstream:bind({ action = name }),
+      retries = m.retries:bind({ action = name }), errors = bound_cache() }
+    if type(raw) == "string" and n_actions < 64 then
+      actions[raw] = a
+      n_actions = n_actions + 1
+    end
+    return a
+  end
   local function record(ev)
-    local action = safe_code(ev.action) or "unknown"
     local what = ev.event
     if what ~= "attempt" and what ~= "skew" then return end
+    local a = action_of(ev.action)
     local dur = ev.duration or ev.dur
-    if finite(dur) and dur >= 0 then m.upstream:observe({ action = action }, dur) end
+    if finite(dur) and dur >= 0 then a.upstream:observe(dur) end
     local code = ev.code
     if type(code) == "string" and code ~= "" then
-      m.upstream_errors:inc({ action = action, code = safe_code(code) or "other" })
+      bound2(a.errors, m.upstream_errors, "action", a.name, "code", safe_code(code) or "other"):inc()
     end
-    if what == "skew" or (finite(ev.retry_delay) and ev.retry_delay >= 0) then
-      m.retries:inc({ action = action })
-    end
-    if finite(ev.skew) then m.skew:set(nil, ev.skew) end
+    if what == "skew" or (finite(ev.retry_delay) and ev.retry_delay >= 0) then a.retries:inc() end
+    if finite(ev.skew) then skew:set(ev.skew) end
   end
   return function(level, ev)
     if type(ev) == "table" then pcall(record, ev) end
@@ -546,7 +586,7 @@ local function finish(self, subject, tok, ctx)
   local status = type(outcome.status) == "string" and outcome.status or "unknown"
   local reason = type(outcome.reason) == "string" and outcome.reason or "none"
   ctx.outcome, ctx.reason = status, reason
-  self.m.outcomes:inc({ status = status, reason = reason })
+  bound2(self.outcomes_bound, self.m.outcomes, "status", status, "reason", reason):inc()
   return outcome
 end
 
@@ -665,15 +705,15 @@ end
 local function handle(self, req)
   local t0 = self.clock()
   local ctx = { route = "other" }
-  self.m.in_flight:inc()
+  self.in_flight:inc()
   local ok, resp = xpcall(dispatch, traceback, self, req, ctx)
-  self.m.in_flight:dec()
+  self.in_flight:dec()
   if not ok then
     self:report_error("a route raised: " .. tostring(resp))
     resp = fail(ctx, problem("internal"))
   end
-  self.m.requests:inc({ route = ctx.route, status = resp.status })
-  if ctx.code then self.m.errors:inc({ route = ctx.route, code = ctx.code }) end
+  bound2(self.requests_bound, self.m.requests, "route", ctx.route, "status", resp.status):inc()
+  if ctx.code then bound2(self.errors_bound, self.m.errors, "route", ctx.route, "code", ctx.code):inc() end
   access_log(self, ctx, resp, t0)
   return resp
 end
@@ -836,6 +876,9 @@ function _M.new(opts)
     on_error = opts.on_error or to_stderr_error, log_failure_count = 0,
   }, mt)
   self.m = declare_metrics(reg)
+  self.in_flight = self.m.in_flight:bind(nil)
+  self.requests_bound, self.errors_bound = bound_cache(), bound_cache()
+  self.outcomes_bound = bound_cache()
   return self
 end
 

@@ -10,6 +10,8 @@
 --   lat:observe({ action = "GetEidResult" }, 0.042)
 --   local up = reg:gauge("eidkit_ledger_up", "1 when the ledger answers.")
 --   up:set(nil, 1)
+--   local ok200 = req:bind({ route = "/eid/token", status = 200 }) -- bound: for a hot path
+--   ok200:inc()
 --   reg:render() -- text/plain; version=0.0.4
 --
 -- Labels are a table keyed by label name; every declared label must be
@@ -286,52 +288,56 @@ local function series(self, labels, fname)
   return new_series(self, key, values)
 end
 
-local function check_value(v, fname, what)
-  if not finite(v) then error(format("bad argument #2 to '%s' (%s: expected a finite number)", fname, what), 3) end
+-- Raises at the caller of the method that called the check.
+-- argn: 2 for the methods (after labels), 1 for a bound series.
+local function check_value(v, fname, what, argn)
+  if not finite(v) then
+    error(format("bad argument #%d to '%s' (%s: expected a finite number)", argn, fname, what), 4)
+  end
 end
 
--- counter:inc(labels [, n = 1]) / gauge:inc(labels [, n = 1])
-function metric.inc(self, labels, n)
-  if n == nil then n = 1 end
-  check_value(n, "inc", "n")
-  if self.kind == "histogram" then error("bad self to 'inc' (a histogram: use observe)", 2) end
-  if self.kind == "counter" and n < 0 then error("bad argument #2 to 'inc' (a counter only goes up)", 2) end
-  local s = series(self, labels, "inc")
-  if not s then return end
+-- The updates themselves, on a series found already: the methods below
+-- and a bound series (metric:bind) share them.
+local function add(self, s, n)
   if s.id then return self.registry.store:add(s.vid, n) end
   s.value = s.value + n
 end
 
--- gauge:dec(labels [, n = 1])
-function metric.dec(self, labels, n)
-  if n == nil then n = 1 end
-  check_value(n, "dec", "n")
-  if self.kind ~= "gauge" then error("bad self to 'dec' (only a gauge goes down)", 2) end
-  local s = series(self, labels, "dec")
-  if not s then return end
-  if s.id then return self.registry.store:add(s.vid, -n) end
-  s.value = s.value - n
-end
-
--- gauge:set(labels, v); counter:set(labels, v) mirrors a count kept
--- elsewhere (it must never go down).
-function metric.set(self, labels, v)
-  check_value(v, "set", "v")
-  if self.kind == "histogram" then error("bad self to 'set' (a histogram: use observe)", 2) end
-  local s = series(self, labels, "set")
-  if not s then return end
+local function put(self, s, v)
   if s.id then return self.registry.store:set(s.vid, v) end
   s.value = v
 end
 
--- histogram:observe(labels, v)
-function metric.observe(self, labels, v)
-  check_value(v, "observe", "v")
-  if self.kind ~= "histogram" then error("bad self to 'observe' (not a histogram)", 2) end
-  local s = series(self, labels, "observe")
-  if not s then return end
-  -- Each bucket counts its own samples, in a store or not; rendering adds
-  -- them up. One increment a sample instead of one per bucket above it.
+local function check_inc(self, n, argn)
+  if n == nil then n = 1 end
+  check_value(n, "inc", "n", argn)
+  if self.kind == "histogram" then error("bad self to 'inc' (a histogram: use observe)", 3) end
+  if self.kind == "counter" and n < 0 then
+    error(format("bad argument #%d to 'inc' (a counter only goes up)", argn), 3)
+  end
+  return n
+end
+
+local function check_dec(self, n, argn)
+  if n == nil then n = 1 end
+  check_value(n, "dec", "n", argn)
+  if self.kind ~= "gauge" then error("bad self to 'dec' (only a gauge goes down)", 3) end
+  return n
+end
+
+local function check_set(self, v, argn)
+  check_value(v, "set", "v", argn)
+  if self.kind == "histogram" then error("bad self to 'set' (a histogram: use observe)", 3) end
+end
+
+local function check_observe(self, v, argn)
+  check_value(v, "observe", "v", argn)
+  if self.kind ~= "histogram" then error("bad self to 'observe' (not a histogram)", 3) end
+end
+
+-- Each bucket counts its own samples, in a store or not; rendering adds
+-- them up. One increment a sample instead of one per bucket above it.
+local function sample(self, s, v)
   local b, i = self.buckets, 1
   while i <= #b and v > b[i] do i = i + 1 end
   if i > #b then i = nil end -- only +Inf, which is the count
@@ -344,6 +350,84 @@ function metric.observe(self, labels, v)
   if i then s.counts[i] = s.counts[i] + 1 end
   s.count = s.count + 1
   s.sum = s.sum + v
+end
+
+-- counter:inc(labels [, n = 1]) / gauge:inc(labels [, n = 1])
+function metric.inc(self, labels, n)
+  n = check_inc(self, n, 2)
+  local s = series(self, labels, "inc")
+  if s then return add(self, s, n) end
+end
+
+-- gauge:dec(labels [, n = 1])
+function metric.dec(self, labels, n)
+  n = check_dec(self, n, 2)
+  local s = series(self, labels, "dec")
+  if s then return add(self, s, -n) end
+end
+
+-- gauge:set(labels, v); counter:set(labels, v) mirrors a count kept
+-- elsewhere (it must never go down).
+function metric.set(self, labels, v)
+  check_set(self, v, 2)
+  local s = series(self, labels, "set")
+  if s then return put(self, s, v) end
+end
+
+-- histogram:observe(labels, v)
+function metric.observe(self, labels, v)
+  check_observe(self, v, 2)
+  local s = series(self, labels, "observe")
+  if s then return sample(self, s, v) end
+end
+
+-- metric:bind(labels) -> the series of those label values, bound:
+-- bound:inc([n]), bound:dec([n]), bound:set(v), bound:observe(v) do what
+-- the metric's methods do with `labels`, without finding the series again.
+-- For a hot path that keeps one per label set (the gateway counts every
+-- request). Raises as the methods do for labels the metric lacks or
+-- misses. Past max_series the bound series has no place either: each of
+-- its samples is dropped and counted, as the methods' are.
+local bound_series_mt = { __index = {} }
+local bound_series = bound_series_mt.__index
+
+function metric.bind(self, labels)
+  local s = series(self, labels, "bind")
+  local copy
+  if not s then
+    -- Dropped: every sample goes the methods' way, and is counted there.
+    copy = {}
+    for k, v in next, labels do copy[k] = v end
+  end
+  return setmetatable({ m = self, s = s, labels = copy }, bound_series_mt)
+end
+
+function bound_series.inc(self, n)
+  local m = self.m
+  n = check_inc(m, n, 1)
+  if self.s then return add(m, self.s, n) end
+  return m:inc(self.labels, n)
+end
+
+function bound_series.dec(self, n)
+  local m = self.m
+  n = check_dec(m, n, 1)
+  if self.s then return add(m, self.s, -n) end
+  return m:dec(self.labels, n)
+end
+
+function bound_series.set(self, v)
+  local m = self.m
+  check_set(m, v, 1)
+  if self.s then return put(m, self.s, v) end
+  return m:set(self.labels, v)
+end
+
+function bound_series.observe(self, v)
+  local m = self.m
+  check_observe(m, v, 1)
+  if self.s then return sample(m, self.s, v) end
+  return m:observe(self.labels, v)
 end
 
 -- metric:value(labels) -> the current value (a histogram: count, sum), or nil

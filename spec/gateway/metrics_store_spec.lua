@@ -77,6 +77,27 @@ describe("eidkit.metrics with a store", function()
     end
   end)
 
+  it("counts through bound series (metric:bind) into the same sums", function()
+    local w = two(table_store())
+    local b1 = w[1].c:bind({ route = "/eid/token", status = 200 })
+    local b2 = w[2].c:bind({ route = "/eid/token", status = 200 })
+    b1:inc()
+    b2:inc(2)
+    w[1].c:inc({ route = "/eid/token", status = 200 })
+    local g1, g2 = w[1].g:bind(nil), w[2].g:bind(nil)
+    g1:inc()
+    g2:inc(3)
+    g1:dec()
+    w[1].h:bind({ action = "GetEidResult" }):observe(0.05)
+    w[2].h:bind({ action = "GetEidResult" }):observe(0.5)
+    for i = 1, 2 do
+      local f = promtext.parse(w[i].reg:render())
+      assert.equals(4, promtext.value(f, "req_total", { route = "/eid/token", status = "200" }))
+      assert.equals(3, promtext.value(f, "in_flight"))
+      assert.same({ 2, 0.55 }, { w[i].h:value({ action = "GetEidResult" }) })
+    end
+  end)
+
   it("stores one bucket per sample and renders the cumulative counts", function()
     local store = table_store()
     local w = two(store)
