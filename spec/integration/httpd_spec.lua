@@ -212,6 +212,29 @@ describe("core.http_server", function()
       assert.matches("^127%.0%.0%.1:%d+$", req.remote)
     end)
 
+    it("passes every header and argument when there are more than fit inline, and long names lower-cased", function()
+      -- bindings/httpd.c copies up to 32 values on the C stack, more into a
+      -- userdata: 40 headers and 40 arguments take the second path.
+      local cmd, query = {}, {}
+      for i = 1, 40 do
+        cmd[#cmd + 1] = "-H"
+        cmd[#cmd + 1] = string.format("X-Many-%02d: v%d", i, i)
+        query[#query + 1] = "k" .. i .. "=" .. i
+      end
+      local long = "X-" .. string.rep("Long", 40) -- 162 bytes: past the stack buffer for names
+      cmd[#cmd + 1] = "-H"
+      cmd[#cmd + 1] = long .. ": yes"
+      cmd[#cmd + 1] = url(s, "/echo?" .. table.concat(query, "&"))
+      local r = client.run(cmd)
+      assert.equals(201, r.status)
+      local req = cjson.decode(r.body)
+      for i = 1, 40 do
+        assert.equals("v" .. i, req.headers[string.format("x-many-%02d", i)])
+        assert.equals(tostring(i), req.args["k" .. i])
+      end
+      assert.equals("yes", req.headers[long:lower()])
+    end)
+
     it("gives an empty query, args and body to a plain GET", function()
       local req = cjson.decode(client.run { url(s, "/echo") }.body)
       assert.same({ "GET", "", {}, "" }, { req.method, req.query, req.args, req.body })
