@@ -430,6 +430,65 @@ static int l_info(lua_State *L) {
     return 1;
 }
 
+/* Deeper than cjson decodes by default: no host value nests further, and
+ * the copy recurses on the C stack. */
+#define COPY_MAX_DEPTH 1000
+
+/* Replace the table at the top of the stack with its copy; seen (an
+ * absolute index) maps each table copied so far to its copy. */
+static void copy_table(lua_State *L, int seen, int depth) {
+    if (depth > COPY_MAX_DEPTH)
+        luaL_error(L, "sandbox: a table nested deeper than %d levels", COPY_MAX_DEPTH);
+    luaL_checkstack(L, 8, "sandbox copy");
+    int src = lua_gettop(L);
+    lua_pushvalue(L, src);
+    if (lua_rawget(L, seen) != LUA_TNIL) { /* shared or cyclic: its one copy */
+        lua_replace(L, src);
+        return;
+    }
+    lua_pop(L, 1);
+    /* Sized from the source: filling an empty table rehashed it at 1, 2, 4,
+     * ... entries, most of what the copy cost in Lua. */
+    lua_Unsigned narr = lua_rawlen(L, src);
+    int nrec = 0;
+    lua_pushnil(L);
+    while (lua_next(L, src)) {
+        nrec++;
+        lua_pop(L, 1);
+    }
+    int na = narr > (lua_Unsigned)nrec ? nrec : (int)narr;
+    lua_createtable(L, na, nrec - na);
+    int dst = src + 1;
+    lua_pushvalue(L, src);
+    lua_pushvalue(L, dst);
+    lua_rawset(L, seen);
+    lua_pushnil(L);
+    while (lua_next(L, src)) { /* key, value */
+        lua_pushvalue(L, -2);
+        if (lua_type(L, -1) == LUA_TTABLE) copy_table(L, seen, depth + 1);
+        lua_pushvalue(L, -2);
+        if (lua_type(L, -1) == LUA_TTABLE) copy_table(L, seen, depth + 1);
+        lua_rawset(L, dst);
+        lua_pop(L, 1); /* the value; the key stays for lua_next */
+    }
+    lua_replace(L, src);
+}
+
+/* core.sandbox_copy(v) -> v, or for a table a copy: tables inside (keys and
+ * values) copied too, shared and cyclic ones kept shared and cyclic, no
+ * metatables (a script cannot change or hook the host's tables), other
+ * values as they are. What crosses into every box call; in C because a
+ * request view crosses on every authorize of eidkit serve. */
+static int l_copy(lua_State *L) {
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    if (lua_type(L, 1) != LUA_TTABLE) return 1;
+    lua_createtable(L, 0, 4); /* seen, at 2 */
+    lua_pushvalue(L, 1);
+    copy_table(L, 2, 1);
+    return 1;
+}
+
 void eidkit_open_sandbox(lua_State *L) {
     if (luaL_newmetatable(L, SB_MT)) {
         lua_pushliteral(L, "locked");
@@ -437,13 +496,10 @@ void eidkit_open_sandbox(lua_State *L) {
     }
     lua_pop(L, 1);
     static const luaL_Reg funcs[] = {
-        {"sandbox_limits", l_limits},
-        {"sandbox_call", l_call},
-        {"sandbox_arm", l_arm},
-        {"sandbox_skip", l_skip},
-        {"sandbox_tripped", l_tripped},
-        {"sandbox_info", l_info},
-        {NULL, NULL},
+        {"sandbox_limits", l_limits},   {"sandbox_call", l_call},
+        {"sandbox_arm", l_arm},         {"sandbox_skip", l_skip},
+        {"sandbox_tripped", l_tripped}, {"sandbox_info", l_info},
+        {"sandbox_copy", l_copy},       {NULL, NULL},
     };
     luaL_setfuncs(L, funcs, 0);
 }

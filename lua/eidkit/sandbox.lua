@@ -26,7 +26,7 @@ local floor, huge, mtype = math.floor, math.huge, math.type
 local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
 local collectgarbage, io_open, stderr = collectgarbage, io.open, io.stderr
 local sandbox_limits, sandbox_call, sandbox_arm = core.sandbox_limits, core.sandbox_call, core.sandbox_arm
-local sandbox_tripped = core.sandbox_tripped
+local sandbox_tripped, sandbox_copy = core.sandbox_tripped, core.sandbox_copy
 local error_mt = core.error_mt
 
 local _M = {}
@@ -175,28 +175,12 @@ end
 
 ------------------------------------------------- values across the boundary
 -- In: tables are copied without metatables (a script cannot change or hook
--- the host's tables); functions and other values pass as they are.
-local function copy_in(v, seen)
+-- the host's tables); functions and other values pass as they are. The copy
+-- is core.sandbox_copy (bindings/sandbox.c): shared and cyclic tables stay
+-- so, and nesting past 1,000 levels raises.
+local function copy_in(v)
   if type(v) ~= "table" then return v end
-  local c = seen and seen[v]
-  if c then return c end
-  c = {}
-  -- `seen` (cycles, shared tables) only once there is a table inside: most
-  -- values crossing in are flat, and this runs on every call.
-  if seen then seen[v] = c end
-  -- Most keys and values are not tables: test inline, recurse only for tables.
-  for k, x in next, v do
-    if type(k) == "table" then
-      seen = seen or { [v] = c }
-      k = copy_in(k, seen)
-    end
-    if type(x) == "table" then
-      seen = seen or { [v] = c }
-      x = copy_in(x, seen)
-    end
-    rawset(c, k, x)
-  end
-  return c
+  return sandbox_copy(v)
 end
 
 -- Out: tables are copied without metatables (nothing of the script runs when

@@ -284,6 +284,38 @@ describe("escapes", function()
     assert.equals("instructions", select(2, fn()).code)
   end)
 
+  it("copies nested, shared and cyclic arguments as they are shaped, and refuses absurd nesting", function()
+    local h = hooks_of([[return {
+      shape = function(t)
+        local k = next(t.keyed)
+        return t.a == t.b, t.self == t, t.a[1], t.arr[3], t.arr[5], type(k), k and k.n, t.keyed[k],
+          getmetatable(t.meta), t.meta.x, t.fn == nil
+      end,
+      touch = function(t) t.a[1] = "changed" t.self.new = true end,
+      depth = function(t) local n = 0 while t do n, t = n + 1, t.x end return n end,
+    }]])
+    local shared = { "s" }
+    local key = { n = 1 }
+    local arg = { a = shared, b = shared, arr = { 1, 2, 3, nil, 5 }, keyed = { [key] = "v" },
+      meta = setmetatable({ x = 1 }, { __index = function() return "host" end }), fn = print }
+    arg.self = arg
+    assert.same({ true, true, "s", 3, 5, "table", 1, "v", nil, 1, false },
+      { h.shape(arg) })
+    h.touch(arg)
+    assert.same({ "s", nil }, { shared[1], arg.new })
+    local deep = {}
+    local t = deep
+    for _ = 1, 1001 do
+      t.x = {}
+      t = t.x
+    end
+    assert.has_error(function() h.depth(deep) end, "sandbox: a table nested deeper than 1000 levels")
+    t = deep
+    for _ = 1, 999 do t = t.x end
+    t.x = nil -- 1,000 levels: copied
+    assert.equals(1000, h.depth(deep))
+  end)
+
   it("limits coroutines the script creates, across calls", function()
     local h = hooks_of([[
       local co
