@@ -45,6 +45,22 @@ describe("sim envelope", function()
     assert.equal(ra.RequestId, rb.RequestId)
   end)
 
+  it("logs a line per request unless log_requests is false, and internal errors either way", function()
+    for _, quiet in ipairs { false, true } do
+      local lines = {}
+      local sim = new_sim { log = function(l) lines[#lines + 1] = l end, log_requests = not quiet }
+      S.call(sim, "CheckEidTokenStatus", { EidToken = "x" })
+      sim.api_with_faults = function() error("boom") end
+      sim:handle(S.request(sim, "CheckEidTokenStatus", { EidToken = "x" }))
+      local want = { "internal error: " }
+      if not quiet then
+        want = { "POST / CheckEidTokenStatus 200", "internal error: " }
+      end
+      assert.equals(#want, #lines)
+      for i, w in ipairs(want) do assert.equals(w, lines[i]:sub(1, #w)) end
+    end
+  end)
+
   it("answers 404 JSON for paths that are neither the API nor /sim/", function()
     local status, body = S.control(new_sim(), "GET", "/nope")
     assert.equal(404, status)

@@ -189,13 +189,8 @@ function _M.main(argv)
     if not key then return exit_error("--tls-key: " .. tostring(err)) end
   end
 
-  if o.verbose then
-    opts.log = function(line) stderr:write("eidkit sim: ", line, "\n") end
-  else
-    opts.log = function(line)
-      if line:match("^internal error") then stderr:write("eidkit sim: ", line, "\n") end
-    end
-  end
+  opts.log = function(line) stderr:write("eidkit sim: ", line, "\n") end
+  opts.log_requests = o.verbose == true -- else only internal errors
   if o.attempt_log then
     local f, ferr = io.open(o.attempt_log, "a")
     if not f then return exit_error("--attempt-log: " .. tostring(ferr)) end

@@ -37,8 +37,10 @@ local methods = mt.__index
 
 -- opts: credentials = { {SecretId=, SecretKey=, Token=}, ... }, merchants = { id, ... },
 -- token_ttl, result_window, max_tokens, seed, faults = {rules}, tencent_limits,
--- clock_offset, base_url, log = function(line), encryption_keys = {key, ...},
--- eidinfo_public_key, ocr_identity = {name, idnum} (lua/eidkit/sim/identity.lua).
+-- clock_offset, base_url, log = function(line), log_requests (default true: a
+-- line per request to log, else only internal errors), encryption_keys =
+-- {key, ...}, eidinfo_public_key, ocr_identity = {name, idnum}
+-- (lua/eidkit/sim/identity.lua).
 function _M.new(opts)
   opts = opts or {}
   local self = setmetatable({}, mt)
@@ -75,6 +77,9 @@ function _M.new(opts)
   self.clock_offset = opts.clock_offset or 0
   self.base_url = opts.base_url or "http://127.0.0.1"
   self.log = opts.log
+  -- Off, no request line is formatted: under load that was a format call a
+  -- request for a log that dropped it.
+  self.log_requests = self.log ~= nil and opts.log_requests ~= false
   self.attempt_log = opts.attempt_log
   self.signer = core.signer { cache_slots = 64 }
   self.values, self.canonical = {}, {} -- scratch for authenticate
@@ -440,7 +445,7 @@ function methods:handle(req)
     return { status = 500, headers = { ["Content-Type"] = "application/json" },
       body = '{"error":"internal simulator error"}' }
   end
-  if self.log then
+  if self.log_requests then
     self.log(format("%s %s %s %d", req.method or "-", path, req.headers["x-tc-action"] or "-",
       resp.status or 200))
   end
