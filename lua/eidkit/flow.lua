@@ -703,7 +703,8 @@ function methods.finish(self, p)
     return deep_copy(m.outcome)
   end
   local rec, err
-  if safe_token(tok) then
+  -- A token the claim cache holds was issued or claimed here: token-shaped.
+  if self.claims[tok] or safe_token(tok) then
     local known, kerr = claim_cached(self, tok, subject)
     if known then return settle(self, tok, subject, false, expect, true) end
     if known == nil then

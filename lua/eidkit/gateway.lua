@@ -111,9 +111,9 @@ local function copy(t)
   return c
 end
 
+-- JSON_HEADERS and extra, in a fresh table (the host may keep or change it).
 local function headers_with(extra)
-  local h = {}
-  for k, v in pairs(JSON_HEADERS) do h[k] = v end
+  local h = { ["Content-Type"] = JSON_HEADERS["Content-Type"], ["Cache-Control"] = JSON_HEADERS["Cache-Control"] }
   if extra then for k, v in pairs(extra) do h[k] = v end end
   return h
 end
@@ -596,12 +596,12 @@ local function route_result(self, view, ctx)
   if not subject then return fail(ctx, aerr) end
   local body, berr = decode_object(view.body)
   if not body then return fail(ctx, berr) end
-  local keys = {}
-  for k in pairs(body) do keys[#keys + 1] = k end
-  sort(keys)
-  for _, k in ipairs(keys) do
-    if k ~= "EidToken" then return fail(ctx, bad_request(k, "unknown field")) end
+  local unknown
+  for k in pairs(body) do
+    -- The first unknown name in sorted order: the same answer for the same body.
+    if k ~= "EidToken" and (unknown == nil or k < unknown) then unknown = k end
   end
+  if unknown then return fail(ctx, bad_request(unknown, "unknown field")) end
   local tok = body.EidToken
   if type(tok) ~= "string" then return fail(ctx, bad_request("EidToken", "expected a string")) end
   local outcome, err = finish(self, subject, tok, ctx)
