@@ -142,13 +142,15 @@ local function store_id(m, key, field)
   return m.name .. "\1" .. key .. "\1" .. field
 end
 
-local function new_series(m, key, values)
+-- quiet: a set with no room is not counted as a dropped sample (bind
+-- takes no sample; its samples are counted when they are dropped).
+local function new_series(m, key, values, quiet)
   local s = { values = values, value = 0 }
   local store = m.registry.store
   if store then
     -- In a store the series holds no values, only where they are.
     if not store:claim(m.name, key, m.registry.max_series) then
-      store:add(DROPPED, 1)
+      if not quiet then store:add(DROPPED, 1) end
       return nil
     end
     -- Its values' ids, made once: they are used on every sample.
@@ -249,10 +251,10 @@ function registry.get(self, name)
 end
 
 -- The series for a label table: created on first use; nil when the metric
--- already holds max_series sets (the sample is dropped and counted). The
--- key is the label values joined by NUL, built without a table: this runs
--- for every sample of every request.
-local function series(self, labels, fname)
+-- already holds max_series sets (the sample is dropped and counted, unless
+-- quiet). The key is the label values joined by NUL, built without a
+-- table: this runs for every sample of every request.
+local function series(self, labels, fname, quiet)
   if labels ~= nil and type(labels) ~= "table" then
     error(format("bad argument #1 to '%s' (labels: expected a table or nil)", fname), 3)
   end
@@ -280,12 +282,12 @@ local function series(self, labels, fname)
   local s = self.series[key]
   if s then return s end
   if not self.registry.store and self.nseries >= self.registry.max_series then
-    self.registry.dropped = self.registry.dropped + 1
+    if not quiet then self.registry.dropped = self.registry.dropped + 1 end
     return nil
   end
   local values = {}
   for i = 1, n do values[i] = label_string(labels[names[i]], names[i], fname) end
-  return new_series(self, key, values)
+  return new_series(self, key, values, quiet)
 end
 
 -- Raises at the caller of the method that called the check.
@@ -392,7 +394,7 @@ local bound_series_mt = { __index = {} }
 local bound_series = bound_series_mt.__index
 
 function metric.bind(self, labels)
-  local s = series(self, labels, "bind")
+  local s = series(self, labels, "bind", true)
   local copy
   if not s then
     -- Dropped: every sample goes the methods' way, and is counted there.

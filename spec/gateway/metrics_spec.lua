@@ -146,15 +146,17 @@ describe("eidkit.metrics", function()
       h:observe({ action = "A" }, 0.5)
       bh:observe(7)
       assert.same({ 3, 7.55 }, { h:value({ action = "A" }) })
-      -- Past max_series: bound or not, each sample is dropped and counted.
+      -- Past max_series: bound or not, each sample is dropped and counted
+      -- once; binding takes no sample and counts nothing.
       c:inc({ a = "y", b = 1 })
       local late = c:bind({ a = "z", b = 1 })
+      assert.equals(0, promtext.value(promtext.parse(reg:render()), "eidkit_metrics_series_dropped_total"))
       late:inc()
       late:inc(2)
       c:inc({ a = "z", b = 1 })
       assert.is_nil(c:value({ a = "z", b = 1 }))
       local f = promtext.parse(reg:render())
-      assert.equals(4, promtext.value(f, "eidkit_metrics_series_dropped_total"))
+      assert.equals(3, promtext.value(f, "eidkit_metrics_series_dropped_total"))
       assert.equals(6, promtext.value(f, "c_total", { a = "x", b = "200" }))
     end)
 
