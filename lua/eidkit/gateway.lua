@@ -111,9 +111,9 @@ local function copy(t)
   return c
 end
 
--- JSON_HEADERS and extra, in a fresh table (the host may keep or change it).
 local function headers_with(extra)
-  local h = { ["Content-Type"] = JSON_HEADERS["Content-Type"], ["Cache-Control"] = JSON_HEADERS["Cache-Control"] }
+  local h = {}
+  for k, v in pairs(JSON_HEADERS) do h[k] = v end
   if extra then for k, v in pairs(extra) do h[k] = v end end
   return h
 end
