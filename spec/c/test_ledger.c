@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int64_t clock_now = 1735660800;
@@ -1021,6 +1022,64 @@ static void test_batch_broken(void) {
     eid_ledger_free(b);
 }
 
+/* The checkpoint sequence number in the WAL's header (offset 12,
+ * big-endian: SQLite's file format); 0 when unreadable. */
+static uint32_t wal_sequence(const char *wal) {
+    unsigned char h[16] = {0};
+    FILE *f = fopen(wal, "rb");
+    if (f == NULL) return 0;
+    size_t n = fread(h, 1, sizeof h, f);
+    fclose(f);
+    if (n != sizeof h) return 0;
+    return (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
+}
+
+static off_t file_size(const char *file) {
+    struct stat st;
+    return stat(file, &st) == 0 ? st.st_size : -1;
+}
+
+/* SQLite's own autocheckpoint is off (the checkpoint runs on a thread of
+ * the ledger's): past 10,000 WAL pages a checkpoint still runs, and the
+ * WAL starts over (its header's sequence number moves on) with every
+ * token kept. */
+static void test_checkpoint(void) {
+    char p[160], u[200], w[170], t[40];
+    snprintf(p, sizeof p, "%s/checkpoint.db", dir);
+    snprintf(u, sizeof u, "sqlite:%s", p);
+    snprintf(w, sizeof w, "%s-wal", p);
+    eid_ledger *l = open_ledger(u, NULL);
+    CHECK(l != NULL);
+    if (!l) return;
+    int n = 0;
+    CHECK(issue(l, "T-CKPT-000000", "user-1") == EID_OK);
+    uint32_t seq0 = wal_sequence(w);
+    const off_t full = (off_t)10000 * (4096 + 24); /* pages of 4 KiB, with frame headers */
+    int ok = 1;
+    while (ok && file_size(w) < full && n < 200000) {
+        snprintf(t, sizeof t, "T-CKPT-%06d", ++n);
+        ok = issue(l, t, "user-1") == EID_OK;
+    }
+    CHECK(ok && file_size(w) >= full);
+    /* The checkpoint runs beside these commits; the first commit after it
+     * has written everything back starts the WAL over. */
+    for (int k = 0; ok && wal_sequence(w) == seq0 && k < 2000; k++) {
+        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+        snprintf(t, sizeof t, "T-CKPT-%06d", ++n);
+        ok = issue(l, t, "user-1") == EID_OK;
+    }
+    CHECK(ok && wal_sequence(w) != seq0);
+    eid_ledger_entry r;
+    eid_error err = {0};
+    CHECK(eid_ledger_get(l, "T-CKPT-000000", &r, &err) == EID_OK);
+    CHECK(eid_ledger_get(l, t, &r, &err) == EID_OK);
+    eid_ledger_free(l); /* stops the checkpointer, then closes */
+    l = open_ledger(u, NULL);
+    CHECK(l != NULL && eid_ledger_get(l, t, &r, &err) == EID_OK);
+    eid_ledger_free(l);
+    CHECK(file_size(w) == -1); /* the last close wrote the WAL back and removed it */
+}
+
 int main(void) {
     if (mkdtemp(dir) == NULL) return 2;
     snprintf(path, sizeof path, "%s/ledger.db", dir);
@@ -1040,6 +1099,7 @@ int main(void) {
     test_batch();
     test_batch_commit_fails();
     test_batch_broken();
+    test_checkpoint();
     test_status_codes();
     test_redis_exports();
     char cmd[320];
