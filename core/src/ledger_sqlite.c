@@ -14,7 +14,9 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #define SCHEMA_VERSION 3
 
@@ -270,6 +272,7 @@ static eid_status exec(sqlite_be *b, enum stmt which, const char *what, eid_erro
 
 static void *checkpoint_main(void *arg) {
     checkpointer *ck = arg;
+    prctl(PR_SET_NAME, "eidkit-ckpt"); /* for top -H, perf and gdb */
     sqlite3 *db = NULL;
     /* A failed open is tried again at the next request: the WAL only grows
      * meanwhile (journal_size_limit trims it after the next checkpoint). */
@@ -305,20 +308,25 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
     sqlite_be *b = arg;
     checkpointer *ck = &b->ck;
     if (pages < CHECKPOINT_PAGES) return SQLITE_OK;
-    if (ck->failed) { /* no thread could be started: the old way, inline */
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        return SQLITE_OK;
-    }
     pthread_mutex_lock(&ck->mu);
-    if (!ck->running) {
+    if (!ck->running && !ck->failed) {
+        /* No signal for this thread: a process-directed one must reach a
+         * thread that handles it (eidkit serve's loop, an nginx worker's). */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
         ck->running = pthread_create(&ck->thread, NULL, checkpoint_main, ck) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         ck->failed = !ck->running;
     }
     if (ck->running && !ck->requested) {
         ck->requested = true;
         pthread_cond_signal(&ck->cv);
     }
+    bool inline_ckpt = ck->failed;
     pthread_mutex_unlock(&ck->mu);
+    /* No thread could be started: as SQLite's autocheckpoint would. */
+    if (inline_ckpt) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     return SQLITE_OK;
 }
 
