@@ -10,6 +10,7 @@
 #include "alloc_fail.h"
 #include "check.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <openssl/crypto.h>
 #include <signal.h>
@@ -1039,6 +1040,31 @@ static off_t file_size(const char *file) {
     return stat(file, &st) == 0 ? st.st_size : -1;
 }
 
+/* The signals blocked in the thread named name (from /proc/self/task/ * /status,
+ * SigBlk); -1 when there is no such thread. */
+static long long blocked_in_thread(const char *name) {
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL) return -1;
+    long long mask = -1;
+    struct dirent *e;
+    char file[300], line[256];
+    while (mask < 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(file, sizeof file, "/proc/self/task/%s/status", e->d_name);
+        FILE *f = fopen(file, "r");
+        if (f == NULL) continue;
+        int ours = 0;
+        while (fgets(line, sizeof line, f)) {
+            if (strncmp(line, "Name:", 5) == 0) ours = strstr(line, name) != NULL;
+            if (ours && strncmp(line, "SigBlk:", 7) == 0)
+                mask = (long long)strtoull(line + 7, NULL, 16);
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return mask;
+}
+
 /* SQLite's own autocheckpoint is off (the checkpoint runs on a thread of
  * the ledger's): past 10,000 WAL pages a checkpoint still runs, and the
  * WAL starts over (its header's sequence number moves on) with every
@@ -1069,6 +1095,13 @@ static void test_checkpoint(void) {
         ok = issue(l, t, "user-1") == EID_OK;
     }
     CHECK(ok && wal_sequence(w) != seq0);
+    /* It took no signal from this thread, which takes them all: a
+     * process-directed one must go to a thread that acts on it. */
+    long long mask = blocked_in_thread("eidkit-ckpt");
+    CHECK(mask != -1);
+    int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGCHLD};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        CHECK(mask != -1 && (mask >> (sigs[i] - 1) & 1));
     eid_ledger_entry r;
     eid_error err = {0};
     CHECK(eid_ledger_get(l, "T-CKPT-000000", &r, &err) == EID_OK);
