@@ -168,11 +168,11 @@ static const char *const sql[S_COUNT] = {
  * is 1,000). Every poll of a pending token is a commit, and a checkpoint
  * writes back each page the WAL holds, then an fdatasync: run by the
  * committing thread (SQLite's own autocheckpoint) it held up every call
- * queued behind that commit, 1 % of the answers under bench/serve by about
- * 45 ms; ten times SQLite's interval found the same hot pages ten times
- * fewer. In WAL mode a checkpoint and the writer do not wait for each
- * other; what the checkpoint has written back lets the writer start the
- * WAL over at its next commit. */
+ * queued behind that commit: under bench/serve 1 % of the ledger calls
+ * waited about 45 ms for it. Ten times SQLite's interval found the same
+ * hot pages ten times fewer. In WAL mode a checkpoint and the writer do
+ * not wait for each other; what the checkpoint has written back lets the
+ * writer start the WAL over at its next commit. */
 #define CHECKPOINT_PAGES 10000
 
 typedef struct checkpointer {
