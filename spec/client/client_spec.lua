@@ -484,11 +484,14 @@ for _, thread in ipairs { false, true } do
 
     describe("batch", function()
       it("runs 1,000 calls at once under 200 ms latency and throttling, in order", function()
-        -- 10% throttling: six attempts make a call fail with odds of 1e-6
+        -- The first 50 status checks are throttled, a fixed count rather than
+        -- a rate (a rate can draw the throttle for every attempt of one call);
+        -- six attempts leave room for a retry that lands among those 50.
         local c = new(s, { retry = { base = 0.01, max_attempts = 6 }, max_in_flight = 1000 })
         local tok = assert(c:get_eid_token { MerchantId = demo.MerchantId }).EidToken
         simctl.faults(s, { { Action = "*", Kind = "latency", Ms = 200 },
-          { Action = "CheckEidTokenStatus", Kind = "throttle", Rate = 0.1 } })
+          { Action = "CheckEidTokenStatus", Kind = "throttle", First = 50 } })
+        local sent0 = c:stats().requests
         local list = {}
         for i = 1, 1000 do
           list[i] = i % 2 == 0 and { "CheckEidTokenStatus", { EidToken = tok } }
@@ -511,6 +514,8 @@ for _, thread in ipairs { false, true } do
         assert.is_true(took < 20, "took " .. took)
         -- all 1,000 on the wire at once: one connection each (the token's reused)
         assert.equal(1000, c:stats().connects)
+        -- each throttled attempt, and nothing else, was tried again
+        assert.equal(1050, c:stats().requests - sent0)
       end)
 
       it("raises on a malformed entry and returns {} for an empty list", function()
