@@ -182,7 +182,8 @@ typedef struct checkpointer {
     bool running;   /* the thread exists (started on the first request) */
     bool requested; /* a checkpoint is wanted; the thread clears it */
     bool stop;
-    bool failed; /* no thread: the committing connection checkpoints */
+    bool failed; /* no thread, or it could not open its connection: the
+                  * committing connection checkpoints */
     char *path;
 } checkpointer;
 
@@ -274,8 +275,6 @@ static void *checkpoint_main(void *arg) {
     checkpointer *ck = arg;
     prctl(PR_SET_NAME, "eidkit-ckpt"); /* for top -H, perf and gdb */
     sqlite3 *db = NULL;
-    /* A failed open is tried again at the next request: the WAL only grows
-     * meanwhile (journal_size_limit trims it after the next checkpoint). */
     pthread_mutex_lock(&ck->mu);
     for (;;) {
         while (!ck->requested && !ck->stop)
@@ -291,9 +290,15 @@ static void *checkpoint_main(void *arg) {
              sqlite3_exec(db, "PRAGMA schema_version", NULL, NULL, NULL) != SQLITE_OK)) {
             sqlite3_close_v2(db);
             db = NULL;
+            /* Without a connection of its own no checkpoint would ever run
+             * and the WAL would grow without end: hand them back to the
+             * committing connection, as when no thread could be started. */
+            pthread_mutex_lock(&ck->mu);
+            ck->failed = true;
+            break;
         }
         /* PASSIVE: as much as no reader or writer needs, never waiting. */
-        if (db) sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         pthread_mutex_lock(&ck->mu);
     }
     pthread_mutex_unlock(&ck->mu);
@@ -319,7 +324,7 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         ck->failed = !ck->running;
     }
-    if (ck->running && !ck->requested) {
+    if (ck->running && !ck->failed && !ck->requested) {
         ck->requested = true;
         pthread_cond_signal(&ck->cv);
     }

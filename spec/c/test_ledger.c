@@ -1113,6 +1113,47 @@ static void test_checkpoint(void) {
     CHECK(file_size(w) == -1); /* the last close wrote the WAL back and removed it */
 }
 
+/* A checkpointer that cannot open its connection hands the checkpoints
+ * back to the committing connection rather than let the WAL grow for good:
+ * with the file renamed away under the open ledger, its open fails. */
+static void test_checkpoint_fallback(void) {
+    char p[160], moved[170], u[200], w[170], t[40];
+    snprintf(p, sizeof p, "%s/fallback.db", dir);
+    snprintf(moved, sizeof moved, "%s.moved", p);
+    snprintf(u, sizeof u, "sqlite:%s", p);
+    snprintf(w, sizeof w, "%s-wal", p);
+    eid_ledger *l = open_ledger(u, NULL);
+    CHECK(l != NULL);
+    if (!l) return;
+    int n = 0;
+    CHECK(issue(l, "T-FALL-000000", "user-1") == EID_OK);
+    CHECK(rename(p, moved) == 0);
+    uint32_t seq0 = wal_sequence(w);
+    const off_t full = (off_t)10000 * (4096 + 24);
+    int ok = 1;
+    while (ok && file_size(w) < full && n < 200000) {
+        snprintf(t, sizeof t, "T-FALL-%06d", ++n);
+        ok = issue(l, t, "user-1") == EID_OK;
+    }
+    CHECK(ok && file_size(w) >= full);
+    /* The thread fails its open at the first request; a later commit
+     * checkpoints inline and the one after it starts the WAL over. */
+    for (int k = 0; ok && wal_sequence(w) == seq0 && k < 2000; k++) {
+        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+        snprintf(t, sizeof t, "T-FALL-%06d", ++n);
+        ok = issue(l, t, "user-1") == EID_OK;
+    }
+    CHECK(ok && wal_sequence(w) != seq0);
+    CHECK(rename(moved, p) == 0);
+    eid_ledger_entry r;
+    eid_error err = {0};
+    CHECK(eid_ledger_get(l, t, &r, &err) == EID_OK);
+    eid_ledger_free(l);
+    l = open_ledger(u, NULL);
+    CHECK(l != NULL && eid_ledger_get(l, t, &r, &err) == EID_OK);
+    eid_ledger_free(l);
+}
+
 int main(void) {
     if (mkdtemp(dir) == NULL) return 2;
     snprintf(path, sizeof path, "%s/ledger.db", dir);
@@ -1133,6 +1174,7 @@ int main(void) {
     test_batch_commit_fails();
     test_batch_broken();
     test_checkpoint();
+    test_checkpoint_fallback();
     test_status_codes();
     test_redis_exports();
     char cmd[320];
