@@ -2,6 +2,8 @@
 # run by the suite-wide busted tests; it starts its own redis-server.
 add_executable(test_ledger spec/c/test_ledger.c)
 target_compile_options(test_ledger PRIVATE ${EIDKIT_WARNINGS})
+# ledger_internal.h: the checkpoint interval the test fills the WAL past
+target_include_directories(test_ledger PRIVATE core/src)
 target_link_libraries(test_ledger PRIVATE eidkit PkgConfig::SQLITE3 OpenSSL::Crypto)
 add_test(NAME c_ledger COMMAND test_ledger)
 

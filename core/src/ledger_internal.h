@@ -11,6 +11,10 @@
 
 #include <stdbool.h>
 
+/* The WAL length, in pages, at which the SQLite ledger checkpoints
+ * (ledger_sqlite.c says why this many); test_ledger fills the WAL past it. */
+#define EID__SQLITE_CHECKPOINT_PAGES 10000
+
 /* Settings a backend needs, resolved from eid_ledger_options. */
 typedef struct ledger_config {
     int64_t token_ttl, result_window, retention;

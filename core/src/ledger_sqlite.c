@@ -164,7 +164,7 @@ static const char *const sql[S_COUNT] = {
 };
 
 /* Checkpoints run on a thread of their own, with a connection of its own,
- * once the WAL holds CHECKPOINT_PAGES pages (about 40 MB; SQLite's default
+ * once the WAL holds EID__SQLITE_CHECKPOINT_PAGES pages (about 40 MB; SQLite's default
  * is 1,000). Every poll of a pending token is a commit, and a checkpoint
  * writes back each page the WAL holds, then an fdatasync: run by the
  * committing thread (SQLite's own autocheckpoint) it held up every call
@@ -173,8 +173,6 @@ static const char *const sql[S_COUNT] = {
  * hot pages ten times fewer. In WAL mode a checkpoint and the writer do
  * not wait for each other; what the checkpoint has written back lets the
  * writer start the WAL over at its next commit. */
-#define CHECKPOINT_PAGES 10000
-
 typedef struct checkpointer {
     pthread_t thread;
     pthread_mutex_t mu;
@@ -312,7 +310,7 @@ static void *checkpoint_main(void *arg) {
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
     sqlite_be *b = arg;
     checkpointer *ck = &b->ck;
-    if (pages < CHECKPOINT_PAGES) return SQLITE_OK;
+    if (pages < EID__SQLITE_CHECKPOINT_PAGES) return SQLITE_OK;
     pthread_mutex_lock(&ck->mu);
     if (!ck->running && !ck->failed) {
         /* No signal for this thread: a process-directed one must reach a

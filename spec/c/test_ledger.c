@@ -8,6 +8,7 @@
 #include "eidkit/ledger.h"
 
 #include "alloc_fail.h"
+#include "ledger_internal.h"
 #include "check.h"
 
 #include <dirent.h>
@@ -1080,7 +1081,8 @@ static void test_checkpoint(void) {
     int n = 0;
     CHECK(issue(l, "T-CKPT-000000", "user-1") == EID_OK);
     uint32_t seq0 = wal_sequence(w);
-    const off_t full = (off_t)10000 * (4096 + 24); /* pages of 4 KiB, with frame headers */
+    /* pages of 4 KiB, with frame headers */
+    const off_t full = (off_t)EID__SQLITE_CHECKPOINT_PAGES * (4096 + 24);
     int ok = 1;
     while (ok && file_size(w) < full && n < 200000) {
         snprintf(t, sizeof t, "T-CKPT-%06d", ++n);
@@ -1129,7 +1131,7 @@ static void test_checkpoint_fallback(void) {
     CHECK(issue(l, "T-FALL-000000", "user-1") == EID_OK);
     CHECK(rename(p, moved) == 0);
     uint32_t seq0 = wal_sequence(w);
-    const off_t full = (off_t)10000 * (4096 + 24);
+    const off_t full = (off_t)EID__SQLITE_CHECKPOINT_PAGES * (4096 + 24);
     int ok = 1;
     while (ok && file_size(w) < full && n < 200000) {
         snprintf(t, sizeof t, "T-FALL-%06d", ++n);
