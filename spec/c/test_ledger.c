@@ -1066,44 +1066,58 @@ static long long blocked_in_thread(const char *name) {
     return mask;
 }
 
+/* Issue tokens (prefix-NNNNNN, t holds the last) until the WAL at w holds
+ * more than the checkpoint interval, then, a few ms apart, until its
+ * header's checkpoint sequence has moved on from what it was on entry:
+ * the WAL started over, after a checkpoint wrote everything back. */
+static void fill_until_restart(eid_ledger *l, const char *w, const char *prefix, char *t,
+                               size_t tcap) {
+    uint32_t seq0 = wal_sequence(w);
+    /* pages of 4 KiB, with frame headers */
+    const off_t full = (off_t)EID__SQLITE_CHECKPOINT_PAGES * (4096 + 24);
+    int n = 0, ok = 1;
+    while (ok && file_size(w) < full && n < 200000) {
+        snprintf(t, tcap, "%s-%06d", prefix, ++n);
+        ok = issue(l, t, "user-1") == EID_OK;
+    }
+    CHECK(ok && file_size(w) >= full);
+    for (int k = 0; ok && wal_sequence(w) == seq0 && k < 2000; k++) {
+        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+        snprintf(t, tcap, "%s-%06d", prefix, ++n);
+        ok = issue(l, t, "user-1") == EID_OK;
+    }
+    CHECK(ok && wal_sequence(w) != seq0);
+}
+
 /* SQLite's own autocheckpoint is off (the checkpoint runs on a thread of
- * the ledger's): past 10,000 WAL pages a checkpoint still runs, and the
- * WAL starts over (its header's sequence number moves on) with every
- * token kept. */
-static void test_checkpoint(void) {
-    char p[160], u[200], w[170], t[40];
-    snprintf(p, sizeof p, "%s/checkpoint.db", dir);
+ * the ledger's): past the interval a checkpoint still runs, beside the
+ * commits, and the WAL starts over with every token kept. With renamed,
+ * the file is renamed away under the open ledger, so the checkpointer's
+ * own open fails (at its first request): it must hand the checkpoints back
+ * to the committing connection rather than let the WAL grow for good. */
+static void check_checkpoints(const char *name, bool renamed) {
+    char p[160], moved[170], u[200], w[170], t[40];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    snprintf(moved, sizeof moved, "%s.moved", p);
     snprintf(u, sizeof u, "sqlite:%s", p);
     snprintf(w, sizeof w, "%s-wal", p);
     eid_ledger *l = open_ledger(u, NULL);
     CHECK(l != NULL);
     if (!l) return;
-    int n = 0;
     CHECK(issue(l, "T-CKPT-000000", "user-1") == EID_OK);
-    uint32_t seq0 = wal_sequence(w);
-    /* pages of 4 KiB, with frame headers */
-    const off_t full = (off_t)EID__SQLITE_CHECKPOINT_PAGES * (4096 + 24);
-    int ok = 1;
-    while (ok && file_size(w) < full && n < 200000) {
-        snprintf(t, sizeof t, "T-CKPT-%06d", ++n);
-        ok = issue(l, t, "user-1") == EID_OK;
+    if (renamed) CHECK(rename(p, moved) == 0);
+    fill_until_restart(l, w, "T-CKPT", t, sizeof t);
+    if (renamed) {
+        CHECK(rename(moved, p) == 0);
+    } else {
+        /* It took no signal from this thread, which takes them all: a
+         * process-directed one must go to a thread that acts on it. */
+        long long mask = blocked_in_thread("eidkit-ckpt");
+        CHECK(mask != -1);
+        int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGCHLD};
+        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+            CHECK(mask != -1 && (mask >> (sigs[i] - 1) & 1));
     }
-    CHECK(ok && file_size(w) >= full);
-    /* The checkpoint runs beside these commits; the first commit after it
-     * has written everything back starts the WAL over. */
-    for (int k = 0; ok && wal_sequence(w) == seq0 && k < 2000; k++) {
-        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
-        snprintf(t, sizeof t, "T-CKPT-%06d", ++n);
-        ok = issue(l, t, "user-1") == EID_OK;
-    }
-    CHECK(ok && wal_sequence(w) != seq0);
-    /* It took no signal from this thread, which takes them all: a
-     * process-directed one must go to a thread that acts on it. */
-    long long mask = blocked_in_thread("eidkit-ckpt");
-    CHECK(mask != -1);
-    int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGCHLD};
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        CHECK(mask != -1 && (mask >> (sigs[i] - 1) & 1));
     eid_ledger_entry r;
     eid_error err = {0};
     CHECK(eid_ledger_get(l, "T-CKPT-000000", &r, &err) == EID_OK);
@@ -1115,45 +1129,9 @@ static void test_checkpoint(void) {
     CHECK(file_size(w) == -1); /* the last close wrote the WAL back and removed it */
 }
 
-/* A checkpointer that cannot open its connection hands the checkpoints
- * back to the committing connection rather than let the WAL grow for good:
- * with the file renamed away under the open ledger, its open fails. */
-static void test_checkpoint_fallback(void) {
-    char p[160], moved[170], u[200], w[170], t[40];
-    snprintf(p, sizeof p, "%s/fallback.db", dir);
-    snprintf(moved, sizeof moved, "%s.moved", p);
-    snprintf(u, sizeof u, "sqlite:%s", p);
-    snprintf(w, sizeof w, "%s-wal", p);
-    eid_ledger *l = open_ledger(u, NULL);
-    CHECK(l != NULL);
-    if (!l) return;
-    int n = 0;
-    CHECK(issue(l, "T-FALL-000000", "user-1") == EID_OK);
-    CHECK(rename(p, moved) == 0);
-    uint32_t seq0 = wal_sequence(w);
-    const off_t full = (off_t)EID__SQLITE_CHECKPOINT_PAGES * (4096 + 24);
-    int ok = 1;
-    while (ok && file_size(w) < full && n < 200000) {
-        snprintf(t, sizeof t, "T-FALL-%06d", ++n);
-        ok = issue(l, t, "user-1") == EID_OK;
-    }
-    CHECK(ok && file_size(w) >= full);
-    /* The thread fails its open at the first request; a later commit
-     * checkpoints inline and the one after it starts the WAL over. */
-    for (int k = 0; ok && wal_sequence(w) == seq0 && k < 2000; k++) {
-        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
-        snprintf(t, sizeof t, "T-FALL-%06d", ++n);
-        ok = issue(l, t, "user-1") == EID_OK;
-    }
-    CHECK(ok && wal_sequence(w) != seq0);
-    CHECK(rename(moved, p) == 0);
-    eid_ledger_entry r;
-    eid_error err = {0};
-    CHECK(eid_ledger_get(l, t, &r, &err) == EID_OK);
-    eid_ledger_free(l);
-    l = open_ledger(u, NULL);
-    CHECK(l != NULL && eid_ledger_get(l, t, &r, &err) == EID_OK);
-    eid_ledger_free(l);
+static void test_checkpoint(void) {
+    check_checkpoints("checkpoint.db", false);
+    check_checkpoints("fallback.db", true);
 }
 
 int main(void) {
@@ -1176,7 +1154,6 @@ int main(void) {
     test_batch_commit_fails();
     test_batch_broken();
     test_checkpoint();
-    test_checkpoint_fallback();
     test_status_codes();
     test_redis_exports();
     char cmd[320];
