@@ -1566,4 +1566,7 @@ void eidkit_open_httpd(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, http_server_new);
     lua_setfield(L, -2, "http_server");
+    /* For eidkit serve's --max-connections help and range. */
+    lua_pushinteger(L, DEFAULT_MAX_CONN);
+    lua_setfield(L, -2, "http_max_connections");
 }

@@ -151,6 +151,8 @@ describe("eidkit serve", function()
         { { "--sim", "--upstream-timeout", "0" }, "%-%-upstream%-timeout: expected seconds > 0, at most 86400; got '0'" },
         { { "--sim", "--sweep-interval", "-1" }, "%-%-sweep%-interval: expected seconds >= 0, at most 86400; got '%-1'" },
         { { "--sim", "--drain-timeout", "x" }, "%-%-drain%-timeout: expected seconds >= 0" },
+        { { "--sim", "--max-connections", "0" }, "%-%-max%-connections: expected 1..1000000, got '0'" },
+        { { "--sim", "--max-per-address", "x" }, "%-%-max%-per%-address: expected 1..1000000, got 'x'" },
         { { "--sim", "--ledger", "mysql://x" }, "%-%-ledger: expected sqlite:PATH or redis://" },
         { { "--sim", "--endpoint", "http://x" }, "%-%-endpoint and %-%-sim exclude each other" },
         { { "--merchant-id", "M", "--sim-seed", "1" }, "%-%-sim%-seed needs %-%-sim" },
@@ -210,6 +212,21 @@ describe("eidkit serve", function()
       for i = 1, 5 do statuses[i] = sp.request(s, "POST", "/eid/token", { user = "b" .. i }).status end
       table.sort(statuses)
       assert.equals(429, statuses[5])
+      assert.equals(0, (sp.stop(s)))
+      cleanup()
+    end)
+  end)
+
+  describe("--max-connections", function()
+    it("caps the connections held at once: a second client waits for the first", function()
+      local url, cleanup = tmp_db()
+      local s = sp.start { "--sim", "--ledger", url, "--max-connections", "1" }
+      local h = slow_result(s, "carol", 3000) -- holds the one connection for 3 s
+      -- the next client stays in the listen queue until that slot frees
+      assert.equals(28, sp.request(s, "GET", "/healthz", { max_time = 1 }).code)
+      local r = sp.wait_all({ h })[1]
+      assert.same({ 200, "passed" }, { r.status, r.json and r.json.status })
+      assert.equals(200, sp.request(s, "GET", "/healthz", { max_time = 5 }).status)
       assert.equals(0, (sp.stop(s)))
       cleanup()
     end)

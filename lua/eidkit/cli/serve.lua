@@ -30,6 +30,7 @@ local spec = {
   { name = "sweep-interval", arg = "SECONDS", help = "pull results the front end never reported this often (default 60; 0: off)" },
   { name = "access-log", arg = "FILE", help = "append the JSON access log to FILE ('-': stdout; default: stderr)" },
   { name = "request-timeout", arg = "SECONDS", help = "a request's head and body must arrive within this (default 20)" },
+  { name = "max-connections", arg = "N", help = format("connections held at once, at most (default %d; the longest-idle keep-alive ones are closed to keep a sixteenth free)", core.http_max_connections) },
   { name = "max-per-address", arg = "N", help = "connections one client address may hold (default 1024; raise it behind a proxy)" },
   { name = "drain-timeout", arg = "SECONDS", help = "on SIGTERM/SIGINT, wait this long for requests in flight (default 10)" },
   { name = "check", help = "validate the configuration and the policy, then exit (0 ok, 2 not)" },
@@ -184,11 +185,14 @@ local function settings(o)
     if s[c[1]] == nil then s[c[1]] = c[3] end
   end
   s.request_timeout = math.max(1, math.floor(s.request_timeout))
-  local mpa = o.max_per_address and math.tointeger(tonumber(o.max_per_address))
-  if o.max_per_address and (not mpa or mpa < 1 or mpa > 1000000) then
-    return nil, format("--max-per-address: expected 1..1000000, got '%s'", tostring(o.max_per_address))
+  for _, c in ipairs { { "max_per_address", 1024 }, { "max_connections", core.http_max_connections } } do
+    local key, v = c[1], o[c[1]]
+    local n = v and math.tointeger(tonumber(v))
+    if v and (not n or n < 1 or n > 1000000) then
+      return nil, format("--%s: expected 1..1000000, got '%s'", key:gsub("_", "-"), tostring(v))
+    end
+    s[key] = n or c[2]
   end
-  s.max_per_address = mpa or 1024
   s.access_log = o.access_log
   if s.sim then
     s.sim_listen, err = host_port(o.sim_listen or "127.0.0.1:0", "sim-listen")
@@ -370,7 +374,8 @@ function _M.main(argv)
   end
 
   local ok, srv = pcall(host.mount, host, gw, { host = s.listen.host, port = s.listen.port,
-    request_timeout = s.request_timeout, max_per_address = s.max_per_address })
+    request_timeout = s.request_timeout, max_per_address = s.max_per_address,
+    max_connections = s.max_connections })
   if not ok then
     ledger:close() host:close()
     return failure("--listen: " .. tostring(srv):gsub("^bad argument #1 to '[%w_.]+' ", ""))
