@@ -287,6 +287,32 @@ static void read_outcome(lua_State *L, int arg, eid_ledger_outcome *o) {
     lua_pop(L, 1);
 }
 
+/* A response given as JSON text: digested by the same C code the FFI ledgers
+ * use (eid_ledger_digest_json). What the outcome points to is left on the
+ * stack, as read_outcome leaves it: the details in a userdata, the RequestId
+ * in a string. */
+static void read_outcome_text(lua_State *L, int arg, eid_ledger_outcome *o) {
+    size_t len;
+    const char *json = lua_tolstring(L, arg, &len);
+    eid_ledger_digest *d = NULL;
+    eid_error err = {0};
+    eid_status st = eid_ledger_digest_json(json, len, &d, &err);
+    if (st == EID_E_INVALID_ARG) luaL_argerror(L, arg, err.message);
+    if (st != EID_OK) luaL_error(L, "record: out of memory");
+    *o = *eid_ledger_digest_outcome(d);
+    o->request_id = NULL;
+    o->details = NULL;
+    const eid_ledger_outcome *from = eid_ledger_digest_outcome(d);
+    if (from->n_details) {
+        size_t size = sizeof *o->details * from->n_details;
+        eid_ledger_attempt *details = lua_newuserdatauv(L, size, 0);
+        memcpy(details, from->details, size);
+        o->details = details;
+    }
+    if (from->request_id) o->request_id = lua_pushstring(L, from->request_id);
+    eid_ledger_digest_free(d);
+}
+
 /* ------------------------------------------------------------ the jobs */
 
 static const char *const op_names[] = {"issue", "claim",    "consume", "get",   "record",
@@ -330,11 +356,17 @@ static void read_record(lua_State *L, eidkit_ledger_job *j) {
     j->token = check_cstring(L, 2);
     const char *payload = NULL;
     size_t payload_len = 0;
+    int text = lua_type(L, 3) == LUA_TSTRING;
     if (!lua_isnoneornil(L, 4)) {
         payload = luaL_checklstring(L, 4, &payload_len);
     } else {
         lua_settop(L, 3);
-        if (lua_getiuservalue(L, 1, 2) == LUA_TFUNCTION) {
+        if (lua_getiuservalue(L, 1, 2) == LUA_TFUNCTION && text) {
+            /* Text is stored as given, as the FFI ledgers store it. */
+            lua_pop(L, 1);
+            lua_pushvalue(L, 3);
+            payload = lua_tolstring(L, 4, &payload_len);
+        } else if (lua_type(L, 4) == LUA_TFUNCTION) {
             /* Opened with payload_encoder (keep_payloads): store every
              * response. Called before any ledger work, so an error here
              * changes nothing. The result stays at index 4. */
@@ -345,7 +377,10 @@ static void read_record(lua_State *L, eidkit_ledger_job *j) {
             payload = lua_tolstring(L, 4, &payload_len);
         }
     }
-    read_outcome(L, 3, &j->outcome);
+    if (text)
+        read_outcome_text(L, 3, &j->outcome);
+    else
+        read_outcome(L, 3, &j->outcome);
     j->outcome.payload = payload;
     j->outcome.payload_len = payload_len;
 }

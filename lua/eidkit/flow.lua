@@ -223,9 +223,14 @@ local function pull(self, tok, it)
 end
 
 -- ledger:record, where a Response the ledger cannot read is the
--- server's fault (bad_response), not the caller's.
+-- server's fault (bad_response), not the caller's. A client that kept the
+-- text a Response was decoded from (eidkit.openresty.client) hands it over:
+-- a ledger that digests JSON then reads what Tencent sent instead of
+-- encoding the table again (docs/internals/openresty.md, "The text of an
+-- answer").
 local function record(self, tok, res)
-  local ok, rec, err = pcall(self.ledger.record, self.ledger, tok, res)
+  local text = self.response_text and self.response_text(self.client, res)
+  local ok, rec, err = pcall(self.ledger.record, self.ledger, tok, text or res)
   if not ok then
     return error_result("bad_response", "the GetEidResult answer could not be recorded: " .. describe(rec))
   end
@@ -450,6 +455,7 @@ function _M.new(opts)
   if not pok then error("bad option 'policy' (" .. tostring(p):gsub("^.-%((.*)%)$", "%1") .. ")", 2) end
   return setmetatable({
     client = c, ledger = l, merchant_id = mid, policy = p, logger = opts.logger,
+    response_text = type(c.response_text) == "function" and c.response_text or nil,
     eidinfo_key = eidinfo_key, crypto = crypto,
     clock = opts.clock or host.now, sleep = opts.sleep or host.sleep,
     poll_interval = seconds("poll_interval", 1, 0, 60),
@@ -568,7 +574,8 @@ local function replay(self, tok, subject, rec, expect)
     local pok, payload = pcall(self.ledger.payload, self.ledger, tok)
     if pok and type(payload) == "string" then
       local dok, v = pcall(decode, payload)
-      if dok and type(v) == "table" then res = v end
+      -- A body recorded as received keeps its envelope.
+      if dok and type(v) == "table" then res = type(v.Response) == "table" and v.Response or v end
     end
   end
   if not res then

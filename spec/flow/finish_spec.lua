@@ -108,6 +108,35 @@ describe("eidkit.flow", function()
         assert.equals(1, f.counts.consume)
       end)
 
+      it("records the text a Response was decoded from, when the client keeps it", function()
+        -- As eidkit.openresty.client does: response_text(res) names the
+        -- body behind a Response it returned. The ledger must be handed that
+        -- text (here one that says more than the table: two attempts).
+        local c = env:client()
+        local asked = {}
+        local keeping = setmetatable({
+          response_text = function(_, res)
+            asked[#asked + 1] = res
+            return ('{"Response":{"Text":{"LivenessDetail":[{"Seq":"1","IsNeedCharge":false},'
+              .. '{"Seq":"2","IsNeedCharge":true}]},"RequestId":"%s"}}'):format(res.RequestId)
+          end,
+        }, { __index = function(_, k)
+          local v = c[k]
+          if type(v) ~= "function" then return v end
+          return function(_, ...) return v(c, ...) end
+        end })
+        local f = flow { client = keeping }
+        local st = env:start(f, "u-t")
+        local o = assert(f.flow:finish { subject = "u-t", EidToken = st.EidToken })
+        assert.equals("pending", o.status)
+        assert.equals(1, #asked)
+        assert.equals(o.request_id, asked[1].RequestId)
+        local rec = f.ledger:get(st.EidToken)
+        assert.equals(2, rec.attempts)
+        assert.equals(1, rec.billable)
+        assert.same({ o.request_id }, rec.request_ids)
+      end)
+
       it("passes, bills, and consumes exactly once; a second finish returns the same outcome", function()
         local calls = 0
         local f = flow { policy = { on_outcome = function() calls = calls + 1 end } }

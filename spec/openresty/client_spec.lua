@@ -32,6 +32,9 @@ local SERVER = [[
         local out = { requests = c:stats().requests }
         if res then
           out.res, out.attempts = res, err
+          -- The body behind the Response (what the flow records), and
+          -- nothing for a table this client did not return.
+          out.text, out.text_of_other = c:response_text(res), c:response_text({ RequestId = res.RequestId })
         else
           out.err = { code = err.code, message = err.message, attempts = err.attempts, sent = err.sent,
             retryable = err.retryable, http_status = err.http_status, trace_id = err.trace_id,
@@ -181,6 +184,8 @@ describe("eidkit.openresty.client in nginx", function()
     out = call("GetEidResult", { EidToken = tok })
     assert.equal(1, out.attempts)
     assert.equal("0", out.res.Text.ErrCode == 0 and "0" or tostring(out.res.Text.ErrCode))
+    assert.same(out.res, cjson.decode(out.text).Response)
+    assert.is_nil(out.text_of_other)
     -- a remote error keeps Tencent's code and the call's trace id
     out = call("GetEidResult", { EidToken = "nope" })
     assert.truthy(out.err.code:match("^InvalidParameter") or out.err.code:match("^FailedOperation"),

@@ -274,17 +274,24 @@ describe("eidkit.openresty.ledger", function()
       return list
     end
 
+    -- Each answer goes in as a table and as its JSON text (what the flow
+    -- hands over when the client kept the body it decoded), on both hosts.
     for i, case in ipairs(answers) do
       it(("stores the same as the C backend: %s"):format(case[1]), function()
         local ctok, ntok = "RC-" .. i, "RN-" .. i
-        assert(c_ledger:issue { EidToken = ctok, MerchantId = "m", subject = "a" })
-        assert(c_ledger:issue { EidToken = ntok, MerchantId = "m", subject = "a" })
+        local text = cjson.encode(case[2])
+        local toks = { ctok, ntok, "RCT-" .. i, "RNT-" .. i }
+        for _, tok in ipairs(toks) do assert(c_ledger:issue { EidToken = tok, MerchantId = "m", subject = "a" }) end
         now = T0 + 30
         if case.raises then
           local okc, cmsg = pcall(c_ledger.record, c_ledger, ctok, case[2])
           assert.is_false(okc)
           local okn, nmsg = pcall(call, "record", ntok, case[2])
           assert.is_false(okn)
+          local okct, ctmsg = pcall(c_ledger.record, c_ledger, toks[3], text)
+          assert.is_false(okct)
+          local oknt, ntmsg = pcall(call, "record", toks[4], text)
+          assert.is_false(oknt)
           local cm, nm = raised(cmsg), raised(nmsg)
           assert(cm, cmsg)
           assert(nm, nmsg)
@@ -293,17 +300,27 @@ describe("eidkit.openresty.ledger", function()
           -- The words too, but for the name of the wrong type (the binding
           -- sees userdata where JSON has null).
           if not cm:find("got", 1, true) then assert.equals(cm, nm) end
-          -- Nothing was recorded on either.
-          assert.equals(0, assert(c_ledger:get(ctok)).pulls)
-          assert.equals(0, assert(c_ledger:get(ntok)).pulls)
+          -- Text is read by the one digest on both hosts: the same words.
+          assert.equals(nm, raised(ctmsg))
+          assert.equals(nm, raised(ntmsg))
+          -- Nothing was recorded on any.
+          for _, tok in ipairs(toks) do assert.equals(0, assert(c_ledger:get(tok)).pulls) end
           return
         end
         local c = c_call("record", ctok, case[2])
         local n = call("record", ntok, case[2])
+        local ct = c_call("record", toks[3], text)
+        local nt = call("record", toks[4], text)
         assert.is_nil(c.err)
         assert.is_nil(n.err)
-        c.res.EidToken, n.res.EidToken = "TOKEN", "TOKEN"
+        assert.is_nil(ct.err)
+        assert.is_nil(nt.err)
+        c.res.EidToken, n.res.EidToken, ct.res.EidToken, nt.res.EidToken = "TOKEN", "TOKEN", "TOKEN", "TOKEN"
         assert.same(c.res, n.res)
+        assert.same(c.res, ct.res)
+        assert.same(c.res, nt.res)
+        assert.same(attempts(ctok), attempts(toks[3]))
+        assert.same(attempts(ctok), attempts(toks[4]))
         assert.same(c_call("get", ctok).res.request_ids, n.res.request_ids)
         assert.same(attempts(ctok), attempts(ntok))
         -- And C reads the nginx-recorded token as its own.

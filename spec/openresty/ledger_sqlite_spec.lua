@@ -138,6 +138,25 @@ describe("eidkit.openresty.ledger on sqlite: (the C ledger through the FFI)", fu
     assert.same({ "failed", 2006, 1 }, { rec.state, rec.ErrCode, rec.billable })
   end)
 
+  it("takes an answer as its JSON text, with or without the envelope, as its table", function()
+    for i, body in ipairs { response(2006, 3, "rt"), { Response = response(0, 2, "rw") } } do
+      local text = cjson.encode(body)
+      local toks = { "TX-TABLE-" .. i, "TX-C-" .. i, "TX-N-" .. i }
+      for _, tok in ipairs(toks) do assert(c_ledger:issue { EidToken = tok, MerchantId = "m", subject = "a" }) end
+      local want = c_call("record", toks[1], body).res
+      local c = c_call("record", toks[2], text).res
+      local n = call("record", toks[3], text).res
+      want.EidToken, c.EidToken, n.EidToken = "T", "T", "T"
+      assert.same(want, c)
+      assert.same(want, n)
+      assert.same(assert(c_ledger:attempts(toks[1])), call("attempts", toks[3]).res)
+    end
+    local ok, msg = pcall(call, "record", "TX-N-1", "{not json")
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to 'record' %(response: not JSON%)", msg)
+    assert.equals(1, call("get", "TX-N-1").res.pulls)
+  end)
+
   it("raises on misuse naming the field, and a malformed token is unknown_token", function()
     local ok, msg = pcall(call, "issue", { EidToken = "bad token", MerchantId = "m", subject = "a" })
     assert.is_false(ok)

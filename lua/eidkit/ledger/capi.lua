@@ -191,14 +191,18 @@ function methods.get(self, token) return entry_call(self, "get", "eid_ledger_get
 local digest_out = ffi_new("eid_ledger_digest *[1]")
 local outcome = ffi_new("eid_ledger_outcome")
 
--- ledger:record(EidToken, response [, payload]): the response digested by
--- eid_ledger_digest_json, applied by eid_ledger_record (payload: sealed by
--- C with the ledger's key; keep_payloads: the response's JSON text).
+-- ledger:record(EidToken, response [, payload]): the response (a table, or
+-- its JSON text) digested by eid_ledger_digest_json, applied by
+-- eid_ledger_record (payload: sealed by C with the ledger's key;
+-- keep_payloads: the response's JSON text).
 function methods.record(self, token, res, payload)
   check_string(token, 1, "record")
-  if type(res) ~= "table" then error("bad argument #2 to 'record' (table expected)", 2) end
+  if type(res) ~= "table" and type(res) ~= "string" then
+    error("bad argument #2 to 'record' (table or JSON text expected)", 2)
+  end
   if payload ~= nil and type(payload) ~= "string" then error("bad argument #3 to 'record' (string expected)", 2) end
-  local ok, text = encode(res)
+  local ok, text = true, res
+  if type(res) ~= "string" then ok, text = encode(res) end
   if not ok then error("bad argument #2 to 'record' (response: " .. tostring(text) .. ")", 2) end
   local C, l = handle(self)
   local st = C.eid_ledger_digest_json(text, #text, digest_out, cerr)

@@ -347,6 +347,10 @@ local function send(self, call, body, remaining)
   return f, out
 end
 
+-- The body each Response table this client returned was decoded from, for
+-- as long as the table lives (client:response_text).
+local texts = setmetatable({}, { __mode = "k" })
+
 local function log(self, level, event)
   if self.logger then self.logger(level, event) end
 end
@@ -392,6 +396,7 @@ local function do_call(self, action, params)
     if v.resign then goto continue end
     if v.status == "ok" then
       log(self, "info", event)
+      texts[out.resp] = out.body
       return out.resp, call.attempts
     end
     do
@@ -443,6 +448,13 @@ end
 
 -- The offset (seconds, server minus local) adopted after a SignatureExpire,
 -- for this client in this worker.
+-- client:response_text(res) -> the JSON text `res` was decoded from, when
+-- `res` is a Response this client returned; else nil. The flow records that
+-- text: LuaJIT interns every string, and answers that differ only in their
+-- RequestId near the end share one hash bucket of its string table, so
+-- encoding the table again cost a walk of that bucket besides the encoding.
+function methods.response_text(_, res) return texts[res] end
+
 function methods.skew(self) return self.skew end
 
 function methods.set_skew(self, s)

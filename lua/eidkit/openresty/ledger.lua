@@ -571,7 +571,8 @@ local arg_len = ffi_new("size_t[1]")
 -- eid_ledger_record's checks, then the arguments r_record sends), or raises
 -- (level) naming the field at fault, as eidkit.core's record does.
 local function record_args(token, res, now, level)
-  local ok, text = encode(res)
+  local ok, text = true, res
+  if type(res) ~= "string" then ok, text = encode(res) end
   if not ok then error("bad argument #2 to 'record' (response: " .. tostring(text) .. ")", level) end
   local C = eidffi.lib()
   local st = C.eid_ledger_digest_json(text, #text, digest_out, cerr)
@@ -602,13 +603,15 @@ end
 
 -- ledger:record(EidToken, response) -> record | nil, err (unknown_token,
 -- unavailable, ...): one GetEidResult answer (the Response table, or a body
--- with Response), applied by the backend's record script with the
+-- with Response; either as a table or as its JSON text), applied by the backend's record script with the
 -- arguments libeidkit builds for it; raises naming the field when the
 -- answer cannot be read. A third argument (a payload) raises: payloads are
 -- sealed with the ledger's key, which only the C ledger holds.
 function methods.record(self, token, res, payload)
   if type(token) ~= "string" then error("bad argument #1 to 'record' (string expected)", 2) end
-  if type(res) ~= "table" then error("bad argument #2 to 'record' (table expected)", 2) end
+  if type(res) ~= "table" and type(res) ~= "string" then
+    error("bad argument #2 to 'record' (table or JSON text expected)", 2)
+  end
   if payload ~= nil then
     error("bad argument #3 to 'record' (payloads are not stored by eidkit.openresty.ledger: "
       .. "it holds no payload key)", 2)
