@@ -56,6 +56,11 @@ local RESULT_FIELDS = { billable = true, charges = true, attempts = true, intent
 -- 100/s for GetEidToken and GetEidResult; a bucket lets through at most
 -- burst + rate requests in any one second, so 80 + 20 stays under it.
 _M.TOKEN_LIMIT = { count = 5, per = 600 }
+-- What both hosts open the gateway's ledger with when given a URL.
+-- request_ids = false: nothing the gateway or the flow does reads a
+-- record's RequestIds (they stay in the ledger for `eidkit ledger export`),
+-- and listing them built up to 32 strings on every pull.
+_M.LEDGER_OPTIONS = { request_ids = false }
 _M.UPSTREAM_LIMITS = { GetEidToken = { rate = 80, burst = 20 }, GetEidResult = { rate = 80, burst = 20 } }
 
 -- Every failure's HTTP status, in one place. Families: a client code

@@ -141,6 +141,30 @@ describe("eidkit.gateway in nginx", function()
     assert(ok, err)
   end)
 
+  it("opens its ledger with the options eidkit serve uses (gateway.LEDGER_OPTIONS)", function()
+    local inc = os.tmpname()
+    local f = assert(io.open(inc, "w"))
+    f:write([[
+location = /t/ledger-options {
+  content_by_lua_block {
+    local ledger = require("eidkit.openresty.gateway").state().ledger
+    ngx.say(require("cjson").encode { request_ids = ledger.request_ids })
+  }
+}
+]])
+    f:close()
+    local s = orrun.start { "--include", inc, "--sweep-interval", "0" }
+    local ok, err = pcall(function()
+      assert.equals(200, sp.request(s, "GET", "/healthz").status)
+      local r = sp.request(s, "GET", "/t/ledger-options")
+      assert.equals(200, r.status)
+      assert.same(require("eidkit.gateway").LEDGER_OPTIONS, r.json)
+    end)
+    orrun.stop(s)
+    os.remove(inc)
+    assert(ok, err)
+  end)
+
   it("answers the per-subject limit from the shared dict as eidkit serve does (429, Retry-After)", function()
     local s = orrun.start { "--limits", "shared", "--sweep-interval", "0" }
     local ok, err = pcall(function()

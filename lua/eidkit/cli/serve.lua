@@ -356,10 +356,9 @@ function _M.main(argv)
   end
 
   local ledger_mod = require "eidkit.ledger"
-  -- request_ids = false: nothing here reads a record's RequestIds (they
-  -- stay in the ledger for `eidkit ledger export`).
-  local ledger, lderr = ledger_mod.open(s.ledger, { workers = s.ledger_workers, await = host.ledger_await,
-    request_ids = false })
+  local lopts = { workers = s.ledger_workers, await = host.ledger_await }
+  for k, v in pairs(require("eidkit.gateway").LEDGER_OPTIONS) do lopts[k] = v end
+  local ledger, lderr = ledger_mod.open(s.ledger, lopts)
   if not ledger then host:close() return failure("cannot open the ledger: " .. tostring(lderr)) end
 
   local gw, flow, client = build(s, host, ledger, policy, log)

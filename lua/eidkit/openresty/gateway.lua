@@ -141,7 +141,7 @@ local function build()
   local ledger = s.ledger
   if type(ledger) == "string" then
     local err
-    ledger, err = require("eidkit.openresty.ledger").open(ledger)
+    ledger, err = require("eidkit.openresty.ledger").open(ledger, gateway.LEDGER_OPTIONS)
     if not ledger then error("cannot open the ledger: " .. tostring(err), 0) end
   end
   local policy = s.policy
