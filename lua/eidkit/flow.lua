@@ -382,6 +382,12 @@ end
 -- eidkit.flow{client =, ledger =, merchant_id =, policy =, logger =, clock =,
 --   sleep =, on_log_failure =, poll_interval = 1, poll_max_wait = 600, poll_max_errors = 3,
 --   memo_size = 1000, claim_cache = 10000} -> flow
+-- Does the ledger's record take a response as JSON text (record_text)?
+local function takes_text(l)
+  local ok, yes = pcall(function() return l.record_text == true end)
+  return ok and yes
+end
+
 function _M.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'flow' (expected a table of options)", 2) end
   local known = { client = 1, ledger = 1, merchant_id = 1, policy = 1, logger = 1, clock = 1,
@@ -455,7 +461,9 @@ function _M.new(opts)
   if not pok then error("bad option 'policy' (" .. tostring(p):gsub("^.-%((.*)%)$", "%1") .. ")", 2) end
   return setmetatable({
     client = c, ledger = l, merchant_id = mid, policy = p, logger = opts.logger,
-    response_text = type(c.response_text) == "function" and c.response_text or nil,
+    -- Only to a ledger that takes JSON text (eidkit's own say so): a
+    -- merchant's ledger keeps getting the table.
+    response_text = type(c.response_text) == "function" and takes_text(l) and c.response_text or nil,
     eidinfo_key = eidinfo_key, crypto = crypto,
     clock = opts.clock or host.now, sleep = opts.sleep or host.sleep,
     poll_interval = seconds("poll_interval", 1, 0, 60),

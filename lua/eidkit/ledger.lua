@@ -109,8 +109,10 @@ end
 function methods.issue(self, ...) return self.c:issue(...) end
 -- ledger:claim(EidToken, subject) -> record | nil, err; changes nothing
 function methods.claim(self, ...) return self.c:claim(...) end
--- ledger:record(EidToken, response [, payload]) -> record | nil, err
+-- ledger:record(EidToken, response [, payload]) -> record | nil, err;
+-- response is the Response table or its JSON text (record_text says so).
 function methods.record(self, ...) return self.c:record(...) end
+methods.record_text = true
 -- ledger:consume(EidToken, subject) -> record | nil, err; once per token
 function methods.consume(self, ...) return self.c:consume(...) end
 -- ledger:get(EidToken) -> record | nil, err

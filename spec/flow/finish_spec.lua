@@ -137,6 +137,33 @@ describe("eidkit.flow", function()
         assert.same({ o.request_id }, rec.request_ids)
       end)
 
+      it("gives a ledger that does not say it takes text (a merchant's own) the table", function()
+        local c = env:client()
+        local keeping = setmetatable({ response_text = function() return '{"RequestId":"from-text"}' end },
+          { __index = function(_, k)
+            local v = c[k]
+            if type(v) ~= "function" then return v end
+            return function(_, ...) return v(c, ...) end
+          end })
+        local real = env:ledger(backend)
+        local seen = {}
+        local own = setmetatable({ record = function(_, tok, res)
+          seen[#seen + 1] = type(res)
+          return real:record(tok, res)
+        end }, { __index = function(_, k)
+          if k == "record_text" then return nil end
+          local v = real[k]
+          if type(v) ~= "function" then return v end
+          return function(_, ...) return v(real, ...) end
+        end })
+        local f = flow { client = keeping, ledger = own }
+        local st = env:start(f, "u-o")
+        local o = assert(f.flow:finish { subject = "u-o", EidToken = st.EidToken })
+        assert.equals("pending", o.status)
+        assert.same({ "table" }, seen)
+        assert.same({ o.request_id }, real:get(st.EidToken).request_ids)
+      end)
+
       it("passes, bills, and consumes exactly once; a second finish returns the same outcome", function()
         local calls = 0
         local f = flow { policy = { on_outcome = function() calls = calls + 1 end } }

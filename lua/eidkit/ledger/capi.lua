@@ -195,6 +195,7 @@ local outcome = ffi_new("eid_ledger_outcome")
 -- its JSON text) digested by eid_ledger_digest_json, applied by
 -- eid_ledger_record (payload: sealed by C with the ledger's key;
 -- keep_payloads: the response's JSON text).
+methods.record_text = true -- record takes a response's JSON text as well as its table
 function methods.record(self, token, res, payload)
   check_string(token, 1, "record")
   if type(res) ~= "table" and type(res) ~= "string" then

@@ -607,6 +607,7 @@ end
 -- arguments libeidkit builds for it; raises naming the field when the
 -- answer cannot be read. A third argument (a payload) raises: payloads are
 -- sealed with the ledger's key, which only the C ledger holds.
+methods.record_text = true -- record takes a response's JSON text as well as its table
 function methods.record(self, token, res, payload)
   if type(token) ~= "string" then error("bad argument #1 to 'record' (string expected)", 2) end
   if type(res) ~= "table" and type(res) ~= "string" then
