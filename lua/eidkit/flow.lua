@@ -379,15 +379,15 @@ end
 
 -- ------------------------------------------------------------ the module
 
--- eidkit.flow{client =, ledger =, merchant_id =, policy =, logger =, clock =,
---   sleep =, on_log_failure =, poll_interval = 1, poll_max_wait = 600, poll_max_errors = 3,
---   memo_size = 1000, claim_cache = 10000} -> flow
 -- Does the ledger's record take a response as JSON text (record_text)?
 local function takes_text(l)
   local ok, yes = pcall(function() return l.record_text == true end)
   return ok and yes
 end
 
+-- eidkit.flow{client =, ledger =, merchant_id =, policy =, logger =, clock =,
+--   sleep =, on_log_failure =, poll_interval = 1, poll_max_wait = 600, poll_max_errors = 3,
+--   memo_size = 1000, claim_cache = 10000} -> flow
 function _M.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'flow' (expected a table of options)", 2) end
   local known = { client = 1, ledger = 1, merchant_id = 1, policy = 1, logger = 1, clock = 1,

@@ -446,15 +446,16 @@ function methods.check_eid_token_status(self, p)
   return do_call(self, "CheckEidTokenStatus", p)
 end
 
--- The offset (seconds, server minus local) adopted after a SignatureExpire,
--- for this client in this worker.
 -- client:response_text(res) -> the JSON text `res` was decoded from, when
 -- `res` is a Response this client returned; else nil. The flow records that
--- text: LuaJIT interns every string, and answers that differ only in their
--- RequestId near the end share one hash bucket of its string table, so
--- encoding the table again cost a walk of that bucket besides the encoding.
+-- text rather than encode the table again: LuaJIT interns every string and
+-- hashes a long one from a sample of its bytes, and encoded answers, alike
+-- but for a RequestId the sample may miss, crowded one bucket of its string
+-- table (docs/internals/openresty.md, "The text of an answer").
 function methods.response_text(_, res) return texts[res] end
 
+-- The offset (seconds, server minus local) adopted after a SignatureExpire,
+-- for this client in this worker.
 function methods.skew(self) return self.skew end
 
 function methods.set_skew(self, s)
