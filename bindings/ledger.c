@@ -299,10 +299,10 @@ static void read_outcome_text(lua_State *L, int arg, eid_ledger_outcome *o) {
     eid_status st = eid_ledger_digest_json(json, len, &d, &err);
     if (st == EID_E_INVALID_ARG) luaL_argerror(L, arg, err.message);
     if (st != EID_OK) luaL_error(L, "record: out of memory");
-    *o = *eid_ledger_digest_outcome(d);
+    const eid_ledger_outcome *from = eid_ledger_digest_outcome(d);
+    *o = *from;
     o->request_id = NULL;
     o->details = NULL;
-    const eid_ledger_outcome *from = eid_ledger_digest_outcome(d);
     if (from->n_details) {
         size_t size = sizeof *o->details * from->n_details;
         eid_ledger_attempt *details = lua_newuserdatauv(L, size, 0);
@@ -361,17 +361,16 @@ static void read_record(lua_State *L, eidkit_ledger_job *j) {
         payload = luaL_checklstring(L, 4, &payload_len);
     } else {
         lua_settop(L, 3);
-        if (lua_getiuservalue(L, 1, 2) == LUA_TFUNCTION && text) {
-            /* Text is stored as given, as the FFI ledgers store it. */
-            lua_pop(L, 1);
-            lua_pushvalue(L, 3);
-            payload = lua_tolstring(L, 4, &payload_len);
-        } else if (lua_type(L, 4) == LUA_TFUNCTION) {
+        if (lua_getiuservalue(L, 1, 2) == LUA_TFUNCTION) {
             /* Opened with payload_encoder (keep_payloads): store every
-             * response. Called before any ledger work, so an error here
-             * changes nothing. The result stays at index 4. */
+             * response, text as given (as the FFI ledgers store it), a
+             * table encoded. Called before any ledger work, so an error
+             * here changes nothing. The result stays at index 4. */
             lua_pushvalue(L, 3);
-            lua_call(L, 1, 1);
+            if (text)
+                lua_replace(L, 4);
+            else
+                lua_call(L, 1, 1);
             if (lua_type(L, 4) != LUA_TSTRING)
                 luaL_error(L, "payload_encoder must return a string, got %s", luaL_typename(L, 4));
             payload = lua_tolstring(L, 4, &payload_len);

@@ -108,23 +108,29 @@ describe("eidkit.flow", function()
         assert.equals(1, f.counts.consume)
       end)
 
+      -- obj with own's fields in front; the rest of obj's methods called on
+      -- obj, and the names in `hidden` absent.
+      local function forward(obj, own, hidden)
+        return setmetatable(own, { __index = function(_, k)
+          if hidden and hidden[k] then return nil end
+          local v = obj[k]
+          if type(v) ~= "function" then return v end
+          return function(_, ...) return v(obj, ...) end
+        end })
+      end
+
       it("records the text a Response was decoded from, when the client keeps it", function()
         -- As eidkit.openresty.client does: response_text(res) names the
         -- body behind a Response it returned. The ledger must be handed that
         -- text (here one that says more than the table: two attempts).
-        local c = env:client()
         local asked = {}
-        local keeping = setmetatable({
+        local keeping = forward(env:client(), {
           response_text = function(_, res)
             asked[#asked + 1] = res
             return ('{"Response":{"Text":{"LivenessDetail":[{"Seq":"1","IsNeedCharge":false},'
               .. '{"Seq":"2","IsNeedCharge":true}]},"RequestId":"%s"}}'):format(res.RequestId)
           end,
-        }, { __index = function(_, k)
-          local v = c[k]
-          if type(v) ~= "function" then return v end
-          return function(_, ...) return v(c, ...) end
-        end })
+        })
         local f = flow { client = keeping }
         local st = env:start(f, "u-t")
         local o = assert(f.flow:finish { subject = "u-t", EidToken = st.EidToken })
@@ -138,24 +144,13 @@ describe("eidkit.flow", function()
       end)
 
       it("gives a ledger that does not say it takes text (a merchant's own) the table", function()
-        local c = env:client()
-        local keeping = setmetatable({ response_text = function() return '{"RequestId":"from-text"}' end },
-          { __index = function(_, k)
-            local v = c[k]
-            if type(v) ~= "function" then return v end
-            return function(_, ...) return v(c, ...) end
-          end })
+        local keeping = forward(env:client(), { response_text = function() return '{"RequestId":"from-text"}' end })
         local real = env:ledger(backend)
         local seen = {}
-        local own = setmetatable({ record = function(_, tok, res)
+        local own = forward(real, { record = function(_, tok, res)
           seen[#seen + 1] = type(res)
           return real:record(tok, res)
-        end }, { __index = function(_, k)
-          if k == "record_text" then return nil end
-          local v = real[k]
-          if type(v) ~= "function" then return v end
-          return function(_, ...) return v(real, ...) end
-        end })
+        end }, { record_text = true })
         local f = flow { client = keeping, ledger = own }
         local st = env:start(f, "u-o")
         local o = assert(f.flow:finish { subject = "u-o", EidToken = st.EidToken })

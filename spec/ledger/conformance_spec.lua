@@ -543,6 +543,11 @@ for _, variant in ipairs(variants) do
         assert(l3:issue { EidToken = "K2", MerchantId = "m", subject = "s" })
         assert(l3:record("K2", resp, "explicit"))
         assert.equals("explicit", l3:payload("K2"))
+        -- An answer given as JSON text is kept as given, envelope and all.
+        local text = cjson.encode { Response = resp }
+        assert(l3:issue { EidToken = "K3", MerchantId = "m", subject = "s" })
+        assert.equals("failed", assert(l3:record("K3", text)).state)
+        assert.equals(text, l3:payload("K3"))
         l3:close()
         local core = require "eidkit.core"
         local ok, err = pcall(core.ledger_open, "sqlite::memory:", { payload_encoder = cjson.encode })

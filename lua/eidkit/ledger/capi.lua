@@ -202,8 +202,7 @@ function methods.record(self, token, res, payload)
     error("bad argument #2 to 'record' (table or JSON text expected)", 2)
   end
   if payload ~= nil and type(payload) ~= "string" then error("bad argument #3 to 'record' (string expected)", 2) end
-  local ok, text = true, res
-  if type(res) ~= "string" then ok, text = encode(res) end
+  local ok, text = encode(res)
   if not ok then error("bad argument #2 to 'record' (response: " .. tostring(text) .. ")", 2) end
   local C, l = handle(self)
   local st = C.eid_ledger_digest_json(text, #text, digest_out, cerr)

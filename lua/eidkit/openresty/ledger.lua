@@ -547,13 +547,15 @@ function methods.consume(self, token, subject)
   return rec
 end
 
--- The response table as JSON for eid_ledger_digest_json: a private cjson
--- (settings never leak to other users of the module); a sparse list becomes
--- an object (no entries, as rawlen sees most such tables) instead of an
--- error; 14 significant digits (lua-cjson's most) keep ReqTime's 13-digit
--- milliseconds exact.
+-- The response as JSON for eid_ledger_digest_json: JSON text (record's
+-- response may be given so) as it is; a table through a private cjson
+-- (settings never leak to other users of the module), where a sparse list
+-- becomes an object (no entries, as rawlen sees most such tables) instead
+-- of an error, and 14 significant digits (lua-cjson's most) keep ReqTime's
+-- 13-digit milliseconds exact.
 local json
 local function encode(res)
+  if type(res) == "string" then return true, res end
   if not json then
     json = require("cjson").new()
     json.encode_sparse_array(true)
@@ -571,8 +573,7 @@ local arg_len = ffi_new("size_t[1]")
 -- eid_ledger_record's checks, then the arguments r_record sends), or raises
 -- (level) naming the field at fault, as eidkit.core's record does.
 local function record_args(token, res, now, level)
-  local ok, text = true, res
-  if type(res) ~= "string" then ok, text = encode(res) end
+  local ok, text = encode(res)
   if not ok then error("bad argument #2 to 'record' (response: " .. tostring(text) .. ")", level) end
   local C = eidffi.lib()
   local st = C.eid_ledger_digest_json(text, #text, digest_out, cerr)
@@ -603,9 +604,9 @@ end
 
 -- ledger:record(EidToken, response) -> record | nil, err (unknown_token,
 -- unavailable, ...): one GetEidResult answer (the Response table, or a body
--- with Response; either as a table or as its JSON text), applied by the backend's record script with the
--- arguments libeidkit builds for it; raises naming the field when the
--- answer cannot be read. A third argument (a payload) raises: payloads are
+-- with Response; either as a table or as its JSON text), applied by the
+-- backend's record script with the arguments libeidkit builds for it;
+-- raises naming the field when the answer cannot be read. A third argument (a payload) raises: payloads are
 -- sealed with the ledger's key, which only the C ledger holds.
 methods.record_text = true -- record takes a response's JSON text as well as its table
 function methods.record(self, token, res, payload)
