@@ -1,6 +1,10 @@
 # shellcheck shell=bash
 # Sourced by the bench/ scripts (bash): what several of them need once.
 
+# listening PID PORT (the port a started server took is its own)
+# shellcheck source=../scripts/lib/listening.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/listening.sh"
+
 # The simulator's documented demo identity (not secret): `eidkit sim`
 # accepts it, docs/SIMULATOR.md.
 demo_id=AKIDeidkitSimDemo00000000000000000000

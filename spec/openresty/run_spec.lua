@@ -251,6 +251,19 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
     assert.matches("--include: cannot read", bad.stderr, 1, true)
   end)
 
+  it("--listen on a port another process holds: exit 1 with nginx's reason, never `listening on`", function()
+    -- The other process answers connections on the port while nginx is
+    -- still retrying its bind: a probe that only connects took it for nginx.
+    local holder = require("support.child").start({ "python3", "-c", "import socket, time; s = socket.socket(); "
+      .. "s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(120)" },
+      { ready = "^(%d+)\n" })
+    local r = proc.run { "timeout", "60", orrun.RUN, "--listen", "127.0.0.1:" .. holder.ready }
+    require("support.child").stop(holder)
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.equals("", r.stdout)
+    assert.matches("nginx did not start:.*Address already in use", r.stderr)
+  end)
+
   it("--check: exit 0 for a configuration that holds, 2 naming what does not; nothing started", function()
     local ok = proc.run { orrun.RUN, "--check", "--workers", "2" }
     assert.same({ 0, "examples/openresty/run: configuration ok\n" }, { ok.code, ok.stdout })

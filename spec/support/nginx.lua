@@ -81,7 +81,8 @@ local function ready(self)
   for _ = 1, 100 do
     local r = proc.run { "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1",
       self.url .. "/.eidkit-ready" }
-    if r.code == 0 and r.stdout == "204" then return true end
+    -- the port is this nginx's, not another's that took it first
+    if r.code == 0 and r.stdout == "204" then return proc.listening(self.child.pid, self.port) end
     if proc.read(self.child.base .. ".rc") then return false end -- nginx exited
     os.execute("sleep 0.05")
   end

@@ -17,6 +17,9 @@ local function read(path)
 end
 _M.read = read
 
+local LISTENING = (debug.getinfo(1, "S").source:match("^@(.*)/spec/support/[^/]*$") or ".")
+  .. "/scripts/lib/listening.sh"
+
 local function slurp(path) return assert(read(path), path) end
 
 -- argv: list of words (quoted for the shell); opts.stdin: text fed to stdin;
@@ -51,6 +54,15 @@ function _M.output(cmd)
   local out = p:read("a")
   p:close()
   return out
+end
+
+-- Whether process pid holds a TCP socket listening on port (any address),
+-- as scripts/lib/listening.sh tells it: a probe that only connects (or a
+-- PING, or an HTTP request) cannot tell our server from another process
+-- that took the port between the free-port probe and our bind: ours then
+-- fails, but has not always exited yet, and the other answers in its place.
+function _M.listening(pid, port)
+  return _M.sh(("bash %s %d %d"):format(quote(LISTENING), pid, port))
 end
 
 function _M.bin()

@@ -38,14 +38,15 @@ end
 
 local function wait_ready(self)
   for _ = 1, 100 do
-    if self:cli("PING"):match("PONG") then return true end
+    if self:cli("PING"):match("PONG") and proc.listening(self.pid, self.port) then return true end
     if not self:alive() then return false end
     sh("sleep 0.05")
   end
   return false
 end
 
--- (Re)start on self.port with self.dir; true when it answers PING.
+-- (Re)start on self.port with self.dir; true when it answers PING and the
+-- port is its own (not another server's that took the port first).
 function server:launch()
   local cmd = ("redis-server --bind 127.0.0.1 --port %d --save '' --appendonly yes"
     .. " --appendfsync always --dir %s --logfile %s/redis.log --daemonize no"
