@@ -40,6 +40,16 @@ function _M.start(args, opts)
       s.url, s.sim_url = url, sim_url
       s.lines = {}
       for line in out:gmatch("([^\n]*)\n") do s.lines[#s.lines + 1] = line end
+      -- Any HTTP answer will do (a spec may start it with its ledger down);
+      -- none is nginx not serving there, said now with its log rather than
+      -- as a status 0 in the spec's first request.
+      local r = require("fixtures.httpd_client").run { "--max-time", "10", url .. "/healthz" }
+      if not r.status or r.status == 0 then
+        local log = _M.error_log(s)
+        _M.stop(s)
+        error(("examples/openresty/run said %s but nothing answered there (curl exit %s):\n%s"):format(url,
+          tostring(r.code), log:sub(-2000)), 2)
+      end
       break
     end
     local st = p:wait(0.05)
