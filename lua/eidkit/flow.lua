@@ -15,6 +15,7 @@
 --   local subject, err = flow:authorize(request)  -- the policy's gateway rule
 --   local skip, err = flow:on_show(options)       -- the policy's onShow rule
 --   local n, last = flow:log_failures()           -- events dropped by a failing redact/logger
+--   flow:gate_pulls(fn)    -- fn() before each GetEidResult call finish makes; non-nil refuses it
 --
 -- Misuse raises naming the argument; runtime failures return nil, err with
 -- code, message, retryable (and the client's request_id, http_status, ...
@@ -220,6 +221,19 @@ local function pull(self, tok, it)
   return api(self, "GetEidResult", "get_eid_result", { EidToken = tok, InfoType = it,
     BestFramesCount = rp.BestFramesCount, IsCutIdCardImage = rp.IsCutIdCardImage,
     IsNeedIdCardAvatar = rp.IsNeedIdCardAvatar })
+end
+
+-- A GetEidResult call that finish makes. The gate (flow:gate_pulls, the
+-- gateway's upstream bucket) may refuse it first, so what finish answers
+-- without a call (the memo, a replay of a kept payload) takes nothing
+-- from it. gated: the caller passed the gate already.
+local function finish_pull(self, tok, it, gated)
+  local gate = self.pull_gate
+  if gate and not gated then
+    local refused = gate()
+    if refused ~= nil then return nil, refused end
+  end
+  return pull(self, tok, it)
 end
 
 -- ledger:record, where a Response the ledger cannot read is the
@@ -567,7 +581,7 @@ end
 -- again, on_outcome not called again.
 local replay_recorded, replay_outcome
 
-local function replay(self, tok, subject, rec, expect)
+local function replay(self, tok, subject, rec, expect, gated)
   unbind(self, tok) -- consumed: the cache has nothing more to save
   if not rec then
     local err
@@ -590,7 +604,7 @@ local function replay(self, tok, subject, rec, expect)
     local it, ierr = info_type(self, { EidToken = tok, subject = subject })
     if not it then return nil, ierr end
     local err
-    res, err = pull(self, tok, it)
+    res, err = finish_pull(self, tok, it, gated)
     if not res then
       if not (err and err.code == EXPIRED_CODE) then return nil, err end
       res = {} -- Tencent forgot it: the ledger's verdict stands alone
@@ -628,13 +642,20 @@ end
 -- A token the ledger holds as expired with Tencent's ErrCode 15 (a sweep
 -- recorded it): close it once (consume) and report it to on_outcome; a
 -- concurrent closer wins the race and this call replays.
-local function close_expired(self, tok, subject)
+local function close_expired(self, tok, subject, rec)
+  -- The gate before the consume: a refusal after it would leave the
+  -- token closed and its outcome never reported.
+  local gated = self.pull_gate ~= nil and not rec.has_payload
+  if gated then
+    local refused = self.pull_gate()
+    if refused ~= nil then return nil, refused end
+  end
   local c, cerr = self.ledger:consume(tok, subject)
   if not c then
-    if cerr.code == "consumed" then return replay(self, tok, subject) end
+    if cerr.code == "consumed" then return replay(self, tok, subject, nil, nil, gated) end
     return nil, cerr
   end
-  local outcome, err = replay(self, tok, subject, c)
+  local outcome, err = replay(self, tok, subject, c, nil, gated)
   if not outcome then return nil, err end
   local ok, herr = report_settled(self, outcome)
   if not ok then return nil, herr end
@@ -646,7 +667,7 @@ end
 local function settle(self, tok, subject, past_ttl, expect, cached)
   local it, ierr = info_type(self, { EidToken = tok, subject = subject })
   if not it then return nil, ierr end
-  local res, err = pull(self, tok, it)
+  local res, err = finish_pull(self, tok, it)
   local forgotten = false
   if not res then
     if not (err and err.code == EXPIRED_CODE) then return nil, err end
@@ -747,7 +768,7 @@ function methods.finish(self, p)
   if code == "expired" then
     local r, gerr = self.ledger:get(tok)
     if not r then return nil, gerr end
-    if r.ErrCode ~= nil and r.state == "expired" then return close_expired(self, tok, subject) end
+    if r.ErrCode ~= nil and r.state == "expired" then return close_expired(self, tok, subject, r) end
     if r.ErrCode ~= nil then return replay(self, tok, subject, r) end
     -- Past the ledger's lifetime with no verdict: one pull lets a late result land.
     return settle(self, tok, subject, true, expect)
@@ -915,6 +936,16 @@ function methods.authorize(self, request)
   end
   return policy_error("authorize", "must return a subject (" .. SUBJECT_RULE .. ") or false, reason; got "
     .. type(subject))
+end
+
+-- flow:gate_pulls(fn | nil): fn() is called before each GetEidResult call
+-- that finish makes (not the sweep's); a non-nil return refuses the call,
+-- and finish returns it as its error, the ledger unchanged. What finish
+-- answers without a call (the memo, a replay of a kept payload) does not
+-- call fn. eidkit.gateway sets its GetEidResult bucket here; nil removes it.
+function methods.gate_pulls(self, fn)
+  if fn ~= nil and type(fn) ~= "function" then argerr("gate_pulls", "expected a function or nil") end
+  self.pull_gate = fn
 end
 
 -- flow:set_policy(policy): replace the policy (a table, or a path run in an

@@ -576,14 +576,17 @@ end
 -- flow:finish for the subject; the outcome or nil, err. Counts outcomes.
 local function finish(self, subject, tok, ctx)
   ctx.token = tok
-  local lim = take_upstream(self, "GetEidResult")
-  if lim then return nil, lim end
+  local gated = self.gates_pulls
+  if not gated then
+    local lim = take_upstream(self, "GetEidResult")
+    if lim then return nil, lim end
+  end
   local outcome, err = self.flow:finish { subject = subject, EidToken = tok }
   if not outcome then
     -- The ledger refused the token before any pull: it reached nobody, so
     -- a caller posting other users' or made-up tokens cannot drain the
     -- bucket every caller's results share.
-    if type(err) == "table" and (err.code == "unknown_token" or err.code == "wrong_subject") then
+    if not gated and type(err) == "table" and (err.code == "unknown_token" or err.code == "wrong_subject") then
       give_upstream(self, "GetEidResult")
     end
     return nil, err
@@ -884,6 +887,14 @@ function _M.new(opts)
   self.in_flight = self.m.in_flight:bind(nil)
   self.requests_bound, self.errors_bound = bound_cache(), bound_cache()
   self.outcomes_bound = bound_cache()
+  -- The GetEidResult bucket at the flow's call, so an answer the flow
+  -- gives without one (a front end polling a settled token: the memo, a
+  -- kept payload) costs no token. A flow without gate_pulls (a merchant's
+  -- own object) gets it taken before every finish instead.
+  if has_method(flow, "gate_pulls") then
+    flow:gate_pulls(function() return take_upstream(self, "GetEidResult") end)
+    self.gates_pulls = true
+  end
   return self
 end
 

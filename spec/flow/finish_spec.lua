@@ -839,6 +839,77 @@ describe("eidkit.flow", function()
     end)
   end)
 
+  describe("gate_pulls", function()
+    -- A gate that counts its calls and refuses while told to.
+    local function gate()
+      local g = { calls = 0, refuse = false, refusal = { code = "rate_limited", message = "no token" } }
+      g.fn = function()
+        g.calls = g.calls + 1
+        if g.refuse then return g.refusal end
+      end
+      return g
+    end
+
+    it("runs before each GetEidResult call finish makes, never for the memo, a kept payload or "
+      .. "the sweep; a refusal is finish's error and changes nothing", function()
+      local ledger = env:ledger(nil, { payload_key_hex = ("ab"):rep(32), keep_payloads = true })
+      local f, g = env:flow { ledger = ledger }, gate()
+      f.flow:gate_pulls(g.fn)
+      local st = env:start(f, "u-gate")
+      env:finish_user(st.EidToken, { ErrCode = 0 })
+      g.refuse = true
+      local o, err = f.flow:finish { subject = "u-gate", EidToken = st.EidToken }
+      assert.is_nil(o)
+      assert.equals(g.refusal, err)
+      assert.same({ 1, 0, 0, "issued" }, { g.calls, f.counts.record, f.counts.consume, ledger:get(st.EidToken).state })
+      g.refuse = false
+      assert.equals("passed", assert(f.flow:finish { subject = "u-gate", EidToken = st.EidToken }).status)
+      assert.equals(2, g.calls)
+      -- the memo
+      assert.equals("passed", assert(f.flow:finish { subject = "u-gate", EidToken = st.EidToken }).status)
+      assert.equals(2, g.calls)
+      -- another flow on the same ledger: the payload kept
+      local h, hg = env:flow { ledger = ledger }, gate()
+      h.flow:gate_pulls(hg.fn)
+      assert.equals("passed", assert(h.flow:finish { subject = "u-gate", EidToken = st.EidToken }).status)
+      assert.equals(0, hg.calls)
+      -- the sweep pulls ungated
+      local st2 = env:start(f, "u-gate-2")
+      env:finish_user(st2.EidToken, { ErrCode = 2016 })
+      hg.refuse = true
+      local n = assert(h.flow:sweep())
+      assert.is_true(n >= 1)
+      assert.equals(0, hg.calls)
+      assert.equals("failed", ledger:get(st2.EidToken).state)
+      -- removed
+      h.flow:gate_pulls(nil)
+      assert.equals("failed", assert(h.flow:finish { subject = "u-gate-2", EidToken = st2.EidToken }).status)
+      assert.has_error(function() h.flow:gate_pulls(5) end,
+        "bad argument #1 to 'gate_pulls' (expected a function or nil)")
+    end)
+
+    it("closing a token Tencent expired: the gate runs before the consume, so a refusal leaves it open",
+      function()
+      local issuer = env:flow()
+      local st = env:start(issuer, "u-gate-15")
+      local calls = 0
+      -- a flow that did not issue it (no claim cache), and a sweep elsewhere
+      -- that recorded Tencent's expiry without settling it
+      local f, g = env:flow { ledger = issuer.ledger,
+        policy = { on_outcome = function() calls = calls + 1 end } }, gate()
+      f.flow:gate_pulls(g.fn)
+      assert(f.ledger:record(st.EidToken, { Text = { ErrCode = 15 }, RequestId = "r-15" }))
+      g.refuse = true
+      local o, err = f.flow:finish { subject = "u-gate-15", EidToken = st.EidToken }
+      assert.is_nil(o)
+      assert.equals(g.refusal, err)
+      assert.same({ 1, 0, "expired" }, { g.calls, f.counts.consume, f.ledger:get(st.EidToken).state })
+      g.refuse = false
+      o = assert(f.flow:finish { subject = "u-gate-15", EidToken = st.EidToken })
+      assert.same({ "expired", 15, 2, 1, 1 }, { o.status, o.code, g.calls, f.counts.consume, calls })
+    end)
+  end)
+
   describe("redaction", function()
     it("never puts names, ID numbers, secrets or Responses into errors or events", function()
       -- The default redact drops subjects.

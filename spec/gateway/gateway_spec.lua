@@ -400,16 +400,34 @@ describe("eidkit.gateway", function()
       now = now + 1
       assert.equals("passed", select(2, post(g, "/eid/result", { EidToken = tok }, "user-1")).status)
     end)
-    it("takes nothing from the GetEidResult bucket for a token the ledger refuses", function()
+    it("takes the GetEidResult bucket only for calls to Tencent: not for a token the ledger refuses, "
+      .. "not for a settled token asked again", function()
       local g = make { upstream_limits = { GetEidResult = { rate = 1, burst = 1 } } }
-      local tok = token_for(g, "user-1")
+      local tok, tok2 = token_for(g, "user-1"), token_for(g, "user-1")
       for _ = 1, 3 do
         assert_error(post(g, "/eid/result", { EidToken = "NO-SUCH-TOKEN" }, "user-2"), 404, "unknown_token")
         assert_error(post(g, "/eid/result", { EidToken = tok }, "user-2"), 403, "wrong_subject")
       end
       sim:pass(tok)
-      assert.equals("passed", select(2, post(g, "/eid/result", { EidToken = tok }, "user-1")).status)
+      -- the front end asks again and again: the flow's memo answers
+      for _ = 1, 4 do assert.equals("passed", select(2, post(g, "/eid/result", { EidToken = tok }, "user-1")).status) end
+      assert.equals(1, promtext.value(scrape(g), "eidkit_upstream_duration_seconds_count",
+        { action = "GetEidResult" }))
       -- That one pull took the bucket's only token.
+      assert_error(post(g, "/eid/result", { EidToken = tok2 }, "user-1"), 429, "rate_limited")
+    end)
+
+    it("takes the GetEidResult bucket before every finish of a flow object without gate_pulls", function()
+      local real = sim:flow { policy = policy }
+      local own = { start = function(_, p) return real:start(p) end, finish = function(_, p) return real:finish(p) end,
+        authorize = function(_, r) return real:authorize(r) end }
+      local g = make { flow = own, upstream_limits = { GetEidResult = { rate = 1, burst = 1 } } }
+      local tok = token_for(g, "user-1")
+      for _ = 1, 3 do -- refused by the ledger: given back
+        assert_error(post(g, "/eid/result", { EidToken = tok }, "user-2"), 403, "wrong_subject")
+      end
+      sim:pass(tok)
+      assert.equals("passed", select(2, post(g, "/eid/result", { EidToken = tok }, "user-1")).status)
       assert_error(post(g, "/eid/result", { EidToken = tok }, "user-1"), 429, "rate_limited")
     end)
   end)
