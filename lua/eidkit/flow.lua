@@ -223,14 +223,19 @@ local function pull(self, tok, it)
     IsNeedIdCardAvatar = rp.IsNeedIdCardAvatar })
 end
 
--- A GetEidResult call that finish makes. The gate (flow:gate_pulls, the
--- gateway's upstream bucket) may refuse it first, so what finish answers
--- without a call (the memo, a replay of a kept payload) takes nothing
--- from it. gated: the caller passed the gate already.
-local function finish_pull(self, tok, it, gated)
+-- What the gate (flow:gate_pulls, the gateway's upstream bucket) refuses
+-- a GetEidResult call with; nil lets it through.
+local function gate_refusal(self)
   local gate = self.pull_gate
-  if gate and not gated then
-    local refused = gate()
+  if gate then return gate() end
+end
+
+-- A GetEidResult call that finish makes, past the gate first, so what
+-- finish answers without a call (the memo, a replay of a kept payload)
+-- takes nothing from it. gated: the caller passed the gate already.
+local function finish_pull(self, tok, it, gated)
+  if not gated then
+    local refused = gate_refusal(self)
     if refused ~= nil then return nil, refused end
   end
   return pull(self, tok, it)
@@ -645,9 +650,9 @@ end
 local function close_expired(self, tok, subject, rec)
   -- The gate before the consume: a refusal after it would leave the
   -- token closed and its outcome never reported.
-  local gated = self.pull_gate ~= nil and not rec.has_payload
+  local gated = not rec.has_payload
   if gated then
-    local refused = self.pull_gate()
+    local refused = gate_refusal(self)
     if refused ~= nil then return nil, refused end
   end
   local c, cerr = self.ledger:consume(tok, subject)

@@ -43,7 +43,7 @@ function _M.start(args, opts)
       -- Any HTTP answer will do (a spec may start it with its ledger down);
       -- none is nginx not serving there, said now with its log rather than
       -- as a status 0 in the spec's first request.
-      local r = require("fixtures.httpd_client").run { "--max-time", "10", url .. "/healthz" }
+      local r = require("support.serveproc").request(s, "GET", "/healthz", { max_time = 10 })
       if not r.status or r.status == 0 then
         local log = _M.error_log(s)
         _M.stop(s)

@@ -56,11 +56,10 @@ function _M.output(cmd)
   return out
 end
 
--- Whether process pid holds a TCP socket listening on port (any address),
--- as scripts/lib/listening.sh tells it: a probe that only connects (or a
--- PING, or an HTTP request) cannot tell our server from another process
--- that took the port between the free-port probe and our bind: ours then
--- fails, but has not always exited yet, and the other answers in its place.
+-- Whether process pid holds a TCP socket listening on port: the
+-- started server's own, not another process's answering in its place
+-- (scripts/lib/listening.sh says why a connect, a PING or a request cannot
+-- tell).
 function _M.listening(pid, port)
   return _M.sh(("bash %s %d %d"):format(quote(LISTENING), pid, port))
 end
