@@ -177,6 +177,32 @@ for _, variant in ipairs(variants) do
         assert.same({ "r1", "r2", "r3" }, rec.request_ids)
       end)
 
+      it("keeps each RequestId once, the most recent 16, oldest first", function()
+        issue()
+        local ids = {}
+        for i = 1, 20 do
+          ids[i] = ("r%d-x"):format(i)
+          now = T0 + i
+          assert(ledger:record(TOK, { RequestId = ids[i] }))
+          if i == 3 or i == 19 then -- a retried pull repeats the newest and an old one
+            assert(ledger:record(TOK, { RequestId = ids[i] }))
+            assert(ledger:record(TOK, { RequestId = ids[i - 1] }))
+          end
+        end
+        local rec = assert(ledger:record(TOK, { RequestId = "r1-x" })) -- dropped long ago: new again
+        for _ = 1, 5 do table.remove(ids, 1) end
+        ids[#ids + 1] = "r1-x"
+        assert.same(ids, rec.request_ids)
+        assert.equals(25, rec.pulls)
+        assert.same(ids, assert(ledger:get(TOK)).request_ids)
+        rec = assert(ledger:record(TOK, { RequestId = "2-x" })) -- part of a kept id ("r12-x"): a match must be whole
+        assert.equals("2-x", rec.request_ids[16])
+        assert.equals("r7-x", rec.request_ids[1])
+        rec = assert(ledger:record(TOK, { RequestId = "r20" })) -- a prefix of a kept id
+        assert.equals("r20", rec.request_ids[16])
+        assert.equals("r8-x", rec.request_ids[1])
+      end)
+
       it("leaves request_ids out of records opened with request_ids = false, and still keeps them", function()
         local url = new_url()
         local function at(opts)

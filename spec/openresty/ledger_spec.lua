@@ -358,6 +358,24 @@ describe("eidkit.openresty.ledger", function()
       assert.equals(2006, last.ErrCode)
     end)
 
+    it("keeps the same 16 most recent RequestIds as C, each once", function()
+      assert(c_ledger:issue { EidToken = "IDS-C", MerchantId = "m", subject = "a" })
+      assert(c_ledger:issue { EidToken = "IDS-N", MerchantId = "m", subject = "a" })
+      local c, n
+      for i = 1, 20 do
+        now = T0 + i
+        for _, rid in ipairs { ("r%d-x"):format(i), ("r%d-x"):format(math.max(1, i - 2)) } do
+          c, n = c_call("record", "IDS-C", { RequestId = rid }), call("record", "IDS-N", { RequestId = rid })
+          assert.is_nil(n.err)
+        end
+      end
+      local want = {}
+      for i = 5, 20 do want[#want + 1] = ("r%d-x"):format(i) end
+      assert.same(want, n.res.request_ids)
+      assert.same(c.res.request_ids, n.res.request_ids)
+      assert.equals(40, n.res.pulls)
+    end)
+
     it("answers unknown_token for a token never issued or malformed, as C", function()
       local resp = { Text = { ErrCode = 0 } }
       assert.same(c_call("record", "NEVER", resp).err, call("record", "NEVER", resp).err)
