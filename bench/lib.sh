@@ -12,6 +12,13 @@ demo_key=eidkitSimDemoSecretKey000000000
 demo_merchant=0NSJ000000000000000000EIDKIT
 export demo_id demo_key demo_merchant
 
+# free_port: a loopback port nothing listens on now, for servers that cannot
+# take port 0 (redis-server, nginx); whether the server then got it is
+# listening's question.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # wait_url FILE: the URL of the "listening on URL" first line of FILE (a
 # server's stdout), within 15 s; else says why on stderr (FILE, and FILE
 # with .err for .out) and returns 1.
