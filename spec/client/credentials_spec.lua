@@ -2,6 +2,7 @@
 -- processes: env (in a child eidkit program), a profile file, and a local
 -- metadata server handing out expiring role credentials that the simulator
 -- accepts as temporary credentials.
+local scratch = require "support.scratch"
 local credentials = require "eidkit.credentials"
 local client_mod = require "eidkit.client"
 local core = require "eidkit.core"
@@ -54,7 +55,7 @@ describe("eidkit.credentials", function()
     end)
 
     it("signs a real call from the environment of an eidkit program", function()
-      local script = os.tmpname() .. ".lua"
+      local script = scratch.file() .. ".lua"
       write(script, ([[
         local c = require("eidkit.client").new { endpoint = %q }
         local res, err = c:check_eid_token_status { EidToken = "x" }
@@ -72,7 +73,7 @@ describe("eidkit.credentials", function()
   end)
 
   describe("profile", function()
-    local path = os.tmpname()
+    local path = scratch.file()
     after_each(function() os.remove(path) end)
 
     it("reads [default] from TENCENTCLOUD_CREDENTIALS_FILE and calls the simulator", function()
@@ -184,7 +185,7 @@ describe("eidkit.credentials", function()
 
   describe("default chain", function()
     it("takes env first, then the profile, and says why each source failed", function()
-      local path = os.tmpname()
+      local path = scratch.file()
       write(path, "[default]\nsecret_id = AKIDprofile\nsecret_key = k\n")
       local vars = { TENCENTCLOUD_CREDENTIALS_FILE = path }
       local p = credentials.default { getenv = getenv_of(vars), metadata_url = closed_url(),

@@ -2,6 +2,7 @@
 -- `eidkit sim` with a certificate from a test CA (trusted, wrong CA, the
 -- system store, verification off), and a local tinyproxy (explicit proxy,
 -- the http_proxy variable, and proxy = "" to bypass it).
+local scratch = require "support.scratch"
 local client_mod = require "eidkit.client"
 local simproc = require "support.simproc"
 local child = require "support.child"
@@ -22,7 +23,7 @@ local function new(url, opts)
 end
 
 describe("eidkit.client over TLS", function()
-  local dir = os.tmpname() .. ".d"
+  local dir = scratch.file() .. ".d"
   local s
   lazy_setup(function()
     local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
@@ -78,7 +79,7 @@ end)
 
 describe("eidkit.client through a proxy", function()
   local s, tp, port
-  local conf = os.tmpname()
+  local conf = scratch.file()
   lazy_setup(function()
     s = simproc.start {}
     port = free_port()
@@ -111,7 +112,7 @@ describe("eidkit.client through a proxy", function()
   end)
 
   it("honours http_proxy from the environment, and proxy = '' bypasses it", function()
-    local script = os.tmpname() .. ".lua"
+    local script = scratch.file() .. ".lua"
     local f = assert(io.open(script, "wb"))
     f:write(([[
       local proxy = ...

@@ -4,6 +4,7 @@
 -- spec/crypto/peer.js; OpenSSL's command line (pkeyutl) for the SM2 DER
 -- form. Both directions, random inputs including empty and multi-block
 -- UTF-8 values.
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local crypto = require "eidkit.crypto"
 local cjson = require "cjson"
@@ -14,7 +15,7 @@ local function tohex(s) return (s:gsub(".", function(c) return string.format("%0
 local function fromhex(h) return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)) end
 
 local function tmpfile(content)
-  local path = os.tmpname()
+  local path = scratch.file()
   local f = assert(io.open(path, "wb"))
   f:write(content)
   f:close()

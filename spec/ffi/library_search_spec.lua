@@ -3,6 +3,7 @@
 -- package.cpath directory, then the dynamic linker's; and that signing alone
 -- maps only libeidkit_sign. Each case runs a real luajit (OpenResty's) with
 -- its own environment.
+local scratch = require "support.scratch"
 local libeidkit = require "support.libeidkit"
 local proc = require "support.proc"
 
@@ -50,7 +51,7 @@ local function luajit(env, script, ...)
   local argv = { luajit_bin, "-e", script or SCRIPT }
   if select("#", ...) > 0 then
     -- luajit -e gives no arg table: run the script from a file instead.
-    local file = os.tmpname()
+    local file = scratch.file()
     local f = assert(io.open(file, "wb"))
     f:write(script)
     f:close()

@@ -3,6 +3,7 @@
 -- table in core/src/errcode.c), what eidkit.policy's default outcome and the
 -- ledger (SQLite and Redis) make of it, and what happens to a code nobody
 -- knows (failed/unclassified, counted, logged once per code).
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local policy = require "eidkit.policy"
 local ledger_mod = require "eidkit.ledger"
@@ -85,7 +86,7 @@ describe("Text.ErrCode classes", function()
 
   local srv = redis.available and redis.start() or nil
   teardown(function() if srv then srv:destroy() end end)
-  local dir = os.tmpname()
+  local dir = scratch.file()
   os.remove(dir)
   assert(os.execute("mkdir -p " .. dir))
   teardown(function() os.execute("rm -rf " .. dir) end)

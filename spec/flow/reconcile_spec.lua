@@ -3,6 +3,7 @@
 -- SQLite and on Redis, then `eidkit ledger reconcile` and `eidkit ledger
 -- export --per attempt` (the eidkit program, a subprocess) checked exactly
 -- against the simulator's own record of every attempt (--attempt-log).
+local scratch = require "support.scratch"
 local flowenv = require "support.flowenv"
 local redis = require "support.redis"
 local simctl = require "support.simctl"
@@ -17,7 +18,7 @@ local function beijing_date(t) return os.date("!%Y-%m-%d", t + BEIJING) end
 describe("reconciliation by Beijing day", function()
   local env, log
   lazy_setup(function()
-    log = os.tmpname()
+    log = scratch.file()
     env = flowenv.new { sim_args = { "--seed", "21", "--attempt-log", log } }
   end)
   lazy_teardown(function()

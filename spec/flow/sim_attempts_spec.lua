@@ -3,6 +3,7 @@
 -- question, GetEidResult's image options come from the flow's policy,
 -- WarnInfos per attempt, and --attempt-log records every attempt with its
 -- Beijing day.
+local scratch = require "support.scratch"
 local flowenv = require "support.flowenv"
 local simctl = require "support.simctl"
 local cjson = require "cjson"
@@ -20,7 +21,7 @@ end
 describe("eidkit sim attempts", function()
   local env, log
   lazy_setup(function()
-    log = os.tmpname()
+    log = scratch.file()
     env = flowenv.new { sim_args = { "--seed", "5", "--attempt-log", log } }
   end)
   lazy_teardown(function()

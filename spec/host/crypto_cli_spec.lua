@@ -2,6 +2,7 @@
 -- public key and an SM2-with-SM3 CSR that openssl verifies; decrypt-eidinfo
 -- opens an EidInfo from a GetEidResult answer on stdin, and fails without
 -- printing any part of the identity; --help names every flag the parser has.
+local scratch = require "support.scratch"
 local proc = require "support.proc"
 local crypto = require "eidkit.crypto"
 local cjson = require "cjson"
@@ -10,7 +11,7 @@ local F = "spec/fixtures/crypto/"
 local NAME, IDCARD = "欧阳·韦小宝", "11204416541220243X"
 
 local function tmpdir()
-  local d = os.tmpname()
+  local d = scratch.file()
   os.remove(d)
   assert(proc.sh("mkdir -m 700 " .. d))
   return d

@@ -1,4 +1,5 @@
 -- The eidkit program as a subprocess: commands, exit codes, output.
+local scratch = require "support.scratch"
 local proc = require "support.proc"
 local vectors = require "support.vectors"
 local cjson = require "cjson"
@@ -18,7 +19,7 @@ local function vector(name)
 end
 
 local function script(text)
-  local path = os.tmpname()
+  local path = scratch.file()
   local f = assert(io.open(path, "w"))
   f:write(text)
   f:close()
@@ -118,7 +119,7 @@ describe("eidkit program", function()
     end)
 
     it("refuses precompiled chunks", function()
-      local path = os.tmpname()
+      local path = scratch.file()
       local f = assert(io.open(path, "wb"))
       f:write(string.dump(function() return 1 end))
       f:close()

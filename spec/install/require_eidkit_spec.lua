@@ -9,6 +9,7 @@
 -- module table that does nothing until called (no child, no signal handler,
 -- no thread; the last case checks that), and the facade never calls it.
 -- docs/PACKAGING.md gives the argument.
+local scratch = require "support.scratch"
 local libeidkit = require "support.libeidkit"
 local proc = require "support.proc"
 
@@ -41,7 +42,7 @@ local TOOLS = { "^eidkit%.sim", "^eidkit%.testing", "^eidkit%.cli$", "^eidkit%.c
   "^say$", "^support%.", "^fixtures%." }
 
 local function run(lua, extra)
-  local file = os.tmpname()
+  local file = scratch.file()
   local f = assert(io.open(file, "wb"))
   f:write(SCRIPT)
   f:close()

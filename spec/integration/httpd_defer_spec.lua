@@ -2,6 +2,7 @@
 -- answer comes later through srv:respond), and what an outer loop needs:
 -- srv:fd(), srv:timeout(), srv:quiesce(). In process, with curl in the
 -- background (spec/fixtures/httpd_client.lua).
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local client = require "fixtures.httpd_client"
 
@@ -87,7 +88,7 @@ describe("core.http_server deferred responses", function()
   end)
 
   it("does not hold a request whose client half-closed before it was deferred", function()
-    local done = os.tmpname()
+    local done = scratch.file()
     -- The request and the FIN leave together, so the server sees the
     -- hang-up no later than the request.
     os.execute(("python3 -c %s %d %s >/dev/null 2>&1 &"):format(client.quote([[

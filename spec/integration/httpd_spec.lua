@@ -2,6 +2,7 @@
 -- Served requests go to a child process (spec/fixtures/httpd_server.lua run
 -- by the eidkit program); the object's own methods are tested in-process,
 -- stepping the server while a background curl runs.
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local proc = require "support.proc"
@@ -149,7 +150,7 @@ describe("core.http_server", function()
     -- Raw bytes on a socket (curl will not send these shapes): the answer's
     -- status line. bash's /dev/tcp; every request asks to close.
     local function raw(text)
-      local req = os.tmpname()
+      local req = scratch.file()
       local f = assert(io.open(req, "wb"))
       f:write(text)
       f:close()
@@ -189,7 +190,7 @@ describe("core.http_server", function()
     end)
 
     it("passes method, path, query, args, headers, body and remote to the handler", function()
-      local body = os.tmpname()
+      local body = scratch.file()
       local f = assert(io.open(body, "wb"))
       f:write("hello\0world")
       f:close()
@@ -309,7 +310,7 @@ describe("core.http_server", function()
   describe("with TLS", function()
     local dir
     lazy_setup(function()
-      dir = os.tmpname()
+      dir = scratch.file()
       os.remove(dir)
       assert(os.execute("mkdir " .. dir .. " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
         .. " -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout " .. dir
@@ -351,7 +352,7 @@ describe("core.http_server", function()
     end
 
     it("returns 'stopped' after stop() in a handler, and restores the signal handlers", function()
-      local script = os.tmpname()
+      local script = scratch.file()
       local f = assert(io.open(script, "w"))
       f:write([[
         package.path = "spec/?.lua;" .. package.path
@@ -367,7 +368,8 @@ describe("core.http_server", function()
         print("not reached")
       ]])
       f:close()
-      local r = proc.run { bin, script }
+      -- It dies by SIGTERM, which runs no finalizer: its scratch goes in ours.
+      local r = proc.run({ bin, script }, { env = { TMPDIR = scratch.dir() } })
       os.remove(script)
       assert.equals("stopped\nbye\n", r.stdout)
       assert.equals(143, r.code) -- SIGTERM's default action is back
@@ -466,7 +468,7 @@ describe("core.http_server", function()
     end)
 
     it("writes handler errors to stderr without on_error", function()
-      local script = os.tmpname()
+      local script = scratch.file()
       local f = assert(io.open(script, "w"))
       f:write([[
         package.path = "spec/?.lua;" .. package.path

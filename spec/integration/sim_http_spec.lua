@@ -1,6 +1,7 @@
 -- `eidkit sim` as a real process on loopback, talked to with curl: the
 -- startup contract, the signed API over HTTP and HTTPS, transport faults as
 -- a client sees them, configuration, and a clean stop on SIGTERM.
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local proc = require "support.proc"
@@ -160,7 +161,7 @@ describe("eidkit sim options", function()
   end)
 
   it("reads a JSON config file", function()
-    local path = os.tmpname()
+    local path = scratch.file()
     local f = assert(io.open(path, "w"))
     f:write(cjson.encode { credentials = { { SecretId = "AKIDcfg", SecretKey = "cfgkey" } },
       merchants = { "M-cfg" }, token_ttl = 600,
@@ -220,7 +221,7 @@ describe("eidkit sim options", function()
 end)
 
 describe("eidkit sim over HTTPS", function()
-  local dir = os.tmpname() .. ".d"
+  local dir = scratch.file() .. ".d"
   local s
   lazy_setup(function()
     assert(os.execute("mkdir " .. dir .. " && openssl req -x509 -newkey ec -pkeyopt "

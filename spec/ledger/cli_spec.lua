@@ -1,5 +1,6 @@
 -- `eidkit ledger stats|export|sweep|expire`, run as a subprocess of the
 -- eidkit program on a real SQLite file.
+local scratch = require "support.scratch"
 local ledger_mod = require "eidkit.ledger"
 local proc = require "support.proc"
 
@@ -13,7 +14,7 @@ describe("eidkit ledger", function()
   local dir, url
 
   setup(function()
-    dir = os.tmpname()
+    dir = scratch.file()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. dir))
     url = "sqlite:" .. dir .. "/l.db"

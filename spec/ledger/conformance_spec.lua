@@ -3,6 +3,7 @@
 -- must give the same answers to the same calls; the clock is frozen. Each
 -- runs twice: on the C object, and on worker threads (open with `workers`,
 -- eidkit.LedgerPool behind eidkit.ledger.pool), which must answer alike.
+local scratch = require "support.scratch"
 local ledger_mod = require "eidkit.ledger"
 local redis = require "support.redis"
 
@@ -18,7 +19,7 @@ end
 
 local function attempt(charged) return { Seq = "1", IsNeedCharge = charged, Errcode = 0 } end
 
-local tmpdir = os.tmpname()
+local tmpdir = scratch.file()
 os.remove(tmpdir)
 assert(os.execute("mkdir -p " .. tmpdir))
 local srv = redis.available and redis.start() or nil

@@ -3,12 +3,13 @@
 -- answers themselves are held to the C object's by conformance_spec.lua;
 -- here: the Lua thread never waits, queued writes survive close, and a
 -- coroutine can wait for a job while a loop runs.
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local ledger_mod = require "eidkit.ledger"
 local redis = require "support.redis"
 local libeidkit = require "support.libeidkit"
 
-local tmpdir = os.tmpname()
+local tmpdir = scratch.file()
 os.remove(tmpdir)
 assert(os.execute("mkdir -p " .. tmpdir))
 local serial = 0

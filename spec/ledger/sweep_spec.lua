@@ -2,6 +2,7 @@
 -- against a real `eidkit sim`, stored in a SQLite ledger, some finished by
 -- the simulated user; the sweep pulls every due token with the default
 -- credential chain (environment) and records the verdicts.
+local scratch = require "support.scratch"
 local proc = require "support.proc"
 local simproc = require "support.simproc"
 local ledger_mod = require "eidkit.ledger"
@@ -15,7 +16,7 @@ describe("eidkit ledger sweep", function()
 
   setup(function()
     s = simproc.start { "--seed", "11" }
-    dir = os.tmpname()
+    dir = scratch.file()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. dir))
     url = "sqlite:" .. dir .. "/sweep.db"

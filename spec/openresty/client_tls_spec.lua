@@ -3,6 +3,7 @@
 -- (proxy_ssl_verify, the server's proxy_ssl_trusted_certificate) against the
 -- endpoint's name sent as SNI, while connecting to the `peer` address. A
 -- server trusting another CA gets no answer, and nothing was sent.
+local scratch = require "support.scratch"
 local cjson = require "cjson"
 local nginx = require "support.nginx"
 local proc = require "support.proc"
@@ -30,7 +31,7 @@ local SERVER = [[
 ]]
 
 describe("eidkit.openresty.client over TLS", function()
-  local dir = os.tmpname() .. ".d"
+  local dir = scratch.file() .. ".d"
   local s, good, wrong
   lazy_setup(function()
     local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"

@@ -8,6 +8,7 @@
 -- GET for 100 concurrent requests due for a refresh, a failed refresh
 -- keeping unexpired keys and a clear error once they expired, and no secret
 -- key or session token in error.log or in any answer.
+local scratch = require "support.scratch"
 local cjson = require "cjson"
 local child = require "support.child"
 local nginx = require "support.nginx"
@@ -195,7 +196,7 @@ describe("eidkit.openresty.credentials in nginx", function()
       ROLES[1][3], "3600", table.concat(ROLES[2], ":"), table.concat(ROLES[3], ":") }, { ready = "port (%d+)" })
     mdbase = "http://127.0.0.1:" .. md.ready
     local mdurl = mdbase .. "/latest/meta-data/cam/security-credentials/"
-    profile_path = os.tmpname()
+    profile_path = scratch.file()
     write(profile_path, "[default]\nsecret_id = " .. PROFILE_ID .. "\nsecret_key = " .. PROFILE_KEY .. "\n")
     local env = { TENCENTCLOUD_SECRET_ID = ENV_ID, TENCENTCLOUD_SECRET_KEY = ENV_KEY,
       TENCENTCLOUD_CREDENTIALS_FILE = profile_path }

@@ -1,6 +1,7 @@
 -- eidkit.ffi signing inside a real nginx worker (Debian's nginx, its Lua
 -- module, OpenResty's LuaJIT), checked against the official TC3 vectors.
 -- nginx missing is a failure telling to run scripts/setup-deps, never a skip.
+local scratch = require "support.scratch"
 local cjson = require "cjson"
 local client = require "fixtures.httpd_client"
 local nginx = require "support.nginx"
@@ -53,7 +54,7 @@ local SERVER = [[
 ]]
 
 local function post(srv, path, body)
-  local file = os.tmpname()
+  local file = scratch.file()
   local f = assert(io.open(file, "wb"))
   f:write(body)
   f:close()

@@ -5,6 +5,7 @@
 -- Redis restarted mid-run, the sweep on one worker at a time, and the spec
 -- that fails when a worker blocks. Real nginx, `eidkit sim`, redis-server.
 -- (The routes' answers, case by case against `eidkit serve`: run_spec.)
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local sp = require "support.serveproc"
@@ -142,7 +143,7 @@ describe("eidkit.gateway in nginx", function()
   end)
 
   it("opens its ledger with the options eidkit serve uses (gateway.LEDGER_OPTIONS)", function()
-    local inc = os.tmpname()
+    local inc = scratch.file()
     local f = assert(io.open(inc, "w"))
     f:write([[
 location = /t/ledger-options {

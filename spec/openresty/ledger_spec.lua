@@ -7,6 +7,7 @@
 -- are the C backend's own, Redis going away is `unavailable` and then
 -- recovers, connections are pooled, and a worker waiting on Redis serves
 -- other requests meanwhile. nginx or redis-server missing is a failure.
+local scratch = require "support.scratch"
 local cjson = require "cjson"
 local ledger_mod = require "eidkit.ledger"
 local nginx = require "support.nginx"
@@ -55,7 +56,7 @@ describe("eidkit.openresty.ledger", function()
     for k, v in pairs(extra or {}) do req[k] = v end
     extra = nil
     local body = cjson.encode(req)
-    local file = os.tmpname()
+    local file = scratch.file()
     local f = assert(io.open(file, "wb"))
     f:write(body)
     f:close()
@@ -653,7 +654,7 @@ describe("eidkit.openresty.ledger", function()
     local list = {}
     local escaped = url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
     for i = 1, 20 do list[i] = ("url = \"%s/timed?url=%s&tok=K-P%d\"\n"):format(srv.url, escaped, i) end
-    local cfg = os.tmpname()
+    local cfg = scratch.file()
     local f = assert(io.open(cfg, "wb"))
     f:write(table.concat(list))
     f:close()
@@ -701,7 +702,7 @@ describe("eidkit.openresty.ledger", function()
     local escaped = burst_url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
     local list = {}
     for i = 1, 40 do list[i] = ("url = \"%s/timed?url=%s&tok=B-%d&pool_size=3\"\n"):format(srv.url, escaped, i) end
-    local cfg = os.tmpname()
+    local cfg = scratch.file()
     local f = assert(io.open(cfg, "wb"))
     f:write(table.concat(list))
     f:close()
@@ -735,7 +736,7 @@ describe("eidkit.openresty.ledger", function()
     local list = {}
     local escaped = url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
     for i = 1, n do list[i] = ("url = \"%s/timed?url=%s&tok=W-%d\"\n"):format(srv.url, escaped, i) end
-    local cfg = os.tmpname()
+    local cfg = scratch.file()
     local f = assert(io.open(cfg, "wb"))
     f:write(table.concat(list))
     f:close()
@@ -782,11 +783,11 @@ describe("eidkit.openresty.ledger with two workers", function()
     c_ledger = assert(ledger_mod.open(url))
     assert(c_ledger:issue { EidToken = "ONCE-1", MerchantId = "m", subject = "alice" })
     assert(c_ledger:record("ONCE-1", response(0)))
-    local body = os.tmpname()
+    local body = scratch.file()
     local f = assert(io.open(body, "wb"))
     f:write(cjson.encode { url = url, op = "consume", args = { "ONCE-1", "alice" } })
     f:close()
-    local cfg = os.tmpname()
+    local cfg = scratch.file()
     f = assert(io.open(cfg, "wb"))
     for _ = 1, 40 do f:write(("url = \"%s/ledger\"\n"):format(srv.url)) end
     f:close()
@@ -826,7 +827,7 @@ describe("eidkit.openresty.ledger in two nginx instances on one Redis", function
   end)
 
   local function post(srv, t)
-    local body = os.tmpname()
+    local body = scratch.file()
     local f = assert(io.open(body, "wb"))
     f:write(cjson.encode(t))
     f:close()
@@ -842,11 +843,11 @@ describe("eidkit.openresty.ledger in two nginx instances on one Redis", function
     c_ledger = assert(ledger_mod.open(url))
     assert.is_true(post(srv1, { url = url, op = "issue", args = { { EidToken = "TWO-1", MerchantId = "m", subject = "alice" } } }).res)
     assert.equals("passed", post(srv2, { url = url, op = "record", args = { "TWO-1", response(0) } }).res.state)
-    local body = os.tmpname()
+    local body = scratch.file()
     local f = assert(io.open(body, "wb"))
     f:write(cjson.encode { url = url, op = "consume", args = { "TWO-1", "alice" } })
     f:close()
-    local cfg = os.tmpname()
+    local cfg = scratch.file()
     f = assert(io.open(cfg, "wb"))
     for i = 1, 40 do f:write(("url = \"%s/ledger\"\n"):format((i % 2 == 0 and srv1 or srv2).url)) end
     f:close()

@@ -4,6 +4,7 @@
 -- calls give the same records and errors, tokens cross between the hosts
 -- both ways, payloads are sealed and opened by C with the same key, and the
 -- one sweep runs there too. nginx missing is a failure.
+local scratch = require "support.scratch"
 local cjson = require "cjson"
 local ledger_mod = require "eidkit.ledger"
 local nginx = require "support.nginx"
@@ -37,7 +38,7 @@ describe("eidkit.openresty.ledger on sqlite: (the C ledger through the FFI)", fu
     local req = { url = url, now = now, op = op, args = { ... } }
     for k, v in pairs(extra or {}) do req[k] = v end
     extra = nil
-    local file = os.tmpname()
+    local file = scratch.file()
     local f = assert(io.open(file, "wb"))
     f:write(cjson.encode(req))
     f:close()

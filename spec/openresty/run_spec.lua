@@ -4,6 +4,7 @@
 -- own behaviour: its first two stdout lines, the demo authorize warning,
 -- --help, bad flags, SIGTERM stopping nginx, the simulator and redis with
 -- exit 0. Real nginx, real `eidkit sim`, real redis-server.
+local scratch = require "support.scratch"
 local sp = require "support.serveproc"
 local orrun = require "support.orrun"
 local cases = require "support.gateway_cases"
@@ -25,7 +26,7 @@ end
 
 describe("examples/openresty/run", function()
   it("answers the case table as `eidkit serve --sim` does", function()
-    local db = os.tmpname()
+    local db = scratch.file()
     local serve = sp.start { "--sim", "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0",
       "--upstream-timeout", "1", "--upstream-deadline", "2",
       "--h5-return-url", "https://shop.example/verified" }
@@ -122,7 +123,7 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
   end)
 
   it("--config: the file sets what eidkit serve's would, and a flag wins over it", function()
-    local conf = write(os.tmpname(), [[
+    local conf = write(scratch.file(), [[
       return { token_fields = { "Extra" }, sweep_interval = 0,
                h5_return_url = "http://from-file.example/done", upstream_timeout = 5 }
     ]])
@@ -139,7 +140,7 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
   it("--config: token_params and result_fields, the tables eidkit serve's file may set", function()
     -- InputType "4" makes Name and IdCard required by GetEidToken: the
     -- simulator refusing a token without them shows token_params reached it.
-    local conf = write(os.tmpname(), [[
+    local conf = write(scratch.file(), [[
       return { sweep_interval = 0, token_fields = { "Name", "IdCard" },
                token_params = { Config = { InputType = "4" } }, result_fields = { "request_id" } }
     ]])
@@ -156,7 +157,7 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
   end)
 
   it("--policy: the script's authorize names the user, and no demo authorize is left", function()
-    local path = write(os.tmpname(),
+    local path = write(scratch.file(),
       'return { authorize = function(req) return req.headers["x-user"] or false, "no X-User header" end }\n')
     local s = orrun.start { "--policy", path, "--sweep-interval", "0" }
     local ok, err = pcall(function()
@@ -173,7 +174,7 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
   end)
 
   it("SIGHUP reloads the policy; a script that does not load keeps the old one, and says why", function()
-    local path, s_hup = os.tmpname(), nil
+    local path, s_hup = scratch.file(), nil
     local function policy(text) write(path, text) end
     local function by(header)
       return 'return { authorize = function(req) return req.headers["' .. header .. '"] or false, "no ' .. header
@@ -218,7 +219,7 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
   end)
 
   it("--ledger sqlite:PATH: the flow on the SQLite ledger through the FFI, no redis-server", function()
-    local db = os.tmpname()
+    local db = scratch.file()
     local s = orrun.start { "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0" }
     local ok, err = pcall(function()
       local tok = sp.token(s, "sq")
@@ -234,7 +235,7 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
   end)
 
   it("--include: the file's locations served beside the gateway; an unreadable one is exit 2", function()
-    local path = write(os.tmpname(), 'location = /probe { default_type text/plain; return 200 "included"; }\n')
+    local path = write(scratch.file(), 'location = /probe { default_type text/plain; return 200 "included"; }\n')
     local s = orrun.start { "--include", path, "--sweep-interval", "0" }
     local ok, err = pcall(function()
       local r = sp.request(s, "GET", "/probe")
@@ -267,7 +268,7 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
   it("--check: exit 0 for a configuration that holds, 2 naming what does not; nothing started", function()
     local ok = proc.run { orrun.RUN, "--check", "--workers", "2" }
     assert.same({ 0, "examples/openresty/run: configuration ok\n" }, { ok.code, ok.stdout })
-    local broken = write(os.tmpname(), "return {")
+    local broken = write(scratch.file(), "return {")
     local bad_settings = {
       { { "--policy", broken }, "eidkit gateway: policy: " },
       { { "--token-limit", "five" }, "eidkit gateway: token_limit: expected COUNT/SECONDS" },
@@ -299,8 +300,8 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
     for key in src:match("config_keys=%((.-)%)"):gmatch("([%w_]+)=%a+") do
       assert.is_true(parsed["--" .. key:gsub("_", "-")] or false, "config key " .. key .. " is no flag")
     end
-    local conf = write(os.tmpname(), 'return { merchant_id = "0NSJ", token_fields = "Extra" }')
-    local table_less = write(os.tmpname(), "return 42")
+    local conf = write(scratch.file(), 'return { merchant_id = "0NSJ", token_fields = "Extra" }')
+    local table_less = write(scratch.file(), "return 42")
     -- {argv, exit status, words}: bad usage is 2; a setting the gateway
     -- refuses stops nginx from starting (1), in eidkit serve's words
     -- (eidkit.gateway.settings)

@@ -1,4 +1,5 @@
 -- eidkit.sandbox: limits, escapes and the host carrying on (issue 6).
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local sandbox = require "eidkit.sandbox"
 
@@ -384,7 +385,7 @@ end)
 describe("require in scripts", function()
   local dir
   before_each(function()
-    dir = os.tmpname()
+    dir = scratch.file()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. dir .. "/lib"))
     local function write(name, text)

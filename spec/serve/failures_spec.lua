@@ -1,6 +1,7 @@
 -- What `eidkit serve` answers when what it depends on fails: the ledger
 -- down (503), Tencent unreachable (502) or too slow (504). It never
 -- crashes, and it serves again once the dependency is back.
+local scratch = require "support.scratch"
 local sp = require "support.serveproc"
 local simproc = require "support.simproc"
 local redis = require "support.redis"
@@ -10,7 +11,7 @@ local demo = sim_mod.demo
 local CREDS = { TENCENTCLOUD_SECRET_ID = demo.SecretId, TENCENTCLOUD_SECRET_KEY = demo.SecretKey }
 
 local function policy_file()
-  local path = os.tmpname()
+  local path = scratch.file()
   local f = assert(io.open(path, "w"))
   f:write([[return { authorize = function(req) return req.headers["x-user"] or false end }]])
   f:close()
@@ -42,7 +43,7 @@ describe("eidkit serve when a dependency fails", function()
 
   it("answers 502 when Tencent cannot be reached, 504 when it does not answer in time", function()
     local policy = policy_file()
-    local db = os.tmpname()
+    local db = scratch.file()
     -- Nothing listens on port 1: connection refused.
     local s = sp.start({ "--endpoint", "http://127.0.0.1:1", "--merchant-id", demo.MerchantId,
       "--policy", policy, "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0" }, { env = CREDS })

@@ -1,5 +1,6 @@
 -- `eidkit serve` as a process: signals (SIGTERM drains, SIGHUP reloads the
 -- policy), --check, the exit codes, and its help against its flag parser.
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local sp = require "support.serveproc"
@@ -16,7 +17,7 @@ local function write(path, text)
 end
 
 local function tmp_db()
-  local base = os.tmpname()
+  local base = scratch.file()
   return "sqlite:" .. base .. ".db", function()
     for _, ext in ipairs { "", ".db", ".db-wal", ".db-shm" } do os.remove(base .. ext) end
   end
@@ -83,7 +84,7 @@ describe("eidkit serve", function()
   describe("on SIGHUP", function()
     it("reloads the policy; a broken one keeps the old and says why", function()
       local url, cleanup = tmp_db()
-      local policy = os.tmpname() .. ".lua"
+      local policy = scratch.file() .. ".lua"
       write(policy, [[return { authorize = function(req) return req.headers["x-user"] or false end }]])
       local s = sp.start { "--sim", "--policy", policy, "--ledger", url, "--sweep-interval", "0" }
       local function token_status(headers)
@@ -116,7 +117,7 @@ describe("eidkit serve", function()
 
   describe("--check", function()
     local dir
-    lazy_setup(function() dir = os.tmpname() end)
+    lazy_setup(function() dir = scratch.file() end)
     lazy_teardown(function() os.execute("rm -f " .. dir .. "*") end)
 
     local function check(...)
@@ -185,7 +186,7 @@ describe("eidkit serve", function()
     end)
 
     it("exits 1 without credentials, and never prints a secret it has", function()
-      local home = os.tmpname()
+      local home = scratch.file()
       os.remove(home)
       local url, cleanup = tmp_db()
       local r = proc.run({ bin, "serve", "--merchant-id", "M", "--listen", "127.0.0.1:0", "--ledger", url,

@@ -4,6 +4,7 @@
 -- default for redis://) holds across both, where --limits memory lets each
 -- node have its own; SIGKILL of one node under load loses no record it
 -- acknowledged.
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local sp = require "support.serveproc"
@@ -61,7 +62,7 @@ local function fire(urls, rate, user)
     "-H", "X-Eidkit-Demo-User: " .. user }
   for _, u in ipairs(urls) do words[#words + 1] = u end
   for i, w in ipairs(words) do words[i] = proc.quote(w) end
-  local rc = os.tmpname()
+  local rc = scratch.file()
   os.remove(rc)
   os.execute("(" .. table.concat(words, " ") .. " >/dev/null 2>&1; echo $? >" .. rc .. ".tmp; mv " .. rc
     .. ".tmp " .. rc .. ") >/dev/null 2>&1 &")
@@ -78,7 +79,7 @@ describe("two eidkit serve processes on one redis-server", function()
   local nodes = {}
 
   lazy_setup(function()
-    tmp = os.tmpname()
+    tmp = scratch.file()
     policy = tmp .. ".policy.lua"
     write(policy, POLICY)
     srv = redis.start()

@@ -6,6 +6,7 @@
 -- Real processes on loopback: `eidkit serve`, a separate `eidkit sim` as
 -- Tencent (so a blocked host could not be rescued by an in-process
 -- simulator), a redis-server.
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local sp = require "support.serveproc"
@@ -18,7 +19,7 @@ local LATENCY = 1.5 -- seconds the upstream takes for the slow call
 
 -- A policy for specs without --sim: the subject is the X-User header.
 local function policy_file()
-  local path = os.tmpname()
+  local path = scratch.file()
   local f = assert(io.open(path, "w"))
   f:write([[return { authorize = function(req) return req.headers["x-user"] or false end }]])
   f:close()
@@ -38,7 +39,7 @@ describe("eidkit serve never blocks on the network", function()
     lazy_setup(function()
       sim = simproc.start { "--seed", "21" }
       policy = policy_file()
-      dir = os.tmpname()
+      dir = scratch.file()
       s = sp.start({ "--endpoint", sim.url, "--merchant-id", demo.MerchantId, "--policy", policy,
         "--ledger", "sqlite:" .. dir .. ".db", "--token-limit", "off", "--sweep-interval", "0" },
         { env = { TENCENTCLOUD_SECRET_ID = demo.SecretId, TENCENTCLOUD_SECRET_KEY = demo.SecretKey } })

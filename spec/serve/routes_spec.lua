@@ -2,6 +2,7 @@
 -- whole flow against the in-process simulator (played through its control
 -- API), replays, the error answers, and what the process writes (stdout,
 -- stderr, the access log) checked for secrets, names and ID numbers.
+local scratch = require "support.scratch"
 local sp = require "support.serveproc"
 local sim_mod = require "eidkit.sim"
 
@@ -10,7 +11,7 @@ local NAME, IDCARD = "韦小宝", "11204416541220243X"
 describe("eidkit serve --sim", function()
   local s, dir, log_path, config
   lazy_setup(function()
-    dir = os.tmpname()
+    dir = scratch.file()
     log_path = dir .. ".access"
     config = dir .. ".conf.lua"
     local f = assert(io.open(config, "w"))

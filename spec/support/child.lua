@@ -5,6 +5,7 @@
 --   child.wait(ch)   -- wait for a child that exits by itself
 -- simproc and the HTTP server spec start their servers through this.
 local proc = require "support.proc"
+local scratch = require "support.scratch"
 
 local quote, slurp = proc.quote, proc.read
 local _M = {}
@@ -17,7 +18,7 @@ local function sleep(s) os.execute("sleep " .. s) end
 -- capture, or the match, is returned as ch.ready); opts.env: {NAME = value}.
 function _M.start(argv, opts)
   opts = opts or {}
-  local base = os.tmpname()
+  local base = scratch.name()
   local words = {}
   for k, v in pairs(opts.env or {}) do words[#words + 1] = k .. "=" .. quote(v) end
   if #words > 0 then table.insert(words, 1, "env") end

@@ -10,6 +10,7 @@
 --   local code, out, err = orrun.stop(s)         -- SIGTERM, wait, exit status
 local core = require "eidkit.core"
 local proc = require "support.proc"
+local scratch = require "support.scratch"
 local nginx = require "support.nginx"
 local libeidkit = require "support.libeidkit"
 
@@ -23,7 +24,7 @@ local function read(path) return proc.read(path) or "" end
 -- start(args [, opts]) -> s; opts.env: more environment.
 function _M.start(args, opts)
   opts = opts or {}
-  local base = os.tmpname()
+  local base = scratch.name()
   local argv = { _M.RUN, "--keep" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local env = { EIDKIT_BIN = proc.bin(), EIDKIT_LUA_CPATH = libeidkit.cpath() }

@@ -1,5 +1,7 @@
 -- Run a command and capture stdout, stderr and the exit code, for specs that
 -- drive the eidkit program as a subprocess.
+local scratch = require "support.scratch"
+
 local _M = {}
 
 local function quote(s)
@@ -26,7 +28,7 @@ local function slurp(path) return assert(read(path), path) end
 -- opts.env: {NAME = value} set for this command only.
 function _M.run(argv, opts)
   opts = opts or {}
-  local out, err, inp = os.tmpname(), os.tmpname(), os.tmpname()
+  local out, err, inp = scratch.name(), scratch.name(), scratch.name()
   local f = assert(io.open(inp, "wb"))
   f:write(opts.stdin or "")
   f:close()

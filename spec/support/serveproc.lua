@@ -9,6 +9,7 @@
 local core = require "eidkit.core"
 local cjson = require "cjson"
 local proc = require "support.proc"
+local scratch = require "support.scratch"
 local client = require "fixtures.httpd_client"
 
 local _M = {}
@@ -21,7 +22,7 @@ local function read(path) return proc.read(path) or "" end
 -- opts.lines: how many stdout lines to wait for (default: 2 with --sim, else 1).
 function _M.start(args, opts)
   opts = opts or {}
-  local base = os.tmpname()
+  local base = scratch.name()
   local argv = { proc.bin(), "serve", "--listen", "127.0.0.1:0" }
   local sim = false
   for _, a in ipairs(args or {}) do

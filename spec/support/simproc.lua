@@ -5,6 +5,7 @@
 --   ...
 --   local code, stdout, stderr = simproc.stop(s)  -- SIGTERM, waits for exit
 local proc = require "support.proc"
+local scratch = require "support.scratch"
 local child = require "support.child"
 
 local _M = {}
@@ -21,7 +22,7 @@ end
 -- { port, pid, base, url, stdout } once it has printed its start-up lines
 -- (the last one is "token ttl ..."; the port file is written before them).
 function _M.start(args)
-  local port_file = os.tmpname()
+  local port_file = scratch.name()
   os.remove(port_file)
   local argv = { proc.bin(), "sim", "--listen", "127.0.0.1:0", "--port-file", port_file }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end

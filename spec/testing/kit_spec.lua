@@ -1,4 +1,5 @@
 -- eidkit.testing: the merchant's testing kit (lua/eidkit/testing.lua).
+local scratch = require "support.scratch"
 local testing = require "eidkit.testing"
 local core = require "eidkit.core"
 
@@ -77,7 +78,7 @@ describe("eidkit.testing", function()
       assert.is_false(ok)
       assert.matches("eidkit.testing: the simulator %(.-%) did not start: it exited %(exit 2%):\n"
         .. "eidkit sim: %-%-token%-ttl: expected an integer >= 1, got 'zero'", err)
-      local stuck = os.tmpname() -- a program that never binds
+      local stuck = scratch.file() -- a program that never binds
       local f = assert(io.open(stuck, "wb"))
       f:write("#!/bin/sh\necho 'stuck starting' >&2\nexec sleep 30\n")
       f:close()

@@ -1,5 +1,6 @@
 -- core.spawn and eidkit.Process (bindings/process.c): child processes without
 -- a shell, for eidkit.testing.
+local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local read = require("support.proc").read
 
@@ -11,7 +12,7 @@ end
 
 describe("core.spawn", function()
   local tmp
-  before_each(function() tmp = os.tmpname() end)
+  before_each(function() tmp = scratch.file() end)
   after_each(function()
     for _, ext in ipairs { "", ".out", ".err", ".in" } do os.remove(tmp .. ext) end
   end)
@@ -141,7 +142,7 @@ describe("die_with_parent", function()
   end
 
   it("starts the child like the default path: redirections, env, exit status", function()
-    local out = os.tmpname()
+    local out = scratch.file()
     local p = assert(core.spawn({ "sh", "-c", 'echo "$EIDKIT_T2"; exit 4' },
       { env = { EIDKIT_T2 = "linked" }, stdout = out, die_with_parent = true }))
     assert.same({ 4, "exit" }, { p:wait(5) })
@@ -154,7 +155,7 @@ describe("die_with_parent", function()
   end)
 
   it("stops the child when the parent is killed without closing it", function()
-    local script, pidfile = os.tmpname(), os.tmpname()
+    local script, pidfile = scratch.file(), scratch.file()
     local f = assert(io.open(script, "wb"))
     f:write(([[
       local core = require "eidkit.core"

@@ -9,6 +9,7 @@
 -- from (seed, index), so EIDKIT_DIFF_SEED=s EIDKIT_DIFF_ONLY=i replays one
 -- case alone. EIDKIT_DIFF_CASES changes the number of cases.
 
+local scratch = require "support.scratch"
 local cjson = require "cjson"
 local eidkit = require "eidkit"
 
@@ -341,7 +342,7 @@ end
 -- One python process for every case: starting it per case would dominate
 -- the runtime. jobs is a list of {id=, req=}; returns results by id.
 local function run_reference(jobs, tmpfiles)
-  local index_path, bodies_path, out_path = os.tmpname(), os.tmpname(), os.tmpname()
+  local index_path, bodies_path, out_path = scratch.file(), scratch.file(), scratch.file()
   tmpfiles[#tmpfiles + 1] = index_path
   tmpfiles[#tmpfiles + 1] = bodies_path
   tmpfiles[#tmpfiles + 1] = out_path
