@@ -19,6 +19,27 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# start_redis DIR PORT [ARG...]: redis-server on 127.0.0.1:PORT in the
+# background, durable as a deployment runs it (AOF, fsync every second, no
+# RDB), its files and log in DIR; sets redis_pid. Returns 0 once that
+# process holds the port (a PING could be answered by a stranger on it, had
+# ours failed to bind); else 1, with the end of redis's log on stderr.
+start_redis() {
+  local dir=$1 port=$2 i
+  shift 2
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly yes --appendfsync everysec \
+    --dir "$dir" --logfile "$dir/redis.log" --maxclients 20000 "$@" >/dev/null 2>&1 &
+  redis_pid=$!
+  for ((i = 0; i < 100; i++)); do
+    listening "$redis_pid" "$port" && return 0
+    kill -0 "$redis_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill "$redis_pid" 2>/dev/null
+  echo "redis-server did not start on port $port: $(tail -n 5 "$dir/redis.log" 2>/dev/null)" >&2
+  return 1
+}
+
 # wait_url FILE: the URL of the "listening on URL" first line of FILE (a
 # server's stdout), within 15 s; else says why on stderr (FILE, and FILE
 # with .err for .out) and returns 1.
