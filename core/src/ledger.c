@@ -623,14 +623,15 @@ int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now) {
     return e != NULL && eid__ledger_is_open(e, now);
 }
 
-eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
-                             eid_ledger_entry *out, eid_error *err) {
-    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+/* What every record does before its backend: check the call, seal its
+ * payload (*blob: OPENSSL_malloc'd, or NULL for none). */
+static eid_status prepare_record(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
+                                 unsigned char **blob, size_t *blen, eid_error *err) {
+    *blob = NULL;
+    *blen = 0;
     if (o == NULL) return eid__fail(err, EID_E_INVALID_ARG, "outcome", "is NULL");
     eid_status st;
     if ((st = eid__ledger_check_outcome(token, o, err))) return st;
-    unsigned char *blob = NULL;
-    size_t blen = 0;
     if (o->payload) {
         if (!l->has_key)
             return eid__fail(err, EID_E_INVALID_ARG, "payload",
@@ -638,13 +639,81 @@ eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_
         if (o->payload_len > EID_LEDGER_PAYLOAD_MAX)
             return eid__fail(err, EID_E_INVALID_ARG, "payload", "longer than %d bytes",
                              EID_LEDGER_PAYLOAD_MAX);
-        if ((st = seal(l, token, o->payload, o->payload_len, &blob, &blen, err))) return st;
+        if ((st = seal(l, token, o->payload, o->payload_len, blob, blen, err))) return st;
     }
+    return EID_OK;
+}
+
+/* eid_ledger_record at now (0: the ledger's clock). */
+static eid_status record_at(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
+                            int64_t now, eid_ledger_entry *out, eid_error *err) {
+    unsigned char *blob;
+    size_t blen;
+    eid_status st = prepare_record(l, token, o, &blob, &blen, err);
+    if (st) return st;
     eid_ledger_entry r;
-    LOCKED(l, l->ops->record(l->be, token, o, blob, blen, now_of(l), &r, err));
+    LOCKED(l, l->ops->record(l->be, token, o, blob, blen, now ? now : now_of(l), &r, err));
     OPENSSL_free(blob);
     if (st == EID_OK && out) *out = r;
     return st;
+}
+
+eid_status eid_ledger_record(eid_ledger *l, const char *token, const eid_ledger_outcome *o,
+                             eid_ledger_entry *out, eid_error *err) {
+    if (l == NULL) return eid__fail(err, EID_E_INVALID_ARG, "ledger", "is NULL");
+    return record_at(l, token, o, 0, out, err);
+}
+
+int eid_ledger_pipelines(const eid_ledger *l) { return l && l->ops->record_many ? 1 : 0; }
+
+void eid_ledger_record_many(eid_ledger *l, eid_ledger_record_call *calls, size_t n) {
+    if (calls == NULL) return;
+    for (size_t i = 0; i < n; i++)
+        memset(&calls[i].err, 0, sizeof calls[i].err);
+    ledger_record_item *items = NULL;
+    /* Alone, in a batch (SQLite's transaction) or without pipelines: one at
+     * a time, as the caller would have made them. */
+    if (l && l->ops->record_many && !l->batch && n > 1) items = OPENSSL_zalloc(n * sizeof *items);
+    if (items == NULL) {
+        for (size_t i = 0; i < n; i++) {
+            eid_ledger_record_call *c = &calls[i];
+            c->st = l ? record_at(l, c->token, c->outcome, c->now, c->out, &c->err)
+                      : eid__fail(&c->err, EID_E_INVALID_ARG, "ledger", "is NULL");
+        }
+        return;
+    }
+    size_t m = 0;
+    size_t *which = OPENSSL_malloc(n * sizeof *which);
+    if (which == NULL) {
+        OPENSSL_free(items);
+        for (size_t i = 0; i < n; i++)
+            calls[i].st = eid__fail(&calls[i].err, EID_E_NOMEM, "", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        eid_ledger_record_call *c = &calls[i];
+        unsigned char *blob;
+        size_t blen;
+        if ((c->st = prepare_record(l, c->token, c->outcome, &blob, &blen, &c->err))) continue;
+        items[m] = (ledger_record_item){.token = c->token,
+                                        .o = c->outcome,
+                                        .blob = blob,
+                                        .blob_len = blen,
+                                        .now = c->now ? c->now : now_of(l)};
+        which[m++] = i;
+    }
+    pthread_mutex_lock(&l->lock);
+    if (m) l->ops->record_many(l->be, items, m);
+    pthread_mutex_unlock(&l->lock);
+    for (size_t k = 0; k < m; k++) {
+        eid_ledger_record_call *c = &calls[which[k]];
+        c->st = items[k].st;
+        c->err = items[k].err;
+        if (c->st == EID_OK && c->out) *c->out = items[k].out;
+        OPENSSL_free((void *)items[k].blob);
+    }
+    OPENSSL_free(which);
+    OPENSSL_free(items);
 }
 
 /* Attempts in reconciliation order: by ReqTime, then Seq. */

@@ -21,6 +21,18 @@ typedef struct ledger_config {
     int timeout_ms;
 } ledger_config;
 
+/* One record of a pipeline (ledger_ops.record_many). */
+typedef struct ledger_record_item {
+    const char *token;
+    const eid_ledger_outcome *o;
+    const unsigned char *blob; /* the sealed payload, or NULL to keep the stored one */
+    size_t blob_len;
+    int64_t now;
+    eid_ledger_entry out;
+    eid_status st;
+    eid_error err;
+} ledger_record_item;
+
 typedef struct ledger_ops {
     const char *name;
     void (*close)(void *be);
@@ -59,6 +71,9 @@ typedef struct ledger_ops {
     eid_status (*batch_begin)(void *be, eid_error *err);
     bool (*batch_broken)(void *be);
     eid_status (*batch_end)(void *be, eid_error *err);
+    /* Optional (NULL: eid_ledger_record_many calls record for each). The n
+     * items, checked and sealed, in one round trip; sets each st, out, err. */
+    void (*record_many)(void *be, struct ledger_record_item *items, size_t n);
 } ledger_ops;
 
 /* Open functions: location is what follows the scheme ("./x.db", or

@@ -772,6 +772,98 @@ static eid_status r_record(void *p, const char *token, const eid_ledger_outcome 
     return st;
 }
 
+/* Records as one pipeline (eid_ledger_record_many): every EVALSHA written,
+ * then every answer read, in order. A call whose answer says the server has
+ * lost its script cache (NOSCRIPT) runs again alone, which sends the text.
+ * When the connection breaks, the calls left unanswered run again alone,
+ * one by one (record is idempotent), until one finds the server
+ * unreachable: the rest then fail with its error instead of each waiting
+ * out a connect of its own. */
+static void r_record_many(void *p, ledger_record_item *it, size_t n) {
+    enum { UNSENT, SENT, AGAIN };
+    redis_be *b = p;
+    unsigned char *state = OPENSSL_zalloc(n);
+    eid_error cerr = {0};
+    eid_status cst = state ? EID_OK : eid__fail(&cerr, EID_E_NOMEM, "", "out of memory");
+    if (cst == EID_OK && (b->c == NULL || b->c->err)) cst = connect_be(b, &cerr);
+    if (cst) {
+        for (size_t i = 0; i < n; i++) {
+            it[i].st = cst;
+            it[i].err = cerr;
+        }
+        OPENSSL_free(state);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char key[KEY_MAX], akey[KEY_MAX + sizeof ATTEMPTS_TAG];
+        token_key(b, it[i].token, key);
+        snprintf(akey, sizeof akey, "%s" ATTEMPTS_TAG, key);
+        eid_ledger_redis_args *a;
+        it[i].st = eid__ledger_redis_record_args(it[i].o, it[i].now, it[i].blob, it[i].blob_len, &a,
+                                                 &it[i].err);
+        if (it[i].st) continue;
+        size_t argc = 5 + a->n;
+        const char **argv = OPENSSL_malloc(argc * sizeof *argv);
+        size_t *alen = OPENSSL_malloc(argc * sizeof *alen);
+        if (argv && alen) {
+            const char *head[] = {"EVALSHA", b->sha[SC_RECORD], "2", key, akey};
+            for (size_t k = 0; k < 5; k++) {
+                argv[k] = head[k];
+                alen[k] = strlen(head[k]);
+            }
+            for (size_t k = 0; k < a->n; k++) {
+                argv[5 + k] = a->argv[k];
+                alen[5 + k] = a->lens[k];
+            }
+            /* hiredis copies the command into its output buffer. */
+            if (redisAppendCommandArgv(b->c, (int)argc, argv, alen) == REDIS_OK) state[i] = SENT;
+        }
+        OPENSSL_free(argv);
+        OPENSSL_free(alen);
+        eid_ledger_redis_args_free(a);
+        if (state[i] != SENT) it[i].st = eid__fail(&it[i].err, EID_E_NOMEM, "", "out of memory");
+    }
+    bool broken = false;
+    for (size_t i = 0; i < n; i++) {
+        if (state[i] != SENT) continue;
+        redisReply *r = NULL;
+        if (broken || redisGetReply(b->c, (void **)&r) != REDIS_OK || r == NULL) {
+            broken = true; /* b->c->err is set: the next command reconnects */
+            state[i] = AGAIN;
+            continue;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            if (strncmp(r->str, "NOSCRIPT", 8) == 0)
+                state[i] = AGAIN;
+            else
+                it[i].st = reply_error(r, &it[i].err);
+            freeReplyObject(r);
+            continue;
+        }
+        /* Every answer is read before zrem sends anything more. */
+        it[i].st = script_answer(r, &it[i].out, &it[i].err);
+    }
+    eid_status down = EID_OK;
+    eid_error derr = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (state[i] == SENT && it[i].st == EID_OK && !eid__ledger_is_open(&it[i].out, it[i].now))
+            zrem(b, b->due_key, it[i].token);
+        if (state[i] != AGAIN) continue;
+        if (down) {
+            it[i].st = down;
+            it[i].err = derr;
+            continue;
+        }
+        it[i].st = r_record(b, it[i].token, it[i].o, it[i].blob, it[i].blob_len, it[i].now,
+                            &it[i].out, &it[i].err);
+        if (it[i].st == EID_E_LEDGER_UNAVAILABLE) {
+            down = it[i].st;
+            derr = it[i].err;
+        }
+    }
+    OPENSSL_free(state);
+}
+
 /* An attempts hash field and value, decoded; false if malformed. */
 static bool decode_attempt(const char *seq, size_t seqlen, const char *val, size_t vlen,
                            eid_ledger_attempt *a) {
@@ -1199,4 +1291,5 @@ const ledger_ops eid__ledger_redis_ops = {
     .stats = r_stats,
     .payload = r_payload,
     .take = r_take,
+    .record_many = r_record_many,
 };

@@ -833,6 +833,45 @@ static void test_status_codes(void) {
 /* Group commit: the batch's calls share one transaction, each in its own
  * savepoint; nothing is visible elsewhere before the end; a batch waits for
  * (and refuses past the busy timeout) another connection's write lock. */
+/* eid_ledger_record_many on a backend without pipelines: each call as
+ * eid_ledger_record alone, with its own time and result; the Redis
+ * pipeline itself is held to the same answers by spec/ledger/pool_spec.lua. */
+static void test_record_many(void) {
+    char u2[200];
+    snprintf(u2, sizeof u2, "sqlite:%s/many.db", dir);
+    eid_ledger *l = open_ledger(u2, NULL);
+    CHECK(l != NULL);
+    if (l == NULL) return;
+    CHECK(eid_ledger_pipelines(l) == 0);
+    CHECK(eid_ledger_pipelines(NULL) == 0);
+    CHECK(issue(l, "T-MANY-1", "u1") == EID_OK);
+    CHECK(issue(l, "T-MANY-2", "u2") == EID_OK);
+    eid_ledger_outcome pass = verdict(0, 1, 1, "req-m1"), fail = verdict(-3, 1, 1, "req-m2");
+    eid_ledger_entry out[2];
+    eid_ledger_record_call calls[] = {
+        {.token = "T-MANY-1", .outcome = &pass, .now = clock_now + 7, .out = &out[0]},
+        {.token = "T-NEVER", .outcome = &pass},
+        {.token = "T-MANY-2", .outcome = NULL},
+        {.token = "T-MANY-2", .outcome = &fail, .out = &out[1]},
+    };
+    calls[1].st = EID_E_INTERNAL; /* set by the call, whatever was there */
+    eid_ledger_record_many(l, calls, 4);
+    CHECK(calls[0].st == EID_OK && out[0].state == EID_LEDGER_PASSED && out[0].billable == 1);
+    CHECK(out[0].last_pull_at == clock_now + 7); /* its own time */
+    CHECK(calls[1].st == EID_E_LEDGER_UNKNOWN);
+    CHECK(calls[2].st == EID_E_INVALID_ARG);
+    CHECK_STR(calls[2].err.message, "outcome: is NULL");
+    CHECK(calls[3].st == EID_OK && out[1].state == EID_LEDGER_FAILED);
+    CHECK(out[1].last_pull_at == clock_now); /* now 0: the ledger's clock */
+    eid_ledger_entry r;
+    CHECK(eid_ledger_get(l, "T-MANY-2", &r, NULL) == EID_OK && r.err_code == -3);
+    eid_ledger_record_many(NULL, calls, 1);
+    CHECK(calls[0].st == EID_E_INVALID_ARG);
+    eid_ledger_record_many(l, NULL, 3); /* nothing to do */
+    eid_ledger_record_many(l, calls, 0);
+    eid_ledger_free(l);
+}
+
 static void test_batch(void) {
     char p2[160], u2[200];
     snprintf(p2, sizeof p2, "%s/batch.db", dir);
@@ -1150,6 +1189,7 @@ int main(void) {
     test_attempts();
     test_take();
     test_take_errors();
+    test_record_many();
     test_batch();
     test_batch_commit_fails();
     test_batch_broken();

@@ -290,6 +290,105 @@ pool:close()
       assert.equals("R1", out[id][1].EidToken)
       l:close()
     end)
+
+    -- Redis held asleep while jobs queue for the pool's one worker: the
+    -- first job (a get, which runs alone) waits in Redis, the records
+    -- posted meanwhile queue behind it and then go out as one pipeline.
+    local function queue_behind_pause(pool, post_records)
+      srv:cli("CLIENT", "PAUSE", "700", "ALL")
+      local asleep = ("timeout 0.2 redis-cli -h 127.0.0.1 -p %d PING 2>/dev/null | grep -q PONG"):format(srv.port)
+      local t0 = core.monotonic()
+      while os.execute(asleep) and core.monotonic() - t0 < 3 do end
+      local first = pool:get("P0")
+      assert.is_false(pool:wait(first, 50)) -- the worker is in Redis with it
+      local runs0, ran0 = pool:runs()
+      local ids = post_records()
+      local out = drain(pool, #ids + 1)
+      local runs, ran = pool:runs()
+      return out, ids, runs - runs0, ran - ran0
+    end
+
+    local function passed(tok, n)
+      return { Text = { ErrCode = 0, LivenessDetail = { { Seq = tostring(n), ReqTime = tostring(n),
+        IsNeedCharge = true } } }, RequestId = "req-" .. tok }
+    end
+
+    it("sends the records queued together as one pipeline, each answered as alone", function()
+      if not srv then pending("redis-server is not installed") return end
+      local url = srv:url(0, "pipe:")
+      local pool = assert(core.ledger_pool(url, {}, 1))
+      for i = 0, 30 do assert(pool:wait(pool:issue(issue_params("P" .. i)), 5000)) end
+      drain(pool, 31)
+      local out, ids, runs, ran = queue_behind_pause(pool, function()
+        local ids = {}
+        for i = 1, 30 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
+        ids[#ids + 1] = pool:record("NEVER-ISSUED", passed("x", 1)) -- fails alone
+        ids[#ids + 1] = pool:record("bad token!", passed("y", 1))   -- fails alone
+        ids[#ids + 1] = pool:record("P1", passed("P1", 1))          -- a repeat changes nothing
+        return ids
+      end)
+      assert.equals(34, ran)
+      assert.is_true(runs <= 3, ("34 jobs took %d runs: the records were not pipelined"):format(runs))
+      local alone = assert(ledger_mod.open(url))
+      for i = 1, 30 do
+        local e = out[ids[i]][1]
+        assert.equals("P" .. i, e and e.EidToken, "record " .. i)
+        assert.same({ "passed", 1, 1 }, { e.state, e.billable, e.attempts })
+        -- What the store holds now (P1 was pulled once more after).
+        if i > 1 then assert.same(alone:get("P" .. i), e) end
+      end
+      assert.same({ nil, "unknown_token" }, { out[ids[31]][1], out[ids[31]][2].code })
+      assert.same({ nil, "unknown_token" }, { out[ids[32]][1], out[ids[32]][2].code })
+      local again = out[ids[33]][1]
+      assert.same({ "P1", 1, 1, 1, 2 }, { again.EidToken, again.billable, again.attempts, out[ids[1]][1].pulls, again.pulls })
+      assert.same(alone:get("P1"), again)
+      alone:close()
+      pool:close()
+    end)
+
+    it("fails a queued pipeline at once when Redis is gone, then reconnects", function()
+      if not srv then pending("redis-server is not installed") return end
+      local url = srv:url(0, "gone:")
+      local pool = assert(core.ledger_pool(url, { timeout_ms = 2000 }, 1))
+      for i = 0, 5 do assert(pool:wait(pool:issue(issue_params("P" .. i)), 5000)) end
+      drain(pool, 6)
+      local t0
+      local out, ids = queue_behind_pause(pool, function()
+        local ids = {}
+        for i = 1, 5 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
+        t0 = core.monotonic()
+        srv:stop("KILL") -- the get's connection breaks; the records find no server
+        return ids
+      end)
+      assert.is_true(core.monotonic() - t0 < 1.5, "the pipeline waited for Redis")
+      for i = 1, 5 do
+        assert.same({ nil, "unavailable" }, { out[ids[i]][1], out[ids[i]][2] and out[ids[i]][2].code })
+      end
+      assert.is_true(srv:launch())
+      local id = pool:record("P1", passed("P1", 1))
+      local e = drain(pool, 1)[id][1]
+      assert.same({ "P1", 1, 1 }, { e and e.EidToken, e and e.billable, e and e.pulls })
+      pool:close()
+    end)
+
+    it("runs a pipeline again call by call when Redis has lost its scripts", function()
+      if not srv then pending("redis-server is not installed") return end
+      local url = srv:url(0, "noscript:")
+      local pool = assert(core.ledger_pool(url, {}, 1))
+      for i = 0, 10 do assert(pool:wait(pool:issue(issue_params("P" .. i)), 5000)) end
+      drain(pool, 11)
+      assert.matches("OK", srv:cli("SCRIPT", "FLUSH"))
+      local out, ids = queue_behind_pause(pool, function()
+        local ids = {}
+        for i = 1, 10 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
+        return ids
+      end)
+      for i = 1, 10 do
+        local e = out[ids[i]][1]
+        assert.same({ "P" .. i, "passed", 1 }, { e and e.EidToken, e and e.state, e and e.billable })
+      end
+      pool:close()
+    end)
   end)
 end)
 

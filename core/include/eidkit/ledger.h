@@ -344,6 +344,36 @@ EID_API int eid_ledger_batches(const eid_ledger *ledger);
 EID_API eid_status eid_ledger_batch_begin(eid_ledger *ledger, eid_error *err);
 EID_API eid_status eid_ledger_batch_end(eid_ledger *ledger, eid_error *err);
 
+/* ------------------------------------------------------ pipelines (Redis)
+ * For a caller that holds many records at once (eidkit serve's ledger
+ * workers): eid_ledger_record_many makes n eid_ledger_record calls, each as
+ * if made alone, in order, each with its own result; a backend that
+ * pipelines (Redis) writes them all before reading any answer, so n records
+ * cost one round trip and one wake-up of each side instead of n. Not a
+ * transaction: each call succeeds or fails on its own, as alone. When the
+ * connection breaks, the calls not yet answered run again one by one (a
+ * record is idempotent: one the server ran before the break is not counted
+ * twice); when the server has lost its script cache, a call runs again with
+ * the script's text. Other backends, and a batch, run the calls one at a
+ * time.
+ *
+ * call.now: the Unix seconds the call records at (0: the ledger's clock);
+ * call.out may be NULL; call.st and call.err receive what eid_ledger_record
+ * would have returned and set. eid_ledger_pipelines: 1 when the backend
+ * pipelines (Redis), else 0. Thread-safe (the ledger's mutex, held for the
+ * whole pipeline). */
+typedef struct eid_ledger_record_call {
+    const char *token;
+    const eid_ledger_outcome *outcome;
+    int64_t now;
+    eid_ledger_entry *out;
+    eid_status st;
+    eid_error err;
+} eid_ledger_record_call;
+
+EID_API int eid_ledger_pipelines(const eid_ledger *ledger);
+EID_API void eid_ledger_record_many(eid_ledger *ledger, eid_ledger_record_call *calls, size_t n);
+
 /* ------------------------------------------------ the Redis scripts, shared
  * Another Redis client (OpenResty's cosocket ledger, eidkit.openresty.ledger)
  * runs the same transitions by sending the text the Redis backend sends:
