@@ -308,6 +308,14 @@ pool:close()
       return out, ids, runs - runs0, ran - ran0
     end
 
+    -- A one-worker pool on its own key prefix with tokens P0..Pn issued.
+    local function issued_pool(prefix, n, opts)
+      local pool = assert(core.ledger_pool(srv:url(0, prefix), opts or {}, 1))
+      for i = 0, n do assert(pool:wait(pool:issue(issue_params("P" .. i)), 5000)) end
+      drain(pool, n + 1)
+      return pool, srv:url(0, prefix)
+    end
+
     local function passed(tok, n)
       return { Text = { ErrCode = 0, LivenessDetail = { { Seq = tostring(n), ReqTime = tostring(n),
         IsNeedCharge = true } } }, RequestId = "req-" .. tok }
@@ -315,10 +323,7 @@ pool:close()
 
     it("sends the records queued together as one pipeline, each answered as alone", function()
       if not srv then pending("redis-server is not installed") return end
-      local url = srv:url(0, "pipe:")
-      local pool = assert(core.ledger_pool(url, {}, 1))
-      for i = 0, 30 do assert(pool:wait(pool:issue(issue_params("P" .. i)), 5000)) end
-      drain(pool, 31)
+      local pool, url = issued_pool("pipe:", 30)
       local out, ids, runs, ran = queue_behind_pause(pool, function()
         local ids = {}
         for i = 1, 30 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
@@ -348,10 +353,7 @@ pool:close()
 
     it("fails a queued pipeline at once when Redis is gone, then reconnects", function()
       if not srv then pending("redis-server is not installed") return end
-      local url = srv:url(0, "gone:")
-      local pool = assert(core.ledger_pool(url, { timeout_ms = 2000 }, 1))
-      for i = 0, 5 do assert(pool:wait(pool:issue(issue_params("P" .. i)), 5000)) end
-      drain(pool, 6)
+      local pool = issued_pool("gone:", 5, { timeout_ms = 2000 })
       local t0
       local out, ids = queue_behind_pause(pool, function()
         local ids = {}
@@ -373,10 +375,7 @@ pool:close()
 
     it("runs a pipeline again call by call when Redis has lost its scripts", function()
       if not srv then pending("redis-server is not installed") return end
-      local url = srv:url(0, "noscript:")
-      local pool = assert(core.ledger_pool(url, {}, 1))
-      for i = 0, 10 do assert(pool:wait(pool:issue(issue_params("P" .. i)), 5000)) end
-      drain(pool, 11)
+      local pool = issued_pool("noscript:", 10)
       assert.matches("OK", srv:cli("SCRIPT", "FLUSH"))
       local out, ids = queue_behind_pause(pool, function()
         local ids = {}
