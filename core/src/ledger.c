@@ -683,13 +683,6 @@ void eid_ledger_record_many(eid_ledger *l, eid_ledger_record_call *calls, size_t
         return;
     }
     size_t m = 0;
-    size_t *which = OPENSSL_malloc(n * sizeof *which);
-    if (which == NULL) {
-        OPENSSL_free(items);
-        for (size_t i = 0; i < n; i++)
-            calls[i].st = eid__fail(&calls[i].err, EID_E_NOMEM, "", "out of memory");
-        return;
-    }
     for (size_t i = 0; i < n; i++) {
         eid_ledger_record_call *c = &calls[i];
         unsigned char *blob;
@@ -699,20 +692,20 @@ void eid_ledger_record_many(eid_ledger *l, eid_ledger_record_call *calls, size_t
                                         .o = c->outcome,
                                         .blob = blob,
                                         .blob_len = blen,
-                                        .now = c->now ? c->now : now_of(l)};
-        which[m++] = i;
+                                        .now = c->now ? c->now : now_of(l),
+                                        .call = i};
+        m++;
     }
     pthread_mutex_lock(&l->lock);
     if (m) l->ops->record_many(l->be, items, m);
     pthread_mutex_unlock(&l->lock);
     for (size_t k = 0; k < m; k++) {
-        eid_ledger_record_call *c = &calls[which[k]];
+        eid_ledger_record_call *c = &calls[items[k].call];
         c->st = items[k].st;
         c->err = items[k].err;
         if (c->st == EID_OK && c->out) *c->out = items[k].out;
         OPENSSL_free((void *)items[k].blob);
     }
-    OPENSSL_free(which);
     OPENSSL_free(items);
 }
 

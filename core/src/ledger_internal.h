@@ -28,6 +28,7 @@ typedef struct ledger_record_item {
     const unsigned char *blob; /* the sealed payload, or NULL to keep the stored one */
     size_t blob_len;
     int64_t now;
+    size_t call; /* its index among eid_ledger_record_many's calls */
     eid_ledger_entry out;
     eid_status st;
     eid_error err;

@@ -201,30 +201,44 @@ static eid_status command(redis_be *b, int argc, const char **argv, const size_t
                      b->host, b->port, b->c ? b->c->errstr : "not connected");
 }
 
+/* The EVALSHA of sc on nkeys keys with args (lens NULL: strlen) into
+ * *argv and *alen (OPENSSL_malloc'd; the caller frees both, also on
+ * failure); numkeys holds the count's text. -1 when out of memory, else
+ * argc. */
+static int script_argv(const redis_be *b, enum script sc, int nkeys, const char *const *keys,
+                       int nargs, const char **args, const size_t *lens, char numkeys[12],
+                       const char ***argv, size_t **alen) {
+    int argc = 3 + nkeys + nargs;
+    const char **v = *argv = OPENSSL_malloc(sizeof *v * (size_t)argc);
+    size_t *l = *alen = OPENSSL_malloc(sizeof *l * (size_t)argc);
+    if (v == NULL || l == NULL) return -1;
+    snprintf(numkeys, 12, "%d", nkeys);
+    v[0] = "EVALSHA";
+    v[1] = b->sha[sc];
+    v[2] = numkeys;
+    for (int i = 0; i < nkeys; i++)
+        v[3 + i] = keys[i];
+    for (int i = 0; i < 3 + nkeys; i++)
+        l[i] = strlen(v[i]);
+    for (int i = 0; i < nargs; i++) {
+        v[3 + nkeys + i] = args[i];
+        l[3 + nkeys + i] = lens ? lens[i] : strlen(args[i]);
+    }
+    return argc;
+}
+
 /* EVALSHA the script on nkeys keys with args; EVAL it on NOSCRIPT. */
 static eid_status run_script_keys(redis_be *b, enum script sc, int nkeys, const char *const *keys,
                                   int nargs, const char **args, const size_t *lens,
                                   redisReply **out, eid_error *err) {
-    int argc = 3 + nkeys + nargs;
-    const char **argv = OPENSSL_malloc(sizeof *argv * (size_t)argc);
-    size_t *alen = OPENSSL_malloc(sizeof *alen * (size_t)argc);
+    const char **argv;
+    size_t *alen;
     char numkeys[12];
     eid_status st;
-    if (argv == NULL || alen == NULL) {
+    int argc = script_argv(b, sc, nkeys, keys, nargs, args, lens, numkeys, &argv, &alen);
+    if (argc < 0) {
         st = eid__fail(err, EID_E_NOMEM, "", "out of memory");
         goto done;
-    }
-    snprintf(numkeys, sizeof numkeys, "%d", nkeys);
-    argv[0] = "EVALSHA";
-    argv[1] = b->sha[sc];
-    argv[2] = numkeys;
-    for (int i = 0; i < nkeys; i++)
-        argv[3 + i] = keys[i];
-    for (int i = 0; i < 3 + nkeys; i++)
-        alen[i] = strlen(argv[i]);
-    for (int i = 0; i < nargs; i++) {
-        argv[3 + nkeys + i] = args[i];
-        alen[3 + nkeys + i] = lens ? lens[i] : strlen(args[i]);
     }
     eid_error e2 = {0};
     st = command(b, argc, argv, alen, out, &e2);
@@ -752,13 +766,19 @@ const char *eid_ledger_redis_args_get(const eid_ledger_redis_args *a, size_t i, 
 
 void eid_ledger_redis_args_free(eid_ledger_redis_args *a) { OPENSSL_free(a); }
 
+/* The record script's KEYS: the token's hash and its attempts hash. */
+static void record_keys(const redis_be *b, const char *token, char key[KEY_MAX],
+                        char akey[KEY_MAX + sizeof ATTEMPTS_TAG]) {
+    token_key(b, token, key);
+    snprintf(akey, KEY_MAX + sizeof ATTEMPTS_TAG, "%s" ATTEMPTS_TAG, key);
+}
+
 static eid_status r_record(void *p, const char *token, const eid_ledger_outcome *o,
                            const unsigned char *blob, size_t blen, int64_t now,
                            eid_ledger_entry *out, eid_error *err) {
     redis_be *b = p;
     char key[KEY_MAX], akey[KEY_MAX + sizeof ATTEMPTS_TAG];
-    token_key(b, token, key);
-    snprintf(akey, sizeof akey, "%s" ATTEMPTS_TAG, key);
+    record_keys(b, token, key, akey);
     eid_ledger_redis_args *a;
     eid_status st = eid__ledger_redis_record_args(o, now, blob, blen, &a, err);
     if (st) return st;
@@ -795,29 +815,18 @@ static void r_record_many(void *p, ledger_record_item *it, size_t n) {
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        char key[KEY_MAX], akey[KEY_MAX + sizeof ATTEMPTS_TAG];
-        token_key(b, it[i].token, key);
-        snprintf(akey, sizeof akey, "%s" ATTEMPTS_TAG, key);
+        char key[KEY_MAX], akey[KEY_MAX + sizeof ATTEMPTS_TAG], numkeys[12];
+        record_keys(b, it[i].token, key, akey);
         eid_ledger_redis_args *a;
         it[i].st = eid__ledger_redis_record_args(it[i].o, it[i].now, it[i].blob, it[i].blob_len, &a,
                                                  &it[i].err);
         if (it[i].st) continue;
-        size_t argc = 5 + a->n;
-        const char **argv = OPENSSL_malloc(argc * sizeof *argv);
-        size_t *alen = OPENSSL_malloc(argc * sizeof *alen);
-        if (argv && alen) {
-            const char *head[] = {"EVALSHA", b->sha[SC_RECORD], "2", key, akey};
-            for (size_t k = 0; k < 5; k++) {
-                argv[k] = head[k];
-                alen[k] = strlen(head[k]);
-            }
-            for (size_t k = 0; k < a->n; k++) {
-                argv[5 + k] = a->argv[k];
-                alen[5 + k] = a->lens[k];
-            }
-            /* hiredis copies the command into its output buffer. */
-            if (redisAppendCommandArgv(b->c, (int)argc, argv, alen) == REDIS_OK) state[i] = SENT;
-        }
+        const char *keys[] = {key, akey}, **argv;
+        size_t *alen;
+        int argc =
+            script_argv(b, SC_RECORD, 2, keys, (int)a->n, a->argv, a->lens, numkeys, &argv, &alen);
+        /* hiredis copies the command into its output buffer. */
+        if (argc > 0 && redisAppendCommandArgv(b->c, argc, argv, alen) == REDIS_OK) state[i] = SENT;
         OPENSSL_free(argv);
         OPENSSL_free(alen);
         eid_ledger_redis_args_free(a);
