@@ -714,19 +714,26 @@ describe("eidkit.openresty.ledger", function()
     local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 40 --max-time 20 -K %s")
       :format(proc.quote(cfg)))
     os.remove(cfg)
-    local ok = 0
+    local opened = received() - before
+    local starts, first_finish = {}, math.huge
     for line in out:gmatch("%b{}") do
       local t = assert(cjson.decode(line))
       assert.is_true(t.ok, line)
-      ok = ok + 1
+      starts[#starts + 1] = t.start
+      first_finish = math.min(first_finish, t.finish)
     end
-    assert.equals(40, ok)
+    assert.equals(40, #starts)
     -- Without the backlog: one connection a request (42 here, with this
-    -- spec's INFO and PAUSE). With it at most 3 are open at once; a waiter
-    -- handed a freed slot may still connect anew (9-10 measured), so the
-    -- bound is half the burst.
-    local opened = received() - before
-    assert.is_true(opened <= 20, ("%d connections for a burst of 40 on a pool of 3"):format(opened))
+    -- spec's INFO and PAUSE). With it the pool's 3, each call keeping its
+    -- one connection to the end. A request arriving once connections are
+    -- being freed may take the one nginx handed a queued waiter, which then
+    -- opens another: one more for each such late request.
+    local late = 0
+    for _, t in ipairs(starts) do
+      if t >= first_finish then late = late + 1 end
+    end
+    assert.is_true(opened <= 2 + 3 + late,
+      ("%d connections for a burst of 40 on a pool of 3 (%d requests late)"):format(opened, late))
   end)
 
   it("does not block the worker while Redis is slow (one worker, 50 requests at once)", function()

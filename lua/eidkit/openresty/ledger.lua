@@ -230,16 +230,6 @@ local function script(self, name, nkeys, ...)
   return run(self, eval_script, self, self.scripts[name], nkeys, { ... })
 end
 
--- What issue, consume and record send besides their scripts, as functions
--- for run (no closure per request, as in script and get).
-local function index_new(red, created_key, due_key, score, token)
-  local r1, e1 = red:zadd(created_key, "NX", score, token)
-  if not r1 then return r1, e1 end
-  return red:zadd(due_key, "NX", score, token)
-end
-
-local function zrem_one(red, key, member) return red:zrem(key, member) end
-
 -- ----------------------------------------------------------- records
 
 local null = ngx.null
@@ -338,6 +328,46 @@ local function answer(self, res, now)
   return record_of(self, e, false), e.open ~= 0
 end
 
+-- What issue, consume and record send, as functions for run (no closure
+-- per request, as in script and get).
+--
+-- Each call's commands share one connection: a call that gave its
+-- connection back and took one again for a follow-up would take the one
+-- nginx had just handed a queued waiter (the backlog), and the waiter would
+-- open another: a burst on a full pool churned connections.
+
+-- issue: both indexes in one round trip, then the script. Indexed before
+-- the hash exists, so an index never misses a token; either index failing
+-- fails the call before the script runs.
+local function issue_cmds(red, self, sc, args)
+  red:init_pipeline(2)
+  red:zadd(self.created_key, "NX", args.score, args.token)
+  red:zadd(self.due_key, "NX", args.score, args.token)
+  local r, e = red:commit_pipeline()
+  if not r then return nil, e end
+  for i = 1, 2 do
+    if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
+  end
+  return eval_script(red, self, sc, 1, args)
+end
+
+-- consume, record: the script, read as a transition's answer ({record,
+-- open, late}; {nil, err} when the answer is a refusal). A token the call
+-- closed leaves the due index, as in the C backend, on the same
+-- connection; best effort (the next due walk drops a stale member): an I/O
+-- error there closes the connection (run then cannot pool it) and the
+-- answer stands, as the script has run.
+local function transition(red, self, sc, nkeys, args)
+  local res, err = eval_script(red, self, sc, nkeys, args)
+  if not res then return res, err end
+  local rec, open = answer(self, res, args.now)
+  if rec and not open then
+    local ok = red:zrem(self.due_key, args.token)
+    if ok == nil then red:close() end
+  end
+  return { rec, open, late = type(res) == "table" and res[4] == 1 }
+end
+
 -- --------------------------------------------------------------- open
 
 -- open(url [, opts]) -> ledger | nil, err (a malformed URL: invalid_arg).
@@ -347,8 +377,9 @@ end
 -- timeout_ms (connect, send and read; default 5000), clock (function
 -- returning Unix seconds; default ngx.time), request_ids (false: records
 -- without the list), pool_size (connections per worker, default 1024: at
--- most this many open at once; a waiter handed a freed slot may connect
--- anew, so a pool smaller than the bursts churns connections), backlog
+-- most this many open at once; a handler making several calls in a row may
+-- take the connection a queued waiter was handed, which then opens another,
+-- so a pool smaller than the bursts churns connections), backlog
 -- (calls that may wait for one of them, default 4096; past it a call fails
 -- as when Redis cannot be reached), keepalive_ms (an idle pooled
 -- connection's life, default 60000).
@@ -462,11 +493,10 @@ function methods.issue(self, t)
   local token = t.EidToken
   local sc = format("%d", created)
   -- Indexed before the hash exists, so an index never misses a token.
-  local _, err = run(self, index_new, self.created_key, self.due_key, sc, token)
-  if err then return nil, err end
-  local res
-  res, err = script(self, "issue", 1, key_of(self, token), token, t.MerchantId, t.subject, t.Extra or "",
-    sc, format("%d", expires), format("%d", deadline), nonce(), format("%d", keep), t.intention and "1" or "0")
+  local args = { key_of(self, token), token, t.MerchantId, t.subject, t.Extra or "",
+    sc, format("%d", expires), format("%d", deadline), nonce(), format("%d", keep), t.intention and "1" or "0",
+    token = token, score = sc }
+  local res, err = run(self, issue_cmds, self, self.scripts.issue, args)
   if not res then return nil, err end
   if type(res) == "table" and res[1] == "ok" then return true end
   if type(res) == "table" and type(res[1]) == "string" then
@@ -534,17 +564,13 @@ function methods.consume(self, token, subject)
   local okt, terr = lookup_token(token, "consume")
   if not okt then return nil, terr end
   local now = now_of(self)
-  local res, err = script(self, "consume", 1, key_of(self, token), format("%d", now), subject, nonce())
-  if not res then return nil, err end
-  local rec, open = answer(self, res, now)
-  if not rec then return nil, open end
-  if not open then
-    -- As the C backend: a closed token leaves the due index (a failure
-    -- consumed before its TTL stays, the user may retry). Best effort: a
-    -- stale member is dropped by the next due walk.
-    run(self, zrem_one, self.due_key, token)
-  end
-  return rec
+  -- As the C backend, a closed token leaves the due index (a failure
+  -- consumed before its TTL stays, the user may retry).
+  local out, err = run(self, transition, self, self.scripts.consume, 1,
+    { key_of(self, token), format("%d", now), subject, nonce(), token = token, now = now })
+  if not out then return nil, err end
+  if not out[1] then return nil, out[2] end
+  return out[1]
 end
 
 -- The response as JSON for eid_ledger_digest_json: JSON text (record's
@@ -569,10 +595,11 @@ local digest_out = ffi_new("eid_ledger_digest *[1]")
 local args_out = ffi_new("eid_ledger_redis_args *[1]")
 local arg_len = ffi_new("size_t[1]")
 
--- The record script's ARGV for `res` at now, from libeidkit (the digest and
--- eid_ledger_record's checks, then the arguments r_record sends), or raises
--- (level) naming the field at fault, as eidkit.core's record does.
-local function record_args(token, res, now, level)
+-- The record script's keys (key, the token's) and ARGV for `res` at now,
+-- from libeidkit (the digest and eid_ledger_record's checks, then the
+-- arguments r_record sends), or raises (level) naming the field at fault,
+-- as eidkit.core's record does.
+local function record_args(key, token, res, now, level)
   local ok, text = encode(res)
   if not ok then error("bad argument #2 to 'record' (response: " .. tostring(text) .. ")", level) end
   local C = eidffi.lib()
@@ -593,10 +620,10 @@ local function record_args(token, res, now, level)
   end
   local a = args_out[0]
   local n = tonumber(C.eid_ledger_redis_args_count(a))
-  local out = {}
+  local out = { key, key .. ":attempts" }
   for i = 0, n - 1 do
     local p = C.eid_ledger_redis_args_get(a, i, arg_len)
-    out[i + 1] = ffi_string(p, arg_len[0])
+    out[i + 3] = ffi_string(p, arg_len[0])
   end
   C.eid_ledger_redis_args_free(a)
   return out
@@ -619,18 +646,16 @@ function methods.record(self, token, res, payload)
       .. "it holds no payload key)", 2)
   end
   local now = now_of(self)
-  local args, aerr = record_args(token, res, now, 3)
+  local args, aerr = record_args(key_of(self, token), token, res, now, 3)
   if not args then return nil, aerr end
-  local key = key_of(self, token)
-  local res2, err = script(self, "record", 2, key, key .. ":attempts", unpack(args))
-  if not res2 then return nil, err end
-  local rec, open = answer(self, res2, now)
-  if not rec then return nil, open end
+  -- As r_record, a token that can no longer change leaves the due index.
+  args.token, args.now = token, now
+  local out, err = run(self, transition, self, self.scripts.record, 2, args)
+  if not out then return nil, err end
+  local rec = out[1]
+  if not rec then return nil, out[2] end
   -- The script's last element: this call stored a late pass.
-  if res2[4] == 1 then rec.late = true end
-  -- As r_record: a token that can no longer change leaves the due index
-  -- (best effort: the next due walk drops a stale member).
-  if not open then run(self, zrem_one, self.due_key, token) end
+  if out.late then rec.late = true end
   return rec
 end
 
