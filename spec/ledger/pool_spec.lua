@@ -7,6 +7,7 @@ local scratch = require "support.scratch"
 local core = require "eidkit.core"
 local ledger_mod = require "eidkit.ledger"
 local redis = require "support.redis"
+local cutproxy = require "support.cutproxy"
 local libeidkit = require "support.libeidkit"
 
 local tmpdir = scratch.file()
@@ -308,12 +309,15 @@ pool:close()
       return out, ids, runs - runs0, ran - ran0
     end
 
-    -- A one-worker pool on its own key prefix with tokens P0..Pn issued.
-    local function issued_pool(prefix, n, opts)
-      local pool = assert(core.ledger_pool(srv:url(0, prefix), opts or {}, 1))
+    -- A one-worker pool on its own key prefix with tokens P0..Pn issued,
+    -- and the URL that reaches Redis directly. port: where the pool
+    -- connects instead (a proxy).
+    local function issued_pool(prefix, n, opts, port)
+      local url = srv:url(0, prefix)
+      local pool = assert(core.ledger_pool(port and url:gsub(":%d+/", ":" .. port .. "/", 1) or url, opts or {}, 1))
       for i = 0, n do assert(pool:wait(pool:issue(issue_params("P" .. i)), 5000)) end
       drain(pool, n + 1)
-      return pool, srv:url(0, prefix)
+      return pool, url
     end
 
     local function passed(tok, n)
@@ -370,6 +374,36 @@ pool:close()
       local id = pool:record("P1", passed("P1", 1))
       local e = drain(pool, 1)[id][1]
       assert.same({ "P1", 1, 1 }, { e and e.EidToken, e and e.billable, e and e.pulls })
+      pool:close()
+    end)
+
+    it("answers every call of a pipeline whose answers were lost, running them again alone", function()
+      if not srv then pending("redis-server is not installed") return end
+      -- The pool reaches Redis through a proxy that, once armed, lets the
+      -- next thing sent through (the pipeline) reach Redis and then closes
+      -- the connection instead of passing the answers on: Redis has run
+      -- the records, the worker knows none of them.
+      local cut = cutproxy.start(srv.port)
+      finally(function() cut:stop() end)
+      local pool, url = issued_pool("cut:", 10, nil, cut.port)
+      local out, ids, runs = queue_behind_pause(pool, function()
+        local ids = {}
+        for i = 1, 10 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
+        cut:arm()
+        return ids
+      end)
+      assert.equals(1, cut:cuts())
+      assert.is_true(runs <= 3, ("11 jobs took %d runs: the records were not pipelined"):format(runs))
+      -- Each answered as alone: recorded once (a second run of the same
+      -- answer adds a pull, never an attempt), as the store now holds.
+      local alone = assert(ledger_mod.open(url))
+      for i = 1, 10 do
+        local e = out[ids[i]][1]
+        assert.same({ "P" .. i, "passed", 1, 1 }, { e and e.EidToken, e and e.state, e and e.billable, e and e.attempts },
+          "record " .. i .. ": " .. tostring(out[ids[i]][2]))
+        assert.same(alone:get("P" .. i), e)
+      end
+      alone:close()
       pool:close()
     end)
 
