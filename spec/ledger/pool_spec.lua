@@ -295,8 +295,9 @@ pool:close()
     -- Redis held asleep while jobs queue for the pool's one worker: the
     -- first job (a get, which runs alone) waits in Redis, the records
     -- posted meanwhile queue behind it and then go out as one pipeline.
-    local function queue_behind_pause(pool, post_records)
-      srv:cli("CLIENT", "PAUSE", "700", "ALL")
+    -- pause_ms: how long Redis sleeps (default 700), time enough to post.
+    local function queue_behind_pause(pool, post_records, pause_ms)
+      srv:cli("CLIENT", "PAUSE", tostring(pause_ms or 700), "ALL")
       local asleep = ("timeout 0.2 redis-cli -h 127.0.0.1 -p %d PING 2>/dev/null | grep -q PONG"):format(srv.port)
       local t0 = core.monotonic()
       while os.execute(asleep) and core.monotonic() - t0 < 3 do end
@@ -389,9 +390,9 @@ pool:close()
       local out, ids, runs = queue_behind_pause(pool, function()
         local ids = {}
         for i = 1, 10 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
-        cut:arm()
+        cut:arm() -- a signal and its answer: more time than posting alone
         return ids
-      end)
+      end, 1500)
       assert.equals(1, cut:cuts())
       assert.is_true(runs <= 3, ("11 jobs took %d runs: the records were not pipelined"):format(runs))
       -- Each answered as alone: recorded once (a second run of the same
