@@ -403,6 +403,21 @@ static void test_eidinfo(void) {
     CHECK(eid_base64_encode(ct, cn, ui2, sizeof ui2, &bn) == EID_OK);
     CHECK(eid_eidinfo_decrypt(priv, dk2, strlen(dk2), ui2, bn, &got, &err) == EID_E_FORMAT);
     CHECK(strstr(err.message, "idnum") != NULL);
+    /* Blocks that begin with '{' and end in '}' but are no JSON (a wrong
+     * key gives such a plaintext one time in 256): DECRYPT, as any other
+     * plaintext that is not a JSON object. */
+    memcpy(block, "{\x01\xfe\x7f garbage}", 14);
+    CHECK(eid_sm4_ecb_encrypt(session, 16, block, 16, ct, sizeof ct, &cn, NULL) == EID_OK);
+    CHECK(eid_base64_encode(ct, cn, ui2, sizeof ui2, &bn) == EID_OK);
+    memset(&got, 0x55, sizeof got);
+    CHECK(eid_eidinfo_decrypt(priv, dk2, strlen(dk2), ui2, bn, &got, &err) == EID_E_DECRYPT);
+    CHECK(memcmp(&got, &zero, sizeof got) == 0);
+    CHECK_STR(err.field, "UserInfo");
+    /* An object that ends before the last '}': DECRYPT too. */
+    memcpy(block, "{}\x01\xfe garbage}", 14);
+    CHECK(eid_sm4_ecb_encrypt(session, 16, block, 16, ct, sizeof ct, &cn, NULL) == EID_OK);
+    CHECK(eid_base64_encode(ct, cn, ui2, sizeof ui2, &bn) == EID_OK);
+    CHECK(eid_eidinfo_decrypt(priv, dk2, strlen(dk2), ui2, bn, &got, &err) == EID_E_DECRYPT);
     /* PKCS#7-style filler after the '}' is ignored, as zero filler is. */
     unsigned char big[48], ct48[48];
     memcpy(big, "{\"name\":\"x\",\"idtype\":\"01\",\"idnum\":\"1\"}", 38);
