@@ -215,6 +215,16 @@ local function run(self, fn, a, b, c, d)
   return failure(EID_E_LEDGER_UNAVAILABLE, last)
 end
 
+-- A committed pipeline's replies as run wants them: the list, or false and
+-- the first error reply in it, or nil and the I/O error.
+local function pipeline_replies(r, e)
+  if not r then return nil, e end
+  for i = 1, #r do
+    if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
+  end
+  return r
+end
+
 -- EVALSHA the backend's script; EVAL its text when the server answers
 -- NOSCRIPT (a restart, SCRIPT FLUSH), which caches it again.
 local function eval_script(red, self, sc, nkeys, args)
@@ -343,11 +353,8 @@ local function issue_cmds(red, self, sc, args)
   red:init_pipeline(2)
   red:zadd(self.created_key, "NX", args.score, args.token)
   red:zadd(self.due_key, "NX", args.score, args.token)
-  local r, e = red:commit_pipeline()
-  if not r then return nil, e end
-  for i = 1, 2 do
-    if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
-  end
+  local r, e = pipeline_replies(red:commit_pipeline())
+  if not r then return r, e end
   return eval_script(red, self, sc, 1, args)
 end
 
@@ -503,16 +510,6 @@ function methods.issue(self, t)
     return from_c(eidffi.lib().eid_ledger_redis_refusal(res[1], cerr))
   end
   return failure(EID_E_INTERNAL, "redis: unexpected script answer")
-end
-
--- A committed pipeline's replies as run wants them: the list, or false and
--- the first error reply in it, or nil and the I/O error.
-local function pipeline_replies(r, e)
-  if not r then return nil, e end
-  for i = 1, #r do
-    if type(r[i]) == "table" and r[i][1] == false then return false, r[i][2] end
-  end
-  return r
 end
 
 -- Whether a record exists, and its stored attempts, in one round trip.
