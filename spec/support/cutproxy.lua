@@ -4,6 +4,7 @@
 -- node missing is a failure, as a missing redis-server is for its specs.
 local proc = require "support.proc"
 local scratch = require "support.scratch"
+local wait_for = require("support.serveproc").wait_for
 
 local _M = {}
 
@@ -12,13 +13,9 @@ local JS = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/cut
 local proxy = {}
 proxy.__index = proxy
 
-local function wait_for(self, pattern)
-  for _ = 1, 200 do
-    local m = (proc.read(self.out) or ""):match(pattern)
-    if m then return m end
-    proc.sh("sleep 0.01")
-  end
-  error(("cutproxy: no %q after 2 s; it wrote: %s"):format(pattern, proc.read(self.out) or ""), 3)
+-- How many lines matching pattern it has written.
+local function count(self, pattern)
+  return select(2, (proc.read(self.out) or ""):gsub(pattern, ""))
 end
 
 -- Arm it and wait until it says it is armed (a signal is handled
@@ -26,16 +23,12 @@ end
 function proxy:arm()
   assert(proc.sh(("kill -USR1 %d"):format(self.pid)), "cutproxy: gone")
   self.armed = self.armed + 1
-  for _ = 1, 200 do
-    if select(2, (proc.read(self.out) or ""):gsub("armed\n", "")) >= self.armed then return end
-    proc.sh("sleep 0.01")
-  end
-  error("cutproxy: not armed after 2 s", 2)
+  wait_for(function() return count(self, "armed\n") >= self.armed end, 2, "cutproxy to say it is armed")
 end
 
 -- How many connections it has cut so far.
 function proxy:cuts()
-  return select(2, (proc.read(self.out) or ""):gsub("cut %d+\n", ""))
+  return count(self, "cut %d+\n")
 end
 
 function proxy:stop()
@@ -48,7 +41,10 @@ function _M.start(port)
   local self = setmetatable({ out = scratch.name(), armed = 0 }, proxy)
   self.pid = tonumber(proc.output(("node %s 127.0.0.1:%d >%s 2>&1 & echo $!"):format(proc.quote(JS), port,
     proc.quote(self.out))):match("%d+"))
-  self.port = tonumber(wait_for(self, "listening (%d+)\n"))
+  local ok, listening = pcall(wait_for, function() return (proc.read(self.out) or ""):match("listening (%d+)\n") end, 2,
+    "cutproxy to listen")
+  if not ok then error("cutproxy did not start; it wrote: " .. (proc.read(self.out) or ""), 2) end
+  self.port = tonumber(listening)
   assert(proc.listening(self.pid, self.port), "cutproxy: its port is not its own")
   return self
 end
