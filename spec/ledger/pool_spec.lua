@@ -408,6 +408,50 @@ pool:close()
       pool:close()
     end)
 
+    it("keeps the answers that came before a pipeline broke and runs only the rest again", function()
+      if not srv then pending("redis-server is not installed") return end
+      -- As above, but the proxy passes two answers whole and the third in
+      -- part before it cuts. The two calls answered stand as the pipeline
+      -- answered them (one pull each); the other eight run again alone, and
+      -- as Redis had run them, that second run adds a pull, never an attempt.
+      local cut = cutproxy.start(srv.port)
+      finally(function() cut:stop() end)
+      local pool, url = issued_pool("part:", 10, nil, cut.port)
+      -- How long a record's answer is: P0's alone (as long as P1's to P9's),
+      -- the answer before the last (the last: the ZREM of the token it closed;
+      -- before it, perhaps the script's load).
+      local before = #cut:answers()
+      local id0 = pool:record("P0", passed("P0", 0))
+      assert.equals("P0", drain(pool, 1)[id0][1].EidToken)
+      local answers = cut:answers()
+      local size = answers[#answers - 1]
+      assert.is_true(#answers - before >= 2 and size > 100,
+        "the answers to a record alone: " .. table.concat(answers, ",", before + 1))
+      local function due(tok) return (srv:cli("ZSCORE", "part:due", tok):gsub("%s+$", "")) end
+      assert.matches("^%d+$", due("P5")) -- open: in the index
+      local whole = 2
+      local out, ids, runs = queue_behind_pause(pool, function()
+        local ids = {}
+        for i = 1, 10 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
+        cut:arm(whole * size + size // 2)
+        return ids
+      end, 1500)
+      assert.equals(1, cut:cuts())
+      assert.is_true(runs <= 3, ("11 jobs took %d runs: the records were not pipelined"):format(runs))
+      local alone = assert(ledger_mod.open(url))
+      for i = 1, 10 do
+        local e = out[ids[i]][1]
+        assert.same({ "P" .. i, "passed", 1, 1, i <= whole and 1 or 2 },
+          { e and e.EidToken, e and e.state, e and e.billable, e and e.attempts, e and e.pulls },
+          "record " .. i .. ": " .. tostring(out[ids[i]][2]))
+        assert.same(alone:get("P" .. i), e)
+        -- Closed: out of the index the sweep reads, those answered before the break too.
+        assert.equals("", due("P" .. i))
+      end
+      alone:close()
+      pool:close()
+    end)
+
     it("runs a pipeline again call by call when Redis has lost its scripts", function()
       if not srv then pending("redis-server is not installed") return end
       local pool = issued_pool("noscript:", 10)
