@@ -326,6 +326,29 @@ pool:close()
         IsNeedCharge = true } } }, RequestId = "req-" .. tok }
     end
 
+    -- Records P1..P10 queued behind a pause go out as one pipeline through
+    -- cut, armed to pass `pass` bytes of their answers; then each call's
+    -- answer, seen through view(e, i), must be want(i) and what the store
+    -- (at url) holds.
+    local function records_through_cut(pool, url, cut, pass, view, want)
+      local out, ids, runs = queue_behind_pause(pool, function()
+        local ids = {}
+        for i = 1, 10 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
+        cut:arm(pass) -- a signal and its answer: more time than posting alone
+        return ids
+      end, 1500)
+      assert.equals(1, cut:cuts())
+      assert.is_true(runs <= 3, ("11 jobs took %d runs: the records were not pipelined"):format(runs))
+      local alone = assert(ledger_mod.open(url))
+      for i = 1, 10 do
+        local e, err = out[ids[i]][1], out[ids[i]][2]
+        assert.is_table(e, "record " .. i .. ": " .. tostring(err))
+        assert.same(want(i), view(e, i), "record " .. i)
+        assert.same(alone:get("P" .. i), e)
+      end
+      alone:close()
+    end
+
     it("sends the records queued together as one pipeline, each answered as alone", function()
       if not srv then pending("redis-server is not installed") return end
       local pool, url = issued_pool("pipe:", 30)
@@ -387,24 +410,10 @@ pool:close()
       local cut = cutproxy.start(srv.port)
       finally(function() cut:stop() end)
       local pool, url = issued_pool("cut:", 10, nil, cut.port)
-      local out, ids, runs = queue_behind_pause(pool, function()
-        local ids = {}
-        for i = 1, 10 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
-        cut:arm() -- a signal and its answer: more time than posting alone
-        return ids
-      end, 1500)
-      assert.equals(1, cut:cuts())
-      assert.is_true(runs <= 3, ("11 jobs took %d runs: the records were not pipelined"):format(runs))
       -- Each answered as alone: recorded once (a second run of the same
       -- answer adds a pull, never an attempt), as the store now holds.
-      local alone = assert(ledger_mod.open(url))
-      for i = 1, 10 do
-        local e = out[ids[i]][1]
-        assert.same({ "P" .. i, "passed", 1, 1 }, { e and e.EidToken, e and e.state, e and e.billable, e and e.attempts },
-          "record " .. i .. ": " .. tostring(out[ids[i]][2]))
-        assert.same(alone:get("P" .. i), e)
-      end
-      alone:close()
+      records_through_cut(pool, url, cut, 0, function(e) return { e.EidToken, e.state, e.billable, e.attempts } end,
+        function(i) return { "P" .. i, "passed", 1, 1 } end)
       pool:close()
     end)
 
@@ -430,25 +439,12 @@ pool:close()
       local function due(tok) return (srv:cli("ZSCORE", "part:due", tok):gsub("%s+$", "")) end
       assert.matches("^%d+$", due("P5")) -- open: in the index
       local whole = 2
-      local out, ids, runs = queue_behind_pause(pool, function()
-        local ids = {}
-        for i = 1, 10 do ids[#ids + 1] = pool:record("P" .. i, passed("P" .. i, i)) end
-        cut:arm(whole * size + size // 2)
-        return ids
-      end, 1500)
-      assert.equals(1, cut:cuts())
-      assert.is_true(runs <= 3, ("11 jobs took %d runs: the records were not pipelined"):format(runs))
-      local alone = assert(ledger_mod.open(url))
-      for i = 1, 10 do
-        local e = out[ids[i]][1]
-        assert.same({ "P" .. i, "passed", 1, 1, i <= whole and 1 or 2 },
-          { e and e.EidToken, e and e.state, e and e.billable, e and e.attempts, e and e.pulls },
-          "record " .. i .. ": " .. tostring(out[ids[i]][2]))
-        assert.same(alone:get("P" .. i), e)
-        -- Closed: out of the index the sweep reads, those answered before the break too.
-        assert.equals("", due("P" .. i))
-      end
-      alone:close()
+      records_through_cut(pool, url, cut, whole * size + size // 2,
+        function(e, i)
+          -- Closed: out of the index the sweep reads, those answered before the break too.
+          return { e.EidToken, e.state, e.billable, e.attempts, e.pulls, due("P" .. i) }
+        end,
+        function(i) return { "P" .. i, "passed", 1, 1, i <= whole and 1 or 2, "" } end)
       pool:close()
     end)
 
