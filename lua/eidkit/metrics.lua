@@ -427,9 +427,7 @@ end
 
 function bound_series.set(self, v)
   local m, s = self.m, self.s
-  if s and m.kind ~= "histogram" and type(v) == "number" and v == v and v ~= huge and v ~= -huge then
-    return put(m, s, v)
-  end
+  if s and m.kind ~= "histogram" and finite(v) then return put(m, s, v) end
   check_set(m, v, 1)
   if s then return put(m, s, v) end
   return m:set(self.labels, v)
@@ -437,9 +435,7 @@ end
 
 function bound_series.observe(self, v)
   local m, s = self.m, self.s
-  if s and m.kind == "histogram" and type(v) == "number" and v == v and v ~= huge and v ~= -huge then
-    return sample(m, s, v)
-  end
+  if s and m.kind == "histogram" and finite(v) then return sample(m, s, v) end
   check_observe(m, v, 1)
   if s then return sample(m, s, v) end
   return m:observe(self.labels, v)
