@@ -536,7 +536,16 @@ function methods.start(self, p)
     { EidToken = tok, MerchantId = self.merchant_id, subject = subject, Extra = p.Extra,
       intention = intention })
   if not iok then return error_result("internal", "the ledger refused the token: " .. describe(issued)) end
-  if not issued then return nil, ierr end
+  if not issued then
+    -- Tencent never hands out a token twice; the ledger holding it already
+    -- means another service (or a simulator restarted with the same seed)
+    -- issues into this ledger. The caller cannot fix that: upstream's fault.
+    if type(ierr) == "table" and ierr.code == "exists" then
+      return error_result("bad_response", "GetEidToken answered an EidToken the ledger already holds",
+        { request_id = type(res.RequestId) == "string" and res.RequestId or nil })
+    end
+    return nil, ierr
+  end
   local rec, gerr = self.ledger:get(tok)
   if not rec then return nil, gerr end
   bind(self, tok, subject, rec.expires_at)

@@ -227,6 +227,9 @@ end
 local function fail(ctx, err)
   local a = answer_of(err)
   ctx.code = a.code
+  -- An error the gateway has no answer for is a 500 whose cause the caller
+  -- never sees: handle reports it, so the operator does.
+  if a.code == "internal" and not (type(err) == "table" and err.own) then ctx.unmapped = err end
   local extra
   if a.status == 429 then extra = { ["Retry-After"] = retry_after_header(a.retry_after) } end
   local e = { code = a.code, message = a.message, field = a.field }
@@ -719,6 +722,12 @@ local function handle(self, req)
   if not ok then
     self:report_error("a route raised: " .. tostring(resp))
     resp = fail(ctx, problem("internal"))
+  elseif ctx.unmapped ~= nil then
+    local e = ctx.unmapped
+    local code, message = tostring(e), ""
+    if type(e) == "table" then code, message = tostring(e.code), tostring(e.message) end
+    self:report_error(format("%s answered 500 internal for an error it does not map: %s: %s", ctx.route,
+      code:gsub("%c", " "):sub(1, 64), message:gsub("%c", " "):sub(1, 200)))
   end
   bound2(self.requests_bound, self.m.requests, "route", ctx.route, "status", resp.status):inc()
   if ctx.code then bound2(self.errors_bound, self.m.errors, "route", ctx.route, "code", ctx.code):inc() end

@@ -669,6 +669,44 @@ describe("eidkit.gateway", function()
       assert.equals(1, promtext.value(f, "eidkit_gateway_in_flight_requests"))
     end)
 
+    it("answers 502 when GetEidToken hands out a token the ledger already holds", function()
+      -- Two simulators with one seed issue the same tokens: what a second
+      -- service sharing the ledger, or a restarted simulator, looks like.
+      local sims = { testing.sim { now = T, seed = 77 }, testing.sim { now = T, seed = 77 } }
+      local ok, err = pcall(function()
+        local shared = sims[1]:ledger()
+        local function on(k)
+          local g = { lines = {}, errors = {} }
+          g.gw = gateway { flow = sims[k]:flow { policy = policy, ledger = shared }, clock = function() return now end,
+            access_log = function(line) g.lines[#g.lines + 1] = line end,
+            on_error = function(m) g.errors[#g.errors + 1] = m end }
+          return g
+        end
+        local first, again = on(1), on(2)
+        local tok = token_for(first, "user-1")
+        local e = assert_error(post(again, "/eid/token", "{}", "user-2"), 502, "bad_response")
+        assert.equals("the verification service gave an unusable answer", e.message)
+        assert.same({}, again.errors) -- mapped: nothing for the operator to chase
+        assert.equals("user-1", shared:get(tok).subject) -- the first issue stands
+      end)
+      for _, s in ipairs(sims) do s:stop() end
+      assert(ok, err)
+    end)
+
+    it("answers 500 internal for an error code it does not map, and tells on_error why", function()
+      local g = make()
+      local real = g.flow
+      local odd = setmetatable({ start = function() return nil, { code = "weird_code", message = "odd\nthing" } end },
+        { __index = real })
+      local gw = gateway { flow = odd, on_error = function(m) g.errors[#g.errors + 1] = m end,
+        clock = function() return now end, access_log = function() end }
+      local resp = gw:handle { method = "POST", path = "/eid/token", headers = { ["x-user"] = "u" }, body = "{}" }
+      local e = assert_error(resp, 500, "internal")
+      assert.equals("internal error", e.message)
+      assert.same({ "/eid/token answered 500 internal for an error it does not map: weird_code: odd thing" },
+        g.errors)
+    end)
+
     it("answers 503 when the limiter fails, whether it raises or returns an error", function()
       local raising = { take = function() error("limiter store gone") end }
       local failing = { take = function() return nil, "limiter store gone" end }
