@@ -164,7 +164,13 @@ local function sandbox_error(box, label, code, msg, where, traceback, capped)
   if type(label) == "function" then label = label_of(label) end
   local err = { code = code, name = box.name, hook = label, where = where, traceback = traceback,
     retryable = false }
-  err.message = format("%s '%s': %s%s", box.name, label, detail, where and " at " .. where or "")
+  if label == box.name and type(detail) == "string" and find(detail, box.name, 1, true) then
+    -- The box's own script failing to load: the detail names it already
+    -- ("cannot open x.lua: ...", "x.lua:3: syntax error"), once is enough.
+    err.message = format("%s%s", detail, where and " at " .. where or "")
+  else
+    err.message = format("%s '%s': %s%s", box.name, label, detail, where and " at " .. where or "")
+  end
   return nil, setmetatable(err, error_mt)
 end
 

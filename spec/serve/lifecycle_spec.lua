@@ -143,7 +143,11 @@ describe("eidkit serve", function()
       local bad_conf = dir .. ".bad.lua"
       write(bad_conf, [[return { merchant = "x" }]])
       local cases = {
-        { { "--merchant-id", "M", "--policy", broken }, "%-%-policy: .*broken" },
+        -- the script named once, by the parser's own message
+        { { "--merchant-id", "M", "--policy", broken }, "%-%-policy: load: [^\n']*%.broken%.lua:1: " },
+        { { "--merchant-id", "M", "--policy", dir .. ".nope.lua" },
+          "%-%-policy: load: cannot open [^\n']*%.nope%.lua: No such file" },
+        { { "--sim", "--listen", "999.1.1.1:80" }, "%-%-listen: expected an IP address, got '999%.1%.1%.1'" },
         { {}, "%-%-merchant%-id is required" },
         { { "--sim", "--listen", "nowhere" }, "%-%-listen: expected HOST:PORT" },
         { { "--sim", "--token-limit", "5" }, "%-%-token%-limit: expected COUNT/SECONDS" },
@@ -181,6 +185,11 @@ describe("eidkit serve", function()
       r = proc.run { bin, "serve", "--sim", "--listen", "127.0.0.1:" .. port, "--ledger", url }
       assert.equals(1, r.code)
       assert.matches("%-%-listen: .*address already in use", r.stderr)
+      -- an address this host does not have: said plainly, no Lua position
+      r = proc.run { bin, "serve", "--sim", "--listen", "192.0.2.1:0", "--ledger", url }
+      assert.equals(1, r.code)
+      assert.matches("eidkit serve: %-%-listen: host: address not available\n", r.stderr)
+      assert.not_matches("%.lua:%d+:", r.stderr)
       sp.stop(s)
       cleanup()
     end)

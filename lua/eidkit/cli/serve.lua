@@ -104,6 +104,13 @@ local function read_config(path)
   return gw_settings.read_config(path, config_kinds, CONFIG_ONLY)
 end
 
+-- What a server refused, without the Lua position and the "bad argument"
+-- wrapping: "host: expected an IPv4 or IPv6 address literal".
+local function argument_problem(e)
+  e = tostring(e):gsub("^[^:\n]+:%d+: ", "")
+  return (e:gsub("^bad argument #1 to '[%w_.]+' %((.*)%)$", "%1"))
+end
+
 local function host_port(v, name)
   local host, port = v:match("^%[?([^%]]*)%]?:(%d+)$")
   port = port and math.tointeger(tonumber(port))
@@ -111,7 +118,10 @@ local function host_port(v, name)
     return nil, format("--%s: expected HOST:PORT, got '%s'", name, v)
   end
   if host == "localhost" then host = "127.0.0.1" end
-  if not (host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true)) then
+  local ipv4 = { host:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
+  local ok = host:find(":", 1, true) ~= nil or #ipv4 == 4
+  for _, octet in ipairs(ipv4) do ok = ok and #octet <= 3 and tonumber(octet) <= 255 end
+  if not ok then
     return nil, format("--%s: expected an IP address, got '%s'", name, host)
   end
   return { host = host, port = port }
@@ -295,7 +305,7 @@ local function start_sim(s, host)
     max_body = sim_mod.MAX_BODY + 1024 * 1024,
     handler = function(req) return sim:handle(req) end,
     on_error = function(m) stderr:write("eidkit serve: simulator handler error: ", m, "\n") end })
-  if not ok then return nil, "--sim-listen: " .. tostring(srv):gsub("^bad argument #1 to '[%w_.]+' ", "") end
+  if not ok then return nil, "--sim-listen: " .. argument_problem(srv) end
   local url = format("http://%s:%d", s.sim_listen.host, srv:port())
   sim.base_url = url
   host:add_server(srv)
@@ -377,7 +387,7 @@ function _M.main(argv)
     max_connections = s.max_connections })
   if not ok then
     ledger:close() host:close()
-    return failure("--listen: " .. tostring(srv):gsub("^bad argument #1 to '[%w_.]+' ", ""))
+    return failure("--listen: " .. argument_problem(srv))
   end
   stdout:setvbuf("line")
   stdout:write(format("listening on http://%s:%d\n", s.listen.host:find(":", 1, true)
