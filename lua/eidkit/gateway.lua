@@ -664,8 +664,10 @@ local ROUTES = {
   ["/eid/token"] = { method = "POST", fn = route_token },
   ["/eid/result"] = { method = "POST", fn = route_result },
   ["/eid/h5/return"] = { method = "GET", fn = route_h5_return, needs = "h5_return_url" },
-  ["/healthz"] = { method = "GET", fn = route_healthz },
-  ["/metrics"] = { method = "GET", fn = route_metrics },
+  -- HEAD too where GET is safe (a load balancer's check; the host sends
+  -- the head alone). Not the H5 landing: its GET pulls a result.
+  ["/healthz"] = { method = "GET", fn = route_healthz, head = true },
+  ["/metrics"] = { method = "GET", fn = route_metrics, head = true },
 }
 
 local function dispatch(self, req, ctx)
@@ -678,9 +680,9 @@ local function dispatch(self, req, ctx)
   local route = ROUTES[view.path]
   if not route or (route.needs and not self[route.needs]) then return fail(ctx, problem("not_found")) end
   ctx.route = view.path
-  if view.method ~= route.method then
+  if view.method ~= route.method and not (route.head and view.method == "HEAD") then
     local resp = fail(ctx, problem("method_not_allowed"))
-    resp.headers.Allow = route.method
+    resp.headers.Allow = route.head and route.method .. ", HEAD" or route.method
     return resp
   end
   if req.body and #req.body > self.max_body then

@@ -509,7 +509,23 @@ describe("eidkit.gateway", function()
       assert.equals("POST", resp.headers.Allow)
       resp = post(g, "/metrics", "{}")
       assert_error(resp, 405, "method_not_allowed")
+      assert.equals("GET, HEAD", resp.headers.Allow)
+    end)
+
+    it("answers HEAD as GET where GET is safe, and never on the H5 landing", function()
+      local g = make { h5_return_url = "https://shop.example/done" }
+      local tok = token_for(g, "user-1")
+      for _, path in ipairs { "/healthz", "/metrics" } do
+        local head = request(g, "HEAD", path)
+        assert.equals(200, head.status, path)
+        assert.equals(request(g, "GET", path).headers["Content-Type"], head.headers["Content-Type"])
+      end
+      -- its GET pulls a result (billed): a HEAD must not
+      local resp = request(g, "HEAD", "/eid/h5/return?token=" .. tok, nil, "user-1")
+      assert_error(resp, 405, "method_not_allowed")
       assert.equals("GET", resp.headers.Allow)
+      local f = scrape(g)
+      assert.is_nil(promtext.value(f, "eidkit_upstream_duration_seconds_count", { action = "GetEidResult" }))
     end)
 
     it("gives a host the same error answers (error_response)", function()

@@ -15,7 +15,7 @@ local _M = {}
 -- What a client sees of an answer.
 function _M.answer(r)
   local a = { status = r.status, content_type = r.headers["content-type"], retry_after = r.headers["retry-after"],
-    allow = r.headers["allow"], cache_control = r.headers["cache-control"] }
+    allow = r.headers["allow"], cache_control = r.headers["cache-control"], empty = r.body == "" }
   local j = r.json
   if type(j) == "table" then
     if type(j.error) == "table" then
@@ -42,6 +42,24 @@ local function token(s, user)
 end
 
 local JSON = "application/json"
+
+-- HEAD path on a raw connection, then GET /healthz on the same one: a host
+-- that sent a body after the HEAD's head would put it before the second
+-- status line. -> { status, headers, body = what came between the two }.
+local function head(s, path, user)
+  local host, port = s.url:match("^http://%[?([^%]/]-)%]?:(%d+)$")
+  local hdr = user and ("X-Eidkit-Demo-User: " .. user .. "\r\n") or ""
+  local script = ([[exec 3<>/dev/tcp/%s/%s || exit 1
+printf 'HEAD %s HTTP/1.1\r\nHost: x\r\n%s\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+timeout 10 cat <&3]]):format(host, port, path, hdr)
+  local out = require("support.proc").run({ "bash", "-c", script }).stdout or ""
+  local first, rest = out:match("^(.-\r\n)\r\n(.*)$")
+  assert(first, "no answer to HEAD " .. path .. ": " .. out)
+  local r = { status = tonumber(first:match("^HTTP/1%.1 (%d+)")), headers = {} }
+  for k, v in first:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do r.headers[k:lower()] = v end
+  r.body = rest:match("^(.-)HTTP/1%.1 ") or rest
+  return r
+end
 
 -- { name, fn(s) -> the response, want = {fields the answer must have} }
 _M.CASES = {
@@ -91,6 +109,16 @@ _M.CASES = {
     want = { status = 404, code = "not_found" } },
   { "the wrong method", function(s) return req(s, "GET", "/eid/token", { user = "case-bob" }) end,
     want = { status = 405, code = "method_not_allowed", allow = "POST" } },
+  -- HEAD where GET is safe: the head of the GET answer, no body
+  { "HEAD of health", function(s) return head(s, "/healthz") end,
+    want = { status = 200, content_type = JSON, empty = true } },
+  { "HEAD of metrics", function(s) return head(s, "/metrics") end,
+    want = { status = 200, empty = true } },
+  { "POST to health", function(s) return req(s, "POST", "/healthz", {}) end,
+    want = { status = 405, code = "method_not_allowed", allow = "GET, HEAD" } },
+  { "HEAD of the H5 return, whose GET pulls a result", function(s)
+    return head(s, "/eid/h5/return?token=x", "case-h5")
+  end, want = { status = 405, allow = "GET", empty = true } },
   { "an unknown token", function(s)
     return req(s, "POST", "/eid/result", { user = "case-bob", body = { EidToken = "00000000-0000-4000-8000-000000000000" } })
   end, want = { status = 404, code = "unknown_token" } },
