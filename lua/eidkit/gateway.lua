@@ -706,12 +706,16 @@ local function access_log(self, ctx, resp, t0)
     remote_addr = type(view.remote_addr) == "string" and view.remote_addr:sub(1, 64) or nil,
     code = ctx.code, token = short_token(ctx.token), outcome = ctx.outcome, reason = ctx.reason })
   local ok, err = pcall(self.access_log, line)
-  if not ok then
-    self.m.log_failures:inc()
-    self.log_failure_count = self.log_failure_count + 1
-    if self.log_failure_count == 1 then
-      pcall(self.on_log_failure, "the access logger raised: " .. tostring(err):gsub("%c", " "):sub(1, 200))
-    end
+  if not ok then self:log_lost(1, "the access logger raised: " .. tostring(err)) end
+end
+
+-- gw:log_lost(n, why): n access log lines were lost (the logger raised, or
+-- a host's buffered writer failed later): counted, and said once.
+function methods.log_lost(self, n, why)
+  self.m.log_failures:inc(nil, n)
+  self.log_failure_count = self.log_failure_count + n
+  if self.log_failure_count == n then
+    pcall(self.on_log_failure, (tostring(why):gsub("%c", " "):sub(1, 200)))
   end
 end
 

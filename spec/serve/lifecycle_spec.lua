@@ -115,6 +115,58 @@ describe("eidkit serve", function()
     end)
   end)
 
+  describe("--access-log", function()
+    local function lines_of(path)
+      local out = {}
+      for line in (require("support.proc").read(path) or ""):gmatch("[^\n]+") do
+        out[#out + 1] = require("cjson").decode(line).path
+      end
+      return out
+    end
+
+    it("is reopened on SIGHUP, so that a rotated log is let go", function()
+      local url, cleanup = tmp_db()
+      local log = scratch.file() .. ".log"
+      local s = sp.start { "--sim", "--ledger", url, "--sweep-interval", "0", "--access-log", log }
+      assert.equals(200, sp.request(s, "GET", "/healthz").status)
+      sp.wait_for(function() return #lines_of(log) == 1 end, 5, "the first line")
+      assert(os.rename(log, log .. ".1")) -- what logrotate does, then it signals
+      assert.equals(404, sp.request(s, "GET", "/before-hup").status)
+      sp.wait_for(function() return #lines_of(log .. ".1") == 2 end, 5, "the line before SIGHUP")
+      assert(s.process:kill("HUP"))
+      sp.wait_for(function() return select(2, sp.output(s)):find("access log reopened", 1, true) end, 5,
+        "the reopen")
+      assert.equals(404, sp.request(s, "GET", "/after-hup").status)
+      sp.wait_for(function() return #lines_of(log) == 1 end, 5, "the line after SIGHUP")
+      assert.same({ "/healthz", "/before-hup" }, lines_of(log .. ".1"))
+      assert.same({ "/after-hup" }, lines_of(log))
+      local _, err = sp.output(s)
+      assert.is_nil(err:find("no --policy file", 1, true)) -- the reopen was what SIGHUP was for
+      assert.equals(0, (sp.stop(s)))
+      os.remove(log)
+      os.remove(log .. ".1")
+      cleanup()
+    end)
+
+    it("counts the lines a failed write lost, says so once, and answers as ever", function()
+      local url, cleanup = tmp_db()
+      local s = sp.start { "--sim", "--ledger", url, "--sweep-interval", "0", "--access-log", "/dev/full" }
+      for _ = 1, 3 do assert.equals(200, sp.request(s, "GET", "/healthz").status) end
+      local metrics = require "support.promtext"
+      local lost = sp.wait_for(function()
+        local v = metrics.value(metrics.parse(sp.request(s, "GET", "/metrics").body),
+          "eidkit_gateway_log_failures_total")
+        return v and v >= 3 and v
+      end, 5, "the lost lines counted")
+      assert.is_true(lost >= 3)
+      local _, err = sp.output(s)
+      local _, told = err:gsub("the access log could not be written", "")
+      assert.equals(1, told)
+      assert.equals(0, (sp.stop(s)))
+      cleanup()
+    end)
+  end)
+
   describe("--check", function()
     local dir
     lazy_setup(function() dir = scratch.file() end)

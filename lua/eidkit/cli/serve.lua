@@ -28,7 +28,7 @@ local spec = {
   { name = "upstream-timeout", arg = "SECONDS", help = "one API attempt's timeout (default 10)" },
   { name = "upstream-deadline", arg = "SECONDS", help = "one API call's deadline, retries included (default 30)" },
   { name = "sweep-interval", arg = "SECONDS", help = "pull results the front end never reported this often (default 60; 0: off)" },
-  { name = "access-log", arg = "FILE", help = "append the JSON access log to FILE ('-': stdout; default: stderr)" },
+  { name = "access-log", arg = "FILE", help = "append the JSON access log to FILE, reopened on SIGHUP ('-': stdout; default: stderr)" },
   { name = "request-timeout", arg = "SECONDS", help = "a request's head and body must arrive within this (default 20)" },
   { name = "max-connections", arg = "N", help = format("connections held at once, at most (default %d; the longest-idle keep-alive ones are closed to keep a sixteenth free)", core.http_max_connections) },
   { name = "max-per-address", arg = "N", help = "connections one client address may hold (default 1024; raise it behind a proxy)" },
@@ -61,8 +61,9 @@ X-Eidkit-Demo-User header: never use it in production.
 The access log is one JSON object per request, without bodies, names, ID
 numbers or secrets, EidTokens shortened. SIGTERM/SIGINT stop accepting,
 let requests in flight finish (up to --drain-timeout), answer the rest 503
-and exit 0; SIGHUP reloads --policy (a broken one keeps the old). Exit
-status: 0 stopped by a signal, 2 bad usage or configuration, 1 failure.
+and exit 0; SIGHUP reloads --policy (a broken one keeps the old) and
+reopens the --access-log file (for log rotation). Exit status: 0 stopped
+by a signal, 2 bad usage or configuration, 1 failure.
 
 options:
 ]] .. args.help(spec) .. [[
@@ -266,9 +267,12 @@ local function build(s, host, ledger, policy, log)
   return gw, flow, client
 end
 
--- The access log's writer: a function(line) that never raises, and a
--- flush the host calls after every turn of its loop: the lines of one turn
--- go out in one write instead of one write each.
+-- The access log's writer: a function(line) that never raises; a flush
+-- the host calls after every turn of its loop (the lines of one turn go
+-- out in one write instead of one write each), which hands the lines a
+-- failed write lost to on_lost(n, why); and, for a file, reopen() for
+-- SIGHUP, so that a log rotated away (renamed, then SIGHUP) is not written
+-- on for ever: the new file is opened before the old one is let go.
 local function access_log(path)
   local out
   if path == nil then
@@ -278,21 +282,36 @@ local function access_log(path)
   else
     local f, err = io.open(path, "a")
     if not f then return nil, format("--access-log: %s", tostring(err)) end
+    f:setvbuf("full")
     out = f
   end
   local lines, n = {}, 0
-  local function write(line)
+  local log = { on_lost = function() end }
+  function log.write(line)
     n = n + 1
     lines[n] = line
   end
-  local function flush()
+  function log.flush()
     if n == 0 then return end
     lines[n + 1] = ""
-    out:write(table.concat(lines, "\n", 1, n + 1))
+    local ok, err = out:write(table.concat(lines, "\n", 1, n + 1))
+    if ok then ok, err = out:flush() end
+    local lost = n
     n = 0
-    out:flush()
+    if not ok then log.on_lost(lost, "the access log could not be written: " .. tostring(err)) end
   end
-  return write, flush
+  if out ~= stderr and out ~= stdout then
+    function log.reopen()
+      log.flush()
+      local f, err = io.open(path, "a")
+      if not f then return nil, err end
+      f:setvbuf("full")
+      out:close()
+      out = f
+      return true
+    end
+  end
+  return log
 end
 
 -- The simulator on its own http_server, stepped by the host.
@@ -350,8 +369,8 @@ function _M.main(argv)
     return 0
   end
 
-  local log, flush_log = access_log(s.access_log)
-  if not log then return usage_error(flush_log) end
+  local log, lerr = access_log(s.access_log)
+  if not log then return usage_error(lerr) end
 
   local serve = require "eidkit.serve"
   local host = assert(serve.new { on_error = function(m) stderr:write("eidkit serve: ", m, "\n") end })
@@ -371,8 +390,9 @@ function _M.main(argv)
   local ledger, lderr = ledger_mod.open(s.ledger, lopts)
   if not ledger then host:close() return failure("cannot open the ledger: " .. tostring(lderr)) end
 
-  local gw, flow, client = build(s, host, ledger, policy, log)
+  local gw, flow, client = build(s, host, ledger, policy, log.write)
   if not gw then ledger:close() host:close() return usage_error(flow) end
+  log.on_lost = function(n, why) gw:log_lost(n, why) end
   if not s.sim then
     -- Credentials now, not at the first request; the reason never holds a secret.
     local creds, why = client.provider:get()
@@ -406,10 +426,19 @@ function _M.main(argv)
     end)
   end
 
-  host:on_step(flush_log)
+  host:on_step(log.flush)
   local why, cut = host:run { drain_timeout = s.drain_timeout, on_reload = function()
+    if log.reopen then
+      local rok, rerr = log.reopen()
+      if rok then
+        stderr:write("eidkit serve: SIGHUP: access log reopened: ", s.access_log, "\n")
+      else
+        stderr:write("eidkit serve: SIGHUP: access log not reopened, writing on the old file: ",
+          tostring(rerr), "\n")
+      end
+    end
     if not s.policy then
-      stderr:write("eidkit serve: SIGHUP: no --policy file to reload\n")
+      if not log.reopen then stderr:write("eidkit serve: SIGHUP: no --policy file to reload\n") end
       return
     end
     local p, perr = load_policy(s.policy)
@@ -420,7 +449,7 @@ function _M.main(argv)
     flow:set_policy(p)
     stderr:write("eidkit serve: SIGHUP: policy reloaded from ", s.policy, "\n")
   end }
-  flush_log()
+  log.flush()
   host:close()
   client:close()
   ledger:close()
