@@ -191,5 +191,15 @@ describe("eidkit ledger", function()
     local r = ledger_cli("stats", "--ledger", "redis://127.0.0.1:1/0")
     assert.equals(1, r.code)
     assert.matches("^eidkit ledger: unavailable: redis: cannot connect to 127.0.0.1:1", r.stderr)
+    -- a mistyped path is not an empty ledger with nothing to bill
+    for _, action in ipairs { { "stats" }, { "reconcile", "--date", "2024-12-31" }, { "expire" } } do
+      local typo = dir .. "/typo.db"
+      r = ledger_cli(action[1], "--ledger", "sqlite:" .. typo, table.unpack(action, 2))
+      assert.equals(1, r.code)
+      assert.equals("", r.stdout)
+      assert.equals("eidkit ledger: --ledger: no ledger at " .. typo
+        .. " (no such file; eidkit serve or the flow makes one)\n", r.stderr)
+      assert.is_nil(io.open(typo, "rb"))
+    end
   end)
 end)

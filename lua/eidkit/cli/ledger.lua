@@ -15,7 +15,7 @@ local STATES = { "issued", "passed", "failed", "consumed", "expired", "abandoned
 
 local spec = {
   { name = "ledger", arg = "URL",
-    help = "sqlite:PATH or redis://HOST:PORT/DB (default: $EIDKIT_LEDGER, else " .. _M.DEFAULT_URL .. ")" },
+    help = "an existing sqlite:PATH or redis://HOST:PORT/DB (default: $EIDKIT_LEDGER, else " .. _M.DEFAULT_URL .. ")" },
   { name = "date", arg = "YYYY-MM-DD", help = "export, reconcile: the day (required), in --tz" },
   { name = "tz", arg = "ZONE",
     help = "export, reconcile: Asia/Shanghai (default: Tencent bills by Beijing day), UTC or +HH:MM" },
@@ -281,6 +281,17 @@ function _M.main(argv, out)
   if positional[2] then return exit_error(format("unexpected argument '%s'", positional[2])) end
   local url = opts.ledger or getenv("EIDKIT_LEDGER")
   if not url or url == "" then url = _M.DEFAULT_URL end
+  -- Opening creates a SQLite file that is not there: for these commands a
+  -- mistyped path would be an empty ledger reporting nothing to bill.
+  local path = url:match("^sqlite:(.+)$")
+  if path and path ~= ":memory:" then
+    local f = io.open(path, "rb")
+    if not f then
+      return exit_error(format("--ledger: no ledger at %s (no such file; eidkit serve or the flow makes one)",
+        path), 1)
+    end
+    f:close()
+  end
   local ok, ledger, err = pcall(ledger_mod.open, url)
   if not ok then return exit_error("--ledger: " .. (tostring(ledger):match("%((.*)%)$") or tostring(ledger))) end
   if not ledger then return exit_error(tostring(err), 1) end
