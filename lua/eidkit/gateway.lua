@@ -262,7 +262,7 @@ local function declare_metrics(reg)
     limited = reg:counter("eidkit_gateway_rate_limited_total",
       "Requests refused by a rate limit: subject (per-subject tokens) or the upstream action.", { "limit" }),
     log_failures = reg:counter("eidkit_gateway_log_failures_total",
-      "Access log lines lost because the access logger raised."),
+      "Access log lines lost: the access logger raised, or the host could not write them."),
     flow_log_failures = reg:counter("eidkit_flow_log_failures_total",
       "Flow events dropped because the policy's redact hook or the flow's logger failed."),
     flow_unclassified = reg:counter("eidkit_flow_unclassified_errcodes_total",
