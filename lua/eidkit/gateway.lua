@@ -169,6 +169,11 @@ local function short_token(tok)
   return tok:sub(1, 8) .. "..."
 end
 
+-- v as one line of at most max bytes, for a report to an operator.
+local function one_line(v, max)
+  return (tostring(v):gsub("%c", " "):sub(1, max))
+end
+
 -- A public error code: ours, the client's, or Tencent's Error.Code as long
 -- as it looks like one.
 local function safe_code(code)
@@ -715,7 +720,7 @@ function methods.log_lost(self, n, why)
   self.m.log_failures:inc(nil, n)
   self.log_failure_count = self.log_failure_count + n
   if self.log_failure_count == n then
-    pcall(self.on_log_failure, (tostring(why):gsub("%c", " "):sub(1, 200)))
+    pcall(self.on_log_failure, one_line(why, 200))
   end
 end
 
@@ -730,10 +735,10 @@ local function handle(self, req)
     resp = fail(ctx, problem("internal"))
   elseif ctx.unmapped ~= nil then
     local e = ctx.unmapped
-    local code, message = tostring(e), ""
-    if type(e) == "table" then code, message = tostring(e.code), tostring(e.message) end
+    local code, message = e, ""
+    if type(e) == "table" then code, message = e.code, e.message end
     self:report_error(format("%s answered 500 internal for an error it does not map: %s: %s", ctx.route,
-      code:gsub("%c", " "):sub(1, 64), message:gsub("%c", " "):sub(1, 200)))
+      one_line(code, 64), one_line(message, 200)))
   end
   bound2(self.requests_bound, self.m.requests, "route", ctx.route, "status", resp.status):inc()
   if ctx.code then bound2(self.errors_bound, self.m.errors, "route", ctx.route, "code", ctx.code):inc() end

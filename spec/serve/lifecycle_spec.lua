@@ -5,6 +5,7 @@ local core = require "eidkit.core"
 local cjson = require "cjson"
 local sp = require "support.serveproc"
 local proc = require "support.proc"
+local promtext = require "support.promtext"
 local args = require "eidkit.cli.args"
 local serve_cli = require "eidkit.cli.serve"
 
@@ -118,8 +119,8 @@ describe("eidkit serve", function()
   describe("--access-log", function()
     local function lines_of(path)
       local out = {}
-      for line in (require("support.proc").read(path) or ""):gmatch("[^\n]+") do
-        out[#out + 1] = require("cjson").decode(line).path
+      for line in (proc.read(path) or ""):gmatch("[^\n]+") do
+        out[#out + 1] = cjson.decode(line).path
       end
       return out
     end
@@ -152,9 +153,8 @@ describe("eidkit serve", function()
       local url, cleanup = tmp_db()
       local s = sp.start { "--sim", "--ledger", url, "--sweep-interval", "0", "--access-log", "/dev/full" }
       for _ = 1, 3 do assert.equals(200, sp.request(s, "GET", "/healthz").status) end
-      local metrics = require "support.promtext"
       local lost = sp.wait_for(function()
-        local v = metrics.value(metrics.parse(sp.request(s, "GET", "/metrics").body),
+        local v = promtext.value(promtext.parse(sp.request(s, "GET", "/metrics").body),
           "eidkit_gateway_log_failures_total")
         return v and v >= 3 and v
       end, 5, "the lost lines counted")

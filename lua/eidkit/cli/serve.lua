@@ -274,16 +274,20 @@ end
 -- SIGHUP, so that a log rotated away (renamed, then SIGHUP) is not written
 -- on for ever: the new file is opened before the old one is let go.
 local function access_log(path)
+  local function open()
+    local f, err = io.open(path, "a")
+    if f then f:setvbuf("full") end
+    return f, err
+  end
   local out
   if path == nil then
     out = stderr
   elseif path == "-" then
     out = stdout
   else
-    local f, err = io.open(path, "a")
-    if not f then return nil, format("--access-log: %s", tostring(err)) end
-    f:setvbuf("full")
-    out = f
+    local err
+    out, err = open()
+    if not out then return nil, format("--access-log: %s", tostring(err)) end
   end
   local lines, n = {}, 0
   local log = { on_lost = function() end }
@@ -303,9 +307,8 @@ local function access_log(path)
   if out ~= stderr and out ~= stdout then
     function log.reopen()
       log.flush()
-      local f, err = io.open(path, "a")
+      local f, err = open()
       if not f then return nil, err end
-      f:setvbuf("full")
       out:close()
       out = f
       return true
