@@ -44,17 +44,19 @@ extern const char eid__ledger_script_read[];
 
 enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_TAKE, SC_READ, SC_COUNT };
 
-#define PREFIX_MAX     64
+#define PREFIX_MAX     EID_LEDGER_REDIS_PREFIX_MAX
 #define KEY_MAX        (PREFIX_MAX + EID_LEDGER_TOKEN_MAX + 8)
 #define BUCKET_TAG     "bucket:" /* "<prefix>bucket:<key>": a token bucket's hash */
 #define BUCKET_KEY_MAX (PREFIX_MAX + sizeof BUCKET_TAG + EID_LEDGER_BUCKET_KEY_MAX)
 #define BATCH          256
-#define NFIELDS        20
-#define ATTEMPTS_TAG   ":attempts" /* "<prefix>{<EidToken>}:attempts": one field per Seq */
-#define US             "\x1f"      /* separates an attempt's values (never in them) */
-#define STR_(x)        #x
-#define STR(x)         STR_(x)
-#define PROLOGUE_MAX   1024
+/* What a refusal for want of a password adds (eidkit.openresty.ledger says the same). */
+#define NOAUTH_HINT  " (give the password in the URL: redis://:PASSWORD@HOST:PORT/DB)"
+#define NFIELDS      20
+#define ATTEMPTS_TAG ":attempts" /* "<prefix>{<EidToken>}:attempts": one field per Seq */
+#define US           "\x1f"      /* separates an attempt's values (never in them) */
+#define STR_(x)      #x
+#define STR(x)       STR_(x)
+#define PROLOGUE_MAX 1024
 
 /* A record's hash fields in the order parse_record reads them; the scripts
  * get the same list as FIELDS in their prologue. */
@@ -127,9 +129,7 @@ const char *eid_ledger_redis_field(size_t i) { return i < NFIELDS ? fields[i] : 
 
 typedef struct redis_be {
     redisContext *c;
-    char host[256];
-    int port, db;
-    char prefix[PREFIX_MAX + 1];
+    eid_ledger_redis_url url; /* host, port, db, prefix; user and password for AUTH */
     char due_key[PREFIX_MAX + 8], created_key[PREFIX_MAX + 8];
     ledger_config cfg;
     char *script[SC_COUNT]; /* the prologue + the file's text, OPENSSL_malloc'd */
@@ -141,23 +141,44 @@ typedef struct redis_be {
 static eid_status connect_be(redis_be *b, eid_error *err) {
     if (b->c) redisFree(b->c);
     struct timeval tv = {b->cfg.timeout_ms / 1000, (b->cfg.timeout_ms % 1000) * 1000};
-    b->c = redisConnectWithTimeout(b->host, b->port, tv);
+    b->c = redisConnectWithTimeout(b->url.host, b->url.port, tv);
     if (b->c == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
     if (b->c->err)
         return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "cannot connect to %s:%d: %s",
-                         b->host, b->port, b->c->errstr);
+                         b->url.host, b->url.port, b->c->errstr);
     redisSetTimeout(b->c, tv);
-    redisReply *r = redisCommand(b->c, "SELECT %d", b->db);
+    redisReply *r;
+    char why[160];
+    if (b->url.has_password) {
+        /* Argv, not a format: the password goes out as one argument, whatever it holds. */
+        const char *argv[3] = {"AUTH", NULL, NULL};
+        int argc = 1;
+        if (b->url.user[0] != '\0') argv[argc++] = b->url.user;
+        argv[argc++] = b->url.password;
+        r = redisCommandArgv(b->c, argc, argv, NULL);
+        if (r == NULL)
+            return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "cannot connect to %s:%d: %s",
+                             b->url.host, b->url.port, b->c->errstr);
+        bool ok = r->type == REDIS_REPLY_STATUS;
+        /* Redis's refusal names neither the user nor the password. */
+        snprintf(why, sizeof why, "%.150s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        if (!ok)
+            return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "AUTH at %s:%d failed: %s",
+                             b->url.host, b->url.port, why);
+    }
+    r = redisCommand(b->c, "SELECT %d", b->url.db);
     if (r == NULL) /* hiredis may report the refused connect only here */
         return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "cannot connect to %s:%d: %s",
-                         b->host, b->port, b->c->errstr);
+                         b->url.host, b->url.port, b->c->errstr);
     bool ok = r->type == REDIS_REPLY_STATUS;
-    char why[128];
-    snprintf(why, sizeof why, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    snprintf(why, sizeof why, "%.150s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    bool noauth = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0;
     freeReplyObject(r);
     if (!ok)
-        return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "SELECT %d failed: %s", b->db,
-                         why);
+        return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "SELECT %d failed: %s%s",
+                         b->url.db, why, noauth ? NOAUTH_HINT : "");
     return EID_OK;
 }
 
@@ -169,6 +190,8 @@ static eid_status reply_error(const redisReply *r, eid_error *err) {
         return eid__fail(err, EID_E_LEDGER_STORAGE, "redis", "%.160s", r->str);
     if (strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY", 4) == 0)
         return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "%.160s", r->str);
+    if (strncmp(r->str, "NOAUTH", 6) == 0) /* a password set on the server after we connected */
+        return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "%.150s%s", r->str, NOAUTH_HINT);
     return eid__fail(err, EID_E_INTERNAL, "redis", "%.160s", r->str);
 }
 
@@ -198,7 +221,7 @@ static eid_status command(redis_be *b, int argc, const char **argv, const size_t
         return EID_OK;
     }
     return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "connection to %s:%d lost: %s",
-                     b->host, b->port, b->c ? b->c->errstr : "not connected");
+                     b->url.host, b->url.port, b->c ? b->c->errstr : "not connected");
 }
 
 /* The EVALSHA of sc on nkeys keys with args (lens NULL: strlen) into
@@ -264,7 +287,7 @@ static eid_status run_script(redis_be *b, enum script sc, const char *key, int n
 }
 
 static void token_key(const redis_be *b, const char *token, char key[KEY_MAX]) {
-    snprintf(key, KEY_MAX, "%s{%s}", b->prefix, token);
+    snprintf(key, KEY_MAX, "%s{%s}", b->url.prefix, token);
 }
 
 /* ---------------------------------------------------------------- parsing */
@@ -488,7 +511,7 @@ static eid_status fetch(redis_be *b, const char *const *tokens, size_t n, eid_le
         if (!broken) return st;
     }
     return eid__fail(err, EID_E_LEDGER_UNAVAILABLE, "redis", "connection to %s:%d lost: %s",
-                     b->host, b->port, b->c ? b->c->errstr : "not connected");
+                     b->url.host, b->url.port, b->c ? b->c->errstr : "not connected");
 }
 
 /* ------------------------------------------------------------------- open */
@@ -501,7 +524,7 @@ static void close_be(void *p) {
     if (b->c) redisFree(b->c);
     for (int i = 0; i < SC_COUNT; i++)
         OPENSSL_free(b->script[i]);
-    OPENSSL_free(b);
+    OPENSSL_clear_free(b, sizeof *b); /* the password */
 }
 
 static bool sha1_hex(const char *text, char out[41]) {
@@ -513,60 +536,132 @@ static bool sha1_hex(const char *text, char out[41]) {
     return true;
 }
 
-/* location: HOST:PORT[/DB][?prefix=P] */
-static eid_status parse_location(redis_be *b, const char *loc, eid_error *err) {
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode src[0..n) into dst (cap bytes, NUL added); -1 on a bad
+ * escape or a NUL byte, -2 when it does not fit. */
+static int pct_decode(char *dst, size_t cap, const char *src, size_t n) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)src[i];
+        if (c == '%') {
+            int h = i + 2 < n ? hex_digit(src[i + 1]) : -1;
+            int l = h >= 0 ? hex_digit(src[i + 2]) : -1;
+            if (h < 0 || l < 0) return -1;
+            c = h * 16 + l;
+            i += 2;
+        }
+        if (c == 0) return -1;
+        if (o + 1 >= cap) return -2;
+        dst[o++] = (char)c;
+    }
+    dst[o] = '\0';
+    return 0;
+}
+
+void eid_ledger_redis_url_clear(eid_ledger_redis_url *u) {
+    if (u) OPENSSL_cleanse(u, sizeof *u);
+}
+
+static eid_status url_fail(eid_ledger_redis_url *u, eid_error *err, const char *msg) {
+    eid_ledger_redis_url_clear(u);
+    return eid__fail(err, EID_E_INVALID_ARG, "url", "%s", msg);
+}
+
+/* USER:PASSWORD (or :PASSWORD) of the URL, s[0..n). */
+static eid_status parse_userinfo(eid_ledger_redis_url *u, const char *s, size_t n, eid_error *err) {
+    const char *colon = memchr(s, ':', n);
+    if (colon == NULL)
+        return url_fail(u, err,
+                        "redis URL names a user without a password "
+                        "(redis://USER:PASSWORD@HOST:PORT, or redis://:PASSWORD@HOST:PORT)");
+    size_t ulen = (size_t)(colon - s);
+    int rc = pct_decode(u->user, sizeof u->user, s, ulen);
+    if (rc == -2)
+        return url_fail(u, err, "redis user longer than " STR(EID_LEDGER_REDIS_USER_MAX) " bytes");
+    if (rc) return url_fail(u, err, "redis user: bad percent-encoding");
+    rc = pct_decode(u->password, sizeof u->password, colon + 1, n - ulen - 1);
+    if (rc == -2)
+        return url_fail(u, err,
+                        "redis password longer than " STR(EID_LEDGER_REDIS_PASSWORD_MAX) " bytes");
+    if (rc) return url_fail(u, err, "redis password: bad percent-encoding");
+    if (u->password[0] == '\0') return url_fail(u, err, "redis password is empty");
+    u->has_password = 1;
+    return EID_OK;
+}
+
+/* loc: the URL after "redis://". */
+static eid_status parse_location(const char *loc, eid_ledger_redis_url *u, eid_error *err) {
+    memset(u, 0, sizeof *u);
+    /* The authority ends at the first '/' or '?' after its last '@'. */
+    const char *at = NULL;
+    for (const char *p = loc; *p && *p != '/' && *p != '?'; p++)
+        if (*p == '@') at = p;
+    if (at) {
+        eid_status st = parse_userinfo(u, loc, (size_t)(at - loc), err);
+        if (st) return st;
+        loc = at + 1;
+    }
     const char *colon = strchr(loc, ':');
     const char *end = loc + strcspn(loc, "/?");
     if (colon == NULL || colon > end)
-        return eid__fail(err, EID_E_INVALID_ARG, "url",
-                         "redis URL needs HOST:PORT (redis://127.0.0.1:6379/0)");
+        return url_fail(u, err, "redis URL needs HOST:PORT (redis://127.0.0.1:6379/0)");
     size_t hlen = (size_t)(colon - loc);
-    if (hlen == 0 || hlen >= sizeof b->host)
-        return eid__fail(err, EID_E_INVALID_ARG, "url", "redis host is empty or too long");
+    if (hlen == 0 || hlen > EID_LEDGER_REDIS_HOST_MAX)
+        return url_fail(u, err, "redis host is empty or too long");
     for (size_t i = 0; i < hlen; i++) {
         char c = loc[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '-'))
-            return eid__fail(err, EID_E_INVALID_ARG, "url",
-                             "redis host may hold letters, digits, '.' and '-' only");
+            return url_fail(u, err, "redis host may hold letters, digits, '.' and '-' only");
     }
-    memcpy(b->host, loc, hlen);
-    b->host[hlen] = '\0';
+    memcpy(u->host, loc, hlen);
+    u->host[hlen] = '\0';
     char *stop;
     errno = 0;
     long port = strtol(colon + 1, &stop, 10);
     if (stop == colon + 1 || stop != end || errno || port < 1 || port > 65535)
-        return eid__fail(err, EID_E_INVALID_ARG, "url", "redis port must be 1..65535");
-    b->port = (int)port;
+        return url_fail(u, err, "redis port must be 1..65535");
+    u->port = (int)port;
     const char *p = end;
-    b->db = 0;
     if (*p == '/') {
         long db = strtol(p + 1, &stop, 10);
         if (stop == p + 1 || db < 0 || db > 1000 || (*stop != '\0' && *stop != '?'))
-            return eid__fail(err, EID_E_INVALID_ARG, "url", "redis database must be 0..1000");
-        b->db = (int)db;
+            return url_fail(u, err, "redis database must be 0..1000");
+        u->db = (int)db;
         p = stop;
     }
-    snprintf(b->prefix, sizeof b->prefix, "eidkit:");
+    snprintf(u->prefix, sizeof u->prefix, "eidkit:");
     if (*p == '?') {
         if (strncmp(p, "?prefix=", 8) != 0)
-            return eid__fail(err, EID_E_INVALID_ARG, "url", "the only redis option is ?prefix=");
+            return url_fail(u, err, "the only redis option is ?prefix=");
         const char *v = p + 8;
         size_t n = strlen(v);
-        if (n == 0 || n > PREFIX_MAX)
-            return eid__fail(err, EID_E_INVALID_ARG, "url", "prefix must be 1..%d bytes",
-                             PREFIX_MAX);
+        if (n == 0 || n > EID_LEDGER_REDIS_PREFIX_MAX)
+            return url_fail(u, err, "prefix must be 1.." STR(EID_LEDGER_REDIS_PREFIX_MAX) " bytes");
         for (size_t i = 0; i < n; i++)
             if (v[i] <= 0x20 || v[i] >= 0x7f || v[i] == '{' || v[i] == '}')
-                return eid__fail(err, EID_E_INVALID_ARG, "url",
-                                 "prefix must be printable ASCII without spaces or braces");
-        memcpy(b->prefix, v, n + 1);
+                return url_fail(u, err, "prefix must be printable ASCII without spaces or braces");
+        memcpy(u->prefix, v, n + 1);
     } else if (*p != '\0') {
-        return eid__fail(err, EID_E_INVALID_ARG, "url", "unexpected text after the redis address");
+        return url_fail(u, err, "unexpected text after the redis address");
     }
-    snprintf(b->due_key, sizeof b->due_key, "%sdue", b->prefix);
-    snprintf(b->created_key, sizeof b->created_key, "%screated", b->prefix);
     return EID_OK;
+}
+
+eid_status eid_ledger_redis_url_parse(const char *url, eid_ledger_redis_url *u, eid_error *err) {
+    if (u == NULL) return eid__fail(err, EID_E_INVALID_ARG, "url", "no output");
+    memset(u, 0, sizeof *u);
+    if (url == NULL || strncmp(url, "redis://", 8) != 0)
+        return url_fail(u, err, "expected redis://HOST:PORT[/DB][?prefix=P]");
+    if (strnlen(url, EID_LEDGER_URL_MAX + 1) > EID_LEDGER_URL_MAX)
+        return url_fail(u, err, "longer than " STR(EID_LEDGER_URL_MAX) " bytes");
+    return parse_location(url + 8, u, err);
 }
 
 eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg, void **out,
@@ -574,8 +669,10 @@ eid_status eid__ledger_redis_open(const char *location, const ledger_config *cfg
     redis_be *b = OPENSSL_zalloc(sizeof *b);
     if (b == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
     b->cfg = *cfg;
-    eid_status st = parse_location(b, location, err);
+    eid_status st = parse_location(location, &b->url, err);
     if (st) goto fail;
+    snprintf(b->due_key, sizeof b->due_key, "%sdue", b->url.prefix);
+    snprintf(b->created_key, sizeof b->created_key, "%screated", b->url.prefix);
     for (int i = 0; i < SC_COUNT; i++) {
         size_t len = 0;
         eid_status sst = eid_ledger_redis_script(script_files[i].name, NULL, 0, &len);
@@ -1210,7 +1307,7 @@ static int migrate_visit(redis_be *b, eid_ledger_entry *rec, const char *token, 
  * processes opening at once may all run it; an empty ledger gets no marker. */
 static eid_status migrate(redis_be *b, eid_error *err) {
     char key[PREFIX_MAX + 8];
-    snprintf(key, sizeof key, "%sschema", b->prefix);
+    snprintf(key, sizeof key, "%sschema", b->url.prefix);
     const char *get[] = {"GET", key};
     redisReply *r;
     eid_status st = command(b, 2, get, NULL, &r, err);
@@ -1260,7 +1357,7 @@ static eid_status r_take(void *p, const char *key, double rate, double burst, in
                          eid_error *err) {
     redis_be *b = p;
     char bkey[BUCKET_KEY_MAX], snow[24], srate[32], sburst[32], sttl[24], scost[8];
-    snprintf(bkey, sizeof bkey, "%s" BUCKET_TAG "%s", b->prefix, key);
+    snprintf(bkey, sizeof bkey, "%s" BUCKET_TAG "%s", b->url.prefix, key);
     i64(snow, now_ms);
     snprintf(srate, sizeof srate, "%.17g", rate);
     snprintf(sburst, sizeof sburst, "%.17g", burst);

@@ -234,6 +234,18 @@ const char *eid_outcome_name(eid_outcome o);
 eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size_t *len);
 const char *eid_ledger_redis_field(size_t i);
 eid_status eid_ledger_redis_refusal(const char *code, eid_error *err);
+typedef struct eid_ledger_redis_url {
+    char host[256];
+    int port;
+    int db;
+    char prefix[65];
+    char user[128];
+    char password[512];
+    int has_password;
+} eid_ledger_redis_url;
+eid_status eid_ledger_redis_url_parse(const char *url, eid_ledger_redis_url *out,
+                                      eid_error *err);
+void eid_ledger_redis_url_clear(eid_ledger_redis_url *u);
 eid_status eid_ledger_check_claim(const char *bound_subject, int state,
                                   int64_t expires_at, const char *subject, int64_t now,
                                   eid_error *err);
@@ -385,7 +397,8 @@ int eid_ledger_is_open(const eid_ledger_entry *e, int64_t now);
 -- The structs declared above, in order (the drift spec walks these).
 _M.structs = { "eid_error", "eid_clock", "eid_signer_options", "eid_sign_request", "eid_signature",
   "eid_header", "eid_retry_rules", "eid_retry_facts", "eid_retry_verdict", "eid_ledger_issue_params",
-  "eid_ledger_entry", "eid_ledger_attempt", "eid_ledger_outcome", "eid_ledger_options", "eid_ledger_counts" }
+  "eid_ledger_entry", "eid_ledger_attempt", "eid_ledger_outcome", "eid_ledger_options", "eid_ledger_counts",
+  "eid_ledger_redis_url" }
 -- eidkit.host's structs (its block above).
 _M.structs[#_M.structs + 1] = "eid_named_value"
 _M.structs[#_M.structs + 1] = "eid_errcode_info"

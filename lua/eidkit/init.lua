@@ -62,7 +62,7 @@ _M.sign_explain = core.sign_explain
 -- eidkit.signer{cache_slots = n} -> an eidkit.Signer with its own key cache.
 _M.signer = core.signer
 _M.utc_date = core.utc_date
--- eidkit.ledger.open("sqlite:./eidkit.db" | "redis://host:port/db"): the
+-- eidkit.ledger.open("sqlite:./eidkit.db" | "redis://[[user]:password@]host:port/db"): the
 -- EidToken lifecycle store (docs/internals/ledger.md).
 _M.ledger = require "eidkit.ledger"
 -- eidkit.client{...}: the FaceID API client (docs/internals/client.md);

@@ -819,6 +819,71 @@ static void test_redis_exports(void) {
     CHECK(eid_ledger_check_take("k", 10, 20, 0, NULL, &err) == EID_E_INVALID_ARG);
 }
 
+/* The redis:// grammar eid_ledger_open and the OpenResty ledger share:
+ * what it reads, what it refuses, and that no refusal repeats a secret. */
+static void test_redis_url(void) {
+    eid_ledger_redis_url u;
+    eid_error err = {0};
+    CHECK(eid_ledger_redis_url_parse("redis://10.0.0.5:6380", &u, &err) == EID_OK);
+    CHECK_STR(u.host, "10.0.0.5");
+    CHECK(u.port == 6380 && u.db == 0 && !u.has_password);
+    CHECK_STR(u.prefix, "eidkit:");
+    CHECK(eid_ledger_redis_url_parse("redis://:s3cr%2Ft%40x@h:1/7?prefix=app:", &u, &err) ==
+          EID_OK);
+    CHECK(u.has_password && u.db == 7 && u.port == 1);
+    CHECK_STR(u.user, "");
+    CHECK_STR(u.password, "s3cr/t@x");
+    CHECK_STR(u.prefix, "app:");
+    /* An unencoded '@' belongs to the password: the host follows the last one. */
+    CHECK(eid_ledger_redis_url_parse("redis://eid%3Akit:p@ss:w@h.example:6379/2", &u, &err) ==
+          EID_OK);
+    CHECK_STR(u.user, "eid:kit");
+    CHECK_STR(u.password, "p@ss:w");
+    CHECK_STR(u.host, "h.example");
+    /* '@' in the prefix is not userinfo. */
+    CHECK(eid_ledger_redis_url_parse("redis://h:1/0?prefix=a@b", &u, &err) == EID_OK);
+    CHECK(!u.has_password);
+    CHECK_STR(u.prefix, "a@b");
+    eid_ledger_redis_url_clear(&u);
+    CHECK(u.password[0] == '\0' && u.host[0] == '\0');
+
+    char long_pw[600] = "redis://:";
+    memset(long_pw + 9, 'p', 512);
+    strcpy(long_pw + 9 + 512, "@h:1");
+    const struct {
+        const char *url, *msg;
+    } bad[] = {
+        {"rediss://h:1", "url: expected redis://HOST:PORT[/DB][?prefix=P]"},
+        {"redis://hunter2@h:1",
+         "url: redis URL names a user without a password "
+         "(redis://USER:PASSWORD@HOST:PORT, or redis://:PASSWORD@HOST:PORT)"},
+        {"redis://:@h:1", "url: redis password is empty"},
+        {"redis://:hunter2%4@h:1", "url: redis password: bad percent-encoding"},
+        {"redis://:hunter2%00@h:1", "url: redis password: bad percent-encoding"},
+        {"redis://hunter%zz:pw@h:1", "url: redis user: bad percent-encoding"},
+        {long_pw, "url: redis password longer than 511 bytes"},
+        {"redis://:hunter2@", "url: redis URL needs HOST:PORT (redis://127.0.0.1:6379/0)"},
+        {"redis://:hunter2@h:x", "url: redis port must be 1..65535"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&u, 'x', sizeof u);
+        CHECK(eid_ledger_redis_url_parse(bad[i].url, &u, &err) == EID_E_INVALID_ARG);
+        CHECK_STR(err.field, "url");
+        CHECK_STR(err.message, bad[i].msg);
+        CHECK(strstr(err.message, "hunter") == NULL);
+        CHECK(u.password[0] == '\0'); /* a refusal leaves no secret behind */
+        /* eid_ledger_open reads the same grammar, with the same words. */
+        eid_ledger *l = NULL;
+        if (strncmp(bad[i].url, "redis://", 8) == 0) {
+            CHECK(eid_ledger_open(bad[i].url, NULL, &l, &err) == EID_E_INVALID_ARG);
+            CHECK_STR(err.message, bad[i].msg);
+            CHECK(l == NULL);
+        }
+    }
+    CHECK(eid_ledger_redis_url_parse(NULL, &u, &err) == EID_E_INVALID_ARG);
+    CHECK(eid_ledger_redis_url_parse("redis://h:1", NULL, &err) == EID_E_INVALID_ARG);
+}
+
 static void test_status_codes(void) {
     CHECK(strcmp(eid_status_code(EID_OK), "ok") == 0);
     CHECK(strcmp(eid_status_code(EID_E_LEDGER_UNKNOWN), "unknown_token") == 0);
@@ -1196,6 +1261,7 @@ int main(void) {
     test_checkpoint();
     test_status_codes();
     test_redis_exports();
+    test_redis_url();
     char cmd[320];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

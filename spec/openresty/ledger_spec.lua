@@ -769,6 +769,69 @@ describe("eidkit.openresty.ledger", function()
     assert.is_true(finishes[n] - starts[1] >= 0.3)
     assert.is_true(finishes[n] - starts[1] < 1.5, ("took %.3f s"):format(finishes[n] - starts[1]))
   end)
+
+  describe("on a Redis that wants a password", function()
+    local PW = "or-pw/5:q@z"
+    local LIMITED_PW = "limited-pw-7c1d"
+    local pw
+    setup(function() pw = redis.start { requirepass = PW } end)
+    teardown(function() if pw then pw:destroy() end end)
+
+    it("logs in with the URL's password, and again after Redis restarts", function()
+      url = pw:url(0, "orpw:")
+      assert.is_true(call("issue", { EidToken = "ORPW-1", MerchantId = "m", subject = "s" }).res)
+      -- The C backend, logged in with the same URL, reads what the worker wrote.
+      local c = assert(ledger_mod.open(url))
+      assert.equals("issued", c:get("ORPW-1").state)
+      c:close()
+      pw:stop()
+      assert(pw:launch())
+      -- The pooled connections broke: new ones log in.
+      assert.equals("issued", call("get", "ORPW-1").res.state)
+      assert.is_nil(srv:error_log():find("or-pw", 1, true))
+    end)
+
+    it("refuses as the C backend does, in its words, without the password", function()
+      local bad = pw:url(0, "orpw:"):gsub("or%-pw", "no-such-pw")
+      local _, c_err = ledger_mod.open(bad)
+      url = bad
+      local t = call("get", "ORPW-1")
+      assert.same({ code = "unavailable", message = c_err.message, retryable = true }, t.err)
+      assert.matches("^redis: AUTH at 127%.0%.0%.1:%d+ failed: WRONGPASS", t.err.message)
+      assert.is_nil(t.err.message:find("no-such-pw", 1, true))
+      -- No password where one is wanted: the same hint on both hosts.
+      url = ("redis://127.0.0.1:%d/1"):format(pw.port)
+      _, c_err = ledger_mod.open(url)
+      t = call("get", "ORPW-1")
+      assert.same({ code = "unavailable", message = c_err.message, retryable = true }, t.err)
+      assert.matches("%(give the password in the URL: redis://:PASSWORD@HOST:PORT/DB%)$", t.err.message)
+      -- A URL the C parser refuses, refused in the same words.
+      local ok, perr = pcall(ledger_mod.open, "redis://hunter2@127.0.0.1:1/0")
+      assert.is_false(ok)
+      assert.matches("url: redis URL names a user without a password", perr)
+      url = "redis://hunter2@127.0.0.1:1/0"
+      local rok, raised = pcall(call, "get", "ORPW-1") -- the worker's open refuses it
+      assert.is_false(rok)
+      assert.matches("invalid: url: redis URL names a user without a password", raised)
+      assert.is_nil(raised:find("hunter2", 1, true))
+    end)
+
+    it("never hands a connection logged in as one user to a ledger opened as another", function()
+      -- limited may touch lim:* keys only: a pooled connection of its own
+      -- handed to the other ledger would make its calls fail NOPERM.
+      assert.matches("OK", pw:cli("ACL", "SETUSER", "limited", "on", ">" .. LIMITED_PW, "~lim:*", "&*", "+@all"))
+      local limited = ("redis://limited:%s@127.0.0.1:%d/0?prefix=lim:"):format(LIMITED_PW, pw.port)
+      local full = pw:url(0, "orpw2:")
+      for i = 1, 4 do
+        url = limited
+        assert.is_true(call("issue", { EidToken = "LIM-" .. i, MerchantId = "m", subject = "s" }).res)
+        url = full
+        local t = call("issue", { EidToken = "FULL-" .. i, MerchantId = "m", subject = "s" })
+        assert.is_true(t.res, t.err and t.err.message)
+      end
+      assert.matches("NOPERM", pw:cli("--user", "limited", "--pass", LIMITED_PW, "GET", "orpw2:x"))
+    end)
+  end)
 end)
 
 describe("eidkit.openresty.ledger with two workers", function()

@@ -5,6 +5,7 @@ local scratch = require "support.scratch"
 local sp = require "support.serveproc"
 local simproc = require "support.simproc"
 local redis = require "support.redis"
+local proc = require "support.proc"
 local sim_mod = require "eidkit.sim"
 
 local demo = sim_mod.demo
@@ -38,6 +39,47 @@ describe("eidkit serve when a dependency fails", function()
     local r = sp.request(s, "POST", "/eid/result", { user = "alice", body = { EidToken = tok } })
     assert.same({ 200, "pending" }, { r.status, r.json and r.json.status })
     assert.equals(0, (sp.stop(s)))
+    srv:destroy()
+  end)
+
+  it("logs in to a Redis that wants a password, given in $EIDKIT_LEDGER, and never shows it", function()
+    assert(redis.available, "redis-server is not installed: run scripts/setup-deps")
+    local PW = "serve-pw/9:x@y"
+    local srv = redis.start { requirepass = PW }
+    local url = srv:url(0, "pw:")
+    local s = sp.start({ "--sim", "--sweep-interval", "0" }, { env = { EIDKIT_LEDGER = url } })
+    local tok = sp.token(s, "alice")
+    local r = sp.request(s, "POST", "/eid/result", { user = "alice", body = { EidToken = tok } })
+    assert.same({ 200, "pending" }, { r.status, r.json and r.json.status })
+    assert.matches("1", srv:cli("EXISTS", "pw:{" .. tok .. "}"))
+    -- The ledger's connections break and come back: each logs in again.
+    srv:stop()
+    assert(srv:launch())
+    r = sp.request(s, "POST", "/eid/result", { user = "alice", body = { EidToken = tok } })
+    assert.same({ 200, "pending" }, { r.status, r.json and r.json.status })
+    local metrics = sp.request(s, "GET", "/metrics", {}).body
+    assert.equals(0, (sp.stop(s)))
+    local out, err = sp.output(s)
+    for _, text in ipairs { out, err, metrics } do
+      assert.is_nil(text:find("serve-pw", 1, true))
+    end
+
+    -- Refusals name what was wrong, never the password.
+    local bin = proc.bin()
+    local bad = url:gsub("serve%-pw", "wrong-pw")
+    local run = proc.run { bin, "serve", "--sim", "--listen", "127.0.0.1:0", "--ledger", bad }
+    assert.equals(1, run.code)
+    assert.matches("cannot open the ledger: unavailable: redis: AUTH at 127%.0%.0%.1:%d+ failed: WRONGPASS", run.stderr)
+    assert.is_nil(run.stderr:find("wrong-pw", 1, true))
+    run = proc.run { bin, "serve", "--sim", "--listen", "127.0.0.1:0", "--ledger", "rediss://:hunter2@h:1/0" }
+    assert.equals(2, run.code)
+    assert.matches("%-%-ledger: expected sqlite:PATH or redis://%[%[USER%]:PASSWORD@%]HOST:PORT%[/DB%]%[%?prefix=P%], "
+      .. "got 'rediss://%*%*%*@h:1/0'", run.stderr)
+    assert.is_nil(run.stderr:find("hunter2", 1, true))
+    run = proc.run({ bin, "serve", "--sim", "--listen", "127.0.0.1:0" }, { env = { EIDKIT_LEDGER = "mysql://u:hunter2@x" } })
+    assert.equals(2, run.code)
+    assert.matches("EIDKIT_LEDGER: expected sqlite:PATH or redis://.*got 'mysql://%*%*%*@x'", run.stderr)
+    assert.is_nil(run.stderr:find("hunter2", 1, true))
     srv:destroy()
   end)
 

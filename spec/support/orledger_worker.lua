@@ -23,7 +23,9 @@ local function ledger(url, opts)
     opts = opts or {}
     -- The spec's frozen clock, set by each request.
     opts.clock = function() return state.now end
-    l = assert(orledger.open(url, opts))
+    local err
+    l, err = orledger.open(url, opts)
+    if not l then error(tostring(err), 0) end
     state.ledgers[url] = l
   end
   return l
@@ -45,7 +47,8 @@ if uri == "/ledger" then
   local req = cjson.decode(ngx.req.get_body_data() or "")
   if type(req) ~= "table" then ngx.status = 400 return ngx.print("bad JSON") end
   state.now = req.now or ngx.time()
-  local l = ledger(req.url, req.opts)
+  local lok, l = pcall(ledger, req.url, req.opts)
+  if not lok then return reply { raised = tostring(l), pid = ngx.worker.pid() } end
   local args = req.args or {}
   if req.op == "sweep" then
     -- The pull answers from req.answers (by EidToken), or fails.

@@ -4,6 +4,7 @@
 -- fresh temporary directory.
 --   local redis = require "support.redis"
 --   local srv = redis.start()      -- srv.port, srv.url(db, prefix), srv:stop()
+--   redis.start{ requirepass = pw } -- AUTH required; srv:url carries pw
 local proc = require "support.proc"
 
 local _M = {}
@@ -17,12 +18,21 @@ server.__index = server
 
 function server:cli(...)
   local words = { "redis-cli", "-h", "127.0.0.1", "-p", tostring(self.port) }
+  if self.requirepass then
+    words[#words + 1] = "--no-auth-warning -a '" .. self.requirepass:gsub("'", "'\\''") .. "'"
+  end
   for _, a in ipairs({ ... }) do words[#words + 1] = "'" .. tostring(a):gsub("'", "'\\''") .. "'" end
   return read(table.concat(words, " ") .. " 2>&1")
 end
 
+-- The password percent-encoded, as the ledger URL takes it.
+local function encode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
 function server:url(db, prefix)
-  local u = ("redis://127.0.0.1:%d/%d"):format(self.port, db or 0)
+  local auth = self.requirepass and (":" .. encode(self.requirepass) .. "@") or ""
+  local u = ("redis://%s127.0.0.1:%d/%d"):format(auth, self.port, db or 0)
   if prefix then u = u .. "?prefix=" .. prefix end
   return u
 end
@@ -50,7 +60,8 @@ end
 function server:launch()
   local cmd = ("redis-server --bind 127.0.0.1 --port %d --save '' --appendonly yes"
     .. " --appendfsync always --dir %s --logfile %s/redis.log --daemonize no"
-    .. " >/dev/null 2>&1 & echo $!"):format(self.port, self.dir, self.dir)
+    .. "%s >/dev/null 2>&1 & echo $!"):format(self.port, self.dir, self.dir,
+      self.requirepass and (" --requirepass '" .. self.requirepass:gsub("'", "'\\''") .. "'") or "")
   self.pid = tonumber(read(cmd):match("%d+"))
   return wait_ready(self)
 end
@@ -71,11 +82,13 @@ function server:destroy()
   if self.dir then sh("rm -rf '" .. self.dir .. "'") end
 end
 
-function _M.start()
+function _M.start(opts)
+  opts = opts or {}
   local dir = read("mktemp -d /tmp/eidkit-redis-XXXXXX"):gsub("%s+$", "")
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16))
   for _ = 1, 20 do
-    local self = setmetatable({ port = math.random(20000, 60000), dir = dir }, server)
+    local self = setmetatable({ port = math.random(20000, 60000), dir = dir, requirepass = opts.requirepass },
+      server)
     if self:launch() then return self end
     self:stop("KILL")
   end

@@ -20,7 +20,10 @@
  *
  * Backends, chosen by URL:
  *   sqlite:PATH                 (sqlite:./eidkit.db, sqlite::memory:)
- *   redis://HOST:PORT[/DB][?prefix=P]
+ *   redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?prefix=P]
+ *                               (USER and PASSWORD percent-encoded; with
+ *                               them the backend sends AUTH on every new
+ *                               connection)
  * Every transition is atomic across processes (SQLite: one IMMEDIATE
  * transaction; Redis: one server-side Lua script on one hash slot).
  *
@@ -379,6 +382,35 @@ EID_API void eid_ledger_record_many(eid_ledger *ledger, eid_ledger_record_call *
  * runs the same transitions by sending the text the Redis backend sends:
  * these two calls are where it gets it, so the scripts and what they share
  * with C exist once. */
+
+/* A redis:// ledger URL, read as the Redis backend reads it (and the
+ * OpenResty ledger, through the FFI, so that both accept the same URLs). */
+#define EID_LEDGER_REDIS_HOST_MAX     255
+#define EID_LEDGER_REDIS_PREFIX_MAX   64
+#define EID_LEDGER_REDIS_USER_MAX     127
+#define EID_LEDGER_REDIS_PASSWORD_MAX 511
+typedef struct eid_ledger_redis_url {
+    char host[EID_LEDGER_REDIS_HOST_MAX + 1];
+    int port;
+    int db;                                       /* 0 when the URL names none */
+    char prefix[EID_LEDGER_REDIS_PREFIX_MAX + 1]; /* "eidkit:" when the URL names none */
+    char user[EID_LEDGER_REDIS_USER_MAX + 1];     /* "": the default user */
+    char password[EID_LEDGER_REDIS_PASSWORD_MAX + 1];
+    int has_password; /* 1: AUTH [user] password on every new connection */
+} eid_ledger_redis_url;
+
+/* Parse `url` (redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?prefix=P]) into
+ * *out. USER and PASSWORD are percent-decoded; '@' ends them at the last
+ * one before the first '/' or '?', so a password holding '/', '?', '%' or
+ * ':' (in USER) must be percent-encoded. A user without a password is
+ * refused (Redis has no such login). EID_E_INVALID_ARG with err->field "url"
+ * and a message that never repeats the user or the password. The password
+ * lands in out: wipe it with eid_ledger_redis_url_clear. Thread-safe. */
+EID_API eid_status eid_ledger_redis_url_parse(const char *url, eid_ledger_redis_url *out,
+                                              eid_error *err);
+
+/* Wipe *u (the password included). */
+EID_API void eid_ledger_redis_url_clear(eid_ledger_redis_url *u);
 
 /* The exact script the Redis backend runs for the transition `name`
  * ("issue", "record", "consume", "expire" or "take"), or "read" (one

@@ -15,7 +15,7 @@ local STATES = { "issued", "passed", "failed", "consumed", "expired", "abandoned
 
 local spec = {
   { name = "ledger", arg = "URL",
-    help = "an existing sqlite:PATH or redis://HOST:PORT/DB (default: $EIDKIT_LEDGER, else " .. _M.DEFAULT_URL .. ")" },
+    help = "an existing sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default: $EIDKIT_LEDGER, else " .. _M.DEFAULT_URL .. ")" },
   { name = "date", arg = "YYYY-MM-DD", help = "export, reconcile: the day (required), in --tz" },
   { name = "tz", arg = "ZONE",
     help = "export, reconcile: Asia/Shanghai (default: Tencent bills by Beijing day), UTC or +HH:MM" },

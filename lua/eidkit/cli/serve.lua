@@ -15,7 +15,7 @@ local spec = {
   { name = "config", arg = "FILE", help = "a Lua file returning a table of these options (keys with _ for -)" },
   { name = "listen", arg = "HOST:PORT", help = "address to serve on (default 127.0.0.1:8080; port 0 picks one)" },
   { name = "merchant-id", arg = "ID", help = "your MerchantId (required unless --sim)" },
-  { name = "ledger", arg = "URL", help = "the token ledger: sqlite:PATH or redis://HOST:PORT[/DB] (default sqlite:./eidkit.db)" },
+  { name = "ledger", arg = "URL", help = "the token ledger: sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default: $EIDKIT_LEDGER, else sqlite:./eidkit.db; a password belongs in $EIDKIT_LEDGER or --config, not on the command line)" },
   { name = "ledger-workers", arg = "N", help = "threads (each with its own connection) running ledger calls (default 1 for sqlite:, 4 for redis://)" },
   { name = "policy", arg = "FILE", help = "the merchant policy script, run sandboxed; SIGHUP reloads it" },
   { name = "endpoint", arg = "URL", help = "the API endpoint (default https://faceid.tencentcloudapi.com)" },
@@ -146,10 +146,13 @@ local function settings(o)
   if not s.sim and not s.merchant_id then
     return nil, "--merchant-id is required (or --sim for a local simulator)"
   end
-  s.ledger = o.ledger or "sqlite:./eidkit.db"
-  if not (s.ledger:find("^sqlite:.") or s.ledger:find("^redis://")) then
-    return nil, format("--ledger: expected sqlite:PATH or redis://HOST:PORT[/DB], got '%s'", s.ledger)
-  end
+  -- $EIDKIT_LEDGER, as `eidkit ledger` reads it: a URL with a password
+  -- stays off the command line (which every local user can read).
+  local env_ledger = os.getenv("EIDKIT_LEDGER")
+  local lerr
+  s.ledger, lerr = gw_settings.ledger_url(o.ledger or (env_ledger ~= "" and env_ledger) or "sqlite:./eidkit.db",
+    o.ledger and "--ledger" or (env_ledger ~= "" and env_ledger and "EIDKIT_LEDGER") or "--ledger")
+  if not s.ledger then return nil, lerr end
   local w = o.ledger_workers and math.tointeger(tonumber(o.ledger_workers))
   if o.ledger_workers and (not w or w < 1 or w > 64) then
     return nil, format("--ledger-workers: expected 1..64, got '%s'", o.ledger_workers)

@@ -22,6 +22,20 @@ local _M = {}
 -- hand headers to the gateway).
 _M.DEMO_HEADER = "x-eidkit-demo-user"
 
+-- A ledger URL as an error message may show it: the user and password of
+-- redis://USER:PASSWORD@HOST are secrets, so that part reads "***".
+function _M.shown_url(url)
+  return (tostring(url):gsub("^(%a[%w+.-]*://)[^/?]*@", "%1***@"))
+end
+
+-- The ledger URL a host was given: its scheme checked (the backend reads
+-- the rest, with its own words), or nil and "LABEL: expected ...".
+_M.LEDGER_FORMS = "sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?prefix=P]"
+function _M.ledger_url(v, label)
+  if type(v) == "string" and (v:find("^sqlite:.") or v:find("^redis://")) then return v end
+  return nil, format("%s: expected %s, got '%s'", label, _M.LEDGER_FORMS, _M.shown_url(v))
+end
+
 -- The demo authorize for the simulator: whoever sends the header is that
 -- user. Never in production; each host warns when it runs with it.
 function _M.demo_authorize(req)

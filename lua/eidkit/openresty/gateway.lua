@@ -73,9 +73,9 @@ function _M.configure(opts)
   if type(s.secret_id) ~= "string" or type(s.secret_key) ~= "string" then
     bad("secret_id/secret_key", "both are required")
   end
-  if type(s.ledger) ~= "table" and not (type(s.ledger) == "string"
-    and (s.ledger:find("^redis://") or s.ledger:find("^sqlite:."))) then
-    bad("ledger", format("expected redis://HOST:PORT[/DB][?prefix=P] or sqlite:PATH, got '%s'", tostring(s.ledger)))
+  if type(s.ledger) ~= "table" then
+    local _, lerr = gw_settings.ledger_url(s.ledger, "ledger")
+    if lerr then bad("ledger", lerr:sub(#"ledger: " + 1)) end
   end
   if s.policy == nil and not s.demo_authorize then
     bad("policy", "a policy script (its authorize names the user) is required, or demo_authorize for the simulator")

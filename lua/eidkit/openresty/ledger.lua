@@ -59,7 +59,8 @@ local EID_OK, EID_E_INVALID_ARG, EID_E_BUFFER_TOO_SMALL = 0, 1, 3
 local EID_E_INTERNAL, EID_E_LEDGER_UNAVAILABLE, EID_E_LEDGER_STORAGE = 5, 12, 13
 local EID_E_LEDGER_UNKNOWN = 6
 local CONSUMED, EXPIRED, ABANDONED = 3, 4, 5
-local PREFIX_MAX = 64
+-- What a refusal for want of a password adds, as the C backend says it.
+local NOAUTH_HINT = " (give the password in the URL: redis://:PASSWORD@HOST:PORT/DB)"
 
 local error_mt = { __tostring = function(e) return e.code .. ": " .. e.message end }
 
@@ -112,32 +113,32 @@ end
 
 -- ----------------------------------------------------------- the URL
 
--- redis://HOST:PORT[/DB][?prefix=P], as the C backend reads it.
+-- redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?prefix=P], read by the C
+-- backend's own parser (eid_ledger_redis_url_parse): one grammar, the
+-- same refusals in the same words.
 local function parse_url(url)
-  local loc = url:match("^redis://(.*)$")
-  if not loc then return nil, "url: expected redis://HOST:PORT[/DB][?prefix=P]" end
-  local host, port, rest = loc:match("^([%w%.%-]+):(%d+)(.*)$")
-  if not host then return nil, "url: redis URL needs HOST:PORT (redis://127.0.0.1:6379/0)" end
-  port = tonumber(port)
-  if port < 1 or port > 65535 then return nil, "url: redis port must be 1..65535" end
-  local db = 0
-  local d, after = rest:match("^/(%d+)(.*)$")
-  if d then
-    db = tonumber(d)
-    if db > 1000 then return nil, "url: redis database must be 0..1000" end
-    rest = after
+  local C = eidffi.lib()
+  local u = ffi_new("eid_ledger_redis_url")
+  if C.eid_ledger_redis_url_parse(url, u, cerr) ~= EID_OK then return nil, ffi_string(cerr.message) end
+  local loc = { host = ffi_string(u.host), port = u.port, db = u.db, prefix = ffi_string(u.prefix) }
+  if u.has_password ~= 0 then loc.user, loc.password = ffi_string(u.user), ffi_string(u.password) end
+  C.eid_ledger_redis_url_clear(u)
+  return loc
+end
+
+-- The pool a ledger's connections go back to names its server, database
+-- and login: a connection authenticated as one user is never handed to a
+-- ledger opened as another. Logins are numbered in this worker rather than
+-- named, so that no pool name (nginx may log them) carries a secret.
+local logins, n_logins = {}, 0
+local function login_id(user, password)
+  if not password then return 0 end
+  local k = user .. "\0" .. password
+  if not logins[k] then
+    n_logins = n_logins + 1
+    logins[k] = n_logins
   end
-  local prefix = "eidkit:"
-  if rest ~= "" then
-    local p = rest:match("^%?prefix=(.*)$")
-    if not p then return nil, "url: the only redis option is ?prefix=" end
-    if #p == 0 or #p > PREFIX_MAX then return nil, "url: prefix must be 1.." .. PREFIX_MAX .. " bytes" end
-    if find(p, "[^\33-\126]") or find(p, "[{}]") then
-      return nil, "url: prefix must be printable ASCII without spaces or braces"
-    end
-    prefix = p
-  end
-  return { host = host, port = port, db = db, prefix = prefix }
+  return logins[k]
 end
 
 -- ------------------------------------------------------ connections
@@ -157,11 +158,23 @@ local function connect(self)
   if not ok then
     return nil, format("redis: cannot connect to %s:%d: %s", self.host, self.port, tostring(err))
   end
-  if self.db ~= 0 and (red:get_reused_times() or 0) == 0 then
-    local res, serr = red:select(self.db)
-    if not res then
-      red:close()
-      return nil, format("redis: SELECT %d failed: %s", self.db, tostring(serr))
+  if (red:get_reused_times() or 0) == 0 then
+    if self.password then
+      local res, aerr
+      if self.user ~= "" then res, aerr = red:auth(self.user, self.password) else res, aerr = red:auth(self.password) end
+      if not res then
+        red:close()
+        -- Redis's refusal names neither the user nor the password.
+        return nil, format("redis: AUTH at %s:%d failed: %s", self.host, self.port, sub(tostring(aerr), 1, 150))
+      end
+    end
+    if self.db ~= 0 then
+      local res, serr = red:select(self.db)
+      if not res then
+        red:close()
+        return nil, format("redis: SELECT %d failed: %s%s", self.db, sub(tostring(serr), 1, 150),
+          find(tostring(serr), "^NOAUTH") and NOAUTH_HINT or "")
+      end
     end
   end
   return red
@@ -183,6 +196,7 @@ local function reply_failure(msg)
   if find(msg, "^LOADING") or find(msg, "^BUSY") then
     return failure(EID_E_LEDGER_UNAVAILABLE, "redis: " .. msg)
   end
+  if find(msg, "^NOAUTH") then return failure(EID_E_LEDGER_UNAVAILABLE, "redis: " .. msg .. NOAUTH_HINT) end
   return failure(EID_E_INTERNAL, "redis: " .. msg)
 end
 
@@ -416,7 +430,8 @@ function _M.open(url, opts)
   end
   local self = setmetatable({
     redis = load_redis(), host = loc.host, port = loc.port, db = loc.db, prefix = loc.prefix,
-    pool = format("eidkit-ledger:%s:%d:%d", loc.host, loc.port, loc.db),
+    user = loc.user, password = loc.password,
+    pool = format("eidkit-ledger:%s:%d:%d:%d", loc.host, loc.port, loc.db, login_id(loc.user, loc.password)),
     token_ttl = opts.token_ttl or DEFAULT_TTL, result_window = opts.result_window or RESULT_WINDOW,
     retention = opts.retention or RETENTION, timeout_ms = opts.timeout_ms or 5000,
     clock = opts.clock or ngx.time, request_ids = opts.request_ids ~= false,
