@@ -168,6 +168,8 @@ local function sandbox_error(box, label, code, msg, where, traceback, capped)
     -- The box's own script failing to load: the detail names it already
     -- ("cannot open x.lua: ...", "x.lua:3: syntax error"), once is enough.
     err.message = format("%s%s", detail, where and " at " .. where or "")
+  elseif label == box.name then -- the script as a whole (bytecode, its chunk raising): named once
+    err.message = format("%s: %s%s", box.name, tostring(detail), where and " at " .. where or "")
   else
     err.message = format("%s '%s': %s%s", box.name, label, detail, where and " at " .. where or "")
   end

@@ -98,6 +98,8 @@ describe("eidkit.policy.load", function()
     local bc = script("bc.lua", string.dump(function() return {} end))
     local _, err = policy.load(bc)
     assert.equals("bytecode", err.code)
+    -- The file named once (it read "BC 'BC': precompiled ...").
+    assert.equals(bc .. ": precompiled bytecode is refused (text chunks only)", err.message)
     _, err = policy.load(script("num.lua", "return 42"))
     assert.same({ "load", true }, { err.code, err.message:find("must return a table of hooks", 1, true) ~= nil })
     _, err = policy.load(script("typo.lua", "return { clasify = function() end }"))
