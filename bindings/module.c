@@ -7,6 +7,7 @@
 
 #include "eidkit_lua.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 static int error_tostring(lua_State *L) {
@@ -138,6 +139,26 @@ static int l_now(lua_State *L) {
 }
 
 /* Seconds on a clock that never jumps, for measuring intervals. */
+/* core.ip_address(text) -> the address's bytes (4 for IPv4, 16 for IPv6)
+ * | nil: inet_pton's reading of an address literal, for eidkit.realip. */
+static int l_ip_address(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    unsigned char b[16];
+    if (len < INET6_ADDRSTRLEN && strlen(s) == len) {
+        if (inet_pton(AF_INET, s, b) == 1) {
+            lua_pushlstring(L, (const char *)b, 4);
+            return 1;
+        }
+        if (inet_pton(AF_INET6, s, b) == 1) {
+            lua_pushlstring(L, (const char *)b, 16);
+            return 1;
+        }
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
 static int l_monotonic(lua_State *L) {
     lua_pushnumber(L, eid_clock_monotonic());
     return 1;
@@ -200,11 +221,17 @@ int luaopen_eidkit_core(lua_State *L) {
     lua_pop(L, 1);
 
     static const luaL_Reg funcs[] = {
-        {"version", l_version},     {"openssl_version", l_openssl_version},
-        {"utc_date", l_utc_date},   {"parse_authorization", l_parse_authorization},
-        {"equal", l_equal},         {"random_bytes", l_random_bytes},
-        {"sleep", l_sleep},         {"now", l_now},
-        {"monotonic", l_monotonic}, {NULL, NULL},
+        {"version", l_version},
+        {"openssl_version", l_openssl_version},
+        {"utc_date", l_utc_date},
+        {"parse_authorization", l_parse_authorization},
+        {"equal", l_equal},
+        {"random_bytes", l_random_bytes},
+        {"sleep", l_sleep},
+        {"now", l_now},
+        {"monotonic", l_monotonic},
+        {"ip_address", l_ip_address},
+        {NULL, NULL},
     };
     luaL_newlib(L, funcs);
     lua_pushliteral(L, LUA_RELEASE); /* the Lua headers this module was built with */

@@ -222,16 +222,20 @@ function methods.add_server(self, srv)
 end
 
 -- host:mount(gw, {host =, port =, max_connections =, connection_timeout =,
---   request_timeout =, max_per_address =})
---   -> the core.http_server serving gw, one coroutine per request
+--   request_timeout =, max_per_address =, real_ip =})
+--   -> the core.http_server serving gw, one coroutine per request.
+-- real_ip: an eidkit.realip list of trusted proxies; a request through one
+-- carries the client's address from X-Forwarded-For as req.remote_addr.
 function methods.mount(self, gw, o)
   o = o or {}
   local srv
+  local real_ip = o.real_ip
   local function handle(req)
     return gw:handle(req)
   end
   local function handler(req)
     if self.draining then return _M.SHUTTING_DOWN end
+    if real_ip then req.remote_addr = real_ip:client(req.remote, req.headers["x-forwarded-for"]) end
     local info = { kind = "request", what = "the request", id = req.id, srv = srv }
     self.in_flight = self.in_flight + 1
     local co, resp = spawn(self, info, handle, req)

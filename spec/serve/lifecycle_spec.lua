@@ -167,6 +167,60 @@ describe("eidkit serve", function()
     end)
   end)
 
+  describe("--real-ip-from", function()
+    local function remote_addrs(path)
+      local out = {}
+      for line in (proc.read(path) or ""):gmatch("[^\n]+") do out[#out + 1] = cjson.decode(line).remote_addr end
+      return out
+    end
+
+    it("takes the client from X-Forwarded-For through a trusted proxy only, for the log and the policy", function()
+      local url, cleanup = tmp_db()
+      local log = scratch.file() .. ".log"
+      -- The subject is the client's address: what the policy was given.
+      local policy = scratch.file() .. ".lua"
+      local f = assert(io.open(policy, "w"))
+      f:write("return { authorize = function(req) return req.remote_addr end }\n")
+      f:close()
+      local function start(...)
+        return sp.start { "--sim", "--ledger", url, "--sweep-interval", "0", "--access-log", log,
+          "--policy", policy, ... }
+      end
+      local function post(s, path, xff, body)
+        return sp.request(s, "POST", path, { headers = xff and { ["X-Forwarded-For"] = xff } or nil, body = body })
+      end
+      -- The spec's curl is the proxy: 127.0.0.1.
+      local s = start("--real-ip-from", "10.0.0.0/8", "--real-ip-from", "127.0.0.1,::1")
+      local tok = post(s, "/eid/token", "198.51.100.66, 203.0.113.7, 10.0.0.9").json.EidToken
+      assert.is_string(tok)
+      -- The same client through another hop: the same subject.
+      local r = post(s, "/eid/result", "203.0.113.7", { EidToken = tok })
+      assert.same({ 200, "pending" }, { r.status, r.json and r.json.status })
+      -- Another client: another subject.
+      r = post(s, "/eid/result", "203.0.113.8", { EidToken = tok })
+      assert.same({ 403, "wrong_subject" }, { r.status, r.json and r.json.error.code })
+      -- A hop the trusted proxy wrote that is not an address: the proxy's own address.
+      assert.equals(200, sp.request(s, "GET", "/healthz", { headers = { ["X-Forwarded-For"] = "203.0.113.7, x" } }).status)
+      sp.wait_for(function() return #remote_addrs(log) == 4 end, 5, "four log lines")
+      local got = remote_addrs(log)
+      assert.same({ "203.0.113.7", "203.0.113.7", "203.0.113.8" }, { got[1], got[2], got[3] })
+      assert.matches("^127%.0%.0%.1:%d+$", got[4])
+      assert.equals(0, (sp.stop(s)))
+
+      -- Without a trusted proxy the header is the client's own word: never taken.
+      os.remove(log)
+      s = start("--real-ip-from", "10.0.0.0/8")
+      r = post(s, "/eid/token", "203.0.113.7")
+      assert.equals(200, r.status)
+      sp.wait_for(function() return #remote_addrs(log) == 1 end, 5, "one log line")
+      assert.matches("^127%.0%.0%.1:%d+$", remote_addrs(log)[1])
+      assert.equals(0, (sp.stop(s)))
+      os.remove(log)
+      os.remove(policy)
+      cleanup()
+    end)
+  end)
+
   describe("--check", function()
     local dir
     lazy_setup(function() dir = scratch.file() end)
@@ -211,6 +265,8 @@ describe("eidkit serve", function()
         { { "--sim", "--max-connections", "0" }, "%-%-max%-connections: expected 1..1000000, got '0'" },
         { { "--sim", "--max-per-address", "x" }, "%-%-max%-per%-address: expected 1..1000000, got 'x'" },
         { { "--sim", "--ledger", "mysql://x" }, "%-%-ledger: expected sqlite:PATH or redis://" },
+        { { "--sim", "--real-ip-from", "10.0.0.0/8", "--real-ip-from", "proxy.lan" },
+          "%-%-real%-ip%-from: 'proxy%.lan' is not an address or CIDR" },
         { { "--sim", "--endpoint", "http://x" }, "%-%-endpoint and %-%-sim exclude each other" },
         { { "--merchant-id", "M", "--sim-seed", "1" }, "%-%-sim%-seed needs %-%-sim" },
         { { "--sim", "--h5-return-url", "javascript:x" }, "h5_return_url" },

@@ -32,6 +32,7 @@ local spec = {
   { name = "request-timeout", arg = "SECONDS", help = "a request's head and body must arrive within this (default 20)" },
   { name = "max-connections", arg = "N", help = format("connections held at once, at most (default %d; the longest-idle keep-alive ones are closed to keep a sixteenth free)", core.http_max_connections) },
   { name = "max-per-address", arg = "N", help = "connections one client address may hold (default 1024; raise it behind a proxy)" },
+  { name = "real-ip-from", arg = "LIST", list = true, help = "trusted proxies (addresses or CIDRs, comma-separated; repeatable): from these, the client's address (access log, the policy's req.remote_addr) is the last untrusted one in X-Forwarded-For" },
   { name = "drain-timeout", arg = "SECONDS", help = "on SIGTERM/SIGINT, wait this long for requests in flight (default 10)" },
   { name = "check", help = "validate the configuration and the policy, then exit (0 ok, 2 not)" },
   { name = "sim", help = "run the simulator in this process and use it as the endpoint (development only)" },
@@ -206,6 +207,11 @@ local function settings(o)
       return nil, format("--%s: expected 1..1000000, got '%s'", key:gsub("_", "-"), tostring(v))
     end
     s[key] = n or c[2]
+  end
+  if o.real_ip_from then
+    local rerr
+    s.real_ip, rerr = require("eidkit.realip").new(table.concat(o.real_ip_from, ","))
+    if not s.real_ip then return nil, "--real-ip-from: " .. rerr end
   end
   s.access_log = o.access_log
   if s.sim then
@@ -410,7 +416,7 @@ function _M.main(argv)
 
   local ok, srv = pcall(host.mount, host, gw, { host = s.listen.host, port = s.listen.port,
     request_timeout = s.request_timeout, max_per_address = s.max_per_address,
-    max_connections = s.max_connections })
+    max_connections = s.max_connections, real_ip = s.real_ip })
   if not ok then
     ledger:close() host:close()
     return failure("--listen: " .. argument_problem(srv))
