@@ -883,6 +883,20 @@ static int l_check_open_claim(lua_State *L) {
     return 1;
 }
 
+/* core.ledger_check_url(url) -> true | nil, message: eid_ledger_check_url,
+ * for a host to refuse a bad --ledger before it opens anything. */
+static int l_check_url(lua_State *L) {
+    const char *url = luaL_checkstring(L, 1);
+    eid_error err = {0};
+    if (eid_ledger_check_url(url, &err) != EID_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 void eidkit_open_ledger(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"issue", l_issue},     {"claim", l_claim},       {"record", l_record},
@@ -905,4 +919,6 @@ void eidkit_open_ledger(lua_State *L) {
     lua_setfield(L, -2, "ledger_open");
     lua_pushcfunction(L, l_check_open_claim);
     lua_setfield(L, -2, "ledger_check_open_claim");
+    lua_pushcfunction(L, l_check_url);
+    lua_setfield(L, -2, "ledger_check_url");
 }

@@ -412,30 +412,41 @@ static eid_status parse_options(const eid_ledger_options *o, ledger_config *cfg,
     return EID_OK;
 }
 
-eid_status eid_ledger_open(const char *url, const eid_ledger_options *opts, eid_ledger **out,
-                           eid_error *err) {
-    if (out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "out", "is NULL");
-    *out = NULL;
+eid_status eid_ledger_check_url(const char *url, eid_error *err) {
     if (url == NULL) return eid__fail(err, EID_E_INVALID_ARG, "url", "required");
     size_t ulen = strnlen(url, EID_LEDGER_URL_MAX + 1);
     if (ulen > EID_LEDGER_URL_MAX)
         return eid__fail(err, EID_E_INVALID_ARG, "url", "longer than %d bytes", EID_LEDGER_URL_MAX);
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        if (url[7] == '\0')
+            return eid__fail(err, EID_E_INVALID_ARG, "url",
+                             "sqlite: needs a path (sqlite:./eidkit.db)");
+        return EID_OK;
+    }
+    if (strncmp(url, "redis://", 8) == 0) {
+        eid_ledger_redis_url u;
+        eid_status st = eid_ledger_redis_url_parse(url, &u, err);
+        eid_ledger_redis_url_clear(&u);
+        return st;
+    }
+    return eid__fail(err, EID_E_INVALID_ARG, "url",
+                     "unknown scheme (expected sqlite:PATH or redis://HOST:PORT/DB)");
+}
+
+eid_status eid_ledger_open(const char *url, const eid_ledger_options *opts, eid_ledger **out,
+                           eid_error *err) {
+    if (out == NULL) return eid__fail(err, EID_E_INVALID_ARG, "out", "is NULL");
+    *out = NULL;
+    eid_status st = eid_ledger_check_url(url, err);
+    if (st) return st;
     ledger_config cfg;
-    eid_status st = parse_options(opts, &cfg, err);
+    st = parse_options(opts, &cfg, err);
     if (st) return st;
 
-    const ledger_ops *ops;
-    const char *location;
-    if (strncmp(url, "sqlite:", 7) == 0) {
-        ops = &eid__ledger_sqlite_ops;
-        location = url + 7;
-    } else if (strncmp(url, "redis://", 8) == 0) {
-        ops = &eid__ledger_redis_ops;
-        location = url + 8;
-    } else {
-        return eid__fail(err, EID_E_INVALID_ARG, "url",
-                         "unknown scheme (expected sqlite:PATH or redis://HOST:PORT/DB)");
-    }
+    /* eid_ledger_check_url let through only these two. */
+    int sqlite = strncmp(url, "sqlite:", 7) == 0;
+    const ledger_ops *ops = sqlite ? &eid__ledger_sqlite_ops : &eid__ledger_redis_ops;
+    const char *location = url + (sqlite ? 7 : 8);
 
     eid_ledger *l = OPENSSL_zalloc(sizeof *l);
     if (l == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");

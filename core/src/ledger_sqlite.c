@@ -420,9 +420,6 @@ fail:
 
 eid_status eid__ledger_sqlite_open(const char *path, const ledger_config *cfg, void **out,
                                    eid_error *err) {
-    if (*path == '\0')
-        return eid__fail(err, EID_E_INVALID_ARG, "url",
-                         "sqlite: needs a path (sqlite:./eidkit.db)");
     sqlite_be *b = OPENSSL_zalloc(sizeof *b);
     if (b == NULL) return eid__fail(err, EID_E_NOMEM, "", "out of memory");
     eid_status st;

@@ -246,6 +246,7 @@ typedef struct eid_ledger_redis_url {
 eid_status eid_ledger_redis_url_parse(const char *url, eid_ledger_redis_url *out,
                                       eid_error *err);
 void eid_ledger_redis_url_clear(eid_ledger_redis_url *u);
+eid_status eid_ledger_check_url(const char *url, eid_error *err);
 eid_status eid_ledger_check_claim(const char *bound_subject, int state,
                                   int64_t expires_at, const char *subject, int64_t now,
                                   eid_error *err);

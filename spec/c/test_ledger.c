@@ -880,6 +880,19 @@ static void test_redis_url(void) {
             CHECK(l == NULL);
         }
     }
+    /* eid_ledger_check_url: open's URL checks, opening nothing. */
+    CHECK(eid_ledger_check_url("redis://:pw@10.0.0.5:6380/2?prefix=a:", &err) == EID_OK);
+    CHECK(eid_ledger_check_url("sqlite:/nonexistent-dir/x.db", &err) == EID_OK);
+    CHECK(eid_ledger_check_url(NULL, &err) == EID_E_INVALID_ARG);
+    static const char *const refused[] = {"sqlite:", "mysql://x", "redis://h:0/0",
+                                          "redis://hunter2@h:1"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        eid_error open_err = {0};
+        eid_ledger *l = NULL;
+        CHECK(eid_ledger_check_url(refused[i], &err) == EID_E_INVALID_ARG);
+        CHECK(eid_ledger_open(refused[i], NULL, &l, &open_err) == EID_E_INVALID_ARG);
+        CHECK_STR(err.message, open_err.message);
+    }
     CHECK(eid_ledger_redis_url_parse(NULL, &u, &err) == EID_E_INVALID_ARG);
     CHECK(eid_ledger_redis_url_parse("redis://h:1", NULL, &err) == EID_E_INVALID_ARG);
 }

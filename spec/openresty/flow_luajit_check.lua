@@ -177,6 +177,18 @@ check(host.monotonic() - t0 >= 0.045, "sleep")
 check(math.abs(host.now() - os.time()) < 2, "now")
 check(not pcall(host.sleep, -1), "sleep -1")
 
+-- The nginx gateway's configure reads its ledger URL with libeidkit's
+-- eid_ledger_check_url through the FFI: the words eidkit serve uses.
+local orgw = require "eidkit.openresty.gateway"
+local function configure_ledger(url)
+  return pcall(orgw.configure, { endpoint = "http://127.0.0.1:1", secret_id = "AKIDx", secret_key = "k",
+    merchant_id = "0NSJ", ledger = url, demo_authorize = true, sweep_interval = 0 })
+end
+local cok, cerr = configure_ledger("redis://hunter2@127.0.0.1:1/0")
+check(not cok and tostring(cerr):find("eidkit gateway: ledger: url: redis URL names a user without a password", 1, true)
+  and not tostring(cerr):find("hunter2", 1, true), "configure: " .. tostring(cerr))
+check(configure_ledger("redis://:p%40ss@127.0.0.1:1/0?prefix=x:"), "configure with a password URL")
+
 print("ok " .. rawget(_G, "jit").version)
 -- What eidkit.host read from C through the FFI, for the spec to compare with
 -- eidkit.core's on Lua 5.4 (one source: the same C tables).

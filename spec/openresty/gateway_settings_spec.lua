@@ -68,6 +68,9 @@ describe("eidkit.openresty.gateway.configure", function()
     { "--upstream-rate", "upstream_rate", { "100", "0.5", "off", "0", "-3", "abc", "100001", "1e3" } },
     { "--token-fields", "token_fields", { "Name,IdCard", "Extra", "Config", "Phone", "Name,Phone" } },
     { "--h5-return-url", "h5_return_url", { "https://shop.example/v", "/verified", "ftp://x", "//evil.example", "x" } },
+    -- eid_ledger_check_url, reached through eidkit.core and through the FFI
+    { "--ledger", "ledger", { "redis://:p%40ss@10.0.0.5:6380/2?prefix=a:", "sqlite:/tmp/x.db", "redis://h:99999/0",
+      "redis://hunter2@h:1/0", "redis://:%zz@h:1", "redis://h:1/0?db=2", "sqlite:", "rediss://h:1" } },
   } do
     it("accepts exactly the " .. c[1] .. " values `eidkit serve` accepts, and refuses the rest alike", function()
       for _, v in ipairs(c[3]) do

@@ -287,6 +287,11 @@ describe("eidkit serve", function()
       local r = proc.run { bin, "serve", "--sim", "--listen", "127.0.0.1:0", "--ledger", "redis://127.0.0.1:1/0" }
       assert.equals(1, r.code)
       assert.matches("cannot open the ledger: .*unavailable", r.stderr)
+      -- A URL the ledger cannot read is a usage error before anything opens
+      -- (it was a Lua traceback from the ledger pool).
+      r = proc.run { bin, "serve", "--sim", "--listen", "127.0.0.1:0", "--ledger", "redis://127.0.0.1:99999/0" }
+      assert.equals(2, r.code)
+      assert.equals("eidkit serve: --ledger: url: redis port must be 1..65535\n", r.stderr)
       local url, cleanup = tmp_db()
       local s = sp.start { "--sim", "--ledger", url }
       local port = s.url:match(":(%d+)$")

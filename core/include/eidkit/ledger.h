@@ -196,6 +196,12 @@ typedef struct eid_ledger_counts {
     uint64_t due;                      /* tokens whose result must still be pulled */
 } eid_ledger_counts;
 
+/* Check url as eid_ledger_open reads it, opening and sending nothing: the
+ * scheme, a non-empty SQLite path, the whole redis:// grammar. EID_OK or
+ * EID_E_INVALID_ARG with err->field "url" and the message eid_ledger_open
+ * would give (never the URL's user or password). Thread-safe. */
+EID_API eid_status eid_ledger_check_url(const char *url, eid_error *err);
+
 /* Open url. opts may be NULL. On success *out owns the ledger (free it with
  * eid_ledger_free). SQLite: creates or migrates the schema, WAL mode,
  * synchronous=NORMAL. Redis: connects and pings. Fails with

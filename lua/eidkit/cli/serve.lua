@@ -152,7 +152,8 @@ local function settings(o)
   local env_ledger = os.getenv("EIDKIT_LEDGER")
   local lerr
   s.ledger, lerr = gw_settings.ledger_url(o.ledger or (env_ledger ~= "" and env_ledger) or "sqlite:./eidkit.db",
-    o.ledger and "--ledger" or (env_ledger ~= "" and env_ledger and "EIDKIT_LEDGER") or "--ledger")
+    o.ledger and "--ledger" or (env_ledger ~= "" and env_ledger and "EIDKIT_LEDGER") or "--ledger",
+    core.ledger_check_url)
   if not s.ledger then return nil, lerr end
   local w = o.ledger_workers and math.tointeger(tonumber(o.ledger_workers))
   if o.ledger_workers and (not w or w < 1 or w > 64) then

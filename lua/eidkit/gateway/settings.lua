@@ -28,12 +28,18 @@ function _M.shown_url(url)
   return (tostring(url):gsub("^(%a[%w+.-]*://)[^/?]*@", "%1***@"))
 end
 
--- The ledger URL a host was given: its scheme checked (the backend reads
--- the rest, with its own words), or nil and "LABEL: expected ...".
+-- The ledger URL a host was given, or nil and "LABEL: ...". check(url) ->
+-- true | nil, message is libeidkit's eid_ledger_check_url as the host
+-- reaches it (core.ledger_check_url, or through the FFI): the whole URL
+-- read as the ledger will read it, before anything is opened, in its words.
 _M.LEDGER_FORMS = "sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?prefix=P]"
-function _M.ledger_url(v, label)
-  if type(v) == "string" and (v:find("^sqlite:.") or v:find("^redis://")) then return v end
-  return nil, format("%s: expected %s, got '%s'", label, _M.LEDGER_FORMS, _M.shown_url(v))
+function _M.ledger_url(v, label, check)
+  if not (type(v) == "string" and (v:find("^sqlite:.") or v:find("^redis://"))) then
+    return nil, format("%s: expected %s, got '%s'", label, _M.LEDGER_FORMS, _M.shown_url(v))
+  end
+  local ok, why = check(v)
+  if not ok then return nil, format("%s: %s", label, tostring(why)) end
+  return v
 end
 
 -- The demo authorize for the simulator: whoever sends the header is that

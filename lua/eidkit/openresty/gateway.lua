@@ -50,6 +50,17 @@ local KNOWN = { endpoint = 1, peer = 1, secret_id = 1, secret_key = 1, merchant_
 
 local function bad(name, what) error(format("eidkit gateway: %s: %s", name, what), 3) end
 
+-- eid_ledger_check_url: through the FFI in nginx; configure run under Lua
+-- 5.4 (the settings spec does) reaches the same C through eidkit.core.
+local function check_ledger_url(url)
+  local has_ffi, ffi = pcall(require, "ffi")
+  if not has_ffi then return require("eidkit.core").ledger_check_url(url) end
+  local C = require("eidkit.ffi").lib()
+  local err = ffi.new("eid_error")
+  if C.eid_ledger_check_url(url, err) ~= 0 then return nil, ffi.string(err.message) end
+  return true
+end
+
 -- eidkit.gateway.settings.seconds, raising; "" (an env variable set empty)
 -- is unset.
 local function seconds(v, name, min, default)
@@ -74,7 +85,7 @@ function _M.configure(opts)
     bad("secret_id/secret_key", "both are required")
   end
   if type(s.ledger) ~= "table" then
-    local _, lerr = gw_settings.ledger_url(s.ledger, "ledger")
+    local _, lerr = gw_settings.ledger_url(s.ledger, "ledger", check_ledger_url)
     if lerr then bad("ledger", lerr:sub(#"ledger: " + 1)) end
   end
   if s.policy == nil and not s.demo_authorize then
