@@ -19,6 +19,8 @@ local spec = {
   { name = "ledger-workers", arg = "N", help = "threads (each with its own connection) running ledger calls (default 1 for sqlite:, 4 for redis://)" },
   { name = "policy", arg = "FILE", help = "the merchant policy script, run sandboxed; SIGHUP reloads it" },
   { name = "endpoint", arg = "URL", help = "the API endpoint (default https://faceid.tencentcloudapi.com)" },
+  { name = "proxy", arg = "URL", help = "an HTTP proxy for the API calls (default: libcurl's https_proxy/no_proxy from the environment; '' for none)" },
+  { name = "ca-file", arg = "FILE", help = "the CA certificates the API's TLS is checked against (default: the system's)" },
   { name = "h5-return-url", arg = "URL", help = "where GET /eid/h5/return redirects (enables that route)" },
   { name = "token-limit", arg = "COUNT/SECONDS", help = "tokens per subject (default 5/600; 'off' for none)" },
   { name = "upstream-rate", arg = "N", help = "calls per second per API action, at most (default 100; 'off' for none)" },
@@ -164,6 +166,17 @@ local function settings(o)
   -- 100 MB in bench/serve); Redis answers several connections at once.
   s.ledger_workers = w or (s.ledger:find("^sqlite:") and 1 or 4)
   s.endpoint = o.endpoint
+  -- "" is a value here (no proxy, whatever the environment says).
+  s.proxy = o.proxy
+  if s.proxy and s.proxy ~= "" and not s.proxy:find("^%a[%w+.-]*://[^/]") then
+    return nil, format("--proxy: expected a URL (http://HOST:PORT), got '%s'", gw_settings.shown_url(s.proxy))
+  end
+  s.ca_file = o.ca_file
+  if s.ca_file then
+    local f, ferr = io.open(s.ca_file, "rb")
+    if not f then return nil, "--ca-file: cannot read " .. tostring(ferr) end
+    f:close()
+  end
   if s.endpoint and not s.endpoint:find("^https?://[^/]") then
     return nil, format("--endpoint: expected an http(s) URL, got '%s'", s.endpoint)
   end
@@ -252,7 +265,7 @@ local function build(s, host, ledger, policy, log)
   local metrics = require "eidkit.metrics"
   local registry = metrics.new()
   local copts = { endpoint = s.endpoint, timeout = s.upstream_timeout, deadline = s.upstream_deadline,
-    max_in_flight = s.upstream_concurrency,
+    max_in_flight = s.upstream_concurrency, proxy = s.proxy, ca_file = s.ca_file,
     -- libcurl on its own thread: the loop thread, which serves every
     -- request, then only queues calls and takes results (docs/internals/serve.md)
     thread = host ~= nil,
