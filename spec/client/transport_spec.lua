@@ -6,12 +6,12 @@ local scratch = require "support.scratch"
 local client_mod = require "eidkit.client"
 local simproc = require "support.simproc"
 local child = require "support.child"
+local testca = require "support.testca"
+local tinyproxy = require "support.tinyproxy"
 local proc = require "support.proc"
 local sim_mod = require "eidkit.sim"
 
 local demo = sim_mod.demo
-
-local function sh(cmd) assert(os.execute(cmd .. " >/dev/null 2>&1"), cmd) end
 
 local free_port = child.free_port
 
@@ -23,30 +23,19 @@ local function new(url, opts)
 end
 
 describe("eidkit.client over TLS", function()
-  local dir = scratch.file() .. ".d"
-  local s
+  local ca, s
   lazy_setup(function()
-    local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    sh("mkdir " .. dir)
-    -- a test CA, a server certificate it signs for 127.0.0.1, and an unrelated CA
-    sh(("openssl req -x509 %s -days 1 -subj /CN=eidkit-test-ca -keyout %s/ca.key -out %s/ca.pem")
-      :format(ec, dir, dir))
-    sh(("openssl req %s -subj /CN=127.0.0.1 -keyout %s/key.pem -out %s/csr.pem"):format(ec, dir, dir))
-    sh(("printf 'subjectAltName=IP:127.0.0.1\\n' >%s/ext && openssl x509 -req -in %s/csr.pem "
-      .. "-CA %s/ca.pem -CAkey %s/ca.key -CAcreateserial -days 1 -extfile %s/ext -out %s/cert.pem")
-      :format(dir, dir, dir, dir, dir, dir))
-    sh(("openssl req -x509 %s -days 1 -subj /CN=other-ca -keyout %s/other.key -out %s/other.pem")
-      :format(ec, dir, dir))
-    s = simproc.start { "--tls-cert", dir .. "/cert.pem", "--tls-key", dir .. "/key.pem" }
+    ca = testca.make { san = "IP:127.0.0.1" }
+    s = simproc.start { "--tls-cert", ca.cert, "--tls-key", ca.key }
   end)
   lazy_teardown(function()
     if s then simproc.stop(s) end
-    os.execute("rm -rf " .. dir)
+    if ca then ca.remove() end
   end)
 
   it("calls the API with the test CA, on one connection", function()
     assert.equal("https://127.0.0.1:" .. s.port, s.url)
-    local c = new(s.url, { ca_file = dir .. "/ca.pem" })
+    local c = new(s.url, { ca_file = ca.ca })
     local res, err = c:get_eid_token { MerchantId = demo.MerchantId }
     assert.is_nil(err)
     assert.truthy(res.EidToken)
@@ -55,8 +44,8 @@ describe("eidkit.client over TLS", function()
   end)
 
   it("fails with code 'tls', once, under the wrong CA or the system store", function()
-    for _, ca in ipairs { dir .. "/other.pem", false } do
-      local c = new(s.url, { ca_file = ca or nil })
+    for _, file in ipairs { ca.other, false } do
+      local c = new(s.url, { ca_file = file or nil })
       local res, err = c:check_eid_token_status { EidToken = "x" }
       assert.is_nil(res)
       assert.same({ "tls", 1, false }, { err.code, err.attempts, err.retryable })
@@ -65,7 +54,7 @@ describe("eidkit.client over TLS", function()
   end)
 
   it("fails with code 'tls' for a CA file that does not exist", function()
-    local c = new(s.url, { ca_file = dir .. "/missing.pem" })
+    local c = new(s.url, { ca_file = ca.dir .. "/missing.pem" })
     local _, err = c:check_eid_token_status { EidToken = "x" }
     assert.equal("tls", err.code)
   end)
@@ -79,28 +68,17 @@ end)
 
 describe("eidkit.client through a proxy", function()
   local s, tp, port
-  local conf = scratch.file()
   lazy_setup(function()
     s = simproc.start {}
-    port = free_port()
-    local f = assert(io.open(conf, "wb"))
-    f:write(("Port %d\nListen 127.0.0.1\nTimeout 30\nMaxClients 200\nAllow 127.0.0.1\n"
-      .. "LogLevel Info\n"):format(port))
-    f:close()
-    tp = child.start({ "tinyproxy", "-d", "-c", conf }, { ready = "Accepting connections" })
+    tp = tinyproxy.start()
+    port = tp.port
   end)
   lazy_teardown(function()
-    if tp then child.stop(tp) end
+    if tp then tp:stop() end
     if s then simproc.stop(s) end
-    os.remove(conf)
   end)
 
-  local function proxied()
-    local n = 0
-    for _ in (child.slurp(tp.base .. ".out") or ""):gmatch("Request %(file descriptor %d+%): POST "
-      .. s.url:gsub("%p", "%%%0") .. "/ HTTP/1.1") do n = n + 1 end
-    return n
-  end
+  local function proxied() return tp:forwarded("POST", s.url) end
 
   it("goes through an explicit proxy", function()
     local before = proxied()

@@ -3,17 +3,16 @@
 -- (proxy_ssl_verify, the server's proxy_ssl_trusted_certificate) against the
 -- endpoint's name sent as SNI, while connecting to the `peer` address. A
 -- server trusting another CA gets no answer, and nothing was sent.
-local scratch = require "support.scratch"
 local cjson = require "cjson"
 local nginx = require "support.nginx"
 local proc = require "support.proc"
 local simproc = require "support.simproc"
+local testca = require "support.testca"
 
 local SECRET_ID = "AKIDopenrestyTls00000000000000000000"
 local SECRET_KEY = "openrestyTlsSecretKey0123456789ab"
 local MERCHANT = "0NSJ000000000000000000ORTLS0"
 
-local function sh(cmd) assert(os.execute(cmd .. " >/dev/null 2>&1"), cmd) end
 
 local SERVER = [[
     proxy_ssl_trusted_certificate %s;
@@ -31,30 +30,22 @@ local SERVER = [[
 ]]
 
 describe("eidkit.openresty.client over TLS", function()
-  local dir = scratch.file() .. ".d"
-  local s, good, wrong
+  local ca, s, good, wrong
   lazy_setup(function()
-    local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    sh("mkdir " .. dir)
-    sh(("openssl req -x509 %s -days 1 -subj /CN=eidkit-test-ca -keyout %s/ca.key -out %s/ca.pem"):format(ec, dir, dir))
-    sh(("openssl req %s -subj /CN=localhost -keyout %s/key.pem -out %s/csr.pem"):format(ec, dir, dir))
-    sh(("printf 'subjectAltName=DNS:localhost\\n' >%s/ext && openssl x509 -req -in %s/csr.pem "
-      .. "-CA %s/ca.pem -CAkey %s/ca.key -CAcreateserial -days 1 -extfile %s/ext -out %s/cert.pem")
-      :format(dir, dir, dir, dir, dir, dir))
-    sh(("openssl req -x509 %s -days 1 -subj /CN=other-ca -keyout %s/other.key -out %s/other.pem"):format(ec, dir, dir))
-    s = simproc.start { "--tls-cert", dir .. "/cert.pem", "--tls-key", dir .. "/key.pem",
+    ca = testca.make { san = "DNS:localhost" }
+    s = simproc.start { "--tls-cert", ca.cert, "--tls-key", ca.key,
       "--credential", SECRET_ID .. ":" .. SECRET_KEY, "--merchant", MERCHANT }
     local http = ("  include %s/nginx/eidkit.conf;"):format(nginx.root)
     good = nginx.start { http = http,
-      server = SERVER:format(dir .. "/ca.pem", nginx.root, s.port, SECRET_ID, SECRET_KEY, MERCHANT) }
+      server = SERVER:format(ca.ca, nginx.root, s.port, SECRET_ID, SECRET_KEY, MERCHANT) }
     wrong = nginx.start { http = http,
-      server = SERVER:format(dir .. "/other.pem", nginx.root, s.port, SECRET_ID, SECRET_KEY, MERCHANT) }
+      server = SERVER:format(ca.other, nginx.root, s.port, SECRET_ID, SECRET_KEY, MERCHANT) }
   end)
   lazy_teardown(function()
     if good then good:stop() end
     if wrong then wrong:stop() end
     if s then simproc.stop(s) end
-    os.execute("rm -rf " .. dir)
+    if ca then ca.remove() end
   end)
 
   local function token(srv)

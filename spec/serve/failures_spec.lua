@@ -6,7 +6,8 @@ local sp = require "support.serveproc"
 local simproc = require "support.simproc"
 local redis = require "support.redis"
 local proc = require "support.proc"
-local child = require "support.child"
+local tinyproxy = require "support.tinyproxy"
+local testca = require "support.testca"
 local sim_mod = require "eidkit.sim"
 
 local demo = sim_mod.demo
@@ -86,60 +87,40 @@ describe("eidkit serve when a dependency fails", function()
 
   it("calls Tencent through --proxy, and answers 502 when the proxy is not there", function()
     local sim = simproc.start { "--seed", "5" }
-    local port = child.free_port()
-    local conf = scratch.file()
-    local f = assert(io.open(conf, "wb"))
-    f:write(("Port %d\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\nLogLevel Info\n"):format(port))
-    f:close()
-    local tp = child.start({ "tinyproxy", "-d", "-c", conf }, { ready = "Accepting connections" })
-    local function proxied()
-      local n = 0
-      for _ in (child.slurp(tp.base .. ".out") or ""):gmatch("Request %(file descriptor %d+%): POST "
-        .. sim.url:gsub("%p", "%%%0") .. "/ HTTP/1.1") do n = n + 1 end
-      return n
-    end
+    local tp = tinyproxy.start()
     local policy, db = policy_file(), scratch.file()
-    local function serve(proxy)
+    local function serve()
       return sp.start({ "--endpoint", sim.url, "--merchant-id", demo.MerchantId, "--policy", policy,
-        "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0", "--proxy", proxy }, { env = CREDS })
+        "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0", "--proxy", tp.url }, { env = CREDS })
     end
-    local s = serve("http://127.0.0.1:" .. port)
+    local s = serve()
     local r = sp.request(s, "POST", "/eid/token", { headers = { ["X-User"] = "u" } })
     assert.equals(200, r.status, r.body)
-    assert.equals(1, proxied())
+    assert.equals(1, tp:forwarded("POST", sim.url))
     assert.equals(0, (sp.stop(s)))
-    child.stop(tp)
+    tp:stop()
     -- Nothing listens where the proxy was: the call never left.
-    s = serve("http://127.0.0.1:" .. port)
+    s = serve()
     r = sp.request(s, "POST", "/eid/token", { headers = { ["X-User"] = "u" } })
     assert.same({ 502, "connect" }, { r.status, r.json and r.json.error.code })
     assert.equals(0, (sp.stop(s)))
     simproc.stop(sim)
-    os.remove(conf)
   end)
 
   it("checks Tencent's TLS against --ca-file: 200 with the right CA, 502 tls with another", function()
-    local dir = scratch.file() .. ".d"
-    local function sh(cmd) assert(os.execute(cmd .. " >/dev/null 2>&1"), cmd) end
-    local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    sh("mkdir " .. dir)
-    sh(("openssl req -x509 %s -days 1 -subj /CN=eidkit-test-ca -keyout %s/ca.key -out %s/ca.pem"):format(ec, dir, dir))
-    sh(("openssl req %s -subj /CN=127.0.0.1 -keyout %s/key.pem -out %s/csr.pem"):format(ec, dir, dir))
-    sh(("printf 'subjectAltName=IP:127.0.0.1\\n' >%s/ext && openssl x509 -req -in %s/csr.pem -CA %s/ca.pem"
-      .. " -CAkey %s/ca.key -CAcreateserial -days 1 -extfile %s/ext -out %s/cert.pem"):format(dir, dir, dir, dir, dir, dir))
-    sh(("openssl req -x509 %s -days 1 -subj /CN=other-ca -keyout %s/other.key -out %s/other.pem"):format(ec, dir, dir))
-    local sim = simproc.start { "--tls-cert", dir .. "/cert.pem", "--tls-key", dir .. "/key.pem" }
+    local ca = testca.make { san = "IP:127.0.0.1" }
+    local sim = simproc.start { "--tls-cert", ca.cert, "--tls-key", ca.key }
     local policy, db = policy_file(), scratch.file()
-    for _, c in ipairs { { "ca.pem", 200 }, { "other.pem", 502, "tls" } } do
+    for _, c in ipairs { { ca.ca, 200 }, { ca.other, 502, "tls" } } do
       local s = sp.start({ "--endpoint", sim.url, "--merchant-id", demo.MerchantId, "--policy", policy,
-        "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0", "--ca-file", dir .. "/" .. c[1] }, { env = CREDS })
+        "--ledger", "sqlite:" .. db .. ".db", "--sweep-interval", "0", "--ca-file", c[1] }, { env = CREDS })
       local r = sp.request(s, "POST", "/eid/token", { headers = { ["X-User"] = "u" } })
       assert.equals(c[2], r.status, r.body)
       if c[3] then assert.equals(c[3], r.json.error.code) end
       assert.equals(0, (sp.stop(s)))
     end
     simproc.stop(sim)
-    os.execute("rm -rf " .. dir)
+    ca.remove()
   end)
 
   it("answers 502 when Tencent cannot be reached, 504 when it does not answer in time", function()
