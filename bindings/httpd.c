@@ -19,6 +19,9 @@
 #include "eidkit_lua.h"
 
 #include <microhttpd.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1360,6 +1363,54 @@ static const char *str_field(lua_State *L, const char *field, const char *def) {
     return v;
 }
 
+/* An encrypted key would make OpenSSL ask for a passphrase on the terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return 0;
+}
+
+/* What libmicrohttpd's TLS would refuse with one word ("Failed to
+ * initialize TLS support"), said precisely, by OpenSSL reading the same
+ * PEM text: the first certificate, the key (unencrypted), and whether they
+ * are a pair. NULL when they are. Never quotes the files. */
+static const char *tls_problem(const char *cert, size_t cert_len, const char *key, size_t key_len) {
+    const char *why = NULL;
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    BIO *b = BIO_new_mem_buf(cert, cert_len > INT32_MAX ? -1 : (int)cert_len);
+    if (b) x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL);
+    BIO_free(b);
+    b = BIO_new_mem_buf(key, key_len > INT32_MAX ? -1 : (int)key_len);
+    if (b) k = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL);
+    BIO_free(b);
+    if (x == NULL)
+        why = "the certificate file holds no PEM certificate";
+    else if (k == NULL)
+        why = "the key file holds no unencrypted PEM private key";
+    else if (X509_check_private_key(x, k) != 1)
+        why = "the key is not the certificate's";
+    X509_free(x);
+    EVP_PKEY_free(k);
+    ERR_clear_error();
+    return why;
+}
+
+/* core.http_tls_check(cert_pem, key_pem) -> true | nil, problem: the check
+ * core.http_server makes of tls_cert/tls_key, for a host's --check. */
+static int l_tls_check(lua_State *L) {
+    size_t cl, kl;
+    const char *cert = luaL_checklstring(L, 1, &cl);
+    const char *key = luaL_checklstring(L, 2, &kl);
+    const char *why = tls_problem(cert, cl, key, kl);
+    if (why == NULL) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+}
+
 static void read_options(lua_State *L, options *o) {
     static const char *const known[] = {
         "host",
@@ -1401,6 +1452,10 @@ static void read_options(lua_State *L, options *o) {
     o->body413 = str_field(L, "too_large_body", NULL);
     if ((o->cert == NULL) != (o->key == NULL))
         bad_field(L, o->cert ? "tls_key" : "tls_cert", "required with the other TLS field");
+    if (o->cert) {
+        const char *why = tls_problem(o->cert, strlen(o->cert), o->key, strlen(o->key));
+        if (why) bad_field(L, "tls_cert/tls_key", why);
+    }
     o->port = int_field(L, "port", 0, 0, 65535);
     o->max_conn = int_field(L, "max_connections", DEFAULT_MAX_CONN, 1, 1000000);
     o->max_body = int_field(L, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
@@ -1566,6 +1621,8 @@ void eidkit_open_httpd(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, http_server_new);
     lua_setfield(L, -2, "http_server");
+    lua_pushcfunction(L, l_tls_check);
+    lua_setfield(L, -2, "http_tls_check");
     /* For eidkit serve's --max-connections help and range. */
     lua_pushinteger(L, DEFAULT_MAX_CONN);
     lua_setfield(L, -2, "http_max_connections");

@@ -222,7 +222,7 @@ function methods.add_server(self, srv)
 end
 
 -- host:mount(gw, {host =, port =, max_connections =, connection_timeout =,
---   request_timeout =, max_per_address =, real_ip =})
+--   request_timeout =, max_per_address =, real_ip =, tls_cert =, tls_key = (PEM text)})
 --   -> the core.http_server serving gw, one coroutine per request.
 -- real_ip: an eidkit.realip list of trusted proxies; a request through one
 -- carries the client's address from X-Forwarded-For as req.remote_addr.
@@ -244,7 +244,7 @@ function methods.mount(self, gw, o)
     return false
   end
   srv = core.http_server {
-    host = o.host, port = o.port, max_connections = o.max_connections,
+    host = o.host, port = o.port, max_connections = o.max_connections, tls_cert = o.tls_cert, tls_key = o.tls_key,
     connection_timeout = o.connection_timeout, request_timeout = o.request_timeout,
     max_per_address = o.max_per_address,
     -- 16 KiB: refused before buffering, in the gateway's own format

@@ -6,6 +6,7 @@ local cjson = require "cjson"
 local sp = require "support.serveproc"
 local proc = require "support.proc"
 local promtext = require "support.promtext"
+local testca = require "support.testca"
 local args = require "eidkit.cli.args"
 local serve_cli = require "eidkit.cli.serve"
 
@@ -163,6 +164,46 @@ describe("eidkit serve", function()
       local _, told = err:gsub("the access log could not be written", "")
       assert.equals(1, told)
       assert.equals(0, (sp.stop(s)))
+      cleanup()
+    end)
+  end)
+
+  describe("--tls-cert and --tls-key", function()
+    it("serve HTTPS with the certificate, and refuse files that are not a pair, without their text", function()
+      local ca = testca.make { san = "IP:127.0.0.1" }
+      local url, cleanup = tmp_db()
+      local s = sp.start { "--sim", "--ledger", url, "--sweep-interval", "0", "--tls-cert", ca.cert, "--tls-key", ca.key }
+      assert.matches("^https://127%.0%.0%.1:%d+$", s.url)
+      assert.equals(200, sp.request(s, "GET", "/healthz", { cacert = ca.ca }).status)
+      local tok = sp.request(s, "POST", "/eid/token", { user = "alice", cacert = ca.ca }).json.EidToken
+      assert.is_string(tok)
+      -- Checked against another CA, the handshake fails (curl's exit 60: not verified).
+      local bad = sp.request(s, "GET", "/healthz", { cacert = ca.other })
+      assert.same({ 60, 0 }, { bad.code, bad.status })
+      assert.equals(0, (sp.stop(s)))
+
+      -- Files that are not a pair: refused as configuration (and by --check), saying
+      -- which, the key never echoed.
+      for _, c in ipairs {
+        { ca.key, ca.key, "the certificate file holds no PEM certificate" },
+        { ca.cert, ca.cert, "the key file holds no unencrypted PEM private key" },
+        { ca.cert, ca.dir .. "/other.key", "the key is not the certificate's" },
+      } do
+        for _, check in ipairs { true, false } do
+          local r = proc.run { bin, "serve", "--sim", "--listen", "127.0.0.1:0", "--ledger", url,
+            "--tls-cert", c[1], "--tls-key", c[2], check and "--check" or nil }
+          assert.equals(2, r.code)
+          assert.matches("eidkit serve: %-%-tls%-cert/%-%-tls%-key: " .. c[3]:gsub("%p", "%%%0") .. "\n$", r.stderr)
+          assert.is_nil(r.stderr:find("PRIVATE KEY", 1, true))
+          assert.is_nil(r.stdout:find("listening", 1, true))
+        end
+      end
+      local r = proc.run { bin, "serve", "--sim", "--check", "--tls-cert", ca.cert }
+      assert.same({ 2, "eidkit serve: --tls-cert and --tls-key go together\n" }, { r.code, r.stderr })
+      r = proc.run { bin, "serve", "--sim", "--check", "--tls-cert", ca.cert, "--tls-key", ca.dir .. "/nope.pem" }
+      assert.equals(2, r.code)
+      assert.matches("%-%-tls%-key: cannot read .*nope%.pem: No such file", r.stderr)
+      ca.remove()
       cleanup()
     end)
   end)

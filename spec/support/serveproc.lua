@@ -61,6 +61,7 @@ local function curl_args(s, method, path, o)
   o = o or {}
   local a = { "-X", method, "--max-time", tostring(o.max_time or 30) }
   if o.user then a[#a + 1] = "-H"; a[#a + 1] = "X-Eidkit-Demo-User: " .. o.user end
+  if o.cacert then a[#a + 1] = "--cacert"; a[#a + 1] = o.cacert end
   for k, v in pairs(o.headers or {}) do a[#a + 1] = "-H"; a[#a + 1] = k .. ": " .. v end
   if o.body ~= nil then
     a[#a + 1] = "--data-binary"
@@ -79,7 +80,7 @@ local function decorate(r)
   return r
 end
 
--- request(s, method, path [, {user =, body =, headers =, base =}]) -> result
+-- request(s, method, path [, {user =, body =, headers =, base =, cacert =}]) -> result
 function _M.request(s, method, path, o)
   return decorate(client.run(curl_args(s, method, path, o)))
 end

@@ -14,6 +14,8 @@ local _M = {}
 local spec = {
   { name = "config", arg = "FILE", help = "a Lua file returning a table of these options (keys with _ for -)" },
   { name = "listen", arg = "HOST:PORT", help = "address to serve on (default 127.0.0.1:8080; port 0 picks one)" },
+  { name = "tls-cert", arg = "FILE", help = "serve HTTPS with this PEM certificate chain (needs --tls-key; a mini-program's wx.request calls HTTPS only)" },
+  { name = "tls-key", arg = "FILE", help = "the PEM private key of --tls-cert (read at start; a new certificate needs a restart)" },
   { name = "merchant-id", arg = "ID", help = "your MerchantId (required unless --sim)" },
   { name = "ledger", arg = "URL", help = "the token ledger: sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default: $EIDKIT_LEDGER, else sqlite:./eidkit.db; a password belongs in $EIDKIT_LEDGER or --config, not on the command line)" },
   { name = "ledger-workers", arg = "N", help = "threads (each with its own connection) running ledger calls (default 1 for sqlite:, 4 for redis://)" },
@@ -170,6 +172,19 @@ local function settings(o)
   s.proxy = o.proxy
   if s.proxy and s.proxy ~= "" and not s.proxy:find("^%a[%w+.-]*://[^/]") then
     return nil, format("--proxy: expected a URL (http://HOST:PORT), got '%s'", gw_settings.shown_url(s.proxy))
+  end
+  if (o.tls_cert == nil) ~= (o.tls_key == nil) then return nil, "--tls-cert and --tls-key go together" end
+  for _, k in ipairs { "tls_cert", "tls_key" } do
+    if o[k] then
+      local f, ferr = io.open(o[k], "rb")
+      if not f then return nil, format("--%s: cannot read %s", k:gsub("_", "-"), tostring(ferr)) end
+      s[k] = f:read("a")
+      f:close()
+    end
+  end
+  if s.tls_cert then
+    local tok, terr = core.http_tls_check(s.tls_cert, s.tls_key)
+    if not tok then return nil, "--tls-cert/--tls-key: " .. terr end
   end
   s.ca_file = o.ca_file
   if s.ca_file then
@@ -430,13 +445,18 @@ function _M.main(argv)
 
   local ok, srv = pcall(host.mount, host, gw, { host = s.listen.host, port = s.listen.port,
     request_timeout = s.request_timeout, max_per_address = s.max_per_address,
-    max_connections = s.max_connections, real_ip = s.real_ip })
+    max_connections = s.max_connections, real_ip = s.real_ip, tls_cert = s.tls_cert, tls_key = s.tls_key })
+  s.tls_key = nil -- held by the server now; nothing here needs it again
   if not ok then
     ledger:close() host:close()
-    return failure("--listen: " .. argument_problem(srv))
+    local why = argument_problem(srv)
+    -- What GnuTLS refused is the files', not the address's.
+    local tls = why:match("^tls_cert/tls_key: (.*)$")
+    if tls then return usage_error("--tls-cert/--tls-key: " .. tls) end
+    return failure("--listen: " .. why)
   end
   stdout:setvbuf("line")
-  stdout:write(format("listening on http://%s:%d\n", s.listen.host:find(":", 1, true)
+  stdout:write(format("listening on %s://%s:%d\n", s.tls_cert and "https" or "http", s.listen.host:find(":", 1, true)
     and "[" .. s.listen.host .. "]" or s.listen.host, srv:port()))
   if sim_url then stdout:write("simulator on ", sim_url, "\n") end
   stdout:flush()
