@@ -138,7 +138,6 @@ static int l_now(lua_State *L) {
     return 1;
 }
 
-/* Seconds on a clock that never jumps, for measuring intervals. */
 /* core.ip_address(text) -> the address's bytes (4 for IPv4, 16 for IPv6)
  * | nil: inet_pton's reading of an address literal, for eidkit.realip. */
 static int l_ip_address(lua_State *L) {
@@ -159,6 +158,7 @@ static int l_ip_address(lua_State *L) {
     return 1;
 }
 
+/* Seconds on a clock that never jumps, for measuring intervals. */
 static int l_monotonic(lua_State *L) {
     lua_pushnumber(L, eid_clock_monotonic());
     return 1;

@@ -656,7 +656,6 @@ static eid_status parse_location(const char *loc, eid_ledger_redis_url *u, eid_e
 
 eid_status eid_ledger_redis_url_parse(const char *url, eid_ledger_redis_url *u, eid_error *err) {
     if (u == NULL) return eid__fail(err, EID_E_INVALID_ARG, "url", "no output");
-    memset(u, 0, sizeof *u);
     if (url == NULL || strncmp(url, "redis://", 8) != 0)
         return url_fail(u, err, "expected redis://HOST:PORT[/DB][?prefix=P]");
     if (strnlen(url, EID_LEDGER_URL_MAX + 1) > EID_LEDGER_URL_MAX)

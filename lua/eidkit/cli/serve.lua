@@ -153,11 +153,13 @@ local function settings(o)
   end
   -- $EIDKIT_LEDGER, as `eidkit ledger` reads it: a URL with a password
   -- stays off the command line (which every local user can read).
-  local env_ledger = os.getenv("EIDKIT_LEDGER")
+  local url, label = o.ledger, "--ledger"
+  if url == nil then
+    local env = os.getenv("EIDKIT_LEDGER")
+    if env and env ~= "" then url, label = env, "EIDKIT_LEDGER" else url = "sqlite:./eidkit.db" end
+  end
   local lerr
-  s.ledger, lerr = gw_settings.ledger_url(o.ledger or (env_ledger ~= "" and env_ledger) or "sqlite:./eidkit.db",
-    o.ledger and "--ledger" or (env_ledger ~= "" and env_ledger and "EIDKIT_LEDGER") or "--ledger",
-    core.ledger_check_url)
+  s.ledger, lerr = gw_settings.ledger_url(url, label, core.ledger_check_url)
   if not s.ledger then return nil, lerr end
   local w = o.ledger_workers and math.tointeger(tonumber(o.ledger_workers))
   if o.ledger_workers and (not w or w < 1 or w > 64) then
