@@ -160,14 +160,42 @@ describe("eidkit ledger", function()
     assert.equals("expired 0, abandoned 0\n", r.stdout)
   end)
 
+  it("takes its ledger from --ledger, else $EIDKIT_LEDGER, else the default, as eidkit serve does", function()
+    local bin = proc.bin()
+    if not bin:find("^/") then bin = os.getenv("PWD") .. "/" .. bin end
+    local function stats(env, ...) -- in dir, where ./eidkit.db is not
+      return proc.run({ bin, "ledger", "stats", "--json", ... }, { env = env, cwd = dir })
+    end
+    local r = stats({ EIDKIT_LEDGER = url })
+    assert.equals(0, r.code, r.stderr)
+    assert.matches('"total":4', r.stdout, 1, true)
+    -- the flag wins over the environment
+    r = stats({ EIDKIT_LEDGER = "mysql://x" }, "--ledger", url)
+    assert.equals(0, r.code, r.stderr)
+    -- a bad URL from the environment is named as such, its login never shown
+    r = stats({ EIDKIT_LEDGER = "mysql://u:hunter2@db" })
+    assert.equals(2, r.code)
+    assert.equals("eidkit ledger: EIDKIT_LEDGER: expected sqlite:PATH or "
+      .. "redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?prefix=P], got 'mysql://***@db'\n", r.stderr)
+    -- empty is unset: the default, ./eidkit.db, which is not there
+    r = stats({ EIDKIT_LEDGER = "" })
+    assert.equals(1, r.code)
+    assert.equals("eidkit ledger: --ledger: no ledger at ./eidkit.db (no such file; eidkit serve or the "
+      .. "flow makes one)\n", r.stderr)
+  end)
+
   it("names what is wrong with its arguments", function()
     local cases = {
       { { "export", "--ledger", url }, "eidkit ledger: export needs --date YYYY-MM-DD\n" },
       { { "export", "--ledger", url, "--date", "2024-02-30" }, "eidkit ledger: --date: no such date, got '2024-02-30'\n" },
       { { "export", "--ledger", url, "--date", "2024-12-31", "--format", "xml" },
         "eidkit ledger: --format: expected csv or jsonl, got 'xml'\n" },
-      { { "stats", "--ledger", "mysql://db" },
-        "eidkit ledger: --ledger: url: unknown scheme (expected sqlite:PATH or redis://HOST:PORT/DB)\n" },
+      { { "stats", "--ledger", "mysql://db" }, "eidkit ledger: --ledger: expected sqlite:PATH or "
+        .. "redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?prefix=P], got 'mysql://db'\n" },
+      -- given empty (an unset variable in a script), not the default ledger
+      { { "stats", "--ledger", "" }, "eidkit ledger: --ledger: expected sqlite:PATH or "
+        .. "redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?prefix=P], got ''\n" },
+      { { "stats", "--ledger", "redis://h:99999/0" }, "eidkit ledger: --ledger: url: redis port must be 1..65535\n" },
       { { "purge", "--ledger", url }, "eidkit ledger: unknown action 'purge' (stats, export, reconcile, sweep or expire)\n" },
       { {}, "eidkit ledger: expected an action: stats, export, reconcile, sweep or expire\n" },
       { { "export", "--ledger", url, "--date", "2024-12-31", "--per", "day" },

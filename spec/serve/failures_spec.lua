@@ -82,6 +82,10 @@ describe("eidkit serve when a dependency fails", function()
     assert.equals(2, run.code)
     assert.matches("EIDKIT_LEDGER: expected sqlite:PATH or redis://.*got 'mysql://%*%*%*@x'", run.stderr)
     assert.is_nil(run.stderr:find("hunter2", 1, true))
+    -- given empty (an unset variable in a script): refused, not ./eidkit.db in its place
+    run = proc.run({ bin, "serve", "--sim", "--listen", "127.0.0.1:0", "--ledger", "" }, { env = { EIDKIT_LEDGER = url } })
+    assert.equals(2, run.code)
+    assert.matches("%-%-ledger: expected sqlite:PATH or redis://.*got ''", run.stderr)
     srv:destroy()
   end)
 

@@ -25,7 +25,8 @@ local LISTENING = (debug.getinfo(1, "S").source:match("^@(.*)/spec/support/[^/]*
 local function slurp(path) return assert(read(path), path) end
 
 -- argv: list of words (quoted for the shell); opts.stdin: text fed to stdin;
--- opts.env: {NAME = value} set for this command only.
+-- opts.env: {NAME = value} set for this command only; opts.cwd: the
+-- directory it runs in.
 function _M.run(argv, opts)
   opts = opts or {}
   local out, err, inp = scratch.name(), scratch.name(), scratch.name()
@@ -38,7 +39,7 @@ function _M.run(argv, opts)
   end
   if #words > 0 then table.insert(words, 1, "env") end
   for _, a in ipairs(argv) do words[#words + 1] = quote(a) end
-  local cmd = table.concat(words, " ") .. " <" .. inp .. " >" .. out .. " 2>" .. err
+  local cmd = (opts.cwd and "cd " .. quote(opts.cwd) .. " && " or "") .. table.concat(words, " ") .. " <" .. inp .. " >" .. out .. " 2>" .. err
   local _, _, code = os.execute(cmd)
   local res = { stdout = slurp(out), stderr = slurp(err), code = code }
   os.remove(out); os.remove(err); os.remove(inp)

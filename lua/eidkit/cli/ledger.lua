@@ -3,6 +3,8 @@
 local ledger_mod = require "eidkit.ledger"
 local reconcile = require "eidkit.ledger.reconcile"
 local args = require "eidkit.cli.args"
+local core = require "eidkit.core"
+local settings = require "eidkit.gateway.settings"
 
 local stdout, stderr = io.stdout, io.stderr
 local format, concat = string.format, table.concat
@@ -10,12 +12,11 @@ local getenv = os.getenv
 
 local _M = {}
 
-_M.DEFAULT_URL = "sqlite:./eidkit.db"
 local STATES = { "issued", "passed", "failed", "consumed", "expired", "abandoned" }
 
 local spec = {
   { name = "ledger", arg = "URL",
-    help = "an existing sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default: $EIDKIT_LEDGER, else " .. _M.DEFAULT_URL .. ")" },
+    help = "an existing sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default: $EIDKIT_LEDGER, else " .. settings.DEFAULT_LEDGER .. ")" },
   { name = "date", arg = "YYYY-MM-DD", help = "export, reconcile: the day (required), in --tz" },
   { name = "tz", arg = "ZONE",
     help = "export, reconcile: Asia/Shanghai (default: Tencent bills by Beijing day), UTC or +HH:MM" },
@@ -279,21 +280,23 @@ function _M.main(argv, out)
       positional[1]) or "expected an action: stats, export, reconcile, sweep or expire")
   end
   if positional[2] then return exit_error(format("unexpected argument '%s'", positional[2])) end
-  local url = opts.ledger or getenv("EIDKIT_LEDGER")
-  if not url or url == "" then url = _M.DEFAULT_URL end
+  local url, label = settings.ledger_source(opts.ledger, getenv)
+  local uerr
+  url, uerr = settings.ledger_url(url, label, core.ledger_check_url)
+  if not url then return exit_error(uerr) end
   -- Opening creates a SQLite file that is not there: for these commands a
   -- mistyped path would be an empty ledger reporting nothing to bill.
   local path = url:match("^sqlite:(.+)$")
   if path and path ~= ":memory:" then
     local f = io.open(path, "rb")
     if not f then
-      return exit_error(format("--ledger: no ledger at %s (no such file; eidkit serve or the flow makes one)",
-        path), 1)
+      return exit_error(format("%s: no ledger at %s (no such file; eidkit serve or the flow makes one)",
+        label, path), 1)
     end
     f:close()
   end
   local ok, ledger, err = pcall(ledger_mod.open, url)
-  if not ok then return exit_error("--ledger: " .. (tostring(ledger):match("%((.*)%)$") or tostring(ledger))) end
+  if not ok then return exit_error(label .. ": " .. (tostring(ledger):match("%((.*)%)$") or tostring(ledger))) end
   if not ledger then return exit_error(tostring(err), 1) end
   local code = action(ledger, opts, out)
   ledger:close()

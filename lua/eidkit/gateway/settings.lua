@@ -28,6 +28,19 @@ function _M.shown_url(url)
   return (tostring(url):gsub("^(%a[%w+.-]*://)[^/?]*@", "%1***@"))
 end
 
+-- Where a command takes its ledger URL from, and the label its errors name
+-- it by: the flag when given (an empty one is an error, not the default: a
+-- mistyped `--ledger "$VAR"` must not open another ledger), else
+-- $EIDKIT_LEDGER (empty counts as unset, as shells leave it), else the
+-- default. `eidkit serve` and `eidkit ledger` both ask here.
+_M.DEFAULT_LEDGER = "sqlite:./eidkit.db"
+function _M.ledger_source(flag, getenv)
+  if flag ~= nil then return flag, "--ledger" end
+  local env = (getenv or os.getenv)("EIDKIT_LEDGER")
+  if env and env ~= "" then return env, "EIDKIT_LEDGER" end
+  return _M.DEFAULT_LEDGER, "--ledger"
+end
+
 -- The ledger URL a host was given, or nil and "LABEL: ...". check(url) ->
 -- true | nil, message is libeidkit's eid_ledger_check_url as the host
 -- reaches it (core.ledger_check_url, or through the FFI): the whole URL
