@@ -18,6 +18,9 @@
 
 #include "eidkit_lua.h"
 
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -70,6 +73,17 @@
 
 typedef struct httpd httpd;
 
+/* A certificate chain and its key as GnuTLS takes them from the handshake
+ * callback (on_tls_cert). srv:set_tls swaps in a new one while connections
+ * are open: each connection holds the one that was current when it was
+ * accepted, for as long as GnuTLS may look at it, so a reference count
+ * (the server's, and each such connection's) frees it. */
+typedef struct tls_creds {
+    unsigned refs, n;
+    gnutls_pcert_st *pcert;
+    gnutls_privkey_t key;
+} tls_creds;
+
 /* P_DEFERRED: the handler returned false; the connection is suspended until
  * srv:respond(id, resp) (then P_DELAYED) or the client hangs up (P_GONE). */
 enum phase { P_BODY, P_DEFERRED, P_DELAYED, P_GONE, P_DONE };
@@ -115,7 +129,9 @@ typedef struct id_map {
  * waiting for (a keep-alive connection moves to the end after each answer). */
 typedef struct conn_t {
     struct conn_t *prev, *next;
-    req *deferred; /* its request waiting for srv:respond, or NULL */
+    httpd *srv;
+    tls_creds *tls; /* the server's when it was accepted (TLS servers) */
+    req *deferred;  /* its request waiting for srv:respond, or NULL */
     int fd;
     int hup;        /* the client hung up (or half-closed): seen in the server's epoll set */
     uint64_t since; /* the connection opened, or its last answer went out */
@@ -144,10 +160,11 @@ struct httpd {
     lua_Integer suspended, requests, deferred_n, active;
     id_map deferred;
     uint64_t next_id;
-    int kick;      /* a connection was resumed outside MHD_run: step at once */
-    int quiesced;  /* the listening socket is closed */
-    char *body413; /* the 413 body (too_large_body), or NULL for the default */
-    char log[256]; /* MHD's last message while starting */
+    int kick;       /* a connection was resumed outside MHD_run: step at once */
+    int quiesced;   /* the listening socket is closed */
+    char *body413;  /* the 413 body (too_large_body), or NULL for the default */
+    tls_creds *tls; /* TLS: what new connections get (srv:set_tls) */
+    char log[256];  /* MHD's last message while starting */
     int capture_log;
 };
 
@@ -433,6 +450,38 @@ static void conn_busy(struct MHD_Connection *c) {
     if (k) k->busy = 1;
 }
 
+static void creds_unref(tls_creds *t) {
+    if (t == NULL || --t->refs > 0) return;
+    for (unsigned i = 0; i < t->n; i++)
+        gnutls_pcert_deinit(&t->pcert[i]);
+    free(t->pcert);
+    if (t->key) gnutls_privkey_deinit(t->key);
+    free(t);
+}
+
+/* GnuTLS asks which certificate to present (gnutls_certificate_retrieve_
+ * function2): the one the connection took when accepted. MHD gives each TLS
+ * session its connection as the session pointer. GnuTLS neither frees nor
+ * changes what it is handed. */
+static int on_tls_cert(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+                       const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                       gnutls_pcert_st **pcert, unsigned int *pcert_length,
+                       gnutls_privkey_t *pkey) {
+    (void)req_ca_dn;
+    (void)nreqs;
+    (void)pk_algos;
+    (void)pk_algos_length;
+    struct MHD_Connection *c = gnutls_session_get_ptr(session);
+    const union MHD_ConnectionInfo *ci =
+        c ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+    const conn_t *k = ci ? ci->socket_context : NULL;
+    if (k == NULL || k->tls == NULL) return -1; /* untracked (no memory): no handshake */
+    *pcert = k->tls->pcert;
+    *pcert_length = k->tls->n;
+    *pkey = k->tls->key;
+    return 0;
+}
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code) {
     httpd *s = cls;
@@ -444,12 +493,15 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         if (k == NULL) return; /* untracked: MHD's idle timeout still applies */
         k->fd = ci ? ci->connect_fd : -1;
         k->since = now_ms();
+        k->srv = s;
+        if ((k->tls = s->tls) != NULL) k->tls->refs++;
         conn_append(s, k);
         s->n_conns++;
         *socket_context = k;
         watch(s, k);
     } else if (k != NULL) {
         if (k->deferred) k->deferred->track = NULL;
+        creds_unref(k->tls);
         unwatch(s, k); /* before MHD closes the socket: no event can name k after this */
         conn_unlink(s, k);
         s->n_conns--;
@@ -1131,8 +1183,10 @@ static void do_close(httpd *s) {
         while (s->deferred.slots[i]) /* wake() moves entries down: look again */
             wake(s, s->deferred.slots[i], P_GONE);
     MHD_run(s->d);
-    MHD_stop_daemon(s->d);
+    MHD_stop_daemon(s->d); /* each connection lets its creds go */
     s->d = NULL;
+    creds_unref(s->tls);
+    s->tls = NULL;
     free(s->heap);
     s->heap = NULL;
     s->heap_len = s->heap_cap = 0;
@@ -1152,7 +1206,10 @@ static int srv_close(lua_State *L) {
 }
 
 static int srv_gc(lua_State *L) {
-    do_close(luaL_checkudata(L, 1, HTTPD_MT));
+    httpd *s = luaL_checkudata(L, 1, HTTPD_MT);
+    do_close(s);
+    creds_unref(s->tls); /* a server that never started */
+    s->tls = NULL;
     return 0;
 }
 
@@ -1395,20 +1452,88 @@ static const char *tls_problem(const char *cert, size_t cert_len, const char *ke
     return why;
 }
 
+/* The pair as GnuTLS will present it, after tls_problem found it sound:
+ * NULL with *why when GnuTLS reads it otherwise (or memory ran out). The
+ * result has one reference, its caller's. */
+static tls_creds *creds_load(const char *cert, size_t cert_len, const char *key, size_t key_len,
+                             const char **why) {
+    if ((*why = tls_problem(cert, cert_len, key, key_len)) != NULL) return NULL;
+    if (cert_len > UINT32_MAX || key_len > UINT32_MAX) {
+        *why = "the certificate or key file is too large";
+        return NULL;
+    }
+    tls_creds *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        *why = "not enough memory";
+        return NULL;
+    }
+    t->refs = 1;
+    gnutls_x509_crt_t *crts = NULL;
+    unsigned n = 0;
+    gnutls_datum_t cd = {(unsigned char *)cert, (unsigned)cert_len};
+    gnutls_datum_t kd = {(unsigned char *)key, (unsigned)key_len};
+    *why = "GnuTLS cannot read the certificate chain";
+    if (gnutls_x509_crt_list_import2(&crts, &n, &cd, GNUTLS_X509_FMT_PEM, 0) < 0 || n == 0)
+        goto fail;
+    if ((t->pcert = calloc(n, sizeof *t->pcert)) != NULL &&
+        gnutls_pcert_import_x509_list(t->pcert, crts, &n, 0) >= 0)
+        t->n = n; /* the DER is copied: the crts go */
+    for (unsigned i = 0; i < n; i++)
+        gnutls_x509_crt_deinit(crts[i]);
+    gnutls_free(crts);
+    if (t->n == 0) goto fail;
+    *why = "GnuTLS cannot read the private key";
+    if (gnutls_privkey_init(&t->key) < 0) {
+        t->key = NULL;
+        goto fail;
+    }
+    if (gnutls_privkey_import_x509_raw(t->key, &kd, GNUTLS_X509_FMT_PEM, NULL, 0) < 0) goto fail;
+    *why = NULL;
+    return t;
+fail:
+    creds_unref(t);
+    return NULL;
+}
+
 /* core.http_tls_check(cert_pem, key_pem) -> true | nil, problem: the check
- * core.http_server makes of tls_cert/tls_key, for a host's --check. */
+ * core.http_server and srv:set_tls make of a pair, for a host's --check. */
 static int l_tls_check(lua_State *L) {
     size_t cl, kl;
     const char *cert = luaL_checklstring(L, 1, &cl);
     const char *key = luaL_checklstring(L, 2, &kl);
-    const char *why = tls_problem(cert, cl, key, kl);
-    if (why == NULL) {
+    const char *why;
+    tls_creds *t = creds_load(cert, cl, key, kl, &why);
+    if (t) {
+        creds_unref(t);
         lua_pushboolean(L, 1);
         return 1;
     }
     lua_pushnil(L);
     lua_pushstring(L, why);
     return 2;
+}
+
+/* srv:set_tls(cert_pem, key_pem) -> true | nil, problem: connections
+ * accepted from now on present this pair; open ones keep theirs. A pair
+ * core.http_tls_check refuses changes nothing. */
+static int srv_set_tls(lua_State *L) {
+    httpd *s = luaL_checkudata(L, 1, HTTPD_MT);
+    size_t cl, kl;
+    const char *cert = luaL_checklstring(L, 2, &cl);
+    const char *key = luaL_checklstring(L, 3, &kl);
+    if (s->tls == NULL)
+        return luaL_error(L, HTTPD_MT ":set_tls: the server was started without TLS");
+    const char *why;
+    tls_creds *t = creds_load(cert, cl, key, kl, &why);
+    if (t == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        return 2;
+    }
+    creds_unref(s->tls);
+    s->tls = t;
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 static void read_options(lua_State *L, options *o) {
@@ -1452,10 +1577,6 @@ static void read_options(lua_State *L, options *o) {
     o->body413 = str_field(L, "too_large_body", NULL);
     if ((o->cert == NULL) != (o->key == NULL))
         bad_field(L, o->cert ? "tls_key" : "tls_cert", "required with the other TLS field");
-    if (o->cert) {
-        const char *why = tls_problem(o->cert, strlen(o->cert), o->key, strlen(o->key));
-        if (why) bad_field(L, "tls_cert/tls_key", why);
-    }
     o->port = int_field(L, "port", 0, 0, 65535);
     o->max_conn = int_field(L, "max_connections", DEFAULT_MAX_CONN, 1, 1000000);
     o->max_body = int_field(L, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
@@ -1533,6 +1654,8 @@ static int http_server_new(lua_State *L) {
     read_options(L, &o);
     if (o.cert && !MHD_is_feature_supported(MHD_FEATURE_TLS))
         bad_field(L, "tls_cert", "this libmicrohttpd was built without TLS");
+    if (o.cert && !MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK))
+        bad_field(L, "tls_cert", "this libmicrohttpd cannot take its certificate from a callback");
 
     /* Created closed, then opened: __gc is safe at every failure below. */
     httpd *s = lua_newuserdatauv(L, sizeof *s, 2);
@@ -1549,6 +1672,11 @@ static int http_server_new(lua_State *L) {
     s->reserve = o.max_conn >= 64 ? (size_t)o.max_conn / 16 : 0; /* kept free for new clients */
     s->request_timeout_ms = (uint64_t)o.request_timeout * 1000u;
     s->max_buffered = (size_t)o.max_buffered;
+    if (o.cert) {
+        const char *why;
+        s->tls = creds_load(o.cert, strlen(o.cert), o.key, strlen(o.key), &why);
+        if (s->tls == NULL) bad_field(L, "tls_cert/tls_key", why);
+    }
 
     raise_nofile();
     int ipv6 = 0;
@@ -1559,11 +1687,14 @@ static int http_server_new(lua_State *L) {
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     if (o.cert) flags |= MHD_USE_TLS;
     if (ipv6) flags |= MHD_USE_IPv6;
+    /* The certificate through a callback rather than MHD's own copy of the
+     * PEM: srv:set_tls can then change it without a restart. */
+    gnutls_certificate_retrieve_function2 *pick = on_tls_cert;
     struct MHD_OptionItem tls[] = {
-        {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)o.cert},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)o.key},
+        {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
+    memcpy(&tls[0].ptr_value, &pick, sizeof pick); /* a function pointer as MHD's void * */
     if (!o.cert) tls[0].option = MHD_OPTION_END;
     s->capture_log = 1;
     s->d = MHD_start_daemon(
@@ -1606,10 +1737,10 @@ static int http_server_new(lua_State *L) {
 
 void eidkit_open_httpd(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"port", srv_port},       {"run", srv_run},     {"step", srv_step},
-        {"stop", srv_stop},       {"stats", srv_stats}, {"close", srv_close},
-        {"respond", srv_respond}, {"fd", srv_fd},       {"timeout", srv_timeout},
-        {"quiesce", srv_quiesce}, {NULL, NULL},
+        {"port", srv_port},       {"run", srv_run},         {"step", srv_step},
+        {"stop", srv_stop},       {"stats", srv_stats},     {"close", srv_close},
+        {"respond", srv_respond}, {"fd", srv_fd},           {"timeout", srv_timeout},
+        {"quiesce", srv_quiesce}, {"set_tls", srv_set_tls}, {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", srv_gc},

@@ -208,6 +208,69 @@ describe("eidkit serve", function()
     end)
   end)
 
+  describe("--tls-cert and --tls-key on SIGHUP", function()
+    it("are read again: new connections get the renewed certificate, a broken pair keeps the old", function()
+      local a, b = testca.make { san = "IP:127.0.0.1" }, testca.make { san = "IP:127.0.0.1" }
+      local cert, key = scratch.file() .. ".pem", scratch.file() .. ".key"
+      local function install(c, k)
+        write(cert, assert(proc.read(c)))
+        write(key, assert(proc.read(k)))
+      end
+      install(a.cert, a.key)
+      local url, cleanup = tmp_db()
+      local s = sp.start { "--sim", "--ledger", url, "--sweep-interval", "0", "--tls-cert", cert, "--tls-key", key }
+      -- 200, or curl's exit code: 60 when the certificate is not from ca
+      local function health(ca)
+        local r = sp.request(s, "GET", "/healthz", { cacert = ca.ca })
+        return r.code == 0 and r.status or r.code
+      end
+      local function reloaded(what)
+        assert(s.process:kill("HUP"))
+        return sp.wait_for(function()
+          local err = select(2, sp.output(s))
+          local n = select(2, err:gsub(what:gsub("%p", "%%%0"), ""))
+          return n > 0 and err
+        end, 5, what)
+      end
+      assert.same({ 200, 60 }, { health(a), health(b) })
+
+      -- A request whose connection was made before the reload, answered after it.
+      local tok = sp.request(s, "POST", "/eid/token", { user = "alice", cacert = a.ca }).json.EidToken
+      sp.sim_faults(s, { { Action = "GetEidResult", Kind = "latency", Ms = 1500 } })
+      local before, polls = sim_requests(s), 0
+      local h = sp.spawn(s, "POST", "/eid/result", { user = "alice", body = { EidToken = tok }, cacert = a.ca })
+      sp.wait_for(function() -- each look at the count is a request too
+        polls = polls + 1
+        return sim_requests(s) > before + polls
+      end, 10, "the GetEidResult in flight")
+
+      install(b.cert, b.key)
+      reloaded("SIGHUP: TLS certificate reloaded from " .. cert)
+      assert.same({ 200, 60 }, { health(b), health(a) })
+      local r = sp.wait_all({ h })[1]
+      assert.same({ 0, 200, "pending" }, { r.code, r.status, r.json and r.json.status })
+
+      -- Not a pair (b's certificate, a's key): the server keeps presenting b's.
+      install(b.cert, a.key)
+      local err = reloaded("TLS certificate not reloaded")
+      assert.matches("SIGHUP: TLS certificate not reloaded, keeping the old one: %-%-tls%-cert/%-%-tls%-key: "
+        .. "the key is not the certificate's\n", err)
+      assert.equals(200, health(b))
+      os.remove(key)
+      err = reloaded("cannot read")
+      assert.matches("keeping the old one: %-%-tls%-key: cannot read .*No such file", err)
+      assert.equals(200, health(b))
+
+      local code, out, err2 = sp.stop(s)
+      assert.equals(0, code)
+      assert.is_nil((out .. err2):find("PRIVATE KEY", 1, true))
+      for _, f in ipairs { cert, key } do os.remove(f) end
+      a.remove()
+      b.remove()
+      cleanup()
+    end)
+  end)
+
   describe("--real-ip-from", function()
     local function remote_addrs(path)
       local out = {}

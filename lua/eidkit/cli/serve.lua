@@ -15,7 +15,7 @@ local spec = {
   { name = "config", arg = "FILE", help = "a Lua file returning a table of these options (keys with _ for -)" },
   { name = "listen", arg = "HOST:PORT", help = "address to serve on (default 127.0.0.1:8080; port 0 picks one)" },
   { name = "tls-cert", arg = "FILE", help = "serve HTTPS with this PEM certificate chain (needs --tls-key; a mini-program's wx.request calls HTTPS only)" },
-  { name = "tls-key", arg = "FILE", help = "the PEM private key of --tls-cert (read at start; a new certificate needs a restart)" },
+  { name = "tls-key", arg = "FILE", help = "the PEM private key of --tls-cert (SIGHUP reads both again: a renewed certificate without a restart)" },
   { name = "merchant-id", arg = "ID", help = "your MerchantId (required unless --sim)" },
   { name = "ledger", arg = "URL", help = "the token ledger: sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default: $EIDKIT_LEDGER, else sqlite:./eidkit.db; a password belongs in $EIDKIT_LEDGER or --config, not on the command line)" },
   { name = "ledger-workers", arg = "N", help = "threads (each with its own connection) running ledger calls (default 1 for sqlite:, 4 for redis://)" },
@@ -66,8 +66,10 @@ X-Eidkit-Demo-User header: never use it in production.
 The access log is one JSON object per request, without bodies, names, ID
 numbers or secrets, EidTokens shortened. SIGTERM/SIGINT stop accepting,
 let requests in flight finish (up to --drain-timeout), answer the rest 503
-and exit 0; SIGHUP reloads --policy (a broken one keeps the old) and
-reopens the --access-log file (for log rotation). Exit status: 0 stopped
+and exit 0; SIGHUP reloads --policy (a broken one keeps the old), reads
+--tls-cert and --tls-key again (new connections get a renewed certificate;
+a broken pair keeps the old) and reopens the --access-log file (for log
+rotation). Exit status: 0 stopped
 by a signal, 2 bad usage or configuration, 1 failure.
 
 options:
@@ -134,6 +136,24 @@ local function host_port(v, name)
 end
 
 -- Everything the run needs, from flags over the config file; nil, message.
+-- The --tls-cert and --tls-key files, read and (check) checked as a pair,
+-- as the server checks it: cert, key | nil, nil, message. The message never
+-- quotes the files.
+local function read_tls(files, check)
+  local text = {}
+  for i, flag in ipairs { "--tls-cert", "--tls-key" } do
+    local f, ferr = io.open(files[i], "rb")
+    if not f then return nil, nil, format("%s: cannot read %s", flag, tostring(ferr)) end
+    text[i] = f:read("a")
+    f:close()
+  end
+  if check then
+    local ok, why = core.http_tls_check(text[1], text[2])
+    if not ok then return nil, nil, "--tls-cert/--tls-key: " .. why end
+  end
+  return text[1], text[2]
+end
+
 local function settings(o)
   local s = {}
   local err
@@ -151,13 +171,9 @@ local function settings(o)
   if not s.sim and not s.merchant_id then
     return nil, "--merchant-id is required (or --sim for a local simulator)"
   end
-  -- $EIDKIT_LEDGER, as `eidkit ledger` reads it: a URL with a password
-  -- stays off the command line (which every local user can read).
-  local url, label = o.ledger, "--ledger"
-  if url == nil then
-    local env = os.getenv("EIDKIT_LEDGER")
-    if env and env ~= "" then url, label = env, "EIDKIT_LEDGER" else url = "sqlite:./eidkit.db" end
-  end
+  -- $EIDKIT_LEDGER lets a URL with a password stay off the command line
+  -- (which every local user can read).
+  local url, label = gw_settings.ledger_source(o.ledger)
   local lerr
   s.ledger, lerr = gw_settings.ledger_url(url, label, core.ledger_check_url)
   if not s.ledger then return nil, lerr end
@@ -176,17 +192,11 @@ local function settings(o)
     return nil, format("--proxy: expected a URL (http://HOST:PORT), got '%s'", gw_settings.shown_url(s.proxy))
   end
   if (o.tls_cert == nil) ~= (o.tls_key == nil) then return nil, "--tls-cert and --tls-key go together" end
-  for _, k in ipairs { "tls_cert", "tls_key" } do
-    if o[k] then
-      local f, ferr = io.open(o[k], "rb")
-      if not f then return nil, format("--%s: cannot read %s", k:gsub("_", "-"), tostring(ferr)) end
-      s[k] = f:read("a")
-      f:close()
-    end
-  end
-  if s.tls_cert then
-    local tok, terr = core.http_tls_check(s.tls_cert, s.tls_key)
-    if not tok then return nil, "--tls-cert/--tls-key: " .. terr end
+  if o.tls_cert then
+    s.tls_files = { o.tls_cert, o.tls_key }
+    local terr
+    s.tls_cert, s.tls_key, terr = read_tls(s.tls_files, true)
+    if not s.tls_cert then return nil, terr end
   end
   s.ca_file = o.ca_file
   if s.ca_file then
@@ -485,8 +495,26 @@ function _M.main(argv)
           tostring(rerr), "\n")
       end
     end
+    if s.tls_files then
+      -- A renewed certificate: new connections present it, open ones keep
+      -- theirs. set_tls makes http_tls_check's check itself.
+      local cert, key, terr = read_tls(s.tls_files, false)
+      local tok, twhy = false, terr
+      if cert then
+        tok, twhy = srv:set_tls(cert, key)
+        if not tok then twhy = "--tls-cert/--tls-key: " .. tostring(twhy) end
+      end
+      if tok then
+        stderr:write("eidkit serve: SIGHUP: TLS certificate reloaded from ", s.tls_files[1], "\n")
+      else
+        stderr:write("eidkit serve: SIGHUP: TLS certificate not reloaded, keeping the old one: ",
+          tostring(twhy), "\n")
+      end
+    end
     if not s.policy then
-      if not log.reopen then stderr:write("eidkit serve: SIGHUP: no --policy file to reload\n") end
+      if not log.reopen and not s.tls_files then
+        stderr:write("eidkit serve: SIGHUP: nothing to reload (no --policy, --access-log FILE or --tls-cert)\n")
+      end
       return
     end
     local p, perr = load_policy(s.policy)
