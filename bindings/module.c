@@ -139,19 +139,22 @@ static int l_now(lua_State *L) {
 }
 
 /* core.ip_address(text) -> the address's bytes (4 for IPv4, 16 for IPv6)
- * | nil: inet_pton's reading of an address literal, for eidkit.realip. */
+ * and its canonical text (inet_ntop: "2001:db8::1" for "2001:DB8:0::1")
+ * | nil: inet_pton's reading of an address literal, for eidkit.realip,
+ * which names a client as nginx's $remote_addr does, in canonical form. */
 static int l_ip_address(lua_State *L) {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     unsigned char b[16];
+    char text[INET6_ADDRSTRLEN];
     if (len < INET6_ADDRSTRLEN && strlen(s) == len) {
-        if (inet_pton(AF_INET, s, b) == 1) {
-            lua_pushlstring(L, (const char *)b, 4);
-            return 1;
-        }
-        if (inet_pton(AF_INET6, s, b) == 1) {
-            lua_pushlstring(L, (const char *)b, 16);
-            return 1;
+        int af = inet_pton(AF_INET, s, b) == 1    ? AF_INET
+                 : inet_pton(AF_INET6, s, b) == 1 ? AF_INET6
+                                                  : 0;
+        if (af && inet_ntop(af, b, text, sizeof text)) {
+            lua_pushlstring(L, (const char *)b, af == AF_INET ? 4 : 16);
+            lua_pushstring(L, text);
+            return 2;
         }
     }
     lua_pushnil(L);

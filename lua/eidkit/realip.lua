@@ -4,9 +4,11 @@
 -- when the connection comes from a trusted address, X-Forwarded-For is
 -- walked from the right, past every trusted hop, and the first address that
 -- is not trusted is the client. Everything left of it was written by the
--- client or by proxies nobody vouches for, so it is never taken. A list
--- holding anything that is not an address keeps the connection's address.
--- (nginx hosts use nginx's own realip module: docs/OPENRESTY.md.)
+-- client or by proxies nobody vouches for, so it is never taken. An
+-- element that is not an address stops the walk where it is. The client is
+-- named in canonical form, as nginx's $remote_addr names it.
+-- (nginx hosts use nginx's own realip module: docs/OPENRESTY.md; the spec
+-- spec/openresty/realip_spec.lua runs both on the same table of headers.)
 --
 --   local realip = require "eidkit.realip"
 --   local trusted = assert(realip.new "10.0.0.0/8,192.168.1.7,fd00::/8")
@@ -15,7 +17,9 @@
 local core = require "eidkit.core"
 
 local type, tonumber, ipairs, setmetatable = type, tonumber, ipairs, setmetatable
-local format, byte, sub, match, gmatch = string.format, string.byte, string.sub, string.match, string.gmatch
+local format, byte, char, sub, match, gmatch = string.format, string.byte, string.char, string.sub, string.match,
+  string.gmatch
+local concat = table.concat
 
 local _M = {}
 
@@ -75,30 +79,66 @@ function Trusted:trusts(bytes)
   return false
 end
 
--- One X-Forwarded-For element: "ADDR", "[V6]", "[V6]:PORT" or "V4:PORT"
--- (some balancers add the port) -> the address text and bytes | nil.
-local function element(text)
-  local a = match(text, "^%[([^%]]+)%]") or match(text, "^([%d.]+):%d+$") or text
-  local b = core.ip_address(a)
-  if b then return a, b end
+-- An address as nginx's ngx_parse_addr reads it: IPv4 as ngx_inet_addr
+-- does (three dots, each part a decimal number up to 255, leading zeros
+-- and empty parts allowed: "203.0.113.07" is 203.0.113.7, which inet_pton
+-- refuses), else IPv6 (inet_pton) -> bytes, canonical text | nil.
+local function address(text)
+  if match(text, "^[%d.]*$") then
+    local parts = {}
+    for part in gmatch(text .. ".", "(%d*)%.") do
+      local n = tonumber(part) or 0
+      if n > 255 then return nil end
+      parts[#parts + 1] = n
+    end
+    if #parts ~= 4 then return nil end
+    return char(parts[1], parts[2], parts[3], parts[4]), concat(parts, ".")
+  end
+  return core.ip_address(text)
 end
 
--- trusted:client(remote, xff) -> the client's address, or nil when the
--- connection's own address (remote: "ADDR:PORT" or "[V6]:PORT") stands.
+-- One X-Forwarded-For element as nginx's ngx_parse_addr_port reads it:
+-- "ADDR" (IPv4 or IPv6), "V4:PORT" or "[V6]:PORT", the port 0..65535 (a
+-- bare "[V6]" is not one) -> the address's bytes and canonical text | nil.
+local function element(text)
+  local b, canon = address(text)
+  if b then return b, canon end
+  local a, port = match(text, "^%[([^%]]*)%]:(%d+)$")
+  if not a then a, port = match(text, "^([^:]*):(%d+)$") end
+  if not a or tonumber(port) > 65535 then return nil end
+  return address(a)
+end
+
+local function separator(c) return c == 32 or c == 44 end -- ' ' or ','
+
+-- trusted:client(remote, xff) -> the client's address (canonical text), or
+-- nil when the connection's own address (remote: "ADDR:PORT" or
+-- "[V6]:PORT") stands. nginx's ngx_http_get_forwarded_addr_internal with
+-- recursion, step for step: elements are read from the right, split at
+-- spaces and commas; each one read becomes the candidate, and the walk goes
+-- on only while the candidate is trusted. An element that cannot be read
+-- ends the walk: the last one read stands, or the connection's address when
+-- none was.
 function Trusted:client(remote, xff)
   if type(remote) ~= "string" or type(xff) ~= "string" then return nil end
   local peer = core.ip_address(match(remote, "^%[(.*)%]:%d+$") or match(remote, "^(.*):%d+$") or remote)
   if not peer or not self:trusts(peer) then return nil end
-  local hops = {}
-  for item in gmatch(xff, "[^,]+") do hops[#hops + 1] = match(item, "^%s*(.-)%s*$") end
-  local client
-  for i = #hops, 1, -1 do
-    local text, b = element(hops[i])
-    if not text then return nil end -- a list we cannot read vouches for nothing
-    client = text
-    if not self:trusts(b) then return client end
+  local found
+  local last = #xff
+  while true do
+    while last > 0 and separator(byte(xff, last)) do last = last - 1 end
+    if last == 0 then return found end
+    -- As nginx scans, the first byte is never taken for a separator: a
+    -- leading comma stays on the first element (which then cannot be read).
+    local q = last
+    while q >= 2 and not separator(byte(xff, q)) do q = q - 1 end
+    local first = q >= 2 and q + 1 or 1
+    local b, canon = element(sub(xff, first, last))
+    if not b then return found end
+    found = canon
+    if first == 1 or not self:trusts(b) then return found end
+    last = first - 2
   end
-  return client -- every hop trusted: the first one is the client
 end
 
 return _M

@@ -312,6 +312,9 @@ print("%.2f %d" % (time.monotonic() - t0, len(data)))
       { { "--config", conf }, 2, "--config " .. conf .. ": unknown key 'merchant_id'" },
       { { "--config", table_less }, 2, "--config " .. table_less .. ": must return a table, got number" },
       { { "--frobnicate" }, 2, "unknown option '--frobnicate'" },
+      -- in eidkit serve's words (eidkit.realip)
+      { { "--real-ip-from", "10.0.0.0/8", "--real-ip-from", "10.0.0.0/33" }, 2,
+        "--real-ip-from: '10.0.0.0/33' is not an address or CIDR (e.g. 10.0.0.0/8, 192.168.1.7, fd00::/8)" },
       { { "--token-limit", "five" }, 1, "token_limit: expected COUNT/SECONDS" },
       { { "--upstream-timeout", "0" }, 1, "upstream_timeout: expected seconds > 0, at most 86400; got '0'" },
     }

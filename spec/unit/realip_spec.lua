@@ -12,19 +12,36 @@ describe("eidkit.realip", function()
       { "10.1.2.3:5100", "203.0.113.7, 10.0.0.9", "203.0.113.7" },
       -- what the client wrote itself (the leftmost) is never taken
       { "10.1.2.3:5100", "198.51.100.66,203.0.113.7,10.0.0.9", "203.0.113.7" },
-      { "10.1.2.3:5100", "  203.0.113.7 ,\t192.168.1.7 ", "203.0.113.7" },
+      { "10.1.2.3:5100", "  203.0.113.7 ,  192.168.1.7 ", "203.0.113.7" },
+      -- spaces separate as commas do; a tab does not (nginx's reading)
+      { "10.1.2.3:5100", "203.0.113.7 10.0.0.9", "203.0.113.7" },
+      { "10.1.2.3:5100", "203.0.113.7,\t192.168.1.7", nil },
       -- every hop trusted: the first one
       { "10.1.2.3:5100", "10.9.9.9, 10.0.0.9", "10.9.9.9" },
       -- not from a trusted proxy: the header is the client's own
       { "198.51.100.1:5100", "203.0.113.7", nil },
       { "192.168.1.8:5100", "203.0.113.7", nil },
-      -- a list that cannot be read vouches for nothing
+      -- an element that cannot be read stops the walk: the last one read stands
       { "10.1.2.3:5100", "203.0.113.7, not-an-ip", nil },
+      { "10.1.2.3:5100", "not-an-ip, 10.0.0.9", "10.0.0.9" },
+      { "10.1.2.3:5100", "not-an-ip, 203.0.113.7, 10.0.0.9", "203.0.113.7" },
+      -- a leading comma sticks to the first element, as nginx scans
+      { "10.1.2.3:5100", ",203.0.113.7", nil },
+      { "10.1.2.3:5100", ",203.0.113.7, 10.0.0.9", "10.0.0.9" },
       { "10.1.2.3:5100", "", nil },
       { "10.1.2.3:5100", nil, nil },
       -- ports and brackets some balancers write
       { "10.1.2.3:5100", "203.0.113.7:4431", "203.0.113.7" },
       { "10.1.2.3:5100", "[2001:db8::5]:4431", "2001:db8::5" },
+      { "10.1.2.3:5100", "203.0.113.7:65536", nil },
+      { "10.1.2.3:5100", "[2001:db8::5]", nil }, -- brackets only with a port
+      -- named in canonical form, as nginx's $remote_addr
+      { "10.1.2.3:5100", "2001:DB8:0:0::5", "2001:db8::5" },
+      -- IPv4 as nginx reads it: leading zeros and empty parts, never past 255
+      { "10.1.2.3:5100", "203.0.113.07", "203.0.113.7" },
+      { "10.1.2.3:5100", "203..113.7:80", "203.0.113.7" },
+      { "10.1.2.3:5100", "203.0.113.256", nil },
+      { "10.1.2.3:5100", "203.0.113", nil },
       { "[fd00::1]:5100", "2001:db8::5, fd12::3", "2001:db8::5" },
       { "[fe80::1]:5100", "2001:db8::5", nil },
     }
