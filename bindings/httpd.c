@@ -129,7 +129,6 @@ typedef struct id_map {
  * waiting for (a keep-alive connection moves to the end after each answer). */
 typedef struct conn_t {
     struct conn_t *prev, *next;
-    httpd *srv;
     tls_creds *tls; /* the server's when it was accepted (TLS servers) */
     req *deferred;  /* its request waiting for srv:respond, or NULL */
     int fd;
@@ -493,7 +492,6 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         if (k == NULL) return; /* untracked: MHD's idle timeout still applies */
         k->fd = ci ? ci->connect_fd : -1;
         k->since = now_ms();
-        k->srv = s;
         if ((k->tls = s->tls) != NULL) k->tls->refs++;
         conn_append(s, k);
         s->n_conns++;
