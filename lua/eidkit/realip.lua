@@ -69,7 +69,8 @@ function _M.new(list)
       return nil, format("'%s' is not an address or CIDR (e.g. 10.0.0.0/8, 192.168.1.7, fd00::/8)", sub(item, 1, 64))
     end
   end
-  return setmetatable({ nets = nets }, Trusted)
+  -- items: the list as read, for a host that hands it on (run's nginx config)
+  return setmetatable({ nets = nets, items = items }, Trusted)
 end
 
 function Trusted:trusts(bytes)

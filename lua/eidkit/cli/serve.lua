@@ -17,7 +17,7 @@ local spec = {
   { name = "tls-cert", arg = "FILE", help = "serve HTTPS with this PEM certificate chain (needs --tls-key; a mini-program's wx.request calls HTTPS only)" },
   { name = "tls-key", arg = "FILE", help = "the PEM private key of --tls-cert (SIGHUP reads both again: a renewed certificate without a restart)" },
   { name = "merchant-id", arg = "ID", help = "your MerchantId (required unless --sim)" },
-  { name = "ledger", arg = "URL", help = "the token ledger: sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default: $EIDKIT_LEDGER, else sqlite:./eidkit.db; a password belongs in $EIDKIT_LEDGER or --config, not on the command line)" },
+  { name = "ledger", arg = "URL", help = "the token ledger: sqlite:PATH or redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default: $EIDKIT_LEDGER, else " .. gw_settings.DEFAULT_LEDGER .. "; a password belongs in $EIDKIT_LEDGER or --config, not on the command line)" },
   { name = "ledger-workers", arg = "N", help = "threads (each with its own connection) running ledger calls (default 1 for sqlite:, 4 for redis://)" },
   { name = "policy", arg = "FILE", help = "the merchant policy script, run sandboxed; SIGHUP reloads it" },
   { name = "endpoint", arg = "URL", help = "the API endpoint (default https://faceid.tencentcloudapi.com)" },
@@ -135,7 +135,6 @@ local function host_port(v, name)
   return { host = host, port = port }
 end
 
--- Everything the run needs, from flags over the config file; nil, message.
 -- The --tls-cert and --tls-key files, read and (check) checked as a pair,
 -- as the server checks it: cert, key | nil, nil, message. The message never
 -- quotes the files.
@@ -154,6 +153,7 @@ local function read_tls(files, check)
   return text[1], text[2]
 end
 
+-- Everything the run needs, from flags over the config file; nil, message.
 local function settings(o)
   local s = {}
   local err
