@@ -1515,7 +1515,7 @@ static int l_tls_check(lua_State *L) {
  * accepted from now on present this pair; open ones keep theirs. A pair
  * core.http_tls_check refuses changes nothing. */
 static int srv_set_tls(lua_State *L) {
-    httpd *s = luaL_checkudata(L, 1, HTTPD_MT);
+    httpd *s = check_open(L); /* close() drops the pair: "without TLS" would mislead */
     size_t cl, kl;
     const char *cert = luaL_checklstring(L, 2, &cl);
     const char *key = luaL_checklstring(L, 3, &kl);
