@@ -55,3 +55,23 @@ wait_url() {
   echo "$(basename "$1" .out) did not start: $(cat "$1" "${1%.out}.err" 2>/dev/null)" >&2
   return 1
 }
+
+# sign_request EIDKIT HOST ACTION BODY FILE: sign a call to the simulator on
+# HOST (host:port) with `eidkit sign` (valid for 300 s) and write it as a
+# request file for bench/sim_wrk.lua: "Name: value" lines, an empty line,
+# the body.
+sign_request() {
+  TENCENTCLOUD_SECRET_KEY=$demo_key "$1" sign --json --secret-id "$demo_id" \
+    --host "$2" --service faceid --action "$3" --body "$4" |
+    BODY=$4 python3 -c '
+import json, os, sys
+h = json.load(sys.stdin)["headers"]
+sys.stdout.write("".join("%s: %s\n" % kv for kv in sorted(h.items())) + "\n" + os.environ["BODY"])' >"$5"
+}
+
+# send FILE URL: send a request file once with curl; prints the body.
+send() {
+  local args=() line
+  while IFS= read -r line && [[ -n $line ]]; do args+=(-H "$line"); done <"$1"
+  curl -sS --max-time 10 "${args[@]}" --data-binary "$(sed '1,/^$/d' "$1")" "$2/"
+}

@@ -5,7 +5,9 @@ docs/BENCHMARKS.md, the ratios to the peer, and the targets.
 
 Raw columns: case (latency | zero), server, clients, rep, req/s, p99 ms,
 CPU us/req (per request written), peak RSS KiB, upstream/req (NA for the
-ceiling), socket errors, non-2xx, requests (answered within the run), sent.
+ceilings and the floor), socket errors, non-2xx, requests (answered within
+the run), sent. The floor ("sim", latency case only) is wrk straight at the
+simulator: its CPU is the simulator's.
 """
 import os
 import statistics
@@ -42,7 +44,7 @@ for line in open(raw, encoding="utf-8"):
                  "upstream": None if f[8] == "NA" else float(f[8]),
                  "failed": int(f[9]) + int(f[10]), "requests": int(f[11]), "sent": int(f[12])})
 
-order = [s for s in ("sqlite", "redis", "openresty", "openresty2", "peer", "mhd", "lua")
+order = [s for s in ("sqlite", "redis", "openresty", "openresty2", "peer", "sim", "mhd", "lua")
          if any(r["server"] == s for r in rows)]
 serves = [s for s in ("sqlite", "redis", "openresty", "openresty2") if s in order]
 CEILINGS = ("mhd", "lua")
@@ -89,6 +91,8 @@ def ok(r):
 # count that did not (none: not reached within MAX_CONNS).
 sat = {}
 for s in order:
+    if s == "sim":  # the floor runs at CONNS only
+        continue
     per_rep = []
     for rep in sorted({r["rep"] for r in rows if r["server"] == s and r["case"] == "latency"}):
         ladder = sorted((r for r in rows if r["server"] == s and r["case"] == "latency" and r["rep"] == rep),
@@ -181,6 +185,13 @@ if serves:
 
     row(f"≥ {TARGET_RPS:,} req/s at {conns:,} clients, + {latency_ms} ms", t_rps)
     row(f"p99 < {TARGET_P99_MS} ms there", t_p99)
+    def t_floor(s):
+        a, b = stat("latency", s, conns, "p99"), stat("latency", "sim", conns, "p99")
+        if a is None or b is None:
+            return "— (no floor in this run)" if "sim" not in order else "—"
+        return f"{a:,.1f} − {b:,.1f} = {a - b:,.1f} ms"
+
+    row("p99 above the floor's (the simulator alone) there (reported)", t_floor)
     row(f"CPU per request ≤ 1/3 of the peer's there", t_cpu("latency"))
     row("CPU per request against the peer's, no added latency (reported)", t_cpu("zero"))
     if with_ladder:
