@@ -101,6 +101,7 @@ enum stmt {
     S_EXISTS,
     S_GET,
     S_UPDATE,
+    S_UPDATE_KEEP_STATE,
     S_DUE,
     S_EXPORT_FIRST,
     S_EXPORT_AFTER,
@@ -132,10 +133,17 @@ static const char *const sql[S_COUNT] = {
                    " FROM attempts WHERE token = ?1",
     [S_EXISTS] = "SELECT 1 FROM tokens WHERE token = ?1",
     [S_GET] = "SELECT " COLUMNS " FROM tokens WHERE token = ?1",
-    [S_UPDATE] = "UPDATE tokens SET state = ?2, finished_at = ?3, consumed_at = ?4,"
-                 " last_pull_at = ?5, pulls = ?6, attempts = ?7, billable = ?8, err_code = ?9,"
-                 " request_ids = ?10, payload = COALESCE(?11, payload), late_err_code = ?12,"
-                 " settled_billable = ?13, intention = ?14, retry_later = ?15 WHERE token = ?1",
+#define UPDATE_REST                                                                                \
+    " finished_at = ?3, consumed_at = ?4, last_pull_at = ?5, pulls = ?6, attempts = ?7,"           \
+    " billable = ?8, err_code = ?9, request_ids = ?10, payload = COALESCE(?11, payload),"          \
+    " late_err_code = ?12, settled_billable = ?13, intention = ?14, retry_later = ?15"             \
+    " WHERE token = ?1"
+    [S_UPDATE] = "UPDATE tokens SET state = ?2," UPDATE_REST,
+    /* SQLite rewrites the index entries of every column an UPDATE names, a
+     * value unchanged or not: naming state on a pull that leaves it (every
+     * poll of a pending token) dirtied a page of tokens_state_created too,
+     * and doubled the WAL frames of each commit. ?2 is unused here. */
+    [S_UPDATE_KEEP_STATE] = "UPDATE tokens SET" UPDATE_REST,
     [S_DUE] =
         "SELECT " COLUMNS " FROM tokens WHERE " DUE_RULE " ORDER BY created_at, token LIMIT ?2",
     [S_EXPORT_FIRST] = "SELECT " COLUMNS " FROM tokens WHERE created_at >= ?1 AND created_at < ?2"
@@ -496,11 +504,13 @@ static eid_status s_get(void *p, const char *token, eid_ledger_entry *r, eid_err
     return load(p, token, r, err);
 }
 
-static eid_status save(sqlite_be *b, const eid_ledger_entry *r, const unsigned char *blob,
-                       size_t blen, eid_error *err) {
-    sqlite3_stmt *s = stmt(b, S_UPDATE);
+/* Write r back; old_state: the state load found (see S_UPDATE_KEEP_STATE). */
+static eid_status save(sqlite_be *b, const eid_ledger_entry *r, eid_ledger_state old_state,
+                       const unsigned char *blob, size_t blen, eid_error *err) {
+    bool same = r->state == old_state;
+    sqlite3_stmt *s = stmt(b, same ? S_UPDATE_KEEP_STATE : S_UPDATE);
     sqlite3_bind_text(s, 1, r->token, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 2, (int)r->state);
+    if (!same) sqlite3_bind_int(s, 2, (int)r->state);
     sqlite3_bind_int64(s, 3, r->finished_at);
     sqlite3_bind_int64(s, 4, r->consumed_at);
     sqlite3_bind_int64(s, 5, r->last_pull_at);
@@ -577,9 +587,10 @@ static eid_status s_record(void *p, const char *token, const eid_ledger_outcome 
     if (st) return st;
     st = load(b, token, out, err);
     if (st == EID_OK) {
+        eid_ledger_state was = out->state;
         eid__ledger_apply(out, o, now);
         if (blob) out->has_payload = 1;
-        st = save(b, out, blob, blen, err);
+        st = save(b, out, was, blob, blen, err);
     }
     size_t n;
     const eid_ledger_attempt *d = eid__ledger_details(o, &n);
@@ -648,8 +659,9 @@ static eid_status s_consume(void *p, const char *token, const char *subject, int
     st = load(b, token, out, err);
     if (st == EID_OK) st = eid__ledger_check_consume(out, subject, now, err);
     if (st == EID_OK) {
+        eid_ledger_state was = out->state;
         eid__ledger_apply_consume(out, now);
-        st = save(b, out, NULL, 0, err);
+        st = save(b, out, was, NULL, 0, err);
     }
     return finish(b, st, err);
 }
