@@ -56,7 +56,7 @@ enum script { SC_ISSUE, SC_RECORD, SC_CONSUME, SC_EXPIRE, SC_TAKE, SC_READ, SC_C
 #define US           "\x1f"      /* separates an attempt's values (never in them) */
 #define STR_(x)      #x
 #define STR(x)       STR_(x)
-#define PROLOGUE_MAX 1024
+#define PROLOGUE_MAX 2048
 
 /* A record's hash fields in the order parse_record reads them; the scripts
  * get the same list as FIELDS in their prologue. */
@@ -70,12 +70,20 @@ static const char *const fields[NFIELDS] = {
 /* Put before every script: Redis scripts cannot require anything, and a
  * global would be refused, so what they share with this file and ledger.c
  * arrives as locals. */
-static size_t make_prologue(char *buf, size_t cap) {
+static size_t make_prologue(char *buf, size_t cap, int with_index) {
     size_t n =
         (size_t)snprintf(buf, cap, "local ERR_EXPIRED, ERR_PENDING = %d, %d\nlocal FIELDS = {",
                          EID_ERRCODE_EXPIRED, EID_ERRCODE_PENDING);
     for (int i = 0; i < NFIELDS && n < cap; i++)
         n += (size_t)snprintf(buf + n, cap - n, "%s\"%s\"", i ? ", " : "", fields[i]);
+    /* F: each field's index in FIELDS, for the record script alone (it
+     * updates a record it read with HMGET of FIELDS by name); a table built
+     * on every call of every script cost each about a microsecond. */
+    if (with_index) {
+        if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "}\nlocal F = {");
+        for (int i = 0; i < NFIELDS && n < cap; i++)
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s = %d", i ? ", " : "", fields[i], i + 1);
+    }
     /* RECORD(key): a record as one JSON array of the FIELDS values (false
      * where missing). An answer of one string instead of twenty-odd is what
      * keeps a reader that parses replies in Lua (lua-resty-redis in nginx
@@ -115,7 +123,7 @@ eid_status eid_ledger_redis_script(const char *name, char *buf, size_t cap, size
         sc++;
     if (sc == SC_COUNT) return EID_E_INVALID_ARG;
     char prologue[PROLOGUE_MAX];
-    size_t plen = make_prologue(prologue, sizeof prologue);
+    size_t plen = make_prologue(prologue, sizeof prologue, sc == SC_RECORD);
     if (plen >= sizeof prologue) return EID_E_INTERNAL;
     size_t flen = strlen(script_files[sc].text);
     *len = plen + flen;
