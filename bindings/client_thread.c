@@ -43,8 +43,9 @@ struct eidkit_transport {
     eidkit_titem *out_head, *out_tail;
     eidkit_titem *flight; /* submitted to c, not finished: the transport thread's */
     int stop, started;
-    int wake_fd; /* Lua thread -> transport thread: calls queued, or stop */
-    int done_fd; /* transport thread -> Lua thread: items on the out list */
+    int wake_fd;  /* Lua thread -> transport thread: calls queued, or stop */
+    int done_fd;  /* transport thread -> Lua thread: items on the out list */
+    int done_set; /* done_fd written since the Lua thread last read it (under mu) */
 };
 
 static void signal_fd(int fd) {
@@ -178,11 +179,16 @@ static void *run(void *arg) {
             nx = it->next;
             put_out(t, it);
         }
-        int have = t->out_head != NULL;
+        /* One wake-up per turn, for every result and event of the turn, and
+         * none while the last is unread: done_fd is level-triggered. Written
+         * under mu, so eidkit_transport_take never clears a write it has
+         * not seen the items of. */
+        if (t->out_head != NULL && !t->done_set) {
+            signal_fd(t->done_fd);
+            t->done_set = 1;
+        }
         int queued = t->in_head != NULL || t->stop;
         pthread_mutex_unlock(&t->mu);
-        /* One wake-up per turn, for every result and event of the turn. */
-        if (have) signal_fd(t->done_fd);
         if (queued) continue;
 
         struct pollfd pf[2] = {{.fd = t->wake_fd, .events = POLLIN}, {.fd = fd, .events = POLLIN}};
@@ -248,8 +254,11 @@ eid_status eidkit_transport_submit(eidkit_transport *t, const char *action, cons
 int eidkit_transport_fd(const eidkit_transport *t) { return t->done_fd; }
 
 eidkit_titem *eidkit_transport_take(eidkit_transport *t) {
-    clear_fd(t->done_fd);
     pthread_mutex_lock(&t->mu);
+    if (t->done_set) { /* else a read would only say EAGAIN: once a turn of the loop */
+        clear_fd(t->done_fd);
+        t->done_set = 0;
+    }
     eidkit_titem *head = t->out_head;
     t->out_head = t->out_tail = NULL;
     pthread_mutex_unlock(&t->mu);

@@ -67,6 +67,7 @@ struct pool {
     job *done_head, *done_tail;
     int stop;
     int efd;
+    int efd_set; /* efd has been written since it was last read: readable */
     int closed;
     int has_clock;
     int omit_request_ids; /* opened with request_ids = false */
@@ -183,9 +184,14 @@ static void *work(void *arg) {
         p->runs++;
         p->ran += n;
         pthread_cond_broadcast(&p->done);
-        uint64_t one = 1;
-        ssize_t wr = write(p->efd, &one, sizeof one); /* only fails when the counter is huge */
-        (void)wr;
+        /* One write until the Lua thread reads it: more would only be
+         * system calls on both sides (the descriptor is level-triggered). */
+        if (!p->efd_set) {
+            uint64_t one = 1;
+            ssize_t wr = write(p->efd, &one, sizeof one); /* only fails when the counter is huge */
+            (void)wr;
+            p->efd_set = 1;
+        }
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -319,12 +325,14 @@ static int l_next(lua_State *L) {
     pthread_mutex_lock(&p->mu);
     job *k = take_done(p, id);
     if (k == NULL) {
-        /* Seen empty: clear the eventfd, then look once more, so a job that
-         * finished in between is taken now or signals again. */
-        uint64_t v;
-        ssize_t n = read(p->efd, &v, sizeof v);
-        (void)n;
-        k = take_done(p, id);
+        /* Seen empty: clear the eventfd if a worker set it. Both happen
+         * under p->mu, so a job finishing later writes it again. */
+        if (p->efd_set) {
+            uint64_t v;
+            ssize_t n = read(p->efd, &v, sizeof v);
+            (void)n;
+            p->efd_set = 0;
+        }
     }
     pthread_mutex_unlock(&p->mu);
     if (k == NULL) return 0;

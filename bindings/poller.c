@@ -8,6 +8,7 @@
  *   p:signals({ "TERM", "INT", "HUP" }, { "PIPE" })  -- watched; ignored
  *   local n = p:wait(timeout_ms)   -- ready descriptors (0: timeout or EINTR); -1 waits
  *   local name = p:signal()        -- "TERM", ... or nil: one pending signal
+ *                                  --   (once a wait has seen it arrive)
  *   p:close()                      -- idempotent; also __gc and __close
  *
  * An epoll set, level-triggered, readable events only; the caller then asks
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #define EIDKIT_POLLER_MT "eidkit.Poller"
+#define WAIT_EVENTS      16
 
 static const struct {
     const char *name;
@@ -43,6 +45,7 @@ static const struct {
 typedef struct lpoller {
     int epfd;       /* -1 once closed */
     int sfd;        /* the signalfd, -1 without p:signals */
+    int sfd_ready;  /* the last wait saw sfd readable (or no wait has yet) */
     sigset_t watch; /* the signals read through sfd */
     sigset_t old_mask;
     int ignored[N_SIGNAL_NAMES]; /* 1: set to SIG_IGN by p:signals */
@@ -97,9 +100,15 @@ static int l_wait(lua_State *L) {
     lpoller *p = check_poller(L);
     lua_Integer t = luaL_optinteger(L, 2, -1);
     luaL_argcheck(L, t >= -1 && t <= 86400000, 2, "timeout_ms: expected -1..86400000");
-    struct epoll_event evs[16];
-    int n = epoll_wait(p->epfd, evs, 16, (int)t);
+    struct epoll_event evs[WAIT_EVENTS];
+    int n = epoll_wait(p->epfd, evs, WAIT_EVENTS, (int)t);
     if (n < 0 && errno != EINTR) return luaL_error(L, "eidkit.Poller:wait: %s", strerror(errno));
+    /* p:signal reads the signalfd only after a wait that saw it readable: a
+     * read of it on every turn of a busy loop was a system call for nothing
+     * (it is level-triggered, so a signal not read now shows up next wait). */
+    if (n >= 0 && n < WAIT_EVENTS) p->sfd_ready = 0; /* a full array may have left it out */
+    for (int i = 0; i < n && p->sfd >= 0; i++)
+        if (evs[i].data.fd == p->sfd) p->sfd_ready = 1;
     lua_pushinteger(L, n < 0 ? 0 : n);
     return 1;
 }
@@ -141,6 +150,7 @@ static int l_signals(lua_State *L) {
         return luaL_error(L, "eidkit.Poller:signals: %s", strerror(e));
     }
     p->sfd = sfd;
+    p->sfd_ready = 1;
     p->watch = set;
     pthread_sigmask(SIG_BLOCK, &set, &p->old_mask);
     for (size_t k = 0; k < N_SIGNAL_NAMES; k++)
@@ -154,15 +164,17 @@ static int l_signals(lua_State *L) {
     return 0;
 }
 
-/* p:signal() -> the name of one pending watched signal ("TERM"), or nil. */
+/* p:signal() -> the name of one pending watched signal ("TERM"), or nil;
+ * one that arrived after the last wait is seen after the next. */
 static int l_signal(lua_State *L) {
     lpoller *p = check_poller(L);
-    if (p->sfd < 0) return 0;
+    if (p->sfd < 0 || !p->sfd_ready) return 0;
     struct signalfd_siginfo si;
     for (;;) {
         ssize_t n = read(p->sfd, &si, sizeof si);
         if (n == (ssize_t)sizeof si) break;
         if (n < 0 && errno == EINTR) continue;
+        p->sfd_ready = 0;
         return 0; /* EAGAIN: none pending */
     }
     for (size_t k = 0; k < N_SIGNAL_NAMES; k++)

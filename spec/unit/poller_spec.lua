@@ -33,6 +33,20 @@ describe("core.poller", function()
     assert.has_error(function() p:wait(0) end, "attempt to use a closed eidkit.Poller")
   end)
 
+  it("sees a signal that came after its last wait at the next wait, not before", function()
+    local p <close> = core.poller()
+    p:signals({ "USR1" })
+    assert.equals(0, p:wait(0))
+    os.execute("kill -USR1 $PPID")
+    -- p:signal reads the signalfd only after a wait saw it readable (a read
+    -- on every turn of a busy loop was a system call for nothing).
+    assert.is_nil(p:signal())
+    assert.equals(1, p:wait(2000))
+    assert.equals("USR1", p:signal())
+    assert.is_nil(p:signal())
+    assert.equals(0, p:wait(0))
+  end)
+
   it("raises on misuse", function()
     local p <close> = core.poller()
     assert.has_error(function() p:add(-1) end)
