@@ -16,6 +16,9 @@
  *                                -- for misuse to raise; nil when none
  *   pool:next(id)                -- that job only, when finished
  *   pool:wait(id [, timeout_ms]) -- block until job id finished -> true | false
+ *   pool:defer(true)             -- a post wakes no worker (a busy one still takes
+ *                                -- what is queued); pool:flush() wakes one for all
+ *   pool:flush()                 -- the jobs posted before it; pool:wait flushes
  *   pool:runs()                  -- batches run (a lone job is one), jobs run
  *   pool:close()                 -- finishes every queued job, joins the workers
  *
@@ -67,7 +70,9 @@ struct pool {
     job *done_head, *done_tail;
     int stop;
     int efd;
-    int efd_set; /* efd has been written since it was last read: readable */
+    int efd_set;    /* efd has been written since it was last read: readable */
+    int deferred;   /* pool:defer(true): post leaves waking a worker to pool:flush */
+    int unsignaled; /* deferred: jobs queued since the last wake-up */
     int closed;
     int has_clock;
     int omit_request_ids; /* opened with request_ids = false */
@@ -173,6 +178,10 @@ static void *work(void *arg) {
         p->queue_head = last->next;
         if (p->queue_head == NULL) p->queue_tail = NULL;
         last->next = NULL;
+        /* Deferred, one wake-up brought the whole queue: what this batch
+         * left (a job that runs alone, more than a batch) goes to the next
+         * idle worker, as the posts would have sent it. */
+        if (p->deferred && p->queue_head) pthread_cond_signal(&p->work);
         pthread_mutex_unlock(&p->mu);
         run_jobs(w, k, n);
         pthread_mutex_lock(&p->mu);
@@ -282,7 +291,10 @@ static int post(lua_State *L, eidkit_ledger_op op) {
     pthread_mutex_lock(&p->mu);
     append(&p->queue_head, &p->queue_tail, owned);
     p->pending++;
-    pthread_cond_signal(&p->work);
+    if (p->deferred)
+        p->unsignaled = 1;
+    else
+        pthread_cond_signal(&p->work);
     pthread_mutex_unlock(&p->mu);
     lua_pushinteger(L, owned->id);
     return 1;
@@ -356,6 +368,13 @@ static int l_next(lua_State *L) {
     return 1 + n;
 }
 
+/* Under p->mu: wake a worker for what was posted since the last wake-up. */
+static void flush_locked(pool *p) {
+    if (!p->unsignaled) return;
+    p->unsignaled = 0;
+    pthread_cond_signal(&p->work);
+}
+
 static double mono(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -372,6 +391,7 @@ static int l_wait(lua_State *L) {
     double end = mono() + (double)t / 1000.0;
     int found = 0;
     pthread_mutex_lock(&p->mu);
+    flush_locked(p); /* else a deferred job would never run */
     for (;;) {
         for (job *k = p->done_head; k && !found; k = k->next)
             found = k->id == id;
@@ -392,6 +412,31 @@ static int l_wait(lua_State *L) {
     pthread_mutex_unlock(&p->mu);
     lua_pushboolean(L, found);
     return 1;
+}
+
+/* pool:defer(on): with on, a post only queues its job and pool:flush wakes a
+ * worker for every job posted before it. A loop that posts several jobs a
+ * turn flushes once a turn: each post woke an idle worker (a futex call, a
+ * context switch) for a batch of one, where now one wake-up takes a turn's
+ * jobs in one transaction or one pipeline. */
+static int l_defer(lua_State *L) {
+    pool *p = check_pool(L);
+    int on = lua_toboolean(L, 2);
+    pthread_mutex_lock(&p->mu);
+    p->deferred = on;
+    if (!on) flush_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+/* pool:flush(): nothing on a closed pool (close ran every queued job). */
+static int l_flush(lua_State *L) {
+    pool *p = luaL_checkudata(L, 1, EIDKIT_POOL_MT);
+    if (p->closed) return 0;
+    pthread_mutex_lock(&p->mu);
+    flush_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
 }
 
 static int l_fd(lua_State *L) {
@@ -526,28 +571,14 @@ static int l_pool(lua_State *L) {
 
 void eidkit_open_ledger_pool(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"issue", l_issue},
-        {"claim", l_claim},
-        {"consume", l_consume},
-        {"get", l_get},
-        {"record", l_record},
-        {"due", l_due},
-        {"export", l_export},
-        {"expire", l_expire},
-        {"stats", l_stats},
-        {"payload", l_payload},
-        {"take", l_take},
-        {"next", l_next},
-        {"attempts", l_attempts},
-        {"wait", l_wait},
-        {"fd", l_fd},
-        {"pending", l_pending},
-        {"runs", l_runs},
-        {"backend", l_backend},
-        {"workers", l_workers},
-        {"close", l_close},
-        {"give", l_give},
-        {NULL, NULL},
+        {"issue", l_issue},       {"claim", l_claim},     {"consume", l_consume},
+        {"get", l_get},           {"record", l_record},   {"due", l_due},
+        {"export", l_export},     {"expire", l_expire},   {"stats", l_stats},
+        {"payload", l_payload},   {"take", l_take},       {"next", l_next},
+        {"attempts", l_attempts}, {"wait", l_wait},       {"defer", l_defer},
+        {"flush", l_flush},       {"fd", l_fd},           {"pending", l_pending},
+        {"runs", l_runs},         {"backend", l_backend}, {"workers", l_workers},
+        {"close", l_close},       {"give", l_give},       {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", l_close},

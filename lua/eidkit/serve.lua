@@ -201,6 +201,8 @@ function _M.new(opts)
       pool:wait(id)
       return select(2, pool:next(id))
     end
+    -- Its workers are woken once a turn (step), for all of the turn's jobs.
+    if not self.pools.waiting[pool] then pool:defer(true) end
     watch(self, self.pools, pool)[id] = co
     return yield()
   end
@@ -324,6 +326,8 @@ end
 -- One turn of the loop: wait (at most limit_ms), then let every source do
 -- its work and resume the coroutines whose wait is over.
 function methods.step(self, limit_ms)
+  local pools = self.pools
+  for i = 1, #pools do pools[i]:flush() end -- what the last turn posted (ledger_await)
   self.poller:wait(wait_ms(self, limit_ms))
   while true do
     local sig = self.poller:signal()
@@ -331,7 +335,7 @@ function methods.step(self, limit_ms)
     if self.on_signal then pcall(self.on_signal, sig) end
   end
   for _, srv in ipairs(self.servers) do srv:step(0) end
-  local clients, pools = self.clients, self.pools
+  local clients = self.clients
   for i = 1, #clients do
     local c = clients[i]
     local ok, err = pcall(c.perform, c, 0)

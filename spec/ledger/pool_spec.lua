@@ -116,6 +116,34 @@ describe("core.ledger_pool", function()
     l:close()
   end)
 
+  it("deferred, wakes no worker for a post, and one for all of them on a flush", function()
+    local pool = assert(core.ledger_pool(sqlite_url(), nil, 2))
+    pool:issue(issue_params("D0"))
+    drain(pool, 1)
+    core.sleep(0.2) -- both workers idle, waiting to be woken (a busy one takes what is queued)
+    pool:defer(true)
+    local ids = {}
+    for i = 1, 20 do ids[i] = pool:issue(issue_params("D" .. i)) end
+    core.sleep(0.2)
+    assert.same({ 1, 1 }, { pool:runs() }) -- no worker was woken
+    assert.is_nil(pool:next())
+    pool:flush()
+    local out = drain(pool, 20)
+    for i = 1, 20 do assert.is_true(out[ids[i]][1]) end
+    local runs, ran = pool:runs()
+    assert.equals(21, ran)
+    assert.equals(2, runs) -- one transaction: the wake-up took the whole queue
+    -- pool:wait flushes (else it would wait for ever), and so does defer(false).
+    local w = pool:claim("D1", "user-42")
+    assert.is_true(pool:wait(w, 5000))
+    assert.equals("D1", select(2, pool:next(w)).EidToken)
+    local c = pool:claim("D2", "user-42")
+    pool:defer(false)
+    assert.equals("D2", drain(pool, 1)[c][1].EidToken)
+    pool:close()
+    pool:flush() -- closed: nothing to wake, no error
+  end)
+
   it("gives an in-memory SQLite database one worker (each handle would be its own database)", function()
     local pool = assert(core.ledger_pool("sqlite::memory:", nil, 8))
     assert.equals(1, pool:workers())
