@@ -226,16 +226,15 @@ local function set_clock(self, body)
   return offset
 end
 
--- sim:freeze([ts]): stop the kit's clock at ts (default: now). The
--- simulator's own clock cannot stop; it is set to ts here and at every
--- advance, so it runs ahead by at most the real time since (a test's few
--- seconds).
+-- sim:freeze([ts]): stop the kit's clock at ts (default: now), the
+-- simulator's with it (POST /sim/clock with Frozen): a token issued now is
+-- created at ts exactly, however long the test has run.
 function methods.freeze(self, ts)
   if ts == nil then ts = self:now() end
   if math_type(ts) ~= "integer" or ts < 0 then
     error("bad argument #1 to 'freeze' (expected integer Unix seconds)", 2)
   end
-  self.offset = set_clock(self, { Now = ts })
+  self.offset = set_clock(self, { Now = ts, Frozen = true })
   self.frozen = ts
   return ts
 end
@@ -256,7 +255,7 @@ function methods.advance(self, seconds)
   end
   if self.frozen then
     self.frozen = self.frozen + seconds
-    self.offset = set_clock(self, { Now = self.frozen })
+    self.offset = set_clock(self, { Now = self.frozen, Frozen = true })
   else
     self.offset = set_clock(self, { Advance = seconds })
   end

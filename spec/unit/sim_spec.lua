@@ -591,6 +591,23 @@ describe("sim control API", function()
     _, c = S.control(sim, "POST", "/sim/clock", { Advance = 5 })
     assert.equal(1700000005, c.Now)
     assert.equal(400, (S.control(sim, "POST", "/sim/clock", { Now = "soon" })))
+    assert.equal(400, (S.control(sim, "POST", "/sim/clock", { Frozen = "yes" })))
+  end)
+
+  it("freezes the clock: the same second however long the test runs, until told otherwise", function()
+    local _, c = S.control(sim, "POST", "/sim/clock", { Now = 1700000000, Frozen = true })
+    assert.same({ 1700000000, true }, { c.Now, c.Frozen })
+    core.sleep(1.1) -- a running clock would have ticked by now
+    _, c = S.control(sim, "GET", "/sim/clock")
+    assert.same({ 1700000000, true }, { c.Now, c.Frozen })
+    _, c = S.control(sim, "POST", "/sim/clock", { Advance = 60 }) -- stays frozen
+    assert.same({ 1700000060, true }, { c.Now, c.Frozen })
+    _, c = S.control(sim, "POST", "/sim/clock", { Frozen = false }) -- runs on from where it stood
+    assert.is_false(c.Frozen)
+    assert.is_true(c.Now >= 1700000060 and c.Now <= 1700000061)
+    assert.equal(200, (S.control(sim, "POST", "/sim/clock", { Now = 1800000000, Frozen = true })))
+    _, c = S.control(sim, "POST", "/sim/clock", { Now = 1800000000 }) -- Now alone: running
+    assert.is_false(c.Frozen)
   end)
 
   it("replaces, lists and clears fault rules, refusing bad ones", function()

@@ -142,20 +142,30 @@ local function clock_route(sim, req)
   if req.method == "POST" then
     local b = body_object(req)
     if not b then return problem(400, "BadRequest", "the body must be a JSON object") end
-    if b.Now ~= nil then
-      if not util.is_integer(b.Now) then return problem(400, "BadRequest", "Now must be an integer") end
-      sim.clock_offset = math.tointeger(b.Now) - os.time()
+    if b.Now ~= nil and not util.is_integer(b.Now) then
+      return problem(400, "BadRequest", "Now must be an integer")
     end
-    if b.Advance ~= nil then
-      if not util.is_integer(b.Advance) then
-        return problem(400, "BadRequest", "Advance must be an integer")
-      end
-      sim.clock_offset = sim.clock_offset + math.tointeger(b.Advance)
+    if b.Advance ~= nil and not util.is_integer(b.Advance) then
+      return problem(400, "BadRequest", "Advance must be an integer")
     end
+    if b.Frozen ~= nil and type(b.Frozen) ~= "boolean" then
+      return problem(400, "BadRequest", "Frozen must be true or false")
+    end
+    -- Frozen: the clock reads Now (or where it stood) until the next POST,
+    -- so a test that freezes time sees every lifetime exactly; a running
+    -- clock ticks at the next second of real time, which may be at once.
+    local frozen = b.Frozen
+    if frozen == nil then frozen = sim.clock_frozen ~= nil and b.Now == nil end
+    -- From Now, else from where the clock stands (a frozen one: its value).
+    local t = os.time()
+    local now = b.Now ~= nil and math.tointeger(b.Now) or sim.clock_frozen or t + sim.clock_offset
+    if b.Advance ~= nil then now = now + math.tointeger(b.Advance) end
+    sim.clock_offset = now - t
+    sim.clock_frozen = frozen and now or nil
   elseif req.method ~= "GET" then
     return problem(405, "MethodNotAllowed", "use GET or POST")
   end
-  return json(200, { Now = sim:now(), Offset = sim.clock_offset })
+  return json(200, { Now = sim:now(), Offset = sim.clock_offset, Frozen = sim.clock_frozen ~= nil })
 end
 
 local function faults_route(sim, req)

@@ -88,7 +88,7 @@ function _M.new(opts)
   return self
 end
 
-function methods:now() return os_time() + self.clock_offset end
+function methods:now() return self.clock_frozen or os_time() + self.clock_offset end
 
 function methods:reset()
   self.tokens, self.order, self.head, self.live = {}, {}, 1, 0
