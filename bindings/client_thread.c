@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 
 #include "client_thread.h"
+#include "wakefd.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -43,24 +44,9 @@ struct eidkit_transport {
     eidkit_titem *out_head, *out_tail;
     eidkit_titem *flight; /* submitted to c, not finished: the transport thread's */
     int stop, started;
-    int wake_fd;  /* Lua thread -> transport thread: calls queued, or stop */
-    int done_fd;  /* transport thread -> Lua thread: items on the out list */
-    int done_set; /* done_fd written since the Lua thread last read it (under mu) */
+    int wake_fd;        /* Lua thread -> transport thread: calls queued, or stop */
+    eidkit_wakefd done; /* transport thread -> Lua thread: items on the out list (under mu) */
 };
-
-static void signal_fd(int fd) {
-    uint64_t one = 1;
-    /* Only fails when the counter is near 2^64: the reader is far behind
-     * and will see it readable anyway. */
-    ssize_t n = write(fd, &one, sizeof one);
-    (void)n;
-}
-
-static void clear_fd(int fd) {
-    uint64_t v;
-    ssize_t n = read(fd, &v, sizeof v);
-    (void)n;
-}
 
 void eidkit_titem_append(eidkit_titem **head, eidkit_titem **tail, eidkit_titem *it) {
     it->next = NULL;
@@ -180,20 +166,15 @@ static void *run(void *arg) {
             put_out(t, it);
         }
         /* One wake-up per turn, for every result and event of the turn, and
-         * none while the last is unread: done_fd is level-triggered. Written
-         * under mu, so eidkit_transport_take never clears a write it has
-         * not seen the items of. */
-        if (t->out_head != NULL && !t->done_set) {
-            signal_fd(t->done_fd);
-            t->done_set = 1;
-        }
+         * none while the last is unread (wakefd.h). */
+        if (t->out_head != NULL) eidkit_wakefd_raise(&t->done);
         int queued = t->in_head != NULL || t->stop;
         pthread_mutex_unlock(&t->mu);
         if (queued) continue;
 
         struct pollfd pf[2] = {{.fd = t->wake_fd, .events = POLLIN}, {.fd = fd, .events = POLLIN}};
         int n = poll(pf, 2, (int)(wait < 0 ? -1 : wait));
-        if (n > 0 && (pf[0].revents & POLLIN)) clear_fd(t->wake_fd);
+        if (n > 0 && (pf[0].revents & POLLIN)) eidkit_wakefd_read(t->wake_fd);
     }
 }
 
@@ -201,10 +182,10 @@ eidkit_transport *eidkit_transport_new(void) {
     eidkit_transport *t = calloc(1, sizeof *t);
     if (t == NULL) return NULL;
     t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    t->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (t->wake_fd < 0 || t->done_fd < 0) {
+    t->done.fd = -1;
+    if (t->wake_fd < 0 || eidkit_wakefd_open(&t->done) < 0) {
         if (t->wake_fd >= 0) close(t->wake_fd);
-        if (t->done_fd >= 0) close(t->done_fd);
+        eidkit_wakefd_close(&t->done);
         free(t);
         return NULL;
     }
@@ -247,18 +228,15 @@ eid_status eidkit_transport_submit(eidkit_transport *t, const char *action, cons
     eidkit_titem_append(&t->in_head, &t->in_tail, it);
     pthread_mutex_unlock(&t->mu);
     /* A non-empty queue has a wake-up on its way already. */
-    if (was_empty) signal_fd(t->wake_fd);
+    if (was_empty) eidkit_wakefd_write(t->wake_fd);
     return EID_OK;
 }
 
-int eidkit_transport_fd(const eidkit_transport *t) { return t->done_fd; }
+int eidkit_transport_fd(const eidkit_transport *t) { return t->done.fd; }
 
 eidkit_titem *eidkit_transport_take(eidkit_transport *t) {
     pthread_mutex_lock(&t->mu);
-    if (t->done_set) { /* else a read would only say EAGAIN: once a turn of the loop */
-        clear_fd(t->done_fd);
-        t->done_set = 0;
-    }
+    eidkit_wakefd_clear(&t->done); /* the items below are the ones it announced */
     eidkit_titem *head = t->out_head;
     t->out_head = t->out_tail = NULL;
     pthread_mutex_unlock(&t->mu);
@@ -266,7 +244,7 @@ eidkit_titem *eidkit_transport_take(eidkit_transport *t) {
 }
 
 int eidkit_transport_wait(eidkit_transport *t, long timeout_ms) {
-    struct pollfd pf = {.fd = t->done_fd, .events = POLLIN};
+    struct pollfd pf = {.fd = t->done.fd, .events = POLLIN};
     int n;
     do {
         n = poll(&pf, 1, (int)timeout_ms);
@@ -292,7 +270,7 @@ void eidkit_transport_free(eidkit_transport *t) {
         pthread_mutex_lock(&t->mu);
         t->stop = 1;
         pthread_mutex_unlock(&t->mu);
-        signal_fd(t->wake_fd);
+        eidkit_wakefd_write(t->wake_fd);
         pthread_join(t->thread, NULL);
     }
     eidkit_titems_free(t->in_head);
@@ -304,6 +282,6 @@ void eidkit_transport_free(eidkit_transport *t) {
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->client_mu);
     close(t->wake_fd);
-    close(t->done_fd);
+    eidkit_wakefd_close(&t->done);
     free(t);
 }

@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 
 #include "eidkit_lua.h"
+#include "wakefd.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -34,7 +35,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,10 +69,9 @@ struct pool {
     job *queue_head, *queue_tail;
     job *done_head, *done_tail;
     int stop;
-    int efd;
-    int efd_set;    /* efd has been written since it was last read: readable */
-    int deferred;   /* pool:defer(true): post leaves waking a worker to pool:flush */
-    int unsignaled; /* deferred: jobs queued since the last wake-up */
+    eidkit_wakefd efd; /* raised under mu while the done list has jobs (wakefd.h) */
+    int deferred;      /* pool:defer(true): post leaves waking a worker to pool:flush */
+    int unsignaled;    /* deferred: jobs queued since the last wake-up */
     int closed;
     int has_clock;
     int omit_request_ids; /* opened with request_ids = false */
@@ -193,14 +192,7 @@ static void *work(void *arg) {
         p->runs++;
         p->ran += n;
         pthread_cond_broadcast(&p->done);
-        /* One write until the Lua thread reads it: more would only be
-         * system calls on both sides (the descriptor is level-triggered). */
-        if (!p->efd_set) {
-            uint64_t one = 1;
-            ssize_t wr = write(p->efd, &one, sizeof one); /* only fails when the counter is huge */
-            (void)wr;
-            p->efd_set = 1;
-        }
+        eidkit_wakefd_raise(&p->efd);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -259,8 +251,7 @@ static void do_close(pool *p) {
     free_list(p->queue_head);
     free_list(p->done_head);
     p->queue_head = p->queue_tail = p->done_head = p->done_tail = NULL;
-    if (p->efd >= 0) close(p->efd);
-    p->efd = -1;
+    eidkit_wakefd_close(&p->efd);
     pthread_cond_destroy(&p->work);
     pthread_cond_destroy(&p->done);
     pthread_mutex_destroy(&p->mu);
@@ -337,14 +328,9 @@ static int l_next(lua_State *L) {
     pthread_mutex_lock(&p->mu);
     job *k = take_done(p, id);
     if (k == NULL) {
-        /* Seen empty: clear the eventfd if a worker set it. Both happen
-         * under p->mu, so a job finishing later writes it again. */
-        if (p->efd_set) {
-            uint64_t v;
-            ssize_t n = read(p->efd, &v, sizeof v);
-            (void)n;
-            p->efd_set = 0;
-        }
+        /* Seen empty: clear the eventfd, under p->mu, so a job finishing
+         * later raises it again. */
+        eidkit_wakefd_clear(&p->efd);
     }
     pthread_mutex_unlock(&p->mu);
     if (k == NULL) return 0;
@@ -440,7 +426,7 @@ static int l_flush(lua_State *L) {
 }
 
 static int l_fd(lua_State *L) {
-    lua_pushinteger(L, check_pool(L)->efd);
+    lua_pushinteger(L, check_pool(L)->efd.fd);
     return 1;
 }
 
@@ -512,7 +498,7 @@ static int l_pool(lua_State *L) {
     memset(p, 0, sizeof *p);
     p->omit_request_ids = !request_ids;
     p->closed = 1;
-    p->efd = -1;
+    p->efd.fd = -1;
     luaL_setmetatable(L, EIDKIT_POOL_MT);
     int self = lua_gettop(L);
     if (has_clock) {
@@ -524,8 +510,7 @@ static int l_pool(lua_State *L) {
         lua_setiuservalue(L, self, 2);
     }
     p->has_clock = has_clock;
-    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (p->efd < 0) return eidkit_push_fail(L, "internal", strerror(errno));
+    if (eidkit_wakefd_open(&p->efd) < 0) return eidkit_push_fail(L, "internal", strerror(errno));
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
     /* Timed waits in l_wait use CLOCK_REALTIME, the default. */
