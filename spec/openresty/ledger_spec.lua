@@ -770,6 +770,59 @@ describe("eidkit.openresty.ledger", function()
     assert.is_true(finishes[n] - starts[1] < 1.5, ("took %.3f s"):format(finishes[n] - starts[1]))
   end)
 
+  it("sends the records of concurrent requests together, each stored once", function()
+    -- 40 requests record at once while Redis holds writes. Sent one by one
+    -- they would make 40 round trips; batched, the first few batches (one
+    -- per flusher) wait on the pause and everything after them queues into
+    -- the next. (Without batching the ledger counts no pipeline at all.)
+    local n = 40
+    for i = 1, n do assert.is_true(call("issue", { EidToken = "Q-" .. i, MerchantId = "m", subject = "s" }).res) end
+    local function evalshas()
+      return tonumber(rds:cli("INFO", "commandstats"):match("cmdstat_evalsha:calls=(%d+)"))
+    end
+    local before = call("get", "Q-1").batches
+    local sent_before = evalshas()
+    local escaped = url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
+    local list = {}
+    for i = 1, n do list[i] = ("url = \"%s/timed?url=%s&tok=Q-%d&op=record\"\n"):format(srv.url, escaped, i) end
+    local cfg = scratch.file()
+    local f = assert(io.open(cfg, "wb"))
+    f:write(table.concat(list))
+    f:close()
+    assert.equals("OK", rds:cli("CLIENT", "PAUSE", "300", "WRITE"):match("OK"))
+    local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max %d --max-time 20 -K %s")
+      :format(n, proc.quote(cfg)))
+    os.remove(cfg)
+    local answered, batches = 0, before
+    for line in out:gmatch("%b{}") do
+      local t = assert(cjson.decode(line))
+      assert.is_true(t.ok, line)
+      answered = answered + 1
+      batches = math.max(batches, t.batches)
+    end
+    assert.equals(n, answered)
+    local pipelines = batches - before
+    assert.is_true(pipelines >= 1 and pipelines <= 8, ("%d pipelines for %d records"):format(pipelines, n))
+    -- Each record went to Redis once (one EVALSHA each, no resend) and
+    -- stored its own answer on its own token.
+    assert.equals(n, evalshas() - sent_before)
+    for i = 1, n do
+      local rec = call("get", "Q-" .. i).res
+      assert.same({ "issued", 1, { "rq-Q-" .. i } }, { rec.state, rec.pulls, rec.request_ids })
+    end
+  end)
+
+  it("records one by one with batch = false: the same records, no pipeline", function()
+    url = rds:url(0, ("nobatch%d:"):format(os.time()))
+    extra = { opts = { batch = false } } -- read when the worker first opens this URL
+    assert.is_true(call("issue", { EidToken = "N-1", MerchantId = "m", subject = "s" }).res)
+    local r1 = call("record", "N-1", response(2006, "n1"))
+    assert.same({ "failed", 1, { "n1" } }, { r1.res.state, r1.res.pulls, r1.res.request_ids })
+    local r2 = call("record", "N-1", response(0, "n2"))
+    assert.same({ "passed", 2, { "n1", "n2" } }, { r2.res.state, r2.res.pulls, r2.res.request_ids })
+    assert.equals(0, r2.batches)
+  end)
+
   describe("on a Redis that wants a password", function()
     local PW = "or-pw/5:q@z"
     local LIMITED_PW = "limited-pw-7c1d"

@@ -4,7 +4,9 @@
 --   POST /ledger {url, opts, now, op, args}  -> {res =, err =, noscript =, pid =}
 --                (op "sweep": args {opts}, answers {EidToken = response} for its pull)
 --   GET  /shas?url=                          -> {name = sha1 hex}
---   GET  /timed?url=&tok=[&pool_size=]      -> {start =, finish =, ok =, code =}: issues tok,
+--   GET  /timed?url=&tok=[&pool_size=][&op=record]
+--                                            -> {start =, finish =, ok =, code =, batches =}: issues
+--                                               tok (op=record: records a pending answer for it),
 --                                               with the worker's clock before and after
 --                                               (pool_size: the ledger's, when the url is new)
 local cjson = require "cjson.safe"
@@ -63,7 +65,7 @@ if uri == "/ledger" then
   -- As text, to the bit (this cjson encodes 14 digits at most).
   if req.op == "take" and res ~= nil then retry, err = err and string.format("%.17g", err), nil end
   return reply { res = res == nil and cjson.null or res, err = plain_error(err), retry = retry,
-    noscript = l.noscript, pid = ngx.worker.pid() }
+    noscript = l.noscript, batches = l.batches, pid = ngx.worker.pid() }
 elseif uri == "/shas" then
   return reply(ledger(ngx.unescape_uri(ngx.var.arg_url)):script_shas())
 elseif uri == "/timed" then
@@ -72,8 +74,17 @@ elseif uri == "/timed" then
   if state.now == 0 then state.now = ngx.time() end
   ngx.update_time()
   local start = ngx.now()
-  local ok, err = l:issue { EidToken = ngx.var.arg_tok, MerchantId = "m", subject = "s" }
+  local ok, err
+  if ngx.var.arg_op == "record" then
+    -- A pending answer with a RequestId of its own (the token's name).
+    local rec
+    rec, err = l:record(ngx.var.arg_tok, { Text = { LivenessDetail = {} }, RequestId = "rq-" .. ngx.var.arg_tok })
+    ok = rec ~= nil and rec.pulls == 1 and rec.request_ids[1] == "rq-" .. ngx.var.arg_tok
+  else
+    ok, err = l:issue { EidToken = ngx.var.arg_tok, MerchantId = "m", subject = "s" }
+    ok = ok == true
+  end
   ngx.update_time()
-  return reply { start = start, finish = ngx.now(), ok = ok == true, code = err and err.code }
+  return reply { start = start, finish = ngx.now(), ok = ok, code = err and err.code, batches = l.batches }
 end
 ngx.status = 404

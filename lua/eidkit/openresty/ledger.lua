@@ -389,6 +389,144 @@ local function transition(red, self, sc, nkeys, args)
   return { rec, open, late = type(res) == "table" and res[4] == 1 }
 end
 
+-- --------------------------------------------- one pipeline a turn
+--
+-- Every poll of a pending token records its answer (and takes from the
+-- upstream bucket; a claim the worker has not cached reads the record):
+-- a script a request. Sent one by one, each costs the worker a pooled
+-- connection's round (take, send, a read that first finds nothing, read,
+-- give back) and redis-server a read and a write of its own. Instead the
+-- scripts the requests of one turn of the worker's event loop call go out
+-- together, on one connection, as one pipeline (docs/internals/openresty.md,
+-- "One pipeline a turn").
+--
+-- The end of a turn is where ngx.semaphore resumes a waiter (its post is an
+-- nginx posted event, run after the turn's I/O events and timers; a timer
+-- or ngx.sleep(0) would run only after the next turn's I/O). So a few
+-- flushers (timers) wait on `wake`; the first call of a batch posts it, and
+-- the flusher that wakes takes the whole batch at the end of the turn.
+-- While every flusher waits on Redis, calls keep joining the open batch.
+
+local semaphore -- ngx.semaphore, loaded with the first batch
+local FLUSHERS = 4 -- batches in flight at once, each on its own connection
+local IDLE_S = 30 -- a flusher with nothing to send for this long ends
+
+local function batch_cmds(red, self, b)
+  local n = b.n
+  red:init_pipeline(n)
+  for i = 1, n do
+    local it = b[i]
+    red:evalsha(it.sc.sha, it.nkeys, unpack(it.args))
+  end
+  local r, e = red:commit_pipeline()
+  if not r then return nil, e end
+  local closed
+  for i = 1, n do
+    local it, res = b[i], r[i]
+    if type(res) == "table" and res[1] == false and find(tostring(res[2]), "^NOSCRIPT") then
+      self.noscript = self.noscript + 1
+      local err
+      res, err = red:eval(it.sc.text, it.nkeys, unpack(it.args))
+      if res == nil then return nil, err end
+      if res == false then res = { false, err } end
+    end
+    if type(res) == "table" and res[1] == false then
+      b.out[i], b.err[i] = reply_failure(res[2])
+    elseif it.raw then
+      b.out[i] = res
+    else
+      local rec, open = answer(self, res, it.args.now)
+      if rec and not open then
+        closed = closed or {}
+        closed[#closed + 1] = it.args.token
+      end
+      b.out[i] = { rec, open, late = type(res) == "table" and res[4] == 1 }
+    end
+  end
+  if closed then
+    local ok = red:zrem(self.due_key, unpack(closed))
+    if ok == nil then red:close() end
+  end
+  return true
+end
+
+-- Sends batch b and hands each caller its answer; a failure of the whole
+-- pipeline (Redis unreachable twice, or a fault here) is every caller's.
+local function flush(self, b)
+  self.batches = self.batches + 1
+  local ok, r, err = pcall(run, self, batch_cmds, self, b)
+  if not ok then r, err = failure(EID_E_INTERNAL, "redis: ledger batch failed: " .. tostring(r)) end
+  if not r then
+    for i = 1, b.n do b.out[i], b.err[i] = nil, err end
+  end
+  b.sema:post(b.n)
+end
+
+local function flusher(premature, self)
+  local q = self.batching
+  -- Waits of a second, so that a worker told to quit (a reload) is not
+  -- held up by its flushers for longer than that.
+  local idle = 0
+  while not premature and not ngx.worker.exiting() and idle < IDLE_S do
+    if q.wake:wait(1) then
+      idle = 0
+      local b = q.open
+      q.open = nil
+      if b then flush(self, b) end
+    else
+      idle = idle + 1
+    end
+  end
+  q.running = q.running - 1
+  -- Calls that joined a batch before the worker began to quit still get
+  -- their answer (later calls go straight to Redis).
+  local b = q.open
+  if b and ngx.worker.exiting() then
+    q.open = nil
+    flush(self, b)
+  end
+end
+
+local function start_flushers(self)
+  local q = self.batching
+  if not q.wake then
+    semaphore = semaphore or require "ngx.semaphore"
+    q.wake = semaphore.new()
+  end
+  while q.running < FLUSHERS do
+    if not ngx.timer.at(0, flusher, self) then break end
+    q.running = q.running + 1
+  end
+  return q.running > 0
+end
+
+-- The script's call through this turn's batch: its answer as transition()
+-- gives it, or (raw) as the script gave it; nil, err when Redis could not
+-- be reached or refused.
+local function batched(self, sc, nkeys, args, raw)
+  local q = self.batching
+  if not q or ngx.worker.exiting() or (q.running < FLUSHERS and not start_flushers(self)) then
+    if raw then return run(self, eval_script, self, sc, nkeys, args) end
+    return run(self, transition, self, sc, nkeys, args)
+  end
+  local b = q.open
+  if not b then
+    b = { n = 0, out = {}, err = {}, sema = semaphore.new() }
+    q.open = b
+    q.wake:post(1)
+  end
+  local i = b.n + 1
+  b.n = i
+  b[i] = { sc = sc, nkeys = nkeys, args = args, raw = raw }
+  local ok, werr = b.sema:wait(q.wait_s)
+  if not ok then
+    return failure(EID_E_LEDGER_UNAVAILABLE, "redis: no answer to the record batch: " .. tostring(werr))
+  end
+  local out = b.out[i]
+  if out == nil then return nil, b.err[i] end
+  return out
+end
+
 -- --------------------------------------------------------------- open
 
 -- open(url [, opts]) -> ledger | nil, err (a malformed URL: invalid_arg).
@@ -403,7 +541,9 @@ end
 -- so a pool smaller than the bursts churns connections), backlog
 -- (calls that may wait for one of them, default 4096; past it a call fails
 -- as when Redis cannot be reached), keepalive_ms (an idle pooled
--- connection's life, default 60000).
+-- connection's life, default 60000), batch (false: each get, record,
+-- consume and take on a pooled connection of its own rather than in its
+-- turn's pipeline).
 -- Nothing is sent to Redis here: cosockets may not exist where a ledger is
 -- made (init_by_lua), and each call connects from the pool.
 function _M.open(url, opts)
@@ -438,6 +578,7 @@ function _M.open(url, opts)
     pool_size = opts.pool_size or 1024, backlog = opts.backlog or 4096,
     keepalive_ms = opts.keepalive_ms or 60000,
     noscript = 0, -- EVALs after NOSCRIPT, for specs and metrics
+    batches = 0, -- pipelines sent (one a turn), for specs
   }, mt)
   -- At most pool_size connections at once; a call finding them all busy
   -- waits for one (in a queue of up to `backlog`) rather than opening
@@ -447,6 +588,11 @@ function _M.open(url, opts)
   self.connect_opts = { pool = self.pool, pool_size = self.pool_size, backlog = self.backlog }
   self.scripts = load_scripts()
   self.due_key, self.created_key = self.prefix .. "due", self.prefix .. "created"
+  if opts.batch ~= false then
+    -- The semaphores are made in the worker that uses them (open may run
+    -- in init_by_lua, in the master).
+    self.batching = { running = 0, wait_s = 3 * self.timeout_ms / 1000 + 1 }
+  end
   return self
 end
 
@@ -542,7 +688,7 @@ function methods.get(self, token)
   if not okt then return nil, terr end
   -- One script answering one string, not HMGET's twenty-odd bulk strings:
   -- lua-resty-redis reads each of those with two socket calls.
-  local res, err = script(self, "read", 1, key_of(self, token))
+  local res, err = batched(self, self.scripts.read, 1, { key_of(self, token) }, true)
   if not res then return nil, err end
   local e, rerr = packed_entry(res, now_of(self))
   if not e then return nil, rerr end
@@ -578,7 +724,7 @@ function methods.consume(self, token, subject)
   local now = now_of(self)
   -- As the C backend, a closed token leaves the due index (a failure
   -- consumed before its TTL stays, the user may retry).
-  local out, err = run(self, transition, self, self.scripts.consume, 1,
+  local out, err = batched(self, self.scripts.consume, 1,
     { key_of(self, token), format("%d", now), subject, nonce(), token = token, now = now })
   if not out then return nil, err end
   if not out[1] then return nil, out[2] end
@@ -662,7 +808,7 @@ function methods.record(self, token, res, payload)
   if not args then return nil, aerr end
   -- As r_record, a token that can no longer change leaves the due index.
   args.token, args.now = token, now
-  local out, err = run(self, transition, self, self.scripts.record, 2, args)
+  local out, err = batched(self, self.scripts.record, 2, args)
   if not out then return nil, err end
   local rec = out[1]
   if not rec then return nil, out[2] end
@@ -893,8 +1039,8 @@ local function bucket(self, op, cost, key, rate, burst, now_ms)
   local st = eidffi.lib().eid_ledger_check_take(key, rate, burst, now_ms, ttl, cerr)
   if st ~= EID_OK then error(format("bad argument to '%s' (%s)", op, ffi_string(cerr.message)), 3) end
   if now_ms == 0 then now_ms = now_of(self) * 1000 end
-  local res, err = script(self, "take", 1, self.prefix .. "bucket:" .. key, format("%d", now_ms),
-    format("%.17g", rate), format("%.17g", burst), format("%d", tonumber(ttl[0])), cost)
+  local res, err = batched(self, self.scripts.take, 1, { self.prefix .. "bucket:" .. key, format("%d", now_ms),
+    format("%.17g", rate), format("%.17g", burst), format("%d", tonumber(ttl[0])), cost }, true)
   if not res then return nil, err end
   if type(res) == "table" and res[1] == 1 then return true end
   if type(res) == "table" and res[1] == 0 and type(res[2]) == "string" then return false, tonumber(res[2]) end
