@@ -69,6 +69,27 @@ describe("eidkit.openresty.ledger", function()
     return t
   end
 
+  -- n requests to /timed at once (curl's parallel mode), for tokens
+  -- NAME1..NAMEn on the ledger at ledger_url (query: more of /timed's
+  -- arguments), while Redis holds writes for pause_ms: curl's output, one
+  -- JSON answer a request.
+  local function burst(ledger_url, name, n, pause_ms, query)
+    local escaped = ledger_url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
+    local list = {}
+    for i = 1, n do
+      list[i] = ("url = \"%s/timed?url=%s&tok=%s%d%s\"\n"):format(srv.url, escaped, name, i, query or "")
+    end
+    local cfg = scratch.file()
+    local f = assert(io.open(cfg, "wb"))
+    f:write(table.concat(list))
+    f:close()
+    assert.equals("OK", rds:cli("CLIENT", "PAUSE", tostring(pause_ms), "WRITE"):match("OK"))
+    local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max %d --max-time 20 -K %s")
+      :format(n, proc.quote(cfg)))
+    os.remove(cfg)
+    return out
+  end
+
   local function c_call(op, ...)
     local res, err = c_ledger[op](c_ledger, ...)
     if op == "take" and res ~= nil then return { res = res, retry = err and ("%.17g"):format(err) } end
@@ -651,16 +672,7 @@ describe("eidkit.openresty.ledger", function()
     assert.is_nil(call("record", "K-1", response(2006, "k1")).err)
     -- 20 requests at once while Redis holds writes: the worker opens 20
     -- connections, all kept in its pool afterwards.
-    local list = {}
-    local escaped = url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
-    for i = 1, 20 do list[i] = ("url = \"%s/timed?url=%s&tok=K-P%d\"\n"):format(srv.url, escaped, i) end
-    local cfg = scratch.file()
-    local f = assert(io.open(cfg, "wb"))
-    f:write(table.concat(list))
-    f:close()
-    assert.equals("OK", rds:cli("CLIENT", "PAUSE", "300", "WRITE"):match("OK"))
-    proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 20 --max-time 20 -K %s"):format(proc.quote(cfg)))
-    os.remove(cfg)
+    burst(url, "K-P", 20, 300)
     assert.is_true(tonumber(rds:cli("INFO", "clients"):match("connected_clients:(%d+)")) >= 10)
     rds:stop("KILL")
     for _, r in ipairs { call("record", "K-1", response(0, "k2")), call("due", 10), call("stats"),
@@ -699,21 +711,11 @@ describe("eidkit.openresty.ledger", function()
     -- of 3 (database 1: a pool of its own). Without the backlog each request
     -- would open a connection and close it again after use.
     local burst_url = rds:url(1, ("burst%d:"):format(os.time()))
-    local escaped = burst_url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
-    local list = {}
-    for i = 1, 40 do list[i] = ("url = \"%s/timed?url=%s&tok=B-%d&pool_size=3\"\n"):format(srv.url, escaped, i) end
-    local cfg = scratch.file()
-    local f = assert(io.open(cfg, "wb"))
-    f:write(table.concat(list))
-    f:close()
     local function received()
       return tonumber(rds:cli("INFO", "stats"):match("total_connections_received:(%d+)"))
     end
     local before = received()
-    assert.equals("OK", rds:cli("CLIENT", "PAUSE", "200", "WRITE"):match("OK"))
-    local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 40 --max-time 20 -K %s")
-      :format(proc.quote(cfg)))
-    os.remove(cfg)
+    local out = burst(burst_url, "B-", 40, 200, "&pool_size=3")
     local opened = received() - before
     local starts, first_finish = {}, math.huge
     for line in out:gmatch("%b{}") do
@@ -740,17 +742,8 @@ describe("eidkit.openresty.ledger", function()
     -- Redis holds every write for 400 ms. A worker that blocked on Redis
     -- would start the next request only after the previous one ended.
     local n = 50
-    local list = {}
-    local escaped = url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
-    for i = 1, n do list[i] = ("url = \"%s/timed?url=%s&tok=W-%d\"\n"):format(srv.url, escaped, i) end
-    local cfg = scratch.file()
-    local f = assert(io.open(cfg, "wb"))
-    f:write(table.concat(list))
-    f:close()
-    assert.equals("OK", rds:cli("CLIENT", "PAUSE", "400", "WRITE"):match("OK"))
     local t0 = os.time()
-    local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max %d --max-time 20 -K %s"):format(n, proc.quote(cfg)))
-    os.remove(cfg)
+    local out = burst(url, "W-", n, 400)
     assert.is_true(os.time() - t0 <= 3)
     local starts, finishes = {}, {}
     for line in out:gmatch("%b{}") do
@@ -782,17 +775,7 @@ describe("eidkit.openresty.ledger", function()
     end
     local before = call("get", "Q-1").batches
     local sent_before = evalshas()
-    local escaped = url:gsub("[^%w%-%.]", function(c) return ("%%%02X"):format(c:byte()) end)
-    local list = {}
-    for i = 1, n do list[i] = ("url = \"%s/timed?url=%s&tok=Q-%d&op=record\"\n"):format(srv.url, escaped, i) end
-    local cfg = scratch.file()
-    local f = assert(io.open(cfg, "wb"))
-    f:write(table.concat(list))
-    f:close()
-    assert.equals("OK", rds:cli("CLIENT", "PAUSE", "300", "WRITE"):match("OK"))
-    local out = proc.output(("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max %d --max-time 20 -K %s")
-      :format(n, proc.quote(cfg)))
-    os.remove(cfg)
+    local out = burst(url, "Q-", n, 300, "&op=record")
     local answered, batches = 0, before
     for line in out:gmatch("%b{}") do
       local t = assert(cjson.decode(line))
