@@ -239,13 +239,15 @@ function methods.freeze(self, ts)
   return ts
 end
 
--- sim:unfreeze(): the kit's clock runs again from where it stands.
+-- sim:unfreeze() -> where the clock stood: the kit's clock runs again from
+-- there. (Not now() read after the call: the simulator counts from its own
+-- reading of real time, and a second may tick before the kit reads its own.)
 function methods.unfreeze(self)
-  if self.frozen then
-    self.offset = set_clock(self, { Now = self.frozen })
-    self.frozen = nil
-  end
-  return self:now()
+  local at = self.frozen
+  if not at then return self:now() end
+  self.offset = set_clock(self, { Now = at })
+  self.frozen = nil
+  return at
 end
 
 -- sim:advance(seconds): move the simulator's and the ledgers' clocks.
