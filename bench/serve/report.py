@@ -44,7 +44,7 @@ for line in open(raw, encoding="utf-8"):
                  "upstream": None if f[8] == "NA" else float(f[8]),
                  "failed": int(f[9]) + int(f[10]), "requests": int(f[11]), "sent": int(f[12])})
 
-order = [s for s in ("sqlite", "redis", "openresty", "openresty2", "peer", "sim", "mhd", "lua")
+order = [s for s in ("sqlite", "redis", "openresty", "openresty2", "peer", "bare", "sim", "mhd", "lua")
          if any(r["server"] == s for r in rows)]
 serves = [s for s in ("sqlite", "redis", "openresty", "openresty2") if s in order]
 CEILINGS = ("mhd", "lua")
@@ -211,3 +211,21 @@ if serves:
     if any(s.startswith("openresty") for s in serves):
         row(f"req/s against eidkit serve (Redis) at {conns:,} clients (reported)", t_vs_serve("rps", ""))
         row("CPU per request against eidkit serve (Redis) there (reported)", t_vs_serve("cpu", " µs"))
+
+    # The bare parts (bench/serve/bare.c): what is left of a request's CPU
+    # once libmicrohttpd, libcurl, signing and the kernel under them are
+    # paid is eidkit's own work (gateway, flow, policy, ledger, log, metrics).
+    def t_bare(s):
+        a, b = stat("latency", s, conns, "cpu"), stat("latency", "bare", conns, "cpu")
+        if a is None or b is None:
+            return "— (no bare server in this run)" if "bare" not in order else "—"
+        return f"{a:,.1f} − {b:,.1f} = {a - b:,.1f} µs"
+
+    row("CPU per request above the bare parts' there: eidkit's own work (reported)", t_bare)
+
+if "bare" in order and "peer" in order:
+    a, b = stat("latency", "bare", conns, "cpu"), stat("latency", "peer", conns, "cpu")
+    if a is not None and b:
+        print()
+        print(f"The bare parts alone (libmicrohttpd and the C client on one loop, no eidkit work) took "
+              f"{a:,.1f} µs a request at {conns:,} clients + {latency_ms} ms: {a / b:.2f} of the peer's {b:,.1f}.")
