@@ -23,6 +23,7 @@
 #define _GNU_SOURCE /* ppoll */
 
 #include "eidkit/client.h"
+#include "../bench_server.h"
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -35,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -51,14 +51,8 @@ typedef struct req {
     char body[MAX_BODY];
 } req;
 
-static volatile sig_atomic_t stop;
 static eid_client *client;
 static const char *merchant_id;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop = 1;
-}
 
 static struct MHD_Response *json(const char *text) {
     struct MHD_Response *r =
@@ -231,11 +225,7 @@ int main(int argc, char **argv) {
     const char *id = getenv("TENCENTCLOUD_SECRET_ID"), *key = getenv("TENCENTCLOUD_SECRET_KEY");
     if (endpoint == NULL || merchant_id == NULL || id == NULL || key == NULL) return usage();
 
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    bench_raise_nofile();
     signal(SIGPIPE, SIG_IGN);
 
     /* As `eidkit serve` builds its client for bench/serve
@@ -254,8 +244,7 @@ int main(int argc, char **argv) {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_SUPPRESS_DATE_NO_CLOCK | MHD_USE_TURBO |
-            MHD_USE_ERROR_LOG,
+        BENCH_MHD_FLAGS,
         (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa,
         /* bench/serve runs eidkit serve with --max-connections 20000: the
          * ladder's clients must meet the load, not a connection cap. */
@@ -275,22 +264,14 @@ int main(int argc, char **argv) {
     ev.data.fd = eid_client_fd(client);
     epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev);
 
-    struct sigaction act;
-    memset(&act, 0, sizeof act);
-    act.sa_handler = on_signal;
-    sigaction(SIGINT, &act, NULL);
-    sigaction(SIGTERM, &act, NULL);
-    sigset_t block, orig;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    sigprocmask(SIG_BLOCK, &block, &orig);
+    sigset_t orig;
+    bench_stop_signals(&orig);
 
     printf("listening on http://127.0.0.1:%u\n", pi ? (unsigned)pi->port : 0u);
     fflush(stdout);
 
     int resumed = 0;
-    while (!stop) {
+    while (!bench_stop) {
         long wait = -1;
         MHD_UNSIGNED_LONG_LONG t;
         if (MHD_get_timeout(d, &t) == MHD_YES) wait = t > 60000 ? 60000 : (long)t;

@@ -185,13 +185,16 @@ if serves:
 
     row(f"≥ {TARGET_RPS:,} req/s at {conns:,} clients, + {latency_ms} ms", t_rps)
     row(f"p99 < {TARGET_P99_MS} ms there", t_p99)
-    def t_floor(s):
-        a, b = stat("latency", s, conns, "p99"), stat("latency", "sim", conns, "p99")
-        if a is None or b is None:
-            return "— (no floor in this run)" if "sim" not in order else "—"
-        return f"{a:,.1f} − {b:,.1f} = {a - b:,.1f} ms"
+    # A server's figure above a reference server's at CONNS clients + LATENCY_MS.
+    def t_above(key, ref, unit, missing):
+        def cell(s):
+            a, b = stat("latency", s, conns, key), stat("latency", ref, conns, key)
+            if a is None or b is None:
+                return f"— (no {missing} in this run)" if ref not in order else "—"
+            return f"{a:,.1f} − {b:,.1f} = {a - b:,.1f} {unit}"
+        return cell
 
-    row("p99 above the floor's (the simulator alone) there (reported)", t_floor)
+    row("p99 above the floor's (the simulator alone) there (reported)", t_above("p99", "sim", "ms", "floor"))
     row(f"CPU per request ≤ 1/3 of the peer's there", t_cpu("latency"))
     row("CPU per request against the peer's, no added latency (reported)", t_cpu("zero"))
     if with_ladder:
@@ -215,13 +218,8 @@ if serves:
     # The bare parts (bench/serve/bare.c): what is left of a request's CPU
     # once libmicrohttpd, libcurl, signing and the kernel under them are
     # paid is eidkit's own work (gateway, flow, policy, ledger, log, metrics).
-    def t_bare(s):
-        a, b = stat("latency", s, conns, "cpu"), stat("latency", "bare", conns, "cpu")
-        if a is None or b is None:
-            return "— (no bare server in this run)" if "bare" not in order else "—"
-        return f"{a:,.1f} − {b:,.1f} = {a - b:,.1f} µs"
-
-    row("CPU per request above the bare parts' there: eidkit's own work (reported)", t_bare)
+    row("CPU per request above the bare parts' there: eidkit's own work (reported)",
+        t_above("cpu", "bare", "µs", "bare server"))
 
 if "bare" in order and "peer" in order:
     a, b = stat("latency", "bare", conns, "cpu"), stat("latency", "peer", conns, "cpu")
