@@ -3,11 +3,11 @@
  * bench/serve/bare.c) share: the daemon mode, the descriptor limit, and how
  * they stop.
  *
- * They stop on SIGINT or SIGTERM, which set bench_stop. Both signals stay blocked except inside
- * the main loop's wait, which unblocks them atomically with the sigset this
- * returns (ppoll, epoll_pwait): a signal that arrives between the loop's
- * check of bench_stop and its wait then ends the wait instead of being
- * missed until the next event.
+ * They stop on SIGINT or SIGTERM, which set bench_stop. Both signals stay
+ * blocked except inside the main loop's wait, which unblocks them atomically
+ * with the sigset bench_stop_signals returns (ppoll, epoll_pwait): a signal
+ * that arrives between the loop's check of bench_stop and its wait then ends
+ * the wait instead of being missed until the next event.
  */
 #ifndef EIDKIT_BENCH_SERVER_H
 #define EIDKIT_BENCH_SERVER_H

@@ -20,7 +20,7 @@
  * SIGTERM. The "status" is the coarse one bench/serve/peer.js gives
  * (pending, passed, expired, failed). An upstream failure answers 502.
  */
-#define _GNU_SOURCE /* ppoll */
+#define _GNU_SOURCE /* strdup under -std=c11 */
 
 #include "eidkit/client.h"
 #include "../bench_server.h"
