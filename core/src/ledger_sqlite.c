@@ -197,7 +197,8 @@ typedef struct sqlite_be {
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
     /* Inside eid_ledger_batch_begin/_end: one IMMEDIATE transaction is open
-     * and each call's own transaction is a savepoint in it. */
+     * and a call's own transaction is a savepoint in it (s_record: but for a
+     * call that writes one row). */
     bool batch;
     checkpointer ck;
 } sqlite_be;
@@ -583,7 +584,15 @@ static eid_status s_record(void *p, const char *token, const eid_ledger_outcome 
                            const unsigned char *blob, size_t blen, int64_t now,
                            eid_ledger_entry *out, eid_error *err) {
     sqlite_be *b = p;
-    eid_status st = begin(b, err);
+    size_t n;
+    const eid_ledger_attempt *d = eid__ledger_details(o, &n);
+    /* In a batch, a record that writes one row (a pull with no attempt to
+     * keep: every poll of a pending token) needs no savepoint of its own: a
+     * statement that fails undoes itself, and one that takes the whole
+     * transaction with it breaks the batch either way (as in finish). The
+     * savepoint and its release were two of a poll's four statements. */
+    bool one_write = b->batch && n == 0;
+    eid_status st = one_write ? EID_OK : begin(b, err);
     if (st) return st;
     st = load(b, token, out, err);
     if (st == EID_OK) {
@@ -592,10 +601,9 @@ static eid_status s_record(void *p, const char *token, const eid_ledger_outcome 
         if (blob) out->has_payload = 1;
         st = save(b, out, was, blob, blen, err);
     }
-    size_t n;
-    const eid_ledger_attempt *d = eid__ledger_details(o, &n);
     for (size_t i = 0; st == EID_OK && i < n; i++)
         if (eid__ledger_attempt_ok(&d[i])) st = save_attempt(b, token, &d[i], err);
+    if (one_write) return sqlite3_get_autocommit(b->db) ? (st ? st : broken(err)) : st;
     return finish(b, st, err);
 }
 

@@ -908,8 +908,8 @@ static void test_status_codes(void) {
     CHECK(strcmp(eid_strerror((eid_status)-1), "unknown status") == 0);
 }
 
-/* Group commit: the batch's calls share one transaction, each in its own
- * savepoint; nothing is visible elsewhere before the end; a batch waits for
+/* Group commit: the batch's calls share one transaction, each that writes
+ * more than one row in its own savepoint; nothing is visible elsewhere before the end; a batch waits for
  * (and refuses past the busy timeout) another connection's write lock. */
 /* eid_ledger_record_many on a backend without pipelines: each call as
  * eid_ledger_record alone, with its own time and result; the Redis
@@ -977,6 +977,12 @@ static void test_batch(void) {
     CHECK(eid_ledger_consume(a, "T-BATCH-1", "u1", &r, &err) == EID_OK);
     CHECK(eid_ledger_consume(a, "T-BATCH-1", "u1", NULL, &err) == EID_E_LEDGER_CONSUMED);
     CHECK(eid_ledger_claim(a, "T-BATCH-2", "u2", &r, &err) == EID_OK); /* its own write */
+    /* A poll of a pending token writes one row and runs without a
+     * savepoint of its own: a call that fails next to it still takes
+     * nothing of it along. */
+    eid_ledger_outcome poll = {.request_id = "req-b2"};
+    CHECK(eid_ledger_record(a, "T-BATCH-2", &poll, &r, &err) == EID_OK && r.pulls == 1);
+    CHECK(eid_ledger_record(a, "T-BATCH-NONE", &poll, &r, &err) == EID_E_LEDGER_UNKNOWN);
     /* Not yet committed: another connection sees none of it, and cannot
      * write while the batch holds the lock. */
     CHECK(eid_ledger_get(b, "T-BATCH-1", &r, &err) == EID_E_LEDGER_UNKNOWN);
@@ -985,6 +991,7 @@ static void test_batch(void) {
     CHECK(r.state == EID_LEDGER_CONSUMED && r.billable == 1);
     CHECK_STR(r.subject, "u1");
     CHECK(eid_ledger_get(b, "T-BATCH-2", &r, &err) == EID_OK && r.state == EID_LEDGER_ISSUED);
+    CHECK(r.pulls == 1 && strcmp(r.request_ids, "req-b2") == 0);
 
     /* Out of the batch, each call commits on its own again. */
     CHECK(issue(a, "T-BATCH-3", "u3") == EID_OK);

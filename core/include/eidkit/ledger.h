@@ -332,9 +332,10 @@ EID_API eid_status eid_ledger_give(eid_ledger *ledger, const char *key, double r
 /* ------------------------------------------------------- batches (SQLite)
  * Group commit for a caller that holds many calls at once (eidkit serve's
  * ledger thread): the calls made on ledger between eid_ledger_batch_begin
- * and eid_ledger_batch_end run in one IMMEDIATE transaction, each in a
- * savepoint of its own, so a call that fails undoes only its own writes and
- * the batch pays one set of file locks and one WAL commit. Nothing written
+ * and eid_ledger_batch_end run in one IMMEDIATE transaction, and a call that
+ * fails undoes only its own writes (each call that writes more than one row
+ * runs in a savepoint of its own); the batch pays one set of file locks and
+ * one WAL commit. Nothing written
  * in a batch is durable, or visible to another connection, before
  * eid_ledger_batch_end returns EID_OK; when it fails nothing of the batch
  * was kept, and a caller must treat every call of the batch as failed with
