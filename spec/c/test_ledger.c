@@ -909,8 +909,8 @@ static void test_status_codes(void) {
 }
 
 /* Group commit: the batch's calls share one transaction, each that writes
- * more than one row in its own savepoint; nothing is visible elsewhere before the end; a batch waits for
- * (and refuses past the busy timeout) another connection's write lock. */
+ * more than one row in its own savepoint; nothing is visible elsewhere before the end; a batch
+ * waits for (and refuses past the busy timeout) another connection's write lock. */
 /* eid_ledger_record_many on a backend without pipelines: each call as
  * eid_ledger_record alone, with its own time and result; the Redis
  * pipeline itself is held to the same answers by spec/ledger/pool_spec.lua. */
