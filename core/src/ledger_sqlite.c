@@ -197,8 +197,8 @@ typedef struct sqlite_be {
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
     /* Inside eid_ledger_batch_begin/_end: one IMMEDIATE transaction is open
-     * and a call's own transaction is a savepoint in it (s_record: but for a
-     * call that writes one row). */
+     * and a call's own transaction is a savepoint in it (none for a call
+     * that writes one row: begin). */
     bool batch;
     checkpointer ck;
 } sqlite_be;
@@ -554,19 +554,26 @@ static eid_status broken(eid_error *err) {
 }
 
 /* Start a call's transaction: its own IMMEDIATE one, or in a batch a
- * savepoint, so a call that fails undoes its own writes and no other's. */
-static eid_status begin(sqlite_be *b, eid_error *err) {
-    return b->batch ? exec(b, S_SAVEPOINT, "savepoint", err) : exec(b, S_BEGIN, "begin", err);
+ * savepoint, so a call that fails undoes its own writes and no other's.
+ * A call that writes one row at most (one_row: every poll of a pending
+ * token) needs no savepoint in a batch: a statement that fails undoes
+ * itself, and one that takes the whole transaction with it breaks the batch
+ * either way (finish). The savepoint and its release were two of a poll's
+ * four statements. */
+static eid_status begin(sqlite_be *b, bool one_row, eid_error *err) {
+    if (!b->batch) return exec(b, S_BEGIN, "begin", err);
+    return one_row ? EID_OK : exec(b, S_SAVEPOINT, "savepoint", err);
 }
 
-/* End a call's transaction: commit (in a batch: release the savepoint) when
- * st is OK, else roll back and keep st. */
-static eid_status finish(sqlite_be *b, eid_status st, eid_error *err) {
+/* End a call's transaction (one_row as given to begin): commit (in a batch:
+ * release the savepoint) when st is OK, else roll back and keep st. */
+static eid_status finish(sqlite_be *b, eid_status st, bool one_row, eid_error *err) {
     if (b->batch) {
         /* An error SQLite answers by rolling back the whole transaction
          * (SQLITE_FULL, an I/O error) leaves no savepoint to end: the batch
          * is broken and eid_ledger_batch_end says so. */
         if (sqlite3_get_autocommit(b->db)) return st ? st : broken(err);
+        if (one_row) return st;
         if (st == EID_OK && (st = exec(b, S_RELEASE, "release", err)) == EID_OK) return EID_OK;
         exec(b, S_ROLLBACK_TO, "rollback", NULL);
         exec(b, S_RELEASE, "release", NULL);
@@ -586,13 +593,8 @@ static eid_status s_record(void *p, const char *token, const eid_ledger_outcome 
     sqlite_be *b = p;
     size_t n;
     const eid_ledger_attempt *d = eid__ledger_details(o, &n);
-    /* In a batch, a record that writes one row (a pull with no attempt to
-     * keep: every poll of a pending token) needs no savepoint of its own: a
-     * statement that fails undoes itself, and one that takes the whole
-     * transaction with it breaks the batch either way (as in finish). The
-     * savepoint and its release were two of a poll's four statements. */
-    bool one_write = b->batch && n == 0;
-    eid_status st = one_write ? EID_OK : begin(b, err);
+    bool one_row = n == 0; /* no attempt to keep beside the token's row */
+    eid_status st = begin(b, one_row, err);
     if (st) return st;
     st = load(b, token, out, err);
     if (st == EID_OK) {
@@ -603,8 +605,7 @@ static eid_status s_record(void *p, const char *token, const eid_ledger_outcome 
     }
     for (size_t i = 0; st == EID_OK && i < n; i++)
         if (eid__ledger_attempt_ok(&d[i])) st = save_attempt(b, token, &d[i], err);
-    if (one_write) return sqlite3_get_autocommit(b->db) ? (st ? st : broken(err)) : st;
-    return finish(b, st, err);
+    return finish(b, st, one_row, err);
 }
 
 static eid_status s_attempts(void *p, const char *token, eid_ledger_attempt **out, size_t *n,
@@ -662,7 +663,7 @@ static eid_status s_attempts(void *p, const char *token, eid_ledger_attempt **ou
 static eid_status s_consume(void *p, const char *token, const char *subject, int64_t now,
                             eid_ledger_entry *out, eid_error *err) {
     sqlite_be *b = p;
-    eid_status st = begin(b, err);
+    eid_status st = begin(b, true, err);
     if (st) return st;
     st = load(b, token, out, err);
     if (st == EID_OK) st = eid__ledger_check_consume(out, subject, now, err);
@@ -671,7 +672,7 @@ static eid_status s_consume(void *p, const char *token, const char *subject, int
         eid__ledger_apply_consume(out, now);
         st = save(b, out, was, NULL, 0, err);
     }
-    return finish(b, st, err);
+    return finish(b, st, true, err);
 }
 
 static eid_status rows(sqlite3_stmt *s, eid_ledger_entry *out, size_t cap, size_t *n,
@@ -714,24 +715,24 @@ static eid_status s_export(void *p, int64_t from, int64_t to, int64_t after_crea
 static eid_status s_expire(void *p, int64_t now, uint64_t *expired, uint64_t *abandoned,
                            eid_error *err) {
     sqlite_be *b = p;
-    eid_status st = begin(b, err);
+    eid_status st = begin(b, false, err);
     if (st) return st;
     sqlite3_bind_int64(stmt(b, S_EXPIRE), 1, now);
     int rc = sqlite3_step(b->st[S_EXPIRE]);
     sqlite3_reset(b->st[S_EXPIRE]);
-    if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), err);
+    if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), false, err);
     *expired = (uint64_t)sqlite3_changes(b->db);
     sqlite3_bind_int64(stmt(b, S_ABANDON), 1, now);
     rc = sqlite3_step(b->st[S_ABANDON]);
     sqlite3_reset(b->st[S_ABANDON]);
-    if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), err);
+    if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), false, err);
     *abandoned = (uint64_t)sqlite3_changes(b->db);
     /* Token buckets that are full again are the same as none. */
     sqlite3_bind_int64(stmt(b, S_BUCKET_PURGE), 1, now * 1000);
     rc = sqlite3_step(b->st[S_BUCKET_PURGE]);
     sqlite3_reset(b->st[S_BUCKET_PURGE]);
-    if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), err);
-    return finish(b, EID_OK, err);
+    if (rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "expire"), false, err);
+    return finish(b, EID_OK, false, err);
 }
 
 static eid_status s_stats(void *p, int64_t now, eid_ledger_counts *out, eid_error *err) {
@@ -784,7 +785,7 @@ static eid_status s_take(void *p, const char *key, double rate, double burst, in
                          int64_t ttl_ms, int cost, int *allowed, double *retry_after_s,
                          eid_error *err) {
     sqlite_be *b = p;
-    eid_status st = begin(b, err);
+    eid_status st = begin(b, true, err);
     if (st) return st;
     sqlite3_stmt *s = stmt(b, S_BUCKET_GET);
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
@@ -796,7 +797,8 @@ static eid_status s_take(void *p, const char *key, double rate, double burst, in
         last_ms = sqlite3_column_int64(s, 1);
     }
     sqlite3_reset(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return finish(b, db_fail(err, rc, "take"), err);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return finish(b, db_fail(err, rc, "take"), true, err);
     *allowed = eid__ledger_bucket_take(&tokens, &last_ms, now_ms, rate, burst, cost, retry_after_s);
     if (*allowed) {
         s = stmt(b, S_BUCKET_PUT);
@@ -808,7 +810,7 @@ static eid_status s_take(void *p, const char *key, double rate, double burst, in
         sqlite3_reset(s);
         if (rc != SQLITE_DONE) st = db_fail(err, rc, "take");
     }
-    st = finish(b, st, err);
+    st = finish(b, st, true, err);
     if (st) *allowed = 0;
     return st;
 }

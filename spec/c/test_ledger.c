@@ -983,6 +983,9 @@ static void test_batch(void) {
     eid_ledger_outcome poll = {.request_id = "req-b2"};
     CHECK(eid_ledger_record(a, "T-BATCH-2", &poll, &r, &err) == EID_OK && r.pulls == 1);
     CHECK(eid_ledger_record(a, "T-BATCH-NONE", &poll, &r, &err) == EID_E_LEDGER_UNKNOWN);
+    int allowed = 0; /* a take writes one row too */
+    CHECK(eid_ledger_take(a, "k-batch", 0.001, 1, 0, &allowed, NULL, &err) == EID_OK && allowed);
+    CHECK(eid_ledger_take(a, "k-batch", 0.001, 1, 0, &allowed, NULL, &err) == EID_OK && !allowed);
     /* Not yet committed: another connection sees none of it, and cannot
      * write while the batch holds the lock. */
     CHECK(eid_ledger_get(b, "T-BATCH-1", &r, &err) == EID_E_LEDGER_UNKNOWN);
@@ -992,6 +995,7 @@ static void test_batch(void) {
     CHECK_STR(r.subject, "u1");
     CHECK(eid_ledger_get(b, "T-BATCH-2", &r, &err) == EID_OK && r.state == EID_LEDGER_ISSUED);
     CHECK(r.pulls == 1 && strcmp(r.request_ids, "req-b2") == 0);
+    CHECK(eid_ledger_take(b, "k-batch", 0.001, 1, 0, &allowed, NULL, &err) == EID_OK && !allowed);
 
     /* Out of the batch, each call commits on its own again. */
     CHECK(issue(a, "T-BATCH-3", "u3") == EID_OK);
